@@ -1,0 +1,32 @@
+"""maskprep: raw text → padded, packed, correctly masked training tensors, and proof nothing leaks.
+
+The library mirrors the command line: :func:`build` does what ``maskprep build`` does and returns a
+:class:`BuildResult`.
+"""
+
+from ._version import __version__
+from .columns import IGNORE_INDEX
+from .config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, TokenizerConfig
+from .errors import BadRecordError, ConfigError, DataError, MaskprepError
+from .pipeline import BuildResult, Progress, Totals, build
+from .shards import load_dataset, read_manifest
+
+__all__ = [
+    "IGNORE_INDEX",
+    "BadRecordError",
+    "BuildConfig",
+    "BuildResult",
+    "ConfigError",
+    "DataError",
+    "MaskprepError",
+    "OutputConfig",
+    "Progress",
+    "ShapeConfig",
+    "SourceConfig",
+    "TokenizerConfig",
+    "Totals",
+    "__version__",
+    "build",
+    "load_dataset",
+    "read_manifest",
+]

@@ -1,0 +1,171 @@
+"""The ``maskprep`` command: parse options, call the library, render results. No logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+
+from . import config as cfg
+from ._version import __version__
+from .errors import MaskprepError
+
+
+class _Failure(click.ClickException):
+    """A library error shown as one line on stderr, with its own exit code."""
+
+    def __init__(self, error: MaskprepError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+def _library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MaskprepError as error:
+            raise _Failure(error) from None
+
+    return wrapper
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return cfg.parse_size(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="maskprep")
+def main() -> None:
+    """Turn raw text into padded, masked training shards, and check that nothing leaks."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
+@click.option("--strategy", type=click.Choice(cfg.STRATEGIES), default="pad", show_default=True)
+@click.option(
+    "--overflow",
+    type=click.Choice(cfg.OVERFLOWS),
+    default="truncate",
+    show_default=True,
+    help="What to do with documents longer than --max-length.",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Tokens shared by consecutive windows with --overflow split.",
+)
+@click.option("--padding-side", type=click.Choice(cfg.PADDING_SIDES), help="Default: tokenizer's.")
+@click.option(
+    "--input-format",
+    type=click.Choice(cfg.INPUT_FORMATS),
+    default="auto",
+    show_default=True,
+    help="auto: from the extension, else sniffed from the first line.",
+)
+@click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="JSONL field holding the text; dotted for nested (meta.body).",
+)
+@click.option(
+    "--on-bad-record",
+    type=click.Choice(cfg.BAD_RECORD_POLICIES),
+    default="fail",
+    show_default=True,
+    help="fail: stop at the first bad record; skip: write it to rejects.jsonl and go on.",
+)
+@click.option("--revision", help="Tokenizer revision (branch, tag or commit) on the Hub.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the tokenizer's own code to run.")
+@click.option("--pad-token", help="'eos' to pad with EOS, or a token of the vocabulary.")
+@click.option(
+    "--add-special-tokens/--no-add-special-tokens",
+    default=True,
+    show_default=True,
+    help="Frame documents with the tokenizer's special tokens (BOS, [CLS]…[SEP]).",
+)
+@click.option("--add-eos", is_flag=True, help="Append EOS to every document unless already there.")
+@click.option(
+    "--format",
+    "shard_format",
+    type=click.Choice(cfg.SHARD_FORMATS),
+    default="parquet",
+    show_default=True,
+)
+@click.option("--shard-rows", type=click.IntRange(min=1), help="Roll shards at this many rows.")
+@click.option("--shard-size", callback=_size, help="Roll shards at this size (e.g. 256M, 1G).")
+@click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Documents encoded per batch.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@_library_errors
+def build(**options: Any) -> None:
+    """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
+
+    Writes DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a
+    position is not trained) and length, then DIR/maskprep.json last.
+    """
+    from .pipeline import build as run_build
+    from .report import ProgressReporter, build_json, build_summary
+
+    config = cfg.BuildConfig(
+        source=cfg.SourceConfig(
+            inputs=tuple(options["inputs"]),
+            input_format=options["input_format"],
+            text_field=options["text_field"],
+            on_bad_record=options["on_bad_record"],
+        ),
+        tokenizer=cfg.TokenizerConfig(
+            name_or_path=options["tokenizer"],
+            revision=options["revision"],
+            trust_remote_code=options["trust_remote_code"],
+            pad_token=options["pad_token"],
+            add_special_tokens=options["add_special_tokens"],
+            add_eos=options["add_eos"],
+            padding_side=options["padding_side"],
+        ),
+        shape=cfg.ShapeConfig(
+            max_length=options["max_length"],
+            strategy=options["strategy"],
+            overflow=options["overflow"],
+            stride=options["stride"],
+        ),
+        output=cfg.OutputConfig(
+            directory=options["output"],
+            format=options["shard_format"],
+            shard_rows=options["shard_rows"],
+            shard_size=options["shard_size"],
+            overwrite=options["overwrite"],
+        ),
+        batch_size=options["batch_size"],
+    )
+    quiet = options["quiet"] or options["as_json"]
+    with ProgressReporter(quiet=quiet) as reporter:
+        result = run_build(config, on_progress=reporter.callback)
+    if options["as_json"]:
+        click.echo(json.dumps(build_json(result), indent=2))
+    elif not options["quiet"]:
+        from rich.console import Console
+
+        Console(file=sys.stdout).print(build_summary(result))

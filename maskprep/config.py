@@ -1,0 +1,158 @@
+"""Frozen, validated configuration objects; serialised as-is into the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+InputFormat = Literal["auto", "text", "jsonl"]
+BadRecordPolicy = Literal["fail", "skip"]
+Strategy = Literal["pad"]
+Overflow = Literal["truncate", "drop", "split", "error"]
+PaddingSide = Literal["left", "right"]
+ShardFormat = Literal["parquet", "arrow"]
+
+INPUT_FORMATS = ("auto", "text", "jsonl")
+BAD_RECORD_POLICIES = ("fail", "skip")
+STRATEGIES = ("pad",)
+OVERFLOWS = ("truncate", "drop", "split", "error")
+PADDING_SIDES = ("left", "right")
+SHARD_FORMATS = ("parquet", "arrow")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where records come from and how to read them.
+
+    ``inputs`` are paths, directories, globs or ``-`` for standard input. ``text_field`` is a dotted
+    path into each JSON object (``meta.body``).
+    """
+
+    inputs: tuple[str, ...]
+    input_format: InputFormat = "auto"
+    text_field: str = "text"
+    on_bad_record: BadRecordPolicy = "fail"
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ConfigError("no input given")
+        _check_choice("input_format", self.input_format, INPUT_FORMATS)
+        _check_choice("on_bad_record", self.on_bad_record, BAD_RECORD_POLICIES)
+        if not self.text_field or any(not part for part in self.text_field.split(".")):
+            raise ConfigError(f"text_field {self.text_field!r} is not a valid dotted path")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Which tokenizer to load and how to frame each document with special tokens.
+
+    ``pad_token`` is ``None`` (use the tokenizer's), ``"eos"`` (reuse EOS, the Llama habit) or a
+    token already in the vocabulary. ``padding_side`` ``None`` means the tokenizer's own.
+    """
+
+    name_or_path: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    pad_token: str | None = None
+    add_special_tokens: bool = True
+    add_eos: bool = False
+    padding_side: PaddingSide | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name_or_path:
+            raise ConfigError("no tokenizer given")
+        if self.padding_side is not None:
+            _check_choice("padding_side", self.padding_side, PADDING_SIDES)
+
+
+@dataclass(frozen=True)
+class ShapeConfig:
+    """How encoded documents become rows.
+
+    ``stride`` is the number of tokens consecutive windows share when ``overflow="split"``.
+    """
+
+    max_length: int
+    strategy: Strategy = "pad"
+    overflow: Overflow = "truncate"
+    stride: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("overflow", self.overflow, OVERFLOWS)
+        if self.max_length < 1:
+            raise ConfigError(f"max_length must be at least 1, not {self.max_length}")
+        if self.stride < 0:
+            raise ConfigError(f"stride must not be negative, not {self.stride}")
+        if self.stride and self.overflow != "split":
+            raise ConfigError("stride only applies when overflow is 'split'")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where and how shards are written. A shard rolls over at ``shard_rows`` rows or
+    ``shard_size`` bytes (uncompressed Arrow size), whichever comes first."""
+
+    directory: str
+    format: ShardFormat = "parquet"
+    shard_rows: int | None = None
+    shard_size: int | None = None
+    overwrite: bool = False
+    compression: str = "zstd"
+
+    def __post_init__(self) -> None:
+        _check_choice("format", self.format, SHARD_FORMATS)
+        for name in ("shard_rows", "shard_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything ``maskprep.build`` needs; ``batch_size`` is documents encoded per batch."""
+
+    source: SourceConfig
+    tokenizer: TokenizerConfig
+    shape: ShapeConfig
+    output: OutputConfig
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The resolved configuration as it goes into the manifest (the output path is left out,
+        so a build moved elsewhere still compares equal)."""
+        data = dataclasses.asdict(self)
+        data["output"].pop("directory")
+        data["output"].pop("overwrite")
+        data["source"]["inputs"] = list(self.source.inputs)
+        return data
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as ``512``, ``64K``, ``256M`` or ``1G`` (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    multiplier = 1
+    if cleaned and cleaned[-1] in units:
+        multiplier = units[cleaned[-1]]
+        cleaned = cleaned[:-1]
+    try:
+        value = float(cleaned)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a size; use e.g. 500M or 2G") from None
+    size = int(value * multiplier)
+    if size < 1:
+        raise ConfigError(f"size {text!r} must be positive")
+    return size

@@ -1,0 +1,30 @@
+"""Exceptions maskprep raises; the CLI maps them to exit codes (1 data problem, 2 usage)."""
+
+from __future__ import annotations
+
+
+class MaskprepError(Exception):
+    """Base class of every error maskprep raises on purpose."""
+
+    exit_code = 1
+
+
+class DataError(MaskprepError):
+    """The data has a problem: a bad record, a failed check, a leak."""
+
+    exit_code = 1
+
+
+class ConfigError(MaskprepError):
+    """The request cannot be carried out as asked: bad options, missing input, unusable tokenizer."""
+
+    exit_code = 2
+
+
+class BadRecordError(DataError):
+    """One input record cannot be used; ``location`` is ``file:line``."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"{location}: {reason}")
+        self.location = location
+        self.reason = reason

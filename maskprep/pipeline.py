@@ -1,0 +1,226 @@
+"""``maskprep.build``: records → encode → shape → shards + manifest, streamed in batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import columns
+from ._version import __version__
+from .config import BuildConfig
+from .errors import BadRecordError, DataError, MaskprepError
+from .shaping import PadShaper, RowBatch, ShapeStats, check_room
+from .shards import (
+    MANIFEST_FORMAT,
+    REJECTS_NAME,
+    ShardInfo,
+    ShardWriter,
+    atomic_write_bytes,
+    prepare_output,
+    shard_info_dicts,
+    write_manifest,
+)
+from .sources import Record, Rejected, SourceReader
+from .tokenizing import Encoder, load_tokenizer, tokenizer_info
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running build, handed to the ``on_progress`` callback after each batch."""
+
+    records: int
+    rows: int
+    real_tokens: int
+    bytes_read: int
+    bytes_total: int | None
+    elapsed_s: float
+
+
+@dataclass
+class Totals:
+    """Every count of a build. Each record read ends up written, rejected or dropped."""
+
+    records_read: int = 0
+    blank_lines: int = 0
+    records_rejected: int = 0
+    rows_written: int = 0
+    positions: int = 0
+    real_tokens: int = 0
+    label_tokens: int = 0
+    shape: ShapeStats = field(default_factory=ShapeStats)
+
+    @property
+    def pad_tokens(self) -> int:
+        """Positions that hold padding."""
+        return self.positions - self.real_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict for the manifest and ``--json``, with the derived fractions."""
+        return {
+            "records_read": self.records_read,
+            "blank_lines": self.blank_lines,
+            "records_rejected": self.records_rejected,
+            **self.shape.as_dict(),
+            "rows_written": self.rows_written,
+            "positions": self.positions,
+            "real_tokens": self.real_tokens,
+            "pad_tokens": self.pad_tokens,
+            "label_tokens": self.label_tokens,
+            "fill": round(self.real_tokens / self.positions, 6) if self.positions else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced: where, the manifest written, and how long it took."""
+
+    output: Path
+    manifest: dict[str, Any]
+    totals: Totals
+    shards: list[ShardInfo]
+    elapsed_s: float
+
+
+class _Rejects:
+    """Collects rejected records into ``rejects.jsonl``, published atomically at the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / REJECTS_NAME
+        self._lines: list[str] = []
+
+    def add(self, item: Rejected) -> None:
+        record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
+        self._lines.append(json.dumps(record, ensure_ascii=False))
+
+    def publish(self) -> None:
+        text = "".join(line + "\n" for line in self._lines)
+        atomic_write_bytes(self.path, text.encode("utf-8"))
+
+
+def _batches(
+    reader: SourceReader, size: int, on_reject: Callable[[Rejected], None]
+) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for item in reader:
+        if isinstance(item, Rejected):
+            on_reject(item)
+            continue
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def build(
+    config: BuildConfig,
+    *,
+    stdin: BinaryIO | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> BuildResult:
+    """Build padded, masked shards and a manifest from ``config``; return what was written.
+
+    Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers, and
+    :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
+    shards this call wrote are removed, so nothing left behind looks finished.
+    """
+    started = time.perf_counter()
+    reader = SourceReader(config.source, stdin=stdin)
+    tokenizer = load_tokenizer(config.tokenizer)
+    info = tokenizer_info(tokenizer, config.tokenizer)
+    check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
+    encoder = Encoder(tokenizer, config.tokenizer)
+    shaper = PadShaper(config.shape, info.pad_token_id, info.padding_side)
+
+    created = not os.path.exists(config.output.directory)
+    directory = prepare_output(config.output)
+    writer = ShardWriter(directory, config.output, columns.schema(packed=False))
+    totals = Totals(shape=shaper.stats)
+    skip = config.source.on_bad_record == "skip"
+    rejects = _Rejects(directory) if skip else None
+
+    def on_reject(item: Rejected) -> None:
+        if rejects is None:
+            raise BadRecordError(item.location, item.reason)
+        totals.records_rejected += 1
+        rejects.add(item)
+
+    def emit(batch: RowBatch) -> None:
+        record_batch = batch.to_arrow()
+        writer.write(record_batch)
+        totals.rows_written += batch.num_rows
+        totals.positions += len(batch.attention_mask)
+        totals.real_tokens += int(batch.length.sum())
+        totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
+
+    try:
+        for records in _batches(reader, config.batch_size, on_reject):
+            totals.records_read += len(records)
+            docs = encoder.encode([r.text for r in records], [r.location for r in records])
+            for batch in shaper.shape(docs):
+                emit(batch)
+            if on_progress is not None:
+                on_progress(_progress(totals, reader, started))
+        for batch in shaper.finish():
+            emit(batch)
+        totals.records_read += totals.records_rejected
+        totals.blank_lines = sum(s.blank_lines for s in reader.stats)
+        if totals.records_read == 0:
+            raise DataError(f"{_names(reader)}: no documents in the input")
+        if totals.rows_written == 0:
+            raise DataError(f"{_names(reader)}: no document could be used; see {REJECTS_NAME}")
+        shards = writer.close()
+    except (MaskprepError, KeyboardInterrupt):
+        writer.abort()
+        if rejects is not None and totals.records_rejected:
+            rejects.publish()  # kept so the user can see why everything was rejected
+        elif created and not any(directory.iterdir()):
+            directory.rmdir()
+        raise
+    _check_accounting(totals)
+    if rejects is not None:
+        rejects.publish()
+    if on_progress is not None:
+        on_progress(_progress(totals, reader, started))
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "maskprep_version": __version__,
+        "config": config.to_manifest(),
+        "tokenizer": asdict(info),
+        "inputs": [asdict(s) for s in reader.stats],
+        "shards": shard_info_dicts(shards),
+        "totals": totals.as_dict(),
+    }
+    write_manifest(directory, manifest)
+    return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)
+
+
+def _progress(totals: Totals, reader: SourceReader, started: float) -> Progress:
+    return Progress(
+        records=totals.records_read,
+        rows=totals.rows_written,
+        real_tokens=totals.real_tokens,
+        bytes_read=reader.bytes_read,
+        bytes_total=reader.bytes_total,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def _names(reader: SourceReader) -> str:
+    names = [s.path for s in reader.stats]
+    return names[0] if len(names) == 1 else f"{len(names)} inputs"
+
+
+def _check_accounting(totals: Totals) -> None:
+    shape = totals.shape
+    accounted = shape.documents_written + shape.documents_dropped + totals.records_rejected
+    if accounted != totals.records_read:
+        raise AssertionError(
+            f"internal error: {totals.records_read} records read but {accounted} accounted for"
+        )

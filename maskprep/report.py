@@ -1,0 +1,126 @@
+"""Terminal rendering: build progress on stderr and summary tables. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from .pipeline import BuildResult, Progress
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+class ProgressReporter:
+    """Shows build progress: a rich bar on a terminal, a plain line every ``interval`` seconds
+    otherwise, nothing when quiet. Use as a context manager; ``update`` is the callback."""
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None, interval: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.interval = interval
+        self._last = 0.0
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressReporter:
+        if not self.quiet and self.stream.isatty():
+            from rich.progress import (
+                BarColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("[bold]build"),
+                BarColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("build", total=None, detail="starting")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    @property
+    def callback(self) -> Callable[[Progress], None] | None:
+        """The function to pass as ``on_progress``, or ``None`` when quiet."""
+        return None if self.quiet else self.update
+
+    def update(self, progress: Progress) -> None:
+        """Render one progress snapshot."""
+        rate = progress.real_tokens / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+        detail = (
+            f"{progress.records:,} docs · {_si(progress.real_tokens)} tokens · {_si(rate)} tok/s"
+        )
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                total=progress.bytes_total,
+                completed=progress.bytes_read,
+                detail=detail,
+            )
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            print(f"maskprep: {detail}", file=self.stream, flush=True)
+
+
+def build_summary(result: BuildResult) -> Table:
+    """A two-column table of a build's counts."""
+    totals = result.totals.as_dict()
+    table = Table(
+        title=f"maskprep build → {result.output}", show_header=False, title_justify="left"
+    )
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    rate = result.totals.real_tokens / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    rows = [
+        ("records read", f"{totals['records_read']:,}"),
+        ("blank lines skipped", f"{totals['blank_lines']:,}"),
+        ("records rejected", f"{totals['records_rejected']:,}"),
+        ("documents written", f"{totals['documents_written']:,}"),
+        ("documents truncated", f"{totals['documents_truncated']:,}"),
+        ("tokens lost to truncation", f"{totals['tokens_truncated']:,}"),
+        ("documents dropped (too long)", f"{totals['documents_dropped']:,}"),
+        ("documents split", f"{totals['documents_split']:,}"),
+        ("rows written", f"{totals['rows_written']:,}"),
+        ("shards", f"{len(result.shards):,}"),
+        ("real tokens", f"{totals['real_tokens']:,}"),
+        ("pad tokens", f"{totals['pad_tokens']:,}"),
+        ("trained (label) tokens", f"{totals['label_tokens']:,}"),
+        ("fill (real / positions)", f"{totals['fill']:.1%}"),
+        ("time", f"{result.elapsed_s:.2f} s ({_si(rate)} tokens/s)"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def build_json(result: BuildResult) -> dict[str, Any]:
+    """The summary object ``maskprep build --json`` prints."""
+    return {
+        "ok": True,
+        "output": str(result.output),
+        "shards": [shard["path"] for shard in result.manifest["shards"]],
+        "totals": result.manifest["totals"],
+        "elapsed_s": round(result.elapsed_s, 3),
+    }

@@ -1,0 +1,327 @@
+"""Records from text and JSONL inputs, each with its ``file:line`` provenance.
+
+Inputs are files, directories (searched recursively for known extensions), globs, or ``-`` for
+standard input; gzip, bzip2 and zstd are recognised by their magic bytes, so a misnamed or piped
+compressed stream still reads. Every line is accounted for: it becomes a :class:`Record`, a
+:class:`Rejected` (the caller applies the bad-record policy) or a counted blank line.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .config import SourceConfig
+from .errors import ConfigError, DataError
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+TEXT_EXTENSIONS = (".txt", ".text")
+JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
+COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BZIP2_MAGIC = b"BZh"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One usable document: its text and where it came from."""
+
+    text: str
+    source: str
+    line: int
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the record, for error messages and rejects."""
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that cannot be used, with the reason and the raw line as read."""
+
+    source: str
+    line: int
+    reason: str
+    raw: str
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the record, for error messages and rejects."""
+        return f"{self.source}:{self.line}"
+
+
+@dataclass
+class InputStats:
+    """What was read from one input: its path, compressed size in bytes and sha256 of those bytes."""
+
+    path: str
+    size: int = 0
+    sha256: str = ""
+    format: str = ""
+    records: int = 0
+    blank_lines: int = 0
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """Resolve paths, directories and globs to an ordered list of files (``-`` kept as is).
+
+    Directories are searched recursively for files with a known extension, in sorted order, so the
+    same tree always gives the same order. A path or glob that matches nothing is an error.
+    """
+    files: list[str] = []
+    for item in inputs:
+        if item == STDIN:
+            files.append(item)
+        elif os.path.isdir(item):
+            found = sorted(
+                str(p) for p in Path(item).rglob("*") if p.is_file() and _known_extension(p.name)
+            )
+            if not found:
+                raise ConfigError(f"{item}: directory holds no .txt or .jsonl files")
+            files.extend(found)
+        elif os.path.exists(item):
+            files.append(item)
+        elif glob.has_magic(item):
+            matched = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not matched:
+                raise ConfigError(f"{item}: no file matches this pattern")
+            files.extend(matched)
+        else:
+            raise ConfigError(f"{item}: no such file or directory")
+    if files.count(STDIN) > 1:
+        raise ConfigError("standard input ('-') can be read only once")
+    return files
+
+
+def _strip_compression(name: str) -> str:
+    lowered = name.lower()
+    for ext in COMPRESSED_EXTENSIONS:
+        if lowered.endswith(ext):
+            return lowered[: -len(ext)]
+    return lowered
+
+
+def _known_extension(name: str) -> bool:
+    return _strip_compression(name).endswith(TEXT_EXTENSIONS + JSONL_EXTENSIONS)
+
+
+def format_from_name(name: str) -> str | None:
+    """``"text"`` or ``"jsonl"`` from a file name's extension (compression suffix ignored)."""
+    base = _strip_compression(name)
+    if base.endswith(JSONL_EXTENSIONS):
+        return "jsonl"
+    if base.endswith(TEXT_EXTENSIONS):
+        return "text"
+    return None
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes the raw bytes that pass through, so inputs are read exactly once."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha256.update(data)
+        self.size += n
+        return n
+
+
+def _decompressed(stream: io.BufferedReader) -> BinaryIO:
+    head = stream.peek(4)[:4]
+    if head.startswith(_GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
+    if head.startswith(_BZIP2_MAGIC):
+        return bz2.BZ2File(stream)  # type: ignore[return-value]
+    if head.startswith(_ZSTD_MAGIC):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        return io.BufferedReader(reader)  # type: ignore[arg-type]
+    return stream  # type: ignore[return-value]
+
+
+def _sniff(first_line: bytes | None) -> str:
+    """Guess the format from the first non-blank line: a JSON object means JSONL."""
+    if first_line is None:
+        return "text"
+    stripped = first_line.strip().lstrip(b"\xef\xbb\xbf")
+    if stripped.startswith(b"{"):
+        try:
+            return "jsonl" if isinstance(json.loads(stripped), dict) else "text"
+        except ValueError:
+            return "jsonl"  # looks like JSON; let the parser name the exact problem and line
+    return "text"
+
+
+def _field(obj: dict, path: tuple[str, ...]) -> object:
+    value: object = obj
+    for i, key in enumerate(path):
+        if not isinstance(value, dict) or key not in value:
+            raise KeyError(".".join(path[: i + 1]))
+        value = value[key]
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+class SourceReader:
+    """Reads every input in order and yields :class:`Record` and :class:`Rejected` items.
+
+    ``stats`` holds one :class:`InputStats` per input, complete once the iteration has finished.
+    """
+
+    def __init__(self, config: SourceConfig, stdin: BinaryIO | None = None) -> None:
+        self.config = config
+        self.files = expand_inputs(config.inputs)
+        self.stats: list[InputStats] = []
+        self._stdin = stdin
+        self._path = tuple(config.text_field.split("."))
+        self._bytes_done = 0
+        self._current: _HashingReader | None = None
+
+    @property
+    def bytes_total(self) -> int | None:
+        """Total size of the inputs in bytes, or ``None`` when one of them is standard input."""
+        if STDIN in self.files:
+            return None
+        return sum(os.path.getsize(f) for f in self.files)
+
+    @property
+    def bytes_read(self) -> int:
+        """Raw input bytes consumed so far, for progress reporting."""
+        return self._bytes_done + (self._current.size if self._current else 0)
+
+    def __iter__(self) -> Iterator[Record | Rejected]:
+        for name in self.files:
+            yield from self._read_one(name)
+
+    def _open(self, name: str) -> BinaryIO:
+        if name == STDIN:
+            import sys
+
+            return self._stdin if self._stdin is not None else sys.stdin.buffer
+        try:
+            return open(name, "rb")
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
+
+    def _read_one(self, name: str) -> Iterator[Record | Rejected]:
+        display = STDIN_NAME if name == STDIN else name
+        stats = InputStats(path=display)
+        raw = self._open(name)
+        hashing = _HashingReader(raw)
+        self._current = hashing
+        try:
+            stream = _decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
+            lines = enumerate(stream, start=1)
+            fmt = self.config.input_format
+            if fmt == "auto":
+                fmt = (None if name == STDIN else format_from_name(name)) or ""
+            pending: list[tuple[int, bytes]] = []
+            if not fmt:
+                first = None
+                for number, line in lines:
+                    pending.append((number, line))
+                    if line.strip():
+                        first = line
+                        break
+                fmt = _sniff(first)
+            stats.format = fmt
+            parse = self._parse_text if fmt == "text" else self._parse_jsonl
+            for number, line in _chain(pending, lines):
+                item = parse(display, number, line)
+                if item is None:
+                    stats.blank_lines += 1
+                    continue
+                stats.records += 1
+                yield item
+        except (OSError, EOFError) as exc:
+            # A corrupt compressed stream or a failing disk: nothing after this point can be read.
+            where = f"{display}:{stats.records + stats.blank_lines + 1}"
+            raise DataError(f"{where}: cannot read input: {exc}") from None
+        except Exception as exc:
+            if type(exc).__name__ != "ZstdError":
+                raise
+            where = f"{display}:{stats.records + stats.blank_lines + 1}"
+            raise DataError(f"{where}: cannot read input: corrupt zstd data ({exc})") from None
+        finally:
+            if name != STDIN:
+                raw.close()
+            stats.size = hashing.size
+            stats.sha256 = hashing.sha256.hexdigest()
+            self._bytes_done += hashing.size
+            self._current = None
+            self.stats.append(stats)
+
+    @staticmethod
+    def _decode(source: str, number: int, line: bytes) -> str | Rejected:
+        body = line.rstrip(b"\n").rstrip(b"\r")
+        if number == 1:
+            body = body.removeprefix(b"\xef\xbb\xbf")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raw = body.decode("utf-8", errors="backslashreplace")
+            return Rejected(source, number, f"invalid UTF-8 at byte {exc.start}", raw)
+
+    def _parse_text(self, source: str, number: int, line: bytes) -> Record | Rejected | None:
+        text = self._decode(source, number, line)
+        if isinstance(text, Rejected):
+            return text
+        if not text.strip():
+            return None
+        return Record(text, source, number)
+
+    def _parse_jsonl(self, source: str, number: int, line: bytes) -> Record | Rejected | None:
+        text = self._decode(source, number, line)
+        if isinstance(text, Rejected):
+            return text
+        if not text.strip():
+            return None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return Rejected(source, number, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
+        if not isinstance(obj, dict):
+            return Rejected(source, number, f"expected a JSON object, got {_json_type(obj)}", text)
+        try:
+            value = _field(obj, self._path)
+        except KeyError as exc:
+            return Rejected(source, number, f"missing field '{exc.args[0]}'", text)
+        if not isinstance(value, str):
+            field = self.config.text_field
+            reason = f"field '{field}' is {_json_type(value)}, expected string"
+            return Rejected(source, number, reason, text)
+        if not value.strip():
+            return Rejected(source, number, f"field '{self.config.text_field}' is empty", text)
+        return Record(value, source, number)
+
+
+def _chain(first: list[tuple[int, bytes]], rest: Iterator[tuple[int, bytes]]):
+    yield from first
+    yield from rest

