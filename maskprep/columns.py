@@ -4,7 +4,7 @@ A row holds three aligned lists and a scalar::
 
     input_ids       [ 101, 7592, 2088,  102,    0,    0]   token ids, pad id at padding
     attention_mask  [   1,    1,    1,    1,    0,    0]   1 real token, 0 padding
-    labels          [ 101, 7592, 2088,  102, -100, -100]   the id where trained, IGNORE_INDEX elsewhere
+    labels          [ 101, 7592, 2088,  102, -100, -100]   id where trained, else IGNORE_INDEX
     length          4                                       number of real tokens
 
 Labels are NOT shifted: Hugging Face models shift them inside the loss. Packed rows add

@@ -16,7 +16,7 @@ class DataError(MaskprepError):
 
 
 class ConfigError(MaskprepError):
-    """The request cannot be carried out as asked: bad options, missing input, unusable tokenizer."""
+    """The request cannot be carried out: bad options, missing input, unusable tokenizer."""
 
     exit_code = 2
 

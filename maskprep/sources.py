@@ -65,7 +65,7 @@ class Rejected:
 
 @dataclass
 class InputStats:
-    """What was read from one input: its path, compressed size in bytes and sha256 of those bytes."""
+    """What was read from one input: path, size in bytes as stored, sha256 of those bytes."""
 
     path: str
     size: int = 0

@@ -111,8 +111,8 @@ def _resolve_pad_token(tokenizer: Any, config: TokenizerConfig) -> None:
     if wanted is None:
         if tokenizer.pad_token_id is None:
             raise ConfigError(
-                f"tokenizer {config.name_or_path!r} has no pad token; choose one: "
-                "pad with EOS (--pad-token eos) or with a token of its vocabulary (--pad-token TOKEN)"
+                f"tokenizer {config.name_or_path!r} has no pad token; choose one: pad with EOS "
+                "(--pad-token eos) or with a token of its vocabulary (--pad-token TOKEN)"
             )
         return
     if wanted == "eos":
@@ -217,7 +217,7 @@ class Encoder:
         )["input_ids"]
         docs = []
         head, tail = len(self._prefix), len(self._suffix)
-        for ids, location in zip(encoded, locations):
+        for ids, location in zip(encoded, locations, strict=True):
             body = np.asarray(ids, dtype=np.int32)
             if self.append_eos and (len(body) == 0 or body[-1] != self.eos_id):
                 body = np.append(body, np.int32(self.eos_id))
