@@ -103,3 +103,19 @@ def make_config(inputs, tokenizer, output, **options) -> BuildConfig:
         **options,
     )
     return config
+
+
+def run_maskprep(*args: str, stdin: bytes | None = None, cwd: Path | None = None):
+    """Run ``python -m maskprep`` in a real subprocess, importing this checkout's package."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "maskprep", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
