@@ -189,6 +189,8 @@ class BuildConfig:
         data["output"].pop("directory")
         data["output"].pop("overwrite")
         data["source"]["inputs"] = list(self.source.inputs)
+        if self.shape.buckets is not None:
+            data["shape"]["buckets"] = list(self.shape.buckets)
         return data
 
 
