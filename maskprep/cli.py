@@ -103,7 +103,7 @@ def main() -> None:
 @click.option(
     "--pack-window",
     type=click.IntRange(min=1),
-    default=1000,
+    default=cfg.DEFAULT_PACK_WINDOW,
     show_default=True,
     help="With --pack-algorithm bfd: documents regrouped at a time.",
 )
@@ -162,7 +162,8 @@ def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
 
     Writes DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a
-    position is not trained) and length, then DIR/maskprep.json last.
+    position is not trained) and length (packs add position_ids and seq_lens), then
+    DIR/maskprep.json last.
     """
     from .pipeline import build as run_build
     from .report import ProgressReporter, build_json, build_summary

@@ -20,6 +20,8 @@ INPUT_FORMATS = ("auto", "text", "jsonl")
 BAD_RECORD_POLICIES = ("fail", "skip")
 STRATEGIES = ("pad", "bucket", "pack", "none")
 PACK_ALGORITHMS = ("greedy", "bfd")
+#: Documents best-fit decreasing regroups at a time, unless told otherwise.
+DEFAULT_PACK_WINDOW = 1000
 OVERFLOWS = ("truncate", "drop", "split", "error")
 PADDING_SIDES = ("left", "right")
 SHARD_FORMATS = ("parquet", "arrow")
@@ -93,7 +95,7 @@ class ShapeConfig:
     stride: int = 0
     buckets: tuple[int, ...] | None = None
     pack_algorithm: PackAlgorithm = "greedy"
-    pack_window: int = 1000
+    pack_window: int = DEFAULT_PACK_WINDOW
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -107,6 +109,12 @@ class ShapeConfig:
         _check_choice("pack_algorithm", self.pack_algorithm, PACK_ALGORITHMS)
         if self.pack_window < 1:
             raise ConfigError(f"pack_window must be at least 1, not {self.pack_window}")
+        packing_changed = (self.pack_algorithm, self.pack_window) != ("greedy", DEFAULT_PACK_WINDOW)
+        if self.strategy != "pack" and packing_changed:
+            raise ConfigError(
+                "pack_algorithm and pack_window only apply to strategy 'pack', "
+                f"not {self.strategy!r}"
+            )
         if self.strategy == "bucket":
             # Frozen: store the resolved buckets so the manifest records what was used.
             object.__setattr__(self, "buckets", resolve_buckets(self.buckets, self.max_length))

@@ -277,6 +277,8 @@ def test_default_buckets_are_powers_of_two_from_64_up_to_max_length():
         ({"strategy": "pad", "buckets": (64,)}, "buckets only apply to strategy 'bucket'"),
         ({"strategy": "pack", "pack_algorithm": "ffd"}, "pack_algorithm must be one of"),
         ({"strategy": "pack", "pack_window": 0}, "pack_window must be at least 1"),
+        ({"strategy": "pad", "pack_algorithm": "bfd"}, "only apply to strategy 'pack', not 'pad'"),
+        ({"strategy": "none", "pack_window": 10}, "only apply to strategy 'pack', not 'none'"),
     ],
 )
 def test_shape_config_rejects_bad_strategy_options(options, message):
@@ -502,6 +504,10 @@ def test_cli_builds_each_strategy_and_prints_fill(data, with_pad, tmp_path, runn
             "bucket 128 must be between 1 and max_length 64",
         ),
         (["--buckets", "32"], "buckets only apply to strategy 'bucket', not 'pad'"),
+        (
+            ["--pack-algorithm", "bfd"],
+            "pack_algorithm and pack_window only apply to strategy 'pack'",
+        ),
         (
             ["--strategy", "pack", "--padding-side", "left"],
             "packed rows are always padded on the right",
