@@ -43,6 +43,17 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(error)) from None
 
 
+def _buckets(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return cfg.parse_buckets(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="maskprep")
 def main() -> None:
@@ -54,7 +65,14 @@ def main() -> None:
 @click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
 @click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
-@click.option("--strategy", type=click.Choice(cfg.STRATEGIES), default="pad", show_default=True)
+@click.option(
+    "--strategy",
+    type=click.Choice(cfg.STRATEGIES),
+    default="pad",
+    show_default=True,
+    help="pad: every row --max-length; bucket: smallest bucket that fits; pack: documents "
+    "concatenated into --max-length rows; none: no padding.",
+)
 @click.option(
     "--overflow",
     type=click.Choice(cfg.OVERFLOWS),
@@ -68,6 +86,26 @@ def main() -> None:
     default=0,
     show_default=True,
     help="Tokens shared by consecutive windows with --overflow split.",
+)
+@click.option(
+    "--buckets",
+    callback=_buckets,
+    help="With --strategy bucket: row lengths, e.g. 64,128,256 (--max-length is always one). "
+    "Default: powers of two from 64.",
+)
+@click.option(
+    "--pack-algorithm",
+    type=click.Choice(cfg.PACK_ALGORITHMS),
+    default="greedy",
+    show_default=True,
+    help="With --strategy pack: greedy keeps input order; bfd (best-fit decreasing) fills better.",
+)
+@click.option(
+    "--pack-window",
+    type=click.IntRange(min=1),
+    default=cfg.DEFAULT_PACK_WINDOW,
+    show_default=True,
+    help="With --pack-algorithm bfd: documents regrouped at a time.",
 )
 @click.option("--padding-side", type=click.Choice(cfg.PADDING_SIDES), help="Default: tokenizer's.")
 @click.option(
@@ -124,7 +162,8 @@ def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
 
     Writes DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a
-    position is not trained) and length, then DIR/maskprep.json last.
+    position is not trained) and length (packs add position_ids and seq_lens), then
+    DIR/maskprep.json last.
     """
     from .pipeline import build as run_build
     from .report import ProgressReporter, build_json, build_summary
@@ -150,6 +189,9 @@ def build(**options: Any) -> None:
             strategy=options["strategy"],
             overflow=options["overflow"],
             stride=options["stride"],
+            buckets=options["buckets"],
+            pack_algorithm=options["pack_algorithm"],
+            pack_window=options["pack_window"],
         ),
         output=cfg.OutputConfig(
             directory=options["output"],

@@ -10,14 +10,18 @@ from .errors import ConfigError
 
 InputFormat = Literal["auto", "text", "jsonl"]
 BadRecordPolicy = Literal["fail", "skip"]
-Strategy = Literal["pad"]
+Strategy = Literal["pad", "bucket", "pack", "none"]
+PackAlgorithm = Literal["greedy", "bfd"]
 Overflow = Literal["truncate", "drop", "split", "error"]
 PaddingSide = Literal["left", "right"]
 ShardFormat = Literal["parquet", "arrow"]
 
 INPUT_FORMATS = ("auto", "text", "jsonl")
 BAD_RECORD_POLICIES = ("fail", "skip")
-STRATEGIES = ("pad",)
+STRATEGIES = ("pad", "bucket", "pack", "none")
+PACK_ALGORITHMS = ("greedy", "bfd")
+#: Documents best-fit decreasing regroups at a time, unless told otherwise.
+DEFAULT_PACK_WINDOW = 1000
 OVERFLOWS = ("truncate", "drop", "split", "error")
 PADDING_SIDES = ("left", "right")
 SHARD_FORMATS = ("parquet", "arrow")
@@ -78,12 +82,20 @@ class ShapeConfig:
     """How encoded documents become rows.
 
     ``stride`` is the number of tokens consecutive windows share when ``overflow="split"``.
+    ``buckets`` (strategy ``bucket``) are the row lengths a document may be padded to; they are
+    resolved here to a sorted tuple ending at ``max_length`` (default: powers of two from 64 below
+    ``max_length``, then ``max_length``). ``pack_algorithm`` and ``pack_window`` (strategy ``pack``)
+    choose how documents are grouped into rows; ``pack_window`` is the least number of documents
+    best-fit decreasing sees at once.
     """
 
     max_length: int
     strategy: Strategy = "pad"
     overflow: Overflow = "truncate"
     stride: int = 0
+    buckets: tuple[int, ...] | None = None
+    pack_algorithm: PackAlgorithm = "greedy"
+    pack_window: int = DEFAULT_PACK_WINDOW
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -94,6 +106,49 @@ class ShapeConfig:
             raise ConfigError(f"stride must not be negative, not {self.stride}")
         if self.stride and self.overflow != "split":
             raise ConfigError("stride only applies when overflow is 'split'")
+        _check_choice("pack_algorithm", self.pack_algorithm, PACK_ALGORITHMS)
+        if self.pack_window < 1:
+            raise ConfigError(f"pack_window must be at least 1, not {self.pack_window}")
+        packing_changed = (self.pack_algorithm, self.pack_window) != ("greedy", DEFAULT_PACK_WINDOW)
+        if self.strategy != "pack" and packing_changed:
+            raise ConfigError(
+                "pack_algorithm and pack_window only apply to strategy 'pack', "
+                f"not {self.strategy!r}"
+            )
+        if self.strategy == "bucket":
+            # Frozen: store the resolved buckets so the manifest records what was used.
+            object.__setattr__(self, "buckets", resolve_buckets(self.buckets, self.max_length))
+        elif self.buckets is not None:
+            raise ConfigError(f"buckets only apply to strategy 'bucket', not {self.strategy!r}")
+
+
+def resolve_buckets(buckets: tuple[int, ...] | None, max_length: int) -> tuple[int, ...]:
+    """Sorted, distinct bucket lengths whose largest is ``max_length``.
+
+    ``None`` gives the default: powers of two from 64 that are below ``max_length``, then
+    ``max_length`` itself. A bucket above ``max_length`` or below 1 is a :class:`ConfigError`.
+    """
+    if buckets is None:
+        defaults = [1 << k for k in range(6, max_length.bit_length()) if (1 << k) < max_length]
+        return (*defaults, max_length)
+    if not buckets:
+        raise ConfigError("buckets must name at least one length")
+    for size in buckets:
+        if size < 1 or size > max_length:
+            raise ConfigError(f"bucket {size} must be between 1 and max_length {max_length}")
+    return tuple(sorted(set(buckets) | {max_length}))
+
+
+def parse_buckets(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of bucket lengths such as ``64,128,256``."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as bucket lengths; use e.g. 64,128,256") from None
+    if not sizes:
+        raise ConfigError(f"cannot read {text!r} as bucket lengths; use e.g. 64,128,256")
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -129,6 +184,11 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.shape.strategy == "pack" and self.tokenizer.padding_side == "left":
+            raise ConfigError(
+                "packed rows are always padded on the right; padding_side 'left' "
+                "does not apply to strategy 'pack'"
+            )
 
     def to_manifest(self) -> dict[str, Any]:
         """The resolved configuration as it goes into the manifest (the output path is left out,
@@ -137,6 +197,8 @@ class BuildConfig:
         data["output"].pop("directory")
         data["output"].pop("overwrite")
         data["source"]["inputs"] = list(self.source.inputs)
+        if self.shape.buckets is not None:
+            data["shape"]["buckets"] = list(self.shape.buckets)
         return data
 
 

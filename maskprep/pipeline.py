@@ -14,7 +14,8 @@ from . import columns
 from ._version import __version__
 from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError
-from .shaping import PadShaper, RowBatch, ShapeStats, check_room
+from .fill import FillStats
+from .shaping import RowBatch, ShapeStats, check_room, make_shaper
 from .shards import (
     MANIFEST_FORMAT,
     REJECTS_NAME,
@@ -124,7 +125,8 @@ def build(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BuildResult:
-    """Build padded, masked shards and a manifest from ``config``; return what was written.
+    """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
+    and a manifest from ``config``; return what was written.
 
     Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers, and
     :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
@@ -136,11 +138,13 @@ def build(
     info = tokenizer_info(tokenizer, config.tokenizer)
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     encoder = Encoder(tokenizer, config.tokenizer)
-    shaper = PadShaper(config.shape, info.pad_token_id, info.padding_side)
+    shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
+    fill = FillStats.for_shape(config.shape)
 
     created = not os.path.exists(config.output.directory)
     directory = prepare_output(config.output)
-    writer = ShardWriter(directory, config.output, columns.schema(packed=False))
+    packed = config.shape.strategy == "pack"
+    writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
     totals = Totals(shape=shaper.stats)
     skip = config.source.on_bad_record == "skip"
     rejects = _Rejects(directory) if skip else None
@@ -158,6 +162,7 @@ def build(
         totals.positions += len(batch.attention_mask)
         totals.real_tokens += int(batch.length.sum())
         totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
+        fill.add(batch)
 
     try:
         for records in _batches(reader, config.batch_size, on_reject):
@@ -196,6 +201,7 @@ def build(
         "inputs": [asdict(s) for s in reader.stats],
         "shards": shard_info_dicts(shards),
         "totals": totals.as_dict(),
+        "fill": fill.as_dict(),
     }
     write_manifest(directory, manifest)
     return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)

@@ -110,9 +110,27 @@ def build_summary(result: BuildResult) -> Table:
         ("fill (real / positions)", f"{totals['fill']:.1%}"),
         ("time", f"{result.elapsed_s:.2f} s ({_si(rate)} tokens/s)"),
     ]
+    rows.extend(_fill_rows(result.manifest.get("fill")))
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _fill_rows(fill: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Summary lines for the strategy: documents per packed row, or fill per bucket."""
+    if not fill:
+        return []
+    rows = [("strategy", fill["strategy"])]
+    if fill["strategy"] == "pack":
+        rows.append(("documents per row", f"{fill['documents_per_row']:.2f}"))
+    for bucket in fill.get("buckets", []):
+        rows.append(
+            (
+                f"  bucket {bucket['length']}",
+                f"{bucket['rows']:,} rows · fill {bucket['fill']:.1%}",
+            )
+        )
+    return rows
 
 
 def build_json(result: BuildResult) -> dict[str, Any]:
@@ -122,5 +140,6 @@ def build_json(result: BuildResult) -> dict[str, Any]:
         "output": str(result.output),
         "shards": [shard["path"] for shard in result.manifest["shards"]],
         "totals": result.manifest["totals"],
+        "fill": result.manifest.get("fill"),
         "elapsed_s": round(result.elapsed_s, 3),
     }

@@ -195,6 +195,8 @@ class ShardWriter:
             ShardInfo(final.name, self._rows, positions, real, trained, sha256_file(final))
         )
         self._writer = self._sink = self._tmp = None
+        # A batch may go on into the next shard; it must see an empty one, not this full one.
+        self._rows = self._bytes = 0
 
     def close(self) -> list[ShardInfo]:
         """Finish the open shard and return every shard written."""
