@@ -9,7 +9,7 @@ Four strategies share :func:`fit` (the overflow policy) and differ in how pieces
 A padded row of ``max_length`` 6 holding a 4-token document, right and left padded (P = pad id)::
 
     right:  input_ids [c a t s P P]   attention_mask [1 1 1 1 0 0]   labels [c a t s -100 -100]
-    left:   input_ids [P P c a t s]   attention_mask [0 0 1 1 1 1]   labels [-100 -100 c a t s]
+    left:   input_ids [P P c a t s]   attention_mask [0 0 1 1 1 1]   labels [-100 -100 -100 a t s]
 
 Labels come from positions (the mask and the document's trained span), never from comparing ids
 with the pad id: with ``pad_token == eos_token`` that would also hide every real EOS.
@@ -144,30 +144,8 @@ def fit(doc: EncodedDoc, config: ShapeConfig, stats: ShapeStats) -> list[Piece]:
 
 def pad_rows(pieces: Sequence[Piece], max_length: int, pad_id: int, padding_side: str) -> RowBatch:
     """Pad pieces into rows of exactly ``max_length``; vectorised over the whole batch."""
-    n = len(pieces)
-    lengths = np.fromiter((len(p.ids) for p in pieces), dtype=np.int64, count=n)
-    total = int(lengths.sum())
-    flat_ids = np.concatenate([p.ids for p in pieces]) if n else np.empty(0, np.int32)
-    flat_trained = np.concatenate([p.trained for p in pieces]) if n else np.empty(0, bool)
-    # Scatter every real token to (row, column) in one assignment.
-    rows = np.repeat(np.arange(n), lengths)
-    starts = np.cumsum(lengths) - lengths
-    first_col = np.zeros(n, np.int64) if padding_side == "right" else max_length - lengths
-    cols = np.arange(total) - np.repeat(starts, lengths) + np.repeat(first_col, lengths)
-
-    input_ids = np.full((n, max_length), pad_id, dtype=np.int32)
-    attention_mask = np.zeros((n, max_length), dtype=np.int8)
-    labels = np.full((n, max_length), IGNORE_INDEX, dtype=np.int32)
-    input_ids[rows, cols] = flat_ids
-    attention_mask[rows, cols] = 1
-    labels[rows, cols] = np.where(flat_trained, flat_ids, IGNORE_INDEX)
-    return RowBatch(
-        input_ids=input_ids.ravel(),
-        attention_mask=attention_mask.ravel(),
-        labels=labels.ravel(),
-        offsets=np.arange(n + 1, dtype=np.int32) * max_length,
-        length=lengths.astype(np.int32),
-    )
+    widths = np.full(len(pieces), max_length, dtype=np.int64)
+    return pad_ragged(pieces, widths, pad_id, padding_side)
 
 
 class PadShaper:
@@ -233,6 +211,11 @@ def pad_ragged(
     input_ids[dest] = flat_ids
     attention_mask[dest] = 1
     labels[dest] = np.where(flat_trained, flat_ids, IGNORE_INDEX)
+    if padding_side == "left":
+        # The model predicts label i from position i - 1. Left padded, that position of the first
+        # real token is a pad: training it would put a pad in the loss. (Right padded, label 0 is
+        # never predicted, so it may stay.)
+        labels[offsets[:-1][lengths > 0] + lead[lengths > 0]] = IGNORE_INDEX
     return RowBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,

@@ -306,7 +306,7 @@ class SourceReader:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            return Rejected(source, number, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
+            return Rejected(source, number, f"invalid JSON: {exc.msg} (column {exc.colno})", text)
         if not isinstance(obj, dict):
             return Rejected(source, number, f"expected a JSON object, got {_json_type(obj)}", text)
         try:
