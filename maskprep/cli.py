@@ -200,7 +200,8 @@ def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
         given = [f"--{n.replace('_', '-')}" for n in extras if options[n]]
         if given:
             raise click.UsageError(
-                f"{', '.join(given)} need --prompt-field/--completion-field or --messages-field"
+                f"{', '.join(given)}: only for SFT records; "
+                "give --prompt-field/--completion-field or --messages-field"
             )
         return None
     return cfg.SFTConfig(

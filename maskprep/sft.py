@@ -152,15 +152,7 @@ class SFTEncoder:
                     Rejected(record.source, record.line, str(exc), raw, without_labels=True)
                 )
         texts = [r.text for r in rendered if isinstance(r, ChatSpans)]
-        encoded = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            return_offsets_mapping=True,
-            verbose=False,
-        )
-        tokens = iter(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True))
+        tokens = iter(self._ids_and_offsets(texts))
         docs: list[EncodedDoc | Rejected] = []
         for record, item in zip(records, rendered, strict=True):
             if isinstance(item, Rejected):
@@ -179,6 +171,19 @@ class SFTEncoder:
             ids_array = np.asarray(ids, dtype=np.int32)
             docs.append(EncodedDoc(ids_array, trained, 0, 0, record.location, prompt=prompt))
         return docs
+
+    def _ids_and_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        if not texts:  # the tokenizer cannot take an empty batch
+            return []
+        encoded = self.tokenizer(
+            texts,
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            return_offsets_mapping=True,
+            verbose=False,
+        )
+        return list(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True))
 
     def chat_spans(self, conversation: Conversation) -> ChatSpans:
         """Render ``conversation`` and find the character spans to train.
