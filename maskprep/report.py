@@ -111,7 +111,9 @@ def build_summary(result: BuildResult) -> Table:
         ("time", f"{result.elapsed_s:.2f} s ({_si(rate)} tokens/s)"),
     ]
     if result.manifest["config"].get("sft") is not None:
-        rows[3:3] = _sft_rows(totals)
+        without_labels, *cuts = _sft_rows(totals)
+        rows[6:6] = cuts  # after the truncation counts
+        rows[3:3] = [without_labels]  # under the rejected records
     for name, value in rows:
         table.add_row(name, value)
     return table

@@ -145,7 +145,7 @@ class SFTEncoder:
         for record in records:
             conversation = _payload(record, Conversation)
             try:
-                rendered.append(self.chat_spans(conversation))
+                rendered.append(self._chat_spans(conversation))
             except _Unusable as exc:
                 raw = json.dumps(conversation.as_json(), ensure_ascii=False)
                 rendered.append(
@@ -185,7 +185,7 @@ class SFTEncoder:
         )
         return list(zip(encoded["input_ids"], encoded["offset_mapping"], strict=True))
 
-    def chat_spans(self, conversation: Conversation) -> ChatSpans:
+    def _chat_spans(self, conversation: Conversation) -> ChatSpans:
         """Render ``conversation`` and find the character spans to train.
 
         Raises ``_Unusable`` (a bad record) when there is no template, nothing to train, the

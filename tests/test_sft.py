@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_config, write_jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from maskprep import IGNORE_INDEX, BadRecordError, DataError, SFTConfig, build, config
 from maskprep.cli import main
@@ -265,6 +267,41 @@ def test_fit_cuts_prompt_from_left_then_completion_from_right():
     (piece,) = fit(plain, config.ShapeConfig(max_length=7), stats)
     assert piece.ids.tolist() == [0, 1, 2, 3, 4, 5, 6]
     assert stats.prompts_truncated == stats.completions_truncated == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    head=st.integers(0, 2),
+    tail=st.integers(0, 2),
+    prompt=st.integers(0, 20),
+    completion=st.integers(1, 20),
+    room=st.integers(1, 30),
+)
+def test_truncation_keeps_frame_then_completion_then_prompt_end(
+    head, tail, prompt, completion, room
+):
+    n = head + prompt + completion + tail
+    ids = np.arange(n, dtype=np.int32)
+    trained = np.zeros(n, bool)
+    trained[head + prompt : n - tail] = True
+    doc = EncodedDoc(ids, trained, head, tail, "f:1", prompt=prompt)
+    max_length = head + tail + room
+    stats = ShapeStats()
+    (piece,) = fit(doc, config.ShapeConfig(max_length=max_length), stats)
+    kept = piece.ids.tolist()
+    assert len(kept) == min(n, max_length)
+    assert kept[:head] == ids[:head].tolist()
+    assert kept[len(kept) - tail :] == ids[n - tail :].tolist()
+    body = kept[head : len(kept) - tail]
+    # The body is one contiguous stretch: the completion's start is kept before any prompt token.
+    assert body == list(range(body[0], body[0] + len(body)))
+    completion_kept = min(completion, room)
+    assert sum(piece.trained) == completion_kept
+    assert stats.prompt_tokens_truncated == prompt - max(0, min(prompt, room - completion))
+    assert stats.completion_tokens_truncated == completion - completion_kept
+    assert stats.tokens_truncated == stats.prompt_tokens_truncated + (
+        stats.completion_tokens_truncated
+    )
 
 
 def test_build_truncates_prompt_left_and_counts(tmp_path, chat_tok, hf_tok):
