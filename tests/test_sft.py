@@ -348,6 +348,17 @@ def test_chat_truncation_keeps_the_last_turn_with_its_header(tmp_path, chat_tok,
     assert totals["prompt_tokens_truncated"] == full - max_length
     assert totals["completions_truncated"] == 0
 
+    # Shorter than the last turn: the whole prompt goes, the header stays, the answer is cut.
+    header = hf_tok(IM_START + "assistant\n", add_special_tokens=False)["input_ids"]
+    max_length = len(header) + 2
+    result = sft_build([data], chat_tok, tmp_path / "short", sft, max_length=max_length)
+    (row,) = read_rows(tmp_path / "short")
+    assert row["input_ids"] == last_ids[:max_length]
+    assert row["labels"] == [IGNORE_INDEX] * len(header) + last_ids[len(header) : max_length]
+    totals = result.manifest["totals"]
+    assert totals["prompt_tokens_truncated"] == full - len(last_ids)
+    assert totals["completion_tokens_truncated"] == len(last_ids) - max_length
+
 
 # --- bad records, under both policies ----------------------------------------------------------
 
