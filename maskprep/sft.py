@@ -8,8 +8,8 @@ Two kinds of record, both turned into :class:`~maskprep.tokenizing.EncodedDoc` o
 - chat: the messages rendered by a chat template, with the assistant turns trained (their content
   and the template's end-of-turn token)::
 
-      <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\nHello!<|im_end|>\\n
-      ·····························································HHHHHH############·
+      <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n | Hello!<|im_end|> | \\n
+      ------------------- not trained ------------------------ | --- trained ---- | not
 
 Trained spans come from the template itself where it marks them (``{% generation %}`` blocks,
 the spans behind transformers' ``return_assistant_tokens_mask``). Otherwise each assistant turn is
