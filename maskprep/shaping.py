@@ -116,7 +116,7 @@ def truncation_keep(doc: EncodedDoc, max_length: int) -> tuple[np.ndarray, int]:
     excess = max(0, n - max_length)
     cut_left = min(excess, doc.prompt or 0)
     start = doc.head + cut_left
-    keep = np.r_[0 : doc.head, start : start + budget, body_end:n]
+    keep = np.r_[0 : doc.head, start : min(start + budget, body_end), body_end:n]
     return keep, cut_left
 
 

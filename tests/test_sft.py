@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from maskprep import IGNORE_INDEX, BadRecordError, DataError, SFTConfig, build, config
 from maskprep.cli import main
-from maskprep.shaping import ShapeStats, fit
+from maskprep.shaping import ShapeStats, fit, truncation_keep
 from maskprep.tokenizing import EncodedDoc
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -261,6 +261,9 @@ def test_fit_cuts_prompt_from_left_then_completion_from_right():
     assert piece.ids.tolist() == [0, 6, 7]
     assert (stats.prompts_truncated, stats.prompt_tokens_truncated) == (1, 5)
     assert (stats.completions_truncated, stats.completion_tokens_truncated) == (1, 2)
+
+    keep, cut_left = truncation_keep(doc, 20)  # nothing to cut: every index, once
+    assert keep.tolist() == list(range(10)) and cut_left == 0
 
     plain = dataclasses.replace(doc, prompt=None)
     stats = ShapeStats()
