@@ -6,7 +6,14 @@ The library mirrors the command line: :func:`build` does what ``maskprep build``
 
 from ._version import __version__
 from .columns import IGNORE_INDEX
-from .config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, TokenizerConfig
+from .config import (
+    BuildConfig,
+    OutputConfig,
+    SFTConfig,
+    ShapeConfig,
+    SourceConfig,
+    TokenizerConfig,
+)
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
@@ -21,6 +28,7 @@ __all__ = [
     "MaskprepError",
     "OutputConfig",
     "Progress",
+    "SFTConfig",
     "ShapeConfig",
     "SourceConfig",
     "TokenizerConfig",

@@ -137,7 +137,12 @@ def main() -> None:
     show_default=True,
     help="Frame documents with the tokenizer's special tokens (BOS, [CLS]…[SEP]).",
 )
-@click.option("--add-eos", is_flag=True, help="Append EOS to every document unless already there.")
+@click.option(
+    "--add-eos/--no-add-eos",
+    default=None,
+    help="Append EOS to every document unless already there. "
+    "Default: on after prompt/completion records' completions, off otherwise.",
+)
 @click.option(
     "--format",
     "shard_format",
@@ -157,6 +162,22 @@ def main() -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--prompt-field", help="SFT: JSONL field holding the prompt (not trained).")
+@click.option("--completion-field", help="SFT: JSONL field holding the completion (trained).")
+@click.option("--train-on-prompt", is_flag=True, help="SFT: train the prompt's tokens too.")
+@click.option(
+    "--messages-field", help="Chat: JSONL field holding a list of {role, content} messages."
+)
+@click.option(
+    "--chat-template",
+    type=click.Path(dir_okay=False),
+    help="Chat: Jinja template file to use instead of the tokenizer's.",
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(cfg.TRAIN_ON),
+    help="Chat: which turns are trained.  [default: assistant]",
+)
 @_library_errors
 def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
@@ -201,6 +222,7 @@ def build(**options: Any) -> None:
             overwrite=options["overwrite"],
         ),
         batch_size=options["batch_size"],
+        sft=_sft_config(options),
     )
     quiet = options["quiet"] or options["as_json"]
     with ProgressReporter(quiet=quiet) as reporter:
@@ -211,3 +233,24 @@ def build(**options: Any) -> None:
         from rich.console import Console
 
         Console(file=sys.stdout).print(build_summary(result))
+
+
+def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
+    names = ("prompt_field", "completion_field", "messages_field")
+    extras = ("train_on_prompt", "train_on", "chat_template")
+    if not any(options[n] is not None for n in names):
+        given = [f"--{n.replace('_', '-')}" for n in extras if options[n]]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: only for SFT records; "
+                "give --prompt-field/--completion-field or --messages-field"
+            )
+        return None
+    return cfg.SFTConfig(
+        prompt_field=options["prompt_field"],
+        completion_field=options["completion_field"],
+        messages_field=options["messages_field"],
+        train_on_prompt=options["train_on_prompt"],
+        train_on=options["train_on"] or "assistant",
+        chat_template=options["chat_template"],
+    )

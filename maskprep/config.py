@@ -25,6 +25,8 @@ DEFAULT_PACK_WINDOW = 1000
 OVERFLOWS = ("truncate", "drop", "split", "error")
 PADDING_SIDES = ("left", "right")
 SHARD_FORMATS = ("parquet", "arrow")
+TrainOn = Literal["assistant", "last-assistant", "all"]
+TRAIN_ON = ("assistant", "last-assistant", "all")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -60,6 +62,8 @@ class TokenizerConfig:
 
     ``pad_token`` is ``None`` (use the tokenizer's), ``"eos"`` (reuse EOS, the Llama habit) or a
     token already in the vocabulary. ``padding_side`` ``None`` means the tokenizer's own.
+    ``add_eos`` ``None`` means: append EOS after prompt/completion records' completions, not
+    after plain documents or chat records (whose template ends every turn itself).
     """
 
     name_or_path: str
@@ -67,7 +71,7 @@ class TokenizerConfig:
     trust_remote_code: bool = False
     pad_token: str | None = None
     add_special_tokens: bool = True
-    add_eos: bool = False
+    add_eos: bool | None = None
     padding_side: PaddingSide | None = None
 
     def __post_init__(self) -> None:
@@ -171,6 +175,50 @@ class OutputConfig:
                 raise ConfigError(f"{name} must be at least 1, not {value}")
 
 
+def _check_field_path(name: str, value: str | None) -> None:
+    if value is not None and (not value or any(not part for part in value.split("."))):
+        raise ConfigError(f"{name} {value!r} is not a valid dotted path")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning records: what they hold and which of their tokens are trained.
+
+    Either ``prompt_field`` and ``completion_field`` (the prompt is not trained unless
+    ``train_on_prompt``) or ``messages_field`` (a list of ``{"role", "content"}`` objects rendered
+    with the tokenizer's chat template, or the Jinja file ``chat_template``; ``train_on`` picks
+    every assistant turn, only the last one, or everything). Field names are dotted paths.
+    """
+
+    prompt_field: str | None = None
+    completion_field: str | None = None
+    messages_field: str | None = None
+    train_on_prompt: bool = False
+    train_on: TrainOn = "assistant"
+    chat_template: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_field", "completion_field", "messages_field"):
+            _check_field_path(name, getattr(self, name))
+        _check_choice("train_on", self.train_on, TRAIN_ON)
+        pair = (self.prompt_field is not None, self.completion_field is not None)
+        if pair[0] != pair[1]:
+            raise ConfigError("prompt_field and completion_field must be given together")
+        if pair[0] and self.messages_field is not None:
+            raise ConfigError("give prompt_field/completion_field or messages_field, not both")
+        if not pair[0] and self.messages_field is None:
+            raise ConfigError("SFT records need prompt_field/completion_field or messages_field")
+        if self.is_chat and self.train_on_prompt:
+            raise ConfigError("train_on_prompt applies to prompt/completion records; use train_on")
+        if not self.is_chat and (self.train_on != "assistant" or self.chat_template is not None):
+            raise ConfigError("train_on and chat_template apply only to messages_field records")
+
+    @property
+    def is_chat(self) -> bool:
+        """True for chat (messages) records, False for prompt/completion records."""
+        return self.messages_field is not None
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything ``maskprep.build`` needs; ``batch_size`` is documents encoded per batch."""
@@ -180,6 +228,7 @@ class BuildConfig:
     shape: ShapeConfig
     output: OutputConfig
     batch_size: int = 1000
+    sft: SFTConfig | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -189,6 +238,8 @@ class BuildConfig:
                 "packed rows are always padded on the right; padding_side 'left' "
                 "does not apply to strategy 'pack'"
             )
+        if self.sft is not None:
+            _check_sft_combination(self)
 
     def to_manifest(self) -> dict[str, Any]:
         """The resolved configuration as it goes into the manifest (the output path is left out,
@@ -200,6 +251,21 @@ class BuildConfig:
         if self.shape.buckets is not None:
             data["shape"]["buckets"] = list(self.shape.buckets)
         return data
+
+
+def _check_sft_combination(config: BuildConfig) -> None:
+    """Options that cannot work with SFT records, refused before any data is read."""
+    if config.shape.overflow == "split":
+        # A window holding only prompt tokens would train nothing, and one holding the middle of
+        # a completion would train it without its prompt.
+        raise ConfigError(
+            "overflow 'split' cannot keep prompts with their completions; "
+            "use 'truncate' (cuts the prompt from the left first), 'drop' or 'error'"
+        )
+    if config.sft is not None and config.sft.is_chat and config.tokenizer.add_eos:
+        raise ConfigError(
+            "add_eos does not apply to chat records: the chat template ends every turn itself"
+        )
 
 
 def parse_size(text: str) -> int:

@@ -15,7 +15,8 @@ from ._version import __version__
 from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError
 from .fill import FillStats
-from .shaping import RowBatch, ShapeStats, check_room, make_shaper
+from .sft import SFTEncoder, use_chat_template_file
+from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
     MANIFEST_FORMAT,
     REJECTS_NAME,
@@ -27,7 +28,7 @@ from .shards import (
     write_manifest,
 )
 from .sources import Record, Rejected, SourceReader
-from .tokenizing import Encoder, load_tokenizer, tokenizer_info
+from .tokenizing import EncodedDoc, Encoder, load_tokenizer, tokenizer_info
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Totals:
     records_read: int = 0
     blank_lines: int = 0
     records_rejected: int = 0
+    documents_without_labels: int = 0
     rows_written: int = 0
     positions: int = 0
     real_tokens: int = 0
@@ -66,6 +68,7 @@ class Totals:
             "records_read": self.records_read,
             "blank_lines": self.blank_lines,
             "records_rejected": self.records_rejected,
+            "documents_without_labels": self.documents_without_labels,
             **self.shape.as_dict(),
             "rows_written": self.rows_written,
             "positions": self.positions,
@@ -133,11 +136,16 @@ def build(
     shards this call wrote are removed, so nothing left behind looks finished.
     """
     started = time.perf_counter()
-    reader = SourceReader(config.source, stdin=stdin)
+    reader = SourceReader(config.source, stdin=stdin, sft=config.sft)
     tokenizer = load_tokenizer(config.tokenizer)
+    if config.sft is not None and config.sft.chat_template is not None:
+        use_chat_template_file(tokenizer, config.sft.chat_template)
     info = tokenizer_info(tokenizer, config.tokenizer)
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     encoder = Encoder(tokenizer, config.tokenizer)
+    sft_encoder = None
+    if config.sft is not None:
+        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
 
@@ -153,6 +161,7 @@ def build(
         if rejects is None:
             raise BadRecordError(item.location, item.reason)
         totals.records_rejected += 1
+        totals.documents_without_labels += item.without_labels
         rejects.add(item)
 
     def emit(batch: RowBatch) -> None:
@@ -166,8 +175,13 @@ def build(
 
     try:
         for records in _batches(reader, config.batch_size, on_reject):
-            totals.records_read += len(records)
-            docs = encoder.encode([r.text for r in records], [r.location for r in records])
+            if sft_encoder is not None:
+                encoded = sft_encoder.encode_records(records)
+                docs = _trainable(records, encoded, config, on_reject)
+            else:
+                docs = encoder.encode([r.text for r in records], [r.location for r in records])
+            # Rejected records are added to records_read once, at the end.
+            totals.records_read += len(docs)
             for batch in shaper.shape(docs):
                 emit(batch)
             if on_progress is not None:
@@ -205,6 +219,28 @@ def build(
     }
     write_manifest(directory, manifest)
     return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)
+
+
+def _trainable(
+    records: list[Record],
+    encoded: list[EncodedDoc | Rejected],
+    config: BuildConfig,
+    on_reject: Callable[[Rejected], None],
+) -> list[EncodedDoc]:
+    """Supervised documents that keep a trained token once fitted; the others are rejected."""
+    docs = []
+    for record, item in zip(records, encoded, strict=True):
+        if isinstance(item, Rejected):
+            on_reject(item)
+        elif loses_all_labels(item, config.shape):
+            limit = config.shape.max_length
+            reason = f"no trained token left after truncation to max_length {limit}"
+            payload = record.payload.as_json() if record.payload is not None else {}
+            raw = json.dumps(payload, ensure_ascii=False)
+            on_reject(Rejected(record.source, record.line, reason, raw, without_labels=True))
+        else:
+            docs.append(item)
+    return docs
 
 
 def _progress(totals: Totals, reader: SourceReader, started: float) -> Progress:

@@ -110,6 +110,10 @@ def build_summary(result: BuildResult) -> Table:
         ("fill (real / positions)", f"{totals['fill']:.1%}"),
         ("time", f"{result.elapsed_s:.2f} s ({_si(rate)} tokens/s)"),
     ]
+    if result.manifest["config"].get("sft") is not None:
+        without_labels, *cuts = _sft_rows(totals)
+        rows[6:6] = cuts  # after the truncation counts
+        rows[3:3] = [without_labels]  # under the rejected records
     rows.extend(_fill_rows(result.manifest.get("fill")))
     for name, value in rows:
         table.add_row(name, value)
@@ -131,6 +135,22 @@ def _fill_rows(fill: dict[str, Any] | None) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _sft_rows(totals: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary rows only supervised builds have."""
+    return [
+        ("  of which without labels", f"{totals['documents_without_labels']:,}"),
+        (
+            "prompts cut from the left",
+            f"{totals['prompts_truncated']:,} ({totals['prompt_tokens_truncated']:,} tokens)",
+        ),
+        (
+            "completions cut from the right",
+            f"{totals['completions_truncated']:,} "
+            f"({totals['completion_tokens_truncated']:,} tokens)",
+        ),
+    ]
 
 
 def build_json(result: BuildResult) -> dict[str, Any]:
