@@ -10,12 +10,14 @@ from .config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, Tokeni
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
+from .verify import Check, VerifyOptions, VerifyResult, verify
 
 __all__ = [
     "IGNORE_INDEX",
     "BadRecordError",
     "BuildConfig",
     "BuildResult",
+    "Check",
     "ConfigError",
     "DataError",
     "MaskprepError",
@@ -25,8 +27,11 @@ __all__ = [
     "SourceConfig",
     "TokenizerConfig",
     "Totals",
+    "VerifyOptions",
+    "VerifyResult",
     "__version__",
     "build",
     "load_dataset",
     "read_manifest",
+    "verify",
 ]
