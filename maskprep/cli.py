@@ -275,6 +275,8 @@ def verify(**options: Any) -> None:
     else:
         from rich.console import Console
 
-        Console(file=sys.stdout).print(verify_table(result))
+        # Logs and pipes get a wide table rather than rich's 80-column default.
+        width = None if sys.stdout.isatty() else 160
+        Console(file=sys.stdout, width=width).print(verify_table(result))
     if not result.ok:
         raise SystemExit(1)

@@ -130,7 +130,7 @@ _STATUS_STYLE = {"pass": "green", "LEAK": "bold red", "inconclusive": "yellow", 
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    return "-" if value is None else f"{value:.2g}"
 
 
 def verify_table(result: Any) -> Table:
@@ -138,30 +138,22 @@ def verify_table(result: Any) -> Table:
     verdict = "no leak found" if result.ok else "LEAK FOUND"
     table = Table(
         title=(
-            f"maskprep verify · {result.model} ({result.kind}) · {result.device} · "
-            f"{result.dtype} · {len(result.rows)} rows · {result.elapsed_s:.1f} s · {verdict}"
+            f"{verdict} · maskprep verify · {result.model} ({result.kind}) · {result.device} · "
+            f"{result.dtype} · {len(result.rows)} rows · {result.elapsed_s:.1f} s"
         ),
         title_justify="left",
     )
-    for name, justify in (
-        ("probe", "left"),
-        ("attention", "left"),
-        ("form", "left"),
-        ("status", "left"),
-        ("max diff", "right"),
-        ("tolerance", "right"),
-        ("positions", "right"),
-        ("worst row", "right"),
-        ("planted leak", "right"),
-        ("note", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("probe", overflow="fold")
+    table.add_column("attention · form", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for name in ("max diff", "tolerance", "positions", "worst row", "planted leak"):
+        table.add_column(name, justify="right", overflow="fold")
+    table.add_column("note", ratio=1)
     for check in result.checks:
         style = _STATUS_STYLE.get(check.status, "")
         table.add_row(
             check.probe,
-            check.attn_implementation,
-            check.form,
+            f"{check.attn_implementation} · {check.form}",
             f"[{style}]{check.status}[/]",
             _num(check.max_diff),
             _num(check.tolerance),
