@@ -146,7 +146,7 @@ def verify_table(result: Any) -> Table:
     table.add_column("probe", overflow="fold")
     table.add_column("attention · form", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for name in ("max diff", "tolerance", "positions", "worst row", "planted leak"):
+    for name in ("max diff", "tolerance", "positions", "leaking", "worst row", "planted leak"):
         table.add_column(name, justify="right", overflow="fold")
     table.add_column("note", ratio=1)
     for check in result.checks:
@@ -158,6 +158,7 @@ def verify_table(result: Any) -> Table:
             _num(check.max_diff),
             _num(check.tolerance),
             f"{check.positions:,}",
+            f"{check.leaking:,}",
             "-" if check.worst_row is None else str(check.worst_row),
             _num(check.control_diff),
             check.note,

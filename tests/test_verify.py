@@ -83,6 +83,16 @@ def test_correct_padded_data_passes(configs, padded_output, kind) -> None:
     assert len(result.rows) == 4
 
 
+def test_arrow_shards_are_read_too(tmp_path, with_pad, corpus, configs) -> None:
+    from maskprep import build
+
+    data = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in corpus])
+    build(make_config([data], with_pad, tmp_path / "out", max_length=24, format="arrow"))
+    options = VerifyOptions(from_config=True, attn_implementations=("sdpa",), rows=2)
+    result = verify(tmp_path / "out", configs["gpt2"], options)
+    assert result.ok and len(result.rows) == 2
+
+
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "bert"])
 def test_correct_packed_data_passes_and_its_controls_see_leaks(configs, packed_output, kind):
     result = verify(packed_output, configs[kind], FAST)
@@ -163,28 +173,35 @@ def test_wrapper_dropping_the_mask_is_caught_by_pad_invariance() -> None:
     assert not result.ok
     leak = next(c for c in result.checks if c.probe == "pad-invariance")
     assert leak.max_diff > leak.tolerance and leak.worst_row in range(4)
+    assert leak.leaking == 4  # every row is padded
     assert "attention mask is not applied" in leak.note
     # The same model unwrapped passes: the leak is the wrapper's.
     assert verify_rows(_pad_table(), _model("bert"), options, pad_id=PAD).ok
 
 
-def test_labels_on_pads_are_caught_by_the_label_probe() -> None:
-    table = _pad_table()
+def test_labels_on_pads_are_caught_by_the_label_probe(tmp_path, configs) -> None:
+    """Labels on the padding of one row of six: the label probes name that row."""
+    table = pad_rows(random_docs(1, 6), 12, PAD, "right")
     rows = table.to_pylist()
-    for row in rows:
-        pairs = zip(row["input_ids"], row["attention_mask"], strict=True)
-        row["labels"] = [t if m else PAD for t, m in pairs]
+    pairs = zip(rows[4]["input_ids"], rows[4]["attention_mask"], strict=True)
+    rows[4]["labels"] = [t if m else PAD for t, m in pairs]
     import pyarrow as pa
 
-    broken = pa.Table.from_pylist(rows, schema=table.schema)
-    options = VerifyOptions(attn_implementations=("eager",))
-    result = verify_rows(broken, _model("llama"), options, pad_id=PAD)
+    output = write_output(
+        tmp_path / "out", pa.Table.from_pylist(rows, schema=table.schema), PAD, "right"
+    )
+    options = VerifyOptions(from_config=True, attn_implementations=("eager",), rows=6)
+    result = verify(output, configs["llama"], options)
+    assert result.rows == (0, 1, 2, 3, 4, 5)
     assert _status(result, "labels-loss") == {"LEAK"}
     assert _status(result, "labels-gradient") == {"LEAK"}
     for probe in ("pad-invariance", "unpadded-reference", "causal"):
         assert _status(result, probe) == {"pass"}
     gradient = next(c for c in result.checks if c.probe == "labels-gradient")
+    assert gradient.leaking == 1 and gradient.worst_row == 4
     assert gradient.positions == sum(12 - r["length"] for r in rows)
+    loss = next(c for c in result.checks if c.probe == "labels-loss")
+    assert loss.worst_row == 4 and loss.leaking == 1
 
 
 def test_first_token_labelled_under_left_padding_is_a_label_leak() -> None:
@@ -211,6 +228,8 @@ def test_pack_fed_a_2d_mask_leaks_across_documents() -> None:
         if check.probe == "cross-document":
             by_form.setdefault(check.form, set()).add(check.status)
     assert by_form == {"mask2d": {"LEAK"}, "mask4d": {"pass"}}
+    leaks = [c for c in result.checks if c.probe == "cross-document" and c.status == "LEAK"]
+    assert [c.leaking for c in leaks] == [2, 2]  # both rows, under eager and sdpa
     assert not result.ok
 
 
@@ -229,6 +248,7 @@ def test_left_padding_without_position_ids_is_caught_on_absolute_positions() -> 
     gpt2 = _model("gpt2")
     result = verify_rows(table, gpt2, options, pad_id=PAD, padding_side="left")
     assert _status(result, "unpadded-reference") == {"LEAK"}
+    assert {c.leaking for c in result.checks if c.probe == "unpadded-reference"} == {4}
     assert _status(result, "pad-invariance") == {"pass"}
     fixed = VerifyOptions(attn_implementations=("eager", "sdpa"), pad_position_ids=True)
     assert verify_rows(table, gpt2, fixed, pad_id=PAD, padding_side="left").ok
@@ -305,6 +325,7 @@ def test_cli_json_reports_checks_and_skipped_implementations(runner, configs, pa
             "positions": 0,
             "worst_row": None,
             "control_diff": None,
+            "leaking": 0,
             "note": "flash_attention_2 needs a CUDA device",
             "elapsed_s": 0.0,
         }
