@@ -399,3 +399,25 @@ def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> 
 
 def test_labels_constant_is_the_one_the_probes_use() -> None:
     assert IGNORE_INDEX == -100
+
+
+def test_every_verify_option_is_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    command = main.commands["verify"]
+    for param in command.params:
+        for flag in getattr(param, "opts", []):
+            if flag.startswith("--") and flag != "--help":
+                assert flag in readme, flag
+
+
+def test_python_m_maskprep_verify_in_a_subprocess(configs, padded_output, monkeypatch) -> None:
+    from conftest import run_maskprep
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # run_maskprep passes the environment on
+    done = run_maskprep(
+        "verify", str(padded_output), "-m", str(configs["bert"]), "--from-config",
+        "--attn-implementation", "sdpa", "--rows", "2", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    data = json.loads(done.stdout)
+    assert data["ok"] is True and data["kind"] == "encoder"
