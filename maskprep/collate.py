@@ -54,6 +54,9 @@ attention              ``mask4d``                 ``position_ids`` (+ ``use_cach
 
 ``mask2d`` keeps documents apart under none of them. Encoders such as BERT build no mask from
 ``position_ids``: for packed encoder rows only ``mask4d`` with ``causal=False`` separates documents.
+RoBERTa-family encoders number positions from ``padding_idx + 1``, so the 0-based
+``position_ids`` of a pack shift their position embeddings (transformers#47496): add
+``padding_idx + 1`` to ``position_ids`` before feeding them such a model.
 """
 
 from __future__ import annotations

@@ -577,7 +577,8 @@ def probe_unpadded_reference(
     multi = batch.segments.amax(dim=-1) > 0
     visible = _pads_visible(ctx, batch) | multi
     if not visible.any():
-        tally.note("padding only follows real tokens, which causal attention alone hides")
+        if (~batch.real).any():
+            tally.note("padding only follows real tokens, which causal attention alone hides")
         return
     control = _outputs(ctx, _leaky_2d(batch))
     diff = _row_max(control - reference, batch.real)

@@ -421,3 +421,32 @@ def test_python_m_maskprep_verify_in_a_subprocess(configs, padded_output, monkey
     assert done.returncode == 0, done.stderr.decode()
     data = json.loads(done.stdout)
     assert data["ok"] is True and data["kind"] == "encoder"
+
+
+def test_rows_of_unequal_length_are_padded_per_batch_and_pass() -> None:
+    """Strategy ``none``: no padding in the shards; the collator pads each batch."""
+    import pyarrow as pa
+
+    from maskprep.columns import schema
+
+    docs = random_docs(8, 4)
+    rows = [
+        {"input_ids": d, "attention_mask": [1] * len(d), "labels": d, "length": len(d)}
+        for d in docs
+    ]
+    table = pa.Table.from_pylist(rows, schema=schema())
+    options = VerifyOptions(attn_implementations=("eager",))
+    result = verify_rows(table, _model("gpt2"), options, pad_id=PAD)
+    _assert_all_pass(result, allowed_skips={"cross-document"})
+    gradient = next(c for c in result.checks if c.probe == "labels-gradient")
+    longest = max(len(d) for d in docs)
+    assert gradient.positions == sum(longest - len(d) for d in docs)
+
+
+def test_encoder_packs_fed_position_ids_leak_across_documents() -> None:
+    """BERT builds no block mask from position_ids: only mask4d keeps its documents apart."""
+    table = pack_rows([random_docs(2, 3)], 26, PAD)
+    options = VerifyOptions(attn_implementations=("sdpa",), pack_forms=("position_ids", "mask4d"))
+    result = verify_rows(table, _model("bert"), options, pad_id=PAD)
+    statuses = {c.form: c.status for c in result.checks if c.probe == "cross-document"}
+    assert statuses == {"position_ids": "LEAK", "mask4d": "pass"}
