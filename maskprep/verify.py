@@ -547,7 +547,7 @@ def probe_pad_invariance(ctx: _Context, batch: _Batch, base: torch.Tensor, tally
     _record(ctx, tally, batch, _row_max(moved - base, batch.real), base, batch.real)
     visible = _pads_visible(ctx, batch)
     if not visible.any():
-        tally.note("padding only follows real tokens, which causal attention alone hides")
+        tally.note("padding only after real tokens: causal attention alone hides it")
         return
     leaky = _leaky_2d(batch)
     control_base = _outputs(ctx, leaky)
@@ -578,7 +578,7 @@ def probe_unpadded_reference(
     visible = _pads_visible(ctx, batch) | multi
     if not visible.any():
         if (~batch.real).any():
-            tally.note("padding only follows real tokens, which causal attention alone hides")
+            tally.note("padding only after real tokens: causal attention alone hides it")
         return
     control = _outputs(ctx, _leaky_2d(batch))
     diff = _row_max(control - reference, batch.real)
@@ -848,6 +848,22 @@ def _run_form(
     ]
 
 
+def _check_vocabulary(table: pa.Table, row_ids: list[int], vocab: int, model: str) -> None:
+    """Fail in one line when a token id cannot be looked up in the model's embeddings."""
+    import pyarrow.compute as pc
+
+    ids = table.column(columns.INPUT_IDS)
+    largest = pc.max(pc.list_flatten(ids)).as_py()
+    if largest is None or largest < vocab:
+        return
+    per_row = [max(r) if r else -1 for r in ids.to_pylist()]
+    row = next(i for i, value in enumerate(per_row) if value >= vocab)
+    raise DataError(
+        f"row {row_ids[row]}: token id {largest} is outside the {vocab}-id vocabulary of {model}; "
+        f"were the shards built with this model's tokenizer?"
+    )
+
+
 def verify_rows(
     table: pa.Table,
     model: Any,
@@ -880,6 +896,7 @@ def verify_rows(
     packed = columns.SEQ_LENS in table.schema.names
     ids = row_ids if row_ids is not None else list(range(table.num_rows))
     vocab = int(module.get_input_embeddings().num_embeddings)
+    _check_vocabulary(table, ids, vocab, name)
     checks: list[Check] = []
     for impl in options.attn_implementations:
         why = _set_implementation(module, impl, device, dtype)

@@ -450,3 +450,12 @@ def test_encoder_packs_fed_position_ids_leak_across_documents() -> None:
     result = verify_rows(table, _model("bert"), options, pad_id=PAD)
     statuses = {c.form: c.status for c in result.checks if c.probe == "cross-document"}
     assert statuses == {"position_ids": "LEAK", "mask4d": "pass"}
+
+
+def test_token_ids_outside_the_model_vocabulary_are_a_data_error(configs, tmp_path) -> None:
+    from maskprep import DataError
+
+    table = pad_rows([[5, 6, 7], [8, 450, 9]], 6, PAD, "right")
+    output = write_output(tmp_path / "out", table, PAD, "right")
+    with pytest.raises(DataError, match=r"row 1: token id 450 is outside the 300-id vocabulary"):
+        verify(output, configs["llama"], VerifyOptions(from_config=True, rows=2))
