@@ -17,12 +17,14 @@ from .config import (
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
+from .verify import Check, VerifyOptions, VerifyResult, verify
 
 __all__ = [
     "IGNORE_INDEX",
     "BadRecordError",
     "BuildConfig",
     "BuildResult",
+    "Check",
     "ConfigError",
     "DataError",
     "MaskprepError",
@@ -33,8 +35,11 @@ __all__ = [
     "SourceConfig",
     "TokenizerConfig",
     "Totals",
+    "VerifyOptions",
+    "VerifyResult",
     "__version__",
     "build",
     "load_dataset",
     "read_manifest",
+    "verify",
 ]
