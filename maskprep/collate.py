@@ -176,10 +176,17 @@ def row_arrays(rows: Any, *, pad_id: int = 0, padding_side: PaddingSide = "right
     positions = None
     if columns.POSITION_IDS in cols:
         positions = _pad(cols[columns.POSITION_IDS], width, 0, padding_side)
+    labels = _pad(cols[columns.LABELS], width, IGNORE_INDEX, padding_side)
+    if padding_side == "left":
+        # A row padded here on the left has its first token predicted from a pad: not a target
+        # (the same rule shaping applies to rows it pads on the left).
+        lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=len(ids))
+        grown = np.nonzero((lengths < width) & (lengths > 0))[0]
+        labels[grown, width - lengths[grown]] = IGNORE_INDEX
     return RowArrays(
         input_ids=_pad(ids, width, pad_id, padding_side),
         attention_mask=mask,
-        labels=_pad(cols[columns.LABELS], width, IGNORE_INDEX, padding_side),
+        labels=labels,
         position_ids=positions,
         segments=segments,
         packed=packed,

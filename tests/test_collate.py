@@ -38,7 +38,8 @@ def test_rows_of_unequal_length_are_padded_per_batch_left_with_position_ids() ->
     out = collate(rows, pad_id=PAD, padding_side="left", pad_position_ids=True)
     assert out["input_ids"].tolist() == [[5, 6, 7], [PAD, 8, 9]]
     assert out["attention_mask"].tolist() == [[1, 1, 1], [0, 1, 1]]
-    assert out["labels"].tolist() == [[5, 6, 7], [IGNORE_INDEX, 8, 9]]
+    # Row 2's first token would be predicted from the pad now before it: not a target.
+    assert out["labels"].tolist() == [[5, 6, 7], [IGNORE_INDEX, IGNORE_INDEX, 9]]
     assert out["position_ids"].tolist() == [[0, 1, 2], [0, 0, 1]]
 
 
