@@ -166,9 +166,13 @@ class OutputConfig:
     shard_size: int | None = None
     overwrite: bool = False
     compression: str = "zstd"
+    #: Finish an interrupted build in ``directory``, reusing its complete shards.
+    resume: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("format", self.format, SHARD_FORMATS)
+        if self.resume and self.overwrite:
+            raise ConfigError("resume and overwrite exclude each other: resume keeps shards")
         for name in ("shard_rows", "shard_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -247,6 +251,7 @@ class BuildConfig:
         data = dataclasses.asdict(self)
         data["output"].pop("directory")
         data["output"].pop("overwrite")
+        data["output"].pop("resume")
         data["source"]["inputs"] = list(self.source.inputs)
         if self.shape.buckets is not None:
             data["shape"]["buckets"] = list(self.shape.buckets)

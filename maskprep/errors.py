@@ -28,3 +28,8 @@ class BadRecordError(DataError):
         super().__init__(f"{location}: {reason}")
         self.location = location
         self.reason = reason
+
+
+class OutputError(ConfigError):
+    """The output cannot be written: another build holds it, it is unwritable or the disk is full,
+    or it holds an unfinished build. A usage-class error (exit 2): the data is not at fault."""

@@ -13,8 +13,9 @@ from typing import Any, BinaryIO
 from . import columns
 from ._version import __version__
 from .config import BuildConfig
-from .errors import BadRecordError, DataError, MaskprepError
+from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .fill import FillStats
+from .locking import OutputLock
 from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
@@ -131,10 +132,53 @@ def build(
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
 
-    Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers, and
+    Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers,
+    :class:`~maskprep.errors.OutputError` (a ``ConfigError``) when another build holds the output
+    directory, it cannot be written or the disk fills up, and
     :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
-    shards this call wrote are removed, so nothing left behind looks finished.
+    shards this call wrote are removed, so nothing left behind looks finished. A build killed
+    outright leaves its complete shards, which ``config.output.resume`` reuses.
     """
+    directory = Path(config.output.directory)
+    created = make_output_directory(directory)
+    try:
+        with OutputLock(directory):
+            return _build_locked(config, stdin=stdin, on_progress=on_progress)
+    except OSError as exc:
+        raise OutputError(f"{directory}: cannot write output: {_os_reason(exc)}") from None
+    finally:
+        if created and directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+
+
+def make_output_directory(directory: Path) -> bool:
+    """Create ``directory`` (and parents) if needed; return True when this call created it."""
+    if directory.exists():
+        if not directory.is_dir():
+            raise OutputError(f"{directory}: output exists and is not a directory")
+        return False
+    try:
+        directory.mkdir(parents=True)
+    except FileExistsError:
+        return False  # another process made it between the check and here; the lock decides
+    except OSError as exc:
+        reason = _os_reason(exc)
+        raise OutputError(f"{directory}: cannot create output directory: {reason}") from None
+    return True
+
+
+def _os_reason(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
+def _build_locked(
+    config: BuildConfig,
+    *,
+    stdin: BinaryIO | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> BuildResult:
+    """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
     reader = SourceReader(config.source, stdin=stdin, sft=config.sft)
     tokenizer = load_tokenizer(config.tokenizer)
@@ -195,7 +239,7 @@ def build(
         if totals.rows_written == 0:
             raise DataError(f"{_names(reader)}: no document could be used; see {REJECTS_NAME}")
         shards = writer.close()
-    except (MaskprepError, KeyboardInterrupt):
+    except (MaskprepError, KeyboardInterrupt, OSError):
         writer.abort()
         if rejects is not None and totals.records_rejected:
             rejects.publish()  # kept so the user can see why everything was rejected

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 from . import columns
 from .columns import IGNORE_INDEX
 from .config import OutputConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, OutputError
+from .locking import LOCK_NAME
 
 MANIFEST_NAME = "maskprep.json"
 REJECTS_NAME = "rejects.jsonl"
@@ -64,10 +65,14 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
     tmp = path.with_name(_TMP_PREFIX + path.name)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a truncated copy behind
+        raise
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -82,9 +87,19 @@ def prepare_output(config: OutputConfig) -> Path:
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory}: output exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
-    present = sorted(p.name for p in directory.iterdir())
+    # The lock file is the running build's own (see maskprep.locking), not earlier output.
+    present = sorted(p.name for p in directory.iterdir() if p.name != LOCK_NAME)
     if not present:
         return directory
+    ours = all(_is_ours(name) for name in present)
+    if config.resume and ours:
+        return directory  # complete shards are checked and reused, the rest is rewritten
+    if not config.overwrite and ours and MANIFEST_NAME not in present:
+        raise OutputError(
+            f"{directory}: unfinished build ({len(complete_shards(present))} complete shards "
+            f"and no {MANIFEST_NAME}); resume it (--resume) to finish it, or overwrite it "
+            "(--overwrite) to start over"
+        )
     if not config.overwrite:
         raise ConfigError(
             f"{directory}: output directory is not empty; pass overwrite to replace its contents"
@@ -98,6 +113,12 @@ def prepare_output(config: OutputConfig) -> Path:
     for name in present:
         (directory / name).unlink()
     return directory
+
+
+def complete_shards(names: list[str]) -> list[str]:
+    """The shard files among ``names`` under their final name (so complete), sorted."""
+    suffixes = tuple(EXTENSIONS.values())
+    return sorted(n for n in names if n.startswith(SHARD_PREFIX) and n.endswith(suffixes))
 
 
 def _is_ours(name: str) -> bool:

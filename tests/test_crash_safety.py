@@ -1,0 +1,238 @@
+"""Crash safety: one build per output directory, unwritable outputs and full disks, unfinished
+outputs refused without resume."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import make_config, write_jsonl
+
+from maskprep import ConfigError, build, shards
+from maskprep.cli import main
+from maskprep.errors import OutputError
+from maskprep.locking import LOCK_NAME, OutputLock
+from maskprep.shards import MANIFEST_NAME
+
+
+@pytest.fixture
+def source(tmp_path, corpus):
+    return write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus * 4])
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cli(source, tokenizer, out, *extra):
+    return [
+        "build",
+        str(source),
+        "-t",
+        str(tokenizer),
+        "-o",
+        str(out),
+        "--max-length",
+        "16",
+        "--pad-token",
+        "eos",
+        "--shard-rows",
+        "5",
+        "-q",
+        *extra,
+    ]
+
+
+def test_a_second_build_into_a_locked_directory_fails_at_once(tmp_path, source, llama_like):
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out):
+        started = time.perf_counter()
+        with pytest.raises(OutputError, match="another maskprep process is writing"):
+            build(make_config([source], llama_like, out, pad_token="eos"))
+        assert time.perf_counter() - started < 30
+    # Released: the same build now runs, and leaves no lock file behind.
+    build(make_config([source], llama_like, out, pad_token="eos"))
+    assert (out / MANIFEST_NAME).is_file()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_lock_held_by_another_process_exits_2_and_dies_with_it(
+    tmp_path, source, llama_like, runner
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(out / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        result = runner.invoke(main, _cli(source, llama_like, out))
+        assert result.exit_code == 2
+        assert "another maskprep process is writing to this directory" in result.output
+        assert "Traceback" not in result.output
+        assert not (out / MANIFEST_NAME).exists()
+    finally:
+        holder.kill()  # SIGKILL: the process cannot clean up, its lock file stays on disk
+        holder.wait()
+    assert (out / LOCK_NAME).exists()
+    result = runner.invoke(main, _cli(source, llama_like, out))
+    assert result.exit_code == 0, result.output
+    assert (out / MANIFEST_NAME).is_file()
+
+
+class _DiskThatFills(io.FileIO):
+    """A shard file on a disk with ``room`` bytes left."""
+
+    room = 300
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_disk_full_gives_one_line_and_leaves_no_complete_looking_shard(
+    tmp_path, source, llama_like, runner, monkeypatch
+):
+    before = (_digest(source), source.stat().st_mtime_ns)
+    monkeypatch.setattr(shards, "open", _DiskThatFills, raising=False)
+    out = tmp_path / "out"
+    result = runner.invoke(main, _cli(source, llama_like, out))
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "cannot write output: No space left on device" in lines[0]
+    assert "Traceback" not in result.output
+    # Shards that did fit are removed with the one that did not: nothing looks finished.
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+    assert (_digest(source), source.stat().st_mtime_ns) == before
+
+
+def test_disk_full_on_a_later_shard_removes_the_earlier_ones(
+    tmp_path, source, llama_like, monkeypatch
+):
+    opened = []
+
+    class FillsOnThird(io.FileIO):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            opened.append(self.name)
+
+        def write(self, data) -> int:
+            if len(opened) >= 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
+
+    monkeypatch.setattr(shards, "open", FillsOnThird, raising=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OutputError, match="No space left on device"):
+        build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
+    assert len(opened) == 3  # two shards were complete before the disk filled
+    assert list(out.iterdir()) == []
+
+
+def test_manifest_that_does_not_fit_leaves_no_partial_manifest(
+    tmp_path, source, llama_like, monkeypatch
+):
+    real_open = open
+
+    class AlmostFull(_DiskThatFills):
+        room = 10
+
+    def open_full_for_manifest(path, mode="r", *args, **kwargs):
+        if str(path).endswith(MANIFEST_NAME) and "w" in mode:
+            return AlmostFull(path, mode)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "open", open_full_for_manifest, raising=False)
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match="No space left on device"):
+        build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
+    names = sorted(p.name for p in out.iterdir())
+    assert MANIFEST_NAME not in names
+    assert not [n for n in names if n.startswith(".tmp-")]
+    # The complete shards stay: the output is unfinished, and resume can finish it.
+    assert names and all(n.startswith("data-") for n in names)
+
+
+def test_output_under_a_file_is_a_one_line_error(tmp_path, source, llama_like, runner):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(main, _cli(source, llama_like, blocker / "out"))
+    assert result.exit_code == 2
+    assert "cannot create output directory: Not a directory" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_directory(tmp_path, source, llama_like, runner):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        result = runner.invoke(main, _cli(source, llama_like, out))
+    finally:
+        out.chmod(0o755)
+    assert result.exit_code == 2
+    assert "cannot write to the output directory: Permission denied" in result.output
+
+
+def test_unwritable_output_directory_is_refused_before_reading(
+    tmp_path, source, llama_like, runner, monkeypatch
+):
+    """Where the test runs as root, a read-only directory is still writable; the lock file's
+    creation failing as it would for another user stands in for it."""
+    from maskprep import locking
+
+    real_open = locking.os.open
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(locking.os, "open", refuse)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = runner.invoke(main, _cli(source, llama_like, out))
+    assert result.exit_code == 2
+    assert "cannot write to the output directory: Permission denied" in result.output
+    assert list(out.iterdir()) == []
+
+
+def test_unfinished_output_is_refused_with_how_to_resume(tmp_path, source, llama_like, runner):
+    out = tmp_path / "out"
+    assert runner.invoke(main, _cli(source, llama_like, out)).exit_code == 0
+    (out / MANIFEST_NAME).unlink()  # as if the build had died before writing it
+    (out / ".tmp-data-00009.parquet").write_bytes(b"half a shard")
+    result = runner.invoke(main, _cli(source, llama_like, out))
+    assert result.exit_code == 2
+    assert "unfinished build (7 complete shards and no maskprep.json)" in result.output
+    assert "--resume" in result.output and "--overwrite" in result.output
+    result = runner.invoke(main, _cli(source, llama_like, out, "--overwrite"))
+    assert result.exit_code == 0, result.output
+    assert not (out / ".tmp-data-00009.parquet").exists()
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    from maskprep import OutputConfig
+
+    with pytest.raises(ConfigError, match="resume and overwrite"):
+        OutputConfig(str(tmp_path), resume=True, overwrite=True)
