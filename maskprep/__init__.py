@@ -9,12 +9,14 @@ from .columns import IGNORE_INDEX
 from .config import (
     BuildConfig,
     OutputConfig,
+    PartSpec,
     SFTConfig,
     ShapeConfig,
     SourceConfig,
     TokenizerConfig,
 )
-from .errors import BadRecordError, ConfigError, DataError, MaskprepError
+from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
+from .merging import MergeResult, merge
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
 from .verify import Check, VerifyOptions, VerifyResult, verify
@@ -28,7 +30,10 @@ __all__ = [
     "ConfigError",
     "DataError",
     "MaskprepError",
+    "MergeResult",
     "OutputConfig",
+    "OutputError",
+    "PartSpec",
     "Progress",
     "SFTConfig",
     "ShapeConfig",
@@ -40,6 +45,7 @@ __all__ = [
     "__version__",
     "build",
     "load_dataset",
+    "merge",
     "read_manifest",
     "verify",
 ]

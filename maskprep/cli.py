@@ -178,6 +178,16 @@ def main() -> None:
     type=click.Choice(cfg.TRAIN_ON),
     help="Chat: which turns are trained.  [default: assistant]",
 )
+@click.option(
+    "--num-shards",
+    type=click.IntRange(min=1),
+    help="Array jobs: split the input into this many parts (with --shard-index).",
+)
+@click.option(
+    "--shard-index",
+    type=click.IntRange(min=0),
+    help="Array jobs: build only this part (0-based); join the parts with maskprep merge.",
+)
 @_library_errors
 def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
@@ -223,6 +233,7 @@ def build(**options: Any) -> None:
         ),
         batch_size=options["batch_size"],
         sft=_sft_config(options),
+        part=_part_spec(options),
     )
     quiet = options["quiet"] or options["as_json"]
     with ProgressReporter(quiet=quiet) as reporter:
@@ -254,6 +265,48 @@ def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
         train_on=options["train_on"] or "assistant",
         chat_template=options["chat_template"],
     )
+
+
+def _part_spec(options: dict[str, Any]) -> cfg.PartSpec | None:
+    count, index = options["num_shards"], options["shard_index"]
+    if count is None and index is None:
+        return None
+    if count is None or index is None:
+        raise click.UsageError("--num-shards and --shard-index go together")
+    return cfg.PartSpec(index=index, count=count)
+
+
+@main.command()
+@click.argument("parts", nargs=-1, required=True, metavar="PART_DIR...")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@_library_errors
+def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -> None:
+    """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
+
+    Shards are hard-linked, not copied (copied only across filesystems); the parts must come from
+    one config and tokenizer, every part 0..N-1 exactly once.
+    """
+    from .merging import merge as run_merge
+
+    result = run_merge(parts, output, overwrite=overwrite)
+    summary = {
+        "output": str(result.output),
+        "parts": result.parts,
+        "shards": result.shards,
+        "linked": result.linked,
+        "copied": result.copied,
+        "rows_written": result.manifest["totals"]["rows_written"],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(
+            f"merged {result.parts} parts into {result.output}: {result.shards} shards "
+            f"({result.linked} linked, {result.copied} copied), "
+            f"{summary['rows_written']} rows"
+        )
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:

@@ -224,6 +224,23 @@ class SFTConfig:
 
 
 @dataclass(frozen=True)
+class PartSpec:
+    """Part ``index`` (0-based) of ``count`` disjoint parts of the input (see
+    :mod:`maskprep.parts`), as an array job's task builds it."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError(f"the number of parts must be at least 1, not {self.count}")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"part index {self.index} is outside 0..{self.count - 1} for {self.count} parts"
+            )
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """Everything ``maskprep.build`` needs; ``batch_size`` is documents encoded per batch."""
 
@@ -233,6 +250,8 @@ class BuildConfig:
     output: OutputConfig
     batch_size: int = 1000
     sft: SFTConfig | None = None
+    #: Build only this part of the input (array jobs); ``None`` builds all of it.
+    part: PartSpec | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -252,6 +271,8 @@ class BuildConfig:
         data["output"].pop("directory")
         data["output"].pop("overwrite")
         data["output"].pop("resume")
+        # Recorded in the manifest's own "part" entry, so the parts of one build share a config.
+        data.pop("part")
         data["source"]["inputs"] = list(self.source.inputs)
         if self.shape.buckets is not None:
             data["shape"]["buckets"] = list(self.shape.buckets)

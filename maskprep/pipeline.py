@@ -16,6 +16,7 @@ from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .fill import FillStats
 from .locking import OutputLock
+from .parts import part_manifest
 from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
@@ -180,7 +181,7 @@ def _build_locked(
 ) -> BuildResult:
     """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
-    reader = SourceReader(config.source, stdin=stdin, sft=config.sft)
+    reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
     tokenizer = load_tokenizer(config.tokenizer)
     if config.sft is not None and config.sft.chat_template is not None:
         use_chat_template_file(tokenizer, config.sft.chat_template)
@@ -234,9 +235,10 @@ def _build_locked(
             emit(batch)
         totals.records_read += totals.records_rejected
         totals.blank_lines = sum(s.blank_lines for s in reader.stats)
-        if totals.records_read == 0:
+        # A part may be empty (more parts than lines): the merge checks the whole.
+        if totals.records_read == 0 and config.part is None:
             raise DataError(f"{_names(reader)}: no documents in the input")
-        if totals.rows_written == 0:
+        if totals.rows_written == 0 and config.part is None:
             raise DataError(f"{_names(reader)}: no document could be used; see {REJECTS_NAME}")
         shards = writer.close()
     except (MaskprepError, KeyboardInterrupt, OSError):
@@ -261,6 +263,8 @@ def _build_locked(
         "totals": totals.as_dict(),
         "fill": fill.as_dict(),
     }
+    if config.part is not None:
+        manifest["part"] = part_manifest(config.part, list((reader.ranges or {}).values()))
     write_manifest(directory, manifest)
     return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .config import SFTConfig, SourceConfig
+from .config import PartSpec, SFTConfig, SourceConfig
 from .errors import ConfigError, DataError
+from .parts import FileRange, head_line, open_range, plan_part
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -243,11 +244,20 @@ class SourceReader:
     """
 
     def __init__(
-        self, config: SourceConfig, stdin: BinaryIO | None = None, sft: SFTConfig | None = None
+        self,
+        config: SourceConfig,
+        stdin: BinaryIO | None = None,
+        sft: SFTConfig | None = None,
+        part: PartSpec | None = None,
     ) -> None:
         self.config = config
         self.sft = sft
         self.files = expand_inputs(config.inputs)
+        #: With ``part``: the byte ranges of the inputs this reader reads, by path.
+        self.ranges: dict[str, FileRange] | None = None
+        if part is not None:
+            self.ranges = {r.path: r for r in plan_part(self.files, part)}
+            self.files = list(self.ranges)
         self.stats: list[InputStats] = []
         self._stdin = stdin
         self._path = tuple(config.text_field.split("."))
@@ -259,6 +269,8 @@ class SourceReader:
         """Total size of the inputs in bytes, or ``None`` when one of them is standard input."""
         if STDIN in self.files:
             return None
+        if self.ranges is not None:
+            return sum(r.end - r.start for r in self.ranges.values())
         return sum(os.path.getsize(f) for f in self.files)
 
     @property
@@ -276,6 +288,8 @@ class SourceReader:
 
             return self._stdin if self._stdin is not None else sys.stdin.buffer
         try:
+            if self.ranges is not None:
+                return open_range(self.ranges[name])
             return open(name, "rb")
         except OSError as exc:
             raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
@@ -288,10 +302,13 @@ class SourceReader:
         self._current = hashing
         try:
             stream = _decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
-            lines = enumerate(stream, start=1)
+            part = self.ranges[name] if self.ranges is not None else None
+            lines = enumerate(stream, start=part.first_line if part is not None else 1)
             fmt = self.config.input_format
             if fmt == "auto":
                 fmt = (None if name == STDIN else format_from_name(name)) or ""
+            if not fmt and part is not None and part.start > 0:
+                fmt = _sniff(head_line(name))  # as the whole file would be read
             pending: list[tuple[int, bytes]] = []
             if not fmt:
                 first = None
