@@ -179,6 +179,12 @@ def main() -> None:
     help="Chat: which turns are trained.  [default: assistant]",
 )
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted build in DIR, reusing its complete shards (output identical "
+    "to an uninterrupted build).",
+)
+@click.option(
     "--num-shards",
     type=click.IntRange(min=1),
     help="Array jobs: split the input into this many parts (with --shard-index).",
@@ -230,6 +236,7 @@ def build(**options: Any) -> None:
             shard_rows=options["shard_rows"],
             shard_size=options["shard_size"],
             overwrite=options["overwrite"],
+            resume=options["resume"],
         ),
         batch_size=options["batch_size"],
         sft=_sft_config(options),

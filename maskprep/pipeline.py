@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,11 +21,13 @@ from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
     MANIFEST_FORMAT,
+    MANIFEST_NAME,
     REJECTS_NAME,
     ShardInfo,
     ShardWriter,
     atomic_write_bytes,
     prepare_output,
+    read_manifest,
     shard_info_dicts,
     write_manifest,
 )
@@ -90,6 +92,8 @@ class BuildResult:
     totals: Totals
     shards: list[ShardInfo]
     elapsed_s: float
+    #: With resume: complete shards of the interrupted build that were checked and kept.
+    reused_shards: int = 0
 
 
 class _Rejects:
@@ -144,12 +148,42 @@ def build(
     created = make_output_directory(directory)
     try:
         with OutputLock(directory):
+            finished = _finished_build(directory, config)
+            if finished is not None:
+                return finished
             return _build_locked(config, stdin=stdin, on_progress=on_progress)
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write output: {_os_reason(exc)}") from None
     finally:
         if created and directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
+
+
+def _finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
+    """Resuming an output that already finished: its result, unchanged, when it was built with
+    this config (and part); ``None`` when there is nothing finished to return."""
+    if not config.output.resume or not (directory / MANIFEST_NAME).is_file():
+        return None
+    manifest = read_manifest(directory)
+    expected = json.loads(json.dumps(config.to_manifest()))
+    part = manifest.get("part")
+    same_part = (part is None and config.part is None) or (
+        part is not None
+        and config.part is not None
+        and (part["index"], part["count"]) == (config.part.index, config.part.count)
+    )
+    if manifest.get("config") != expected or not same_part:
+        raise OutputError(
+            f"{directory}: holds a finished build made with other options; "
+            "overwrite it to replace it"
+        )
+    counts = manifest["totals"]
+    shape = ShapeStats(**{f.name: counts[f.name] for f in fields(ShapeStats)})
+    totals = Totals(
+        **{f.name: counts[f.name] for f in fields(Totals) if f.name != "shape"}, shape=shape
+    )
+    shards = [ShardInfo(**entry) for entry in manifest["shards"]]
+    return BuildResult(directory, manifest, totals, shards, 0.0, reused_shards=len(shards))
 
 
 def make_output_directory(directory: Path) -> bool:
@@ -266,7 +300,8 @@ def _build_locked(
     if config.part is not None:
         manifest["part"] = part_manifest(config.part, list((reader.ranges or {}).values()))
     write_manifest(directory, manifest)
-    return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return BuildResult(directory, manifest, totals, shards, elapsed, reused_shards=writer.reused)
 
 
 def _trainable(

@@ -8,6 +8,7 @@ directory without it is unfinished.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -145,6 +146,10 @@ class ShardWriter:
         self._tmp: Path | None = None
         self._rows = self._bytes = 0
         self._counts = [0, 0, 0]
+        #: Resuming: the complete shard the open one is being checked against, and the shards
+        #: reused (found complete and identical; never removed by :meth:`abort`).
+        self._checking: Path | None = None
+        self._reused: set[str] = set()
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch, splitting it across shard boundaries as needed."""
@@ -190,7 +195,13 @@ class ShardWriter:
     def _open_shard(self) -> None:
         name = self._shard_name(len(self.shards))
         self._tmp = self.directory / (_TMP_PREFIX + name)
-        self._sink = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close_shard
+        if self.config.resume and (self.directory / name).is_file():
+            # Replayed, not rewritten: the bytes only go through a hash, compared at close with
+            # the shard an interrupted build left complete.
+            self._checking = self.directory / name
+            self._sink = DigestSink()
+        else:
+            self._sink = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close_shard
         if self.config.format == "parquet":
             self._writer = pq.ParquetWriter(
                 self._sink, self.schema, compression=self.config.compression
@@ -202,6 +213,9 @@ class ShardWriter:
 
     def _close_shard(self) -> None:
         if self._writer is None:
+            return
+        if self._checking is not None:
+            self._reuse_shard()
             return
         self._writer.close()
         self._sink.flush()
@@ -219,10 +233,48 @@ class ShardWriter:
         # A batch may go on into the next shard; it must see an empty one, not this full one.
         self._rows = self._bytes = 0
 
+    def _reuse_shard(self) -> None:
+        assert self._checking is not None
+        self._writer.close()
+        replayed = self._sink.hexdigest()
+        if sha256_file(self._checking) != replayed:
+            raise OutputError(
+                f"{self._checking}: differs from the shard this build writes there (the inputs "
+                "or options changed since the interrupted build); overwrite to start over"
+            )
+        positions, real, trained = self._counts
+        name = self._checking.name
+        self.shards.append(ShardInfo(name, self._rows, positions, real, trained, replayed))
+        self._reused.add(name)
+        self._writer = self._sink = self._tmp = self._checking = None
+        self._rows = self._bytes = 0
+
+    @property
+    def reused(self) -> int:
+        """How many complete shards of an interrupted build were checked and kept."""
+        return len(self._reused)
+
     def close(self) -> list[ShardInfo]:
         """Finish the open shard and return every shard written."""
         self._close_shard()
+        if self.config.resume:
+            self._check_no_stale_shards()
         return self.shards
+
+    def _check_no_stale_shards(self) -> None:
+        """Resuming: a complete shard past the last one this build writes means the interrupted
+        build read other inputs; its leftover temporary files are removed."""
+        names = [p.name for p in self.directory.iterdir()]
+        written = {s.path for s in self.shards}
+        stale = [n for n in complete_shards(names) if n not in written]
+        if stale:
+            raise OutputError(
+                f"{self.directory / stale[0]}: left by the interrupted build but not written by "
+                "this one (the inputs or options changed); overwrite to start over"
+            )
+        for name in names:
+            if name.startswith(_TMP_PREFIX + SHARD_PREFIX):
+                (self.directory / name).unlink(missing_ok=True)
 
     def abort(self) -> None:
         """Remove every file this writer made: an aborted build leaves nothing that looks done."""
@@ -232,12 +284,37 @@ class ShardWriter:
                 self._sink.close()
             except Exception:  # the shard is being thrown away; closing it is best effort
                 pass
-        if self._tmp is not None:
+        if self._tmp is not None and self._checking is None:
             self._tmp.unlink(missing_ok=True)
         for shard in self.shards:
-            (self.directory / shard.path).unlink(missing_ok=True)
+            if shard.path not in self._reused:
+                (self.directory / shard.path).unlink(missing_ok=True)
         self.shards = []
-        self._writer = self._sink = self._tmp = None
+        self._writer = self._sink = self._tmp = self._checking = None
+
+
+class DigestSink(io.RawIOBase):
+    """A write-only stream that keeps only the sha256 of what is written to it."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        self._digest.update(view)
+        self._size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._size
+
+    def hexdigest(self) -> str:
+        """Hex sha256 of everything written so far."""
+        return self._digest.hexdigest()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:

@@ -188,7 +188,10 @@ class _HashingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
+        # read1 returns what is there: a pipe's records are processed as they arrive, instead
+        # of waiting for a whole buffer (or the end of the stream).
+        read = getattr(self._raw, "read1", self._raw.read)
+        data = read(len(buffer))
         n = len(data)
         buffer[:n] = data
         self.sha256.update(data)

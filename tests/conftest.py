@@ -91,7 +91,7 @@ def make_config(inputs, tokenizer, output, **options) -> BuildConfig:
     shape = {k: options.pop(k) for k in ("strategy", "overflow", "stride") if k in options}
     out = {
         k: options.pop(k)
-        for k in ("format", "shard_rows", "shard_size", "overwrite")
+        for k in ("format", "shard_rows", "shard_size", "overwrite", "resume")
         if k in options
     }
     max_length = options.pop("max_length", 32)
