@@ -194,6 +194,14 @@ def main() -> None:
     type=click.IntRange(min=0),
     help="Array jobs: build only this part (0-based); join the parts with maskprep merge.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help="ray: build --num-shards parts (default: one per cluster CPU) on the Ray cluster in "
+    "RAY_ADDRESS, or a local one, and merge them.",
+)
 @_library_errors
 def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
@@ -240,11 +248,18 @@ def build(**options: Any) -> None:
         ),
         batch_size=options["batch_size"],
         sft=_sft_config(options),
-        part=_part_spec(options),
+        part=_part_spec(options) if options["engine"] == "local" else None,
     )
     quiet = options["quiet"] or options["as_json"]
-    with ProgressReporter(quiet=quiet) as reporter:
-        result = run_build(config, on_progress=reporter.callback)
+    if options["engine"] == "ray":
+        from .ray_engine import build_with_ray
+
+        if options["shard_index"] is not None:
+            raise click.UsageError("--shard-index does not apply to --engine ray")
+        result = build_with_ray(config, parts=options["num_shards"])
+    else:
+        with ProgressReporter(quiet=quiet) as reporter:
+            result = run_build(config, on_progress=reporter.callback)
     if options["as_json"]:
         click.echo(json.dumps(build_json(result), indent=2))
     elif not options["quiet"]:

@@ -29,6 +29,10 @@ class BadRecordError(DataError):
         self.location = location
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Rebuilt from both arguments when unpickled (a Ray worker's error reaching the driver).
+        return (type(self), (self.location, self.reason))
+
 
 class OutputError(ConfigError):
     """The output cannot be written: another build holds it, it is unwritable or the disk is full,

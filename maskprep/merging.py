@@ -128,8 +128,10 @@ def merge(
     output: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    engine: str | None = None,
 ) -> MergeResult:
-    """Join the finished parts in ``part_dirs`` (any order) into one output at ``output``.
+    """Join the finished parts in ``part_dirs`` (any order) into one output at ``output``;
+    ``engine`` (e.g. ``"ray"``) is recorded in the manifest when given.
 
     Raises :class:`ConfigError` when a part is unfinished, missing, given twice or from another
     build, and :class:`DataError` when the parts hold no rows at all.
@@ -148,12 +150,14 @@ def merge(
     with OutputLock(directory):
         prepare_output(OutputConfig(str(output), overwrite=overwrite))
         try:
-            return _write_merged(parts, Path(output), totals)
+            return _write_merged(parts, Path(output), totals, engine)
         except OSError as exc:
             raise OutputError(f"{output}: cannot write output: {exc.strerror or exc}") from None
 
 
-def _write_merged(parts: list[PartOutput], directory: Path, totals: dict[str, Any]) -> MergeResult:
+def _write_merged(
+    parts: list[PartOutput], directory: Path, totals: dict[str, Any], engine: str | None
+) -> MergeResult:
     first = parts[0].manifest
     extension = EXTENSIONS[first["config"]["output"]["format"]]
     shard_entries: list[dict[str, Any]] = []
@@ -192,6 +196,11 @@ def _write_merged(parts: list[PartOutput], directory: Path, totals: dict[str, An
             for p in parts
         ],
     }
+    if first["config"]["shape"]["strategy"] == "pack":
+        # Each part packed its own documents: no row holds documents of two parts.
+        manifest["pack_scope"] = "part"
+    if engine is not None:
+        manifest["engine"] = engine
     write_manifest(directory, manifest)
     return MergeResult(directory, manifest, len(parts), len(shard_entries), linked, copied)
 

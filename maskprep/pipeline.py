@@ -133,6 +133,7 @@ def build(
     *,
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    tokenizer: Any = None,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -142,7 +143,9 @@ def build(
     directory, it cannot be written or the disk fills up, and
     :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
     shards this call wrote are removed, so nothing left behind looks finished. A build killed
-    outright leaves its complete shards, which ``config.output.resume`` reuses.
+    outright leaves its complete shards, which ``config.output.resume`` reuses. ``tokenizer`` is
+    the tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
+    several parts loads it once).
     """
     directory = Path(config.output.directory)
     created = make_output_directory(directory)
@@ -151,7 +154,7 @@ def build(
             finished = _finished_build(directory, config)
             if finished is not None:
                 return finished
-            return _build_locked(config, stdin=stdin, on_progress=on_progress)
+            return _build_locked(config, stdin=stdin, on_progress=on_progress, loaded=tokenizer)
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write output: {_os_reason(exc)}") from None
     finally:
@@ -177,13 +180,21 @@ def _finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
             f"{directory}: holds a finished build made with other options; "
             "overwrite it to replace it"
         )
+    return result_from_manifest(directory, manifest, 0.0, reused_all=True)
+
+
+def result_from_manifest(
+    directory: Path, manifest: dict[str, Any], elapsed_s: float, *, reused_all: bool = False
+) -> BuildResult:
+    """A :class:`BuildResult` for a finished output, rebuilt from its manifest."""
     counts = manifest["totals"]
     shape = ShapeStats(**{f.name: counts[f.name] for f in fields(ShapeStats)})
     totals = Totals(
         **{f.name: counts[f.name] for f in fields(Totals) if f.name != "shape"}, shape=shape
     )
     shards = [ShardInfo(**entry) for entry in manifest["shards"]]
-    return BuildResult(directory, manifest, totals, shards, 0.0, reused_shards=len(shards))
+    reused = len(shards) if reused_all else 0
+    return BuildResult(directory, manifest, totals, shards, elapsed_s, reused_shards=reused)
 
 
 def make_output_directory(directory: Path) -> bool:
@@ -212,11 +223,12 @@ def _build_locked(
     *,
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    loaded: Any = None,
 ) -> BuildResult:
     """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
     reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
-    tokenizer = load_tokenizer(config.tokenizer)
+    tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
     if config.sft is not None and config.sft.chat_template is not None:
         use_chat_template_file(tokenizer, config.sft.chat_template)
     info = tokenizer_info(tokenizer, config.tokenizer)

@@ -1,0 +1,119 @@
+"""``--engine ray`` on a real local Ray cluster of 2 CPUs (skipped where Ray is not installed),
+and the clear error where it is not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT, make_config, write_jsonl
+
+from maskprep import ConfigError, DataError, build
+from maskprep.cli import main
+from maskprep.shards import MANIFEST_NAME, shard_paths
+
+
+def _rows(directory):
+    return pq.read_table(shard_paths(directory)).to_pylist()
+
+
+@pytest.fixture
+def corpus_file(tmp_path, corpus):
+    texts = [f"{t} ({i})" for i, t in enumerate(corpus * 5)]
+    return write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
+
+
+def test_without_ray_the_engine_is_a_clear_error(tmp_path, corpus_file, llama_like, monkeypatch):
+    from maskprep import ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    config = make_config([corpus_file], llama_like, tmp_path / "out", pad_token="eos")
+    with pytest.raises(ConfigError, match=r"needs Ray, which is not installed.*maskprep\[ray\]"):
+        ray_engine.build_with_ray(config)
+
+
+def test_without_ray_the_cli_exits_2(tmp_path, corpus_file, llama_like, monkeypatch, runner):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    args = ["build", str(corpus_file), "-t", str(llama_like), "-o", str(tmp_path / "o")]
+    result = runner.invoke(
+        main, [*args, "--max-length", "16", "--pad-token", "eos", "--engine", "ray"]
+    )
+    assert result.exit_code == 2
+    assert "pip install 'maskprep[ray]'" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A private local cluster with 2 CPUs whose workers import this checkout."""
+    ray = pytest.importorskip("ray")
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(ROOT)  # workers inherit it from the raylet
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file, llama_like):
+    from maskprep.ray_engine import build_with_ray
+
+    options = dict(pad_token="eos", max_length=12, shard_rows=6, strategy="bucket")
+    local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
+    out = tmp_path / "ray"
+    result = build_with_ray(make_config([corpus_file], llama_like, out, **options), parts=3)
+    assert _rows(out) == _rows(tmp_path / "local")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["engine"] == "ray"
+    assert manifest["totals"] == local.manifest["totals"]
+    assert manifest["fill"] == local.manifest["fill"]
+    assert set(manifest) - set(local.manifest) == {"engine", "merged_from"}
+    assert [p["index"] for p in manifest["merged_from"]] == [0, 1, 2]
+    assert result.totals.rows_written == local.totals.rows_written
+    assert not (tmp_path / "ray.parts").exists()
+    assert cluster.is_initialized()  # a cluster it did not start is left running
+
+
+def test_ray_pack_is_per_part_and_part_errors_are_one_line(
+    cluster, tmp_path, corpus_file, llama_like
+):
+    from maskprep.ray_engine import build_with_ray
+
+    options = dict(pad_token="eos", max_length=24, strategy="pack")
+    out = tmp_path / "packed"
+    result = build_with_ray(make_config([corpus_file], llama_like, out, **options), parts=2)
+    assert result.manifest["pack_scope"] == "part"
+    local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
+    assert result.totals.real_tokens == local.totals.real_tokens
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine"}] * 10 + ["{not json"])
+    with pytest.raises(DataError) as caught:
+        build_with_ray(make_config([bad], llama_like, tmp_path / "bad", pad_token="eos"), parts=2)
+    assert str(caught.value).startswith(f"{bad}:11: invalid JSON")
+    assert "\n" not in str(caught.value)
+
+
+def test_ray_cli_connects_to_ray_address_and_leaves_the_cluster_up(
+    cluster, tmp_path, corpus_file, llama_like
+):
+    address = cluster.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address}
+    out = tmp_path / "cli"
+    args = ["build", str(corpus_file), "-t", str(llama_like), "-o", str(out), "--max-length"]
+    args += ["16", "--pad-token", "eos", "--engine", "ray", "--num-shards", "2", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "maskprep", *args], capture_output=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["totals"]["records_read"] == 40
+    assert cluster.cluster_resources().get("CPU") == 2  # still up after the CLI disconnected
