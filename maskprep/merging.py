@@ -146,7 +146,9 @@ def merge(
         raise DataError(f"{len(parts)} parts: no documents in the input")
     if totals["rows_written"] == 0:
         raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
-    directory.mkdir(parents=True, exist_ok=True)
+    from .pipeline import make_output_directory
+
+    make_output_directory(directory)
     with OutputLock(directory):
         prepare_output(OutputConfig(str(output), overwrite=overwrite))
         try:

@@ -259,3 +259,20 @@ def test_parts_of_stdin_and_half_options_are_refused(tmp_path, llama_like, runne
     result = runner.invoke(main, _cli_part("-", llama_like, tmp_path / "o", 2, 2), input="a\n")
     assert result.exit_code == 2
     assert "part index 2 is outside 0..1" in result.output
+
+
+def test_a_finished_part_is_returned_as_is_on_resume(tmp_path, two_files, llama_like):
+    out = tmp_path / "p1"
+    first = build(make_config(two_files, llama_like, out, pad_token="eos", part=PartSpec(1, 3)))
+    before = (out / MANIFEST_NAME).stat().st_mtime_ns
+    again = build(
+        make_config(two_files, llama_like, out, pad_token="eos", part=PartSpec(1, 3), resume=True)
+    )
+    assert again.manifest == first.manifest
+    assert again.reused_shards == len(first.shards)
+    assert (out / MANIFEST_NAME).stat().st_mtime_ns == before
+    other = make_config(
+        two_files, llama_like, out, pad_token="eos", part=PartSpec(2, 3), resume=True
+    )
+    with pytest.raises(ConfigError, match="holds a finished build made with other options"):
+        build(other)
