@@ -492,3 +492,27 @@ def test_progress_is_reported_per_batch_and_rendered_as_plain_lines(tmp_path, mi
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].startswith("maskprep: ") and "tok/s" in lines[0]
     assert ProgressReporter(quiet=True, stream=stream).callback is None
+
+
+def test_shard_size_option_reads_units_and_refuses_nonsense(tmp_path, minilm, runner):
+    from maskprep.config import parse_size
+
+    assert parse_size("512") == 512 and parse_size("64K") == 65536
+    assert parse_size("1.5M") == 1572864 and parse_size("2GiB") == 2 << 30
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    args = ["build", str(src), "-t", str(minilm), "--max-length", "8", "-o", str(tmp_path / "o")]
+    result = runner.invoke(main, [*args, "--shard-size", "lots"])
+    assert result.exit_code == 2 and "cannot read 'lots' as a size" in result.output
+
+
+def test_interrupted_skip_build_leaves_no_temporary_rejects(tmp_path, minilm):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "fine"}, '{"broken'])
+    out = tmp_path / "out"
+
+    def interrupt(progress):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(make_config([src], minilm, out, on_bad_record="skip"), on_progress=interrupt)
+    assert sorted(p.name for p in out.iterdir()) == [REJECTS_NAME]
+    assert json.loads((out / REJECTS_NAME).read_text())["line"] == 2
