@@ -23,9 +23,9 @@ from .shards import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     REJECTS_NAME,
+    TMP_PREFIX,
     ShardInfo,
     ShardWriter,
-    atomic_write_bytes,
     prepare_output,
     read_manifest,
     shard_info_dicts,
@@ -97,19 +97,27 @@ class BuildResult:
 
 
 class _Rejects:
-    """Collects rejected records into ``rejects.jsonl``, published atomically at the end."""
+    """Streams rejected records to ``rejects.jsonl`` under a temporary name (memory stays flat
+    however many there are), published atomically at the end."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / REJECTS_NAME
-        self._lines: list[str] = []
+        self._tmp = directory / (TMP_PREFIX + REJECTS_NAME)
+        self._handle = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in publish
 
     def add(self, item: Rejected) -> None:
         record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        self._lines.append(json.dumps(record, ensure_ascii=False))
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def publish(self) -> None:
-        text = "".join(line + "\n" for line in self._lines)
-        atomic_write_bytes(self.path, text.encode("utf-8"))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def _batches(
@@ -290,8 +298,10 @@ def _build_locked(
     except (MaskprepError, KeyboardInterrupt, OSError):
         writer.abort()
         if rejects is not None and totals.records_rejected:
-            rejects.publish()  # kept so the user can see why everything was rejected
-        elif created and not any(directory.iterdir()):
+            rejects.publish()  # kept so the user can see why records were rejected
+        elif rejects is not None:
+            rejects.discard()
+        if created and not any(directory.iterdir()):
             directory.rmdir()
         raise
     _check_accounting(totals)

@@ -28,7 +28,7 @@ class ProgressReporter:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.interval = interval
-        self._last = 0.0
+        self._last: float | None = None
         self._bar: Any = None
         self._task: Any = None
 
@@ -79,7 +79,7 @@ class ProgressReporter:
             )
             return
         now = time.monotonic()
-        if now - self._last >= self.interval:
+        if self._last is None or now - self._last >= self.interval:
             self._last = now
             print(f"maskprep: {detail}", file=self.stream, flush=True)
 

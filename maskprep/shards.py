@@ -31,7 +31,7 @@ REJECTS_NAME = "rejects.jsonl"
 MANIFEST_FORMAT = 1
 SHARD_PREFIX = "data-"
 EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrow"}
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(_TMP_PREFIX + path.name)
+    tmp = path.with_name(TMP_PREFIX + path.name)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -123,7 +123,7 @@ def complete_shards(names: list[str]) -> list[str]:
 
 
 def _is_ours(name: str) -> bool:
-    bare = name.removeprefix(_TMP_PREFIX)
+    bare = name.removeprefix(TMP_PREFIX)
     return bare in (MANIFEST_NAME, REJECTS_NAME) or (
         bare.startswith(SHARD_PREFIX) and bare.endswith(tuple(EXTENSIONS.values()))
     )
@@ -194,7 +194,7 @@ class ShardWriter:
 
     def _open_shard(self) -> None:
         name = self._shard_name(len(self.shards))
-        self._tmp = self.directory / (_TMP_PREFIX + name)
+        self._tmp = self.directory / (TMP_PREFIX + name)
         if self.config.resume and (self.directory / name).is_file():
             # Replayed, not rewritten: the bytes only go through a hash, compared at close with
             # the shard an interrupted build left complete.
@@ -222,7 +222,7 @@ class ShardWriter:
         os.fsync(self._sink.fileno())
         self._sink.close()
         assert self._tmp is not None
-        final = self.directory / self._tmp.name.removeprefix(_TMP_PREFIX)
+        final = self.directory / self._tmp.name.removeprefix(TMP_PREFIX)
         os.replace(self._tmp, final)
         _fsync_dir(self.directory)
         positions, real, trained = self._counts
@@ -273,7 +273,7 @@ class ShardWriter:
                 "this one (the inputs or options changed); overwrite to start over"
             )
         for name in names:
-            if name.startswith(_TMP_PREFIX + SHARD_PREFIX):
+            if name.startswith(TMP_PREFIX + SHARD_PREFIX):
                 (self.directory / name).unlink(missing_ok=True)
 
     def abort(self) -> None:

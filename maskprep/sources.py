@@ -13,6 +13,7 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -327,7 +328,7 @@ class SourceReader:
                     f"{display}: read as plain text, but supervised records need JSONL objects"
                 )
             parse = self._parse_text if fmt == "text" else self._parse_jsonl
-            for number, line in _chain(pending, lines):
+            for number, line in itertools.chain(pending, lines):
                 item = parse(display, number, line)
                 if item is None:
                     stats.blank_lines += 1
@@ -446,8 +447,3 @@ def _conversation(obj: dict, name: str) -> Conversation | str:
             return f"{where}.content is {_json_type(content)}, expected string"
         messages.append(Message(role, content))
     return Conversation(tuple(messages))
-
-
-def _chain(first: list[tuple[int, bytes]], rest: Iterator[tuple[int, bytes]]):
-    yield from first
-    yield from rest

@@ -470,3 +470,49 @@ def test_no_add_special_tokens(tmp_path, minilm):
     build(make_config([src], minilm, tmp_path / "o", add_special_tokens=False))
     row = read_rows(tmp_path / "o")[0]
     assert row["input_ids"][: row["length"]] == [7592, 2088]
+
+
+def test_progress_is_reported_per_batch_and_rendered_as_plain_lines(tmp_path, minilm, corpus):
+    import io
+
+    from maskprep.report import ProgressReporter
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus])
+    seen = []
+    build(make_config([src], minilm, tmp_path / "o", batch_size=2), on_progress=seen.append)
+    records = [p.records for p in seen]
+    assert records == sorted(records) and records[-1] == len(corpus)
+    assert len(seen) >= len(corpus) // 2
+    assert seen[-1].bytes_read == seen[-1].bytes_total == src.stat().st_size
+
+    stream = io.StringIO()  # not a terminal: plain lines, at most one per interval
+    with ProgressReporter(quiet=False, stream=stream, interval=3600) as reporter:
+        for progress in seen:
+            reporter.update(progress)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("maskprep: ") and "tok/s" in lines[0]
+    assert ProgressReporter(quiet=True, stream=stream).callback is None
+
+
+def test_shard_size_option_reads_units_and_refuses_nonsense(tmp_path, minilm, runner):
+    from maskprep.config import parse_size
+
+    assert parse_size("512") == 512 and parse_size("64K") == 65536
+    assert parse_size("1.5M") == 1572864 and parse_size("2GiB") == 2 << 30
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    args = ["build", str(src), "-t", str(minilm), "--max-length", "8", "-o", str(tmp_path / "o")]
+    result = runner.invoke(main, [*args, "--shard-size", "lots"])
+    assert result.exit_code == 2 and "cannot read 'lots' as a size" in result.output
+
+
+def test_interrupted_skip_build_leaves_no_temporary_rejects(tmp_path, minilm):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "fine"}, '{"broken'])
+    out = tmp_path / "out"
+
+    def interrupt(progress):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(make_config([src], minilm, out, on_bad_record="skip"), on_progress=interrupt)
+    assert sorted(p.name for p in out.iterdir()) == [REJECTS_NAME]
+    assert json.loads((out / REJECTS_NAME).read_text())["line"] == 2

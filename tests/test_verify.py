@@ -12,7 +12,6 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_conf
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
-from maskprep.columns import IGNORE_INDEX
 from maskprep.verify import TOLERANCES, load_model, verify_rows
 
 PAD = 3
@@ -395,19 +394,6 @@ def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> 
     result = _cli(runner, str(padded_output), "-m", str(tmp_path / "nowhere"), "--from-config")
     assert result.exit_code == 2
     assert "cannot load the model config" in result.output
-
-
-def test_labels_constant_is_the_one_the_probes_use() -> None:
-    assert IGNORE_INDEX == -100
-
-
-def test_every_verify_option_is_in_the_readme() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    command = main.commands["verify"]
-    for param in command.params:
-        for flag in getattr(param, "opts", []):
-            if flag.startswith("--") and flag != "--help":
-                assert flag in readme, flag
 
 
 def test_python_m_maskprep_verify_in_a_subprocess(configs, padded_output, monkeypatch) -> None:
