@@ -22,6 +22,8 @@ from .config import BuildConfig, PartSpec
 from .errors import ConfigError, MaskprepError, OutputError
 from .locking import LOCK_NAME
 from .merging import merge
+from .sources import expand_inputs
+from .tokenizing import load_tokenizer
 
 PARTS_SUFFIX = ".parts"
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'maskprep[ray]'"
@@ -48,8 +50,6 @@ class _PartBuilder:
     """A Ray actor body: loads the tokenizer once, then builds any number of parts."""
 
     def __init__(self, config: BuildConfig) -> None:
-        from .tokenizing import load_tokenizer
-
         self._tokenizer = load_tokenizer(config.tokenizer)
 
     def build_part(self, config: BuildConfig) -> str:
@@ -79,6 +79,10 @@ def build_with_ray(config: BuildConfig, *, parts: int | None = None) -> Any:
     if finished is not None:
         return finished
     _check_output_free(directory, config)
+    # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
+    # as a worker's failure with its traceback.
+    expand_inputs(config.source.inputs)
+    load_tokenizer(config.tokenizer)
     owned = not ray.is_initialized()
     if owned:
         address = os.environ.get("RAY_ADDRESS") or "local"
@@ -134,4 +138,5 @@ def _run_parts(ray: Any, config: BuildConfig, configs: list[BuildConfig]) -> Non
             raise exc.cause from None
         raise
     except ray.exceptions.RayActorError as exc:
-        raise ConfigError(f"a Ray worker died while building a part: {exc}") from None
+        first_line = (str(exc).strip().splitlines() or ["no reason given"])[0]
+        raise ConfigError(f"a Ray worker died while building a part: {first_line}") from None

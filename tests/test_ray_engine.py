@@ -117,3 +117,30 @@ def test_ray_cli_connects_to_ray_address_and_leaves_the_cluster_up(
     summary = json.loads(done.stdout)
     assert summary["totals"]["records_read"] == 40
     assert cluster.cluster_resources().get("CPU") == 2  # still up after the CLI disconnected
+
+
+def test_ray_unusable_tokenizer_is_a_one_line_error_before_any_work(cluster, tmp_path, corpus_file):
+    from maskprep.ray_engine import build_with_ray
+
+    config = make_config([corpus_file], tmp_path / "no-such-tokenizer", tmp_path / "out")
+    with pytest.raises(ConfigError) as caught:
+        build_with_ray(config, parts=2)
+    assert "no-such-tokenizer" in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "out.parts").exists()
+
+
+def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_like):
+    from maskprep import PartSpec
+    from maskprep.ray_engine import build_with_ray
+
+    out = tmp_path / "out"
+    done = tmp_path / "out.parts" / "part-00001"
+    build(make_config([corpus_file], llama_like, done, pad_token="eos", part=PartSpec(1, 3)))
+    config = make_config([corpus_file], llama_like, out, pad_token="eos")
+    with pytest.raises(ConfigError, match=r"part-00001: output directory is not empty"):
+        build_with_ray(config, parts=3)  # the left-over part is not silently replaced
+    resumed = make_config([corpus_file], llama_like, out, pad_token="eos", resume=True)
+    build_with_ray(resumed, parts=3)
+    local = build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
+    assert _rows(out) == _rows(tmp_path / "local")
+    assert json.loads((out / MANIFEST_NAME).read_text())["totals"] == local.manifest["totals"]
