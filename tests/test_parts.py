@@ -276,3 +276,20 @@ def test_a_finished_part_is_returned_as_is_on_resume(tmp_path, two_files, llama_
     )
     with pytest.raises(ConfigError, match="holds a finished build made with other options"):
         build(other)
+
+
+def test_merge_refuses_parts_built_with_another_tokenizer_at_the_same_path(
+    tmp_path, two_files, llama_like, with_pad
+):
+    import shutil
+
+    tok = tmp_path / "tok"
+    shutil.copytree(llama_like, tok)
+    p0 = tmp_path / "p0"
+    build(make_config(two_files, tok, p0, pad_token="eos", part=PartSpec(0, 2)))
+    shutil.rmtree(tok)
+    shutil.copytree(with_pad, tok)  # same name, other files
+    p1 = tmp_path / "p1"
+    build(make_config(two_files, tok, p1, pad_token="eos", part=PartSpec(1, 2)))
+    with pytest.raises(ConfigError, match=r"p1: not from the same build as .*p0: tokenizer\."):
+        merge([p0, p1], tmp_path / "m")
