@@ -320,7 +320,7 @@ def _build_locked(
         "fill": fill.as_dict(),
     }
     if config.part is not None:
-        manifest["part"] = part_manifest(config.part, list((reader.ranges or {}).values()))
+        manifest["part"] = part_manifest(config.part, reader.ranges or [])
     write_manifest(directory, manifest)
     elapsed = time.perf_counter() - started
     return BuildResult(directory, manifest, totals, shards, elapsed, reused_shards=writer.reused)

@@ -257,11 +257,12 @@ class SourceReader:
         self.config = config
         self.sft = sft
         self.files = expand_inputs(config.inputs)
-        #: With ``part``: the byte ranges of the inputs this reader reads, by path.
-        self.ranges: dict[str, FileRange] | None = None
+        #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
+        self.ranges: list[FileRange] | None = None
+        self._range: FileRange | None = None
         if part is not None:
-            self.ranges = {r.path: r for r in plan_part(self.files, part)}
-            self.files = list(self.ranges)
+            self.ranges = plan_part(self.files, part)
+            self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
         self._path = tuple(config.text_field.split("."))
@@ -274,7 +275,7 @@ class SourceReader:
         if STDIN in self.files:
             return None
         if self.ranges is not None:
-            return sum(r.end - r.start for r in self.ranges.values())
+            return sum(r.end - r.start for r in self.ranges)
         return sum(os.path.getsize(f) for f in self.files)
 
     @property
@@ -283,7 +284,9 @@ class SourceReader:
         return self._bytes_done + (self._current.size if self._current else 0)
 
     def __iter__(self) -> Iterator[Record | Rejected]:
-        for name in self.files:
+        for index, name in enumerate(self.files):
+            # A file may be listed twice; each listing has its own range.
+            self._range = self.ranges[index] if self.ranges is not None else None
             yield from self._read_one(name)
 
     def _open(self, name: str) -> BinaryIO:
@@ -292,8 +295,8 @@ class SourceReader:
 
             return self._stdin if self._stdin is not None else sys.stdin.buffer
         try:
-            if self.ranges is not None:
-                return open_range(self.ranges[name])
+            if self._range is not None:
+                return open_range(self._range)
             return open(name, "rb")
         except OSError as exc:
             raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
@@ -306,7 +309,7 @@ class SourceReader:
         self._current = hashing
         try:
             stream = _decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
-            part = self.ranges[name] if self.ranges is not None else None
+            part = self._range
             lines = enumerate(stream, start=part.first_line if part is not None else 1)
             fmt = self.config.input_format
             if fmt == "auto":

@@ -78,6 +78,14 @@ def test_compressed_files_go_whole_to_one_part(tmp_path):
     assert len(owners) == 1
 
 
+def test_a_file_listed_twice_is_read_twice_in_parts(tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_text("".join(f"line {i}\n" for i in range(7)))
+    for count in (1, 2, 3, 5):
+        _assert_parts_cover([src, src], count)
+    assert len(_items([src, src])[0]) == 14
+
+
 def test_more_parts_than_lines_gives_empty_parts(tmp_path):
     src = tmp_path / "a.txt"
     src.write_text("one\ntwo\n")
