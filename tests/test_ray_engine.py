@@ -16,6 +16,8 @@ from maskprep import ConfigError, DataError, build
 from maskprep.cli import main
 from maskprep.shards import MANIFEST_NAME, shard_paths
 
+NO_USAGE_STATS = {"RAY_USAGE_STATS_ENABLED": "0"}
+
 
 def _rows(directory):
     return pq.read_table(shard_paths(directory)).to_pylist()
@@ -51,17 +53,21 @@ def test_without_ray_the_cli_exits_2(tmp_path, corpus_file, llama_like, monkeypa
 def cluster():
     """A private local cluster with 2 CPUs whose workers import this checkout."""
     ray = pytest.importorskip("ray")
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(ROOT)  # workers inherit it from the raylet
+    # Workers inherit the environment from the raylet: this checkout on their path, and no
+    # usage statistics sent anywhere (the machine is offline).
+    wanted = {"PYTHONPATH": str(ROOT), **NO_USAGE_STATS}
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file, llama_like):
@@ -106,7 +112,7 @@ def test_ray_cli_connects_to_ray_address_and_leaves_the_cluster_up(
     cluster, tmp_path, corpus_file, llama_like
 ):
     address = cluster.get_runtime_context().gcs_address
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address, **NO_USAGE_STATS}
     out = tmp_path / "cli"
     args = ["build", str(corpus_file), "-t", str(llama_like), "-o", str(out), "--max-length"]
     args += ["16", "--pad-token", "eos", "--engine", "ray", "--num-shards", "2", "--json"]
