@@ -115,6 +115,8 @@ def build_summary(result: BuildResult) -> Table:
         rows[6:6] = cuts  # after the truncation counts
         rows[3:3] = [without_labels]  # under the rejected records
     rows.extend(_fill_rows(result.manifest.get("fill")))
+    if result.reused_shards:
+        rows.append(("shards reused (resume)", f"{result.reused_shards:,}"))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -162,6 +164,7 @@ def build_json(result: BuildResult) -> dict[str, Any]:
         "totals": result.manifest["totals"],
         "fill": result.manifest.get("fill"),
         "elapsed_s": round(result.elapsed_s, 3),
+        "reused_shards": result.reused_shards,
     }
 
 

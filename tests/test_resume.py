@@ -150,8 +150,9 @@ def test_resume_cli_and_finished_output(tmp_path, llama_like, reference, runner)
     assert runner.invoke(main, args, input=DATA).exit_code == 0
     (out / MANIFEST_NAME).unlink()
     (out / "data-00004.parquet").unlink()
-    result = runner.invoke(main, [*args, "--resume"], input=DATA)
+    result = runner.invoke(main, [*args[:-1], "--resume", "--json"], input=DATA)
     assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["reused_shards"] == 5  # data-00004 was rebuilt
     assert _files(out) == reference
     # Resuming a finished output leaves it alone (and reads no input).
     result = runner.invoke(main, [*args, "--resume"], input=b"")
