@@ -1,13 +1,15 @@
 """maskprep: raw text → padded, packed, correctly masked training tensors, and proof nothing leaks.
 
 The library mirrors the command line: :func:`build` does what ``maskprep build`` does and returns a
-:class:`BuildResult`.
+:class:`BuildResult`; :func:`inspect` does what ``maskprep inspect`` does and returns an
+:class:`InspectResult`.
 """
 
 from ._version import __version__
 from .columns import IGNORE_INDEX
 from .config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, TokenizerConfig
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError
+from .inspecting import InspectOptions, InspectResult, inspect
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
 
@@ -18,6 +20,8 @@ __all__ = [
     "BuildResult",
     "ConfigError",
     "DataError",
+    "InspectOptions",
+    "InspectResult",
     "MaskprepError",
     "OutputConfig",
     "Progress",
@@ -27,6 +31,7 @@ __all__ = [
     "Totals",
     "__version__",
     "build",
+    "inspect",
     "load_dataset",
     "read_manifest",
 ]
