@@ -7,17 +7,26 @@ The library mirrors the command line: :func:`build` does what ``maskprep build``
 
 from ._version import __version__
 from .columns import IGNORE_INDEX
-from .config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, TokenizerConfig
+from .config import (
+    BuildConfig,
+    OutputConfig,
+    SFTConfig,
+    ShapeConfig,
+    SourceConfig,
+    TokenizerConfig,
+)
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError
 from .inspecting import InspectOptions, InspectResult, inspect
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
+from .verify import Check, VerifyOptions, VerifyResult, verify
 
 __all__ = [
     "IGNORE_INDEX",
     "BadRecordError",
     "BuildConfig",
     "BuildResult",
+    "Check",
     "ConfigError",
     "DataError",
     "InspectOptions",
@@ -25,13 +34,17 @@ __all__ = [
     "MaskprepError",
     "OutputConfig",
     "Progress",
+    "SFTConfig",
     "ShapeConfig",
     "SourceConfig",
     "TokenizerConfig",
     "Totals",
+    "VerifyOptions",
+    "VerifyResult",
     "__version__",
     "build",
     "inspect",
     "load_dataset",
     "read_manifest",
+    "verify",
 ]

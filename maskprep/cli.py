@@ -43,6 +43,17 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(error)) from None
 
 
+def _buckets(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return cfg.parse_buckets(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="maskprep")
 def main() -> None:
@@ -54,7 +65,14 @@ def main() -> None:
 @click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
 @click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
-@click.option("--strategy", type=click.Choice(cfg.STRATEGIES), default="pad", show_default=True)
+@click.option(
+    "--strategy",
+    type=click.Choice(cfg.STRATEGIES),
+    default="pad",
+    show_default=True,
+    help="pad: every row --max-length; bucket: smallest bucket that fits; pack: documents "
+    "concatenated into --max-length rows; none: no padding.",
+)
 @click.option(
     "--overflow",
     type=click.Choice(cfg.OVERFLOWS),
@@ -68,6 +86,26 @@ def main() -> None:
     default=0,
     show_default=True,
     help="Tokens shared by consecutive windows with --overflow split.",
+)
+@click.option(
+    "--buckets",
+    callback=_buckets,
+    help="With --strategy bucket: row lengths, e.g. 64,128,256 (--max-length is always one). "
+    "Default: powers of two from 64.",
+)
+@click.option(
+    "--pack-algorithm",
+    type=click.Choice(cfg.PACK_ALGORITHMS),
+    default="greedy",
+    show_default=True,
+    help="With --strategy pack: greedy keeps input order; bfd (best-fit decreasing) fills better.",
+)
+@click.option(
+    "--pack-window",
+    type=click.IntRange(min=1),
+    default=cfg.DEFAULT_PACK_WINDOW,
+    show_default=True,
+    help="With --pack-algorithm bfd: documents regrouped at a time.",
 )
 @click.option("--padding-side", type=click.Choice(cfg.PADDING_SIDES), help="Default: tokenizer's.")
 @click.option(
@@ -99,7 +137,12 @@ def main() -> None:
     show_default=True,
     help="Frame documents with the tokenizer's special tokens (BOS, [CLS]…[SEP]).",
 )
-@click.option("--add-eos", is_flag=True, help="Append EOS to every document unless already there.")
+@click.option(
+    "--add-eos/--no-add-eos",
+    default=None,
+    help="Append EOS to every document unless already there. "
+    "Default: on after prompt/completion records' completions, off otherwise.",
+)
 @click.option(
     "--format",
     "shard_format",
@@ -119,12 +162,29 @@ def main() -> None:
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--prompt-field", help="SFT: JSONL field holding the prompt (not trained).")
+@click.option("--completion-field", help="SFT: JSONL field holding the completion (trained).")
+@click.option("--train-on-prompt", is_flag=True, help="SFT: train the prompt's tokens too.")
+@click.option(
+    "--messages-field", help="Chat: JSONL field holding a list of {role, content} messages."
+)
+@click.option(
+    "--chat-template",
+    type=click.Path(dir_okay=False),
+    help="Chat: Jinja template file to use instead of the tokenizer's.",
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(cfg.TRAIN_ON),
+    help="Chat: which turns are trained.  [default: assistant]",
+)
 @_library_errors
 def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
 
     Writes DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a
-    position is not trained) and length, then DIR/maskprep.json last.
+    position is not trained) and length (packs add position_ids and seq_lens), then
+    DIR/maskprep.json last.
     """
     from .pipeline import build as run_build
     from .report import ProgressReporter, build_json, build_summary
@@ -150,6 +210,9 @@ def build(**options: Any) -> None:
             strategy=options["strategy"],
             overflow=options["overflow"],
             stride=options["stride"],
+            buckets=options["buckets"],
+            pack_algorithm=options["pack_algorithm"],
+            pack_window=options["pack_window"],
         ),
         output=cfg.OutputConfig(
             directory=options["output"],
@@ -159,6 +222,7 @@ def build(**options: Any) -> None:
             overwrite=options["overwrite"],
         ),
         batch_size=options["batch_size"],
+        sft=_sft_config(options),
     )
     quiet = options["quiet"] or options["as_json"]
     with ProgressReporter(quiet=quiet) as reporter:
@@ -171,16 +235,136 @@ def build(**options: Any) -> None:
         Console(file=sys.stdout).print(build_summary(result))
 
 
-def _buckets(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if value is None:
+def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
+    names = ("prompt_field", "completion_field", "messages_field")
+    extras = ("train_on_prompt", "train_on", "chat_template")
+    if not any(options[n] is not None for n in names):
+        given = [f"--{n.replace('_', '-')}" for n in extras if options[n]]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: only for SFT records; "
+                "give --prompt-field/--completion-field or --messages-field"
+            )
         return None
-    try:
-        widths = tuple(int(part) for part in value.split(",") if part.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of widths") from None
-    if not widths or min(widths) < 1:
-        raise click.BadParameter(f"{value!r}: bucket widths must be positive integers")
-    return widths
+    return cfg.SFTConfig(
+        prompt_field=options["prompt_field"],
+        completion_field=options["completion_field"],
+        messages_field=options["messages_field"],
+        train_on_prompt=options["train_on_prompt"],
+        train_on=options["train_on"] or "assistant",
+        chat_template=options["chat_template"],
+    )
+
+
+def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
+    """A Click callback reading a comma-separated list of names from ``choices``."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        names = tuple(n.strip() for n in value.split(",") if n.strip())
+        unknown = [n for n in names if n not in choices]
+        if unknown or not names:
+            raise click.BadParameter(
+                f"{', '.join(unknown) or 'nothing given'}: choose from {', '.join(choices)}"
+            )
+        return names
+
+    return parse
+
+
+@main.command()
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("-m", "--model", required=True, help="Model: Hub name or local directory.")
+@click.option("--revision", help="Model revision (branch, tag or commit) on the Hub.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run.")
+@click.option(
+    "--from-config", is_flag=True, help="Build the model from its config with random weights."
+)
+@click.option(
+    "--num-layers", type=click.IntRange(min=1), help="With --from-config: keep this many layers."
+)
+@click.option(
+    "--device",
+    type=click.Choice(("auto", "cuda", "cpu")),
+    default="auto",
+    show_default=True,
+    help="auto: cuda when available.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(("auto", "float32", "bfloat16", "float16")),
+    default="auto",
+    show_default=True,
+    help="auto: bfloat16 (or float16) on cuda, float32 on cpu.",
+)
+@click.option(
+    "--attn-implementation",
+    "attn_implementations",
+    default="eager,sdpa,flash_attention_2",
+    show_default=True,
+    callback=_name_list(("eager", "sdpa", "flash_attention_2")),
+    help="Comma-separated; each available one is probed, the others reported as skipped.",
+)
+@click.option(
+    "--pack-forms",
+    callback=_name_list(("position_ids", "mask4d", "mask2d")),
+    help="Collator forms probed on packed rows (default: position_ids,mask4d for decoders, "
+    "mask4d for encoders; mask2d is the leaky diagnostic).",
+)
+@click.option(
+    "--pad-position-ids",
+    is_flag=True,
+    help="Feed padded rows position_ids counted over real tokens (left padding, absolute "
+    "positions).",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Rows sampled from the output.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and noise seed.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_library_errors
+def verify(**options: Any) -> None:
+    """Prove on a real model that the masks of the shards in PATH do not leak.
+
+    Samples rows, feeds them through maskprep.collate as training would, and runs five probes
+    (pad invariance, unpadded reference, label leakage, cross-document, causal) under each
+    attention implementation. Exit 1 when any probe sees a leak.
+    """
+    from .report import verify_json, verify_table
+    from .verify import VerifyOptions
+    from .verify import verify as run_verify
+
+    settings = VerifyOptions(
+        revision=options["revision"],
+        trust_remote_code=options["trust_remote_code"],
+        from_config=options["from_config"],
+        num_layers=options["num_layers"],
+        device=options["device"],
+        dtype=options["dtype"],
+        attn_implementations=options["attn_implementations"],
+        pack_forms=options["pack_forms"],
+        pad_position_ids=options["pad_position_ids"],
+        rows=options["rows"],
+        seed=options["seed"],
+        batch_size=options["batch_size"],
+    )
+    result = run_verify(options["path"], options["model"], settings)
+    if options["as_json"]:
+        click.echo(json.dumps(verify_json(result), indent=2))
+    else:
+        from rich.console import Console
+
+        # Logs and pipes get a wide table rather than rich's 80-column default.
+        width = None if sys.stdout.isatty() else 160
+        Console(file=sys.stdout, width=width).print(verify_table(result))
+    if not result.ok:
+        raise SystemExit(1)
 
 
 @main.command()
@@ -200,7 +384,7 @@ def _buckets(ctx: click.Context, param: click.Parameter, value: str | None) -> A
 @click.option("--pad-id", type=int, help="Pad id (default: the manifest's, else inferred).")
 @click.option(
     "--strategy",
-    type=click.Choice(("pad", "bucket", "pack", "none")),
+    type=click.Choice(cfg.STRATEGIES),
     help="Shape to hold rows to (default: the manifest's, else inferred).",
 )
 @click.option("--buckets", callback=_buckets, help="Bucket widths, e.g. 64,128,256.")

@@ -10,17 +10,23 @@ from .errors import ConfigError
 
 InputFormat = Literal["auto", "text", "jsonl"]
 BadRecordPolicy = Literal["fail", "skip"]
-Strategy = Literal["pad"]
+Strategy = Literal["pad", "bucket", "pack", "none"]
+PackAlgorithm = Literal["greedy", "bfd"]
 Overflow = Literal["truncate", "drop", "split", "error"]
 PaddingSide = Literal["left", "right"]
 ShardFormat = Literal["parquet", "arrow"]
 
 INPUT_FORMATS = ("auto", "text", "jsonl")
 BAD_RECORD_POLICIES = ("fail", "skip")
-STRATEGIES = ("pad",)
+STRATEGIES = ("pad", "bucket", "pack", "none")
+PACK_ALGORITHMS = ("greedy", "bfd")
+#: Documents best-fit decreasing regroups at a time, unless told otherwise.
+DEFAULT_PACK_WINDOW = 1000
 OVERFLOWS = ("truncate", "drop", "split", "error")
 PADDING_SIDES = ("left", "right")
 SHARD_FORMATS = ("parquet", "arrow")
+TrainOn = Literal["assistant", "last-assistant", "all"]
+TRAIN_ON = ("assistant", "last-assistant", "all")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -56,6 +62,8 @@ class TokenizerConfig:
 
     ``pad_token`` is ``None`` (use the tokenizer's), ``"eos"`` (reuse EOS, the Llama habit) or a
     token already in the vocabulary. ``padding_side`` ``None`` means the tokenizer's own.
+    ``add_eos`` ``None`` means: append EOS after prompt/completion records' completions, not
+    after plain documents or chat records (whose template ends every turn itself).
     """
 
     name_or_path: str
@@ -63,7 +71,7 @@ class TokenizerConfig:
     trust_remote_code: bool = False
     pad_token: str | None = None
     add_special_tokens: bool = True
-    add_eos: bool = False
+    add_eos: bool | None = None
     padding_side: PaddingSide | None = None
 
     def __post_init__(self) -> None:
@@ -78,12 +86,20 @@ class ShapeConfig:
     """How encoded documents become rows.
 
     ``stride`` is the number of tokens consecutive windows share when ``overflow="split"``.
+    ``buckets`` (strategy ``bucket``) are the row lengths a document may be padded to; they are
+    resolved here to a sorted tuple ending at ``max_length`` (default: powers of two from 64 below
+    ``max_length``, then ``max_length``). ``pack_algorithm`` and ``pack_window`` (strategy ``pack``)
+    choose how documents are grouped into rows; ``pack_window`` is the least number of documents
+    best-fit decreasing sees at once.
     """
 
     max_length: int
     strategy: Strategy = "pad"
     overflow: Overflow = "truncate"
     stride: int = 0
+    buckets: tuple[int, ...] | None = None
+    pack_algorithm: PackAlgorithm = "greedy"
+    pack_window: int = DEFAULT_PACK_WINDOW
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -94,6 +110,49 @@ class ShapeConfig:
             raise ConfigError(f"stride must not be negative, not {self.stride}")
         if self.stride and self.overflow != "split":
             raise ConfigError("stride only applies when overflow is 'split'")
+        _check_choice("pack_algorithm", self.pack_algorithm, PACK_ALGORITHMS)
+        if self.pack_window < 1:
+            raise ConfigError(f"pack_window must be at least 1, not {self.pack_window}")
+        packing_changed = (self.pack_algorithm, self.pack_window) != ("greedy", DEFAULT_PACK_WINDOW)
+        if self.strategy != "pack" and packing_changed:
+            raise ConfigError(
+                "pack_algorithm and pack_window only apply to strategy 'pack', "
+                f"not {self.strategy!r}"
+            )
+        if self.strategy == "bucket":
+            # Frozen: store the resolved buckets so the manifest records what was used.
+            object.__setattr__(self, "buckets", resolve_buckets(self.buckets, self.max_length))
+        elif self.buckets is not None:
+            raise ConfigError(f"buckets only apply to strategy 'bucket', not {self.strategy!r}")
+
+
+def resolve_buckets(buckets: tuple[int, ...] | None, max_length: int) -> tuple[int, ...]:
+    """Sorted, distinct bucket lengths whose largest is ``max_length``.
+
+    ``None`` gives the default: powers of two from 64 that are below ``max_length``, then
+    ``max_length`` itself. A bucket above ``max_length`` or below 1 is a :class:`ConfigError`.
+    """
+    if buckets is None:
+        defaults = [1 << k for k in range(6, max_length.bit_length()) if (1 << k) < max_length]
+        return (*defaults, max_length)
+    if not buckets:
+        raise ConfigError("buckets must name at least one length")
+    for size in buckets:
+        if size < 1 or size > max_length:
+            raise ConfigError(f"bucket {size} must be between 1 and max_length {max_length}")
+    return tuple(sorted(set(buckets) | {max_length}))
+
+
+def parse_buckets(text: str) -> tuple[int, ...]:
+    """Parse a comma-separated list of bucket lengths such as ``64,128,256``."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as bucket lengths; use e.g. 64,128,256") from None
+    if not sizes:
+        raise ConfigError(f"cannot read {text!r} as bucket lengths; use e.g. 64,128,256")
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -116,6 +175,50 @@ class OutputConfig:
                 raise ConfigError(f"{name} must be at least 1, not {value}")
 
 
+def _check_field_path(name: str, value: str | None) -> None:
+    if value is not None and (not value or any(not part for part in value.split("."))):
+        raise ConfigError(f"{name} {value!r} is not a valid dotted path")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning records: what they hold and which of their tokens are trained.
+
+    Either ``prompt_field`` and ``completion_field`` (the prompt is not trained unless
+    ``train_on_prompt``) or ``messages_field`` (a list of ``{"role", "content"}`` objects rendered
+    with the tokenizer's chat template, or the Jinja file ``chat_template``; ``train_on`` picks
+    every assistant turn, only the last one, or everything). Field names are dotted paths.
+    """
+
+    prompt_field: str | None = None
+    completion_field: str | None = None
+    messages_field: str | None = None
+    train_on_prompt: bool = False
+    train_on: TrainOn = "assistant"
+    chat_template: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_field", "completion_field", "messages_field"):
+            _check_field_path(name, getattr(self, name))
+        _check_choice("train_on", self.train_on, TRAIN_ON)
+        pair = (self.prompt_field is not None, self.completion_field is not None)
+        if pair[0] != pair[1]:
+            raise ConfigError("prompt_field and completion_field must be given together")
+        if pair[0] and self.messages_field is not None:
+            raise ConfigError("give prompt_field/completion_field or messages_field, not both")
+        if not pair[0] and self.messages_field is None:
+            raise ConfigError("SFT records need prompt_field/completion_field or messages_field")
+        if self.is_chat and self.train_on_prompt:
+            raise ConfigError("train_on_prompt applies to prompt/completion records; use train_on")
+        if not self.is_chat and (self.train_on != "assistant" or self.chat_template is not None):
+            raise ConfigError("train_on and chat_template apply only to messages_field records")
+
+    @property
+    def is_chat(self) -> bool:
+        """True for chat (messages) records, False for prompt/completion records."""
+        return self.messages_field is not None
+
+
 @dataclass(frozen=True)
 class BuildConfig:
     """Everything ``maskprep.build`` needs; ``batch_size`` is documents encoded per batch."""
@@ -125,10 +228,18 @@ class BuildConfig:
     shape: ShapeConfig
     output: OutputConfig
     batch_size: int = 1000
+    sft: SFTConfig | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.shape.strategy == "pack" and self.tokenizer.padding_side == "left":
+            raise ConfigError(
+                "packed rows are always padded on the right; padding_side 'left' "
+                "does not apply to strategy 'pack'"
+            )
+        if self.sft is not None:
+            _check_sft_combination(self)
 
     def to_manifest(self) -> dict[str, Any]:
         """The resolved configuration as it goes into the manifest (the output path is left out,
@@ -137,7 +248,24 @@ class BuildConfig:
         data["output"].pop("directory")
         data["output"].pop("overwrite")
         data["source"]["inputs"] = list(self.source.inputs)
+        if self.shape.buckets is not None:
+            data["shape"]["buckets"] = list(self.shape.buckets)
         return data
+
+
+def _check_sft_combination(config: BuildConfig) -> None:
+    """Options that cannot work with SFT records, refused before any data is read."""
+    if config.shape.overflow == "split":
+        # A window holding only prompt tokens would train nothing, and one holding the middle of
+        # a completion would train it without its prompt.
+        raise ConfigError(
+            "overflow 'split' cannot keep prompts with their completions; "
+            "use 'truncate' (cuts the prompt from the left first), 'drop' or 'error'"
+        )
+    if config.sft is not None and config.sft.is_chat and config.tokenizer.add_eos:
+        raise ConfigError(
+            "add_eos does not apply to chat records: the chat template ends every turn itself"
+        )
 
 
 def parse_size(text: str) -> int:

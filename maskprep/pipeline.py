@@ -14,19 +14,21 @@ from . import columns
 from ._version import __version__
 from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError
-from .shaping import PadShaper, RowBatch, ShapeStats, check_room
+from .fill import FillStats
+from .sft import SFTEncoder, use_chat_template_file
+from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
     MANIFEST_FORMAT,
     REJECTS_NAME,
+    TMP_PREFIX,
     ShardInfo,
     ShardWriter,
-    atomic_write_bytes,
     prepare_output,
     shard_info_dicts,
     write_manifest,
 )
 from .sources import Record, Rejected, SourceReader
-from .tokenizing import Encoder, load_tokenizer, tokenizer_info
+from .tokenizing import EncodedDoc, Encoder, load_tokenizer, tokenizer_info
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Totals:
     records_read: int = 0
     blank_lines: int = 0
     records_rejected: int = 0
+    documents_without_labels: int = 0
     rows_written: int = 0
     positions: int = 0
     real_tokens: int = 0
@@ -65,6 +68,7 @@ class Totals:
             "records_read": self.records_read,
             "blank_lines": self.blank_lines,
             "records_rejected": self.records_rejected,
+            "documents_without_labels": self.documents_without_labels,
             **self.shape.as_dict(),
             "rows_written": self.rows_written,
             "positions": self.positions,
@@ -87,19 +91,27 @@ class BuildResult:
 
 
 class _Rejects:
-    """Collects rejected records into ``rejects.jsonl``, published atomically at the end."""
+    """Streams rejected records to ``rejects.jsonl`` under a temporary name (memory stays flat
+    however many there are), published atomically at the end."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / REJECTS_NAME
-        self._lines: list[str] = []
+        self._tmp = directory / (TMP_PREFIX + REJECTS_NAME)
+        self._handle = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in publish
 
     def add(self, item: Rejected) -> None:
         record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        self._lines.append(json.dumps(record, ensure_ascii=False))
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def publish(self) -> None:
-        text = "".join(line + "\n" for line in self._lines)
-        atomic_write_bytes(self.path, text.encode("utf-8"))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def _batches(
@@ -124,23 +136,31 @@ def build(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BuildResult:
-    """Build padded, masked shards and a manifest from ``config``; return what was written.
+    """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
+    and a manifest from ``config``; return what was written.
 
     Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers, and
     :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
     shards this call wrote are removed, so nothing left behind looks finished.
     """
     started = time.perf_counter()
-    reader = SourceReader(config.source, stdin=stdin)
+    reader = SourceReader(config.source, stdin=stdin, sft=config.sft)
     tokenizer = load_tokenizer(config.tokenizer)
+    if config.sft is not None and config.sft.chat_template is not None:
+        use_chat_template_file(tokenizer, config.sft.chat_template)
     info = tokenizer_info(tokenizer, config.tokenizer)
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     encoder = Encoder(tokenizer, config.tokenizer)
-    shaper = PadShaper(config.shape, info.pad_token_id, info.padding_side)
+    sft_encoder = None
+    if config.sft is not None:
+        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
+    shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
+    fill = FillStats.for_shape(config.shape)
 
     created = not os.path.exists(config.output.directory)
     directory = prepare_output(config.output)
-    writer = ShardWriter(directory, config.output, columns.schema(packed=False))
+    packed = config.shape.strategy == "pack"
+    writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
     totals = Totals(shape=shaper.stats)
     skip = config.source.on_bad_record == "skip"
     rejects = _Rejects(directory) if skip else None
@@ -149,6 +169,7 @@ def build(
         if rejects is None:
             raise BadRecordError(item.location, item.reason)
         totals.records_rejected += 1
+        totals.documents_without_labels += item.without_labels
         rejects.add(item)
 
     def emit(batch: RowBatch) -> None:
@@ -158,11 +179,17 @@ def build(
         totals.positions += len(batch.attention_mask)
         totals.real_tokens += int(batch.length.sum())
         totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
+        fill.add(batch)
 
     try:
         for records in _batches(reader, config.batch_size, on_reject):
-            totals.records_read += len(records)
-            docs = encoder.encode([r.text for r in records], [r.location for r in records])
+            if sft_encoder is not None:
+                encoded = sft_encoder.encode_records(records)
+                docs = _trainable(records, encoded, config, on_reject)
+            else:
+                docs = encoder.encode([r.text for r in records], [r.location for r in records])
+            # Rejected records are added to records_read once, at the end.
+            totals.records_read += len(docs)
             for batch in shaper.shape(docs):
                 emit(batch)
             if on_progress is not None:
@@ -179,8 +206,10 @@ def build(
     except (MaskprepError, KeyboardInterrupt):
         writer.abort()
         if rejects is not None and totals.records_rejected:
-            rejects.publish()  # kept so the user can see why everything was rejected
-        elif created and not any(directory.iterdir()):
+            rejects.publish()  # kept so the user can see why records were rejected
+        elif rejects is not None:
+            rejects.discard()
+        if created and not any(directory.iterdir()):
             directory.rmdir()
         raise
     _check_accounting(totals)
@@ -196,9 +225,32 @@ def build(
         "inputs": [asdict(s) for s in reader.stats],
         "shards": shard_info_dicts(shards),
         "totals": totals.as_dict(),
+        "fill": fill.as_dict(),
     }
     write_manifest(directory, manifest)
     return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)
+
+
+def _trainable(
+    records: list[Record],
+    encoded: list[EncodedDoc | Rejected],
+    config: BuildConfig,
+    on_reject: Callable[[Rejected], None],
+) -> list[EncodedDoc]:
+    """Supervised documents that keep a trained token once fitted; the others are rejected."""
+    docs = []
+    for record, item in zip(records, encoded, strict=True):
+        if isinstance(item, Rejected):
+            on_reject(item)
+        elif loses_all_labels(item, config.shape):
+            limit = config.shape.max_length
+            reason = f"no trained token left after truncation to max_length {limit}"
+            payload = record.payload.as_json() if record.payload is not None else {}
+            raw = json.dumps(payload, ensure_ascii=False)
+            on_reject(Rejected(record.source, record.line, reason, raw, without_labels=True))
+        else:
+            docs.append(item)
+    return docs
 
 
 def _progress(totals: Totals, reader: SourceReader, started: float) -> Progress:

@@ -32,7 +32,7 @@ class ProgressReporter:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.interval = interval
-        self._last = 0.0
+        self._last: float | None = None
         self._bar: Any = None
         self._task: Any = None
 
@@ -83,7 +83,7 @@ class ProgressReporter:
             )
             return
         now = time.monotonic()
-        if now - self._last >= self.interval:
+        if self._last is None or now - self._last >= self.interval:
             self._last = now
             print(f"maskprep: {detail}", file=self.stream, flush=True)
 
@@ -114,9 +114,47 @@ def build_summary(result: BuildResult) -> Table:
         ("fill (real / positions)", f"{totals['fill']:.1%}"),
         ("time", f"{result.elapsed_s:.2f} s ({_si(rate)} tokens/s)"),
     ]
+    if result.manifest["config"].get("sft") is not None:
+        without_labels, *cuts = _sft_rows(totals)
+        rows[6:6] = cuts  # after the truncation counts
+        rows[3:3] = [without_labels]  # under the rejected records
+    rows.extend(_fill_rows(result.manifest.get("fill")))
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _fill_rows(fill: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Summary lines for the strategy: documents per packed row, or fill per bucket."""
+    if not fill:
+        return []
+    rows = [("strategy", fill["strategy"])]
+    if fill["strategy"] == "pack":
+        rows.append(("documents per row", f"{fill['documents_per_row']:.2f}"))
+    for bucket in fill.get("buckets", []):
+        rows.append(
+            (
+                f"  bucket {bucket['length']}",
+                f"{bucket['rows']:,} rows · fill {bucket['fill']:.1%}",
+            )
+        )
+    return rows
+
+
+def _sft_rows(totals: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary rows only supervised builds have."""
+    return [
+        ("  of which without labels", f"{totals['documents_without_labels']:,}"),
+        (
+            "prompts cut from the left",
+            f"{totals['prompts_truncated']:,} ({totals['prompt_tokens_truncated']:,} tokens)",
+        ),
+        (
+            "completions cut from the right",
+            f"{totals['completions_truncated']:,} "
+            f"({totals['completion_tokens_truncated']:,} tokens)",
+        ),
+    ]
 
 
 def build_json(result: BuildResult) -> dict[str, Any]:
@@ -126,14 +164,72 @@ def build_json(result: BuildResult) -> dict[str, Any]:
         "output": str(result.output),
         "shards": [shard["path"] for shard in result.manifest["shards"]],
         "totals": result.manifest["totals"],
+        "fill": result.manifest.get("fill"),
         "elapsed_s": round(result.elapsed_s, 3),
+    }
+
+
+_STATUS_STYLE = {"pass": "green", "LEAK": "bold red", "inconclusive": "yellow", "skipped": "dim"}
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def verify_table(result: Any) -> Table:
+    """One line per check of a :class:`maskprep.verify.VerifyResult`."""
+    verdict = "no leak found" if result.ok else "LEAK FOUND"
+    table = Table(
+        title=(
+            f"{verdict} · maskprep verify · {result.model} ({result.kind}) · {result.device} · "
+            f"{result.dtype} · {len(result.rows)} rows · {result.elapsed_s:.1f} s"
+        ),
+        title_justify="left",
+    )
+    table.add_column("probe", overflow="fold")
+    table.add_column("attention · form", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for name in ("max diff", "tolerance", "positions", "leaking", "worst row", "planted leak"):
+        table.add_column(name, justify="right", overflow="fold")
+    table.add_column("note", ratio=1)
+    for check in result.checks:
+        style = _STATUS_STYLE.get(check.status, "")
+        table.add_row(
+            check.probe,
+            f"{check.attn_implementation} · {check.form}",
+            f"[{style}]{check.status}[/]",
+            _num(check.max_diff),
+            _num(check.tolerance),
+            f"{check.positions:,}",
+            f"{check.leaking:,}",
+            "-" if check.worst_row is None else str(check.worst_row),
+            _num(check.control_diff),
+            check.note,
+        )
+    return table
+
+
+def verify_json(result: Any) -> dict[str, Any]:
+    """The object ``maskprep verify --json`` prints: ok, device, dtype, checks."""
+    from dataclasses import asdict
+
+    return {
+        "ok": result.ok,
+        "model": result.model,
+        "kind": result.kind,
+        "device": result.device,
+        "dtype": result.dtype,
+        "packed": result.packed,
+        "rows": list(result.rows),
+        "elapsed_s": round(result.elapsed_s, 3),
+        "checks": [asdict(check) for check in result.checks],
     }
 
 
 # ----------------------------------------------------------------------------- inspect
 
 
-_STATUS_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
+_CHECK_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 _ROLE_STYLE = {"trained": "green", "prompt": "cyan", "padding": "dim"}
 _BAR_WIDTH = 40
 
@@ -294,7 +390,7 @@ def checks_table(checks: tuple[CheckResult, ...]) -> Table:
     for c in checks:
         label = c.status.upper() if c.status in ("fail", "warn") else c.status
         table.add_row(
-            Text(label, style=_STATUS_STYLE[c.status]),
+            Text(label, style=_CHECK_STYLE[c.status]),
             c.name,
             f"{c.count:,}" if c.status != "skip" else "",
             ", ".join(str(r) for r in c.rows),

@@ -1,9 +1,15 @@
-"""From encoded documents to rows: fitting overlong documents, then padding.
+"""From encoded documents to rows: fitting overlong documents, then padding, bucketing or packing.
+
+Four strategies share :func:`fit` (the overflow policy) and differ in how pieces become rows:
+``pad`` (every row ``max_length``), ``bucket`` (each row the smallest bucket that holds it),
+``pack`` (whole documents concatenated into rows of ``max_length``, see :func:`pack_rows`) and
+``none`` (each row exactly its document, no padding). Every shaper has the same two methods:
+``shape(docs)`` yields the rows a batch of documents completes, ``finish()`` the rows held back.
 
 A padded row of ``max_length`` 6 holding a 4-token document, right and left padded (P = pad id)::
 
     right:  input_ids [c a t s P P]   attention_mask [1 1 1 1 0 0]   labels [c a t s -100 -100]
-    left:   input_ids [P P c a t s]   attention_mask [0 0 1 1 1 1]   labels [-100 -100 c a t s]
+    left:   input_ids [P P c a t s]   attention_mask [0 0 1 1 1 1]   labels [-100 -100 -100 a t s]
 
 Labels come from positions (the mask and the document's trained span), never from comparing ids
 with the pad id: with ``pad_token == eos_token`` that would also hide every real EOS.
@@ -11,6 +17,7 @@ with the pad id: with ``pad_token == eos_token`` that would also hide every real
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 
@@ -36,6 +43,12 @@ class ShapeStats:
     tokens_dropped: int = 0
     documents_split: int = 0
     rows_from_splits: int = 0
+    # Supervised records only: truncation cuts the prompt from the left, then the completion
+    # from the right.
+    prompts_truncated: int = 0
+    prompt_tokens_truncated: int = 0
+    completions_truncated: int = 0
+    completion_tokens_truncated: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain dict for the manifest."""
@@ -96,11 +109,38 @@ def check_room(config: ShapeConfig, frame_tokens: int) -> None:
         )
 
 
+def truncation_keep(doc: EncodedDoc, max_length: int) -> tuple[np.ndarray, int]:
+    """Indices of ``doc`` kept when truncating it to ``max_length``, and how many prompt tokens
+    were cut from the left.
+
+    The frame is kept whole. A supervised record (``doc.prompt`` set) loses its prompt from the
+    left first, keeping the completion that carries the loss; only when the completion alone is
+    too long is it cut from the right. A plain document is cut from the right.
+    """
+    n = len(doc.ids)
+    budget = max_length - doc.head - doc.tail
+    body_end = n - doc.tail
+    excess = max(0, n - max_length)
+    cut_left = min(excess, doc.prompt or 0)
+    start = doc.head + cut_left
+    keep = np.r_[0 : doc.head, start : min(start + budget, body_end), body_end:n]
+    return keep, cut_left
+
+
+def loses_all_labels(doc: EncodedDoc, config: ShapeConfig) -> bool:
+    """Whether :func:`fit` would write ``doc`` with no trained token left (only truncation can)."""
+    if len(doc.ids) <= config.max_length or config.overflow != "truncate":
+        return not doc.trained.any()
+    keep, _ = truncation_keep(doc, config.max_length)
+    return not doc.trained[keep].any()
+
+
 def fit(doc: EncodedDoc, config: ShapeConfig, stats: ShapeStats) -> list[Piece]:
     """Fit one document into ``max_length`` by the overflow policy; count what happens to it.
 
     The special-token frame (``doc.head`` and ``doc.tail`` tokens) is kept on every piece; the text
-    between is truncated at its end, or split into windows sharing ``stride`` tokens.
+    between is truncated (see :func:`truncation_keep`), or split into windows sharing ``stride``
+    tokens.
     """
     n = len(doc.ids)
     limit = config.max_length
@@ -119,7 +159,13 @@ def fit(doc: EncodedDoc, config: ShapeConfig, stats: ShapeStats) -> list[Piece]:
         stats.documents_written += 1
         stats.documents_truncated += 1
         stats.tokens_truncated += n - limit
-        keep = np.r_[0 : doc.head + budget, body_end:n]
+        keep, cut_left = truncation_keep(doc, limit)
+        if doc.prompt is not None:
+            cut_right = n - limit - cut_left
+            stats.prompts_truncated += int(cut_left > 0)
+            stats.prompt_tokens_truncated += cut_left
+            stats.completions_truncated += int(cut_right > 0)
+            stats.completion_tokens_truncated += cut_right
         return [Piece(doc.ids[keep], doc.trained[keep])]
     step = budget - config.stride
     pieces = []
@@ -137,30 +183,8 @@ def fit(doc: EncodedDoc, config: ShapeConfig, stats: ShapeStats) -> list[Piece]:
 
 def pad_rows(pieces: Sequence[Piece], max_length: int, pad_id: int, padding_side: str) -> RowBatch:
     """Pad pieces into rows of exactly ``max_length``; vectorised over the whole batch."""
-    n = len(pieces)
-    lengths = np.fromiter((len(p.ids) for p in pieces), dtype=np.int64, count=n)
-    total = int(lengths.sum())
-    flat_ids = np.concatenate([p.ids for p in pieces]) if n else np.empty(0, np.int32)
-    flat_trained = np.concatenate([p.trained for p in pieces]) if n else np.empty(0, bool)
-    # Scatter every real token to (row, column) in one assignment.
-    rows = np.repeat(np.arange(n), lengths)
-    starts = np.cumsum(lengths) - lengths
-    first_col = np.zeros(n, np.int64) if padding_side == "right" else max_length - lengths
-    cols = np.arange(total) - np.repeat(starts, lengths) + np.repeat(first_col, lengths)
-
-    input_ids = np.full((n, max_length), pad_id, dtype=np.int32)
-    attention_mask = np.zeros((n, max_length), dtype=np.int8)
-    labels = np.full((n, max_length), IGNORE_INDEX, dtype=np.int32)
-    input_ids[rows, cols] = flat_ids
-    attention_mask[rows, cols] = 1
-    labels[rows, cols] = np.where(flat_trained, flat_ids, IGNORE_INDEX)
-    return RowBatch(
-        input_ids=input_ids.ravel(),
-        attention_mask=attention_mask.ravel(),
-        labels=labels.ravel(),
-        offsets=np.arange(n + 1, dtype=np.int32) * max_length,
-        length=lengths.astype(np.int32),
-    )
+    widths = np.full(len(pieces), max_length, dtype=np.int64)
+    return pad_ragged(pieces, widths, pad_id, padding_side)
 
 
 class PadShaper:
@@ -181,3 +205,271 @@ class PadShaper:
     def finish(self) -> Iterator[RowBatch]:
         """Rows still held back at the end of the input (none for padding)."""
         return iter(())
+
+
+def _flatten(pieces: Sequence[Piece]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lengths of the pieces, and their ids and trained flags concatenated."""
+    lengths = np.fromiter((len(p.ids) for p in pieces), dtype=np.int64, count=len(pieces))
+    if not pieces:
+        return lengths, np.empty(0, np.int32), np.empty(0, bool)
+    flat_ids = np.concatenate([p.ids for p in pieces]).astype(np.int32, copy=False)
+    flat_trained = np.concatenate([p.trained for p in pieces]).astype(bool, copy=False)
+    return lengths, flat_ids, flat_trained
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    """Offset of each run in the concatenation of runs of these lengths."""
+    return np.cumsum(lengths) - lengths
+
+
+def pad_ragged(
+    pieces: Sequence[Piece], widths: np.ndarray, pad_id: int, padding_side: str
+) -> RowBatch:
+    """One row per piece, row ``i`` padded to ``widths[i]`` (at least the piece's length).
+
+    Bucketed rows pass their bucket as the width; unpadded rows (strategy ``none``) pass the
+    pieces' own lengths. Vectorised: every real token is scattered to its flat position at once.
+    """
+    lengths, flat_ids, flat_trained = _flatten(pieces)
+    widths = np.asarray(widths, dtype=np.int64)
+    if np.any(widths < lengths):
+        raise AssertionError("internal error: a row is narrower than its document")
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum(widths, out=offsets[1:])
+    lead = widths - lengths if padding_side == "left" else np.zeros_like(lengths)
+    total = int(lengths.sum())
+    dest = (
+        np.arange(total)
+        - np.repeat(_starts(lengths), lengths)
+        + np.repeat(offsets[:-1] + lead, lengths)
+    )
+    size = int(offsets[-1])
+    input_ids = np.full(size, pad_id, dtype=np.int32)
+    attention_mask = np.zeros(size, dtype=np.int8)
+    labels = np.full(size, IGNORE_INDEX, dtype=np.int32)
+    input_ids[dest] = flat_ids
+    attention_mask[dest] = 1
+    labels[dest] = np.where(flat_trained, flat_ids, IGNORE_INDEX)
+    if padding_side == "left":
+        # The model predicts label i from position i - 1. Left padded, that position of the first
+        # real token is a pad: training it would put a pad in the loss. (Right padded, label 0 is
+        # never predicted, so it may stay.)
+        labels[offsets[:-1][lengths > 0] + lead[lengths > 0]] = IGNORE_INDEX
+    return RowBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        offsets=offsets.astype(np.int32),
+        length=lengths.astype(np.int32),
+    )
+
+
+def pack_rows(rows: Sequence[Sequence[Piece]], max_length: int, pad_id: int) -> RowBatch:
+    """Concatenate each group of pieces into one row of exactly ``max_length``, right-padded.
+
+    Three documents of lengths 3, 2 and 2 in a row of 8 (P = pad id, I = IGNORE_INDEX)::
+
+        input_ids      [a b c d e f g P]
+        attention_mask [1 1 1 1 1 1 1 0]
+        labels         [I b c I e I g I]   first token of every document is not trained
+        position_ids   [0 1 2 0 1 0 1 0]   restart per document; the tail counts as its own run
+        seq_lens       [3 2 2]
+
+    The first label of each document is ``IGNORE_INDEX`` because, with labels shifted inside the
+    model, it would be predicted from the previous document's last token.
+    """
+    n_rows = len(rows)
+    pieces = [piece for row in rows for piece in row]
+    per_row = np.fromiter((len(row) for row in rows), dtype=np.int64, count=n_rows)
+    lengths, flat_ids, flat_trained = _flatten(pieces)
+    total = int(lengths.sum())
+    row_of_piece = np.repeat(np.arange(n_rows), per_row)
+    row_len = np.bincount(row_of_piece, weights=lengths, minlength=n_rows).astype(np.int64)
+    if np.any(row_len > max_length):
+        raise AssertionError("internal error: a packed row is longer than max_length")
+
+    in_doc = np.arange(total) - np.repeat(_starts(lengths), lengths)
+    flat_labels = np.where(flat_trained & (in_doc > 0), flat_ids, IGNORE_INDEX)
+    in_row = np.arange(total) - np.repeat(_starts(row_len), row_len)
+    dest = np.repeat(np.arange(n_rows) * max_length, row_len) + in_row
+
+    size = n_rows * max_length
+    input_ids = np.full(size, pad_id, dtype=np.int32)
+    attention_mask = np.zeros(size, dtype=np.int8)
+    labels = np.full(size, IGNORE_INDEX, dtype=np.int32)
+    # The padding tail numbers its positions from 0 like one more document, so attention built
+    # from position_ids keeps it apart from the real documents.
+    position_ids = (np.tile(np.arange(max_length), n_rows) - np.repeat(row_len, max_length)).astype(
+        np.int32
+    )
+    input_ids[dest] = flat_ids
+    attention_mask[dest] = 1
+    labels[dest] = flat_labels
+    position_ids[dest] = in_doc
+    offsets = np.arange(n_rows + 1, dtype=np.int32) * max_length
+    seq_offsets = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(per_row, out=seq_offsets[1:])
+    extra = {
+        columns.POSITION_IDS: pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(position_ids, type=pa.int32())
+        ),
+        columns.SEQ_LENS: pa.ListArray.from_arrays(
+            pa.array(seq_offsets), pa.array(lengths.astype(np.int32), type=pa.int32())
+        ),
+    }
+    return RowBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+        offsets=offsets,
+        length=row_len.astype(np.int32),
+        extra=extra,
+    )
+
+
+def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Group item indices into bins of ``capacity`` by best-fit decreasing.
+
+    Items are placed longest first (ties in input order) into the open bin with the least room
+    that still holds them (ties to the bin opened first); every choice is deterministic. Each bin
+    lists its indices in input order, and bins are ordered by their first index.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    free: list[tuple[int, int]] = []  # (room left, bin number), kept sorted
+    bins: list[list[int]] = []
+    for index in order:
+        size = int(lengths[index])
+        at = bisect.bisect_left(free, (size, -1))
+        if at < len(free):
+            room, number = free.pop(at)
+        else:
+            room, number = capacity, len(bins)
+            bins.append([])
+        bins[number].append(index)
+        bisect.insort(free, (room - size, number))
+    for members in bins:
+        members.sort()
+    bins.sort(key=lambda members: members[0])
+    return bins
+
+
+class BucketShaper:
+    """The ``bucket`` strategy: one row per piece, padded to the smallest bucket that holds it."""
+
+    def __init__(self, config: ShapeConfig, pad_id: int, padding_side: str) -> None:
+        self.config = config
+        self.pad_id = pad_id
+        self.padding_side = padding_side
+        self.buckets = np.asarray(config.buckets, dtype=np.int64)
+        self.stats = ShapeStats()
+
+    def shape(self, docs: Sequence[EncodedDoc]) -> Iterator[RowBatch]:
+        """Fit each document and pad it to its bucket; yields at most one batch of rows."""
+        pieces = [piece for doc in docs for piece in fit(doc, self.config, self.stats)]
+        if not pieces:
+            return
+        lengths = np.fromiter((len(p.ids) for p in pieces), dtype=np.int64, count=len(pieces))
+        # fit() keeps every piece within max_length, the largest bucket.
+        widths = self.buckets[np.searchsorted(self.buckets, lengths, side="left")]
+        yield pad_ragged(pieces, widths, self.pad_id, self.padding_side)
+
+    def finish(self) -> Iterator[RowBatch]:
+        """Rows still held back at the end of the input (none for buckets)."""
+        return iter(())
+
+
+class UnpaddedShaper:
+    """The ``none`` strategy: one row per piece, exactly as long as the piece, no padding."""
+
+    def __init__(self, config: ShapeConfig, pad_id: int) -> None:
+        self.config = config
+        self.pad_id = pad_id
+        self.stats = ShapeStats()
+
+    def shape(self, docs: Sequence[EncodedDoc]) -> Iterator[RowBatch]:
+        """Fit each document into one unpadded row; yields at most one batch of rows."""
+        pieces = [piece for doc in docs for piece in fit(doc, self.config, self.stats)]
+        if pieces:
+            widths = np.fromiter((len(p.ids) for p in pieces), np.int64, count=len(pieces))
+            yield pad_ragged(pieces, widths, self.pad_id, "right")
+
+    def finish(self) -> Iterator[RowBatch]:
+        """Rows still held back at the end of the input (none without padding)."""
+        return iter(())
+
+
+class PackShaper:
+    """The ``pack`` strategy: whole pieces concatenated into rows of exactly ``max_length``.
+
+    ``greedy`` streams in input order: a row is closed as soon as the next piece does not fit.
+    ``bfd`` buffers the greedy rows until they hold at least ``pack_window`` pieces, regroups
+    those pieces by :func:`best_fit_decreasing`, and keeps the greedy rows instead when that would
+    not save a row. Windows therefore start and end on greedy row boundaries, which is what makes
+    ``bfd`` never use more rows than ``greedy`` on the same input.
+    """
+
+    def __init__(self, config: ShapeConfig, pad_id: int) -> None:
+        self.config = config
+        self.pad_id = pad_id
+        self.stats = ShapeStats()
+        self._open: list[Piece] = []
+        self._used = 0
+        self._window: list[list[Piece]] = []
+        self._window_pieces = 0
+
+    def shape(self, docs: Sequence[EncodedDoc]) -> Iterator[RowBatch]:
+        """Fit documents and add them to rows; yields the rows this batch closed."""
+        closed = []
+        for doc in docs:
+            for piece in fit(doc, self.config, self.stats):
+                if self._open and self._used + len(piece.ids) > self.config.max_length:
+                    closed.append(self._open)
+                    self._open, self._used = [], 0
+                self._open.append(piece)
+                self._used += len(piece.ids)
+        yield from self._emit(closed, final=False)
+
+    def finish(self) -> Iterator[RowBatch]:
+        """The last, partly filled row (and, for ``bfd``, the last window)."""
+        closed = [self._open] if self._open else []
+        self._open, self._used = [], 0
+        yield from self._emit(closed, final=True)
+
+    def _emit(self, closed: list[list[Piece]], final: bool) -> Iterator[RowBatch]:
+        rows = closed if self.config.pack_algorithm == "greedy" else self._regroup(closed, final)
+        if rows:
+            yield pack_rows(rows, self.config.max_length, self.pad_id)
+
+    def _regroup(self, closed: list[list[Piece]], final: bool) -> list[list[Piece]]:
+        rows: list[list[Piece]] = []
+        for row in closed:
+            self._window.append(row)
+            self._window_pieces += len(row)
+            if self._window_pieces >= self.config.pack_window:
+                rows.extend(self._flush_window())
+        if final and self._window:
+            rows.extend(self._flush_window())
+        return rows
+
+    def _flush_window(self) -> list[list[Piece]]:
+        greedy = self._window
+        self._window, self._window_pieces = [], 0
+        pieces = [piece for row in greedy for piece in row]
+        bins = best_fit_decreasing([len(p.ids) for p in pieces], self.config.max_length)
+        if len(bins) > len(greedy):
+            return greedy
+        return [[pieces[i] for i in members] for members in bins]
+
+
+Shaper = PadShaper | BucketShaper | PackShaper | UnpaddedShaper
+
+
+def make_shaper(config: ShapeConfig, pad_id: int, padding_side: str) -> Shaper:
+    """The shaper for ``config.strategy``; packs are always padded on the right."""
+    if config.strategy == "bucket":
+        return BucketShaper(config, pad_id, padding_side)
+    if config.strategy == "pack":
+        return PackShaper(config, pad_id)
+    if config.strategy == "none":
+        return UnpaddedShaper(config, pad_id)
+    return PadShaper(config, pad_id, padding_side)

@@ -29,7 +29,7 @@ REJECTS_NAME = "rejects.jsonl"
 MANIFEST_FORMAT = 1
 SHARD_PREFIX = "data-"
 EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrow"}
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(_TMP_PREFIX + path.name)
+    tmp = path.with_name(TMP_PREFIX + path.name)
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -101,7 +101,7 @@ def prepare_output(config: OutputConfig) -> Path:
 
 
 def _is_ours(name: str) -> bool:
-    bare = name.removeprefix(_TMP_PREFIX)
+    bare = name.removeprefix(TMP_PREFIX)
     return bare in (MANIFEST_NAME, REJECTS_NAME) or (
         bare.startswith(SHARD_PREFIX) and bare.endswith(tuple(EXTENSIONS.values()))
     )
@@ -168,7 +168,7 @@ class ShardWriter:
 
     def _open_shard(self) -> None:
         name = self._shard_name(len(self.shards))
-        self._tmp = self.directory / (_TMP_PREFIX + name)
+        self._tmp = self.directory / (TMP_PREFIX + name)
         self._sink = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close_shard
         if self.config.format == "parquet":
             self._writer = pq.ParquetWriter(
@@ -187,7 +187,7 @@ class ShardWriter:
         os.fsync(self._sink.fileno())
         self._sink.close()
         assert self._tmp is not None
-        final = self.directory / self._tmp.name.removeprefix(_TMP_PREFIX)
+        final = self.directory / self._tmp.name.removeprefix(TMP_PREFIX)
         os.replace(self._tmp, final)
         _fsync_dir(self.directory)
         positions, real, trained = self._counts
@@ -195,6 +195,8 @@ class ShardWriter:
             ShardInfo(final.name, self._rows, positions, real, trained, sha256_file(final))
         )
         self._writer = self._sink = self._tmp = None
+        # A batch may go on into the next shard; it must see an empty one, not this full one.
+        self._rows = self._bytes = 0
 
     def close(self) -> list[ShardInfo]:
         """Finish the open shard and return every shard written."""

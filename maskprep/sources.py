@@ -13,6 +13,7 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .config import SourceConfig
+from .config import SFTConfig, SourceConfig
 from .errors import ConfigError, DataError
 
 STDIN = "-"
@@ -33,14 +34,59 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
+#: Message roles a chat record may use.
+KNOWN_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class PromptCompletion:
+    """A supervised record: the prompt (context, not trained) and the completion (trained)."""
+
+    prompt: str
+    completion: str
+
+    def as_json(self) -> dict[str, object]:
+        """The record as plain JSON data, for rejects."""
+        return {"prompt": self.prompt, "completion": self.completion}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn: a known role and its text."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A chat record: its messages in order, at least one."""
+
+    messages: tuple[Message, ...]
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        """The messages as ``{"role", "content"}`` dicts, the form chat templates read."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+    def as_json(self) -> dict[str, object]:
+        """The record as plain JSON data, for rejects."""
+        return {"messages": self.as_dicts()}
+
+
+SFTPayload = PromptCompletion | Conversation
+
 
 @dataclass(frozen=True)
 class Record:
-    """One usable document: its text and where it came from."""
+    """One usable document: its text and where it came from.
+
+    Supervised records carry their parts in ``payload`` instead, and ``text`` is empty.
+    """
 
     text: str
     source: str
     line: int
+    payload: SFTPayload | None = None
 
     @property
     def location(self) -> str:
@@ -56,6 +102,8 @@ class Rejected:
     line: int
     reason: str
     raw: str
+    #: True for a supervised record that yields no trained token (counted apart in the manifest).
+    without_labels: bool = False
 
     @property
     def location(self) -> str:
@@ -195,8 +243,11 @@ class SourceReader:
     ``stats`` holds one :class:`InputStats` per input, complete once the iteration has finished.
     """
 
-    def __init__(self, config: SourceConfig, stdin: BinaryIO | None = None) -> None:
+    def __init__(
+        self, config: SourceConfig, stdin: BinaryIO | None = None, sft: SFTConfig | None = None
+    ) -> None:
         self.config = config
+        self.sft = sft
         self.files = expand_inputs(config.inputs)
         self.stats: list[InputStats] = []
         self._stdin = stdin
@@ -252,8 +303,12 @@ class SourceReader:
                         break
                 fmt = _sniff(first)
             stats.format = fmt
+            if fmt == "text" and self.sft is not None:
+                raise ConfigError(
+                    f"{display}: read as plain text, but supervised records need JSONL objects"
+                )
             parse = self._parse_text if fmt == "text" else self._parse_jsonl
-            for number, line in _chain(pending, lines):
+            for number, line in itertools.chain(pending, lines):
                 item = parse(display, number, line)
                 if item is None:
                     stats.blank_lines += 1
@@ -306,9 +361,14 @@ class SourceReader:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            return Rejected(source, number, f"invalid JSON: {exc.msg} at column {exc.colno}", text)
+            return Rejected(source, number, f"invalid JSON: {exc.msg} (column {exc.colno})", text)
         if not isinstance(obj, dict):
             return Rejected(source, number, f"expected a JSON object, got {_json_type(obj)}", text)
+        if self.sft is not None:
+            payload = sft_payload(obj, self.sft)
+            if isinstance(payload, str):
+                return Rejected(source, number, payload, text, without_labels=True)
+            return Record("", source, number, payload)
         try:
             value = _field(obj, self._path)
         except KeyError as exc:
@@ -322,6 +382,48 @@ class SourceReader:
         return Record(value, source, number)
 
 
-def _chain(first: list[tuple[int, bytes]], rest: Iterator[tuple[int, bytes]]):
-    yield from first
-    yield from rest
+def sft_payload(obj: dict, sft: SFTConfig) -> SFTPayload | str:
+    """The supervised parts of one JSON object, or the reason they cannot be used."""
+    if sft.is_chat:
+        assert sft.messages_field is not None
+        return _conversation(obj, sft.messages_field)
+    assert sft.prompt_field is not None and sft.completion_field is not None
+    parts = []
+    for name in (sft.prompt_field, sft.completion_field):
+        try:
+            value = _field(obj, tuple(name.split(".")))
+        except KeyError as exc:
+            return f"missing field '{exc.args[0]}'"
+        if not isinstance(value, str):
+            return f"field '{name}' is {_json_type(value)}, expected string"
+        parts.append(value)
+    if not parts[1].strip():
+        return f"field '{sft.completion_field}' is empty: nothing to train on"
+    return PromptCompletion(parts[0], parts[1])
+
+
+def _conversation(obj: dict, name: str) -> Conversation | str:
+    try:
+        value = _field(obj, tuple(name.split(".")))
+    except KeyError as exc:
+        return f"missing field '{exc.args[0]}'"
+    if not isinstance(value, list):
+        return f"field '{name}' is {_json_type(value)}, expected array of messages"
+    if not value:
+        return f"field '{name}' is an empty array: no messages"
+    messages = []
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            return f"{where} is {_json_type(item)}, expected object with role and content"
+        for key in ("role", "content"):
+            if key not in item:
+                return f"{where} has no '{key}'"
+        role, content = item["role"], item["content"]
+        if role not in KNOWN_ROLES:
+            shown = json.dumps(role, ensure_ascii=False)
+            return f"{where}.role {shown} is not one of {', '.join(KNOWN_ROLES)}"
+        if not isinstance(content, str):
+            return f"{where}.content is {_json_type(content)}, expected string"
+        messages.append(Message(role, content))
+    return Conversation(tuple(messages))

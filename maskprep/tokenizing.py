@@ -41,7 +41,9 @@ class EncodedDoc:
 
     ``ids`` is the whole framed document; its first ``head`` and last ``tail`` tokens are the
     special-token frame, kept whole when the text between them is truncated or split. ``trained``
-    marks the tokens whose labels count in the loss.
+    marks the tokens whose labels count in the loss. ``prompt`` is set for supervised records: the
+    number of tokens right after the head that form the prompt, which truncation cuts from the
+    left before it cuts the completion after it from the right.
     """
 
     ids: np.ndarray
@@ -49,6 +51,7 @@ class EncodedDoc:
     head: int
     tail: int
     location: str
+    prompt: int | None = None
 
     @property
     def body_length(self) -> int:

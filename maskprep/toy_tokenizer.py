@@ -7,7 +7,7 @@ pad token by default) and are saved as a ``PreTrainedTokenizerFast`` directory t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -21,17 +21,20 @@ def make_tokenizer(
     add_eos: bool = False,
     padding_side: str = "right",
     chat_template: str | None = None,
+    extra_special_tokens: Sequence[str] = (),
 ) -> Path:
     """Train a byte-level BPE tokenizer on ``texts`` and save it to ``directory``.
 
     Special tokens take the first ids in this order: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, then
-    ``pad_token`` 3 when given. The post-processor frames each sequence as ``<s> … </s>`` per
-    ``add_bos`` and ``add_eos``.
+    ``pad_token`` 3 when given, then ``extra_special_tokens`` in order (chat markers such as
+    ``<|im_start|>``, which a chat template needs as single, never-split tokens). The
+    post-processor frames each sequence as ``<s> … </s>`` per ``add_bos`` and ``add_eos``.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>"] + ([pad_token] if pad_token else [])
+    specials += list(extra_special_tokens)
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -54,6 +57,7 @@ def make_tokenizer(
         eos_token="</s>",
         pad_token=pad_token,
         padding_side=padding_side,
+        additional_special_tokens=list(extra_special_tokens) or None,
     )
     if chat_template is not None:
         fast.chat_template = chat_template

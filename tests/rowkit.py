@@ -1,0 +1,120 @@
+"""Test helpers: packed and padded rows built by hand in the maskprep column contract, tiny model
+configs, and a finished-looking output directory around them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from maskprep import columns
+from maskprep.columns import IGNORE_INDEX
+
+
+def pack_rows(rows_of_docs: Sequence[Sequence[Sequence[int]]], width: int, pad_id: int) -> pa.Table:
+    """One packed row per list of documents: concatenated, labels ignored at each document's first
+    token and at padding, position_ids restarting at 0, seq_lens, padded to ``width``."""
+    out = []
+    for docs in rows_of_docs:
+        ids = [t for d in docs for t in d]
+        pad = width - len(ids)
+        assert pad >= 0, "documents do not fit the row"
+        labels = [IGNORE_INDEX if i == 0 else t for d in docs for i, t in enumerate(d)]
+        out.append(
+            {
+                "input_ids": ids + [pad_id] * pad,
+                "attention_mask": [1] * len(ids) + [0] * pad,
+                "labels": labels + [IGNORE_INDEX] * pad,
+                "length": len(ids),
+                "position_ids": [i for d in docs for i in range(len(d))] + [0] * pad,
+                "seq_lens": [len(d) for d in docs],
+            }
+        )
+    return pa.Table.from_pylist(out, schema=columns.schema(packed=True))
+
+
+def pad_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int, side: str) -> pa.Table:
+    """Padded rows; with left padding the first real token's label is ignored (a decoder would
+    otherwise predict it from a pad)."""
+    out = []
+    for d in docs:
+        pad = width - len(d)
+        mask = [1] * len(d) + [0] * pad if side == "right" else [0] * pad + [1] * len(d)
+        ids = list(d) + [pad_id] * pad if side == "right" else [pad_id] * pad + list(d)
+        labels = [t if m else IGNORE_INDEX for t, m in zip(ids, mask, strict=True)]
+        if side == "left":
+            labels[pad] = IGNORE_INDEX
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "length": len(d)})
+    return pa.Table.from_pylist(out, schema=columns.schema())
+
+
+def write_output(directory: Path, table: pa.Table, pad_id: int, padding_side: str) -> Path:
+    """A directory shaped like a finished build: one shard and a manifest naming it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, directory / "data-00000.parquet")
+    manifest = {
+        "format": 1,
+        "shards": [{"path": "data-00000.parquet", "rows": table.num_rows}],
+        "tokenizer": {"pad_token_id": pad_id, "padding_side": padding_side},
+    }
+    (directory / "maskprep.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return directory
+
+
+def random_docs(seed: int, count: int, low: int = 4, high: int = 300) -> list[list[int]]:
+    """``count`` documents of 3 to 8 random ids in ``[low, high)``."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(low, high, int(rng.integers(3, 9))).tolist() for _ in range(count)]
+
+
+def tiny_config(kind: str, vocab_size: int = 300):
+    """A tiny random-weight config of a Llama-, GPT-2- or BERT-style model."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    if kind == "llama":
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    if kind == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+
+
+def one_torch_thread():
+    """Run torch on one thread: on a shared 2-core machine, two spinning threads per process make
+    small matrix products ~30x slower. Restores the previous count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
