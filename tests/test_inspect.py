@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -161,21 +162,66 @@ def test_build_output_passes_and_matches_the_manifest(built):
     assert s.lengths.p50 == np.percentile(lengths, 50)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"padding_side": "left", "format": "arrow", "shard_rows": 3},
-        {"padding_side": "right", "overflow": "split", "stride": 2, "max_length": 12},
-    ],
-)
-def test_other_pad_builds_pass(tmp_path, with_pad, corpus, options):
-    source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus])
-    output = maskprep.build(make_config([source], with_pad, tmp_path / "out", **options)).output
+BUILDS = {
+    "pad left, arrow, 3 rows a shard": {"padding_side": "left", "format": "arrow", "shard_rows": 3},
+    "pad, split windows": {"overflow": "split", "stride": 2, "max_length": 12},
+    "bucket": {"strategy": "bucket", "buckets": (8, 16, 32)},
+    "pack greedy": {"strategy": "pack", "max_length": 96},
+    "pack bfd": {"strategy": "pack", "max_length": 96, "pack_algorithm": "bfd"},
+    "none": {"strategy": "none"},
+}
+
+
+def build_with(tmp_path, tokenizer, records, **options) -> Path:
+    """Build ``records``; shape options beyond make_config's go straight into ShapeConfig."""
+    shape = {k: options.pop(k) for k in ("buckets", "pack_algorithm", "sft") if k in options}
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    config = make_config([source], tokenizer, tmp_path / "out", **options)
+    sft = shape.pop("sft", None)
+    if shape:
+        config = dataclasses.replace(config, shape=dataclasses.replace(config.shape, **shape))
+    if sft is not None:
+        config = dataclasses.replace(config, sft=sft)
+    return maskprep.build(config).output
+
+
+@pytest.mark.parametrize("options", BUILDS.values(), ids=BUILDS.keys())
+def test_builds_of_every_strategy_pass(tmp_path, with_pad, corpus, options):
+    output = build_with(tmp_path, with_pad, [{"text": t} for t in corpus], add_eos=True, **options)
     result = maskprep.inspect(str(output))
     assert result.ok(strict=True), failing(result)
-    assert result.layout.pad_id == 3
-    assert result.layout.padding_side == options["padding_side"]
-    assert result.stats.rows == read_manifest(output)["totals"]["rows_written"]
+    manifest = read_manifest(output)
+    strategy = manifest["config"]["shape"]["strategy"]
+    assert (result.layout.strategy, result.layout.strategy_source) == (strategy, "manifest")
+    assert result.layout.pad_id == 3 and result.layout.eos_id == EOS
+    assert result.stats.rows == manifest["totals"]["rows_written"]
+    assert result.stats.real_tokens == manifest["totals"]["real_tokens"]
+    assert result.stats.label_tokens == manifest["totals"]["label_tokens"]
+    if strategy == "pack":
+        assert result.stats.documents == manifest["totals"]["documents_written"]
+        assert result.stats.documents_per_row.max > 1
+        assert check(result, "position_ids_restart").status == "pass"
+    if strategy == "bucket":
+        assert result.layout.buckets == (8, 16, 32)
+        assert sum(b.rows for b in result.stats.buckets) == result.stats.rows
+        assert len(result.stats.buckets) > 1
+
+
+def test_sft_build_passes_and_decodes_the_prompt_as_untrained(tmp_path, with_pad):
+    records = [
+        {"prompt": "The quick brown fox", "completion": " jumps over the lazy dog."},
+        {"prompt": "Padding must never", "completion": " leak into attention."},
+    ]
+    sft = maskprep.SFTConfig(prompt_field="prompt", completion_field="completion")
+    output = build_with(tmp_path, with_pad, records, sft=sft, add_eos=True, max_length=48)
+    result = maskprep.inspect(str(output), InspectOptions(show_rows=1))
+    assert result.ok(strict=True), failing(result)
+    assert 0 < result.stats.label_fraction < 1
+    (row,) = result.decoded
+    assert [(s.role, s.text) for s in row.segments[:2]] == [
+        ("prompt", "<s>The quick brown fox"),
+        ("trained", " jumps over the lazy dog.</s>"),
+    ]
 
 
 def test_packed_rows_pass(packed):
@@ -653,7 +699,10 @@ def test_decoded_roles_and_pack_boundaries(llama_like, packed):
         ("padding", ""),
     ]
     plain = decoded_row_text(decoded, color=False)
-    assert plain.plain == "row 9 (8/10 real): {<s>hello there}hello there</s>[pad×2]"
+    real = len(prompt) + len(ids) + 1
+    assert (
+        plain.plain == f"row 9 ({real}/{real + 2} real): {{<s>hello there}}hello there</s>[pad×2]"
+    )
     coloured = decoded_row_text(decoded, color=True)
     assert "{" not in coloured.plain
     assert {str(span.style) for span in coloured.spans} >= {"green", "cyan", "dim"}
