@@ -680,7 +680,8 @@ def conclude(
         side_bad |= data.side == _SIDE_LEFT
     elif layout.padding_side == "left":
         side_bad |= data.side == _SIDE_RIGHT
-    side_text = f"real tokens are one run, padding on the {layout.padding_side or 'one'} side"
+    where = f"on the {layout.padding_side} side" if layout.padding_side else "at one end"
+    side_text = f"real tokens are one run, padding {where}"
     results[PADDING_CONTIGUOUS] = _result(PADDING_CONTIGUOUS, side_bad, ids, listed, side_text)
 
     has_padding = data.pad_min != _NO_PAD_MIN
