@@ -283,12 +283,31 @@ def missing_columns(names: Sequence[str]) -> list[str]:
 # ----------------------------------------------------------------------------- vector helpers
 
 
+def _uniform_width(offsets: np.ndarray) -> int | None:
+    """The common width when every row has the same non-zero width (pad rows), else ``None``."""
+    if len(offsets) < 2:
+        return None
+    width = int(offsets[1] - offsets[0])
+    if width <= 0 or int(offsets[-1]) != width * (len(offsets) - 1):
+        return None
+    return width if bool((np.diff(offsets) == width).all()) else None
+
+
 def segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Per-row sums of flat ``values`` cut at ``offsets`` (empty rows sum to 0)."""
     n = len(offsets) - 1
     out = np.zeros(n, np.int64)
     if n <= 0 or len(values) == 0:
         return out
+    if values.dtype == bool:
+        # Counting bytes is several times faster than summing booleans into int64.
+        values = values.view(np.uint8)
+    width = _uniform_width(offsets)
+    if width is not None:
+        # Equal widths (pad rows): a 2D sum along rows beats reduceat by about 5x.
+        small = values.dtype == np.uint8 and width < np.iinfo(np.int32).max
+        total = values.reshape(n, width).sum(axis=1, dtype=np.int32 if small else np.int64)
+        return total.astype(np.int64, copy=False)
     nonempty = offsets[1:] > offsets[:-1]
     # reduceat gives an empty segment the value at its start, so only non-empty rows go in;
     # their starts still cut the flat array at the right places.
@@ -308,6 +327,9 @@ def segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def _segment_extreme(
     values: np.ndarray, offsets: np.ndarray, ufunc: np.ufunc, empty: int
 ) -> np.ndarray:
+    width = _uniform_width(offsets)
+    if width is not None:
+        return ufunc.reduce(values.reshape(len(offsets) - 1, width), axis=1).astype(np.int64)
     out = np.full(len(offsets) - 1, empty, np.int64)
     nonempty = offsets[1:] > offsets[:-1]
     if nonempty.any():

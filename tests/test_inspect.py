@@ -738,3 +738,15 @@ def test_segment_helpers_match_a_loop(rows):
     flat = np.asarray([v for r in rows for v in r], np.int64)
     assert stats.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
     assert stats.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 6), st.data())
+def test_segment_sum_on_equal_widths(width, n, data):
+    values = np.asarray(
+        data.draw(st.lists(st.integers(-3, 3), min_size=n * width, max_size=n * width)), np.int64
+    )
+    offsets = np.arange(n + 1, dtype=np.int64) * width
+    rows = values.reshape(n, width)
+    assert stats.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
+    assert stats.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
