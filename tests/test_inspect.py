@@ -750,3 +750,22 @@ def test_segment_sum_on_equal_widths(width, n, data):
     rows = values.reshape(n, width)
     assert stats.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
     assert stats.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
+
+
+def test_planted_defects_in_a_real_pack_build(tmp_path, with_pad, corpus):
+    output = build_with(
+        tmp_path, with_pad, [{"text": t} for t in corpus], strategy="pack", max_length=96
+    )
+
+    def break_rows(rows):
+        first_len = rows[0]["seq_lens"][0]
+        rows[0]["labels"][first_len] = rows[0]["input_ids"][first_len]  # second document's start
+        real = rows[1]["length"]
+        rows[1]["position_ids"][:real] = list(range(real))  # no restart at document two
+
+    rewrite(shard(output), break_rows)
+    result = maskprep.inspect(str(output))
+    assert failing(result) == {
+        "document_start_label": (1, (0,)),
+        "position_ids_restart": (1, (1,)),
+    }
