@@ -105,7 +105,7 @@ def main() -> None:
                 positions = result.stats.positions
                 lines.append(
                     f"{fmt:8} {result.stats.rows:>10,} {positions:>14,} {seconds:>8.2f} "
-                    f"{positions / seconds / 1e6:>8.1f} {'yes' if result.ok() else 'NO':>4}"
+                    f"{positions / seconds / 1e6:>8.1f} {'yes' if result.ok else 'NO':>4}"
                     f"   ({label}; writing took {written:.1f} s)"
                 )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

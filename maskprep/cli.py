@@ -435,5 +435,5 @@ def inspect(**options: Any) -> None:
         if not console.is_terminal:
             console = Console(file=sys.stdout, width=120)
         print_inspect(console, result, strict)
-    if not result.ok(strict):
+    if not result.passes(strict):
         sys.exit(1)

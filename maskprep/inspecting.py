@@ -130,8 +130,13 @@ class InspectResult:
         """Checks that failed; with ``strict``, warnings too."""
         return stats.failures(self.checks, strict)
 
-    def ok(self, strict: bool = False) -> bool:
-        """True when no check failed (and, with ``strict``, none warned)."""
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (warnings allowed), as ``maskprep inspect`` exits 0."""
+        return not self.failures()
+
+    def passes(self, strict: bool = False) -> bool:
+        """True when no check failed and, with ``strict``, none warned."""
         return not self.failures(strict)
 
 

@@ -247,7 +247,7 @@ def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
         "build": asdict(result.build) if result.build is not None else None,
     }
     return {
-        "ok": result.ok(strict),
+        "ok": result.passes(strict),
         "strict": strict,
         "summary": summary,
         "checks": [

@@ -128,7 +128,7 @@ def packed(tmp_path) -> Path:
 
 def test_build_output_passes_and_matches_the_manifest(built):
     result = maskprep.inspect(str(built))
-    assert result.ok(strict=True), failing(result)
+    assert result.passes(strict=True), failing(result)
     assert {c.name for c in result.checks if c.status == "skip"} == {
         "seq_lens_sum",
         "position_ids_restart",
@@ -189,7 +189,7 @@ def build_with(tmp_path, tokenizer, records, **options) -> Path:
 def test_builds_of_every_strategy_pass(tmp_path, with_pad, corpus, options):
     output = build_with(tmp_path, with_pad, [{"text": t} for t in corpus], add_eos=True, **options)
     result = maskprep.inspect(str(output))
-    assert result.ok(strict=True), failing(result)
+    assert result.passes(strict=True), failing(result)
     manifest = read_manifest(output)
     strategy = manifest["config"]["shape"]["strategy"]
     assert (result.layout.strategy, result.layout.strategy_source) == (strategy, "manifest")
@@ -215,7 +215,7 @@ def test_sft_build_passes_and_decodes_the_prompt_as_untrained(tmp_path, with_pad
     sft = maskprep.SFTConfig(prompt_field="prompt", completion_field="completion")
     output = build_with(tmp_path, with_pad, records, sft=sft, add_eos=True, max_length=48)
     result = maskprep.inspect(str(output), InspectOptions(show_rows=1))
-    assert result.ok(strict=True), failing(result)
+    assert result.passes(strict=True), failing(result)
     assert 0 < result.stats.label_fraction < 1
     (row,) = result.decoded
     assert [(s.role, s.text) for s in row.segments[:2]] == [
@@ -226,7 +226,7 @@ def test_sft_build_passes_and_decodes_the_prompt_as_untrained(tmp_path, with_pad
 
 def test_packed_rows_pass(packed):
     result = maskprep.inspect(str(packed), InspectOptions(eos_id=EOS))
-    assert result.ok(), failing(result)
+    assert result.ok, failing(result)
     assert result.layout.strategy == "pack" and result.layout.strategy_source == "inferred"
     assert result.stats.documents == 8
     assert result.stats.documents_per_row.max == 3
@@ -249,7 +249,7 @@ def test_bucketed_rows_pass_and_report_per_bucket(tmp_path):
     path = tmp_path / "bucket.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=columns.schema()), path)
     result = maskprep.inspect(str(path))
-    assert result.ok(), failing(result)
+    assert result.ok, failing(result)
     assert result.layout.strategy == "bucket" and result.layout.buckets == (8, 16, 32)
     assert [(b.width, b.rows) for b in result.stats.buckets] == [(8, 3), (16, 2), (32, 2)]
     assert result.stats.buckets[0].fill == pytest.approx((3 + 8 + 5) / 24)
@@ -278,7 +278,7 @@ def test_strategy_none_rows(tmp_path):
     with ipc.new_file(str(path), columns.schema()) as writer:
         writer.write_table(pa.Table.from_pylist(rows, schema=columns.schema()))
     result = maskprep.inspect(str(path))
-    assert result.ok() and result.layout.strategy == "none"
+    assert result.ok and result.layout.strategy == "none"
     assert result.stats.pad_tokens == 0
 
     def pad_one(rows):
@@ -364,7 +364,7 @@ def test_planted_defect_fails_the_right_check(out, what, plant, expected):
     rewrite(shard(out), plant)
     result = maskprep.inspect(str(out))
     assert failing(result) == expected
-    assert not result.ok()
+    assert not result.ok
 
 
 def test_planted_defect_found_without_a_manifest(out, tmp_path):
@@ -471,7 +471,7 @@ def test_warnings_pass_unless_strict(out, runner):
     result = maskprep.inspect(str(out))
     warned = check(result, "rows_without_labels")
     assert (warned.status, warned.count, warned.rows) == ("warn", 1, (6,))
-    assert result.ok() and not result.ok(strict=True)
+    assert result.ok and not result.passes(strict=True)
     assert runner.invoke(main, ["inspect", str(out)]).exit_code == 0
     assert runner.invoke(main, ["inspect", str(out), "--strict"]).exit_code == 1
 
@@ -556,7 +556,7 @@ def test_foreign_shard_without_manifest(tmp_path):
     path = tmp_path / "foreign.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)  # every integer is int64 here
     result = maskprep.inspect(str(path), InspectOptions(eos_id=102))
-    assert result.ok(strict=True), failing(result)
+    assert result.passes(strict=True), failing(result)
     assert result.build is None
     assert (result.layout.strategy, result.layout.pad_id, result.layout.max_length) == ("pad", 0, 6)
     assert check(result, "eos_never_trained").status == "pass"
