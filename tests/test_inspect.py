@@ -769,3 +769,25 @@ def test_planted_defects_in_a_real_pack_build(tmp_path, with_pad, corpus):
         "document_start_label": (1, (0,)),
         "position_ids_restart": (1, (1,)),
     }
+
+
+def test_cli_options_reach_the_library(built, packed, llama_like, runner):
+    def report(*args):
+        outcome = runner.invoke(main, ["inspect", *args, "--json"])
+        return outcome.exit_code, json.loads(outcome.output)
+
+    code, data = report(str(built), "--pad-id", "5")
+    bad = next(c for c in data["checks"] if c["name"] == "padding_holds_pad_id")
+    assert code == 1 and bad["status"] == "fail" and data["summary"]["layout"]["pad_id"] == 5
+    code, data = report(str(built), "--max-pad-fraction", "0.01", "--strict")
+    assert code == 1 and data["ok"] is False and data["strict"] is True
+    code, data = report(str(built), "--min-label-fraction", "0.5")
+    assert code == 0 and data["checks"][-1]["status"] == "pass"
+    code, data = report(str(built), "--strategy", "bucket", "--buckets", "8,16,32")
+    assert data["summary"]["layout"]["strategy"] == "bucket"
+    assert data["summary"]["layout"]["strategy_source"] == "option"
+    code, data = report(str(packed), "--tokenizer", str(llama_like), "--row", "1")
+    assert code == 0 and data["summary"]["layout"]["eos_id"] == EOS
+    assert [row["index"] for row in data["rows"]] == [1]
+    code, data = report(str(built), "--sample", "2", "--seed", "3")
+    assert data["summary"]["rows"] == 2 and data["summary"]["sampled"] is True
