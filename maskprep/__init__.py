@@ -1,7 +1,8 @@
 """maskprep: raw text → padded, packed, correctly masked training tensors, and proof nothing leaks.
 
 The library mirrors the command line: :func:`build` does what ``maskprep build`` does and returns a
-:class:`BuildResult`.
+:class:`BuildResult`; :func:`inspect` does what ``maskprep inspect`` does and returns an
+:class:`InspectResult`.
 """
 
 from ._version import __version__
@@ -16,6 +17,7 @@ from .config import (
     TokenizerConfig,
 )
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
+from .inspecting import InspectOptions, InspectResult, inspect
 from .merging import MergeResult, merge
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
@@ -29,6 +31,8 @@ __all__ = [
     "Check",
     "ConfigError",
     "DataError",
+    "InspectOptions",
+    "InspectResult",
     "MaskprepError",
     "MergeResult",
     "OutputConfig",
@@ -44,6 +48,7 @@ __all__ = [
     "VerifyResult",
     "__version__",
     "build",
+    "inspect",
     "load_dataset",
     "merge",
     "read_manifest",

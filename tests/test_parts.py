@@ -11,7 +11,7 @@ from conftest import make_config, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskprep import ConfigError, PartSpec, SourceConfig, build, merge
+from maskprep import ConfigError, PartSpec, SourceConfig, build, inspect, merge
 from maskprep.cli import main
 from maskprep.parts import plan_part
 from maskprep.shards import MANIFEST_NAME, shard_paths
@@ -156,6 +156,11 @@ def test_packed_parts_pack_per_part(tmp_path, two_files, llama_like):
     assert single_rows <= rows <= single_rows + 2
     seq = sorted(n for row in _rows(tmp_path / "merged") for n in row["seq_lens"])
     assert seq == sorted(n for row in _rows(tmp_path / "single") for n in row["seq_lens"])
+    assert merged["pack_scope"] == "part"
+    # A merged output is an ordinary output: inspect runs every invariant check on it.
+    checked = inspect(tmp_path / "merged")
+    assert checked.ok and checked.rows_total == rows
+    assert any(c.name == "document_start_label" and c.status == "pass" for c in checked.checks)
 
 
 def test_a_part_rebuilt_is_byte_identical(tmp_path, two_files, llama_like):

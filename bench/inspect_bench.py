@@ -1,0 +1,118 @@
+"""Time ``maskprep.inspect`` on synthetic shards: ``python bench/inspect_bench.py [--rows N]``.
+
+Writes ``--rows`` right-padded rows of ``--width`` positions (random lengths, pad == eos, EOS
+trained) as Arrow and/or Parquet shards of ``--shard-rows`` rows into a temporary directory, then
+inspects them and prints one line per format: rows, positions, seconds, positions per second and
+peak memory. Writing the data is not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import maskprep
+from maskprep import columns
+from maskprep.columns import IGNORE_INDEX
+
+EOS = PAD = 2
+
+
+def synthetic_batch(rows: int, width: int, rng: np.random.Generator) -> pa.RecordBatch:
+    """Right-padded rows: ``<s>`` text ``</s>`` then padding with the EOS id, all real tokens
+    trained; lengths uniform in [8, width]."""
+    lengths = rng.integers(8, width + 1, size=rows)
+    cols = np.arange(width)
+    real = cols[None, :] < lengths[:, None]
+    ids = rng.integers(3, 32000, size=(rows, width), dtype=np.int32)
+    ids[:, 0] = 1
+    ids[np.arange(rows), lengths - 1] = EOS
+    ids[~real] = PAD
+    labels = np.where(real, ids, IGNORE_INDEX).astype(np.int32)
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
+    arrays = [
+        pa.ListArray.from_arrays(offsets, pa.array(ids.ravel())),
+        pa.ListArray.from_arrays(offsets, pa.array(real.ravel().astype(np.int8))),
+        pa.ListArray.from_arrays(offsets, pa.array(labels.ravel())),
+        pa.array(lengths.astype(np.int32)),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=columns.schema())
+
+
+def write_shards(directory: Path, fmt: str, rows: int, width: int, shard_rows: int) -> None:
+    """Shards plus a minimal manifest naming them, so the directory inspects like a build."""
+    import json
+
+    rng = np.random.default_rng(0)
+    shards = []
+    for index, start in enumerate(range(0, rows, shard_rows)):
+        batch = synthetic_batch(min(shard_rows, rows - start), width, rng)
+        name = f"data-{index:05d}.{'parquet' if fmt == 'parquet' else 'arrow'}"
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_batches([batch]), directory / name, compression="zstd")
+        else:
+            with ipc.new_file(str(directory / name), batch.schema) as writer:
+                writer.write_batch(batch)
+        shards.append({"path": name, "rows": batch.num_rows})
+    manifest = {
+        "format": 1,
+        "config": {"shape": {"strategy": "pad", "max_length": width}},
+        "tokenizer": {"pad_token_id": PAD, "eos_token_id": EOS, "padding_side": "right"},
+        "shards": shards,
+        "totals": {},
+    }
+    (directory / "maskprep.json").write_text(json.dumps(manifest))
+
+
+def main() -> None:
+    """Parse arguments, write the data, inspect it and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--shard-rows", type=int, default=100_000)
+    parser.add_argument("--formats", default="arrow,parquet")
+    parser.add_argument("--sample", type=int, default=None, help="also time --sample N")
+    parser.add_argument("--dir", default=None, help="where to write (default: a temporary dir)")
+    args = parser.parse_args()
+
+    header = f"{'format':8} {'rows':>10} {'positions':>14} {'seconds':>8} {'Mpos/s':>8} {'ok':>4}"
+    lines = []
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        for fmt in args.formats.split(","):
+            directory = Path(tmp) / fmt
+            directory.mkdir()
+            written = time.perf_counter()
+            write_shards(directory, fmt, args.rows, args.width, args.shard_rows)
+            written = time.perf_counter() - written
+            runs = [("all", maskprep.InspectOptions())]
+            if args.sample:
+                runs.append((f"sample {args.sample}", maskprep.InspectOptions(sample=args.sample)))
+            for label, options in runs:
+                started = time.perf_counter()
+                result = maskprep.inspect(str(directory), options)
+                seconds = time.perf_counter() - started
+                positions = result.stats.positions
+                lines.append(
+                    f"{fmt:8} {result.stats.rows:>10,} {positions:>14,} {seconds:>8.2f} "
+                    f"{positions / seconds / 1e6:>8.1f} {'yes' if result.ok else 'NO':>4}"
+                    f"   ({label}; writing took {written:.1f} s)"
+                )
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(header)
+    print("\n".join(lines))
+    print(f"peak RSS {peak_mb:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
