@@ -15,6 +15,7 @@ from ._version import __version__
 from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError
 from .fill import FillStats
+from .parallel import EncodingPool, Parallelism, encoder_spec
 from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
@@ -127,6 +128,7 @@ def build(
     *,
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    parallelism: Parallelism | None = None,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -134,6 +136,9 @@ def build(
     Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers, and
     :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
     shards this call wrote are removed, so nothing left behind looks finished.
+
+    ``parallelism`` sets how encoding is spread over cores (default: this process, the
+    tokenizer's threads on every core); it never changes the output.
     """
     started = time.perf_counter()
     reader = SourceReader(config.source, stdin=stdin, sft=config.sft)
@@ -173,13 +178,11 @@ def build(
         totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
         fill.add(batch)
 
+    spec = encoder_spec(tokenizer, encoder) if sft_encoder is None else None
+    pool = EncodingPool(spec, parallelism or Parallelism()) if spec is not None else None
     try:
-        for records in _batches(reader, config.batch_size, on_reject):
-            if sft_encoder is not None:
-                encoded = sft_encoder.encode_records(records)
-                docs = _trainable(records, encoded, config, on_reject)
-            else:
-                docs = encoder.encode([r.text for r in records], [r.location for r in records])
+        batches = _batches(reader, config.batch_size, on_reject)
+        for _records, docs in _encoded(batches, pool, encoder, sft_encoder, config, on_reject):
             # Rejected records are added to records_read once, at the end.
             totals.records_read += len(docs)
             for batch in shaper.shape(docs):
@@ -202,6 +205,9 @@ def build(
         elif created and not any(directory.iterdir()):
             directory.rmdir()
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     _check_accounting(totals)
     if rejects is not None:
         rejects.publish()
@@ -219,6 +225,27 @@ def build(
     }
     write_manifest(directory, manifest)
     return BuildResult(directory, manifest, totals, shards, time.perf_counter() - started)
+
+
+def _encoded(
+    batches: Iterator[list[Record]],
+    pool: EncodingPool | None,
+    encoder: Encoder,
+    sft_encoder: SFTEncoder | None,
+    config: BuildConfig,
+    on_reject: Callable[[Rejected], None],
+) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
+    """Each batch of records with its encoded documents: through the pool when the fast path
+    applies, else encoded here in turn."""
+    if pool is not None:
+        yield from pool.encode(batches)
+        return
+    for records in batches:
+        if sft_encoder is not None:
+            encoded = sft_encoder.encode_records(records)
+            yield records, _trainable(records, encoded, config, on_reject)
+        else:
+            yield records, encoder.encode([r.text for r in records], [r.location for r in records])
 
 
 def _trainable(
