@@ -13,12 +13,14 @@ In one invocation, on the same corpora and tokenizer, each pipeline runs as its 
   single-threaded encoder processes instead).
 
 Real tokens are the non-pad tokens of the padded output (the same for every pipeline: each keeps
-every document, truncated to ``--max-length``). ``wall`` is the whole process; ``startup`` is the
-same pipeline's wall time on a one-record corpus (interpreter, imports, tokenizer loading), and
-``tok/s`` divides the real tokens by ``wall - startup``; ``tok/s whole`` by ``wall``. ``ratio`` is
-``tok/s`` over the ceiling's. Times are the best of ``--repeats`` runs. ``work CPU s`` is user +
-system CPU time of the process and its children, less the one-record run's: on a shared machine it
-is steadier than wall time. Peak RSS is the largest of the pipeline's processes (``wait4``).
+every document, truncated to ``--max-length``). Each pipeline runs on the corpus (1x) and on
+``--scale`` copies of it (xK), best of ``--repeats`` runs each. ``steady tok/s`` is the extra real
+tokens over the extra wall time, ``(K - 1) * real / (wall_xK - wall_1x)``: the rate once the
+process has started, with interpreter start, imports and tokenizer loading cancelled out.
+``tok/s whole`` divides by the whole process's wall time. ``ratio`` is against the ceiling's
+steady rate, ``ratio whole xK`` against its whole-process rate at xK. ``CPU s per 1x`` is the
+extra user + system CPU time (the process and its children) per extra copy: on a shared machine
+steadier than wall time. Peak RSS is the largest of the pipeline's processes (``wait4``) at xK.
 Then a memory check: ``maskprep build`` on the corpus and on 8 copies of it, peak RSS compared.
 
     python bench/build_bench.py                      # makes /tmp/maskprep-bench/{short,long}.jsonl
@@ -220,14 +222,6 @@ def real_tokens(corpus: str, args: argparse.Namespace) -> tuple[int, int]:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def corpus_head(corpus: str, workdir: Path) -> str:
-    """A one-record corpus, to measure each pipeline's fixed startup."""
-    path = workdir / f"head-{Path(corpus).name}"
-    with open(corpus, "rb") as src, open(path, "wb") as dst:
-        dst.write(src.readline())
-    return str(path)
-
-
 def repeated(corpus: str, times: int, workdir: Path) -> str:
     """The corpus concatenated ``times`` times."""
     path = workdir / f"x{times}-{Path(corpus).name}"
@@ -240,50 +234,56 @@ def repeated(corpus: str, times: int, workdir: Path) -> str:
 
 
 def bench_corpus(corpus: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
-    """Run every pipeline on one corpus; return one row per pipeline."""
+    """Run every pipeline on the corpus and on ``--scale`` copies of it; one row per pipeline."""
     docs, real = real_tokens(corpus, args)
-    head = corpus_head(corpus, workdir)
+    k = args.scale
+    big = repeated(corpus, k, workdir)
     print(
         f"\n{corpus}: {os.path.getsize(corpus) / 1e6:.1f} MB, {docs} documents, "
-        f"{real / 1e6:.2f} M real tokens at --max-length {args.max_length}",
+        f"{real / 1e6:.2f} M real tokens at --max-length {args.max_length}; also x{k}",
         flush=True,
     )
+    runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    # Rounds over every pipeline, not one pipeline's repeats in a row, so that a busy spell of a
+    # shared machine does not land on one pipeline only; the best of the rounds is kept.
+    for round_ in range(args.repeats):
+        for name in args.pipelines:
+            for path in (corpus, big):
+                runs.setdefault((name, path), []).append(measure(name, path, args))
+            wall1, wall_k = runs[(name, corpus)][-1][0], runs[(name, big)][-1][0]
+            print(f"  round {round_ + 1} {name}: {wall1:.2f} s, x{k} {wall_k:.2f} s", flush=True)
     rows = []
     for name in args.pipelines:
-        # Best of N: on a shared machine, the fastest run is the one least disturbed by others.
-        starts = [measure(name, head, args) for _ in range(args.repeats)]
-        runs = [measure(name, corpus, args) for _ in range(args.repeats)]
-        startup = min(w for w, _, _ in starts)
-        wall = min(w for w, _, _ in runs)
-        rss = max(r for _, r, _ in runs)
-        cpu = min(c for _, _, c in runs) - min(c for _, _, c in starts)
+        small, large = runs[(name, corpus)], runs[(name, big)]
+        wall1, wall_k = min(w for w, _, _ in small), min(w for w, _, _ in large)
+        cpu1, cpu_k = min(c for _, _, c in small), min(c for _, _, c in large)
         rows.append(
             {
                 "pipeline": name,
-                "wall": wall,
-                "startup": startup,
-                "rss": rss,
-                "cpu": cpu,
-                "rate": real / max(wall - startup, 1e-9),
-                "whole": real / wall,
+                "wall1": wall1,
+                "wallk": wall_k,
+                # The extra (k - 1) copies cost wall_k - wall1: startup cancels out.
+                "rate": (k - 1) * real / max(wall_k - wall1, 1e-9),
+                "cpu": (cpu_k - cpu1) / (k - 1),
+                "whole1": real / wall1,
+                "wholek": k * real / wall_k,
+                "rss": max(r for _, r, _ in large),
             }
         )
-        print(f"  {name}: {wall:.2f} s", flush=True)
-    ceiling = next((r["rate"] for r in rows if r["pipeline"] == "ceiling"), None)
-    whole = next((r["whole"] for r in rows if r["pipeline"] == "ceiling"), None)
+    ceiling = next((r for r in rows if r["pipeline"] == "ceiling"), None)
     print()
     print(
-        "| pipeline | tok/s | ratio | tok/s whole | ratio whole | wall s | startup s "
-        "| work CPU s | peak RSS MiB |"
+        f"| pipeline | steady tok/s | ratio | tok/s whole 1x | tok/s whole x{k} | ratio whole x{k} "
+        f"| wall 1x s | wall x{k} s | CPU s per 1x | peak RSS MiB |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        ratio = f"{r['rate'] / ceiling:.2f}" if ceiling else "-"
-        ratio_whole = f"{r['whole'] / whole:.2f}" if whole else "-"
+        ratio = f"{r['rate'] / ceiling['rate']:.2f}" if ceiling else "-"
+        ratio_k = f"{r['wholek'] / ceiling['wholek']:.2f}" if ceiling else "-"
         print(
-            f"| {r['pipeline']} | {r['rate'] / 1e3:,.0f} k | {ratio} | {r['whole'] / 1e3:,.0f} k "
-            f"| {ratio_whole} | {r['wall']:.2f} | {r['startup']:.2f} | {r['cpu']:.2f} "
-            f"| {r['rss']:,.0f} |"
+            f"| {r['pipeline']} | {r['rate'] / 1e3:,.0f} k | {ratio} | {r['whole1'] / 1e3:,.0f} k "
+            f"| {r['wholek'] / 1e3:,.0f} k | {ratio_k} | {r['wall1']:.2f} | {r['wallk']:.2f} "
+            f"| {r['cpu']:.2f} | {r['rss']:,.0f} |"
         )
     return rows
 
@@ -321,7 +321,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="default: the MiniLM tokenizer")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--num-proc", type=int, default=None, help="maskprep --num-proc")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs")
+    parser.add_argument(
+        "--scale", type=int, default=4, help="copies of the corpus for the steady rate"
+    )
     parser.add_argument("--pipelines", default=",".join(ALL), help="comma-separated subset")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "maskprep-bench"

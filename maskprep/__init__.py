@@ -15,6 +15,7 @@ from .config import (
     TokenizerConfig,
 )
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError
+from .parallel import Parallelism
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
 from .verify import Check, VerifyOptions, VerifyResult, verify
@@ -29,6 +30,7 @@ __all__ = [
     "DataError",
     "MaskprepError",
     "OutputConfig",
+    "Parallelism",
     "Progress",
     "SFTConfig",
     "ShapeConfig",
