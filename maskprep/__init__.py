@@ -19,6 +19,7 @@ from .config import (
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
 from .inspecting import InspectOptions, InspectResult, inspect
 from .merging import MergeResult, merge
+from .parallel import Parallelism
 from .pipeline import BuildResult, Progress, Totals, build
 from .shards import load_dataset, read_manifest
 from .verify import Check, VerifyOptions, VerifyResult, verify
@@ -37,6 +38,7 @@ __all__ = [
     "MergeResult",
     "OutputConfig",
     "OutputError",
+    "Parallelism",
     "PartSpec",
     "Progress",
     "SFTConfig",

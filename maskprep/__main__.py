@@ -2,4 +2,6 @@
 
 from .cli import main
 
-main()
+# Guarded: encoding worker processes are spawned, and spawn imports this module again.
+if __name__ == "__main__":
+    main()

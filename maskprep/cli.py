@@ -202,6 +202,14 @@ def main() -> None:
     help="ray: build --num-shards parts (default: one per cluster CPU) on the Ray cluster in "
     "RAY_ADDRESS, or a local one, and merge them.",
 )
+@click.option(
+    "--num-proc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Encoding processes. 1: this process, the tokenizer's own threads on every core; "
+    "N: N single-threaded worker processes. Never changes the output.",
+)
 @_library_errors
 def build(**options: Any) -> None:
     """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
@@ -210,6 +218,7 @@ def build(**options: Any) -> None:
     position is not trained) and length (packs add position_ids and seq_lens), then
     DIR/maskprep.json last.
     """
+    from .parallel import Parallelism
     from .pipeline import build as run_build
     from .report import ProgressReporter, build_json, build_summary
 
@@ -259,7 +268,11 @@ def build(**options: Any) -> None:
         result = build_with_ray(config, parts=options["num_shards"])
     else:
         with ProgressReporter(quiet=quiet) as reporter:
-            result = run_build(config, on_progress=reporter.callback)
+            result = run_build(
+                config,
+                on_progress=reporter.callback,
+                parallelism=Parallelism(num_proc=options["num_proc"]),
+            )
     if options["as_json"]:
         click.echo(json.dumps(build_json(result), indent=2))
     elif not options["quiet"]:

@@ -16,6 +16,7 @@ from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .fill import FillStats
 from .locking import OutputLock
+from .parallel import EncodingPool, Parallelism, encoder_spec
 from .parts import part_manifest
 from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
@@ -107,7 +108,7 @@ class _Rejects:
 
     def add(self, item: Rejected) -> None:
         record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.write(_one_line_json(record) + "\n")
 
     def publish(self) -> None:
         self._handle.flush()
@@ -118,6 +119,13 @@ class _Rejects:
     def discard(self) -> None:
         self._handle.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _one_line_json(record: dict[str, Any]) -> str:
+    """JSON on one line for every reader: json.dumps escapes control characters, but leaves
+    U+0085, U+2028 and U+2029, which ``str.splitlines`` and some JSONL readers treat as breaks."""
+    text = json.dumps(record, ensure_ascii=False)
+    return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def _batches(
@@ -142,6 +150,7 @@ def build(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
+    parallelism: Parallelism | None = None,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -154,6 +163,9 @@ def build(
     outright leaves its complete shards, which ``config.output.resume`` reuses. ``tokenizer`` is
     the tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
     several parts loads it once).
+
+    ``parallelism`` sets how encoding is spread over cores (default: this process, the
+    tokenizer's threads on every core); it never changes the output.
     """
     directory = Path(config.output.directory)
     created = make_output_directory(directory)
@@ -162,7 +174,13 @@ def build(
             finished = _finished_build(directory, config)
             if finished is not None:
                 return finished
-            return _build_locked(config, stdin=stdin, on_progress=on_progress, loaded=tokenizer)
+            return _build_locked(
+                config,
+                stdin=stdin,
+                on_progress=on_progress,
+                loaded=tokenizer,
+                parallelism=parallelism or Parallelism(),
+            )
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write output: {_os_reason(exc)}") from None
     finally:
@@ -232,6 +250,7 @@ def _build_locked(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     loaded: Any = None,
+    parallelism: Parallelism,
 ) -> BuildResult:
     """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
@@ -248,7 +267,6 @@ def _build_locked(
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
 
-    created = not os.path.exists(config.output.directory)
     directory = prepare_output(config.output)
     packed = config.shape.strategy == "pack"
     writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
@@ -272,13 +290,11 @@ def _build_locked(
         totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
         fill.add(batch)
 
+    spec = encoder_spec(tokenizer, encoder) if sft_encoder is None else None
+    pool = EncodingPool(spec, parallelism) if spec is not None else None
     try:
-        for records in _batches(reader, config.batch_size, on_reject):
-            if sft_encoder is not None:
-                encoded = sft_encoder.encode_records(records)
-                docs = _trainable(records, encoded, config, on_reject)
-            else:
-                docs = encoder.encode([r.text for r in records], [r.location for r in records])
+        batches = _batches(reader, config.batch_size, on_reject)
+        for _records, docs in _encoded(batches, pool, encoder, sft_encoder, config, on_reject):
             # Rejected records are added to records_read once, at the end.
             totals.records_read += len(docs)
             for batch in shaper.shape(docs):
@@ -293,7 +309,11 @@ def _build_locked(
         if totals.records_read == 0 and config.part is None:
             raise DataError(f"{_names(reader)}: no documents in the input")
         if totals.rows_written == 0 and config.part is None:
-            raise DataError(f"{_names(reader)}: no document could be used; see {REJECTS_NAME}")
+            shape = totals.shape
+            raise DataError(
+                f"{_names(reader)}: no document could be used ({totals.records_rejected} "
+                f"rejected, {shape.documents_dropped} dropped as too long)"
+            )
         shards = writer.close()
     except (MaskprepError, KeyboardInterrupt, OSError):
         writer.abort()
@@ -301,9 +321,10 @@ def _build_locked(
             rejects.publish()  # kept so the user can see why records were rejected
         elif rejects is not None:
             rejects.discard()
-        if created and not any(directory.iterdir()):
-            directory.rmdir()
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     _check_accounting(totals)
     if rejects is not None:
         rejects.publish()
@@ -324,6 +345,27 @@ def _build_locked(
     write_manifest(directory, manifest)
     elapsed = time.perf_counter() - started
     return BuildResult(directory, manifest, totals, shards, elapsed, reused_shards=writer.reused)
+
+
+def _encoded(
+    batches: Iterator[list[Record]],
+    pool: EncodingPool | None,
+    encoder: Encoder,
+    sft_encoder: SFTEncoder | None,
+    config: BuildConfig,
+    on_reject: Callable[[Rejected], None],
+) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
+    """Each batch of records with its encoded documents: through the pool when the fast path
+    applies, else encoded here in turn."""
+    if pool is not None:
+        yield from pool.encode(batches)
+        return
+    for records in batches:
+        if sft_encoder is not None:
+            encoded = sft_encoder.encode_records(records)
+            yield records, _trainable(records, encoded, config, on_reject)
+        else:
+            yield records, encoder.encode([r.text for r in records], [r.location for r in records])
 
 
 def _trainable(

@@ -516,3 +516,20 @@ def test_interrupted_skip_build_leaves_no_temporary_rejects(tmp_path, minilm):
         build(make_config([src], minilm, out, on_bad_record="skip"), on_progress=interrupt)
     assert sorted(p.name for p in out.iterdir()) == [REJECTS_NAME]
     assert json.loads((out / REJECTS_NAME).read_text())["line"] == 2
+
+
+def test_every_document_dropped_is_a_data_error_that_says_why(tmp_path, minilm):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"text": LONG[0]}, {"text": LONG[2]}])
+    with pytest.raises(DataError, match=r"no document could be used \(0 rejected, 2 dropped"):
+        build(make_config([src], minilm, tmp_path / "o", max_length=8, overflow="drop"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_rejects_stay_one_line_per_record_whatever_the_text(tmp_path, minilm):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes('{"text": "ok"}\n{"text": "\u0085\u2028\u2029"}\n{"nope": 1}\n'.encode())
+    out = tmp_path / "out"
+    build(make_config([src], minilm, out, on_bad_record="skip"))
+    lines = (out / REJECTS_NAME).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["line"] for line in lines] == [2, 3]
+    assert json.loads(lines[0])["raw"] == '{"text": "\u0085\u2028\u2029"}'

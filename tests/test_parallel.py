@@ -1,0 +1,247 @@
+"""The fast encoding path equals ``tokenizer(...)``; builds do not depend on parallelism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import CORPUS, make_config, run_maskprep, write_jsonl
+
+from maskprep import TokenizerConfig, build
+from maskprep.parallel import (
+    BackendEncoder,
+    EncodedBatch,
+    EncoderSpec,
+    EncodingPool,
+    Parallelism,
+    encoder_spec,
+    frame_documents,
+)
+from maskprep.sources import Record
+from maskprep.tokenizing import Encoder, load_tokenizer
+
+TEXTS = [
+    *dict.fromkeys(CORPUS),
+    "",
+    "   ",
+    "ends with eos </s>",
+    "<s> a bos inside </s> and eos inside <pad>",
+    "[CLS] bert specials [SEP] [PAD] [MASK] inside text",
+    "line one\nline two\ttabbed\r\nwindows",
+    "x" * 3000,
+    "🤗 emoji, 東京, naïve, Ünïcödé, ﬁ ligature, \u200b zero width",
+]
+
+
+def _slow_and_fast(path, **tok_options):
+    config = TokenizerConfig(name_or_path=str(path), **tok_options)
+    tokenizer = load_tokenizer(config)
+    encoder = Encoder(tokenizer, config)
+    spec = encoder_spec(tokenizer, encoder)
+    return tokenizer, encoder, spec
+
+
+@pytest.mark.parametrize(
+    ("fixture", "options"),
+    [
+        ("llama_like", {"pad_token": "eos"}),
+        ("llama_like", {"pad_token": "eos", "add_eos": True}),
+        ("llama_like", {"pad_token": "eos", "add_special_tokens": False}),
+        ("with_pad", {}),
+        ("with_pad", {"add_eos": True, "add_special_tokens": False}),
+        ("minilm", {}),
+        ("minilm", {"add_special_tokens": False}),
+    ],
+)
+def test_fast_path_equals_tokenizer_call(request, fixture, options):
+    path = request.getfixturevalue(fixture)
+    _, encoder, spec = _slow_and_fast(path, **options)
+    assert spec is not None, "the fast path should apply to a plain fast tokenizer"
+    fast = BackendEncoder(spec).encode(TEXTS)
+    slow = encoder.encode(TEXTS, ["t"] * len(TEXTS))
+    assert len(fast.offsets) == len(TEXTS) + 1
+    docs = fast.docs(["t"] * len(TEXTS), len(spec.prefix), len(spec.suffix))
+    for text, got, want in zip(TEXTS, docs, slow, strict=True):
+        assert got.ids.dtype == np.int32
+        assert got.ids.tolist() == want.ids.tolist(), text
+        assert got.trained.tolist() == want.trained.tolist()
+        assert (got.head, got.tail) == (want.head, want.tail)
+
+
+def test_fast_path_refused_when_ids_differ(llama_like):
+    tokenizer, encoder, _ = _slow_and_fast(llama_like, pad_token="eos")
+
+    class Lowercasing(Encoder):
+        """Stands for a tokenizer class that preprocesses text in Python."""
+
+        def encode(self, texts, locations):
+            return super().encode([t.lower() for t in texts], locations)
+
+    assert encoder_spec(tokenizer, Lowercasing(tokenizer, encoder.config)) is None
+
+
+def test_fast_path_refused_for_overridden_call(llama_like):
+    tokenizer, encoder, _ = _slow_and_fast(llama_like, pad_token="eos")
+    base = type(tokenizer)
+
+    def _encode_plus(self, *args, **kwargs):  # a subclass that could preprocess in Python
+        return base._encode_plus(self, *args, **kwargs)
+
+    tokenizer.__class__ = type("Custom", (base,), {"_encode_plus": _encode_plus})
+    assert encoder_spec(tokenizer, encoder) is None
+
+
+def test_frame_documents_adds_frame_and_missing_eos():
+    spec = EncoderSpec("", False, prefix=(1,), suffix=(9, 8), append_eos=True, eos_id=2)
+    flat = np.array([5, 6, 7, 2, 4], dtype=np.int32)
+    batch = frame_documents(flat, np.array([2, 0, 2, 1]), spec)
+    docs = [batch.ids[a:b].tolist() for a, b in zip(batch.offsets, batch.offsets[1:], strict=False)]
+    assert docs == [[1, 5, 6, 2, 9, 8], [1, 2, 9, 8], [1, 7, 2, 9, 8], [1, 4, 2, 9, 8]]
+
+
+def test_encoded_batch_concat_keeps_order():
+    a = EncodedBatch(np.array([1, 2, 3], np.int32), np.array([0, 1, 3]))
+    b = EncodedBatch(np.array([4, 5], np.int32), np.array([0, 2]))
+    joined = EncodedBatch.concat([a, b])
+    assert joined.ids.tolist() == [1, 2, 3, 4, 5]
+    assert joined.offsets.tolist() == [0, 1, 3, 5]
+
+
+def test_pool_in_processes_gives_batches_in_order(with_pad):
+    _, _, spec = _slow_and_fast(with_pad)
+    records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 5, start=1)]
+    batches = [records[i : i + 7] for i in range(0, len(records), 7)]
+    local = BackendEncoder(spec)
+    settings = Parallelism(num_proc=2, process_after_chars=0, chunk_chars=50)
+    with EncodingPool(spec, settings, lookahead=1) as pool:
+        out = list(pool.encode(iter(batches)))
+        assert pool.used_processes
+    assert [r for r, _ in out] == batches
+    for records_in, docs in out:
+        want = local.encode([r.text for r in records_in])
+        got = np.concatenate([d.ids for d in docs])
+        assert got.tolist() == want.ids.tolist()
+        assert [d.location for d in docs] == [r.location for r in records_in]
+
+
+def _docs(n: int) -> list[dict]:
+    words = " ".join(CORPUS).split()
+    return [
+        {"text": " ".join(words[(i * 7) % len(words) :][: 3 + (i * 13) % 60])} for i in range(n)
+    ]
+
+
+STRATEGIES = [
+    {"strategy": "pad"},
+    {"strategy": "pad", "padding_side": "left"},
+    {"strategy": "bucket"},
+    {"strategy": "pack"},
+    {"strategy": "none"},
+]
+
+
+@pytest.mark.parametrize("options", STRATEGIES, ids=lambda o: "-".join(o.values()))
+def test_parallel_and_single_process_builds_are_byte_identical(
+    tmp_path, with_pad, options, monkeypatch
+):
+    data = write_jsonl(tmp_path / "in.jsonl", _docs(600))
+    outputs = {}
+    settings = {
+        "processes": Parallelism(num_proc=2, process_after_chars=0, chunk_chars=300),
+        "thread": Parallelism(num_proc=1),
+    }
+    shape_options = dict(options)
+    for name, parallelism in settings.items():
+        config = make_config(
+            [data],
+            with_pad,
+            tmp_path / name,
+            max_length=48,
+            batch_size=64,
+            add_eos=True,
+            **shape_options,
+        )
+        build(config, parallelism=parallelism)
+        outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
+    # The reference: the slow path, tokenizer(...) in this process.
+    config = make_config(
+        [data],
+        with_pad,
+        tmp_path / "slow",
+        max_length=48,
+        batch_size=64,
+        add_eos=True,
+        **shape_options,
+    )
+    import maskprep.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "encoder_spec", lambda tokenizer, encoder: None)
+    build(config)
+    outputs["slow"] = {p.name: p.read_bytes() for p in sorted((tmp_path / "slow").iterdir())}
+    assert len(outputs["thread"]) >= 2
+    assert outputs["processes"] == outputs["thread"] == outputs["slow"]
+
+
+def test_sft_build_unchanged_by_num_proc(tmp_path, with_pad):
+    records = [{"prompt": f"question {i}?", "completion": f"answer {i}."} for i in range(50)]
+    data = write_jsonl(tmp_path / "sft.jsonl", records)
+    outputs = []
+    for n in (1, 2):
+        config = make_config([data], with_pad, tmp_path / f"o{n}", max_length=32, batch_size=8)
+        config = dataclasses.replace(config, sft=_sft())
+        build(config, parallelism=Parallelism(num_proc=n, process_after_chars=0))
+        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / f"o{n}").iterdir())})
+    assert outputs[0] == outputs[1]
+
+
+def _sft():
+    from maskprep import SFTConfig
+
+    return SFTConfig(prompt_field="prompt", completion_field="completion")
+
+
+def test_cli_num_proc(tmp_path, minilm):
+    data = write_jsonl(tmp_path / "in.jsonl", _docs(40))
+    results = []
+    for n in ("1", "2"):
+        out = tmp_path / f"cli{n}"
+        done = run_maskprep(
+            "build",
+            str(data),
+            "-t",
+            str(minilm),
+            "--max-length",
+            "64",
+            "--strategy",
+            "pack",
+            "-o",
+            str(out),
+            "--num-proc",
+            n,
+            "-q",
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        results.append((out / "data-00000.parquet").read_bytes())
+    assert results[0] == results[1]
+    done = run_maskprep(
+        "build",
+        str(data),
+        "-t",
+        str(minilm),
+        "--max-length",
+        "64",
+        "-o",
+        str(tmp_path / "bad"),
+        "--num-proc",
+        "0",
+    )
+    assert done.returncode == 2
+    assert "--num-proc" in done.stderr.decode()
+
+
+def test_parallelism_rejects_zero():
+    from maskprep import ConfigError
+
+    with pytest.raises(ConfigError, match="num_proc must be at least 1"):
+        Parallelism(num_proc=0)
