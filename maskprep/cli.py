@@ -212,11 +212,11 @@ def main() -> None:
 )
 @_library_errors
 def build(**options: Any) -> None:
-    """Tokenize INPUT... (text or JSONL files, directories, globs, or - for stdin) into shards.
+    """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
 
-    Writes DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a
-    position is not trained) and length (packs add position_ids and seq_lens), then
-    DIR/maskprep.json last.
+    INPUT... are text or JSONL files, directories, globs, or - for stdin. Writes
+    DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a position
+    is not trained) and length (packs add position_ids and seq_lens), then DIR/maskprep.json last.
     """
     from .parallel import Parallelism
     from .pipeline import build as run_build
