@@ -292,9 +292,10 @@ def _build_locked(
 
     spec = encoder_spec(tokenizer, encoder) if sft_encoder is None else None
     pool = EncodingPool(spec, parallelism) if spec is not None else None
+    batches = _batches(reader, config.batch_size, on_reject)
+    encoded = _encoded(batches, pool, encoder, sft_encoder, config, on_reject)
     try:
-        batches = _batches(reader, config.batch_size, on_reject)
-        for _records, docs in _encoded(batches, pool, encoder, sft_encoder, config, on_reject):
+        for _records, docs in encoded:
             # Rejected records are added to records_read once, at the end.
             totals.records_read += len(docs)
             for batch in shaper.shape(docs):
@@ -316,6 +317,7 @@ def _build_locked(
             )
         shards = writer.close()
     except (MaskprepError, KeyboardInterrupt, OSError):
+        encoded.close()  # stops the reader thread before the rejects file is closed
         writer.abort()
         if rejects is not None and totals.records_rejected:
             rejects.publish()  # kept so the user can see why records were rejected
