@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .sources import Record
-from .tokenizing import EncodedDoc, Encoder, special_frame
+from .tokenizing import EncodedDoc, Encoder
 
 #: Texts the fast path must encode exactly like ``tokenizer(...)`` before it is trusted: spaces,
 #: accents, CJK, emoji, control characters, markup and the tokenizer's own special tokens.
@@ -217,12 +217,11 @@ def encoder_spec(tokenizer: Any, encoder: Encoder) -> EncoderSpec | None:
     ids ``encoder`` gives (the probe texts are encoded both ways and compared)."""
     if not _plain_backend_call(tokenizer):
         return None
-    prefix, suffix = special_frame(tokenizer, encoder.config.add_special_tokens)
     spec = EncoderSpec(
         backend_json=tokenizer.backend_tokenizer.to_str(),
         split_special_tokens=bool(getattr(tokenizer, "split_special_tokens", False)),
-        prefix=tuple(int(i) for i in prefix),
-        suffix=tuple(int(i) for i in suffix),
+        prefix=tuple(int(i) for i in encoder.prefix),
+        suffix=tuple(int(i) for i in encoder.suffix),
         append_eos=bool(encoder.append_eos),
         eos_id=encoder.eos_id,
     )

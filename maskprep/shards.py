@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -201,7 +201,7 @@ class ShardWriter:
             self._checking = self.directory / name
             self._sink = DigestSink()
         else:
-            self._sink = open(self._tmp, "wb")  # noqa: SIM115 - closed in _close_shard
+            self._sink = DigestSink(open(self._tmp, "wb"))  # noqa: SIM115 - closed at close
         if self.config.format == "parquet":
             self._writer = pq.ParquetWriter(
                 self._sink, self.schema, compression=self.config.compression
@@ -218,16 +218,14 @@ class ShardWriter:
             self._reuse_shard()
             return
         self._writer.close()
-        self._sink.flush()
-        os.fsync(self._sink.fileno())
-        self._sink.close()
+        self._sink.sync_and_close()
         assert self._tmp is not None
         final = self.directory / self._tmp.name.removeprefix(TMP_PREFIX)
         os.replace(self._tmp, final)
         _fsync_dir(self.directory)
         positions, real, trained = self._counts
         self.shards.append(
-            ShardInfo(final.name, self._rows, positions, real, trained, sha256_file(final))
+            ShardInfo(final.name, self._rows, positions, real, trained, self._sink.hexdigest())
         )
         self._writer = self._sink = self._tmp = None
         # A batch may go on into the next shard; it must see an empty one, not this full one.
@@ -281,7 +279,7 @@ class ShardWriter:
         if self._writer is not None:
             try:
                 self._writer.close()
-                self._sink.close()
+                self._sink.sync_and_close()
             except Exception:  # the shard is being thrown away; closing it is best effort
                 pass
         if self._tmp is not None and self._checking is None:
@@ -294,9 +292,11 @@ class ShardWriter:
 
 
 class DigestSink(io.RawIOBase):
-    """A write-only stream that keeps only the sha256 of what is written to it."""
+    """A write-only stream that hashes (sha256) what is written to it and, when given a file,
+    writes it there too: a shard's hash comes with writing it, not from reading it back."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: BinaryIO | None = None) -> None:
+        self._file = file
         self._digest = hashlib.sha256()
         self._size = 0
 
@@ -305,6 +305,8 @@ class DigestSink(io.RawIOBase):
 
     def write(self, data) -> int:  # type: ignore[override]
         view = memoryview(data)
+        if self._file is not None:
+            self._file.write(view)
         self._digest.update(view)
         self._size += view.nbytes
         return view.nbytes
@@ -315,6 +317,13 @@ class DigestSink(io.RawIOBase):
     def hexdigest(self) -> str:
         """Hex sha256 of everything written so far."""
         return self._digest.hexdigest()
+
+    def sync_and_close(self) -> None:
+        """Flush the file to disk and close it (nothing to do without a file)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:

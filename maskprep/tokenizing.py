@@ -205,8 +205,9 @@ class Encoder:
         self.eos_id = tokenizer.eos_token_id
         # The tokenizer may already end every document with EOS (its suffix); never add a second.
         self.append_eos = config.add_eos and (not suffix or suffix[-1] != self.eos_id)
-        self._prefix = np.asarray(prefix, dtype=np.int32)
-        self._suffix = np.asarray(suffix, dtype=np.int32)
+        #: The special-token frame put around every document (``[CLS]`` / ``[SEP]``, ``<s>``).
+        self.prefix = np.asarray(prefix, dtype=np.int32)
+        self.suffix = np.asarray(suffix, dtype=np.int32)
 
     def encode(self, texts: Sequence[str], locations: Sequence[str]) -> list[EncodedDoc]:
         """Encode a batch of texts; ``locations`` are their ``file:line`` strings."""
@@ -219,12 +220,12 @@ class Encoder:
             verbose=False,
         )["input_ids"]
         docs = []
-        head, tail = len(self._prefix), len(self._suffix)
+        head, tail = len(self.prefix), len(self.suffix)
         for ids, location in zip(encoded, locations, strict=True):
             body = np.asarray(ids, dtype=np.int32)
             if self.append_eos and (len(body) == 0 or body[-1] != self.eos_id):
                 body = np.append(body, np.int32(self.eos_id))
-            full = np.concatenate((self._prefix, body, self._suffix))
+            full = np.concatenate((self.prefix, body, self.suffix))
             trained = np.ones(len(full), dtype=bool)
             docs.append(EncodedDoc(full, trained, head, tail, location))
         return docs
