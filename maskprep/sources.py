@@ -236,6 +236,18 @@ def _field(obj: dict, path: tuple[str, ...]) -> object:
     return value
 
 
+def _string_field(obj: dict, name: str) -> str:
+    """The string at dotted path ``name``; ``ValueError`` with the reason when it is missing or
+    not a string."""
+    try:
+        value = _field(obj, tuple(name.split(".")))
+    except KeyError as exc:
+        raise ValueError(f"missing field '{exc.args[0]}'") from None
+    if not isinstance(value, str):
+        raise ValueError(f"field '{name}' is {_json_type(value)}, expected string")
+    return value
+
+
 def _json_type(value: object) -> str:
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number")
@@ -265,7 +277,6 @@ class SourceReader:
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
-        self._path = tuple(config.text_field.split("."))
         self._bytes_done = 0
         self._current: _HashingReader | None = None
 
@@ -393,13 +404,9 @@ class SourceReader:
                 return Rejected(source, number, payload, text, without_labels=True)
             return Record("", source, number, payload)
         try:
-            value = _field(obj, self._path)
-        except KeyError as exc:
-            return Rejected(source, number, f"missing field '{exc.args[0]}'", text)
-        if not isinstance(value, str):
-            field = self.config.text_field
-            reason = f"field '{field}' is {_json_type(value)}, expected string"
-            return Rejected(source, number, reason, text)
+            value = _string_field(obj, self.config.text_field)
+        except ValueError as exc:
+            return Rejected(source, number, str(exc), text)
         if not value.strip():
             return Rejected(source, number, f"field '{self.config.text_field}' is empty", text)
         return Record(value, source, number)
@@ -411,15 +418,10 @@ def sft_payload(obj: dict, sft: SFTConfig) -> SFTPayload | str:
         assert sft.messages_field is not None
         return _conversation(obj, sft.messages_field)
     assert sft.prompt_field is not None and sft.completion_field is not None
-    parts = []
-    for name in (sft.prompt_field, sft.completion_field):
-        try:
-            value = _field(obj, tuple(name.split(".")))
-        except KeyError as exc:
-            return f"missing field '{exc.args[0]}'"
-        if not isinstance(value, str):
-            return f"field '{name}' is {_json_type(value)}, expected string"
-        parts.append(value)
+    try:
+        parts = [_string_field(obj, name) for name in (sft.prompt_field, sft.completion_field)]
+    except ValueError as exc:
+        return str(exc)
     if not parts[1].strip():
         return f"field '{sft.completion_field}' is empty: nothing to train on"
     return PromptCompletion(parts[0], parts[1])
