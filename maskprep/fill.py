@@ -28,14 +28,12 @@ class BucketFill:
 
 @dataclass
 class FillStats:
-    """Fill of the rows a build wrote. ``documents`` counts the pieces placed in rows (several
-    per packed row); ``buckets`` splits the counts by row length, kept for strategy ``bucket``."""
+    """What fill adds to a build's totals: ``documents`` counts the pieces placed in rows (several
+    per packed row); ``buckets`` splits the rows by length, kept for strategy ``bucket``. Rows,
+    positions and real tokens overall are the build's :class:`~maskprep.pipeline.Totals`."""
 
     strategy: str
-    rows: int = 0
     documents: int = 0
-    positions: int = 0
-    real_tokens: int = 0
     buckets: dict[int, BucketFill] = field(default_factory=dict)
 
     @classmethod
@@ -45,14 +43,11 @@ class FillStats:
 
     def add(self, batch: RowBatch) -> None:
         """Count one batch of rows."""
-        widths = np.diff(batch.offsets.astype(np.int64))
-        self.rows += batch.num_rows
-        self.positions += int(widths.sum())
-        self.real_tokens += int(batch.length.sum())
         seq_lens = batch.extra.get(columns.SEQ_LENS)
         self.documents += batch.num_rows if seq_lens is None else len(pc.list_flatten(seq_lens))
         if self.strategy != "bucket":
             return
+        widths = np.diff(batch.offsets.astype(np.int64))
         sizes, inverse, counts = np.unique(widths, return_inverse=True, return_counts=True)
         real = np.bincount(inverse, weights=batch.length, minlength=len(sizes))
         for size, count, tokens in zip(sizes.tolist(), counts.tolist(), real.tolist(), strict=True):
@@ -61,17 +56,18 @@ class FillStats:
             bucket.positions += count * size
             bucket.real_tokens += int(tokens)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for the manifest: counts, ``fill`` (real / positions), documents per row,
-        and for buckets one entry per configured bucket, shortest first."""
+    def as_dict(self, rows: int, positions: int, real_tokens: int) -> dict[str, Any]:
+        """Plain dict for the manifest, given the build's row, position and real-token totals:
+        counts, ``fill`` (real / positions), documents per row, and for buckets one entry per
+        configured bucket, shortest first."""
         data: dict[str, Any] = {
             "strategy": self.strategy,
-            "rows": self.rows,
+            "rows": rows,
             "documents": self.documents,
-            "positions": self.positions,
-            "real_tokens": self.real_tokens,
-            "fill": _ratio(self.real_tokens, self.positions),
-            "documents_per_row": _ratio(self.documents, self.rows),
+            "positions": positions,
+            "real_tokens": real_tokens,
+            "fill": _ratio(real_tokens, positions),
+            "documents_per_row": _ratio(self.documents, rows),
         }
         if self.strategy == "bucket":
             data["buckets"] = [

@@ -340,7 +340,7 @@ def _build_locked(
         "inputs": [asdict(s) for s in reader.stats],
         "shards": shard_info_dicts(shards),
         "totals": totals.as_dict(),
-        "fill": fill.as_dict(),
+        "fill": fill.as_dict(totals.rows_written, totals.positions, totals.real_tokens),
     }
     if config.part is not None:
         manifest["part"] = part_manifest(config.part, reader.ranges or [])
