@@ -10,7 +10,10 @@ In one invocation, on the same corpora and tokenizer, each pipeline runs as its 
   ``pyarrow.parquet.ParquetWriter`` (zstd);
 - ``maskprep pad|bucket|pack``: ``maskprep build`` end to end (default ``--num-proc 1``: the
   tokenizer's threads on every core), and ``maskprep pad -n2``: ``--num-proc 2`` (two
-  single-threaded encoder processes instead).
+  single-threaded encoder processes instead). These use a tokenizer cache that the bench fills
+  before measuring (a fresh one per invocation, under ``--workdir``), as every build after the
+  first one does; ``maskprep pad cold`` runs with ``--no-tokenizer-cache``: what a first build
+  pays to load the tokenizer through transformers.
 
 Real tokens are the non-pad tokens of the padded output (the same for every pipeline: each keeps
 every document, truncated to ``--max-length``). Each pipeline runs on the corpus (1x) and on
@@ -147,6 +150,7 @@ PIPELINES = {"ceiling": run_ceiling, "datasets": run_datasets, "loop": run_loop}
 def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tuple[list[str], dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env["HF_DATASETS_CACHE"] = str(Path(out) / "hf-cache")  # fresh: no cached map results
+    env["MASKPREP_TOKENIZER_CACHE"] = str(args.workdir / "tokenizer-cache")
     if name.startswith("maskprep"):
         parts = name.split()
         cmd = [
@@ -166,10 +170,11 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
             "--overwrite",
             "-q",
         ]
-        if len(parts) > 2:
-            cmd += ["--num-proc", parts[2].removeprefix("-n")]
-        elif args.num_proc:
-            cmd += ["--num-proc", str(args.num_proc)]
+        procs = [p.removeprefix("-n") for p in parts[2:] if p.startswith("-n")]
+        if procs or args.num_proc:
+            cmd += ["--num-proc", procs[0] if procs else str(args.num_proc)]
+        if "cold" in parts[2:]:
+            cmd.append("--no-tokenizer-cache")
         return cmd, env
     base = name.removesuffix("-1t")
     if name.endswith("-1t"):
@@ -211,7 +216,8 @@ def measure(name: str, corpus: str, args: argparse.Namespace) -> tuple[float, fl
 
 
 def real_tokens(corpus: str, args: argparse.Namespace) -> tuple[int, int]:
-    """Documents and real tokens of the corpus built with ``--strategy pad``."""
+    """Documents and real tokens of the corpus built with ``--strategy pad`` (which also fills
+    the tokenizer cache)."""
     out = tempfile.mkdtemp(prefix="maskprep-bench-")
     try:
         cmd, env = _command("maskprep pad", corpus, args, out)
@@ -311,6 +317,7 @@ ALL = [
     "maskprep bucket",
     "maskprep pack",
     "maskprep pad -n2",
+    "maskprep pad cold",
 ]
 
 
@@ -339,6 +346,7 @@ def main() -> None:
         return
     args.pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     args.workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.workdir / "tokenizer-cache", ignore_errors=True)
     corpora = args.corpus
     if not corpora:
         corpora = []

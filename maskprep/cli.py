@@ -210,6 +210,19 @@ def main() -> None:
     help="Encoding processes. 1: this process, the tokenizer's own threads on every core; "
     "N: N single-threaded worker processes. Never changes the output.",
 )
+@click.option(
+    "--tokenizer-cache",
+    type=click.Path(file_okay=False),
+    envvar="MASKPREP_TOKENIZER_CACHE",
+    help="Where local tokenizers are cached for plain-text builds, so that later builds start "
+    "without loading transformers. Never changes the output.  "
+    "[default: $XDG_CACHE_HOME/maskprep/tokenizers or ~/.cache/maskprep/tokenizers]",
+)
+@click.option(
+    "--no-tokenizer-cache",
+    is_flag=True,
+    help="Load the tokenizer through transformers and cache nothing.",
+)
 @_library_errors
 def build(**options: Any) -> None:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
@@ -272,6 +285,7 @@ def build(**options: Any) -> None:
                 config,
                 on_progress=reporter.callback,
                 parallelism=Parallelism(num_proc=options["num_proc"]),
+                tokenizer_cache=_tokenizer_cache(options),
             )
     if options["as_json"]:
         click.echo(json.dumps(build_json(result), indent=2))
@@ -279,6 +293,17 @@ def build(**options: Any) -> None:
         from rich.console import Console
 
         Console(file=sys.stdout).print(build_summary(result))
+
+
+def _tokenizer_cache(options: dict[str, Any]) -> Any:
+    from pathlib import Path
+
+    from .tokenizer_cache import TokenizerCache, default_cache_dir
+
+    if options["no_tokenizer_cache"]:
+        return None
+    chosen = options["tokenizer_cache"]
+    return TokenizerCache(Path(chosen) if chosen else default_cache_dir())
 
 
 def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:

@@ -13,6 +13,7 @@ Labels are NOT shifted: Hugging Face models shift them inside the loss. Packed r
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 #: Label value that the cross-entropy loss of PyTorch and Hugging Face models ignores.
@@ -44,3 +45,29 @@ def schema(packed: bool = False) -> pa.Schema:
     """Return the Arrow schema of a shard; ``packed`` adds ``position_ids`` and ``seq_lens``."""
     names = REQUIRED_COLUMNS + (PACK_COLUMNS if packed else ())
     return pa.schema([pa.field(name, _TYPES[name], nullable=False) for name in names])
+
+
+def from_numpy(values: np.ndarray, dtype: type[np.integer]) -> pa.Array:
+    """``values`` as an Arrow array of the integer ``dtype``, sharing memory when it already
+    has that dtype.
+
+    Made from the buffer itself: ``pa.array`` imports pandas the first time it is called, to
+    check for pandas objects, which is a tenth of a second of a short build's start-up.
+    """
+    values = np.ascontiguousarray(values, dtype=dtype)
+    arrow_type = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
+
+
+def list_array(offsets: np.ndarray, values: np.ndarray, dtype: type[np.integer]) -> pa.ListArray:
+    """A list column: row ``i`` holds ``values[offsets[i]:offsets[i + 1]]`` as ``dtype``."""
+    return pa.ListArray.from_arrays(from_numpy(offsets, np.int32), from_numpy(values, dtype))
+
+
+def to_numpy(array: pa.Array, dtype: type[np.integer]) -> np.ndarray:
+    """A NumPy view of a null-free integer Arrow ``array`` of ``dtype`` (no copy, and no pandas
+    import, which ``Array.to_numpy`` makes on its first call)."""
+    if len(array) == 0:
+        return np.empty(0, dtype=dtype)
+    data = np.frombuffer(array.buffers()[1], dtype=dtype)
+    return data[array.offset : array.offset + len(array)]

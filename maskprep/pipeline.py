@@ -16,7 +16,7 @@ from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .fill import FillStats
 from .locking import OutputLock
-from .parallel import EncodingPool, Parallelism, encoder_spec
+from .parallel import EncoderSpec, EncodingPool, Parallelism, encoder_spec
 from .parts import part_manifest
 from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
@@ -33,7 +33,8 @@ from .shards import (
     write_manifest,
 )
 from .sources import Record, Rejected, SourceReader
-from .tokenizing import EncodedDoc, Encoder, load_tokenizer, tokenizer_info
+from .tokenizer_cache import CachedTokenizer, TokenizerCache
+from .tokenizing import EncodedDoc, Encoder, TokenizerInfo, load_tokenizer, tokenizer_info
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def build(
     on_progress: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
     parallelism: Parallelism | None = None,
+    tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -165,7 +167,10 @@ def build(
     several parts loads it once).
 
     ``parallelism`` sets how encoding is spread over cores (default: this process, the
-    tokenizer's threads on every core); it never changes the output.
+    tokenizer's threads on every core); it never changes the output. ``tokenizer_cache``, when
+    given, lets a plain-text build with a local tokenizer skip loading transformers once an
+    earlier build has cached that tokenizer (see :mod:`maskprep.tokenizer_cache`); it never
+    changes the output either.
     """
     directory = Path(config.output.directory)
     created = make_output_directory(directory)
@@ -180,6 +185,7 @@ def build(
                 on_progress=on_progress,
                 loaded=tokenizer,
                 parallelism=parallelism or Parallelism(),
+                tokenizer_cache=tokenizer_cache,
             )
     except OSError as exc:
         raise OutputError(f"{directory}: cannot write output: {_os_reason(exc)}") from None
@@ -251,19 +257,14 @@ def _build_locked(
     on_progress: Callable[[Progress], None] | None = None,
     loaded: Any = None,
     parallelism: Parallelism,
+    tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
     """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
     reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
-    tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
-    if config.sft is not None and config.sft.chat_template is not None:
-        use_chat_template_file(tokenizer, config.sft.chat_template)
-    info = tokenizer_info(tokenizer, config.tokenizer)
+    tokenizing = _tokenizing(config, loaded, tokenizer_cache)
+    info = tokenizing.info
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
-    encoder = Encoder(tokenizer, config.tokenizer)
-    sft_encoder = None
-    if config.sft is not None:
-        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
 
@@ -290,10 +291,10 @@ def _build_locked(
         totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
         fill.add(batch)
 
-    spec = encoder_spec(tokenizer, encoder) if sft_encoder is None else None
+    spec = tokenizing.spec
     pool = EncodingPool(spec, parallelism) if spec is not None else None
     batches = _batches(reader, config.batch_size, on_reject)
-    encoded = _encoded(batches, pool, encoder, sft_encoder, config, on_reject)
+    encoded = _encoded(batches, pool, tokenizing, config, on_reject)
     try:
         for _records, docs in encoded:
             # Rejected records are added to records_read once, at the end.
@@ -349,11 +350,45 @@ def _build_locked(
     return BuildResult(directory, manifest, totals, shards, elapsed, reused_shards=writer.reused)
 
 
+@dataclass(frozen=True)
+class _Tokenizing:
+    """How a build encodes: the tokenizer's identity, and either the fast path's spec or the
+    transformers-backed encoders (both for a tokenizer loaded here; only the spec for a cached
+    one)."""
+
+    info: TokenizerInfo
+    spec: EncoderSpec | None
+    encoder: Encoder | None = None
+    sft_encoder: SFTEncoder | None = None
+
+
+def _tokenizing(config: BuildConfig, loaded: Any, cache: TokenizerCache | None) -> _Tokenizing:
+    """Load what the build encodes with: from the tokenizer cache when it holds this plain-text
+    build's tokenizer, else through transformers (storing it in the cache for the next build)."""
+    key = None
+    if loaded is None and config.sft is None and cache is not None:
+        key = cache.key(config.tokenizer)
+        cached = cache.get(key, config.tokenizer) if key is not None else None
+        if cached is not None:
+            return _Tokenizing(cached.info, cached.spec)
+    tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
+    if config.sft is not None and config.sft.chat_template is not None:
+        use_chat_template_file(tokenizer, config.sft.chat_template)
+    info = tokenizer_info(tokenizer, config.tokenizer)
+    encoder = Encoder(tokenizer, config.tokenizer)
+    if config.sft is not None:
+        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
+        return _Tokenizing(info, None, encoder, sft_encoder)
+    spec = encoder_spec(tokenizer, encoder)
+    if cache is not None and key is not None and spec is not None:
+        cache.put(key, CachedTokenizer(info, spec))
+    return _Tokenizing(info, spec, encoder)
+
+
 def _encoded(
     batches: Iterator[list[Record]],
     pool: EncodingPool | None,
-    encoder: Encoder,
-    sft_encoder: SFTEncoder | None,
+    tokenizing: _Tokenizing,
     config: BuildConfig,
     on_reject: Callable[[Rejected], None],
 ) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
@@ -362,11 +397,13 @@ def _encoded(
     if pool is not None:
         yield from pool.encode(batches)
         return
+    sft_encoder, encoder = tokenizing.sft_encoder, tokenizing.encoder
     for records in batches:
         if sft_encoder is not None:
             encoded = sft_encoder.encode_records(records)
             yield records, _trainable(records, encoded, config, on_reject)
         else:
+            assert encoder is not None, "a cached tokenizer always has the fast path"
             yield records, encoder.encode([r.text for r in records], [r.location for r in records])
 
 

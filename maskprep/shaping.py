@@ -81,14 +81,12 @@ class RowBatch:
 
     def to_arrow(self) -> pa.RecordBatch:
         """The batch as an Arrow record batch following :func:`maskprep.columns.schema`."""
-        offsets = pa.array(self.offsets, type=pa.int32())
+        offsets = self.offsets
         arrays = {
-            columns.INPUT_IDS: pa.ListArray.from_arrays(offsets, pa.array(self.input_ids)),
-            columns.ATTENTION_MASK: pa.ListArray.from_arrays(
-                offsets, pa.array(self.attention_mask)
-            ),
-            columns.LABELS: pa.ListArray.from_arrays(offsets, pa.array(self.labels)),
-            columns.LENGTH: pa.array(self.length, type=pa.int32()),
+            columns.INPUT_IDS: columns.list_array(offsets, self.input_ids, np.int32),
+            columns.ATTENTION_MASK: columns.list_array(offsets, self.attention_mask, np.int8),
+            columns.LABELS: columns.list_array(offsets, self.labels, np.int32),
+            columns.LENGTH: columns.from_numpy(self.length, np.int32),
             **self.extra,
         }
         schema = columns.schema(packed=columns.POSITION_IDS in self.extra)
@@ -310,12 +308,8 @@ def pack_rows(rows: Sequence[Sequence[Piece]], max_length: int, pad_id: int) -> 
     seq_offsets = np.zeros(n_rows + 1, dtype=np.int32)
     np.cumsum(per_row, out=seq_offsets[1:])
     extra = {
-        columns.POSITION_IDS: pa.ListArray.from_arrays(
-            pa.array(offsets), pa.array(position_ids, type=pa.int32())
-        ),
-        columns.SEQ_LENS: pa.ListArray.from_arrays(
-            pa.array(seq_offsets), pa.array(lengths.astype(np.int32), type=pa.int32())
-        ),
+        columns.POSITION_IDS: columns.list_array(offsets, position_ids, np.int32),
+        columns.SEQ_LENS: columns.list_array(seq_offsets, lengths, np.int32),
     }
     return RowBatch(
         input_ids=input_ids,

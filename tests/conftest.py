@@ -36,6 +36,19 @@ CORPUS = [
 ] * 3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tokenizer_cache_dir(tmp_path_factory):
+    """CLI builds cache tokenizers here, never in the user's ~/.cache."""
+    directory = tmp_path_factory.mktemp("tokenizer-cache")
+    previous = os.environ.get("MASKPREP_TOKENIZER_CACHE")
+    os.environ["MASKPREP_TOKENIZER_CACHE"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("MASKPREP_TOKENIZER_CACHE", None)
+    else:
+        os.environ["MASKPREP_TOKENIZER_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
     """Distinct short English documents."""

@@ -1,0 +1,149 @@
+"""A cache of what a plain-text build takes from a tokenizer, so later builds skip transformers.
+
+Loading a tokenizer through ``AutoTokenizer`` imports transformers and, through it, torch: about
+two seconds on a 2-core machine before the first token, longer than encoding a 10 MB corpus takes.
+A plain-text build needs much less than the loaded object: the Rust backend as transformers
+configured it (the fast path's :class:`~maskprep.parallel.EncoderSpec`) and the tokenizer's
+identity for the manifest (:class:`~maskprep.tokenizing.TokenizerInfo`).
+
+Once a build has loaded a local tokenizer through transformers and the fast path has given
+exactly the ids of ``tokenizer(...)`` on the probe texts, those two are stored as one JSON file.
+Its key covers everything that could change them: the bytes of every file in the tokenizer's
+directory (model weights aside), the options that change how it is loaded and framed, and the
+versions of maskprep, transformers and tokenizers. A later build whose key matches loads the
+backend with ``tokenizers`` alone and writes byte-identical output. Hub names, remote code,
+supervised records and tokenizers without the fast path always load through transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .config import TokenizerConfig
+from .parallel import EncoderSpec
+from .tokenizing import TokenizerInfo
+
+#: Bumped whenever what is stored, or how it is derived from the tokenizer, changes.
+CACHE_FORMAT = 1
+
+#: Files transformers never reads to build a tokenizer; large, so not hashed into the key.
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot"}
+)
+
+#: TokenizerConfig fields filled in from the build's own config, not from the cache entry: the
+#: same tokenizer directory may be named by another path.
+_PER_BUILD = ("name_or_path", "revision")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/maskprep/tokenizers``, or ``~/.cache/maskprep/tokenizers``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "maskprep" / "tokenizers"
+
+
+@dataclass(frozen=True)
+class CachedTokenizer:
+    """A tokenizer as a plain-text build uses it: identity and fast-path spec."""
+
+    info: TokenizerInfo
+    spec: EncoderSpec
+
+
+@dataclass(frozen=True)
+class TokenizerCache:
+    """Cache entries in ``directory``, one JSON file per key. Never fails a build: an entry that
+    cannot be read is a miss, and one that cannot be written is skipped."""
+
+    directory: Path
+
+    def key(self, config: TokenizerConfig) -> str | None:
+        """The cache key for ``config``, or ``None`` when it must load through transformers
+        (not a local directory, or its own code would run)."""
+        root = Path(config.name_or_path)
+        if config.trust_remote_code or not root.is_dir():
+            return None
+        from importlib.metadata import PackageNotFoundError, version
+
+        import tokenizers
+
+        try:
+            transformers_version = version("transformers")
+        except PackageNotFoundError:
+            return None
+        material = {
+            "format": CACHE_FORMAT,
+            "maskprep": __version__,
+            "transformers": transformers_version,
+            "tokenizers": tokenizers.__version__,
+            "options": {
+                f.name: getattr(config, f.name)
+                for f in dataclasses.fields(config)
+                if f.name != "name_or_path"
+            },
+            "files": _directory_hashes(root),
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str, config: TokenizerConfig) -> CachedTokenizer | None:
+        """The entry stored under ``key``, with ``config``'s name and revision, or ``None``."""
+        try:
+            entry = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
+            if entry.get("format") != CACHE_FORMAT or entry.get("key") != key:
+                return None
+            info = TokenizerInfo(
+                **entry["info"], **{name: getattr(config, name) for name in _PER_BUILD}
+            )
+            spec = entry["spec"]
+            spec = EncoderSpec(
+                **{**spec, "prefix": tuple(spec["prefix"]), "suffix": tuple(spec["suffix"])}
+            )
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        return CachedTokenizer(info, spec)
+
+    def put(self, key: str, cached: CachedTokenizer) -> bool:
+        """Store ``cached`` under ``key`` (atomically, so concurrent builds may race); return
+        whether it was written."""
+        info = dataclasses.asdict(cached.info)
+        for name in _PER_BUILD:
+            info.pop(name)
+        entry: dict[str, Any] = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "info": info,
+            "spec": dataclasses.asdict(cached.spec),
+        }
+        target = self.directory / f"{key}.json"
+        temporary = target.with_name(f".{key}.{os.getpid()}.tmp")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(entry), encoding="utf-8")
+            os.replace(temporary, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            return False
+        return True
+
+
+def _directory_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` that transformers could read to build a tokenizer:
+    all of them but hidden ones and model weights."""
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.suffix in WEIGHT_SUFFIXES or not path.is_file():
+            continue
+        hashes[relative.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes

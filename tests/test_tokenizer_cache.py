@@ -1,0 +1,221 @@
+"""The tokenizer cache: later plain-text builds skip transformers and write the same bytes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import CORPUS, ROOT, make_config, run_maskprep, write_jsonl
+
+from maskprep import TokenizerConfig, build
+from maskprep import pipeline as pipeline_module
+from maskprep.config import SFTConfig
+from maskprep.tokenizer_cache import TokenizerCache, default_cache_dir
+
+TEXTS = [*dict.fromkeys(CORPUS), "UPPER Case Words", "x" * 500, "ends with eos </s>"]
+
+
+def _corpus(tmp_path):
+    return write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+
+
+def _files(directory):
+    """Every file of an output, by name: shards, manifest, rejects."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def _build(tmp_path, tokenizer, name, cache=None, **options):
+    out = tmp_path / name
+    build(make_config([_corpus(tmp_path)], tokenizer, out, **options), tokenizer_cache=cache)
+    return _files(out)
+
+
+def _entries(cache):
+    return sorted(cache.directory.glob("*.json")) if cache.directory.is_dir() else []
+
+
+@pytest.mark.parametrize(
+    ("fixture", "options"),
+    [
+        ("llama_like", {"pad_token": "eos", "strategy": "pad"}),
+        ("llama_like", {"pad_token": "eos", "strategy": "pack", "add_eos": True}),
+        ("with_pad", {"strategy": "bucket", "padding_side": "left"}),
+        ("minilm", {"strategy": "pad", "max_length": 16, "overflow": "split", "stride": 4}),
+        ("minilm", {"strategy": "none", "add_special_tokens": False}),
+    ],
+)
+def test_cached_build_writes_the_same_bytes(request, tmp_path, fixture, options):
+    tokenizer = request.getfixturevalue(fixture)
+    cache = TokenizerCache(tmp_path / "cache")
+    reference = _build(tmp_path, tokenizer, "reference", **options)
+    cold = _build(tmp_path, tokenizer, "cold", cache, **options)
+    assert len(_entries(cache)) == 1, "the cold build should have cached its tokenizer"
+
+    def loads_nothing(config):
+        raise AssertionError("a cached build must not load the tokenizer through transformers")
+
+    request.getfixturevalue("monkeypatch").setattr(pipeline_module, "load_tokenizer", loads_nothing)
+    warm = _build(tmp_path, tokenizer, "warm", cache, **options)
+    assert cold == reference
+    assert warm == reference
+
+
+def test_cached_build_does_not_import_transformers(tmp_path, minilm):
+    cache = tmp_path / "cache"
+    corpus = _corpus(tmp_path)
+    first = run_maskprep(
+        "build", str(corpus), "-t", str(minilm), "--max-length", "32", "-o", str(tmp_path / "a"),
+        "--tokenizer-cache", str(cache), "-q",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr.decode()
+    # A fresh interpreter, so that nothing imported by the tests counts.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from maskprep import TokenizerConfig, build
+        from maskprep.tokenizer_cache import TokenizerCache
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        from conftest import make_config
+        config = make_config([{str(corpus)!r}], {str(minilm)!r}, {str(tmp_path / "b")!r})
+        build(config, tokenizer_cache=TokenizerCache(__import__("pathlib").Path({str(cache)!r})))
+        print(sorted(m for m in ("transformers", "torch") if m in sys.modules))
+        """
+    )
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_changed_tokenizer_file_is_a_miss(tmp_path, minilm):
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(minilm, tokenizer)
+    cache = TokenizerCache(tmp_path / "cache")
+    before = _build(tmp_path, tokenizer, "before", cache, max_length=16)
+    settings = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    settings["do_lower_case"] = False  # "UPPER Case Words" now tokenizes differently
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps(settings))
+    after = _build(tmp_path, tokenizer, "after", cache, max_length=16)
+    reference = _build(tmp_path, tokenizer, "reference", max_length=16)
+    assert after == reference
+    assert after != before
+    assert len(_entries(cache)) == 2
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"add_special_tokens": False},
+        {"add_eos": True},
+        {"padding_side": "left"},
+        {"pad_token": "<unk>"},
+    ],
+)
+def test_tokenizer_options_are_part_of_the_key(tmp_path, llama_like, changed):
+    cache = TokenizerCache(tmp_path / "cache")
+    _build(tmp_path, llama_like, "first", cache, pad_token="eos")
+    options = {"pad_token": "eos", **changed}
+    warm = _build(tmp_path, llama_like, "second", cache, **options)
+    assert warm == _build(tmp_path, llama_like, "reference", **options)
+    assert len(_entries(cache)) == 2
+
+
+def test_same_tokenizer_by_another_path_hits_and_keeps_its_name(tmp_path, with_pad, monkeypatch):
+    cache = TokenizerCache(tmp_path / "cache")
+    _build(tmp_path, with_pad, "first", cache)
+    link = tmp_path / "link"
+    link.symlink_to(with_pad, target_is_directory=True)
+    monkeypatch.setattr(pipeline_module, "load_tokenizer", None)  # a miss would fail loudly
+    _build(tmp_path, link, "second", cache)
+    manifest = json.loads((tmp_path / "second" / "maskprep.json").read_text())
+    assert manifest["tokenizer"]["name_or_path"] == str(link)
+    assert len(_entries(cache)) == 1
+
+
+def test_unreadable_entry_is_a_miss_and_is_rewritten(tmp_path, with_pad):
+    cache = TokenizerCache(tmp_path / "cache")
+    reference = _build(tmp_path, with_pad, "reference")
+    _build(tmp_path, with_pad, "first", cache)
+    (entry,) = _entries(cache)
+    entry.write_text('{"format": 1, "key": "')
+    assert _build(tmp_path, with_pad, "second", cache) == reference
+    assert json.loads(entry.read_text())["key"] == entry.stem
+
+
+def test_unwritable_cache_never_fails_a_build(tmp_path, with_pad):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory would go")
+    cache = TokenizerCache(blocker / "cache")
+    assert _build(tmp_path, with_pad, "out", cache) == _build(tmp_path, with_pad, "reference")
+
+
+def test_nothing_cached_without_the_fast_path(tmp_path, with_pad, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "encoder_spec", lambda tokenizer, encoder: None)
+    cache = TokenizerCache(tmp_path / "cache")
+    _build(tmp_path, with_pad, "out", cache)
+    assert _entries(cache) == []
+
+
+def test_sft_builds_load_through_transformers(tmp_path, with_pad):
+    records = [{"prompt": "Question: why? ", "completion": "Because."}] * 3
+    corpus = write_jsonl(tmp_path / "sft.jsonl", records)
+    cache = TokenizerCache(tmp_path / "cache")
+    sft = SFTConfig(prompt_field="prompt", completion_field="completion")
+    config = make_config([corpus], with_pad, tmp_path / "out", sft=sft)
+    build(config, tokenizer_cache=cache)
+    assert _entries(cache) == []
+
+
+def test_only_local_directories_without_remote_code_have_a_key(tmp_path, with_pad):
+    cache = TokenizerCache(tmp_path / "cache")
+    assert cache.key(TokenizerConfig(str(with_pad))) is not None
+    assert cache.key(TokenizerConfig("someone/some-model")) is None
+    assert cache.key(TokenizerConfig(str(with_pad), trust_remote_code=True)) is None
+
+
+def test_weights_are_not_part_of_the_key(tmp_path, with_pad):
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(with_pad, tokenizer)
+    cache = TokenizerCache(tmp_path / "cache")
+    config = TokenizerConfig(str(tokenizer))
+    before = cache.key(config)
+    (tokenizer / "model.safetensors").write_bytes(b"weights")
+    assert cache.key(config) == before
+    (tokenizer / "added_tokens.json").write_text("{}")
+    assert cache.key(config) != before
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "maskprep" / "tokenizers"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "maskprep" / "tokenizers"
+
+
+def test_cli_cache_options(tmp_path, runner, with_pad, monkeypatch):
+    from maskprep.cli import main
+
+    corpus = _corpus(tmp_path)
+    base = ["build", str(corpus), "-t", str(with_pad), "--max-length", "32", "-q"]
+    monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", str(tmp_path / "from-env"))
+    done = runner.invoke(main, [*base, "-o", str(tmp_path / "a")])
+    assert done.exit_code == 0, done.output
+    assert len(list((tmp_path / "from-env").glob("*.json"))) == 1
+    done = runner.invoke(
+        main, [*base, "-o", str(tmp_path / "b"), "--tokenizer-cache", str(tmp_path / "given")]
+    )
+    assert done.exit_code == 0, done.output
+    assert len(list((tmp_path / "given").glob("*.json"))) == 1
+    monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", str(tmp_path / "unused"))
+    done = runner.invoke(main, [*base, "-o", str(tmp_path / "c"), "--no-tokenizer-cache"])
+    assert done.exit_code == 0, done.output
+    assert not (tmp_path / "unused").exists()
+    assert _files(tmp_path / "a") == _files(tmp_path / "b") == _files(tmp_path / "c")
