@@ -231,7 +231,8 @@ def real_tokens(corpus: str, args: argparse.Namespace) -> tuple[int, int]:
 def repeated(corpus: str, times: int, workdir: Path) -> str:
     """The corpus concatenated ``times`` times."""
     path = workdir / f"x{times}-{Path(corpus).name}"
-    if not path.exists():
+    # Made again when the corpus changed since (a stale copy would be a different benchmark).
+    if not path.exists() or path.stat().st_size != times * Path(corpus).stat().st_size:
         data = Path(corpus).read_bytes()
         with open(path, "wb") as handle:
             for _ in range(times):
