@@ -96,6 +96,8 @@ class BuildResult:
     elapsed_s: float
     #: With resume: complete shards of the interrupted build that were checked and kept.
     reused_shards: int = 0
+    #: The tokenizer came from the tokenizer cache (transformers was not loaded).
+    tokenizer_cached: bool = False
 
 
 class _Rejects:
@@ -347,7 +349,15 @@ def _build_locked(
         manifest["part"] = part_manifest(config.part, reader.ranges or [])
     write_manifest(directory, manifest)
     elapsed = time.perf_counter() - started
-    return BuildResult(directory, manifest, totals, shards, elapsed, reused_shards=writer.reused)
+    return BuildResult(
+        directory,
+        manifest,
+        totals,
+        shards,
+        elapsed,
+        reused_shards=writer.reused,
+        tokenizer_cached=tokenizing.cached,
+    )
 
 
 @dataclass(frozen=True)
@@ -360,6 +370,7 @@ class _Tokenizing:
     spec: EncoderSpec | None
     encoder: Encoder | None = None
     sft_encoder: SFTEncoder | None = None
+    cached: bool = False
 
 
 def _tokenizing(config: BuildConfig, loaded: Any, cache: TokenizerCache | None) -> _Tokenizing:
@@ -370,7 +381,7 @@ def _tokenizing(config: BuildConfig, loaded: Any, cache: TokenizerCache | None) 
         key = cache.key(config.tokenizer)
         cached = cache.get(key, config.tokenizer) if key is not None else None
         if cached is not None:
-            return _Tokenizing(cached.info, cached.spec)
+            return _Tokenizing(cached.info, cached.spec, cached=True)
     tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
     if config.sft is not None and config.sft.chat_template is not None:
         use_chat_template_file(tokenizer, config.sft.chat_template)
@@ -380,7 +391,10 @@ def _tokenizing(config: BuildConfig, loaded: Any, cache: TokenizerCache | None) 
         sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
         return _Tokenizing(info, None, encoder, sft_encoder)
     spec = encoder_spec(tokenizer, encoder)
-    if cache is not None and key is not None and spec is not None:
+    # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
+    # the key of its former files.
+    fresh = cache is not None and key is not None and cache.key(config.tokenizer) == key
+    if fresh and spec is not None:
         cache.put(key, CachedTokenizer(info, spec))
     return _Tokenizing(info, spec, encoder)
 

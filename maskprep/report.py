@@ -121,6 +121,8 @@ def build_summary(result: BuildResult) -> Table:
     rows.extend(_fill_rows(result.manifest.get("fill")))
     if result.reused_shards:
         rows.append(("shards reused (resume)", f"{result.reused_shards:,}"))
+    if result.tokenizer_cached:
+        rows.append(("tokenizer", "from the tokenizer cache"))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -169,6 +171,7 @@ def build_json(result: BuildResult) -> dict[str, Any]:
         "fill": result.manifest.get("fill"),
         "elapsed_s": round(result.elapsed_s, 3),
         "reused_shards": result.reused_shards,
+        "tokenizer_cached": result.tokenizer_cached,
     }
 
 

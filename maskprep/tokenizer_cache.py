@@ -9,10 +9,11 @@ identity for the manifest (:class:`~maskprep.tokenizing.TokenizerInfo`).
 Once a build has loaded a local tokenizer through transformers and the fast path has given
 exactly the ids of ``tokenizer(...)`` on the probe texts, those two are stored as one JSON file.
 Its key covers everything that could change them: the bytes of every file in the tokenizer's
-directory (model weights aside), the options that change how it is loaded and framed, and the
-versions of maskprep, transformers and tokenizers. A later build whose key matches loads the
-backend with ``tokenizers`` alone and writes byte-identical output. Hub names, remote code,
-supervised records and tokenizers without the fast path always load through transformers.
+directory that transformers may read (model weights aside), the options that change how it is
+loaded and framed, and the versions of maskprep, transformers and tokenizers. A later build whose
+key matches loads the backend with ``tokenizers`` alone and writes byte-identical output. Hub
+names, remote code, supervised records and tokenizers without the fast path always load through
+transformers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ CACHE_FORMAT = 1
 WEIGHT_SUFFIXES = frozenset(
     {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot"}
 )
+
+#: Files larger than this are keyed by size and modification time instead of content: a data file
+#: left beside a tokenizer should not be read on every build (tokenizer files are far smaller).
+LARGE_FILE = 512 << 20
 
 #: TokenizerConfig fields filled in from the build's own config, not from the cache entry: the
 #: same tokenizer directory may be named by another path.
@@ -136,14 +141,21 @@ class TokenizerCache:
 
 
 def _directory_hashes(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` that transformers could read to build a tokenizer:
-    all of them but hidden ones and model weights."""
+    """What could change the tokenizer transformers builds from ``root``: the sha256 of every file
+    it may read (the top-level files but model weights and hidden files, and the extra chat
+    templates), and for a file too large to be a tokenizer's, its size and modification time."""
+    candidates = [p for p in root.iterdir() if p.is_file()]
+    templates = root / "additional_chat_templates"
+    if templates.is_dir():
+        candidates += [p for p in templates.iterdir() if p.is_file()]
     hashes = {}
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
+    for path in sorted(candidates):
+        if path.name.startswith(".") or path.suffix in WEIGHT_SUFFIXES:
             continue
-        if path.suffix in WEIGHT_SUFFIXES or not path.is_file():
-            continue
-        hashes[relative.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        name = path.relative_to(root).as_posix()
+        stat = path.stat()
+        if stat.st_size > LARGE_FILE:
+            hashes[name] = f"size {stat.st_size}, modified {stat.st_mtime_ns}"
+        else:
+            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes

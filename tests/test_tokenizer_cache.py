@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -209,13 +210,60 @@ def test_cli_cache_options(tmp_path, runner, with_pad, monkeypatch):
     done = runner.invoke(main, [*base, "-o", str(tmp_path / "a")])
     assert done.exit_code == 0, done.output
     assert len(list((tmp_path / "from-env").glob("*.json"))) == 1
+    done = runner.invoke(main, [*base, "-o", str(tmp_path / "a"), "--overwrite", "--json"])
+    assert json.loads(done.stdout)["tokenizer_cached"] is True
     done = runner.invoke(
         main, [*base, "-o", str(tmp_path / "b"), "--tokenizer-cache", str(tmp_path / "given")]
     )
     assert done.exit_code == 0, done.output
     assert len(list((tmp_path / "given").glob("*.json"))) == 1
     monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", str(tmp_path / "unused"))
-    done = runner.invoke(main, [*base, "-o", str(tmp_path / "c"), "--no-tokenizer-cache"])
+    done = runner.invoke(main, [*base, "-o", str(tmp_path / "c"), "--no-tokenizer-cache", "--json"])
     assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["tokenizer_cached"] is False
     assert not (tmp_path / "unused").exists()
     assert _files(tmp_path / "a") == _files(tmp_path / "b") == _files(tmp_path / "c")
+
+
+def test_only_files_transformers_may_read_are_keyed(tmp_path, with_pad, monkeypatch):
+    from maskprep import tokenizer_cache
+
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(with_pad, tokenizer)
+    cache = TokenizerCache(tmp_path / "cache")
+    config = TokenizerConfig(str(tokenizer))
+    before = cache.key(config)
+    (tokenizer / "checkpoint-100").mkdir()
+    (tokenizer / "checkpoint-100" / "trainer_state.json").write_text("{}")
+    assert cache.key(config) == before
+    (tokenizer / "additional_chat_templates").mkdir()
+    (tokenizer / "additional_chat_templates" / "tools.jinja").write_text("{{ messages }}")
+    templated = cache.key(config)
+    assert templated != before
+    # A large file is keyed by size and modification time, so it is never read.
+    monkeypatch.setattr(tokenizer_cache, "LARGE_FILE", 100)
+    data = tokenizer / "notes.jsonl"
+    data.write_bytes(b"a" * 200)
+    stamp = data.stat().st_mtime_ns
+    keyed = cache.key(config)
+    data.write_bytes(b"b" * 200)
+    os.utime(data, ns=(stamp, stamp))
+    assert cache.key(config) == keyed
+    data.write_bytes(b"b" * 201)
+    assert cache.key(config) != keyed
+
+
+def test_tokenizer_changed_while_loading_is_not_cached(tmp_path, with_pad, monkeypatch):
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(with_pad, tokenizer)
+    load = pipeline_module.load_tokenizer
+
+    def load_then_edit(config):
+        loaded = load(config)
+        (tokenizer / "added_tokens.json").write_text("{}")
+        return loaded
+
+    monkeypatch.setattr(pipeline_module, "load_tokenizer", load_then_edit)
+    cache = TokenizerCache(tmp_path / "cache")
+    _build(tmp_path, tokenizer, "out", cache)
+    assert _entries(cache) == []
