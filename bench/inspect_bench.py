@@ -60,7 +60,9 @@ def write_shards(directory: Path, fmt: str, rows: int, width: int, shard_rows: i
         batch = synthetic_batch(min(shard_rows, rows - start), width, rng)
         name = f"data-{index:05d}.{'parquet' if fmt == 'parquet' else 'arrow'}"
         if fmt == "parquet":
-            pq.write_table(pa.Table.from_batches([batch]), directory / name, compression="zstd")
+            # As maskprep build writes them: zstd, no dictionary pages.
+            table = pa.Table.from_batches([batch])
+            pq.write_table(table, directory / name, compression="zstd", use_dictionary=False)
         else:
             with ipc.new_file(str(directory / name), batch.schema) as writer:
                 writer.write_batch(batch)
