@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ class TokenizerCache:
 
         try:
             transformers_version = version("transformers")
-        except PackageNotFoundError:
+            files = _directory_hashes(root)
+        except (PackageNotFoundError, OSError):  # transformers will say what is wrong, if anything
             return None
         material = {
             "format": CACHE_FORMAT,
@@ -94,7 +96,7 @@ class TokenizerCache:
                 for f in dataclasses.fields(config)
                 if f.name != "name_or_path"
             },
-            "files": _directory_hashes(root),
+            "files": files,
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -127,15 +129,18 @@ class TokenizerCache:
             "info": info,
             "spec": dataclasses.asdict(cached.spec),
         }
-        target = self.directory / f"{key}.json"
-        temporary = target.with_name(f".{key}.{os.getpid()}.tmp")
+        temporary = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(entry), encoding="utf-8")
-            os.replace(temporary, target)
+            handle, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=self.directory)
+            os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide a shared cache from its users
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(json.dumps(entry))
+            os.replace(temporary, self.directory / f"{key}.json")
         except OSError:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             return False
         return True
 
