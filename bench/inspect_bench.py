@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import maskprep
 from maskprep import columns
 from maskprep.columns import IGNORE_INDEX
+from maskprep.shards import sha256_file
 
 EOS = PAD = 2
 
@@ -66,7 +67,9 @@ def write_shards(directory: Path, fmt: str, rows: int, width: int, shard_rows: i
         else:
             with ipc.new_file(str(directory / name), batch.schema) as writer:
                 writer.write_batch(batch)
-        shards.append({"path": name, "rows": batch.num_rows})
+        shards.append(
+            {"path": name, "rows": batch.num_rows, "sha256": sha256_file(directory / name)}
+        )
     manifest = {
         "format": 1,
         "config": {"shape": {"strategy": "pad", "max_length": width}},
@@ -97,7 +100,10 @@ def main() -> None:
             written = time.perf_counter()
             write_shards(directory, fmt, args.rows, args.width, args.shard_rows)
             written = time.perf_counter() - written
-            runs = [("all", maskprep.InspectOptions())]
+            runs = [
+                ("all", maskprep.InspectOptions()),
+                ("all, --no-hash-check", maskprep.InspectOptions(check_hashes=False)),
+            ]
             if args.sample:
                 runs.append((f"sample {args.sample}", maskprep.InspectOptions(sample=args.sample)))
             for label, options in runs:

@@ -511,6 +511,11 @@ def verify(**options: Any) -> None:
     type=click.FloatRange(0, 1),
     help="Warn when trained tokens are below this fraction of real tokens.",
 )
+@click.option(
+    "--no-hash-check",
+    is_flag=True,
+    help="Do not compare each shard's sha256 with the manifest (saves reading the files twice).",
+)
 @_library_errors
 def inspect(**options: Any) -> None:
     """Check shards against the data contract and show what they hold.
@@ -534,6 +539,7 @@ def inspect(**options: Any) -> None:
         min_label_fraction=options["min_label_fraction"],
         show_rows=options["show_rows"],
         row_indices=tuple(options["row_indices"]),
+        check_hashes=not options["no_hash_check"],
     )
     stdin = click.get_binary_stream("stdin") if options["path"] == "-" else None
     result = run_inspect(options["path"], settings, stdin=stdin)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from . import columns, stats
 from .columns import IGNORE_INDEX
 from .errors import ConfigError, DataError
-from .shards import MANIFEST_NAME, read_manifest
+from .shards import MANIFEST_NAME, read_manifest, sha256_file
 
 Role = Literal["trained", "prompt", "padding"]
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS
@@ -39,7 +40,9 @@ class InspectOptions:
     on shards without one). ``tokenizer`` (Hub name or directory) decodes rows and supplies the EOS
     id when nothing else does. ``show_rows`` decodes the first rows inspected, ``row_indices``
     those rows of the whole data. ``listed`` is how many offending row indices a check reports.
-    ``batch_rows`` bounds the rows analysed at once (and so the memory used).
+    ``batch_rows`` bounds the rows analysed at once (and so the memory used). ``check_hashes``
+    compares each shard's sha256 with the manifest's when every row is inspected (the files are
+    read once more, on a thread beside the analysis).
     """
 
     sample: int | None = None
@@ -55,6 +58,7 @@ class InspectOptions:
     row_indices: tuple[int, ...] = ()
     listed: int = 5
     batch_rows: int = 32768
+    check_hashes: bool = True
 
     def __post_init__(self) -> None:
         if self.sample is not None and self.sample < 1:
@@ -246,6 +250,67 @@ def _open_input(path: str, stdin: BinaryIO | None) -> tuple[list[_Shard], dict[s
 # ----------------------------------------------------------------------------- manifest facts
 
 
+_COUNTED = ("positions", "real_tokens", "label_tokens")
+
+
+def _shards_check(
+    shards: list[_Shard],
+    manifest: dict[str, Any],
+    counts: np.ndarray | None,
+    digests: list[str] | None,
+    listed: int,
+) -> stats.CheckResult:
+    """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
+    row was read) positions, real and trained tokens. A shard copied short, replaced or edited
+    since the build fails it; the rows it names are the first row of each such shard."""
+    entries = manifest.get("shards", [])
+    problems: list[str] = []
+    first_rows: list[int] = []
+    bad_rows = 0
+    start = 0
+    for number, (shard, entry) in enumerate(zip(shards, entries, strict=True)):
+        differs = []
+        recorded = entry.get("sha256")
+        if digests is not None and recorded and digests[number] != recorded:
+            differs.append("sha256")
+        if entry.get("rows", shard.rows) != shard.rows:
+            differs.append(f"rows {shard.rows:,} (manifest {entry['rows']:,})")
+        for column, key in enumerate(_COUNTED):
+            found = None if counts is None else int(counts[number, column])
+            if found is not None and entry.get(key, found) != found:
+                differs.append(f"{key.replace('_', ' ')} {found:,} (manifest {entry[key]:,})")
+        if differs:
+            problems.append(f"{entry.get('path', shard.name)}: {', '.join(differs)}")
+            first_rows.append(start)
+            bad_rows += shard.rows
+        start += shard.rows
+    what = ", ".join(
+        ["sha256"] * (digests is not None) + ["rows"] + (["tokens"] if counts is not None else [])
+    )
+    if not problems:
+        skipped = []
+        if digests is None:
+            skipped.append("sha256 not checked")
+        if counts is None:
+            skipped.append("tokens not counted in a sample")
+        note = f"; {', '.join(skipped)}" if skipped else ""
+        detail = f"{len(shards)} shard(s) match the manifest ({what}){note}"
+        return stats.CheckResult(stats.SHARDS_MATCH_MANIFEST, "invariant", "pass", 0, (), detail)
+    detail = f"{len(problems)} of {len(shards)} shard(s) differ from the manifest: " + "; ".join(
+        problems[:3]
+    )
+    if len(problems) > 3:
+        detail += f"; and {len(problems) - 3} more"
+    return stats.CheckResult(
+        stats.SHARDS_MATCH_MANIFEST,
+        "invariant",
+        "fail",
+        bad_rows,
+        tuple(first_rows[:listed]),
+        detail,
+    )
+
+
 def _hints(manifest: dict[str, Any] | None, options: InspectOptions, eos: int | None) -> Any:
     shape = (manifest or {}).get("config", {}).get("shape", {})
     tokenizer = (manifest or {}).get("tokenizer", {})
@@ -391,33 +456,54 @@ def inspect(
     first_rows: list[int] = []
     kept_rows: dict[int, dict[str, Any]] = {}
     parts: list[stats.PartStats] = []
+    # Per shard: positions, real tokens and trained tokens, to compare with the manifest.
+    counts = np.zeros((len(shards), 3), dtype=np.int64)
     start = 0
-    for shard in shards:
-        for batch in _batches(shard, options.batch_rows):
-            stop = start + batch.num_rows
-            if chosen is None:
-                local = None
-                row_ids = np.arange(start, stop)
-            else:
-                lo, hi = np.searchsorted(chosen, [start, stop])
-                local = chosen[lo:hi] - start
-                row_ids = chosen[lo:hi]
-            take = batch if local is None else batch.take(local)
-            try:
-                if take.num_rows:
-                    parts.append(stats.analyse(take, row_ids, eos_id))
-            except DataError as error:
-                raise DataError(f"{shard.name}: {error}") from None
-            need = max(options.show_rows - len(first_rows), 0)
-            new_first = row_ids[:need].tolist()
-            first_rows.extend(new_first)
-            for index in [*new_first, *(i for i in wanted if start <= i < stop)]:
-                kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
-            start = stop
+    with ThreadPoolExecutor(1, thread_name_prefix="maskprep-sha256") as hashing:
+        digests = None
+        # A sample is a quick look: hashing would read every byte of every shard.
+        if manifest is not None and options.check_hashes and chosen is None:
+            paths = [s.path for s in shards if s.path is not None]
+            digests = hashing.submit(lambda: [sha256_file(path) for path in paths])
+        for number, shard in enumerate(shards):
+            for batch in _batches(shard, options.batch_rows):
+                stop = start + batch.num_rows
+                if chosen is None:
+                    local = None
+                    row_ids = np.arange(start, stop)
+                else:
+                    lo, hi = np.searchsorted(chosen, [start, stop])
+                    local = chosen[lo:hi] - start
+                    row_ids = chosen[lo:hi]
+                take = batch if local is None else batch.take(local)
+                try:
+                    if take.num_rows:
+                        part = stats.analyse(take, row_ids, eos_id)
+                        parts.append(part)
+                        counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
+                except DataError as error:
+                    raise DataError(f"{shard.name}: {error}") from None
+                need = max(options.show_rows - len(first_rows), 0)
+                new_first = row_ids[:need].tolist()
+                first_rows.extend(new_first)
+                for index in [*new_first, *(i for i in wanted if start <= i < stop)]:
+                    kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
+                start = stop
+        shards_check = None
+        if manifest is not None:
+            shards_check = _shards_check(
+                shards,
+                manifest,
+                counts if chosen is None else None,
+                digests.result() if digests is not None else None,
+                options.listed,
+            )
 
     hints = _hints(manifest, options, eos_id)
     thresholds = stats.Thresholds(options.max_pad_fraction, options.min_label_fraction)
-    layout, data_stats, checks = stats.conclude(parts, hints, thresholds, options.listed)
+    layout, data_stats, checks = stats.conclude(
+        parts, hints, thresholds, options.listed, shards_check
+    )
     shown = list(dict.fromkeys([*first_rows, *options.row_indices]))
     decoded = tuple(decode_row(kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
     return InspectResult(

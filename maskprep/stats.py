@@ -37,6 +37,7 @@ Status = Literal["pass", "fail", "warn", "skip"]
 Kind = Literal["invariant", "warning"]
 
 # Check names: stable, they are part of the JSON output.
+SHARDS_MATCH_MANIFEST = "shards_match_manifest"
 LIST_LENGTHS = "list_lengths"
 MASK_BINARY = "mask_binary"
 LENGTH_MATCHES_MASK = "length_matches_mask"
@@ -67,6 +68,9 @@ class CheckSpec:
 
 #: Every check, in report order.
 CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec(
+        SHARDS_MATCH_MANIFEST, "invariant", None, "shard files are the ones the manifest lists"
+    ),
     CheckSpec(LIST_LENGTHS, "invariant", 1, "list columns of a row have one length"),
     CheckSpec(MASK_BINARY, "invariant", 1, "attention_mask holds only 0 and 1"),
     CheckSpec(LENGTH_MATCHES_MASK, "invariant", 1, "length == sum(attention_mask)"),
@@ -684,13 +688,21 @@ def conclude(
     hints: LayoutHints = LayoutHints(),
     thresholds: Thresholds = Thresholds(),
     listed: int = 5,
+    shards_check: CheckResult | None = None,
 ) -> tuple[Layout, DataStats, tuple[CheckResult, ...]]:
-    """Turn the analysed parts into the data's layout, statistics and one result per check."""
+    """Turn the analysed parts into the data's layout, statistics and one result per check.
+
+    ``shards_check`` is the result of comparing the shard files with their manifest, which only
+    the caller can do (the rows do not know where they came from); without one it is skipped.
+    """
     data = _merge(list(parts)) if parts else _empty_part()
     layout = resolve_layout(data, hints)
     ids = data.row_ids
     stats = _data_stats(data, layout)
-    results: dict[str, CheckResult] = {}
+    results: dict[str, CheckResult] = {
+        SHARDS_MATCH_MANIFEST: shards_check
+        or CheckResult(SHARDS_MATCH_MANIFEST, "invariant", "skip", 0, (), "no manifest")
+    }
     for name in (LIST_LENGTHS, MASK_BINARY, LENGTH_MATCHES_MASK, LABELS_ON_PADDING):
         results[name] = _result(name, data.flags[name], ids, listed)
     results[LABELS_MATCH_INPUTS] = _result(

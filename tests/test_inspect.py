@@ -23,7 +23,7 @@ from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
 from maskprep.inspecting import InspectOptions, decode_row
 from maskprep.report import decoded_row_text, inspect_json
-from maskprep.shards import read_manifest
+from maskprep.shards import read_manifest, sha256_file
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
 INVARIANTS = [spec.name for spec in stats.CHECKS if spec.kind == "invariant"]
@@ -51,8 +51,18 @@ def shard(out: Path, index: int = 0) -> Path:
     return out / read_manifest(out)["shards"][index]["path"]
 
 
-def rewrite(path: Path, change: Callable[[list[dict]], None], schema: pa.Schema | None = None):
-    """Read a shard's rows as dicts, let ``change`` edit them in place, write the shard back."""
+def rewrite(
+    path: Path,
+    change: Callable[[list[dict]], None],
+    schema: pa.Schema | None = None,
+    *,
+    update_manifest: bool = True,
+):
+    """Read a shard's rows as dicts, let ``change`` edit them in place, write the shard back.
+
+    The manifest beside it is updated to match (as a build with that defect would have written
+    it), unless ``update_manifest`` is False (a shard edited after the build).
+    """
     if path.suffix == ".parquet":
         table = pq.read_table(path)
     else:
@@ -66,6 +76,21 @@ def rewrite(path: Path, change: Callable[[list[dict]], None], schema: pa.Schema 
     else:
         with ipc.new_file(str(path), new.schema) as writer:
             writer.write_table(new)
+    manifest_path = path.parent / "maskprep.json"
+    if update_manifest and manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["shards"]:
+            if entry["path"] == path.name:
+                entry.update(
+                    sha256=sha256_file(path),
+                    rows=len(rows),
+                    positions=sum(len(r["attention_mask"]) for r in rows),
+                    real_tokens=sum(sum(1 for m in r["attention_mask"] if m) for r in rows),
+                    label_tokens=sum(
+                        sum(1 for label in r["labels"] if label != IGNORE_INDEX) for r in rows
+                    ),
+                )
+        manifest_path.write_text(json.dumps(manifest))
 
 
 def failing(result) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -791,3 +816,79 @@ def test_cli_options_reach_the_library(built, packed, llama_like, runner):
     assert [row["index"] for row in data["rows"]] == [1]
     code, data = report(str(built), "--sample", "2", "--seed", "3")
     assert data["summary"]["rows"] == 2 and data["summary"]["sampled"] is True
+
+
+# ----------------------------------------------------------------------------- shards vs manifest
+
+
+@pytest.fixture
+def sharded(tmp_path, llama_like, corpus) -> Path:
+    """A pad build of 8 rows in shards of 3 rows: 3, 3 and 2."""
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus])
+    config = make_config([source], llama_like, tmp_path / "sharded", pad_token="eos", shard_rows=3)
+    return maskprep.build(config).output
+
+
+def test_fresh_build_matches_its_manifest(sharded):
+    result = maskprep.inspect(str(sharded))
+    found = check(result, stats.SHARDS_MATCH_MANIFEST)
+    assert found.status == "pass"
+    assert "3 shard(s) match the manifest (sha256, rows, tokens)" in found.detail
+
+
+def test_shard_rewritten_after_the_build_fails(sharded, runner):
+    # Same rows, other bytes: only the sha256 tells.
+    rewrite(shard(sharded, 1), lambda rows: None, update_manifest=False)
+    result = maskprep.inspect(str(sharded))
+    found = check(result, stats.SHARDS_MATCH_MANIFEST)
+    assert (found.status, found.count, found.rows) == ("fail", 3, (3,))
+    assert found.detail.startswith("1 of 3 shard(s) differ from the manifest: data-00001")
+    assert "sha256" in found.detail
+    assert failing(result) == {stats.SHARDS_MATCH_MANIFEST: (3, (3,))}
+    assert runner.invoke(main, ["inspect", str(sharded)]).exit_code == 1
+    outcome = runner.invoke(main, ["inspect", str(sharded), "--no-hash-check"])
+    assert outcome.exit_code == 0, outcome.output
+    skipped = check(
+        maskprep.inspect(str(sharded), InspectOptions(check_hashes=False)),
+        stats.SHARDS_MATCH_MANIFEST,
+    )
+    assert skipped.status == "pass" and "sha256 not checked" in skipped.detail
+    sampled = check(
+        maskprep.inspect(str(sharded), InspectOptions(sample=4)), stats.SHARDS_MATCH_MANIFEST
+    )
+    assert sampled.status == "pass" and "sha256 not checked" in sampled.detail
+
+
+def test_shard_cut_short_or_edited_names_what_differs(sharded):
+    rewrite(shard(sharded, 2), lambda rows: rows.pop(), update_manifest=False)
+
+    def untrain_first_real_token(rows):
+        rows[0]["labels"][real_positions(rows[0])[0]] = IGNORE_INDEX
+
+    rewrite(shard(sharded, 0), untrain_first_real_token, update_manifest=False)
+    found = check(maskprep.inspect(str(sharded)), stats.SHARDS_MATCH_MANIFEST)
+    assert (found.status, found.count, found.rows) == ("fail", 4, (0, 6))
+    assert "data-00000.parquet: sha256, label tokens" in found.detail
+    assert "data-00002.parquet: sha256, rows 1 (manifest 2), positions" in found.detail
+    # A sample cannot count tokens per shard, but still checks the files and their rows.
+    sampled = check(
+        maskprep.inspect(str(sharded), InspectOptions(sample=2, check_hashes=False)),
+        stats.SHARDS_MATCH_MANIFEST,
+    )
+    assert sampled.status == "fail" and "label tokens" not in sampled.detail
+    assert "rows 1 (manifest 2)" in sampled.detail
+
+
+def test_swapped_shards_fail(sharded):
+    first, second = shard(sharded, 0), shard(sharded, 1)
+    parked = first.with_name("parked")
+    first.rename(parked)
+    second.rename(first)
+    parked.rename(second)
+    found = check(maskprep.inspect(str(sharded)), stats.SHARDS_MATCH_MANIFEST)
+    assert found.status == "fail" and found.rows == (0, 3)
+
+
+def test_single_shard_has_no_manifest_to_match(sharded):
+    found = check(maskprep.inspect(str(shard(sharded, 0))), stats.SHARDS_MATCH_MANIFEST)
+    assert (found.status, found.detail) == ("skip", "no manifest")
