@@ -214,6 +214,7 @@ def main() -> None:
     "--tokenizer-cache",
     type=click.Path(file_okay=False),
     envvar="MASKPREP_TOKENIZER_CACHE",
+    show_envvar=True,
     help="Where local tokenizers are cached for plain-text builds, so that later builds start "
     "without loading transformers. Never changes the output.  "
     "[default: $XDG_CACHE_HOME/maskprep/tokenizers or ~/.cache/maskprep/tokenizers]",
