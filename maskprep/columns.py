@@ -54,6 +54,13 @@ def from_numpy(values: np.ndarray, dtype: type[np.integer]) -> pa.Array:
     Made from the buffer itself: ``pa.array`` imports pandas the first time it is called, to
     check for pandas objects, which is a tenth of a second of a short build's start-up.
     """
+    if values.dtype != dtype:
+        # A narrowing cast wraps around silently; pa.array would have refused.
+        limits = np.iinfo(dtype)
+        if values.dtype.kind not in "iu" or (
+            values.size and (values.min() < limits.min or values.max() > limits.max)
+        ):
+            raise OverflowError(f"{values.dtype} values do not fit {np.dtype(dtype)}")
     values = np.ascontiguousarray(values, dtype=dtype)
     arrow_type = pa.from_numpy_dtype(values.dtype)
     return pa.Array.from_buffers(arrow_type, len(values), [None, pa.py_buffer(values)])
@@ -67,6 +74,8 @@ def list_array(offsets: np.ndarray, values: np.ndarray, dtype: type[np.integer])
 def to_numpy(array: pa.Array, dtype: type[np.integer]) -> np.ndarray:
     """A NumPy view of a null-free integer Arrow ``array`` of ``dtype`` (no copy, and no pandas
     import, which ``Array.to_numpy`` makes on its first call)."""
+    if array.type != pa.from_numpy_dtype(np.dtype(dtype)) or array.null_count:
+        raise TypeError(f"expected a null-free {np.dtype(dtype)} array, not {array.type}")
     if len(array) == 0:
         return np.empty(0, dtype=dtype)
     data = np.frombuffer(array.buffers()[1], dtype=dtype)

@@ -9,7 +9,9 @@ bounded by the batch size, and Arrow files are memory-mapped.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +27,7 @@ import pyarrow.parquet as pq
 from . import columns, stats
 from .columns import IGNORE_INDEX
 from .errors import ConfigError, DataError
-from .shards import MANIFEST_NAME, read_manifest, sha256_file
+from .shards import MANIFEST_NAME, read_manifest
 
 Role = Literal["trained", "prompt", "padding"]
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS
@@ -149,7 +151,8 @@ class InspectResult:
 
 @dataclass(frozen=True)
 class _Shard:
-    """One readable table: a file on disk, or a stream already read into memory."""
+    """One readable table: a file on disk (``path``), read in batches or, for a stream file,
+    already read into ``table``; or stdin, read into ``table``."""
 
     name: str
     rows: int
@@ -183,7 +186,7 @@ def _open_shard(path: Path) -> _Shard:
         # A stream file (what `datasets` caches) has no footer: read it, memory-mapped.
         with pa.memory_map(str(path)) as source:
             table = ipc.open_stream(source).read_all()
-        return _Shard(str(path), table.num_rows, table=table)
+        return _Shard(str(path), table.num_rows, path=path, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{path}: not a Parquet or Arrow file: {exc}") from None
 
@@ -253,11 +256,70 @@ def _open_input(path: str, stdin: BinaryIO | None) -> tuple[list[_Shard], dict[s
 _COUNTED = ("positions", "real_tokens", "label_tokens")
 
 
+@dataclass
+class _Scan:
+    """What one pass over the rows gathered: the analysed parts, per-shard counts (positions,
+    real tokens, trained tokens) for the manifest check, and the rows to decode."""
+
+    parts: list[stats.PartStats]
+    counts: np.ndarray
+    first_rows: list[int]
+    kept_rows: dict[int, dict[str, Any]]
+
+
+def _scan(
+    shards: list[_Shard], options: InspectOptions, chosen: np.ndarray | None, eos_id: int | None
+) -> _Scan:
+    """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch."""
+    scan = _Scan([], np.zeros((len(shards), 3), dtype=np.int64), [], {})
+    wanted = set(options.row_indices)
+    start = 0
+    for number, shard in enumerate(shards):
+        for batch in _batches(shard, options.batch_rows):
+            stop = start + batch.num_rows
+            if chosen is None:
+                local = None
+                row_ids = np.arange(start, stop)
+            else:
+                lo, hi = np.searchsorted(chosen, [start, stop])
+                local = chosen[lo:hi] - start
+                row_ids = chosen[lo:hi]
+            take = batch if local is None else batch.take(local)
+            try:
+                if take.num_rows:
+                    part = stats.analyse(take, row_ids, eos_id)
+                    scan.parts.append(part)
+                    scan.counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
+            except DataError as error:
+                raise DataError(f"{shard.name}: {error}") from None
+            need = max(options.show_rows - len(scan.first_rows), 0)
+            new_first = row_ids[:need].tolist()
+            scan.first_rows.extend(new_first)
+            for index in [*new_first, *(i for i in wanted if start <= i < stop)]:
+                scan.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
+            start = stop
+    return scan
+
+
+def _hash_files(paths: dict[int, Path], stop: threading.Event) -> dict[int, str]:
+    """sha256 of each shard file by shard number; gives up (incomplete) once ``stop`` is set."""
+    digests = {}
+    for number, path in paths.items():
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                if stop.is_set():
+                    return digests
+                digest.update(chunk)  # releases the GIL: runs beside the analysis
+        digests[number] = digest.hexdigest()
+    return digests
+
+
 def _shards_check(
     shards: list[_Shard],
     manifest: dict[str, Any],
     counts: np.ndarray | None,
-    digests: list[str] | None,
+    digests: dict[int, str] | None,
     listed: int,
 ) -> stats.CheckResult:
     """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
@@ -271,7 +333,7 @@ def _shards_check(
     for number, (shard, entry) in enumerate(zip(shards, entries, strict=True)):
         differs = []
         recorded = entry.get("sha256")
-        if digests is not None and recorded and digests[number] != recorded:
+        if digests is not None and recorded and digests.get(number, recorded) != recorded:
             differs.append("sha256")
         if entry.get("rows", shard.rows) != shard.rows:
             differs.append(f"rows {shard.rows:,} (manifest {entry['rows']:,})")
@@ -452,49 +514,24 @@ def inspect(
         rng = np.random.default_rng(options.seed)
         chosen = np.sort(rng.choice(rows_total, size=options.sample, replace=False))
 
-    wanted = set(options.row_indices)
-    first_rows: list[int] = []
-    kept_rows: dict[int, dict[str, Any]] = {}
-    parts: list[stats.PartStats] = []
-    # Per shard: positions, real tokens and trained tokens, to compare with the manifest.
-    counts = np.zeros((len(shards), 3), dtype=np.int64)
-    start = 0
+    stop_hashing = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="maskprep-sha256") as hashing:
         digests = None
         # A sample is a quick look: hashing would read every byte of every shard.
         if manifest is not None and options.check_hashes and chosen is None:
-            paths = [s.path for s in shards if s.path is not None]
-            digests = hashing.submit(lambda: [sha256_file(path) for path in paths])
-        for number, shard in enumerate(shards):
-            for batch in _batches(shard, options.batch_rows):
-                stop = start + batch.num_rows
-                if chosen is None:
-                    local = None
-                    row_ids = np.arange(start, stop)
-                else:
-                    lo, hi = np.searchsorted(chosen, [start, stop])
-                    local = chosen[lo:hi] - start
-                    row_ids = chosen[lo:hi]
-                take = batch if local is None else batch.take(local)
-                try:
-                    if take.num_rows:
-                        part = stats.analyse(take, row_ids, eos_id)
-                        parts.append(part)
-                        counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
-                except DataError as error:
-                    raise DataError(f"{shard.name}: {error}") from None
-                need = max(options.show_rows - len(first_rows), 0)
-                new_first = row_ids[:need].tolist()
-                first_rows.extend(new_first)
-                for index in [*new_first, *(i for i in wanted if start <= i < stop)]:
-                    kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
-                start = stop
+            paths = {i: s.path for i, s in enumerate(shards) if s.path is not None}
+            digests = hashing.submit(_hash_files, paths, stop_hashing)
+        try:
+            scan = _scan(shards, options, chosen, eos_id)
+        except BaseException:
+            stop_hashing.set()  # the error is reported now, not once every shard is hashed
+            raise
         shards_check = None
         if manifest is not None:
             shards_check = _shards_check(
                 shards,
                 manifest,
-                counts if chosen is None else None,
+                scan.counts if chosen is None else None,
                 digests.result() if digests is not None else None,
                 options.listed,
             )
@@ -502,10 +539,10 @@ def inspect(
     hints = _hints(manifest, options, eos_id)
     thresholds = stats.Thresholds(options.max_pad_fraction, options.min_label_fraction)
     layout, data_stats, checks = stats.conclude(
-        parts, hints, thresholds, options.listed, shards_check
+        scan.parts, hints, thresholds, options.listed, shards_check
     )
-    shown = list(dict.fromkeys([*first_rows, *options.row_indices]))
-    decoded = tuple(decode_row(kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
+    shown = list(dict.fromkeys([*scan.first_rows, *options.row_indices]))
+    decoded = tuple(decode_row(scan.kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
     return InspectResult(
         source=path,
         shards=tuple(s.name for s in shards),

@@ -379,7 +379,7 @@ def _tokenizing(config: BuildConfig, loaded: Any, cache: TokenizerCache | None) 
     key = None
     if loaded is None and config.sft is None and cache is not None:
         key = cache.key(config.tokenizer)
-        cached = cache.get(key, config.tokenizer) if key is not None else None
+        cached = cache.get(key) if key is not None else None
         if cached is not None:
             return _Tokenizing(cached.info, cached.spec, cached=True)
     tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)

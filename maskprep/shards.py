@@ -239,8 +239,9 @@ class ShardWriter:
         replayed = self._sink.hexdigest()
         if sha256_file(self._checking) != replayed:
             raise OutputError(
-                f"{self._checking}: differs from the shard this build writes there (the inputs "
-                "or options changed since the interrupted build); overwrite to start over"
+                f"{self._checking}: differs from the shard this build writes there (the inputs, "
+                "options or maskprep version changed since the interrupted build); overwrite to "
+                "start over"
             )
         positions, real, trained = self._counts
         name = self._checking.name

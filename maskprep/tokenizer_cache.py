@@ -9,11 +9,12 @@ identity for the manifest (:class:`~maskprep.tokenizing.TokenizerInfo`).
 Once a build has loaded a local tokenizer through transformers and the fast path has given
 exactly the ids of ``tokenizer(...)`` on the probe texts, those two are stored as one JSON file.
 Its key covers everything that could change them: the bytes of every file in the tokenizer's
-directory that transformers may read (model weights aside), the options that change how it is
-loaded and framed, and the versions of maskprep, transformers and tokenizers. A later build whose
-key matches loads the backend with ``tokenizers`` alone and writes byte-identical output. Hub
-names, remote code, supervised records and tokenizers without the fast path always load through
-transformers.
+directory that transformers may read (model weights aside), the tokenizer options and the path as
+given, the versions of maskprep, transformers and tokenizers, and which optional packages that
+change how transformers loads tokenizers are installed. A later build whose key matches loads
+the backend with ``tokenizers`` alone and writes byte-identical output. Hub names, remote code,
+supervised records, settings that name files below the top level and tokenizers without the fast
+path always load through transformers.
 """
 
 from __future__ import annotations
@@ -36,18 +37,27 @@ from .tokenizing import TokenizerInfo
 #: Bumped whenever what is stored, or how it is derived from the tokenizer, changes.
 CACHE_FORMAT = 1
 
-#: Files transformers never reads to build a tokenizer; large, so not hashed into the key.
+#: Files transformers never reads to build a tokenizer (model weights and exports); large, so
+#: not hashed into the key.
 WEIGHT_SUFFIXES = frozenset(
-    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot"}
-)
+    {
+        ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf",
+        ".ot", ".tflite", ".npz", ".pdparams", ".mlmodel", ".pkl", ".joblib", ".pb",
+    }
+)  # fmt: skip
 
-#: Files larger than this are keyed by size and modification time instead of content: a data file
-#: left beside a tokenizer should not be read on every build (tokenizer files are far smaller).
-LARGE_FILE = 512 << 20
+#: Files larger than this are keyed by size and modification time instead of content, so that a
+#: data file left beside a tokenizer is not read on every build. The largest tokenizer files
+#: (tokenizer.json of 250 k-token vocabularies) are around 35 MB.
+LARGE_FILE = 128 << 20
 
-#: TokenizerConfig fields filled in from the build's own config, not from the cache entry: the
-#: same tokenizer directory may be named by another path.
-_PER_BUILD = ("name_or_path", "revision")
+#: Optional packages whose presence changes which class transformers loads a tokenizer with
+#: (mistral-common for tekken.json) or how it converts one (sentencepiece, tiktoken, protobuf).
+OPTIONAL_PACKAGES = ("mistral_common", "sentencepiece", "tiktoken", "google.protobuf")
+
+#: tokenizer_config.json / config.json fields that point transformers at files elsewhere in the
+#: directory; a tokenizer using them is not cached (only the files at the top level are keyed).
+_REDIRECTS = {"tokenizer_config.json": "fast_tokenizer_files", "config.json": "configuration_files"}
 
 
 def default_cache_dir() -> Path:
@@ -66,49 +76,53 @@ class CachedTokenizer:
 
 @dataclass(frozen=True)
 class TokenizerCache:
-    """Cache entries in ``directory``, one JSON file per key. Never fails a build: an entry that
-    cannot be read is a miss, and one that cannot be written is skipped."""
+    """Cache entries in ``directory``, one JSON file per key. An entry that cannot be read or
+    parsed is a miss, and one that cannot be written is skipped. Entries are trusted as they
+    are: the directory must be writable only by those whose builds use it."""
 
     directory: Path
 
     def key(self, config: TokenizerConfig) -> str | None:
         """The cache key for ``config``, or ``None`` when it must load through transformers
-        (not a local directory, or its own code would run)."""
+        (not a local directory, its own code would run, or it names files below the top level).
+
+        The path is keyed as given, not resolved: transformers matches the name against known
+        Hub ids to choose a tokenizer class, so one directory named two ways may load as two
+        different tokenizers.
+        """
         root = Path(config.name_or_path)
         if config.trust_remote_code or not root.is_dir():
             return None
         from importlib.metadata import PackageNotFoundError, version
+        from importlib.util import find_spec
 
         import tokenizers
 
         try:
             transformers_version = version("transformers")
+            if _redirects(root):
+                return None
             files = _directory_hashes(root)
-        except (PackageNotFoundError, OSError):  # transformers will say what is wrong, if anything
+        except (PackageNotFoundError, OSError, ValueError):  # transformers will say what is wrong
             return None
         material = {
             "format": CACHE_FORMAT,
             "maskprep": __version__,
             "transformers": transformers_version,
             "tokenizers": tokenizers.__version__,
-            "options": {
-                f.name: getattr(config, f.name)
-                for f in dataclasses.fields(config)
-                if f.name != "name_or_path"
-            },
+            "optional": {name: _installed(name, find_spec) for name in OPTIONAL_PACKAGES},
+            "config": dataclasses.asdict(config),
             "files": files,
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
-    def get(self, key: str, config: TokenizerConfig) -> CachedTokenizer | None:
-        """The entry stored under ``key``, with ``config``'s name and revision, or ``None``."""
+    def get(self, key: str) -> CachedTokenizer | None:
+        """The entry stored under ``key``, or ``None``."""
         try:
             entry = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
             if entry.get("format") != CACHE_FORMAT or entry.get("key") != key:
                 return None
-            info = TokenizerInfo(
-                **entry["info"], **{name: getattr(config, name) for name in _PER_BUILD}
-            )
+            info = TokenizerInfo(**entry["info"])
             spec = entry["spec"]
             spec = EncoderSpec(
                 **{**spec, "prefix": tuple(spec["prefix"]), "suffix": tuple(spec["suffix"])}
@@ -120,13 +134,10 @@ class TokenizerCache:
     def put(self, key: str, cached: CachedTokenizer) -> bool:
         """Store ``cached`` under ``key`` (atomically, so concurrent builds may race); return
         whether it was written."""
-        info = dataclasses.asdict(cached.info)
-        for name in _PER_BUILD:
-            info.pop(name)
         entry: dict[str, Any] = {
             "format": CACHE_FORMAT,
             "key": key,
-            "info": info,
+            "info": dataclasses.asdict(cached.info),
             "spec": dataclasses.asdict(cached.spec),
         }
         temporary = None
@@ -162,5 +173,24 @@ def _directory_hashes(root: Path) -> dict[str, str]:
         if stat.st_size > LARGE_FILE:
             hashes[name] = f"size {stat.st_size}, modified {stat.st_mtime_ns}"
         else:
-            hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            with open(path, "rb") as handle:
+                hashes[name] = hashlib.file_digest(handle, "sha256").hexdigest()
     return hashes
+
+
+def _redirects(root: Path) -> bool:
+    """Whether the tokenizer's settings name files that transformers reads from elsewhere."""
+    for name, field in _REDIRECTS.items():
+        path = root / name
+        if path.is_file() and path.stat().st_size <= LARGE_FILE:
+            settings = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(settings, dict) and settings.get(field):
+                return True
+    return False
+
+
+def _installed(module: str, find_spec: Any) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

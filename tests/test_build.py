@@ -533,3 +533,21 @@ def test_rejects_stay_one_line_per_record_whatever_the_text(tmp_path, minilm):
     lines = (out / REJECTS_NAME).read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["line"] for line in lines] == [2, 3]
     assert json.loads(lines[0])["raw"] == '{"text": "\u0085\u2028\u2029"}'
+
+
+def test_arrow_helpers_refuse_what_they_would_corrupt():
+    import numpy as np
+    import pyarrow as pa
+
+    from maskprep import columns
+
+    offsets = np.array([0, 2**31 + 5], dtype=np.int64)
+    with pytest.raises(OverflowError):
+        columns.list_array(offsets, np.zeros(3, np.int32), np.int32)
+    with pytest.raises(OverflowError):
+        columns.from_numpy(np.array([1.5]), np.int32)
+    sliced = columns.list_array(np.array([0, 2, 5]), np.arange(5), np.int32).flatten().slice(1, 3)
+    assert columns.to_numpy(sliced, np.int32).tolist() == [1, 2, 3]
+    assert columns.to_numpy(sliced.slice(0, 0), np.int32).tolist() == []
+    with pytest.raises(TypeError):
+        columns.to_numpy(pa.array([1, 2], pa.int64()), np.int32)

@@ -892,3 +892,35 @@ def test_swapped_shards_fail(sharded):
 def test_single_shard_has_no_manifest_to_match(sharded):
     found = check(maskprep.inspect(str(shard(sharded, 0))), stats.SHARDS_MATCH_MANIFEST)
     assert (found.status, found.detail) == ("skip", "no manifest")
+
+
+def test_an_error_stops_the_hashing(sharded, monkeypatch):
+    from maskprep import inspecting
+
+    seen = {}
+
+    def hash_until_stopped(paths, stop):
+        seen["stopped"] = stop.wait(timeout=30)
+        return {}
+
+    monkeypatch.setattr(inspecting, "_hash_files", hash_until_stopped)
+    broken = shard(sharded, 1)
+    pq.write_table(pq.read_table(broken).drop_columns(["labels"]), broken)
+    with pytest.raises(maskprep.DataError, match="missing column"):
+        maskprep.inspect(str(sharded))
+    assert seen["stopped"] is True, "the hashing thread should be told to stop at once"
+
+
+def test_stream_shard_in_a_build_directory(tmp_path, with_pad, corpus):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus])
+    config = make_config([source], with_pad, tmp_path / "out", format="arrow", shard_rows=3)
+    out = maskprep.build(config).output
+    first = shard(out, 0)
+    with pa.memory_map(str(first)) as source_file:
+        rows = ipc.open_file(source_file).read_all().to_pylist()
+    table = pa.Table.from_pylist(rows, schema=columns.schema())
+    with ipc.new_stream(str(first), table.schema) as writer:  # same rows, stream format
+        writer.write_table(table)
+    found = check(maskprep.inspect(str(out)), stats.SHARDS_MATCH_MANIFEST)
+    assert (found.status, found.rows) == ("fail", (0,))
+    assert found.detail.endswith("data-00000.arrow: sha256")

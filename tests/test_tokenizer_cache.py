@@ -128,16 +128,44 @@ def test_tokenizer_options_are_part_of_the_key(tmp_path, llama_like, changed):
     assert len(_entries(cache)) == 2
 
 
-def test_same_tokenizer_by_another_path_hits_and_keeps_its_name(tmp_path, with_pad, monkeypatch):
+def test_another_spelling_of_the_path_is_another_entry(tmp_path, with_pad, monkeypatch):
     cache = TokenizerCache(tmp_path / "cache")
     _build(tmp_path, with_pad, "first", cache)
     link = tmp_path / "link"
     link.symlink_to(with_pad, target_is_directory=True)
-    monkeypatch.setattr(pipeline_module, "load_tokenizer", None)  # a miss would fail loudly
-    _build(tmp_path, link, "second", cache)
+    assert _build(tmp_path, link, "second", cache) == _build(tmp_path, link, "reference")
     manifest = json.loads((tmp_path / "second" / "maskprep.json").read_text())
     assert manifest["tokenizer"]["name_or_path"] == str(link)
-    assert len(_entries(cache)) == 1
+    assert len(_entries(cache)) == 2
+
+
+def test_path_that_transformers_matches_to_a_hub_id_keeps_its_own_class(tmp_path, monkeypatch):
+    # transformers 5 loads names matching known Hub ids (google/umt5-small) with its generic
+    # backend class whatever tokenizer_config.json says: the same directory named relatively and
+    # absolutely can be two tokenizers, so the path as given is part of the key.
+    directory = tmp_path / "google" / "umt5-small"
+    shutil.copytree(ROOT / "sample_data" / "tokenizer", directory)
+    settings = json.loads((directory / "tokenizer_config.json").read_text())
+    settings["tokenizer_class"] = "Qwen2Tokenizer"
+    (directory / "tokenizer_config.json").write_text(json.dumps(settings))
+    (directory / "config.json").write_text('{"model_type": "gpt2"}')
+    corpus = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    monkeypatch.chdir(tmp_path)
+    cache = TokenizerCache(tmp_path / "cache")
+
+    def run(name, tokenizer, use_cache):
+        config = make_config([corpus], tokenizer, tmp_path / name, pad_token="eos")
+        build(config, tokenizer_cache=cache if use_cache else None)
+        return _files(tmp_path / name)
+
+    run("relative", "google/umt5-small", True)
+    absolute = run("absolute", str(directory), True)
+    assert absolute == run("reference", str(directory), False)
+    classes = {
+        json.loads((tmp_path / name / "maskprep.json").read_text())["tokenizer"]["tokenizer_class"]
+        for name in ("relative", "absolute")
+    }
+    assert len(classes) == 2, "the premise: transformers loads the two names as two classes"
 
 
 def test_unreadable_entry_is_a_miss_and_is_rewritten(tmp_path, with_pad):
@@ -267,3 +295,27 @@ def test_tokenizer_changed_while_loading_is_not_cached(tmp_path, with_pad, monke
     cache = TokenizerCache(tmp_path / "cache")
     _build(tmp_path, tokenizer, "out", cache)
     assert _entries(cache) == []
+
+
+def test_settings_naming_files_elsewhere_are_not_cached(tmp_path, with_pad):
+    tokenizer = tmp_path / "tok"
+    shutil.copytree(with_pad, tokenizer)
+    cache = TokenizerCache(tmp_path / "cache")
+    config = TokenizerConfig(str(tokenizer))
+    assert cache.key(config) is not None
+    settings = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    settings["fast_tokenizer_files"] = ["sub/tokenizer.5.0.0.json"]
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert cache.key(config) is None
+    (tokenizer / "tokenizer_config.json").write_text("{not json")
+    assert cache.key(config) is None
+
+
+def test_optional_packages_are_part_of_the_key(tmp_path, with_pad, monkeypatch):
+    from maskprep import tokenizer_cache
+
+    cache = TokenizerCache(tmp_path / "cache")
+    config = TokenizerConfig(str(with_pad))
+    before = cache.key(config)
+    monkeypatch.setattr(tokenizer_cache, "_installed", lambda name, find: name == "mistral_common")
+    assert cache.key(config) != before
