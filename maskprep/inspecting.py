@@ -152,12 +152,14 @@ class InspectResult:
 @dataclass(frozen=True)
 class _Shard:
     """One readable table: a file on disk (``path``), read in batches or, for a stream file,
-    already read into ``table``; or stdin, read into ``table``."""
+    already read into ``table``; or stdin, read into ``table`` or, when the number of rows is
+    not needed up front, streamed batch by batch from ``stream`` (``rows`` is then ``None``)."""
 
     name: str
-    rows: int
+    rows: int | None
     path: Path | None = None
     table: pa.Table | None = None
+    stream: ipc.RecordBatchStreamReader | None = None
 
 
 def _kind(path: Path) -> str:
@@ -191,16 +193,24 @@ def _open_shard(path: Path) -> _Shard:
         raise DataError(f"{path}: not a Parquet or Arrow file: {exc}") from None
 
 
-def _read_stream(stdin: BinaryIO) -> _Shard:
+def _read_stream(stdin: BinaryIO, whole: bool) -> _Shard:
+    """Standard input as a shard: read whole when ``whole`` (a sample needs the row count up
+    front), else streamed, so memory stays flat whatever its size."""
     try:
-        table = ipc.open_stream(stdin).read_all()
+        reader = ipc.open_stream(stdin)
+        if whole:
+            table = reader.read_all()
+            return _Shard("<stdin>", table.num_rows, table=table)
     except pa.ArrowInvalid as exc:
         raise DataError(f"<stdin>: not an Arrow IPC stream: {exc}") from None
-    return _Shard("<stdin>", table.num_rows, table=table)
+    return _Shard("<stdin>", None, stream=reader)
 
 
 def _batches(shard: _Shard, size: int) -> Iterator[pa.RecordBatch]:
     """The shard's contract columns in record batches of at most ``size`` rows."""
+    if shard.stream is not None:
+        yield from _stream_batches(shard, size)
+        return
     if shard.table is not None:
         names = [n for n in _READ_COLUMNS if n in shard.table.schema.names]
         _require_columns(shard.name, shard.table.schema.names)
@@ -223,6 +233,22 @@ def _batches(shard: _Shard, size: int) -> Iterator[pa.RecordBatch]:
                 yield batch.slice(start, size)
 
 
+def _stream_batches(shard: _Shard, size: int) -> Iterator[pa.RecordBatch]:
+    assert shard.stream is not None
+    _require_columns(shard.name, shard.stream.schema.names)
+    names = [n for n in _READ_COLUMNS if n in shard.stream.schema.names]
+    while True:
+        try:
+            batch = shard.stream.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{shard.name}: broken Arrow IPC stream: {exc}") from None
+        batch = batch.select(names)
+        for start in range(0, batch.num_rows, size):
+            yield batch.slice(start, size)
+
+
 def _require_columns(name: str, present: list[str]) -> None:
     missing = stats.missing_columns(present)
     if missing:
@@ -232,11 +258,13 @@ def _require_columns(name: str, present: list[str]) -> None:
         )
 
 
-def _open_input(path: str, stdin: BinaryIO | None) -> tuple[list[_Shard], dict[str, Any] | None]:
+def _open_input(
+    path: str, stdin: BinaryIO | None, whole: bool
+) -> tuple[list[_Shard], dict[str, Any] | None]:
     if path == "-":
         if stdin is None:
             raise ConfigError("'-' reads an Arrow IPC stream from standard input; none was given")
-        return [_read_stream(stdin)], None
+        return [_read_stream(stdin, whole)], None
     target = Path(path)
     if target.is_dir():
         if not (target / MANIFEST_NAME).is_file():
@@ -265,6 +293,7 @@ class _Scan:
     counts: np.ndarray
     first_rows: list[int]
     kept_rows: dict[int, dict[str, Any]]
+    rows: int = 0
 
 
 def _scan(
@@ -298,7 +327,14 @@ def _scan(
             for index in [*new_first, *(i for i in wanted if start <= i < stop)]:
                 scan.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
             start = stop
+    scan.rows = start
     return scan
+
+
+def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
+    for index in indices:
+        if index >= rows:
+            raise ConfigError(f"row {index} is out of range: the data has {rows} rows")
 
 
 def _hash_files(paths: dict[int, Path], stop: threading.Event) -> dict[int, str]:
@@ -489,7 +525,7 @@ def inspect(
     Failed checks are not errors: they are in the result.
     """
     started = time.perf_counter()
-    shards, manifest = _open_input(path, stdin)
+    shards, manifest = _open_input(path, stdin, whole=options.sample is not None)
     tokenizer_facts = (manifest or {}).get("tokenizer", {})
     tokenizer_name = options.tokenizer or tokenizer_facts.get("name_or_path")
     revision = tokenizer_facts.get("revision") if options.tokenizer is None else None
@@ -505,14 +541,15 @@ def inspect(
         if eos_id is None:
             eos_id = tokenizer.eos_token_id
 
-    rows_total = sum(s.rows for s in shards)
-    for index in options.row_indices:
-        if index >= rows_total:
-            raise ConfigError(f"row {index} is out of range: the data has {rows_total} rows")
+    counted = [s.rows for s in shards if s.rows is not None]
+    # A streamed stdin is counted as it is read; its row numbers are checked after it.
+    rows_known = sum(counted) if len(counted) == len(shards) else None
+    if rows_known is not None:
+        _check_row_indices(options.row_indices, rows_known)
     chosen = None
-    if options.sample is not None and options.sample < rows_total:
+    if options.sample is not None and rows_known is not None and options.sample < rows_known:
         rng = np.random.default_rng(options.seed)
-        chosen = np.sort(rng.choice(rows_total, size=options.sample, replace=False))
+        chosen = np.sort(rng.choice(rows_known, size=options.sample, replace=False))
 
     stop_hashing = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="maskprep-sha256") as hashing:
@@ -523,6 +560,7 @@ def inspect(
             digests = hashing.submit(_hash_files, paths, stop_hashing)
         try:
             scan = _scan(shards, options, chosen, eos_id)
+            _check_row_indices(options.row_indices, scan.rows)
         except BaseException:
             stop_hashing.set()  # the error is reported now, not once every shard is hashed
             raise
@@ -546,7 +584,7 @@ def inspect(
     return InspectResult(
         source=path,
         shards=tuple(s.name for s in shards),
-        rows_total=rows_total,
+        rows_total=scan.rows,
         sampled=chosen is not None,
         layout=layout,
         stats=data_stats,

@@ -924,3 +924,38 @@ def test_stream_shard_in_a_build_directory(tmp_path, with_pad, corpus):
     found = check(maskprep.inspect(str(out)), stats.SHARDS_MATCH_MANIFEST)
     assert (found.status, found.rows) == ("fail", (0,))
     assert found.detail.endswith("data-00000.arrow: sha256")
+
+
+def _stream_bytes(table: pa.Table, batch_rows: int) -> bytes:
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as writer:
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def test_stdin_is_streamed_not_read_whole(built, llama_like, monkeypatch):
+    import io
+
+    table = pa.concat_tables([pq.read_table(shard(built))] * 50)  # 400 rows, 200 batches
+    data = _stream_bytes(table, batch_rows=2)
+    stdin = io.BytesIO(data)
+    read_when_analysed = []
+    analyse = stats.analyse
+
+    def spying(*args, **kwargs):
+        read_when_analysed.append(stdin.tell())
+        return analyse(*args, **kwargs)
+
+    monkeypatch.setattr(stats, "analyse", spying)
+    result = maskprep.inspect("-", InspectOptions(eos_id=EOS, batch_rows=2), stdin=stdin)
+    assert result.ok and result.rows_total == 400 and result.stats.rows == 400
+    assert read_when_analysed[0] < len(data) // 10, "the first batch should be analysed early"
+    with pytest.raises(maskprep.ConfigError, match="row 400 is out of range: the data has 400"):
+        options = InspectOptions(row_indices=(400,), tokenizer=str(llama_like))
+        maskprep.inspect("-", options, stdin=io.BytesIO(data))
+    options = InspectOptions(row_indices=(399,), tokenizer=str(llama_like))
+    last = maskprep.inspect("-", options, stdin=io.BytesIO(data))
+    assert [row.index for row in last.decoded] == [399]
+    sampled = maskprep.inspect("-", InspectOptions(eos_id=EOS, sample=10), stdin=io.BytesIO(data))
+    assert sampled.rows_total == 400 and sampled.stats.rows == 10
