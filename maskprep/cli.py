@@ -279,7 +279,9 @@ def build(**options: Any) -> None:
 
         if options["shard_index"] is not None:
             raise click.UsageError("--shard-index does not apply to --engine ray")
-        result = build_with_ray(config, parts=options["num_shards"])
+        result = build_with_ray(
+            config, parts=options["num_shards"], tokenizer_cache=_tokenizer_cache(options)
+        )
     else:
         with ProgressReporter(quiet=quiet) as reporter:
             result = run_build(

@@ -3,10 +3,11 @@ cluster, then merged by the driver.
 
 Plain Ray actors, not Ray Data: a part is already the unit of work (deterministic, finished by
 its own manifest), so the driver plans N parts, a pool of actors (one CPU each, the tokenizer
-loaded once per actor) builds them, and the driver merges them and writes the manifest last —
-the same code path as ``--num-shards``/``merge``, so a Ray build and an array build of the same
-parts give the same output. Parts are written next to the output, in ``DIR.parts/``, which the
-workers must see (on a real cluster: a shared filesystem), and removed after the merge.
+loaded once per actor, or read from the tokenizer cache the driver filled) builds them, and the
+driver merges them and writes the manifest last — the same code path as
+``--num-shards``/``merge``, so a Ray build and an array build of the same parts give the same
+output. Parts are written next to the output, in ``DIR.parts/``, which the workers must see (on
+a real cluster: a shared filesystem), and removed after the merge.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .errors import ConfigError, MaskprepError, OutputError
 from .locking import LOCK_NAME
 from .merging import merge
 from .sources import expand_inputs
+from .tokenizer_cache import TokenizerCache
 from .tokenizing import load_tokenizer
 
 PARTS_SUFFIX = ".parts"
@@ -47,26 +49,45 @@ def part_configs(config: BuildConfig, count: int, root: Path) -> list[BuildConfi
 
 
 class _PartBuilder:
-    """A Ray actor body: loads the tokenizer once, then builds any number of parts."""
+    """A Ray actor body: loads the tokenizer once, then builds any number of parts. With a
+    tokenizer cache that holds the tokenizer, nothing is loaded: each part reads the cache and
+    the actor never imports transformers."""
 
-    def __init__(self, config: BuildConfig) -> None:
-        self._tokenizer = load_tokenizer(config.tokenizer)
+    def __init__(self, config: BuildConfig, cache: TokenizerCache | None = None) -> None:
+        self._cache = cache
+        self._tokenizer = None if _cached(config, cache) else load_tokenizer(config.tokenizer)
 
     def build_part(self, config: BuildConfig) -> str:
         from .pipeline import build
 
-        return str(build(config, tokenizer=self._tokenizer).output)
+        built = build(config, tokenizer=self._tokenizer, tokenizer_cache=self._cache)
+        return str(built.output)
 
 
-def build_with_ray(config: BuildConfig, *, parts: int | None = None) -> Any:
+def _cached(config: BuildConfig, cache: TokenizerCache | None) -> bool:
+    """Whether builds of ``config`` would take their tokenizer from ``cache``."""
+    if cache is None or config.sft is not None:
+        return False
+    key = cache.key(config.tokenizer)
+    return key is not None and cache.get(key) is not None
+
+
+def build_with_ray(
+    config: BuildConfig,
+    *,
+    parts: int | None = None,
+    tokenizer_cache: TokenizerCache | None = None,
+) -> Any:
     """Build ``config`` as ``parts`` parts on Ray and merge them into ``config.output.directory``.
 
     Connects to the cluster in ``RAY_ADDRESS`` when set, else starts a private local one
     (``address="local"``), and shuts down only a cluster it started; if Ray is already
     initialised in this process, uses that. ``parts`` defaults to the cluster's CPUs (pass it to
-    get the same output on any cluster). Returns a :class:`~maskprep.pipeline.BuildResult`.
+    get the same output on any cluster). With ``tokenizer_cache``, the driver fills it and the
+    workers that see the same directory skip loading transformers. Returns a
+    :class:`~maskprep.pipeline.BuildResult`.
     """
-    from .pipeline import _finished_build, result_from_manifest
+    from .pipeline import _finished_build, _tokenizing, result_from_manifest
 
     ray = _import_ray()
     if config.part is not None:
@@ -82,7 +103,7 @@ def build_with_ray(config: BuildConfig, *, parts: int | None = None) -> Any:
     # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
     # as a worker's failure with its traceback.
     expand_inputs(config.source.inputs)
-    load_tokenizer(config.tokenizer)
+    _tokenizing(config, None, tokenizer_cache)  # and fills the cache for the workers
     owned = not ray.is_initialized()
     if owned:
         address = os.environ.get("RAY_ADDRESS") or "local"
@@ -91,7 +112,7 @@ def build_with_ray(config: BuildConfig, *, parts: int | None = None) -> Any:
         count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
         root = directory.with_name(directory.name + PARTS_SUFFIX)
         configs = part_configs(config, count, root)
-        _run_parts(ray, config, configs)
+        _run_parts(ray, config, configs, tokenizer_cache)
     finally:
         if owned:
             ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from, not stopped
@@ -119,7 +140,9 @@ def _check_output_free(directory: Path, config: BuildConfig) -> None:
         )
 
 
-def _run_parts(ray: Any, config: BuildConfig, configs: list[BuildConfig]) -> None:
+def _run_parts(
+    ray: Any, config: BuildConfig, configs: list[BuildConfig], cache: TokenizerCache | None
+) -> None:
     """Build every part on a pool of one-CPU actors sized to the cluster, at most one per part.
 
     Tokenizers run single-threaded in each actor: the actors are the parallelism, and N actors
@@ -130,7 +153,7 @@ def _run_parts(ray: Any, config: BuildConfig, configs: list[BuildConfig]) -> Non
     actor = ray.remote(num_cpus=1)(_PartBuilder).options(
         runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
     )
-    pool = ray.util.ActorPool([actor.remote(config) for _ in range(workers)])
+    pool = ray.util.ActorPool([actor.remote(config, cache) for _ in range(workers)])
     try:
         list(pool.map_unordered(lambda a, c: a.build_part.remote(c), configs))
     except ray.exceptions.RayTaskError as exc:

@@ -150,3 +150,42 @@ def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
     assert _rows(out) == _rows(tmp_path / "local")
     assert json.loads((out / MANIFEST_NAME).read_text())["totals"] == local.manifest["totals"]
+
+
+def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
+    cluster, tmp_path, corpus_file, llama_like
+):
+    from maskprep.ray_engine import build_with_ray
+    from maskprep.tokenizer_cache import TokenizerCache
+
+    cache = TokenizerCache(tmp_path / "cache")
+    options = dict(pad_token="eos", max_length=12)
+    local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
+    out = tmp_path / "ray"
+    build_with_ray(make_config([corpus_file], llama_like, out, **options), parts=2,
+                   tokenizer_cache=cache)  # fmt: skip
+    assert len(list(cache.directory.glob("*.json"))) == 1
+    assert _rows(out) == _rows(tmp_path / "local")
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["tokenizer"] == local.manifest["tokenizer"]
+
+
+def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(
+    tmp_path, corpus_file, llama_like, monkeypatch
+):
+    from maskprep import ray_engine
+    from maskprep.tokenizer_cache import TokenizerCache
+
+    cache = TokenizerCache(tmp_path / "cache")
+    config = make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos")
+    assert ray_engine._PartBuilder(config, cache)._tokenizer is not None  # cold: loads it
+    build(config, tokenizer_cache=cache)
+
+    def refuse(config):
+        raise AssertionError("the cache holds this tokenizer")
+
+    monkeypatch.setattr(ray_engine, "load_tokenizer", refuse)
+    builder = ray_engine._PartBuilder(config, cache)
+    part = make_config([corpus_file], llama_like, tmp_path / "second", pad_token="eos")
+    assert builder._tokenizer is None
+    assert builder.build_part(part) == str(tmp_path / "second")
