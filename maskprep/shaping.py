@@ -81,11 +81,10 @@ class RowBatch:
 
     def to_arrow(self) -> pa.RecordBatch:
         """The batch as an Arrow record batch following :func:`maskprep.columns.schema`."""
-        offsets = self.offsets
         arrays = {
-            columns.INPUT_IDS: columns.list_array(offsets, self.input_ids, np.int32),
-            columns.ATTENTION_MASK: columns.list_array(offsets, self.attention_mask, np.int8),
-            columns.LABELS: columns.list_array(offsets, self.labels, np.int32),
+            columns.INPUT_IDS: columns.list_array(self.offsets, self.input_ids, np.int32),
+            columns.ATTENTION_MASK: columns.list_array(self.offsets, self.attention_mask, np.int8),
+            columns.LABELS: columns.list_array(self.offsets, self.labels, np.int32),
             columns.LENGTH: columns.from_numpy(self.length, np.int32),
             **self.extra,
         }
