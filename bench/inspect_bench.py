@@ -61,9 +61,16 @@ def write_shards(directory: Path, fmt: str, rows: int, width: int, shard_rows: i
         batch = synthetic_batch(min(shard_rows, rows - start), width, rng)
         name = f"data-{index:05d}.{'parquet' if fmt == 'parquet' else 'arrow'}"
         if fmt == "parquet":
-            # As maskprep build writes them: zstd, no dictionary pages.
+            # As maskprep build writes them: zstd, no dictionary pages, a row group per batch
+            # of (by default) 1000 documents.
             table = pa.Table.from_batches([batch])
-            pq.write_table(table, directory / name, compression="zstd", use_dictionary=False)
+            pq.write_table(
+                table,
+                directory / name,
+                compression="zstd",
+                use_dictionary=False,
+                row_group_size=1000,
+            )
         else:
             with ipc.new_file(str(directory / name), batch.schema) as writer:
                 writer.write_batch(batch)
@@ -87,7 +94,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--shard-rows", type=int, default=100_000)
     parser.add_argument("--formats", default="arrow,parquet")
-    parser.add_argument("--sample", type=int, default=None, help="also time --sample N")
+    parser.add_argument(
+        "--sample", type=int, action="append", default=[], help="also time --sample N (repeatable)"
+    )
     parser.add_argument("--dir", default=None, help="where to write (default: a temporary dir)")
     args = parser.parse_args()
 
@@ -104,8 +113,8 @@ def main() -> None:
                 ("all", maskprep.InspectOptions()),
                 ("all, --no-hash-check", maskprep.InspectOptions(check_hashes=False)),
             ]
-            if args.sample:
-                runs.append((f"sample {args.sample}", maskprep.InspectOptions(sample=args.sample)))
+            for n in args.sample:
+                runs.append((f"sample {n}", maskprep.InspectOptions(sample=n)))
             for label, options in runs:
                 started = time.perf_counter()
                 result = maskprep.inspect(str(directory), options)

@@ -206,31 +206,62 @@ def _read_stream(stdin: BinaryIO, whole: bool) -> _Shard:
     return _Shard("<stdin>", None, stream=reader)
 
 
-def _batches(shard: _Shard, size: int) -> Iterator[pa.RecordBatch]:
-    """The shard's contract columns in record batches of at most ``size`` rows."""
+def _batches(
+    shard: _Shard, size: int, needed: np.ndarray | None = None
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The shard's contract columns in record batches of at most ``size`` rows, each with the
+    shard row its first row is. With ``needed`` (sorted shard rows), Parquet row groups and Arrow
+    record batches holding none of them are skipped, not decoded."""
     if shard.stream is not None:
-        yield from _stream_batches(shard, size)
+        yield from _offsets(_stream_batches(shard, size))
         return
     if shard.table is not None:
         names = [n for n in _READ_COLUMNS if n in shard.table.schema.names]
         _require_columns(shard.name, shard.table.schema.names)
-        yield from shard.table.select(names).to_batches(max_chunksize=size)
+        yield from _offsets(shard.table.select(names).to_batches(max_chunksize=size))
         return
     assert shard.path is not None
     if _kind(shard.path) == "parquet":
         file = pq.ParquetFile(shard.path, memory_map=True)
         _require_columns(shard.name, file.schema_arrow.names)
         names = [n for n in _READ_COLUMNS if n in file.schema_arrow.names]
-        yield from file.iter_batches(batch_size=size, columns=names)
+        metadata = file.metadata
+        sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        for group, first in enumerate(_wanted_parts(sizes, needed)):
+            if first is None:
+                continue
+            batches = file.iter_batches(batch_size=size, row_groups=[group], columns=names)
+            yield from _offsets(batches, first)
         return
     with pa.memory_map(str(shard.path)) as source:
         reader = ipc.open_file(source)
         _require_columns(shard.name, reader.schema.names)
         names = [n for n in _READ_COLUMNS if n in reader.schema.names]
-        for i in range(reader.num_record_batches):
+        sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+        for i, first in enumerate(_wanted_parts(sizes, needed)):
+            if first is None:
+                continue
             batch = reader.get_batch(i).select(names)
             for start in range(0, batch.num_rows, size):
-                yield batch.slice(start, size)
+                yield first + start, batch.slice(start, size)
+
+
+def _wanted_parts(sizes: list[int], needed: np.ndarray | None) -> list[int | None]:
+    """For consecutive parts of ``sizes`` rows: each part's first row, or ``None`` when it holds
+    none of the ``needed`` rows (all parts are wanted when ``needed`` is ``None``)."""
+    starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+    if needed is None:
+        return [int(x) for x in starts[:-1]]
+    hits = np.searchsorted(needed, starts[1:]) - np.searchsorted(needed, starts[:-1])
+    return [int(x) if hit else None for x, hit in zip(starts[:-1], hits, strict=True)]
+
+
+def _offsets(
+    batches: Iterator[pa.RecordBatch] | list[pa.RecordBatch], first: int = 0
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    for batch in batches:
+        yield first, batch
+        first += batch.num_rows
 
 
 def _stream_batches(shard: _Shard, size: int) -> Iterator[pa.RecordBatch]:
@@ -301,11 +332,20 @@ def _scan(
 ) -> _Scan:
     """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch."""
     scan = _Scan([], np.zeros((len(shards), 3), dtype=np.int64), [], {})
-    wanted = set(options.row_indices)
-    start = 0
+    wanted = np.asarray(sorted(set(options.row_indices)), dtype=np.int64)
+    shard_start = 0
     for number, shard in enumerate(shards):
-        for batch in _batches(shard, options.batch_rows):
+        needed = None
+        if chosen is not None and shard.rows is not None:
+            inside = (shard_start, shard_start + shard.rows)
+            lo, hi = np.searchsorted(chosen, inside)
+            w_lo, w_hi = np.searchsorted(wanted, inside)
+            needed = np.union1d(chosen[lo:hi], wanted[w_lo:w_hi]) - shard_start
+        seen = 0
+        for offset, batch in _batches(shard, options.batch_rows, needed):
+            start = shard_start + offset
             stop = start + batch.num_rows
+            seen = offset + batch.num_rows
             if chosen is None:
                 local = None
                 row_ids = np.arange(start, stop)
@@ -324,10 +364,11 @@ def _scan(
             need = max(options.show_rows - len(scan.first_rows), 0)
             new_first = row_ids[:need].tolist()
             scan.first_rows.extend(new_first)
-            for index in [*new_first, *(i for i in wanted if start <= i < stop)]:
+            w_lo, w_hi = np.searchsorted(wanted, [start, stop])
+            for index in [*new_first, *wanted[w_lo:w_hi].tolist()]:
                 scan.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
-            start = stop
-    scan.rows = start
+        shard_start += shard.rows if shard.rows is not None else seen
+    scan.rows = shard_start
     return scan
 
 

@@ -959,3 +959,32 @@ def test_stdin_is_streamed_not_read_whole(built, llama_like, monkeypatch):
     assert [row.index for row in last.decoded] == [399]
     sampled = maskprep.inspect("-", InspectOptions(eos_id=EOS, sample=10), stdin=io.BytesIO(data))
     assert sampled.rows_total == 400 and sampled.stats.rows == 10
+
+
+def test_sample_decodes_only_the_row_groups_it_needs(tmp_path, llama_like, corpus, monkeypatch):
+    texts = [f"{t} ({i})" for i, t in enumerate(corpus * 25)]  # 200 documents
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in texts])
+    config = make_config([source], llama_like, tmp_path / "out", pad_token="eos", batch_size=10)
+    out = maskprep.build(config).output
+    assert pq.ParquetFile(shard(out)).metadata.num_row_groups == 20
+    groups_read = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def counting(self, *args, row_groups=None, **kwargs):
+        groups_read.extend(row_groups or range(self.metadata.num_row_groups))
+        return iter_batches(self, *args, row_groups=row_groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counting)
+    options = InspectOptions(sample=3, seed=7, row_indices=(199,), tokenizer=str(llama_like))
+    sampled = maskprep.inspect(str(out), options)
+    chosen = np.sort(np.random.default_rng(7).choice(200, size=3, replace=False))
+    assert sorted(set(groups_read)) == sorted({*(chosen // 10).tolist(), 19})
+    assert [row.index for row in sampled.decoded] == [199]
+    # The same statistics as inspecting exactly those rows.
+    rows = pq.read_table(shard(out)).take(chosen)
+    alone = tmp_path / "alone.parquet"
+    pq.write_table(rows, alone)
+    reference = maskprep.inspect(str(alone), InspectOptions(eos_id=EOS))
+    assert sampled.stats.rows == 3
+    for field in ("positions", "real_tokens", "pad_tokens", "label_tokens"):
+        assert getattr(sampled.stats, field) == getattr(reference.stats, field), field
