@@ -94,7 +94,6 @@ class TokenizerCache:
         if config.trust_remote_code or not root.is_dir():
             return None
         from importlib.metadata import PackageNotFoundError, version
-        from importlib.util import find_spec
 
         import tokenizers
 
@@ -110,7 +109,7 @@ class TokenizerCache:
             "maskprep": __version__,
             "transformers": transformers_version,
             "tokenizers": tokenizers.__version__,
-            "optional": {name: _installed(name, find_spec) for name in OPTIONAL_PACKAGES},
+            "optional": {name: _installed(name) for name in OPTIONAL_PACKAGES},
             "config": dataclasses.asdict(config),
             "files": files,
         }
@@ -189,7 +188,10 @@ def _redirects(root: Path) -> bool:
     return False
 
 
-def _installed(module: str, find_spec: Any) -> bool:
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    from importlib.util import find_spec
+
     try:
         return find_spec(module) is not None
     except (ImportError, ValueError):

@@ -317,5 +317,5 @@ def test_optional_packages_are_part_of_the_key(tmp_path, with_pad, monkeypatch):
     cache = TokenizerCache(tmp_path / "cache")
     config = TokenizerConfig(str(with_pad))
     before = cache.key(config)
-    monkeypatch.setattr(tokenizer_cache, "_installed", lambda name, find: name == "mistral_common")
+    monkeypatch.setattr(tokenizer_cache, "_installed", lambda name: name == "mistral_common")
     assert cache.key(config) != before
