@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .sources import Record
+from .sources.records import Record
 from .tokenizing import EncodedDoc, Encoder
 
 #: Texts the fast path must encode exactly like ``tokenizer(...)`` before it is trusted: spaces,

@@ -17,7 +17,6 @@ from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .fill import FillStats
 from .locking import OutputLock
 from .parallel import EncoderSpec, EncodingPool, Parallelism, encoder_spec
-from .parts import part_manifest
 from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
@@ -32,7 +31,8 @@ from .shards import (
     shard_info_dicts,
     write_manifest,
 )
-from .sources import Record, Rejected, SourceReader
+from .sources.parts import part_manifest
+from .sources.records import Record, Rejected, SourceReader
 from .tokenizer_cache import CachedTokenizer, TokenizerCache
 from .tokenizing import EncodedDoc, Encoder, TokenizerInfo, load_tokenizer, tokenizer_info
 

@@ -23,7 +23,7 @@ from .config import BuildConfig, PartSpec
 from .errors import ConfigError, MaskprepError, OutputError
 from .locking import LOCK_NAME
 from .merging import merge
-from .sources import expand_inputs
+from .sources.inputs import expand_inputs
 from .tokenizer_cache import TokenizerCache
 from .tokenizing import load_tokenizer
 

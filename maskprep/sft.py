@@ -32,7 +32,8 @@ import numpy as np
 
 from .config import SFTConfig, TokenizerConfig
 from .errors import ConfigError
-from .sources import Conversation, PromptCompletion, Record, Rejected
+from .sources.records import Record, Rejected
+from .sources.sft import Conversation, PromptCompletion
 from .tokenizing import EncodedDoc, special_frame
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")

@@ -18,7 +18,7 @@ from maskprep.parallel import (
     encoder_spec,
     frame_documents,
 )
-from maskprep.sources import Record
+from maskprep.sources.records import Record
 from maskprep.tokenizing import Encoder, load_tokenizer
 
 TEXTS = [

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from maskprep import ConfigError, PartSpec, SourceConfig, build, inspect, merge
 from maskprep.cli import main
-from maskprep.parts import plan_part
 from maskprep.shards import MANIFEST_NAME, shard_paths
-from maskprep.sources import Record, SourceReader
+from maskprep.sources.parts import plan_part
+from maskprep.sources.records import Record, SourceReader
 
 
 def _items(inputs, part=None, **source):

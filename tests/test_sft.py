@@ -156,7 +156,8 @@ def test_chat_trained_spans_are_the_assistant_turns(
 
 def test_chat_mask_matches_transformers_assistant_mask(chat_tok, hf_tok):
     from maskprep.sft import SFTEncoder
-    from maskprep.sources import Conversation, Message, Record
+    from maskprep.sources.records import Record
+    from maskprep.sources.sft import Conversation, Message
 
     sft = SFTConfig(messages_field="messages")
     encoder = SFTEncoder(hf_tok, make_config(["x"], chat_tok, "o").tokenizer, sft)

@@ -19,8 +19,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
-from .config import PartSpec
-from .errors import ConfigError
+from ..config import PartSpec
+from ..errors import ConfigError
 
 STDIN = "-"
 _MAGICS = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")

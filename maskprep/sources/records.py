@@ -1,0 +1,237 @@
+"""Records from text and JSONL inputs, each with its ``file:line`` provenance.
+
+Every line is accounted for: it becomes a :class:`Record`, a :class:`Rejected` (the caller applies
+the bad-record policy) or a counted blank line. Inputs are found and opened by :mod:`.inputs`;
+supervised records are parsed by :mod:`.sft`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..config import PartSpec, SFTConfig, SourceConfig
+from ..errors import ConfigError, DataError
+from .fields import json_type, string_field
+from .inputs import (
+    STDIN,
+    STDIN_NAME,
+    HashingReader,
+    decompressed,
+    expand_inputs,
+    format_from_name,
+    sniff_format,
+)
+from .parts import FileRange, head_line, open_range, plan_part
+from .sft import SFTPayload, sft_payload
+
+
+@dataclass(frozen=True)
+class Record:
+    """One usable document: its text and where it came from.
+
+    Supervised records carry their parts in ``payload`` instead, and ``text`` is empty.
+    """
+
+    text: str
+    source: str
+    line: int
+    payload: SFTPayload | None = None
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the record, for error messages and rejects."""
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record that cannot be used, with the reason and the raw line as read."""
+
+    source: str
+    line: int
+    reason: str
+    raw: str
+    #: True for a supervised record that yields no trained token (counted apart in the manifest).
+    without_labels: bool = False
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the record, for error messages and rejects."""
+        return f"{self.source}:{self.line}"
+
+
+@dataclass
+class InputStats:
+    """What was read from one input: path, size in bytes as stored, sha256 of those bytes."""
+
+    path: str
+    size: int = 0
+    sha256: str = ""
+    format: str = ""
+    records: int = 0
+    blank_lines: int = 0
+
+
+class SourceReader:
+    """Reads every input in order and yields :class:`Record` and :class:`Rejected` items.
+
+    ``stats`` holds one :class:`InputStats` per input, complete once the iteration has finished.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        stdin: BinaryIO | None = None,
+        sft: SFTConfig | None = None,
+        part: PartSpec | None = None,
+    ) -> None:
+        self.config = config
+        self.sft = sft
+        self.files = expand_inputs(config.inputs)
+        #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
+        self.ranges: list[FileRange] | None = None
+        self._range: FileRange | None = None
+        if part is not None:
+            self.ranges = plan_part(self.files, part)
+            self.files = [r.path for r in self.ranges]
+        self.stats: list[InputStats] = []
+        self._stdin = stdin
+        self._bytes_done = 0
+        self._current: HashingReader | None = None
+
+    @property
+    def bytes_total(self) -> int | None:
+        """Total size of the inputs in bytes, or ``None`` when one of them is standard input."""
+        if STDIN in self.files:
+            return None
+        if self.ranges is not None:
+            return sum(r.end - r.start for r in self.ranges)
+        return sum(os.path.getsize(f) for f in self.files)
+
+    @property
+    def bytes_read(self) -> int:
+        """Raw input bytes consumed so far, for progress reporting."""
+        return self._bytes_done + (self._current.size if self._current else 0)
+
+    def __iter__(self) -> Iterator[Record | Rejected]:
+        for index, name in enumerate(self.files):
+            # A file may be listed twice; each listing has its own range.
+            self._range = self.ranges[index] if self.ranges is not None else None
+            yield from self._read_one(name)
+
+    def _open(self, name: str) -> BinaryIO:
+        if name == STDIN:
+            import sys
+
+            return self._stdin if self._stdin is not None else sys.stdin.buffer
+        try:
+            if self._range is not None:
+                return open_range(self._range)
+            return open(name, "rb")
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
+
+    def _read_one(self, name: str) -> Iterator[Record | Rejected]:
+        display = STDIN_NAME if name == STDIN else name
+        stats = InputStats(path=display)
+        raw = self._open(name)
+        hashing = HashingReader(raw)
+        self._current = hashing
+        try:
+            stream = decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
+            part = self._range
+            lines = enumerate(stream, start=part.first_line if part is not None else 1)
+            fmt = self.config.input_format
+            if fmt == "auto":
+                fmt = (None if name == STDIN else format_from_name(name)) or ""
+            if not fmt and part is not None and part.start > 0:
+                fmt = sniff_format(head_line(name))  # as the whole file would be read
+            pending: list[tuple[int, bytes]] = []
+            if not fmt:
+                first = None
+                for number, line in lines:
+                    pending.append((number, line))
+                    if line.strip():
+                        first = line
+                        break
+                fmt = sniff_format(first)
+            stats.format = fmt
+            if fmt == "text" and self.sft is not None:
+                raise ConfigError(
+                    f"{display}: read as plain text, but supervised records need JSONL objects"
+                )
+            parse = self._parse_text if fmt == "text" else self._parse_jsonl
+            for number, line in itertools.chain(pending, lines):
+                item = parse(display, number, line)
+                if item is None:
+                    stats.blank_lines += 1
+                    continue
+                stats.records += 1
+                yield item
+        except (OSError, EOFError) as exc:
+            # A corrupt compressed stream or a failing disk: nothing after this point can be read.
+            where = f"{display}:{stats.records + stats.blank_lines + 1}"
+            raise DataError(f"{where}: cannot read input: {exc}") from None
+        except Exception as exc:
+            if type(exc).__name__ != "ZstdError":
+                raise
+            where = f"{display}:{stats.records + stats.blank_lines + 1}"
+            raise DataError(f"{where}: cannot read input: corrupt zstd data ({exc})") from None
+        finally:
+            if name != STDIN:
+                raw.close()
+            stats.size = hashing.size
+            stats.sha256 = hashing.sha256.hexdigest()
+            self._bytes_done += hashing.size
+            self._current = None
+            self.stats.append(stats)
+
+    @staticmethod
+    def _decode(source: str, number: int, line: bytes) -> str | Rejected:
+        body = line.rstrip(b"\n").rstrip(b"\r")
+        if number == 1:
+            body = body.removeprefix(b"\xef\xbb\xbf")
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raw = body.decode("utf-8", errors="backslashreplace")
+            return Rejected(source, number, f"invalid UTF-8 at byte {exc.start}", raw)
+
+    def _parse_text(self, source: str, number: int, line: bytes) -> Record | Rejected | None:
+        text = self._decode(source, number, line)
+        if isinstance(text, Rejected):
+            return text
+        if not text.strip():
+            return None
+        return Record(text, source, number)
+
+    def _parse_jsonl(self, source: str, number: int, line: bytes) -> Record | Rejected | None:
+        text = self._decode(source, number, line)
+        if isinstance(text, Rejected):
+            return text
+        if not text.strip():
+            return None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return Rejected(source, number, f"invalid JSON: {exc.msg} (column {exc.colno})", text)
+        if not isinstance(obj, dict):
+            return Rejected(source, number, f"expected a JSON object, got {json_type(obj)}", text)
+        if self.sft is not None:
+            payload = sft_payload(obj, self.sft)
+            if isinstance(payload, str):
+                return Rejected(source, number, payload, text, without_labels=True)
+            return Record("", source, number, payload)
+        try:
+            value = string_field(obj, self.config.text_field)
+        except ValueError as exc:
+            return Rejected(source, number, str(exc), text)
+        if not value.strip():
+            return Rejected(source, number, f"field '{self.config.text_field}' is empty", text)
+        return Record(value, source, number)

@@ -1,0 +1,93 @@
+"""Supervised (SFT) records: prompt/completion pairs and chat conversations, read from JSON
+objects, or the reason a record cannot be used."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..config import SFTConfig
+from .fields import field_at, json_type, string_field
+
+#: Message roles a chat record may use.
+KNOWN_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class PromptCompletion:
+    """A supervised record: the prompt (context, not trained) and the completion (trained)."""
+
+    prompt: str
+    completion: str
+
+    def as_json(self) -> dict[str, object]:
+        """The record as plain JSON data, for rejects."""
+        return {"prompt": self.prompt, "completion": self.completion}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn: a known role and its text."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A chat record: its messages in order, at least one."""
+
+    messages: tuple[Message, ...]
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        """The messages as ``{"role", "content"}`` dicts, the form chat templates read."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+    def as_json(self) -> dict[str, object]:
+        """The record as plain JSON data, for rejects."""
+        return {"messages": self.as_dicts()}
+
+
+SFTPayload = PromptCompletion | Conversation
+
+
+def sft_payload(obj: dict, sft: SFTConfig) -> SFTPayload | str:
+    """The supervised parts of one JSON object, or the reason they cannot be used."""
+    if sft.is_chat:
+        assert sft.messages_field is not None
+        return _conversation(obj, sft.messages_field)
+    assert sft.prompt_field is not None and sft.completion_field is not None
+    try:
+        parts = [string_field(obj, name) for name in (sft.prompt_field, sft.completion_field)]
+    except ValueError as exc:
+        return str(exc)
+    if not parts[1].strip():
+        return f"field '{sft.completion_field}' is empty: nothing to train on"
+    return PromptCompletion(parts[0], parts[1])
+
+
+def _conversation(obj: dict, name: str) -> Conversation | str:
+    try:
+        value = field_at(obj, tuple(name.split(".")))
+    except KeyError as exc:
+        return f"missing field '{exc.args[0]}'"
+    if not isinstance(value, list):
+        return f"field '{name}' is {json_type(value)}, expected array of messages"
+    if not value:
+        return f"field '{name}' is an empty array: no messages"
+    messages = []
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            return f"{where} is {json_type(item)}, expected object with role and content"
+        for key in ("role", "content"):
+            if key not in item:
+                return f"{where} has no '{key}'"
+        role, content = item["role"], item["content"]
+        if role not in KNOWN_ROLES:
+            shown = json.dumps(role, ensure_ascii=False)
+            return f"{where}.role {shown} is not one of {', '.join(KNOWN_ROLES)}"
+        if not isinstance(content, str):
+            return f"{where}.content is {json_type(content)}, expected string"
+        messages.append(Message(role, content))
+    return Conversation(tuple(messages))
