@@ -232,9 +232,9 @@ def build(**options: Any) -> None:
     DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a position
     is not trained) and length (packs add position_ids and seq_lens), then DIR/maskprep.json last.
     """
-    from .parallel import Parallelism
     from .pipeline import build as run_build
     from .report import ProgressReporter, build_json, build_summary
+    from .tokenizing.pool import Parallelism
 
     config = cfg.BuildConfig(
         source=cfg.SourceConfig(
@@ -301,7 +301,7 @@ def build(**options: Any) -> None:
 def _tokenizer_cache(options: dict[str, Any]) -> Any:
     from pathlib import Path
 
-    from .tokenizer_cache import TokenizerCache, default_cache_dir
+    from .tokenizing.cache import TokenizerCache, default_cache_dir
 
     if options["no_tokenizer_cache"]:
         return None

@@ -16,8 +16,6 @@ from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .fill import FillStats
 from .locking import OutputLock
-from .parallel import EncoderSpec, EncodingPool, Parallelism, encoder_spec
-from .sft import SFTEncoder, use_chat_template_file
 from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
 from .shards import (
     MANIFEST_FORMAT,
@@ -33,8 +31,10 @@ from .shards import (
 )
 from .sources.parts import part_manifest
 from .sources.records import Record, Rejected, SourceReader
-from .tokenizer_cache import CachedTokenizer, TokenizerCache
-from .tokenizing import EncodedDoc, Encoder, TokenizerInfo, load_tokenizer, tokenizer_info
+from .tokenizing.cache import TokenizerCache
+from .tokenizing.encoder import EncodedDoc
+from .tokenizing.pool import EncodingPool, Parallelism
+from .tokenizing.prepare import PreparedTokenizer, prepare_tokenizer
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def build(
     ``parallelism`` sets how encoding is spread over cores (default: this process, the
     tokenizer's threads on every core); it never changes the output. ``tokenizer_cache``, when
     given, lets a plain-text build with a local tokenizer skip loading transformers once an
-    earlier build has cached that tokenizer (see :mod:`maskprep.tokenizer_cache`); it never
+    earlier build has cached that tokenizer (see :mod:`maskprep.tokenizing.cache`); it never
     changes the output either.
     """
     directory = Path(config.output.directory)
@@ -264,7 +264,7 @@ def _build_locked(
     """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
     reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
-    tokenizing = _tokenizing(config, loaded, tokenizer_cache)
+    tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache)
     info = tokenizing.info
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
@@ -360,49 +360,10 @@ def _build_locked(
     )
 
 
-@dataclass(frozen=True)
-class _Tokenizing:
-    """How a build encodes: the tokenizer's identity, and either the fast path's spec or the
-    transformers-backed encoders (both for a tokenizer loaded here; only the spec for a cached
-    one)."""
-
-    info: TokenizerInfo
-    spec: EncoderSpec | None
-    encoder: Encoder | None = None
-    sft_encoder: SFTEncoder | None = None
-    cached: bool = False
-
-
-def _tokenizing(config: BuildConfig, loaded: Any, cache: TokenizerCache | None) -> _Tokenizing:
-    """Load what the build encodes with: from the tokenizer cache when it holds this plain-text
-    build's tokenizer, else through transformers (storing it in the cache for the next build)."""
-    key = None
-    if loaded is None and config.sft is None and cache is not None:
-        key = cache.key(config.tokenizer)
-        cached = cache.get(key) if key is not None else None
-        if cached is not None:
-            return _Tokenizing(cached.info, cached.spec, cached=True)
-    tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
-    if config.sft is not None and config.sft.chat_template is not None:
-        use_chat_template_file(tokenizer, config.sft.chat_template)
-    info = tokenizer_info(tokenizer, config.tokenizer)
-    encoder = Encoder(tokenizer, config.tokenizer)
-    if config.sft is not None:
-        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
-        return _Tokenizing(info, None, encoder, sft_encoder)
-    spec = encoder_spec(tokenizer, encoder)
-    # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
-    # the key of its former files.
-    fresh = cache is not None and key is not None and cache.key(config.tokenizer) == key
-    if fresh and spec is not None:
-        cache.put(key, CachedTokenizer(info, spec))
-    return _Tokenizing(info, spec, encoder)
-
-
 def _encoded(
     batches: Iterator[list[Record]],
     pool: EncodingPool | None,
-    tokenizing: _Tokenizing,
+    tokenizing: PreparedTokenizer,
     config: BuildConfig,
     on_reject: Callable[[Rejected], None],
 ) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:

@@ -24,8 +24,8 @@ from .errors import ConfigError, MaskprepError, OutputError
 from .locking import LOCK_NAME
 from .merging import merge
 from .sources.inputs import expand_inputs
-from .tokenizer_cache import TokenizerCache
-from .tokenizing import load_tokenizer
+from .tokenizing.cache import TokenizerCache
+from .tokenizing.loading import load_tokenizer
 
 PARTS_SUFFIX = ".parts"
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'maskprep[ray]'"
@@ -87,7 +87,8 @@ def build_with_ray(
     workers that see the same directory skip loading transformers. Returns a
     :class:`~maskprep.pipeline.BuildResult`.
     """
-    from .pipeline import _finished_build, _tokenizing, result_from_manifest
+    from .pipeline import _finished_build, result_from_manifest
+    from .tokenizing.prepare import prepare_tokenizer
 
     ray = _import_ray()
     if config.part is not None:
@@ -103,7 +104,7 @@ def build_with_ray(
     # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
     # as a worker's failure with its traceback.
     expand_inputs(config.source.inputs)
-    _tokenizing(config, None, tokenizer_cache)  # and fills the cache for the workers
+    prepare_tokenizer(config, None, tokenizer_cache)  # and fills the cache for the workers
     owned = not ray.is_initialized()
     if owned:
         address = os.environ.get("RAY_ADDRESS") or "local"

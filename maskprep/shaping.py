@@ -28,7 +28,7 @@ from . import columns
 from .columns import IGNORE_INDEX
 from .config import ShapeConfig
 from .errors import ConfigError, DataError
-from .tokenizing import EncodedDoc
+from .tokenizing.encoder import EncodedDoc
 
 
 @dataclass

@@ -9,17 +9,17 @@ import pytest
 from conftest import CORPUS, make_config, run_maskprep, write_jsonl
 
 from maskprep import TokenizerConfig, build
-from maskprep.parallel import (
+from maskprep.sources.records import Record
+from maskprep.tokenizing.encoder import Encoder
+from maskprep.tokenizing.fast import (
     BackendEncoder,
     EncodedBatch,
     EncoderSpec,
-    EncodingPool,
-    Parallelism,
     encoder_spec,
     frame_documents,
 )
-from maskprep.sources.records import Record
-from maskprep.tokenizing import Encoder, load_tokenizer
+from maskprep.tokenizing.loading import load_tokenizer
+from maskprep.tokenizing.pool import EncodingPool, Parallelism
 
 TEXTS = [
     *dict.fromkeys(CORPUS),
@@ -174,9 +174,9 @@ def test_parallel_and_single_process_builds_are_byte_identical(
         add_eos=True,
         **shape_options,
     )
-    import maskprep.pipeline as pipeline
+    import maskprep.tokenizing.prepare as prepare
 
-    monkeypatch.setattr(pipeline, "encoder_spec", lambda tokenizer, encoder: None)
+    monkeypatch.setattr(prepare, "encoder_spec", lambda tokenizer, encoder: None)
     build(config)
     outputs["slow"] = {p.name: p.read_bytes() for p in sorted((tmp_path / "slow").iterdir())}
     assert len(outputs["thread"]) >= 2

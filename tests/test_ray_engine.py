@@ -156,7 +156,7 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     cluster, tmp_path, corpus_file, llama_like
 ):
     from maskprep.ray_engine import build_with_ray
-    from maskprep.tokenizer_cache import TokenizerCache
+    from maskprep.tokenizing.cache import TokenizerCache
 
     cache = TokenizerCache(tmp_path / "cache")
     options = dict(pad_token="eos", max_length=12)
@@ -174,7 +174,7 @@ def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(
     tmp_path, corpus_file, llama_like, monkeypatch
 ):
     from maskprep import ray_engine
-    from maskprep.tokenizer_cache import TokenizerCache
+    from maskprep.tokenizing.cache import TokenizerCache
 
     cache = TokenizerCache(tmp_path / "cache")
     config = make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos")

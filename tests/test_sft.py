@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from maskprep import IGNORE_INDEX, BadRecordError, DataError, SFTConfig, build, config
 from maskprep.cli import main
 from maskprep.shaping import ShapeStats, fit, truncation_keep
-from maskprep.tokenizing import EncodedDoc
+from maskprep.tokenizing.encoder import EncodedDoc
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
@@ -155,9 +155,9 @@ def test_chat_trained_spans_are_the_assistant_turns(
 
 
 def test_chat_mask_matches_transformers_assistant_mask(chat_tok, hf_tok):
-    from maskprep.sft import SFTEncoder
     from maskprep.sources.records import Record
     from maskprep.sources.sft import Conversation, Message
+    from maskprep.tokenizing.sft import SFTEncoder
 
     sft = SFTConfig(messages_field="messages")
     encoder = SFTEncoder(hf_tok, make_config(["x"], chat_tok, "o").tokenizer, sft)

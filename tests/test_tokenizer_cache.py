@@ -13,9 +13,9 @@ import pytest
 from conftest import CORPUS, ROOT, make_config, run_maskprep, write_jsonl
 
 from maskprep import TokenizerConfig, build
-from maskprep import pipeline as pipeline_module
 from maskprep.config import SFTConfig
-from maskprep.tokenizer_cache import TokenizerCache, default_cache_dir
+from maskprep.tokenizing import prepare as prepare_module
+from maskprep.tokenizing.cache import TokenizerCache, default_cache_dir
 
 TEXTS = [*dict.fromkeys(CORPUS), "UPPER Case Words", "x" * 500, "ends with eos </s>"]
 
@@ -59,7 +59,7 @@ def test_cached_build_writes_the_same_bytes(request, tmp_path, fixture, options)
     def loads_nothing(config):
         raise AssertionError("a cached build must not load the tokenizer through transformers")
 
-    request.getfixturevalue("monkeypatch").setattr(pipeline_module, "load_tokenizer", loads_nothing)
+    request.getfixturevalue("monkeypatch").setattr(prepare_module, "load_tokenizer", loads_nothing)
     warm = _build(tmp_path, tokenizer, "warm", cache, **options)
     assert cold == reference
     assert warm == reference
@@ -78,7 +78,7 @@ def test_cached_build_does_not_import_transformers(tmp_path, minilm):
         f"""
         import sys
         from maskprep import TokenizerConfig, build
-        from maskprep.tokenizer_cache import TokenizerCache
+        from maskprep.tokenizing.cache import TokenizerCache
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from conftest import make_config
         config = make_config([{str(corpus)!r}], {str(minilm)!r}, {str(tmp_path / "b")!r})
@@ -186,7 +186,7 @@ def test_unwritable_cache_never_fails_a_build(tmp_path, with_pad):
 
 
 def test_nothing_cached_without_the_fast_path(tmp_path, with_pad, monkeypatch):
-    monkeypatch.setattr(pipeline_module, "encoder_spec", lambda tokenizer, encoder: None)
+    monkeypatch.setattr(prepare_module, "encoder_spec", lambda tokenizer, encoder: None)
     cache = TokenizerCache(tmp_path / "cache")
     _build(tmp_path, with_pad, "out", cache)
     assert _entries(cache) == []
@@ -254,7 +254,7 @@ def test_cli_cache_options(tmp_path, runner, with_pad, monkeypatch):
 
 
 def test_only_files_transformers_may_read_are_keyed(tmp_path, with_pad, monkeypatch):
-    from maskprep import tokenizer_cache
+    from maskprep.tokenizing import cache as tokenizer_cache
 
     tokenizer = tmp_path / "tok"
     shutil.copytree(with_pad, tokenizer)
@@ -284,14 +284,14 @@ def test_only_files_transformers_may_read_are_keyed(tmp_path, with_pad, monkeypa
 def test_tokenizer_changed_while_loading_is_not_cached(tmp_path, with_pad, monkeypatch):
     tokenizer = tmp_path / "tok"
     shutil.copytree(with_pad, tokenizer)
-    load = pipeline_module.load_tokenizer
+    load = prepare_module.load_tokenizer
 
     def load_then_edit(config):
         loaded = load(config)
         (tokenizer / "added_tokens.json").write_text("{}")
         return loaded
 
-    monkeypatch.setattr(pipeline_module, "load_tokenizer", load_then_edit)
+    monkeypatch.setattr(prepare_module, "load_tokenizer", load_then_edit)
     cache = TokenizerCache(tmp_path / "cache")
     _build(tmp_path, tokenizer, "out", cache)
     assert _entries(cache) == []
@@ -312,7 +312,7 @@ def test_settings_naming_files_elsewhere_are_not_cached(tmp_path, with_pad):
 
 
 def test_optional_packages_are_part_of_the_key(tmp_path, with_pad, monkeypatch):
-    from maskprep import tokenizer_cache
+    from maskprep.tokenizing import cache as tokenizer_cache
 
     cache = TokenizerCache(tmp_path / "cache")
     config = TokenizerConfig(str(with_pad))

@@ -1,6 +1,6 @@
 """Supervised fine-tuning records → token ids with a per-token ``trained`` mask.
 
-Two kinds of record, both turned into :class:`~maskprep.tokenizing.EncodedDoc` objects whose
+Two kinds of record, both turned into :class:`~maskprep.tokenizing.encoder.EncodedDoc` objects whose
 ``trained`` mask is the only thing labels are later derived from:
 
 - prompt/completion: ``<s> prompt completion </s>`` with only ``completion </s>`` trained. Prompt
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import SFTConfig, TokenizerConfig
-from .errors import ConfigError
-from .sources.records import Record, Rejected
-from .sources.sft import Conversation, PromptCompletion
-from .tokenizing import EncodedDoc, special_frame
+from ..config import SFTConfig, TokenizerConfig
+from ..errors import ConfigError
+from ..sources.records import Record, Rejected
+from ..sources.sft import Conversation, PromptCompletion
+from .encoder import EncodedDoc, special_frame
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 

@@ -3,8 +3,8 @@
 Loading a tokenizer through ``AutoTokenizer`` imports transformers and, through it, torch: about
 two seconds on a 2-core machine before the first token, longer than encoding a 10 MB corpus takes.
 A plain-text build needs much less than the loaded object: the Rust backend as transformers
-configured it (the fast path's :class:`~maskprep.parallel.EncoderSpec`) and the tokenizer's
-identity for the manifest (:class:`~maskprep.tokenizing.TokenizerInfo`).
+configured it (the fast path's :class:`~maskprep.tokenizing.fast.EncoderSpec`) and the tokenizer's
+identity for the manifest (:class:`~maskprep.tokenizing.loading.TokenizerInfo`).
 
 Once a build has loaded a local tokenizer through transformers and the fast path has given
 exactly the ids of ``tokenizer(...)`` on the probe texts, those two are stored as one JSON file.
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .config import TokenizerConfig
-from .parallel import EncoderSpec
-from .tokenizing import TokenizerInfo
+from .._version import __version__
+from ..config import TokenizerConfig
+from .fast import EncoderSpec
+from .loading import TokenizerInfo
 
 #: Bumped whenever what is stored, or how it is derived from the tokenizer, changes.
 CACHE_FORMAT = 1

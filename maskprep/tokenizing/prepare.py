@@ -1,0 +1,55 @@
+"""What a build encodes with: the tokenizer's identity and its encoders, taken from the tokenizer
+cache when it holds them, else loaded through transformers (and then cached)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import BuildConfig
+from .cache import CachedTokenizer, TokenizerCache
+from .encoder import Encoder
+from .fast import EncoderSpec, encoder_spec
+from .loading import TokenizerInfo, load_tokenizer, tokenizer_info
+from .sft import SFTEncoder, use_chat_template_file
+
+
+@dataclass(frozen=True)
+class PreparedTokenizer:
+    """How a build encodes: the tokenizer's identity, and either the fast path's spec or the
+    transformers-backed encoders (both for a tokenizer loaded here; only the spec for a cached
+    one)."""
+
+    info: TokenizerInfo
+    spec: EncoderSpec | None
+    encoder: Encoder | None = None
+    sft_encoder: SFTEncoder | None = None
+    cached: bool = False
+
+
+def prepare_tokenizer(
+    config: BuildConfig, loaded: Any, cache: TokenizerCache | None
+) -> PreparedTokenizer:
+    """Load what the build encodes with: from the tokenizer cache when it holds this plain-text
+    build's tokenizer, else through transformers (storing it in the cache for the next build)."""
+    key = None
+    if loaded is None and config.sft is None and cache is not None:
+        key = cache.key(config.tokenizer)
+        cached = cache.get(key) if key is not None else None
+        if cached is not None:
+            return PreparedTokenizer(cached.info, cached.spec, cached=True)
+    tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
+    if config.sft is not None and config.sft.chat_template is not None:
+        use_chat_template_file(tokenizer, config.sft.chat_template)
+    info = tokenizer_info(tokenizer, config.tokenizer)
+    encoder = Encoder(tokenizer, config.tokenizer)
+    if config.sft is not None:
+        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
+        return PreparedTokenizer(info, None, encoder, sft_encoder)
+    spec = encoder_spec(tokenizer, encoder)
+    # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
+    # the key of its former files.
+    fresh = cache is not None and key is not None and cache.key(config.tokenizer) == key
+    if fresh and spec is not None:
+        cache.put(key, CachedTokenizer(info, spec))
+    return PreparedTokenizer(info, spec, encoder)
