@@ -14,9 +14,11 @@ from . import columns
 from ._version import __version__
 from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
-from .fill import FillStats
 from .locking import OutputLock
-from .shaping import RowBatch, ShapeStats, check_room, loses_all_labels, make_shaper
+from .shaping.fill import FillStats
+from .shaping.fit import ShapeStats, check_room, loses_all_labels
+from .shaping.rows import RowBatch
+from .shaping.shaper import make_shaper
 from .shards import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from maskprep import IGNORE_INDEX, BadRecordError, DataError, SFTConfig, build, config
 from maskprep.cli import main
-from maskprep.shaping import ShapeStats, fit, truncation_keep
+from maskprep.shaping.fit import ShapeStats, fit, truncation_keep
 from maskprep.tokenizing.encoder import EncodedDoc
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from maskprep import IGNORE_INDEX, ConfigError, ShapeConfig, build
 from maskprep.cli import main
 from maskprep.config import resolve_buckets
-from maskprep.shaping import PackShaper, best_fit_decreasing
+from maskprep.shaping.pack import PackShaper, best_fit_decreasing
 from maskprep.tokenizing.encoder import EncodedDoc
 
 PAD = 3  # <pad> of the with_pad tokenizer

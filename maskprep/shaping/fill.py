@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from . import columns
-from .config import ShapeConfig
-from .shaping import RowBatch
+from .. import columns
+from ..config import ShapeConfig
+from .rows import RowBatch
 
 
 def _ratio(part: int, whole: int) -> float:
