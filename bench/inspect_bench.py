@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import maskprep
 from maskprep import columns
 from maskprep.columns import IGNORE_INDEX
-from maskprep.shards import sha256_file
+from maskprep.output.shards import sha256_file
 
 EOS = PAD = 2
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from maskprep import columns
 from maskprep.config import OutputConfig, ShapeConfig
+from maskprep.output.shards import ShardWriter
 from maskprep.shaping.shaper import make_shaper
-from maskprep.shards import ShardWriter
 from maskprep.tokenizing.encoder import EncodedDoc
 from maskprep.tokenizing.fast import BackendEncoder, EncoderSpec
 

@@ -19,8 +19,9 @@ from .config import (
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
 from .inspecting import InspectOptions, InspectResult, inspect
 from .merging import MergeResult, merge
+from .output.dataset import load_dataset
+from .output.manifest import read_manifest
 from .pipeline import BuildResult, Progress, Totals, build
-from .shards import load_dataset, read_manifest
 from .tokenizing.pool import Parallelism
 from .verify import Check, VerifyOptions, VerifyResult, verify
 

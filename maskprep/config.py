@@ -226,7 +226,7 @@ class SFTConfig:
 @dataclass(frozen=True)
 class PartSpec:
     """Part ``index`` (0-based) of ``count`` disjoint parts of the input (see
-    :mod:`maskprep.parts`), as an array job's task builds it."""
+    :mod:`maskprep.sources.parts`), as an array job's task builds it."""
 
     index: int
     count: int

@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 from . import columns, stats
 from .columns import IGNORE_INDEX
 from .errors import ConfigError, DataError
-from .shards import MANIFEST_NAME, read_manifest
+from .output.layout import MANIFEST_NAME
+from .output.manifest import read_manifest
 
 Role = Literal["trained", "prompt", "padding"]
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS

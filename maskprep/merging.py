@@ -21,17 +21,11 @@ from typing import Any
 from ._version import __version__
 from .config import OutputConfig
 from .errors import ConfigError, DataError, OutputError
-from .locking import OutputLock
-from .shards import (
-    EXTENSIONS,
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
-    REJECTS_NAME,
-    SHARD_PREFIX,
-    atomic_write_bytes,
-    prepare_output,
-    write_manifest,
-)
+from .output.directory import make_output_directory, prepare_output
+from .output.layout import EXTENSIONS, MANIFEST_NAME, REJECTS_NAME, SHARD_PREFIX
+from .output.lock import OutputLock
+from .output.manifest import MANIFEST_FORMAT, write_manifest
+from .output.shards import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -146,8 +140,6 @@ def merge(
         raise DataError(f"{len(parts)} parts: no documents in the input")
     if totals["rows_written"] == 0:
         raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
-    from .pipeline import make_output_directory
-
     make_output_directory(directory)
     with OutputLock(directory):
         prepare_output(OutputConfig(str(output), overwrite=overwrite))

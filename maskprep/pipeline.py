@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -14,23 +13,15 @@ from . import columns
 from ._version import __version__
 from .config import BuildConfig
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
-from .locking import OutputLock
+from .output.directory import finished_manifest, make_output_directory, os_reason, prepare_output
+from .output.lock import OutputLock
+from .output.manifest import MANIFEST_FORMAT, write_manifest
+from .output.rejects import RejectsWriter
+from .output.shards import ShardInfo, ShardWriter, shard_info_dicts
 from .shaping.fill import FillStats
 from .shaping.fit import ShapeStats, check_room, loses_all_labels
 from .shaping.rows import RowBatch
 from .shaping.shaper import make_shaper
-from .shards import (
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
-    REJECTS_NAME,
-    TMP_PREFIX,
-    ShardInfo,
-    ShardWriter,
-    prepare_output,
-    read_manifest,
-    shard_info_dicts,
-    write_manifest,
-)
 from .sources.parts import part_manifest
 from .sources.records import Record, Rejected, SourceReader
 from .tokenizing.cache import TokenizerCache
@@ -102,37 +93,6 @@ class BuildResult:
     tokenizer_cached: bool = False
 
 
-class _Rejects:
-    """Streams rejected records to ``rejects.jsonl`` under a temporary name (memory stays flat
-    however many there are), published atomically at the end."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / REJECTS_NAME
-        self._tmp = directory / (TMP_PREFIX + REJECTS_NAME)
-        self._handle = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in publish
-
-    def add(self, item: Rejected) -> None:
-        record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        self._handle.write(_one_line_json(record) + "\n")
-
-    def publish(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(self._tmp, self.path)
-
-    def discard(self) -> None:
-        self._handle.close()
-        self._tmp.unlink(missing_ok=True)
-
-
-def _one_line_json(record: dict[str, Any]) -> str:
-    """JSON on one line for every reader: json.dumps escapes control characters, but leaves
-    U+0085, U+2028 and U+2029, which ``str.splitlines`` and some JSONL readers treat as breaks."""
-    text = json.dumps(record, ensure_ascii=False)
-    return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
 def _batches(
     reader: SourceReader, size: int, on_reject: Callable[[Rejected], None]
 ) -> Iterator[list[Record]]:
@@ -180,7 +140,7 @@ def build(
     created = make_output_directory(directory)
     try:
         with OutputLock(directory):
-            finished = _finished_build(directory, config)
+            finished = finished_build(directory, config)
             if finished is not None:
                 return finished
             return _build_locked(
@@ -192,30 +152,18 @@ def build(
                 tokenizer_cache=tokenizer_cache,
             )
     except OSError as exc:
-        raise OutputError(f"{directory}: cannot write output: {_os_reason(exc)}") from None
+        raise OutputError(f"{directory}: cannot write output: {os_reason(exc)}") from None
     finally:
         if created and directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
 
 
-def _finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
+def finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
     """Resuming an output that already finished: its result, unchanged, when it was built with
     this config (and part); ``None`` when there is nothing finished to return."""
-    if not config.output.resume or not (directory / MANIFEST_NAME).is_file():
+    manifest = finished_manifest(directory, config)
+    if manifest is None:
         return None
-    manifest = read_manifest(directory)
-    expected = json.loads(json.dumps(config.to_manifest()))
-    part = manifest.get("part")
-    same_part = (part is None and config.part is None) or (
-        part is not None
-        and config.part is not None
-        and (part["index"], part["count"]) == (config.part.index, config.part.count)
-    )
-    if manifest.get("config") != expected or not same_part:
-        raise OutputError(
-            f"{directory}: holds a finished build made with other options; "
-            "overwrite it to replace it"
-        )
     return result_from_manifest(directory, manifest, 0.0, reused_all=True)
 
 
@@ -231,27 +179,6 @@ def result_from_manifest(
     shards = [ShardInfo(**entry) for entry in manifest["shards"]]
     reused = len(shards) if reused_all else 0
     return BuildResult(directory, manifest, totals, shards, elapsed_s, reused_shards=reused)
-
-
-def make_output_directory(directory: Path) -> bool:
-    """Create ``directory`` (and parents) if needed; return True when this call created it."""
-    if directory.exists():
-        if not directory.is_dir():
-            raise OutputError(f"{directory}: output exists and is not a directory")
-        return False
-    try:
-        directory.mkdir(parents=True)
-    except FileExistsError:
-        return False  # another process made it between the check and here; the lock decides
-    except OSError as exc:
-        reason = _os_reason(exc)
-        raise OutputError(f"{directory}: cannot create output directory: {reason}") from None
-    return True
-
-
-def _os_reason(exc: OSError) -> str:
-    reason = exc.strerror or str(exc)
-    return f"{reason} ({exc.filename})" if exc.filename else reason
 
 
 def _build_locked(
@@ -277,7 +204,7 @@ def _build_locked(
     writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
     totals = Totals(shape=shaper.stats)
     skip = config.source.on_bad_record == "skip"
-    rejects = _Rejects(directory) if skip else None
+    rejects = RejectsWriter(directory) if skip else None
 
     def on_reject(item: Rejected) -> None:
         if rejects is None:

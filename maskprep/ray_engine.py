@@ -1,5 +1,5 @@
-"""``maskprep build --engine ray``: the array-job parts of :mod:`maskprep.parts`, run on a Ray
-cluster, then merged by the driver.
+"""``maskprep build --engine ray``: the array-job parts of :mod:`maskprep.sources.parts`, run on a
+Ray cluster, then merged by the driver.
 
 Plain Ray actors, not Ray Data: a part is already the unit of work (deterministic, finished by
 its own manifest), so the driver plans N parts, a pool of actors (one CPU each, the tokenizer
@@ -21,8 +21,8 @@ from typing import Any
 
 from .config import BuildConfig, PartSpec
 from .errors import ConfigError, MaskprepError, OutputError
-from .locking import LOCK_NAME
 from .merging import merge
+from .output.lock import LOCK_NAME
 from .sources.inputs import expand_inputs
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.loading import load_tokenizer
@@ -87,7 +87,7 @@ def build_with_ray(
     workers that see the same directory skip loading transformers. Returns a
     :class:`~maskprep.pipeline.BuildResult`.
     """
-    from .pipeline import _finished_build, result_from_manifest
+    from .pipeline import finished_build, result_from_manifest
     from .tokenizing.prepare import prepare_tokenizer
 
     ray = _import_ray()
@@ -97,7 +97,7 @@ def build_with_ray(
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
     directory = Path(config.output.directory).resolve()
-    finished = _finished_build(directory, config) if directory.is_dir() else None
+    finished = finished_build(directory, config) if directory.is_dir() else None
     if finished is not None:
         return finished
     _check_output_free(directory, config)

@@ -330,7 +330,7 @@ def read_rows(path: str | os.PathLike[str], rows: int, seed: int) -> tuple[pa.Ta
     """Sample ``rows`` rows (without replacement, by ``seed``) from a finished output."""
     import pyarrow.dataset as ds
 
-    from .shards import shard_paths
+    from .output.dataset import shard_paths
 
     paths = [str(p) for p in shard_paths(path)]
     if not paths:
@@ -943,7 +943,7 @@ def verify(
     :class:`~maskprep.errors.DataError` for an unfinished or empty output and
     :class:`~maskprep.errors.ConfigError` for a model that cannot be loaded.
     """
-    from .shards import read_manifest
+    from .output.manifest import read_manifest
 
     manifest = read_manifest(path)
     tokenizer = manifest.get("tokenizer", {})

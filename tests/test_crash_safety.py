@@ -14,11 +14,12 @@ import time
 import pytest
 from conftest import make_config, write_jsonl
 
-from maskprep import ConfigError, build, shards
+from maskprep import ConfigError, build
 from maskprep.cli import main
 from maskprep.errors import OutputError
-from maskprep.locking import LOCK_NAME, OutputLock
-from maskprep.shards import MANIFEST_NAME
+from maskprep.output import shards
+from maskprep.output.layout import MANIFEST_NAME
+from maskprep.output.lock import LOCK_NAME, OutputLock
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_unwritable_output_directory_is_refused_before_reading(
 ):
     """Where the test runs as root, a read-only directory is still writable; the lock file's
     creation failing as it would for another user stands in for it."""
-    from maskprep import locking
+    from maskprep.output import lock as locking
 
     real_open = locking.os.open
 

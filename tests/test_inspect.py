@@ -22,8 +22,9 @@ from maskprep import columns, stats
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
 from maskprep.inspecting import InspectOptions, decode_row
+from maskprep.output.manifest import read_manifest
+from maskprep.output.shards import sha256_file
 from maskprep.report import decoded_row_text, inspect_json
-from maskprep.shards import read_manifest, sha256_file
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
 INVARIANTS = [spec.name for spec in stats.CHECKS if spec.kind == "invariant"]

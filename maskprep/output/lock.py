@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .errors import OutputError
+from ..errors import OutputError
 
 LOCK_NAME = ".maskprep.lock"
 

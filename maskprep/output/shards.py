@@ -1,15 +1,14 @@
-"""Writing shards atomically, and the manifest that marks an output as finished.
+"""Writing shards atomically.
 
 A shard appears under its final name only when complete: it is written under a hidden temporary
-name, fsynced, then renamed. ``maskprep.json`` is written last the same way, so an output
-directory without it is unfinished.
+name, fsynced, then renamed. The manifest (:mod:`.manifest`) is written last the same way, so an
+output directory without it is unfinished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,18 +19,11 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from . import columns
-from .columns import IGNORE_INDEX
-from .config import OutputConfig
-from .errors import ConfigError, DataError, OutputError
-from .locking import LOCK_NAME
-
-MANIFEST_NAME = "maskprep.json"
-REJECTS_NAME = "rejects.jsonl"
-MANIFEST_FORMAT = 1
-SHARD_PREFIX = "data-"
-EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrow"}
-TMP_PREFIX = ".tmp-"
+from .. import columns
+from ..columns import IGNORE_INDEX
+from ..config import OutputConfig
+from ..errors import OutputError
+from .layout import EXTENSIONS, SHARD_PREFIX, TMP_PREFIX, complete_shards
 
 
 @dataclass(frozen=True)
@@ -76,57 +68,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
     os.replace(tmp, path)
     _fsync_dir(path.parent)
-
-
-def prepare_output(config: OutputConfig) -> Path:
-    """Create the output directory, or empty it of maskprep's files with ``overwrite``.
-
-    A directory holding anything is refused without ``overwrite``; with it, only files maskprep
-    writes are removed, and a directory holding anything else is still refused.
-    """
-    directory = Path(config.directory)
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"{directory}: output exists and is not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    # The lock file is the running build's own (see maskprep.locking), not earlier output.
-    present = sorted(p.name for p in directory.iterdir() if p.name != LOCK_NAME)
-    if not present:
-        return directory
-    ours = all(_is_ours(name) for name in present)
-    if config.resume and ours:
-        return directory  # complete shards are checked and reused, the rest is rewritten
-    if not config.overwrite and ours and MANIFEST_NAME not in present:
-        raise OutputError(
-            f"{directory}: unfinished build ({len(complete_shards(present))} complete shards "
-            f"and no {MANIFEST_NAME}); resume it (--resume) to finish it, or overwrite it "
-            "(--overwrite) to start over"
-        )
-    if not config.overwrite:
-        raise ConfigError(
-            f"{directory}: output directory is not empty; pass overwrite to replace its contents"
-        )
-    foreign = [name for name in present if not _is_ours(name)]
-    if foreign:
-        raise ConfigError(
-            f"{directory}: will not overwrite a directory holding files maskprep did not write "
-            f"({', '.join(foreign[:3])})"
-        )
-    for name in present:
-        (directory / name).unlink()
-    return directory
-
-
-def complete_shards(names: list[str]) -> list[str]:
-    """The shard files among ``names`` under their final name (so complete), sorted."""
-    suffixes = tuple(EXTENSIONS.values())
-    return sorted(n for n in names if n.startswith(SHARD_PREFIX) and n.endswith(suffixes))
-
-
-def _is_ours(name: str) -> bool:
-    bare = name.removeprefix(TMP_PREFIX)
-    return bare in (MANIFEST_NAME, REJECTS_NAME) or (
-        bare.startswith(SHARD_PREFIX) and bare.endswith(tuple(EXTENSIONS.values()))
-    )
 
 
 class ShardWriter:
@@ -327,40 +268,6 @@ class DigestSink(io.RawIOBase):
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-
-
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
-    """Write ``maskprep.json`` atomically; sorted keys so equal builds give equal bytes."""
-    path = directory / MANIFEST_NAME
-    text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
-    return path
-
-
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a finished output's manifest; a missing one means the build did not finish."""
-    path = Path(directory) / MANIFEST_NAME
-    if not path.is_file():
-        raise DataError(f"{directory}: no {MANIFEST_NAME}; the build did not finish")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: manifest is not valid JSON: {exc.msg}") from None
-
-
-def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
-    """Paths of a finished output's shards, in manifest order."""
-    manifest = read_manifest(directory)
-    return [Path(directory) / shard["path"] for shard in manifest["shards"]]
-
-
-def load_dataset(directory: str | os.PathLike[str]) -> Any:
-    """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped)."""
-    import datasets
-
-    paths = [str(p) for p in shard_paths(directory)]
-    kind = "parquet" if paths and paths[0].endswith(".parquet") else "arrow"
-    return datasets.load_dataset(kind, data_files=paths, split="train")
 
 
 def shard_info_dicts(shards: list[ShardInfo]) -> list[dict[str, Any]]:

@@ -1,0 +1,24 @@
+"""Reading a finished output back: its shard paths, or the whole as a ``datasets.Dataset``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .manifest import read_manifest
+
+
+def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
+    """Paths of a finished output's shards, in manifest order."""
+    manifest = read_manifest(directory)
+    return [Path(directory) / shard["path"] for shard in manifest["shards"]]
+
+
+def load_dataset(directory: str | os.PathLike[str]) -> Any:
+    """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped)."""
+    import datasets
+
+    paths = [str(p) for p in shard_paths(directory)]
+    kind = "parquet" if paths and paths[0].endswith(".parquet") else "arrow"
+    return datasets.load_dataset(kind, data_files=paths, split="train")
