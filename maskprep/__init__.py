@@ -16,9 +16,9 @@ from .config import (
     SourceConfig,
     TokenizerConfig,
 )
+from .distributed.merge import MergeResult, merge
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
 from .inspecting import InspectOptions, InspectResult, inspect
-from .merging import MergeResult, merge
 from .output.dataset import load_dataset
 from .output.manifest import read_manifest
 from .pipeline import BuildResult, Progress, Totals, build

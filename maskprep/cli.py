@@ -275,7 +275,7 @@ def build(**options: Any) -> None:
     )
     quiet = options["quiet"] or options["as_json"]
     if options["engine"] == "ray":
-        from .ray_engine import build_with_ray
+        from .distributed.ray_engine import build_with_ray
 
         if options["shard_index"] is not None:
             raise click.UsageError("--shard-index does not apply to --engine ray")
@@ -351,7 +351,7 @@ def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -
     Shards are hard-linked, not copied (copied only across filesystems); the parts must come from
     one config and tokenizer, every part 0..N-1 exactly once.
     """
-    from .merging import merge as run_merge
+    from .distributed.merge import merge as run_merge
 
     result = run_merge(parts, output, overwrite=overwrite)
     summary = {

@@ -31,7 +31,7 @@ def corpus_file(tmp_path, corpus):
 
 
 def test_without_ray_the_engine_is_a_clear_error(tmp_path, corpus_file, llama_like, monkeypatch):
-    from maskprep import ray_engine
+    from maskprep.distributed import ray_engine
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     config = make_config([corpus_file], llama_like, tmp_path / "out", pad_token="eos")
@@ -72,7 +72,7 @@ def cluster():
 
 
 def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file, llama_like):
-    from maskprep.ray_engine import build_with_ray
+    from maskprep.distributed.ray_engine import build_with_ray
 
     options = dict(pad_token="eos", max_length=12, shard_rows=6, strategy="bucket")
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
@@ -93,7 +93,7 @@ def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file,
 def test_ray_pack_is_per_part_and_part_errors_are_one_line(
     cluster, tmp_path, corpus_file, llama_like
 ):
-    from maskprep.ray_engine import build_with_ray
+    from maskprep.distributed.ray_engine import build_with_ray
 
     options = dict(pad_token="eos", max_length=24, strategy="pack")
     out = tmp_path / "packed"
@@ -127,7 +127,7 @@ def test_ray_cli_connects_to_ray_address_and_leaves_the_cluster_up(
 
 
 def test_ray_unusable_tokenizer_is_a_one_line_error_before_any_work(cluster, tmp_path, corpus_file):
-    from maskprep.ray_engine import build_with_ray
+    from maskprep.distributed.ray_engine import build_with_ray
 
     config = make_config([corpus_file], tmp_path / "no-such-tokenizer", tmp_path / "out")
     with pytest.raises(ConfigError) as caught:
@@ -138,7 +138,7 @@ def test_ray_unusable_tokenizer_is_a_one_line_error_before_any_work(cluster, tmp
 
 def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_like):
     from maskprep import PartSpec
-    from maskprep.ray_engine import build_with_ray
+    from maskprep.distributed.ray_engine import build_with_ray
 
     out = tmp_path / "out"
     done = tmp_path / "out.parts" / "part-00001"
@@ -156,7 +156,7 @@ def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_
 def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     cluster, tmp_path, corpus_file, llama_like
 ):
-    from maskprep.ray_engine import build_with_ray
+    from maskprep.distributed.ray_engine import build_with_ray
     from maskprep.tokenizing.cache import TokenizerCache
 
     cache = TokenizerCache(tmp_path / "cache")
@@ -174,7 +174,7 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
 def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(
     tmp_path, corpus_file, llama_like, monkeypatch
 ):
-    from maskprep import ray_engine
+    from maskprep.distributed import ray_engine
     from maskprep.tokenizing.cache import TokenizerCache
 
     cache = TokenizerCache(tmp_path / "cache")

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import BuildConfig, PartSpec
-from .errors import ConfigError, MaskprepError, OutputError
-from .merging import merge
-from .output.lock import LOCK_NAME
-from .sources.inputs import expand_inputs
-from .tokenizing.cache import TokenizerCache
-from .tokenizing.loading import load_tokenizer
+from ..config import BuildConfig, PartSpec
+from ..errors import ConfigError, MaskprepError, OutputError
+from ..output.lock import LOCK_NAME
+from ..sources.inputs import expand_inputs
+from ..tokenizing.cache import TokenizerCache
+from ..tokenizing.loading import load_tokenizer
+from .merge import merge
 
 PARTS_SUFFIX = ".parts"
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'maskprep[ray]'"
@@ -58,7 +58,7 @@ class _PartBuilder:
         self._tokenizer = None if _cached(config, cache) else load_tokenizer(config.tokenizer)
 
     def build_part(self, config: BuildConfig) -> str:
-        from .pipeline import build
+        from ..pipeline import build
 
         built = build(config, tokenizer=self._tokenizer, tokenizer_cache=self._cache)
         return str(built.output)
@@ -87,8 +87,8 @@ def build_with_ray(
     workers that see the same directory skip loading transformers. Returns a
     :class:`~maskprep.pipeline.BuildResult`.
     """
-    from .pipeline import finished_build, result_from_manifest
-    from .tokenizing.prepare import prepare_tokenizer
+    from ..pipeline import finished_build, result_from_manifest
+    from ..tokenizing.prepare import prepare_tokenizer
 
     ray = _import_ray()
     if config.part is not None:
