@@ -6,6 +6,9 @@ The library mirrors the command line: :func:`build` does what ``maskprep build``
 """
 
 from ._version import __version__
+from .checks.driver import inspect
+from .checks.options import InspectOptions
+from .checks.results import InspectResult
 from .columns import IGNORE_INDEX
 from .config import (
     BuildConfig,
@@ -18,7 +21,6 @@ from .config import (
 )
 from .distributed.merge import MergeResult, merge
 from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
-from .inspecting import InspectOptions, InspectResult, inspect
 from .output.dataset import load_dataset
 from .output.manifest import read_manifest
 from .pipeline import BuildResult, Progress, Totals, build

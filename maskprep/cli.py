@@ -526,8 +526,8 @@ def inspect(**options: Any) -> None:
     PATH is a build output directory, one .parquet/.arrow shard, or - for an Arrow IPC stream on
     stdin. Exit code 1 when a check fails (or warns, with --strict).
     """
-    from .inspecting import InspectOptions
-    from .inspecting import inspect as run_inspect
+    from .checks.driver import inspect as run_inspect
+    from .checks.options import InspectOptions
     from .report import inspect_json, print_inspect
 
     settings = InspectOptions(

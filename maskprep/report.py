@@ -12,9 +12,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .inspecting import BuildFacts, DecodedRow, InspectResult
+from .checks.results import BuildFacts, DecodedRow, InspectResult
+from .checks.specs import CheckResult
+from .checks.summary import BucketStats, HistogramBin, LengthStats
 from .pipeline import BuildResult, Progress
-from .stats import BucketStats, CheckResult, HistogramBin, LengthStats
 
 
 def _si(value: float) -> str:

@@ -18,16 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import maskprep
-from maskprep import columns, stats
+from maskprep import columns
+from maskprep.checks import conclude, driver, kernels, specs
+from maskprep.checks.decode import decode_row
+from maskprep.checks.layout import LayoutHints
+from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
-from maskprep.inspecting import InspectOptions, decode_row
 from maskprep.output.manifest import read_manifest
 from maskprep.output.shards import sha256_file
 from maskprep.report import decoded_row_text, inspect_json
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
-INVARIANTS = [spec.name for spec in stats.CHECKS if spec.kind == "invariant"]
+INVARIANTS = [spec.name for spec in specs.CHECKS if spec.kind == "invariant"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -98,7 +101,7 @@ def failing(result) -> dict[str, tuple[int, tuple[int, ...]]]:
     return {c.name: (c.count, c.rows) for c in result.checks if c.status == "fail"}
 
 
-def check(result, name: str) -> stats.CheckResult:
+def check(result, name: str) -> specs.CheckResult:
     return next(c for c in result.checks if c.name == name)
 
 
@@ -435,7 +438,7 @@ def test_untrained_eos_after_an_untrained_prompt_is_not_flagged(tmp_path):
     labels = [IGNORE_INDEX] * 4 + [40, 41, 2]
     row = {"input_ids": ids, "attention_mask": [1] * 7, "labels": labels, "length": 7}
     table = pa.Table.from_pylist([row], schema=columns.schema())
-    results = {r.name: r for r in stats.check_table(table, stats.LayoutHints(eos_id=EOS))}
+    results = {r.name: r for r in conclude.check_table(table, LayoutHints(eos_id=EOS))}
     assert results["eos_masked_by_value"].status == "pass"
     assert results["eos_never_trained"].status == "pass"
 
@@ -488,7 +491,7 @@ def test_left_padded_pack_rows_are_placed_by_their_real_run(tmp_path):
         assert tail >= 0
     rows[3]["labels"][12 - rows[3]["length"]] = 1  # first token of row 3's first document
     left = pa.Table.from_pylist(rows, schema=table.schema)
-    failed = {r.name: r.rows for r in stats.check_table(left) if r.status == "fail"}
+    failed = {r.name: r.rows for r in conclude.check_table(left) if r.status == "fail"}
     assert failed == {"document_start_label": (3,)}
 
 
@@ -526,7 +529,7 @@ def test_label_fraction_warns_for_mostly_prompt_rows():
     table = pa.Table.from_pylist(rows, schema=columns.schema())
     results = {
         r.name: r
-        for r in stats.check_table(table, thresholds=stats.Thresholds(min_label_fraction=0.5))
+        for r in conclude.check_table(table, thresholds=conclude.Thresholds(min_label_fraction=0.5))
     }
     assert (results["label_fraction"].status, results["label_fraction"].rows) == ("warn", (0, 1))
 
@@ -668,7 +671,7 @@ def test_json_schema_is_stable(out, runner):
         "eos_id",
     }
     assert set(report["summary"]["lengths"]) == {"min", "mean", "p50", "p90", "p99", "max"}
-    assert [c["name"] for c in report["checks"]] == [spec.name for spec in stats.CHECKS]
+    assert [c["name"] for c in report["checks"]] == [spec.name for spec in specs.CHECKS]
     for item in report["checks"]:
         assert set(item) == {"name", "kind", "status", "count", "rows", "detail"}
         assert item["status"] in {"pass", "fail", "warn", "skip"}
@@ -762,8 +765,8 @@ def test_json_rows_carry_segments(built):
 def test_segment_helpers_match_a_loop(rows):
     offsets = np.concatenate(([0], np.cumsum([len(r) for r in rows]))).astype(np.int64)
     flat = np.asarray([v for r in rows for v in r], np.int64)
-    assert stats.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
-    assert stats.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
+    assert kernels.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
+    assert kernels.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
 
 
 @settings(max_examples=40, deadline=None)
@@ -774,8 +777,8 @@ def test_segment_sum_on_equal_widths(width, n, data):
     )
     offsets = np.arange(n + 1, dtype=np.int64) * width
     rows = values.reshape(n, width)
-    assert stats.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
-    assert stats.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
+    assert kernels.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
+    assert kernels.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
 
 
 def test_planted_defects_in_a_real_pack_build(tmp_path, with_pad, corpus):
@@ -832,7 +835,7 @@ def sharded(tmp_path, llama_like, corpus) -> Path:
 
 def test_fresh_build_matches_its_manifest(sharded):
     result = maskprep.inspect(str(sharded))
-    found = check(result, stats.SHARDS_MATCH_MANIFEST)
+    found = check(result, specs.SHARDS_MATCH_MANIFEST)
     assert found.status == "pass"
     assert "3 shard(s) match the manifest (sha256, rows, tokens)" in found.detail
 
@@ -841,21 +844,21 @@ def test_shard_rewritten_after_the_build_fails(sharded, runner):
     # Same rows, other bytes: only the sha256 tells.
     rewrite(shard(sharded, 1), lambda rows: None, update_manifest=False)
     result = maskprep.inspect(str(sharded))
-    found = check(result, stats.SHARDS_MATCH_MANIFEST)
+    found = check(result, specs.SHARDS_MATCH_MANIFEST)
     assert (found.status, found.count, found.rows) == ("fail", 3, (3,))
     assert found.detail.startswith("1 of 3 shard(s) differ from the manifest: data-00001")
     assert "sha256" in found.detail
-    assert failing(result) == {stats.SHARDS_MATCH_MANIFEST: (3, (3,))}
+    assert failing(result) == {specs.SHARDS_MATCH_MANIFEST: (3, (3,))}
     assert runner.invoke(main, ["inspect", str(sharded)]).exit_code == 1
     outcome = runner.invoke(main, ["inspect", str(sharded), "--no-hash-check"])
     assert outcome.exit_code == 0, outcome.output
     skipped = check(
         maskprep.inspect(str(sharded), InspectOptions(check_hashes=False)),
-        stats.SHARDS_MATCH_MANIFEST,
+        specs.SHARDS_MATCH_MANIFEST,
     )
     assert skipped.status == "pass" and "sha256 not checked" in skipped.detail
     sampled = check(
-        maskprep.inspect(str(sharded), InspectOptions(sample=4)), stats.SHARDS_MATCH_MANIFEST
+        maskprep.inspect(str(sharded), InspectOptions(sample=4)), specs.SHARDS_MATCH_MANIFEST
     )
     assert sampled.status == "pass" and "sha256 not checked" in sampled.detail
 
@@ -867,14 +870,14 @@ def test_shard_cut_short_or_edited_names_what_differs(sharded):
         rows[0]["labels"][real_positions(rows[0])[0]] = IGNORE_INDEX
 
     rewrite(shard(sharded, 0), untrain_first_real_token, update_manifest=False)
-    found = check(maskprep.inspect(str(sharded)), stats.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(sharded)), specs.SHARDS_MATCH_MANIFEST)
     assert (found.status, found.count, found.rows) == ("fail", 4, (0, 6))
     assert "data-00000.parquet: sha256, label tokens" in found.detail
     assert "data-00002.parquet: sha256, rows 1 (manifest 2), positions" in found.detail
     # A sample cannot count tokens per shard, but still checks the files and their rows.
     sampled = check(
         maskprep.inspect(str(sharded), InspectOptions(sample=2, check_hashes=False)),
-        stats.SHARDS_MATCH_MANIFEST,
+        specs.SHARDS_MATCH_MANIFEST,
     )
     assert sampled.status == "fail" and "label tokens" not in sampled.detail
     assert "rows 1 (manifest 2)" in sampled.detail
@@ -886,25 +889,23 @@ def test_swapped_shards_fail(sharded):
     first.rename(parked)
     second.rename(first)
     parked.rename(second)
-    found = check(maskprep.inspect(str(sharded)), stats.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(sharded)), specs.SHARDS_MATCH_MANIFEST)
     assert found.status == "fail" and found.rows == (0, 3)
 
 
 def test_single_shard_has_no_manifest_to_match(sharded):
-    found = check(maskprep.inspect(str(shard(sharded, 0))), stats.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(shard(sharded, 0))), specs.SHARDS_MATCH_MANIFEST)
     assert (found.status, found.detail) == ("skip", "no manifest")
 
 
 def test_an_error_stops_the_hashing(sharded, monkeypatch):
-    from maskprep import inspecting
-
     seen = {}
 
     def hash_until_stopped(paths, stop):
         seen["stopped"] = stop.wait(timeout=30)
         return {}
 
-    monkeypatch.setattr(inspecting, "_hash_files", hash_until_stopped)
+    monkeypatch.setattr(driver, "hash_files", hash_until_stopped)
     broken = shard(sharded, 1)
     pq.write_table(pq.read_table(broken).drop_columns(["labels"]), broken)
     with pytest.raises(maskprep.DataError, match="missing column"):
@@ -922,7 +923,7 @@ def test_stream_shard_in_a_build_directory(tmp_path, with_pad, corpus):
     table = pa.Table.from_pylist(rows, schema=columns.schema())
     with ipc.new_stream(str(first), table.schema) as writer:  # same rows, stream format
         writer.write_table(table)
-    found = check(maskprep.inspect(str(out)), stats.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(out)), specs.SHARDS_MATCH_MANIFEST)
     assert (found.status, found.rows) == ("fail", (0,))
     assert found.detail.endswith("data-00000.arrow: sha256")
 
@@ -942,13 +943,13 @@ def test_stdin_is_streamed_not_read_whole(built, llama_like, monkeypatch):
     data = _stream_bytes(table, batch_rows=2)
     stdin = io.BytesIO(data)
     read_when_analysed = []
-    analyse = stats.analyse
+    analyse = driver.analyse
 
     def spying(*args, **kwargs):
         read_when_analysed.append(stdin.tell())
         return analyse(*args, **kwargs)
 
-    monkeypatch.setattr(stats, "analyse", spying)
+    monkeypatch.setattr(driver, "analyse", spying)
     result = maskprep.inspect("-", InspectOptions(eos_id=EOS, batch_rows=2), stdin=stdin)
     assert result.ok and result.rows_total == 400 and result.stats.rows == 400
     assert read_when_analysed[0] < len(data) // 10, "the first batch should be analysed early"

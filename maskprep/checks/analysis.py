@@ -1,0 +1,334 @@
+"""Analysing one batch of rows: per-row numbers (widths, real and trained token counts, the
+padding seen) and one flag per row and position-by-position check, a few bytes per row.
+
+Every check turns the flat arrays of :mod:`.kernels` into a flag per position (``labels !=
+IGNORE_INDEX`` where ``attention_mask == 0``, …) and folds those flags into a flag per row.
+:mod:`.conclude` joins the per-row numbers of every batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .. import columns
+from ..columns import IGNORE_INDEX
+from ..errors import DataError
+from .kernels import (
+    int_column,
+    list_column,
+    missing_columns,
+    row_starts,
+    segment_any,
+    segment_extreme,
+    segment_sum,
+)
+from .specs import (
+    DOCUMENT_START_LABEL,
+    EOS_MASKED_BY_VALUE,
+    LABELS_MATCH_INPUTS,
+    LABELS_ON_PADDING,
+    LENGTH_MATCHES_MASK,
+    LIST_LENGTHS,
+    MASK_BINARY,
+    POSITION_IDS_RESTART,
+    SEQ_LENS_SUM,
+)
+
+# Per-row flags that analyse() computes position by position.
+ROW_FLAGS = (
+    LIST_LENGTHS,
+    MASK_BINARY,
+    LENGTH_MATCHES_MASK,
+    LABELS_ON_PADDING,
+    LABELS_MATCH_INPUTS,
+    SEQ_LENS_SUM,
+    POSITION_IDS_RESTART,
+    DOCUMENT_START_LABEL,
+    EOS_MASKED_BY_VALUE,
+)
+
+# Per-row code of where a row's padding is: which padding sides its mask is consistent with.
+SIDE_ANY, SIDE_RIGHT, SIDE_LEFT, SIDE_NEITHER = 0, 1, 2, 3
+# Stand-ins for "no padded position" in the per-row min/max of padded ids.
+NO_PAD_MIN = np.int64(np.iinfo(np.int64).max)
+NO_PAD_MAX = np.int64(np.iinfo(np.int64).min)
+
+
+@dataclass
+class PartStats:
+    """Per-row numbers of one analysed batch; ``row_ids`` place its rows in the whole data set."""
+
+    row_ids: np.ndarray
+    width: np.ndarray
+    real: np.ndarray
+    length: np.ndarray
+    trained: np.ndarray
+    documents: np.ndarray | None
+    side: np.ndarray
+    pad_min: np.ndarray
+    pad_max: np.ndarray
+    eos_untrained: np.ndarray
+    flags: dict[str, np.ndarray]
+    eos_real_tokens: int = 0
+    eos_trained_tokens: int = 0
+    packed: bool = False
+
+
+def analyse(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | None) -> PartStats:
+    """Per-row numbers and per-row check flags of one batch whose rows are ``row_ids``.
+
+    Raises :class:`DataError` when a contract column is missing or not a list of integers.
+    """
+    missing = missing_columns(batch.schema.names)
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)}")
+    row_ids = np.asarray(row_ids, np.int64)
+    ids = list_column(batch, columns.INPUT_IDS)
+    widths = np.diff(ids.offsets)
+    aligned = np.ones(len(widths), bool)
+    for name in (columns.ATTENTION_MASK, columns.LABELS, columns.POSITION_IDS):
+        if name in batch.schema.names:
+            aligned &= np.diff(list_column(batch, name).offsets) == widths
+    if aligned.all():
+        return _analyse_aligned(batch, row_ids, eos_id)
+    # Position-by-position checks need the lists to line up; run them on the rows that do and
+    # count the others from their own lists.
+    keep = np.flatnonzero(aligned)
+    parts = [_analyse_misaligned(batch.take(np.flatnonzero(~aligned)), row_ids[~aligned])]
+    if keep.size:
+        parts.append(_analyse_aligned(batch.take(keep), row_ids[keep], eos_id))
+    return merge_parts(parts)
+
+
+def _analyse_misaligned(batch: pa.RecordBatch, row_ids: np.ndarray) -> PartStats:
+    n = batch.num_rows
+    ids = list_column(batch, columns.INPUT_IDS)
+    mask = list_column(batch, columns.ATTENTION_MASK)
+    labels = list_column(batch, columns.LABELS)
+    flags = {name: np.zeros(n, bool) for name in ROW_FLAGS}
+    flags[LIST_LENGTHS][:] = True
+    packed = columns.SEQ_LENS in batch.schema.names
+    documents = None
+    if packed:
+        seq = list_column(batch, columns.SEQ_LENS)
+        documents = segment_sum(seq.values > 0, seq.offsets)
+    return PartStats(
+        row_ids=row_ids,
+        width=np.diff(ids.offsets),
+        real=segment_sum(mask.values != 0, mask.offsets),
+        length=int_column(batch, columns.LENGTH),
+        trained=segment_sum(labels.values != IGNORE_INDEX, labels.offsets),
+        documents=documents,
+        side=np.full(n, SIDE_ANY, np.int8),
+        pad_min=np.full(n, NO_PAD_MIN, np.int64),
+        pad_max=np.full(n, NO_PAD_MAX, np.int64),
+        eos_untrained=np.zeros(n, bool),
+        flags=flags,
+        packed=packed,
+    )
+
+
+def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | None) -> PartStats:
+    names = batch.schema.names
+    id_list = list_column(batch, columns.INPUT_IDS)
+    offsets = id_list.offsets
+    n = len(offsets) - 1
+    ids = id_list.values
+    mask = list_column(batch, columns.ATTENTION_MASK).values
+    labels = list_column(batch, columns.LABELS).values
+    length = int_column(batch, columns.LENGTH)
+    width = np.diff(offsets)
+
+    real_pos = mask != 0
+    trained_pos = labels != IGNORE_INDEX
+    real = segment_sum(real_pos, offsets)
+    flags = {name: np.zeros(n, bool) for name in ROW_FLAGS}
+    flags[MASK_BINARY] = segment_any(real_pos & (mask != 1), offsets)
+    flags[LENGTH_MATCHES_MASK] = length != segment_sum(mask, offsets)
+    flags[LABELS_ON_PADDING] = segment_any(~real_pos & trained_pos, offsets)
+    flags[LABELS_MATCH_INPUTS] = segment_any(real_pos & trained_pos & (labels != ids), offsets)
+
+    side = _padding_sides(real_pos, offsets)
+    # The smallest and largest id on each row's padded positions: one pad id means min == max.
+    pad_min = segment_extreme(np.where(real_pos, NO_PAD_MIN, ids), offsets, np.minimum, NO_PAD_MIN)
+    pad_max = segment_extreme(np.where(real_pos, NO_PAD_MAX, ids), offsets, np.maximum, NO_PAD_MAX)
+
+    packed = columns.POSITION_IDS in names or columns.SEQ_LENS in names
+    documents = None
+    doc_starts = np.empty(0, np.int64)
+    if packed:
+        if columns.POSITION_IDS not in names or columns.SEQ_LENS not in names:
+            present = columns.POSITION_IDS if columns.POSITION_IDS in names else columns.SEQ_LENS
+            raise DataError(
+                f"packed rows need both {columns.POSITION_IDS} and {columns.SEQ_LENS}; "
+                f"only {present} is present"
+            )
+        documents, doc_starts = _pack_checks(
+            batch, offsets, real_pos, trained_pos, real, length, side, flags
+        )
+
+    eos_untrained = np.zeros(n, bool)
+    eos_real_tokens = eos_trained_tokens = 0
+    if eos_id is not None:
+        eos_real = real_pos & (ids == eos_id)
+        eos_real_tokens = int(np.count_nonzero(eos_real))
+        eos_trained_tokens = int(np.count_nonzero(eos_real & trained_pos))
+        untrained = eos_real & ~trained_pos
+        eos_untrained = segment_any(untrained, offsets)
+        # A real EOS left untrained right after a trained token is a hole punched into the
+        # trained span by value, the mark of `labels[input_ids == pad_id] = -100` with
+        # pad == eos. A document's first token follows another document, so it does not count.
+        hole = np.zeros(len(ids), bool)
+        hole[1:] = untrained[1:] & trained_pos[:-1]
+        hole[row_starts(offsets)] = False
+        hole[doc_starts] = False
+        flags[EOS_MASKED_BY_VALUE] = segment_any(hole, offsets)
+
+    return PartStats(
+        row_ids=row_ids,
+        width=width,
+        real=real,
+        length=length,
+        trained=segment_sum(trained_pos, offsets),
+        documents=documents,
+        side=side,
+        pad_min=pad_min,
+        pad_max=pad_max,
+        eos_untrained=eos_untrained,
+        flags=flags,
+        eos_real_tokens=eos_real_tokens,
+        eos_trained_tokens=eos_trained_tokens,
+        packed=packed,
+    )
+
+
+def _padding_sides(real_pos: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per row: which padding side its mask fits. Right padding is ``1…1 0…0`` (no rise from
+    padding into a real token inside the row), left padding ``0…0 1…1`` (no fall)."""
+    rise = np.zeros(len(real_pos), bool)
+    fall = np.zeros(len(real_pos), bool)
+    rise[1:] = real_pos[1:] & ~real_pos[:-1]
+    fall[1:] = ~real_pos[1:] & real_pos[:-1]
+    starts = row_starts(offsets)
+    rise[starts] = False
+    fall[starts] = False
+    fits_right = ~segment_any(rise, offsets)
+    fits_left = ~segment_any(fall, offsets)
+    side = np.full(len(offsets) - 1, SIDE_NEITHER, np.int8)
+    side[fits_right & fits_left] = SIDE_ANY
+    side[fits_right & ~fits_left] = SIDE_RIGHT
+    side[~fits_right & fits_left] = SIDE_LEFT
+    return side
+
+
+def _pack_checks(
+    batch: pa.RecordBatch,
+    offsets: np.ndarray,
+    real_pos: np.ndarray,
+    trained_pos: np.ndarray,
+    real: np.ndarray,
+    length: np.ndarray,
+    side: np.ndarray,
+    flags: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Invariant 4 on packed rows. Returns documents per row and the flat index of every
+    document's first token (for rows whose documents could be placed).
+
+    Documents lie in order over a row's real positions, which are one run (padding only at one
+    end): a row ``[a b c d e P P]`` with ``seq_lens [2, 3]`` holds ``a b`` and ``c d e``; its
+    ``position_ids`` must read ``[0 1 0 1 2 …]`` over the real run and ``labels`` at ``a`` and
+    ``c`` must be -100.
+    """
+    n = len(offsets) - 1
+    width = np.diff(offsets)
+    labels = list_column(batch, columns.LABELS).values
+    positions = list_column(batch, columns.POSITION_IDS).values
+    seq = list_column(batch, columns.SEQ_LENS)
+    doc_lens = seq.values.astype(np.int64)
+    docs_per_row = np.diff(seq.offsets)
+    negative = segment_any(doc_lens < 0, seq.offsets)
+    seq_sum = segment_sum(doc_lens, seq.offsets)
+    flags[SEQ_LENS_SUM] = (seq_sum != length) | negative
+
+    # Documents can be placed only where they tile the real run exactly.
+    placeable = (seq_sum == real) & ~negative & (side != SIDE_NEITHER)
+    first_is_real = np.zeros(n, bool)
+    nonempty = width > 0
+    first_is_real[nonempty] = real_pos[offsets[:-1][nonempty]]
+    run_start = offsets[:-1] + np.where(first_is_real, 0, width - real)
+    doc_row = np.repeat(np.arange(n), docs_per_row)
+    ends = np.concatenate(([0], np.cumsum(doc_lens)))
+    within_row = ends[:-1] - ends[seq.offsets[:-1]][doc_row]
+    doc_start = run_start[doc_row] + within_row
+    use = placeable[doc_row] & (doc_lens > 0)
+    starts = doc_start[use]
+
+    bad_first = np.zeros(n, bool)
+    bad_first[doc_row[use][trained_pos[starts]]] = True
+    flags[DOCUMENT_START_LABEL] = bad_first
+
+    # Expected position id = distance from the latest document start at or before a position.
+    index_type = np.int32 if len(labels) < np.iinfo(np.int32).max else np.int64
+    marks = np.zeros(len(labels), index_type)
+    marks[starts] = starts
+    expected = np.arange(len(labels), dtype=index_type) - np.maximum.accumulate(marks)
+    covered = real_pos & np.repeat(placeable, width)
+    flags[POSITION_IDS_RESTART] = segment_any(covered & (positions != expected), offsets)
+    return segment_sum(doc_lens > 0, seq.offsets), starts
+
+
+def merge_parts(parts: list[PartStats]) -> PartStats:
+    """Join parts into one, ordered by row id."""
+    if len(parts) == 1:
+        return parts[0]
+    row_ids = np.concatenate([p.row_ids for p in parts])
+    order = np.argsort(row_ids, kind="stable")
+
+    def cat(get: str) -> np.ndarray:
+        return np.concatenate([getattr(p, get) for p in parts])[order]
+
+    packed = any(p.packed for p in parts)
+    documents = None
+    if packed:
+        documents = np.concatenate(
+            [
+                p.documents if p.documents is not None else np.zeros(len(p.row_ids), np.int64)
+                for p in parts
+            ]
+        )[order]
+    return PartStats(
+        row_ids=row_ids[order],
+        width=cat("width"),
+        real=cat("real"),
+        length=cat("length"),
+        trained=cat("trained"),
+        documents=documents,
+        side=cat("side"),
+        pad_min=cat("pad_min"),
+        pad_max=cat("pad_max"),
+        eos_untrained=cat("eos_untrained"),
+        flags={name: np.concatenate([p.flags[name] for p in parts])[order] for name in ROW_FLAGS},
+        eos_real_tokens=sum(p.eos_real_tokens for p in parts),
+        eos_trained_tokens=sum(p.eos_trained_tokens for p in parts),
+        packed=packed,
+    )
+
+
+def empty_part() -> PartStats:
+    empty = np.zeros(0, np.int64)
+    return PartStats(
+        row_ids=empty,
+        width=empty,
+        real=empty,
+        length=empty,
+        trained=empty,
+        documents=None,
+        side=np.zeros(0, np.int8),
+        pad_min=empty,
+        pad_max=empty,
+        eos_untrained=np.zeros(0, bool),
+        flags={name: np.zeros(0, bool) for name in ROW_FLAGS},
+    )

@@ -1,0 +1,185 @@
+"""``maskprep.inspect``: statistics, invariant checks and a decoded view of shards.
+
+The input is a build output directory (its manifest lists the shards and records the strategy,
+tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. Shards from other
+tools work too when they have the contract's columns; what a manifest would have said is then
+inferred from the data. Rows stream through :func:`~.analysis.analyse` in batches, so memory stays
+bounded by the batch size, and Arrow files are memory-mapped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .analysis import PartStats, analyse
+from .conclude import Thresholds, conclude
+from .decode import decode_row
+from .manifest_facts import build_facts, hash_files, layout_hints, shards_match_manifest
+from .options import InspectOptions
+from .readers import Shard, open_input, shard_batches
+from .results import InspectResult
+
+
+@dataclass
+class _Scan:
+    """What one pass over the rows gathered: the analysed parts, per-shard counts (positions,
+    real tokens, trained tokens) for the manifest check, and the rows to decode."""
+
+    parts: list[PartStats]
+    counts: np.ndarray
+    first_rows: list[int]
+    kept_rows: dict[int, dict[str, Any]]
+    rows: int = 0
+
+
+def _scan(
+    shards: list[Shard], options: InspectOptions, chosen: np.ndarray | None, eos_id: int | None
+) -> _Scan:
+    """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch."""
+    scan = _Scan([], np.zeros((len(shards), 3), dtype=np.int64), [], {})
+    wanted = np.asarray(sorted(set(options.row_indices)), dtype=np.int64)
+    shard_start = 0
+    for number, shard in enumerate(shards):
+        needed = None
+        if chosen is not None and shard.rows is not None:
+            inside = (shard_start, shard_start + shard.rows)
+            lo, hi = np.searchsorted(chosen, inside)
+            w_lo, w_hi = np.searchsorted(wanted, inside)
+            needed = np.union1d(chosen[lo:hi], wanted[w_lo:w_hi]) - shard_start
+        seen = 0
+        for offset, batch in shard_batches(shard, options.batch_rows, needed):
+            start = shard_start + offset
+            stop = start + batch.num_rows
+            seen = offset + batch.num_rows
+            if chosen is None:
+                local = None
+                row_ids = np.arange(start, stop)
+            else:
+                lo, hi = np.searchsorted(chosen, [start, stop])
+                local = chosen[lo:hi] - start
+                row_ids = chosen[lo:hi]
+            take = batch if local is None else batch.take(local)
+            try:
+                if take.num_rows:
+                    part = analyse(take, row_ids, eos_id)
+                    scan.parts.append(part)
+                    scan.counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
+            except DataError as error:
+                raise DataError(f"{shard.name}: {error}") from None
+            need = max(options.show_rows - len(scan.first_rows), 0)
+            new_first = row_ids[:need].tolist()
+            scan.first_rows.extend(new_first)
+            w_lo, w_hi = np.searchsorted(wanted, [start, stop])
+            for index in [*new_first, *wanted[w_lo:w_hi].tolist()]:
+                scan.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
+        shard_start += shard.rows if shard.rows is not None else seen
+    scan.rows = shard_start
+    return scan
+
+
+def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
+    for index in indices:
+        if index >= rows:
+            raise ConfigError(f"row {index} is out of range: the data has {rows} rows")
+
+
+def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first}") from None
+
+
+def inspect(
+    path: str,
+    options: InspectOptions = InspectOptions(),
+    *,
+    stdin: BinaryIO | None = None,
+) -> InspectResult:
+    """Check and summarise the rows at ``path``: a build output directory, a shard file, or
+    ``"-"`` for an Arrow IPC stream read from ``stdin``.
+
+    Raises :class:`~maskprep.errors.ConfigError` for a missing path, a row number out of range or
+    a tokenizer that cannot be loaded, and :class:`~maskprep.errors.DataError` for data that cannot
+    be read as rows (a missing column, a file that is not Parquet or Arrow, an unfinished build).
+    Failed checks are not errors: they are in the result.
+    """
+    started = time.perf_counter()
+    shards, manifest = open_input(path, stdin, whole=options.sample is not None)
+    tokenizer_facts = (manifest or {}).get("tokenizer", {})
+    tokenizer_name = options.tokenizer or tokenizer_facts.get("name_or_path")
+    revision = tokenizer_facts.get("revision") if options.tokenizer is None else None
+    wants_rows = options.show_rows > 0 or bool(options.row_indices)
+    eos_id = options.eos_id if options.eos_id is not None else tokenizer_facts.get("eos_token_id")
+    tokenizer = None
+    if wants_rows or (eos_id is None and options.tokenizer is not None):
+        if tokenizer_name is None:
+            raise ConfigError(
+                "decoding rows needs a tokenizer, and the input has no manifest naming one"
+            )
+        tokenizer = _load_tokenizer(tokenizer_name, revision)
+        if eos_id is None:
+            eos_id = tokenizer.eos_token_id
+
+    counted = [s.rows for s in shards if s.rows is not None]
+    # A streamed stdin is counted as it is read; its row numbers are checked after it.
+    rows_known = sum(counted) if len(counted) == len(shards) else None
+    if rows_known is not None:
+        _check_row_indices(options.row_indices, rows_known)
+    chosen = None
+    if options.sample is not None and rows_known is not None and options.sample < rows_known:
+        rng = np.random.default_rng(options.seed)
+        chosen = np.sort(rng.choice(rows_known, size=options.sample, replace=False))
+
+    stop_hashing = threading.Event()
+    with ThreadPoolExecutor(1, thread_name_prefix="maskprep-sha256") as hashing:
+        digests = None
+        # A sample is a quick look: hashing would read every byte of every shard.
+        if manifest is not None and options.check_hashes and chosen is None:
+            paths = {i: s.path for i, s in enumerate(shards) if s.path is not None}
+            digests = hashing.submit(hash_files, paths, stop_hashing)
+        try:
+            scan = _scan(shards, options, chosen, eos_id)
+            _check_row_indices(options.row_indices, scan.rows)
+        except BaseException:
+            stop_hashing.set()  # the error is reported now, not once every shard is hashed
+            raise
+        shards_check = None
+        if manifest is not None:
+            shards_check = shards_match_manifest(
+                shards,
+                manifest,
+                scan.counts if chosen is None else None,
+                digests.result() if digests is not None else None,
+                options.listed,
+            )
+
+    hints = layout_hints(manifest, options, eos_id)
+    thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
+    layout, data_stats, checks = conclude(
+        scan.parts, hints, thresholds, options.listed, shards_check
+    )
+    shown = list(dict.fromkeys([*scan.first_rows, *options.row_indices]))
+    decoded = tuple(decode_row(scan.kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
+    return InspectResult(
+        source=path,
+        shards=tuple(s.name for s in shards),
+        rows_total=scan.rows,
+        sampled=chosen is not None,
+        layout=layout,
+        stats=data_stats,
+        build=build_facts(manifest) if manifest is not None else None,
+        checks=checks,
+        decoded=decoded,
+        elapsed_s=time.perf_counter() - started,
+    )

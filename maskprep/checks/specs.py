@@ -1,0 +1,90 @@
+"""The checks ``maskprep inspect`` runs: their stable names, what each asserts, and the shape of a
+result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+STRATEGIES = ("pad", "bucket", "pack", "none")
+PADDING_SIDES = ("left", "right")
+
+Status = Literal["pass", "fail", "warn", "skip"]
+Kind = Literal["invariant", "warning"]
+
+# Check names: stable, they are part of the JSON output.
+SHARDS_MATCH_MANIFEST = "shards_match_manifest"
+LIST_LENGTHS = "list_lengths"
+MASK_BINARY = "mask_binary"
+LENGTH_MATCHES_MASK = "length_matches_mask"
+LABELS_ON_PADDING = "labels_on_padding"
+LABELS_MATCH_INPUTS = "labels_match_inputs"
+PADDING_CONTIGUOUS = "padding_contiguous"
+PADDING_HOLDS_PAD_ID = "padding_holds_pad_id"
+ROW_WIDTH = "row_width"
+SEQ_LENS_SUM = "seq_lens_sum"
+POSITION_IDS_RESTART = "position_ids_restart"
+DOCUMENT_START_LABEL = "document_start_label"
+EOS_MASKED_BY_VALUE = "eos_masked_by_value"
+EOS_NEVER_TRAINED = "eos_never_trained"
+ROWS_WITHOUT_LABELS = "rows_without_labels"
+PAD_FRACTION = "pad_fraction"
+LABEL_FRACTION = "label_fraction"
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What a check asserts; ``invariant`` is its number in the data contract (DESIGN.md)."""
+
+    name: str
+    kind: Kind
+    invariant: int | None
+    description: str
+
+
+#: Every check, in report order.
+CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec(
+        SHARDS_MATCH_MANIFEST, "invariant", None, "shard files are the ones the manifest lists"
+    ),
+    CheckSpec(LIST_LENGTHS, "invariant", 1, "list columns of a row have one length"),
+    CheckSpec(MASK_BINARY, "invariant", 1, "attention_mask holds only 0 and 1"),
+    CheckSpec(LENGTH_MATCHES_MASK, "invariant", 1, "length == sum(attention_mask)"),
+    CheckSpec(LABELS_ON_PADDING, "invariant", 2, "labels are -100 wherever attention_mask is 0"),
+    CheckSpec(LABELS_MATCH_INPUTS, "invariant", 2, "labels are -100 or the input id"),
+    CheckSpec(PADDING_CONTIGUOUS, "invariant", 3, "real tokens are one run opposite the padding"),
+    CheckSpec(PADDING_HOLDS_PAD_ID, "invariant", 3, "padded positions hold the pad id"),
+    CheckSpec(ROW_WIDTH, "invariant", 3, "each row is as wide as its strategy demands"),
+    CheckSpec(SEQ_LENS_SUM, "invariant", 4, "sum(seq_lens) == length, no negative length"),
+    CheckSpec(POSITION_IDS_RESTART, "invariant", 4, "position_ids count 0,1,2,… per document"),
+    CheckSpec(DOCUMENT_START_LABEL, "invariant", 4, "the first label of every document is -100"),
+    CheckSpec(
+        EOS_MASKED_BY_VALUE, "invariant", 5, "no real EOS left untrained after a trained token"
+    ),
+    CheckSpec(EOS_NEVER_TRAINED, "warning", None, "EOS in the inputs is trained somewhere"),
+    CheckSpec(ROWS_WITHOUT_LABELS, "warning", None, "every row trains at least one token"),
+    CheckSpec(PAD_FRACTION, "warning", None, "pad fraction at most the allowed maximum"),
+    CheckSpec(LABEL_FRACTION, "warning", None, "label fraction at least the required minimum"),
+)
+SPECS = {spec.name: spec for spec in CHECKS}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check over the data: ``status`` is pass/fail (invariants), pass/warn (warnings) or skip
+    (does not apply, or a fact it needs is unknown). ``count`` offending rows, the first of them in
+    ``rows`` (indices into the whole data set), and a one-line ``detail``."""
+
+    name: str
+    kind: Kind
+    status: Status
+    count: int
+    rows: tuple[int, ...]
+    detail: str
+
+
+def failures(results: Sequence[CheckResult], strict: bool = False) -> list[CheckResult]:
+    """The results that fail: ``fail`` always, ``warn`` too when ``strict``."""
+    bad = {"fail", "warn"} if strict else {"fail"}
+    return [r for r in results if r.status in bad]
