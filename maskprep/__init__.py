@@ -24,8 +24,10 @@ from .errors import BadRecordError, ConfigError, DataError, MaskprepError, Outpu
 from .output.dataset import load_dataset
 from .output.manifest import read_manifest
 from .pipeline import BuildResult, Progress, Totals, build
+from .probes.driver import verify
+from .probes.options import VerifyOptions
+from .probes.results import Check, VerifyResult
 from .tokenizing.pool import Parallelism
-from .verify import Check, VerifyOptions, VerifyResult, verify
 
 __all__ = [
     "IGNORE_INDEX",

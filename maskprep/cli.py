@@ -452,9 +452,9 @@ def verify(**options: Any) -> None:
     (pad invariance, unpadded reference, label leakage, cross-document, causal) under each
     attention implementation. Exit 1 when any probe sees a leak.
     """
+    from .probes.driver import verify as run_verify
+    from .probes.options import VerifyOptions
     from .report import verify_json, verify_table
-    from .verify import VerifyOptions
-    from .verify import verify as run_verify
 
     settings = VerifyOptions(
         revision=options["revision"],

@@ -184,7 +184,7 @@ def _num(value: float | None) -> str:
 
 
 def verify_table(result: Any) -> Table:
-    """One line per check of a :class:`maskprep.verify.VerifyResult`."""
+    """One line per check of a :class:`maskprep.probes.results.VerifyResult`."""
     verdict = "no leak found" if result.ok else "LEAK FOUND"
     table = Table(
         title=(

@@ -12,7 +12,9 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_conf
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
-from maskprep.verify import TOLERANCES, load_model, verify_rows
+from maskprep.probes.context import TOLERANCES
+from maskprep.probes.driver import verify_rows
+from maskprep.probes.model import load_model
 
 PAD = 3
 

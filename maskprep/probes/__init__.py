@@ -1,0 +1,43 @@
+"""Leak probes: ``maskprep verify`` runs a real model on sampled rows and proves nothing leaks
+through the masks.
+
+Rows go through :func:`maskprep.collate.collate`, exactly as training feeds them. Each probe
+compares the model's outputs (logits, or the last hidden state of a base encoder) between two
+feeds that must agree if the masks are right:
+
+1. ``pad-invariance``: every padded position's token replaced by a random id; outputs at real
+   positions must not move.
+2. ``unpadded-reference``: each row's real tokens (each document of a pack) run alone, unpadded,
+   must give the outputs they get inside the batch (left padding fed without the
+   ``position_ids`` an absolute-position model needs shows up here).
+3. ``labels-loss``: the model's loss equals a cross-entropy over the trained positions only (real,
+   label not ``IGNORE_INDEX``, and predicted from the same document); ``labels-gradient``: the loss
+   has zero gradient with respect to the input embeddings at padded positions.
+4. ``cross-document`` (packs): the tokens of each row's first document perturbed; outputs of the
+   other documents must not move.
+5. ``causal`` (decoders): the second half of each row's tokens perturbed; outputs before them must
+   not move.
+
+Every probe also runs a *planted leak* (negative control): the same comparison on a feed that
+leaks by construction (attention mask dropped, an all-ones 2D mask on a pack, labels on every
+ignored position, a bidirectional mask). If the planted leak does not move the outputs beyond the
+tolerance on this model, the probe cannot see a leak and is reported ``inconclusive``, not
+``pass``. Where the data cannot leak by construction (a decoder's right padding comes after every
+real token and causal attention alone hides it) the control does not apply and the note says so.
+
+Tolerances (absolute + relative to the largest reference output of the row), chosen from the
+transformers test suite's practice of comparing attention implementations: float32 ``1e-5 +
+1e-5·max|ref|``; float16 ``5e-3 + 5e-3·max|ref|``; bfloat16 ``1e-2 + 2e-2·max|ref|``. Padded
+positions must have exactly no gradient (masked attention weights are exactly 0), allowing
+``1e-6`` (float32) or ``1e-4`` (half precision) of the largest real-position gradient. A probe
+always compares like with like: same model, dtype and attention implementation.
+
+- :mod:`.options`: :class:`~.options.VerifyOptions` and the names it accepts.
+- :mod:`.results`: :class:`~.results.Check` and :class:`~.results.VerifyResult`.
+- :mod:`.model`: the device, dtype and attention implementation; loading the model.
+- :mod:`.sampling`: rows sampled from a finished output.
+- :mod:`.context`: what every probe needs (the model under test, a collated batch, tolerances).
+- :mod:`.attention`: probes 1, 2, 4 and 5; :mod:`.labels`: probe 3.
+- :mod:`.tally`: per-row measurements → one :class:`~.results.Check`, with the planted-leak verdict.
+- :mod:`.driver`: :func:`~.driver.verify` and :func:`~.driver.verify_rows`.
+"""

@@ -1,0 +1,134 @@
+"""Probes on what attention lets through: padding (1, ``pad-invariance``), each row or document
+run alone (2, ``unpadded-reference``), across documents of a pack (4, ``cross-document``) and
+from later tokens (5, ``causal``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..collate import additive_mask
+from .context import (
+    ProbeBatch,
+    ProbeContext,
+    leaky_2d,
+    outputs,
+    pads_visible,
+    perturb,
+    record,
+    record_control,
+    row_max,
+    with_changes,
+)
+from .tally import Tally
+
+if TYPE_CHECKING:
+    import torch
+
+
+def probe_pad_invariance(
+    ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally: Tally
+) -> None:
+    """Probe 1: random tokens at padded positions must not move outputs at real positions."""
+    pads = ~batch.real
+    if not pads.any():
+        return
+    ids = batch.kwargs["input_ids"]
+    noisy = perturb(ctx, ids, pads)
+    moved = outputs(ctx, with_changes(batch.kwargs, input_ids=noisy))
+    record(ctx, tally, batch, row_max(moved - base, batch.real), base, batch.real)
+    visible = pads_visible(ctx, batch)
+    if not visible.any():
+        tally.note("padding only after real tokens: causal attention alone hides it")
+        return
+    leaky = leaky_2d(batch)
+    control_base = outputs(ctx, leaky)
+    control = outputs(ctx, with_changes(leaky, input_ids=noisy))
+    diff = row_max(control - control_base, batch.real)
+    record_control(ctx, tally, diff, control_base, batch.real, visible)
+
+
+def probe_unpadded_reference(
+    ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally: Tally
+) -> None:
+    """Probe 2: each row's real tokens (each document of a pack) run alone, unpadded."""
+    import torch
+
+    reference = torch.zeros_like(base)
+    ids = batch.kwargs["input_ids"]
+    for i in range(ids.shape[0]):
+        for segment in torch.unique(batch.segments[i]).tolist():
+            if segment < 0:
+                continue
+            where = batch.segments[i] == segment
+            alone = {"input_ids": ids[i][where][None]}
+            if ctx.causal:
+                alone["use_cache"] = False
+            reference[i, where] = outputs(ctx, alone)[0]
+    record(ctx, tally, batch, row_max(base - reference, batch.real), reference, batch.real)
+    multi = batch.segments.amax(dim=-1) > 0
+    visible = pads_visible(ctx, batch) | multi
+    if not visible.any():
+        if (~batch.real).any():
+            tally.note("padding only after real tokens: causal attention alone hides it")
+        return
+    control = outputs(ctx, leaky_2d(batch))
+    diff = row_max(control - reference, batch.real)
+    record_control(ctx, tally, diff, reference, batch.real, visible)
+
+
+def probe_cross_document(
+    ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally: Tally
+) -> None:
+    """Probe 4: perturbing a row's first document must not move its other documents."""
+    import torch
+
+    first = batch.segments == 0
+    others = batch.segments > 0
+    if not others.any():
+        return
+    noisy = perturb(ctx, batch.kwargs["input_ids"], first & others.any(dim=-1, keepdim=True))
+    moved = outputs(ctx, with_changes(batch.kwargs, input_ids=noisy))
+    record(ctx, tally, batch, row_max(moved - base, others), base, others)
+    leaky = with_changes(batch.kwargs, attention_mask=torch.from_numpy(batch.arrays.attention_mask))
+    leaky = {k: v.to(ctx.device) if hasattr(v, "to") else v for k, v in leaky.items()}
+    control_base = outputs(ctx, leaky)
+    control = outputs(ctx, with_changes(leaky, input_ids=noisy))
+    diff = row_max(control - control_base, others)
+    record_control(ctx, tally, diff, control_base, others, others.any(dim=-1))
+    if ctx.form == "position_ids" and ctx.causal:
+        cached = with_changes(batch.kwargs, use_cache=None)
+        leak = row_max(
+            outputs(ctx, with_changes(cached, input_ids=noisy)) - outputs(ctx, cached), others
+        )
+        if float(leak.max()) > ctx.tolerance(base[others]):
+            tally.note(
+                f"without use_cache=False this feed leaks across documents "
+                f"(max diff {float(leak.max()):.3g})"
+            )
+
+
+def probe_causal(ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally: Tally) -> None:
+    """Probe 5 (decoders): perturbing the later half of a row must not move the earlier half."""
+    import torch
+
+    real = batch.real
+    order = real.long().cumsum(dim=-1)
+    half = (real.sum(dim=-1, keepdim=True) + 1) // 2
+    later = real & (order > half)
+    earlier = real & (order <= half) & later.any(dim=-1, keepdim=True)
+    if not earlier.any():
+        return
+    noisy = perturb(ctx, batch.kwargs["input_ids"], later)
+    moved = outputs(ctx, with_changes(batch.kwargs, input_ids=noisy))
+    record(ctx, tally, batch, row_max(moved - base, earlier), base, earlier)
+    if ctx.impl == "flash_attention_2":
+        tally.note("no planted leak: flash attention takes no custom mask")
+        return
+    both = real[:, :, None] & real[:, None, :]
+    allowed = both | torch.eye(real.shape[1], dtype=torch.bool, device=real.device)[None]
+    mask = additive_mask(allowed[:, None].cpu().numpy(), ctx.dtype).to(ctx.device)
+    leaky = with_changes(batch.kwargs, attention_mask=mask)
+    control_base = outputs(ctx, leaky)
+    control = outputs(ctx, with_changes(leaky, input_ids=noisy))
+    diff = row_max(control - control_base, earlier)
+    record_control(ctx, tally, diff, control_base, earlier, earlier.any(dim=-1))

@@ -1,0 +1,58 @@
+"""What ``verify`` returns: one :class:`Check` per probe, attention implementation and feed form,
+gathered in a :class:`VerifyResult`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Status = Literal["pass", "LEAK", "inconclusive", "skipped"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One probe under one attention implementation and feed form.
+
+    ``max_diff`` is the largest change seen at the positions that must not change, ``tolerance``
+    the bound it was held to (for the worst row), ``positions`` how many positions were compared,
+    ``worst_row`` the dataset index of the row closest to (or furthest past) its bound, and
+    ``control_diff`` what the planted leak moved (``None`` where no control applies).
+    ``leaking`` counts the rows past their tolerance (batches, for ``labels-loss``, whose loss is
+    one number per batch).
+    """
+
+    probe: str
+    attn_implementation: str
+    form: str
+    status: Status
+    max_diff: float | None = None
+    tolerance: float | None = None
+    positions: int = 0
+    worst_row: int | None = None
+    control_diff: float | None = None
+    leaking: int = 0
+    note: str = ""
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Everything ``verify`` found. ``ok`` is false when any check reports a leak."""
+
+    model: str
+    kind: str
+    device: str
+    dtype: str
+    rows: tuple[int, ...]
+    packed: bool
+    checks: tuple[Check, ...]
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        """No check found a leak."""
+        return not any(c.status == "LEAK" for c in self.checks)
+
+    def by_status(self, status: Status) -> list[Check]:
+        """The checks with ``status``."""
+        return [c for c in self.checks if c.status == status]
