@@ -24,10 +24,10 @@ from maskprep.checks.decode import decode_row
 from maskprep.checks.layout import LayoutHints
 from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
+from maskprep.cli.inspect_report import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
 from maskprep.output.manifest import read_manifest
 from maskprep.output.shards import sha256_file
-from maskprep.report import decoded_row_text, inspect_json
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
 INVARIANTS = [spec.name for spec in specs.CHECKS if spec.kind == "invariant"]

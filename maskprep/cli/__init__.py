@@ -1,0 +1,26 @@
+"""The ``maskprep`` command: parse options, call the library, render results. No logic here.
+
+One module per command (:mod:`.build`, :mod:`.merge`, :mod:`.verify`, :mod:`.inspect`), the
+helpers they share (:mod:`.common`), and the renderers of their results (:mod:`.progress`,
+:mod:`.build_report`, :mod:`.verify_report`, :mod:`.inspect_report`), imported only when a
+command runs so that ``maskprep --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .._version import __version__
+from . import build, inspect, merge, verify
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="maskprep")
+def main() -> None:
+    """Turn raw text into padded, masked training shards, and check that nothing leaks."""
+
+
+main.add_command(build.build)
+main.add_command(merge.merge)
+main.add_command(verify.verify)
+main.add_command(inspect.inspect)

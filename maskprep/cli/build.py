@@ -1,0 +1,295 @@
+"""``maskprep build``: options → :class:`~maskprep.config.BuildConfig`, then the build (local or on
+Ray) and its summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .. import config as cfg
+from .common import buckets_option, library_errors, size_option
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
+@click.option(
+    "--strategy",
+    type=click.Choice(cfg.STRATEGIES),
+    default="pad",
+    show_default=True,
+    help="pad: every row --max-length; bucket: smallest bucket that fits; pack: documents "
+    "concatenated into --max-length rows; none: no padding.",
+)
+@click.option(
+    "--overflow",
+    type=click.Choice(cfg.OVERFLOWS),
+    default="truncate",
+    show_default=True,
+    help="What to do with documents longer than --max-length.",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Tokens shared by consecutive windows with --overflow split.",
+)
+@click.option(
+    "--buckets",
+    callback=buckets_option,
+    help="With --strategy bucket: row lengths, e.g. 64,128,256 (--max-length is always one). "
+    "Default: powers of two from 64.",
+)
+@click.option(
+    "--pack-algorithm",
+    type=click.Choice(cfg.PACK_ALGORITHMS),
+    default="greedy",
+    show_default=True,
+    help="With --strategy pack: greedy keeps input order; bfd (best-fit decreasing) fills better.",
+)
+@click.option(
+    "--pack-window",
+    type=click.IntRange(min=1),
+    default=cfg.DEFAULT_PACK_WINDOW,
+    show_default=True,
+    help="With --pack-algorithm bfd: documents regrouped at a time.",
+)
+@click.option("--padding-side", type=click.Choice(cfg.PADDING_SIDES), help="Default: tokenizer's.")
+@click.option(
+    "--input-format",
+    type=click.Choice(cfg.INPUT_FORMATS),
+    default="auto",
+    show_default=True,
+    help="auto: from the extension, else sniffed from the first line.",
+)
+@click.option(
+    "--text-field",
+    default="text",
+    show_default=True,
+    help="JSONL field holding the text; dotted for nested (meta.body).",
+)
+@click.option(
+    "--on-bad-record",
+    type=click.Choice(cfg.BAD_RECORD_POLICIES),
+    default="fail",
+    show_default=True,
+    help="fail: stop at the first bad record; skip: write it to rejects.jsonl and go on.",
+)
+@click.option("--revision", help="Tokenizer revision (branch, tag or commit) on the Hub.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the tokenizer's own code to run.")
+@click.option("--pad-token", help="'eos' to pad with EOS, or a token of the vocabulary.")
+@click.option(
+    "--add-special-tokens/--no-add-special-tokens",
+    default=True,
+    show_default=True,
+    help="Frame documents with the tokenizer's special tokens (BOS, [CLS]…[SEP]).",
+)
+@click.option(
+    "--add-eos/--no-add-eos",
+    default=None,
+    help="Append EOS to every document unless already there. "
+    "Default: on after prompt/completion records' completions, off otherwise.",
+)
+@click.option(
+    "--format",
+    "shard_format",
+    type=click.Choice(cfg.SHARD_FORMATS),
+    default="parquet",
+    show_default=True,
+)
+@click.option("--shard-rows", type=click.IntRange(min=1), help="Roll shards at this many rows.")
+@click.option(
+    "--shard-size", callback=size_option, help="Roll shards at this size (e.g. 256M, 1G)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Documents encoded per batch.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress and no summary table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--prompt-field", help="SFT: JSONL field holding the prompt (not trained).")
+@click.option("--completion-field", help="SFT: JSONL field holding the completion (trained).")
+@click.option("--train-on-prompt", is_flag=True, help="SFT: train the prompt's tokens too.")
+@click.option(
+    "--messages-field", help="Chat: JSONL field holding a list of {role, content} messages."
+)
+@click.option(
+    "--chat-template",
+    type=click.Path(dir_okay=False),
+    help="Chat: Jinja template file to use instead of the tokenizer's.",
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(cfg.TRAIN_ON),
+    help="Chat: which turns are trained.  [default: assistant]",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish an interrupted build in DIR, reusing its complete shards (output identical "
+    "to an uninterrupted build).",
+)
+@click.option(
+    "--num-shards",
+    type=click.IntRange(min=1),
+    help="Array jobs: split the input into this many parts (with --shard-index).",
+)
+@click.option(
+    "--shard-index",
+    type=click.IntRange(min=0),
+    help="Array jobs: build only this part (0-based); join the parts with maskprep merge.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(("local", "ray")),
+    default="local",
+    show_default=True,
+    help="ray: build --num-shards parts (default: one per cluster CPU) on the Ray cluster in "
+    "RAY_ADDRESS, or a local one, and merge them.",
+)
+@click.option(
+    "--num-proc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Encoding processes. 1: this process, the tokenizer's own threads on every core; "
+    "N: N single-threaded worker processes. Never changes the output.",
+)
+@click.option(
+    "--tokenizer-cache",
+    type=click.Path(file_okay=False),
+    envvar="MASKPREP_TOKENIZER_CACHE",
+    show_envvar=True,
+    help="Where local tokenizers are cached for plain-text builds, so that later builds start "
+    "without loading transformers. Never changes the output.  "
+    "[default: $XDG_CACHE_HOME/maskprep/tokenizers or ~/.cache/maskprep/tokenizers]",
+)
+@click.option(
+    "--no-tokenizer-cache",
+    is_flag=True,
+    help="Load the tokenizer through transformers and cache nothing.",
+)
+@library_errors
+def build(**options: Any) -> None:
+    """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
+
+    INPUT... are text or JSONL files, directories, globs, or - for stdin. Writes
+    DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a position
+    is not trained) and length (packs add position_ids and seq_lens), then DIR/maskprep.json last.
+    """
+    from ..pipeline import build as run_build
+    from ..tokenizing.pool import Parallelism
+    from .build_report import build_json, build_summary
+    from .progress import ProgressReporter
+
+    config = cfg.BuildConfig(
+        source=cfg.SourceConfig(
+            inputs=tuple(options["inputs"]),
+            input_format=options["input_format"],
+            text_field=options["text_field"],
+            on_bad_record=options["on_bad_record"],
+        ),
+        tokenizer=cfg.TokenizerConfig(
+            name_or_path=options["tokenizer"],
+            revision=options["revision"],
+            trust_remote_code=options["trust_remote_code"],
+            pad_token=options["pad_token"],
+            add_special_tokens=options["add_special_tokens"],
+            add_eos=options["add_eos"],
+            padding_side=options["padding_side"],
+        ),
+        shape=cfg.ShapeConfig(
+            max_length=options["max_length"],
+            strategy=options["strategy"],
+            overflow=options["overflow"],
+            stride=options["stride"],
+            buckets=options["buckets"],
+            pack_algorithm=options["pack_algorithm"],
+            pack_window=options["pack_window"],
+        ),
+        output=cfg.OutputConfig(
+            directory=options["output"],
+            format=options["shard_format"],
+            shard_rows=options["shard_rows"],
+            shard_size=options["shard_size"],
+            overwrite=options["overwrite"],
+            resume=options["resume"],
+        ),
+        batch_size=options["batch_size"],
+        sft=_sft_config(options),
+        part=_part_spec(options) if options["engine"] == "local" else None,
+    )
+    quiet = options["quiet"] or options["as_json"]
+    if options["engine"] == "ray":
+        from ..distributed.ray_engine import build_with_ray
+
+        if options["shard_index"] is not None:
+            raise click.UsageError("--shard-index does not apply to --engine ray")
+        result = build_with_ray(
+            config, parts=options["num_shards"], tokenizer_cache=_tokenizer_cache(options)
+        )
+    else:
+        with ProgressReporter(quiet=quiet) as reporter:
+            result = run_build(
+                config,
+                on_progress=reporter.callback,
+                parallelism=Parallelism(num_proc=options["num_proc"]),
+                tokenizer_cache=_tokenizer_cache(options),
+            )
+    if options["as_json"]:
+        click.echo(json.dumps(build_json(result), indent=2))
+    elif not options["quiet"]:
+        from rich.console import Console
+
+        Console(file=sys.stdout).print(build_summary(result))
+
+
+def _tokenizer_cache(options: dict[str, Any]) -> Any:
+    from pathlib import Path
+
+    from ..tokenizing.cache import TokenizerCache, default_cache_dir
+
+    if options["no_tokenizer_cache"]:
+        return None
+    chosen = options["tokenizer_cache"]
+    return TokenizerCache(Path(chosen) if chosen else default_cache_dir())
+
+
+def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
+    names = ("prompt_field", "completion_field", "messages_field")
+    extras = ("train_on_prompt", "train_on", "chat_template")
+    if not any(options[n] is not None for n in names):
+        given = [f"--{n.replace('_', '-')}" for n in extras if options[n]]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: only for SFT records; "
+                "give --prompt-field/--completion-field or --messages-field"
+            )
+        return None
+    return cfg.SFTConfig(
+        prompt_field=options["prompt_field"],
+        completion_field=options["completion_field"],
+        messages_field=options["messages_field"],
+        train_on_prompt=options["train_on_prompt"],
+        train_on=options["train_on"] or "assistant",
+        chat_template=options["chat_template"],
+    )
+
+
+def _part_spec(options: dict[str, Any]) -> cfg.PartSpec | None:
+    count, index = options["num_shards"], options["shard_index"]
+    if count is None and index is None:
+        return None
+    if count is None or index is None:
+        raise click.UsageError("--num-shards and --shard-index go together")
+    return cfg.PartSpec(index=index, count=count)

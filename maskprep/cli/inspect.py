@@ -1,0 +1,91 @@
+"""``maskprep inspect``: check shards against the contract and show what they hold; exit 1 when a
+check fails."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .. import config as cfg
+from .common import buckets_option, library_errors
+
+
+@click.command()
+@click.argument("path", metavar="PATH")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
+@click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
+@click.option("--sample", type=click.IntRange(min=1), help="Inspect N random rows, not all.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option(
+    "--rows", "show_rows", type=click.IntRange(min=0), default=0, help="Decode the first N rows."
+)
+@click.option(
+    "--row", "row_indices", type=click.IntRange(min=0), multiple=True, help="Decode row INDEX."
+)
+@click.option("-t", "--tokenizer", help="Tokenizer for decoding (default: the manifest's).")
+@click.option("--eos-id", type=int, help="EOS id (default: the manifest's or the tokenizer's).")
+@click.option("--pad-id", type=int, help="Pad id (default: the manifest's, else inferred).")
+@click.option(
+    "--strategy",
+    type=click.Choice(cfg.STRATEGIES),
+    help="Shape to hold rows to (default: the manifest's, else inferred).",
+)
+@click.option("--buckets", callback=buckets_option, help="Bucket widths, e.g. 64,128,256.")
+@click.option(
+    "--max-pad-fraction",
+    type=click.FloatRange(0, 1),
+    help="Warn when padding exceeds this fraction of positions.",
+)
+@click.option(
+    "--min-label-fraction",
+    type=click.FloatRange(0, 1),
+    help="Warn when trained tokens are below this fraction of real tokens.",
+)
+@click.option(
+    "--no-hash-check",
+    is_flag=True,
+    help="Do not compare each shard's sha256 with the manifest (saves reading the files twice).",
+)
+@library_errors
+def inspect(**options: Any) -> None:
+    """Check shards against the data contract and show what they hold.
+
+    PATH is a build output directory, one .parquet/.arrow shard, or - for an Arrow IPC stream on
+    stdin. Exit code 1 when a check fails (or warns, with --strict).
+    """
+    from ..checks.driver import inspect as run_inspect
+    from ..checks.options import InspectOptions
+    from .inspect_report import inspect_json, print_inspect
+
+    settings = InspectOptions(
+        sample=options["sample"],
+        seed=options["seed"],
+        strategy=options["strategy"],
+        buckets=options["buckets"],
+        pad_id=options["pad_id"],
+        eos_id=options["eos_id"],
+        tokenizer=options["tokenizer"],
+        max_pad_fraction=options["max_pad_fraction"],
+        min_label_fraction=options["min_label_fraction"],
+        show_rows=options["show_rows"],
+        row_indices=tuple(options["row_indices"]),
+        check_hashes=not options["no_hash_check"],
+    )
+    stdin = click.get_binary_stream("stdin") if options["path"] == "-" else None
+    result = run_inspect(options["path"], settings, stdin=stdin)
+    strict = options["strict"]
+    if options["as_json"]:
+        click.echo(json.dumps(inspect_json(result, strict), indent=2, ensure_ascii=False))
+    else:
+        from rich.console import Console
+
+        # Piped output is read in logs and editors, wider than rich's 80-column default.
+        console = Console(file=sys.stdout)
+        if not console.is_terminal:
+            console = Console(file=sys.stdout, width=120)
+        print_inspect(console, result, strict)
+    if not result.passes(strict):
+        sys.exit(1)

@@ -1,0 +1,42 @@
+"""``maskprep merge``: finished array-job parts joined into one output."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .common import library_errors
+
+
+@click.command()
+@click.argument("parts", nargs=-1, required=True, metavar="PART_DIR...")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@library_errors
+def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -> None:
+    """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
+
+    Shards are hard-linked, not copied (copied only across filesystems); the parts must come from
+    one config and tokenizer, every part 0..N-1 exactly once.
+    """
+    from ..distributed.merge import merge as run_merge
+
+    result = run_merge(parts, output, overwrite=overwrite)
+    summary = {
+        "output": str(result.output),
+        "parts": result.parts,
+        "shards": result.shards,
+        "linked": result.linked,
+        "copied": result.copied,
+        "rows_written": result.manifest["totals"]["rows_written"],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(
+            f"merged {result.parts} parts into {result.output}: {result.shards} shards "
+            f"({result.linked} linked, {result.copied} copied), "
+            f"{summary['rows_written']} rows"
+        )
