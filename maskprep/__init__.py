@@ -3,31 +3,55 @@
 The library mirrors the command line: :func:`build` does what ``maskprep build`` does and returns a
 :class:`BuildResult`; :func:`inspect` does what ``maskprep inspect`` does and returns an
 :class:`InspectResult`.
+
+The names below are imported on first use (PEP 562), so that ``import maskprep`` loads neither
+pyarrow nor transformers nor torch; ``from maskprep import build`` works as usual.
+
+The stages live in subpackages whose tree is the data flow: :mod:`maskprep.sources` →
+:mod:`maskprep.tokenizing` → :mod:`maskprep.shaping` → :mod:`maskprep.output`, run in turn by
+:mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.checks`
+(inspect), :mod:`maskprep.probes` (verify) and :mod:`maskprep.cli` on top.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .checks.driver import inspect
-from .checks.options import InspectOptions
-from .checks.results import InspectResult
-from .columns import IGNORE_INDEX
-from .config import (
-    BuildConfig,
-    OutputConfig,
-    PartSpec,
-    SFTConfig,
-    ShapeConfig,
-    SourceConfig,
-    TokenizerConfig,
-)
-from .distributed.merge import MergeResult, merge
-from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
-from .output.dataset import load_dataset
-from .output.manifest import read_manifest
-from .pipeline import BuildResult, Progress, Totals, build
-from .probes.driver import verify
-from .probes.options import VerifyOptions
-from .probes.results import Check, VerifyResult
-from .tokenizing.pool import Parallelism
+
+#: Each public name and the module that defines it.
+_EXPORTS = {
+    "IGNORE_INDEX": "columns",
+    "BadRecordError": "errors",
+    "BuildConfig": "config",
+    "BuildResult": "pipeline",
+    "Check": "probes.results",
+    "ConfigError": "errors",
+    "DataError": "errors",
+    "InspectOptions": "checks.options",
+    "InspectResult": "checks.results",
+    "MaskprepError": "errors",
+    "MergeResult": "distributed.merge",
+    "OutputConfig": "config",
+    "OutputError": "errors",
+    "Parallelism": "tokenizing.pool",
+    "PartSpec": "config",
+    "Progress": "pipeline",
+    "SFTConfig": "config",
+    "ShapeConfig": "config",
+    "SourceConfig": "config",
+    "TokenizerConfig": "config",
+    "Totals": "pipeline",
+    "VerifyOptions": "probes.options",
+    "VerifyResult": "probes.results",
+    "build": "pipeline",
+    "inspect": "checks.driver",
+    "load_dataset": "output.dataset",
+    "merge": "distributed.merge",
+    "read_manifest": "output.manifest",
+    "verify": "probes.driver",
+}
 
 __all__ = [
     "IGNORE_INDEX",
@@ -61,3 +85,42 @@ __all__ = [
     "read_manifest",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module the first time it is asked for."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups find it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from .checks.driver import inspect
+    from .checks.options import InspectOptions
+    from .checks.results import InspectResult
+    from .columns import IGNORE_INDEX
+    from .config import (
+        BuildConfig,
+        OutputConfig,
+        PartSpec,
+        SFTConfig,
+        ShapeConfig,
+        SourceConfig,
+        TokenizerConfig,
+    )
+    from .distributed.merge import MergeResult, merge
+    from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
+    from .output.dataset import load_dataset
+    from .output.manifest import read_manifest
+    from .pipeline import BuildResult, Progress, Totals, build
+    from .probes.driver import verify
+    from .probes.options import VerifyOptions
+    from .probes.results import Check, VerifyResult
+    from .tokenizing.pool import Parallelism
