@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from maskprep import ConfigError, DataError, build
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
-from maskprep.output.layout import MANIFEST_NAME, REJECTS_NAME
+from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 
 
 def read_rows(output):

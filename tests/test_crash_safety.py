@@ -18,8 +18,8 @@ from maskprep import ConfigError, build
 from maskprep.cli import main
 from maskprep.errors import OutputError
 from maskprep.output import shards
-from maskprep.output.layout import MANIFEST_NAME
 from maskprep.output.lock import LOCK_NAME, OutputLock
+from maskprep.output.names import MANIFEST_NAME
 
 
 @pytest.fixture

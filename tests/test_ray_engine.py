@@ -15,7 +15,7 @@ from conftest import ROOT, make_config, write_jsonl
 from maskprep import ConfigError, DataError, build
 from maskprep.cli import main
 from maskprep.output.dataset import shard_paths
-from maskprep.output.layout import MANIFEST_NAME
+from maskprep.output.names import MANIFEST_NAME
 
 NO_USAGE_STATS = {"RAY_USAGE_STATS_ENABLED": "0"}
 

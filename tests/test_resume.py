@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from maskprep import DataError, build
 from maskprep.cli import main
 from maskprep.errors import OutputError
-from maskprep.output.layout import MANIFEST_NAME
 from maskprep.output.lock import LOCK_NAME
+from maskprep.output.names import MANIFEST_NAME
 
 SHARD_ROWS = 5
 BATCH = 3

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from .. import columns
 from ..errors import ConfigError, DataError
-from ..output.layout import MANIFEST_NAME
 from ..output.manifest import read_manifest
+from ..output.names import MANIFEST_NAME
 from .kernels import missing_columns
 
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS

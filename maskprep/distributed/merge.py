@@ -22,9 +22,9 @@ from .._version import __version__
 from ..config import OutputConfig
 from ..errors import ConfigError, DataError, OutputError
 from ..output.directory import make_output_directory, prepare_output
-from ..output.layout import EXTENSIONS, MANIFEST_NAME, REJECTS_NAME, SHARD_PREFIX
 from ..output.lock import OutputLock
 from ..output.manifest import MANIFEST_FORMAT, write_manifest
+from ..output.names import EXTENSIONS, MANIFEST_NAME, REJECTS_NAME, SHARD_PREFIX
 from ..output.shards import atomic_write_bytes
 
 

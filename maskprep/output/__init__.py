@@ -1,7 +1,7 @@
 """Writing: rows → atomic shards and the manifest that marks an output finished.
 
-- :mod:`.layout`: the names of an output directory's files.
-- :mod:`.shards`: the rolling shard writer (atomic, hashed as it writes), writing files atomically.
+- :mod:`.names`: the names of an output directory's files.
+- :mod:`.shards`: the rolling shard writer (atomic, hashed as it writes) and atomic file writes.
 - :mod:`.manifest`: ``maskprep.json``, written last; reading it back.
 - :mod:`.directory`: creating, emptying and refusing output directories; a finished build found
   on resume.

@@ -10,7 +10,9 @@ from typing import Any
 
 from ..config import BuildConfig, OutputConfig
 from ..errors import ConfigError, OutputError
-from .layout import (
+from .lock import LOCK_NAME
+from .manifest import read_manifest
+from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
     REJECTS_NAME,
@@ -18,8 +20,6 @@ from .layout import (
     TMP_PREFIX,
     complete_shards,
 )
-from .lock import LOCK_NAME
-from .manifest import read_manifest
 
 
 def prepare_output(config: OutputConfig) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .layout import MANIFEST_NAME
+from .names import MANIFEST_NAME
 from .shards import atomic_write_bytes
 
 MANIFEST_FORMAT = 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sources.records import Rejected
-from .layout import REJECTS_NAME, TMP_PREFIX
+from .names import REJECTS_NAME, TMP_PREFIX
 
 
 class RejectsWriter:

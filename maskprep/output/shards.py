@@ -23,7 +23,7 @@ from .. import columns
 from ..columns import IGNORE_INDEX
 from ..config import OutputConfig
 from ..errors import OutputError
-from .layout import EXTENSIONS, SHARD_PREFIX, TMP_PREFIX, complete_shards
+from .names import EXTENSIONS, SHARD_PREFIX, TMP_PREFIX, complete_shards
 
 
 @dataclass(frozen=True)
