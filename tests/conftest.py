@@ -132,3 +132,34 @@ def run_maskprep(*args: str, stdin: bytes | None = None, cwd: Path | None = None
         env=env,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-protocol server (moto) on loopback for the whole session, reached only through
+    the standard AWS variables, which this fixture sets (and clears any that point elsewhere)."""
+    pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
+    pytest.importorskip("moto", reason="the S3 tests need the test extra (moto)")
+    from s3_server import FOREIGN_AWS_VARIABLES, S3Server
+
+    server = S3Server.start(tmp_path_factory.mktemp("moto"))
+    patch = pytest.MonkeyPatch()
+    for name in FOREIGN_AWS_VARIABLES:
+        patch.delenv(name, raising=False)
+    for name, value in server.client_env(tmp_path_factory.mktemp("aws-config")).items():
+        patch.setenv(name, value)
+    yield server
+    patch.undo()
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    import uuid
+
+    import boto3
+
+    name = f"maskprep-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

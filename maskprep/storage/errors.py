@@ -1,0 +1,119 @@
+"""Errors of the storage layer: one line naming the URL, typed so callers can react.
+
+Every class derives from :class:`maskprep.errors.ConfigError` (exit 2): a missing object, a denied
+request or a lost race is a problem with the request or the environment, never with the data.
+Callers that have a better word for it (an output held by another build) catch and re-raise.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from ..errors import ConfigError
+
+
+class StorageError(ConfigError):
+    """An object or a prefix cannot be read or written; ``url`` names it."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"{url}: {detail}")
+        self.url = url
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Rebuilt from both arguments when unpickled (a Ray worker's error reaching the driver).
+        return (type(self), (self.url, self.detail))
+
+
+class NotFound(StorageError):
+    """No such object, directory, prefix or bucket."""
+
+
+class AccessDenied(StorageError):
+    """The store refused the request: credentials or permissions."""
+
+
+class AlreadyExists(StorageError):
+    """A create-only write found the object already there (put-if-absent refused)."""
+
+
+class VersionMismatch(StorageError):
+    """A compare-and-swap lost: the object's ETag is no longer the one given."""
+
+
+class Unsupported(StorageError):
+    """The store cannot do what was asked (a conditional write, writing to a read-only store)."""
+
+
+class MissingExtra(ConfigError):
+    """The optional package for a protocol is not installed; the message names the extra."""
+
+    def __init__(self, url: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{url}: this protocol needs the optional package {package}; "
+            f"install it with pip install 'maskprep[{extra}]'"
+        )
+        self.url = url
+        self.package = package
+        self.extra = extra
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return (type(self), (self.url, self.package, self.extra))
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line.strip()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return exc.strerror  # the URL already names the file; no need to repeat it
+    return _first_line(str(exc)) or type(exc).__name__
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception s3fs translated (kept as its ``__cause__``)."""
+    for candidate in (exc, exc.__cause__):
+        response = getattr(candidate, "response", None)
+        if isinstance(response, dict):
+            return response.get("Error", {}).get("Code")
+    return None
+
+
+def is_precondition_failure(exc: BaseException) -> bool:
+    """Whether a store refused a conditional request (HTTP 412, or S3's 409 conflict)."""
+    if isinstance(exc, FileExistsError):
+        return True
+    code = _s3_code(exc)
+    if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        return True
+    # s3fs turns a 412 without an If-None-Match condition into OSError(EINVAL, message).
+    return isinstance(exc, OSError) and exc.errno == errno.EINVAL and "condition" in str(exc)
+
+
+def is_range_past_end(exc: BaseException) -> bool:
+    """Whether a ranged read started past the end of the object (HTTP 416)."""
+    return _s3_code(exc) == "InvalidRange" or "not satisfiable" in str(exc)
+
+
+def translate(exc: BaseException, url: str) -> StorageError:
+    """The :class:`StorageError` for an error a filesystem raised about ``url``."""
+    text = str(exc).lower()
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, FileNotFoundError) or _s3_code(exc) in ("NoSuchKey", "NoSuchBucket"):
+        if "bucket" in text or _s3_code(exc) == "NoSuchBucket":
+            return NotFound(url, "no such bucket")
+        return NotFound(url, "no such file, object or prefix")
+    if isinstance(exc, FileExistsError):
+        return AlreadyExists(url, "already exists")
+    if isinstance(exc, PermissionError):
+        return AccessDenied(url, f"access denied ({_reason(exc)})")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(url, "is a directory")
+    if isinstance(exc, NotADirectoryError):
+        return StorageError(url, "a parent is not a directory")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return StorageError(url, "no space left on device")
+    return StorageError(url, _reason(exc))

@@ -1,0 +1,120 @@
+"""The local fast path: plain ``os`` calls on paths, no fsspec in between."""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import stat as _stat
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from .errors import NotFound, StorageError, translate
+from .location import Location
+from .objects import ObjectInfo, is_temporary
+
+
+def _info(location: Location, st: os.stat_result) -> ObjectInfo:
+    is_dir = _stat.S_ISDIR(st.st_mode)
+    return ObjectInfo(location, 0 if is_dir else st.st_size, is_dir, st.st_mtime, None)
+
+
+def stat(location: Location) -> ObjectInfo:
+    """Size and mtime of a file or directory (symlinks followed)."""
+    try:
+        return _info(location, os.stat(location.path))
+    except OSError as exc:
+        raise translate(exc, location.url) from None
+
+
+def exists(location: Location) -> bool:
+    """Whether the path names anything (a dangling symlink counts: the name is taken)."""
+    return os.path.lexists(location.path)
+
+
+def open_read(location: Location, offset: int = 0) -> BinaryIO:
+    """The file opened for reading, positioned at ``offset``."""
+    try:
+        handle = open(location.path, "rb")  # noqa: SIM115 - the caller closes it
+    except OSError as exc:
+        raise translate(exc, location.url) from None
+    if offset:
+        handle.seek(offset)
+    return handle
+
+
+def read_range(location: Location, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` (fewer at the end of the file)."""
+    with open_read(location, start) as handle:
+        return handle.read(max(end - start, 0))
+
+
+def listdir(location: Location) -> list[ObjectInfo]:
+    """The entries of a directory, sorted by name, writers' temporary files left out."""
+    try:
+        with os.scandir(location.path) as entries:
+            found = [
+                _info(location.join(entry.name), entry.stat())
+                for entry in entries
+                if not is_temporary(entry.name)
+            ]
+    except NotADirectoryError:
+        raise StorageError(location.url, "not a directory") from None
+    except OSError as exc:
+        raise translate(exc, location.url) from None
+    return sorted(found, key=lambda info: info.name)
+
+
+def walk(location: Location) -> Iterator[ObjectInfo]:
+    """Every file below a directory, in path order (as an object store lists keys),
+    temporaries left out. Symlinked directories are not followed (a loop would never end); an
+    unreadable one is an error."""
+    if not os.path.isdir(location.path):
+        raise NotFound(location.url, "no such directory")
+
+    def fail(exc: OSError) -> None:
+        raise translate(exc, exc.filename or location.url)
+
+    relative_paths = []
+    for directory, _dirnames, filenames in os.walk(location.path, onerror=fail):
+        relative = os.path.relpath(directory, location.path)
+        prefix = "" if relative == "." else relative + "/"
+        relative_paths.extend(prefix + name for name in filenames if not is_temporary(name))
+    for relative_path in sorted(relative_paths):
+        child = location.join(relative_path)
+        try:
+            yield _info(child, os.stat(child.path))
+        except OSError as exc:
+            raise translate(exc, child.url) from None
+
+
+def glob(pattern: Location) -> list[ObjectInfo]:
+    """Paths matching a glob pattern (``**`` spans directories), sorted, temporaries left out."""
+    matches = sorted(_glob.glob(pattern.path, recursive=True))
+    found = []
+    for path in matches:
+        if is_temporary(os.path.basename(path)):
+            continue
+        child = Location(pattern.protocol, path, pattern.options)
+        try:
+            found.append(_info(child, os.stat(path)))
+        except OSError as exc:
+            raise translate(exc, child.url) from None
+    return found
+
+
+def delete(location: Location) -> None:
+    """Remove a file (a symlink itself, never its target); absent already is fine."""
+    try:
+        os.unlink(location.path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise translate(exc, location.url) from None
+
+
+def make_directory(location: Location) -> None:
+    """Create a directory and its parents (object stores need none)."""
+    try:
+        os.makedirs(location.path, exist_ok=True)
+    except OSError as exc:
+        raise translate(exc, location.url) from None

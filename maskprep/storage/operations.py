@@ -1,0 +1,158 @@
+"""The facade: one function per operation, for local paths and URLs alike.
+
+A local :class:`~maskprep.storage.location.Location` takes the plain ``os`` path
+(:mod:`maskprep.storage.local`), anything else goes through fsspec
+(:mod:`maskprep.storage.remote`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from . import local, remote
+from .errors import Unsupported
+from .location import Location
+from .objects import ObjectInfo, WriteResult
+from .protocols import capabilities, filesystem
+from .writers import AtomicWriter, open_writer, put_bytes
+
+#: Bytes per read when a copy streams through this process.
+COPY_CHUNK = 8 << 20
+
+
+def stat(location: Location) -> ObjectInfo:
+    """Size, mtime and (on object stores) ETag; :class:`NotFound` if absent."""
+    return local.stat(location) if location.is_local else remote.stat(location)
+
+
+def exists(location: Location) -> bool:
+    """Whether an object, file, directory or non-empty prefix is there."""
+    return local.exists(location) if location.is_local else remote.exists(location)
+
+
+def open_read(location: Location, offset: int = 0) -> BinaryIO:
+    """A seekable binary stream positioned at ``offset``; remote bytes arrive as they are read."""
+    if location.is_local:
+        return local.open_read(location, offset)
+    return remote.open_read(location, offset)
+
+
+def read_range(location: Location, start: int, end: int) -> bytes:
+    """Exactly the bytes ``[start, end)`` (fewer past the end), one ranged request remotely."""
+    if start < 0 or end < 0:
+        raise ValueError(f"{location.url}: negative byte offset")
+    if location.is_local:
+        return local.read_range(location, start, end)
+    return remote.read_range(location, start, end)
+
+
+def read_bytes(location: Location) -> bytes:
+    """A whole (small) object: a manifest, a lock."""
+    with open_read(location) as handle:
+        return handle.read()
+
+
+def read_with_info(location: Location) -> tuple[bytes, ObjectInfo]:
+    """A small object and its :class:`ObjectInfo` (with the ETag of the version read), for a
+    compare-and-swap that follows."""
+    if location.is_local:
+        with open_read(location) as handle:
+            return handle.read(), local.stat(location)
+    return remote.read_with_info(location)
+
+
+def listdir(location: Location) -> list[ObjectInfo]:
+    """What is directly under a directory or prefix, sorted by name, writers' temporaries
+    left out; :class:`NotFound` if there is nothing there."""
+    return local.listdir(location) if location.is_local else remote.listdir(location)
+
+
+def walk(location: Location) -> Iterator[ObjectInfo]:
+    """Every file or object below a directory or prefix, in path order."""
+    return local.walk(location) if location.is_local else remote.walk(location)
+
+
+def glob(pattern: Location) -> list[ObjectInfo]:
+    """Files or objects matching a glob pattern, sorted by path."""
+    return local.glob(pattern) if pattern.is_local else remote.glob(pattern)
+
+
+def write(location: Location, *, exclusive: bool = False) -> AtomicWriter:
+    """An :class:`AtomicWriter`: the object appears only when committed, complete."""
+    return open_writer(location, exclusive=exclusive)
+
+
+def put(location: Location, data: bytes) -> WriteResult:
+    """Write a small object atomically, replacing any object there."""
+    return put_bytes(location, data)
+
+
+def put_if_absent(location: Location, data: bytes) -> WriteResult:
+    """Create a small object only if nothing is there, atomically on the store's side;
+    :class:`AlreadyExists` if something is, :class:`Unsupported` where the store cannot."""
+    return put_bytes(location, data, exclusive=True)
+
+
+def replace_if_match(location: Location, data: bytes, etag: str) -> WriteResult:
+    """Compare-and-swap: replace the object only if its ETag is still ``etag``;
+    :class:`VersionMismatch` if it changed, :class:`Unsupported` off S3 (local files: use a
+    file lock instead)."""
+    if location.is_local:
+        raise Unsupported(location.url, "local files have no ETag; lock them instead")
+    return remote.replace_if_match(location, data, etag)
+
+
+def delete_if_match(location: Location, etag: str) -> None:
+    """Delete the object only if its ETag is still ``etag``; see :func:`replace_if_match`."""
+    if location.is_local:
+        raise Unsupported(location.url, "local files have no ETag; lock them instead")
+    remote.delete_if_match(location, etag)
+
+
+def delete(location: Location) -> None:
+    """Delete one file or object; already absent is not an error."""
+    if location.is_local:
+        local.delete(location)
+    else:
+        remote.delete(location)
+
+
+def delete_many(locations: Iterable[Location]) -> None:
+    """Delete files or objects (batched on S3); already absent is not an error."""
+    batch = list(locations)
+    remote_batch = [location for location in batch if not location.is_local]
+    for location in batch:
+        if location.is_local:
+            local.delete(location)
+    by_store: dict[int, list[Location]] = {}
+    for location in remote_batch:
+        by_store.setdefault(id(filesystem(location)), []).append(location)
+    for group in by_store.values():
+        remote.delete_many(group)
+
+
+def copy(source: Location, target: Location) -> WriteResult:
+    """Copy an object; the target appears only complete. Within one object store that copies
+    atomically (S3, GCS) the copy is server-side (no bytes through this process, so ``sha256``
+    is ``None``); otherwise the bytes stream through an :class:`AtomicWriter`, hashed."""
+    size = stat(source).size
+    if (
+        not source.is_local
+        and capabilities(source).server_copy
+        and source.protocol == target.protocol
+        and filesystem(source) is filesystem(target)
+    ):
+        remote.copy(source, target)
+        return WriteResult(target, size, None, None)
+    with open_read(source) as reader, open_writer(target) as writer:
+        shutil.copyfileobj(reader, writer, COPY_CHUNK)
+    assert writer.result is not None
+    return writer.result
+
+
+def make_directory(location: Location) -> None:
+    """Create a local directory and its parents; nothing to do on object stores."""
+    if location.is_local:
+        local.make_directory(location)

@@ -1,0 +1,283 @@
+"""Atomic writes: bytes appear under the final name only when complete, never on error.
+
+:class:`AtomicWriter` is a binary stream (pyarrow writes Parquet and Arrow into it) that hashes
+what passes through it, so the manifest's sha256 costs no read-back. Only ``commit()``
+publishes; ``abort()``, an exception in a ``with`` block, ``close()`` before a commit and garbage
+collection all discard.
+
+How each kind of store is made to behave so:
+
+* local: a temporary name in the same directory (``O_EXCL | O_NOFOLLOW``, so a planted symlink is
+  never written through), fsync, then ``os.replace`` (or ``os.link`` for a create-only write,
+  which fails if the name exists), then fsync of the directory;
+* stores with staged uploads (S3, GCS, Azure): the fsspec file, whose upload completes on close.
+  fsspec's own ``with fs.open(...)`` closes, and so *publishes*, on an exception too (measured with
+  s3fs 2026.9 against moto 5.2: a partial object appeared, single-PUT and multipart alike), so the
+  writer never lets that file close on the error path: it calls ``discard()`` (aborting the
+  multipart upload) and marks it closed;
+* other stores: a temporary key beside the object, moved into place on commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from types import TracebackType
+from typing import Any, Protocol
+
+from .errors import AlreadyExists, NotFound, Unsupported, translate
+from .errors import is_precondition_failure as _refused
+from .location import Location
+from .objects import WriteResult, temporary_name
+from .protocols import capabilities, filesystem
+
+
+class _Sink(Protocol):
+    def write(self, data: memoryview) -> None: ...
+
+    def commit(self, size: int) -> str | None: ...
+
+    def abort(self) -> None: ...
+
+
+class AtomicWriter(io.RawIOBase):
+    """A write-only binary stream to ``location`` that publishes only on :meth:`commit`.
+
+    Use as a context manager (commit on a clean exit, abort on an exception) or call
+    :meth:`commit` / :meth:`abort` yourself. ``sha256`` and ``size`` are kept as bytes pass.
+    """
+
+    def __init__(self, location: Location, sink: _Sink) -> None:
+        super().__init__()
+        self.location = location
+        self._sink: _Sink | None = sink
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self.result: WriteResult | None = None
+
+    def writable(self) -> bool:
+        return self._sink is not None
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        """Write bytes (any buffer); they are hashed and counted on the way out."""
+        if self._sink is None:
+            raise ValueError(f"{self.location.url}: write to a finished writer")
+        view = memoryview(data).cast("B")
+        try:
+            self._sink.write(view)
+        except Exception as exc:
+            self.abort()
+            raise translate(exc, self.location.url) from None
+        self._digest.update(view)
+        self._size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._size
+
+    def hexdigest(self) -> str:
+        """Hex sha256 of everything written so far."""
+        return self._digest.hexdigest()
+
+    def commit(self) -> WriteResult:
+        """Publish the object under its final name; raises (and leaves nothing) on failure."""
+        if self.result is not None:
+            return self.result
+        if self._sink is None:
+            raise ValueError(f"{self.location.url}: commit of an aborted writer")
+        sink, self._sink = self._sink, None
+        try:
+            etag = sink.commit(self._size)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                sink.abort()
+            raise translate(exc, self.location.url) from None
+        finally:
+            super().close()
+        self.result = WriteResult(self.location, self._size, self.hexdigest(), etag)
+        return self.result
+
+    def abort(self) -> None:
+        """Throw the bytes away; nothing appears under the final name. Safe to call twice."""
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            # A failed clean-up (an unreachable store) must not hide the error that led here;
+            # an upload left unaborted is invisible and expires with the bucket's lifecycle rule.
+            with contextlib.suppress(Exception):
+                sink.abort()
+        super().close()
+
+    def close(self) -> None:
+        """Abort unless committed: closing is not publishing (pyarrow never closes its sink)."""
+        if self._sink is not None:
+            self.abort()
+        super().close()
+
+    def __enter__(self) -> AtomicWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def open_writer(location: Location, *, exclusive: bool = False) -> AtomicWriter:
+    """An :class:`AtomicWriter` to ``location``. ``exclusive``: the commit fails with
+    :class:`AlreadyExists` if the object exists by then (refused up front with
+    :class:`Unsupported` on a store that cannot check that atomically)."""
+    caps = capabilities(location)
+    if not caps.writable:
+        raise Unsupported(location.url, f"{location.protocol}:// is read-only in maskprep")
+    if exclusive and not caps.conditional_create:
+        raise Unsupported(
+            location.url,
+            "this store cannot create an object only if it is absent (no conditional writes)",
+        )
+    if location.is_local:
+        return AtomicWriter(location, _LocalSink(location, exclusive))
+    fs = filesystem(location)
+    try:
+        sink: _Sink = (
+            _StagedSink(fs, location, exclusive)
+            if caps.staged_upload
+            else _TempKeySink(fs, location)
+        )
+    except Exception as exc:
+        raise translate(exc, location.url) from None
+    return AtomicWriter(location, sink)
+
+
+def fsync_directory(path: str) -> None:
+    """Make a rename in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _LocalSink:
+    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, location: Location, exclusive: bool) -> None:
+        self.final = location.path
+        self.directory = os.path.dirname(location.path) or "."
+        self.tmp = os.path.join(self.directory, temporary_name(os.path.basename(location.path)))
+        self.exclusive = exclusive
+        try:
+            fd = os.open(self.tmp, self._FLAGS, 0o644)
+        except FileNotFoundError:
+            raise NotFound(location.parent.url, "no such directory") from None
+        except OSError as exc:
+            raise translate(exc, location.url) from None
+        self.file = os.fdopen(fd, "wb")
+
+    def write(self, data: memoryview) -> None:
+        self.file.write(data)
+
+    def commit(self, size: int) -> str | None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        if self.exclusive:
+            try:
+                os.link(self.tmp, self.final, follow_symlinks=False)
+            except FileExistsError:
+                raise AlreadyExists(self.final, "already exists") from None
+            os.unlink(self.tmp)
+        else:
+            os.replace(self.tmp, self.final)
+        fsync_directory(self.directory)
+        return None
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+class _StagedSink:
+    def __init__(self, fs: Any, location: Location, exclusive: bool) -> None:
+        self.fs = fs
+        self.path = location.path
+        self.mode = "create" if exclusive else "overwrite"
+        self.file = fs.open(location.path, "xb" if exclusive else "wb")
+
+    def write(self, data: memoryview) -> None:
+        self.file.write(data)
+
+    def commit(self, size: int) -> str | None:
+        if size == 0:
+            # s3fs commits an empty file with an unconditional touch() even in "xb" mode
+            # (measured: a second create-only empty write succeeded), so send a real PUT.
+            self.abort()
+            return _etag_of(self.fs.pipe_file(self.path, b"", mode=self.mode))
+        self.file.close()  # completes the upload (create-only: If-None-Match on the last call)
+        return None
+
+    def abort(self) -> None:
+        # Never close() here: that would complete the upload with the bytes so far.
+        try:
+            self.file.discard()  # s3fs: abort the multipart upload; gcsfs: cancel the session
+        finally:
+            self.file.closed = True
+
+
+class _TempKeySink:
+    def __init__(self, fs: Any, location: Location) -> None:
+        self.fs = fs
+        self.path = location.path
+        self.tmp = location.parent.join(temporary_name(location.name)).path
+        self.file = fs.open(self.tmp, "wb")
+
+    def write(self, data: memoryview) -> None:
+        self.file.write(data)
+
+    def commit(self, size: int) -> str | None:
+        self.file.close()
+        self.fs.mv(self.tmp, self.path)
+        return None
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.tmp)
+
+
+def _etag_of(response: Any) -> str | None:
+    if isinstance(response, dict):
+        etag = response.get("ETag") or response.get("etag")
+        return str(etag) if etag else None
+    return None
+
+
+def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> WriteResult:
+    """Write a small object atomically in one request where the store allows (a manifest, a
+    lock). ``exclusive``: put-if-absent, :class:`AlreadyExists` if the object exists."""
+    caps = capabilities(location)
+    if location.is_local or not caps.staged_upload:
+        with open_writer(location, exclusive=exclusive) as writer:
+            writer.write(data)
+        assert writer.result is not None
+        return writer.result
+    if exclusive and not caps.conditional_create:  # pragma: no cover - no such staged store
+        raise Unsupported(location.url, "this store has no conditional writes")
+    fs = filesystem(location)
+    try:
+        response = fs.pipe_file(location.path, data, mode="create" if exclusive else "overwrite")
+    except Exception as exc:
+        if exclusive and _refused(exc):
+            raise AlreadyExists(location.url, "already exists") from None
+        raise translate(exc, location.url) from None
+    return WriteResult(location, len(data), hashlib.sha256(data).hexdigest(), _etag_of(response))
