@@ -510,7 +510,12 @@ def test_model_facts_of_a_model_object_is_what_for_output_uses() -> None:
 
     facts = model_facts(LlamaForCausalLM(tiny_config("llama")))
     assert facts == ModelFacts(
-        name=facts.name, causal=True, dtype="float32", attn_implementation="sdpa", vocab_size=300
+        name=facts.name,
+        causal=True,
+        dtype="float32",
+        attn_implementation="sdpa",
+        vocab_size=300,
+        context_positions=128,  # rotary: no table, the config's context length
     )
 
 
