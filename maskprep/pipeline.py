@@ -91,6 +91,22 @@ class BuildResult:
     reused_shards: int = 0
     #: The tokenizer came from the tokenizer cache (transformers was not loaded).
     tokenizer_cached: bool = False
+    #: What the user should know about the output that is not an error (one line each).
+    warnings: tuple[str, ...] = ()
+
+
+def build_warnings(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """Warnings about a finished output, from its manifest: rows allowed longer than the
+    tokenizer's ``model_max_length`` (where the tokenizer sets one)."""
+    limit = (manifest.get("tokenizer") or {}).get("model_max_length")
+    max_length = ((manifest.get("config") or {}).get("shape") or {}).get("max_length")
+    if not isinstance(limit, int) or not isinstance(max_length, int) or max_length <= limit:
+        return ()
+    return (
+        f"max_length {max_length} exceeds the tokenizer's model_max_length {limit}: rows longer "
+        "than the model's positions fail on absolute-position models and run on untrained "
+        "positions on rotary ones; check the output against the model (maskprep verify)",
+    )
 
 
 def _batches(
@@ -178,7 +194,15 @@ def result_from_manifest(
     )
     shards = [ShardInfo(**entry) for entry in manifest["shards"]]
     reused = len(shards) if reused_all else 0
-    return BuildResult(directory, manifest, totals, shards, elapsed_s, reused_shards=reused)
+    return BuildResult(
+        directory,
+        manifest,
+        totals,
+        shards,
+        elapsed_s,
+        reused_shards=reused,
+        warnings=build_warnings(manifest),
+    )
 
 
 def _build_locked(
@@ -286,6 +310,7 @@ def _build_locked(
         elapsed,
         reused_shards=writer.reused,
         tokenizer_cached=tokenizing.cached,
+        warnings=build_warnings(manifest),
     )
 
 

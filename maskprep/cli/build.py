@@ -246,6 +246,8 @@ def build(**options: Any) -> None:
                 parallelism=Parallelism(num_proc=options["num_proc"]),
                 tokenizer_cache=_tokenizer_cache(options),
             )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if options["as_json"]:
         click.echo(json.dumps(build_json(result), indent=2))
     elif not options["quiet"]:
