@@ -6,8 +6,9 @@ MiniLM weights (an encoder, loaded with its masked-LM head as verify does) and w
 random Llama built from a config (a decoder over the same 30522-id vocabulary). Each case runs
 ``maskprep.verify`` with its default options in a fresh process, whose wall-clock and CPU seconds
 (user + system, all threads) are measured from outside; on a shared machine the CPU column is the
-steadier one. With ``--before REV`` every case also runs on that git revision of maskprep
-(exported with ``git archive``), alternating with this checkout, so both see the same load:
+steadier one. The code timed is the committed ``HEAD`` of this checkout (exported with ``git
+archive``, so edits made while the bench runs do not leak into it); with ``--before REV`` every
+case also runs on that git revision, alternating with ``HEAD``, so both see the same load:
 
     python bench/verify_bench.py                          # every case, 8 random rows
     python bench/verify_bench.py --before 093eb5c --case minilm-pad-256 --repeats 2
@@ -112,7 +113,7 @@ def build(scratch: Path, corpus: Path, strategy: str, max_length: int) -> Path:
 
 def export(revision: str, scratch: Path) -> Path:
     """The maskprep package of git ``revision``, unpacked under ``scratch``."""
-    tree = scratch / f"tree-{revision}"
+    tree = scratch / f"tree-{revision.replace('/', '-')}"
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", revision, "maskprep"],
         check=True,
@@ -180,7 +181,7 @@ def main() -> None:
              "--size", "1M", "-o", str(corpus)],
             check=True, capture_output=True,
         )  # fmt: skip
-        trees = [(f"{head} (this)", ROOT)]
+        trees = [(head, export("HEAD", scratch))]
         if args.before:
             trees.insert(0, (args.before, export(args.before, scratch)))
         for name, model_name, strategy, length in cases:
