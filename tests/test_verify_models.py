@@ -340,3 +340,15 @@ def test_verify_puts_transformers_logging_back() -> None:
     table = pad_rows(random_docs(12, 2), 12, PAD, "right")
     verify_rows(table, _model("bert"), VerifyOptions(attn_implementations=("eager",)))
     assert (logging.get_verbosity(), logging.is_progress_bar_enabled()) == (level, bars)
+
+
+def test_a_missing_local_model_is_no_such_directory(runner, tmp_path) -> None:
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pad_rows(random_docs(13, 2), 12, PAD, "right"), path)
+    missing = tmp_path / "no" / "model"
+    for command in (["verify", str(path), "-m", str(missing)],
+                    ["inspect", str(path), "--model", str(missing)]):  # fmt: skip
+        result = runner.invoke(main, command)
+        assert (result.exit_code, result.output) == (2, f"Error: {missing}: no such directory\n")
+    negative = runner.invoke(main, ["verify", str(path), "-m", str(missing), "--seed", "-1"])
+    assert negative.exit_code == 2 and "--seed" in negative.output

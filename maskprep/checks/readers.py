@@ -240,9 +240,27 @@ def open_input(
         if not (target / MANIFEST_NAME).is_file():
             return [_open_shard(p) for p in _directory_shards(target)], None
         manifest = read_manifest(target)
-        shards = [_open_shard(target / s["path"]) for s in manifest.get("shards", [])]
+        shards = [_open_shard(_shard_path(target, s)) for s in manifest.get("shards", [])]
         return shards, manifest
     return [_open_shard(target)], None
+
+
+def _shard_path(directory: Path, entry: Any) -> Path:
+    """A shard the manifest lists: a plain file name inside the output directory, never a path
+    that leads out of it (``../``, absolute, a subdirectory)."""
+    name = entry.get("path") if isinstance(entry, dict) else None
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or "/" in name
+        or "\\" in name
+        or Path(name).is_absolute()
+    ):
+        raise DataError(
+            f"{directory / MANIFEST_NAME}: shard path {name!r} is not a file name in the output "
+            "directory"
+        )
+    return directory / name
 
 
 def _directory_shards(directory: Path) -> list[Path]:

@@ -98,7 +98,13 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
     default=None,
     help="Whether rows are packs (default: manifest, else seq_lens/position_ids columns).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and noise seed.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Sampling and noise seed.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @library_errors

@@ -121,9 +121,19 @@ def model_task(config: Any) -> Task | None:
     return None
 
 
+def missing_local_path(name: str) -> bool:
+    """Whether ``name`` is written as a local path (absolute, ``./``, ``../``, ``~``, or more than
+    the one ``/`` of a Hub id ``org/name``) that does not exist: transformers would take it for a
+    Hub id and say so, where the user needs to hear that the directory is not there."""
+    local = os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
+    return local and not os.path.exists(os.path.expanduser(name))
+
+
 def _load_config(name: str) -> Any:
     from transformers import AutoConfig
 
+    if missing_local_path(name):
+        raise ConfigError(f"{name}: no such directory")
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:

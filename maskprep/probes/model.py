@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..collate import ModelFacts, model_facts, model_task
+from ..collate.models import missing_local_path
 from ..errors import ConfigError
 from .options import VerifyOptions
 
@@ -109,6 +110,8 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
     from transformers import AutoConfig
 
     hub = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
+    if missing_local_path(name):
+        raise ConfigError(f"{name}: no such directory")
     try:
         config = AutoConfig.from_pretrained(name, **hub)
     except Exception as error:  # a broken config, or the model's own code, may raise anything
@@ -187,8 +190,10 @@ def model_under_test(model: Any, options: VerifyOptions) -> Iterator[Subject]:
     name = name or type(model).__name__
     own_device, own_dtype = _placement(model)
     device = own_device if options.device == "auto" else resolve_device(options.device)
+    if _same_device(device, own_device):
+        device = own_device
     dtype = own_dtype if options.dtype == "auto" else options.dtype
-    if torch.device(device) != torch.device(own_device) or dtype != own_dtype:
+    if device != own_device or dtype != own_dtype:
         module = copy.deepcopy(model).to(device=device, dtype=getattr(torch, dtype))
     else:
         module = model
@@ -196,6 +201,14 @@ def model_under_test(model: Any, options: VerifyOptions) -> Iterator[Subject]:
         module.eval()
         facts = model_facts(module)
         yield Subject(module, name, _kind(facts, name), device, dtype, facts)
+
+
+def _same_device(asked: str, own: str) -> bool:
+    """Whether ``asked`` names the device ``own`` is (``cuda`` names any CUDA device)."""
+    import torch
+
+    wanted, have = torch.device(asked), torch.device(own)
+    return wanted.type == have.type and (wanted.index is None or wanted.index == have.index)
 
 
 @contextmanager

@@ -84,6 +84,8 @@ class VerifyOptions:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.longest < 0:
             raise ConfigError(f"longest must be 0 or more, not {self.longest}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be 0 or more, not {self.seed}")
         if self.num_layers is not None and self.num_layers < 1:
             raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
         if self.num_layers is not None and not self.from_config:
