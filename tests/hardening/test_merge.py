@@ -131,7 +131,6 @@ def test_merge_refuses_shard_paths_outside_the_part(tmp_path, tampered, victim, 
     assert not (out / MANIFEST).exists()
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect reads shard paths outside the output")
 @pytest.mark.parametrize("kind", ["absolute", "dotdot"])
 def test_inspect_refuses_shard_paths_outside_the_output(finished_copy, victim, kind):
     path = _shard_paths(victim, finished_copy)[kind]
@@ -148,7 +147,6 @@ def test_load_dataset_refuses_shard_paths_outside_the_output(finished_copy, tmp_
         maskprep.load_dataset(finished_copy)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: verify reads shard paths outside the output")
 def test_verify_refuses_shard_paths_outside_the_output(finished_copy, tmp_path):
     outside = tmp_path / "outside.parquet"
     shutil.copy(finished_copy / "data-00000.parquet", outside)
