@@ -141,7 +141,9 @@ def verify_rows(
     return _verify(rows, model, options, model_name)
 
 
-def _verify(rows: _Rows, model: Any, options: VerifyOptions, model_name: str | None) -> Any:
+def _verify(
+    rows: _Rows, model: Any, options: VerifyOptions, model_name: str | None
+) -> VerifyResult:
     import torch
 
     started = time.perf_counter()
@@ -150,10 +152,11 @@ def _verify(rows: _Rows, model: Any, options: VerifyOptions, model_name: str | N
     rows = _with_labels(rows)
     with quiet_transformers(options.progress), model_under_test(model, options) as subject:
         name = model_name or subject.name
-        packed = _packed(rows, options)
+        packed = _packed(rows)
+        limit = model_limit(subject.facts)
         findings = reach_findings(
-            model_limit(subject.facts),
-            tokenizer_limit(rows.facts.model_max_length, rows.facts.tokenizer or "of the data"),
+            limit,
+            tokenizer_limit(rows.facts.model_max_length, rows.facts.tokenizer or "(unnamed)"),
             rows.reach,
             rows.reach_row,
             packed,
@@ -209,7 +212,7 @@ def _verify(rows: _Rows, model: Any, options: VerifyOptions, model_name: str | N
         source=rows.source,
         longest=rows.longest,
         reach=rows.reach,
-        position_limit=subject.facts.max_positions,
+        position_limit=limit.positions if limit is not None and limit.hard else None,
         warnings=findings,
     )
 
@@ -231,7 +234,8 @@ def _with_labels(rows: _Rows) -> _Rows:
     return replace(rows, table=table, labelled=False)
 
 
-def _packed(rows: _Rows, options: VerifyOptions) -> bool:
+def _packed(rows: _Rows) -> bool:
+    """Whether the rows are packs: as known, else from their columns."""
     if rows.facts.packed is not None:
         return rows.facts.packed
     names = rows.table.schema.names

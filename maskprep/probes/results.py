@@ -44,7 +44,8 @@ class VerifyResult:
 
     ``rows`` are the probed rows' indices in the data, ``longest`` those of them added for their
     length; ``reach`` is the most positions any row of the data uses (its width, or a pack's
-    longest document) and ``position_limit`` the model's, where it has one. ``warnings`` are
+    longest document) and ``position_limit`` how many an absolute-position model holds (its table
+    less a RoBERTa-style offset), where it has such a table. ``warnings`` are
     findings that are not leaks (rows beyond a rotary model's context length, …).
     """
 
