@@ -409,6 +409,12 @@ def test_cli_unfinished_output_exits_1(runner, configs, tmp_path) -> None:
 
 def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> None:
     result = _cli(runner, str(padded_output), "-m", str(tmp_path / "nowhere"), "--from-config")
+    assert (result.exit_code, result.output) == (
+        2,
+        f"Error: {tmp_path / 'nowhere'}: no such directory\n",
+    )
+    (tmp_path / "empty").mkdir()
+    result = _cli(runner, str(padded_output), "-m", str(tmp_path / "empty"), "--from-config")
     assert result.exit_code == 2
     assert "cannot load the model config" in result.output
 
