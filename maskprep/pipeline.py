@@ -26,7 +26,7 @@ from .sources.parts import part_manifest
 from .sources.records import Record, Rejected, SourceReader
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.encoder import EncodedDoc
-from .tokenizing.pool import EncodingPool, Parallelism
+from .tokenizing.pool import EncodingPool
 from .tokenizing.prepare import PreparedTokenizer, prepare_tokenizer
 
 
@@ -115,7 +115,6 @@ def build(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
-    parallelism: Parallelism | None = None,
     tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
@@ -130,11 +129,9 @@ def build(
     the tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
     several parts loads it once).
 
-    ``parallelism`` sets how encoding is spread over cores (default: this process, the
-    tokenizer's threads on every core); it never changes the output. ``tokenizer_cache``, when
-    given, lets a plain-text build with a local tokenizer skip loading transformers once an
-    earlier build has cached that tokenizer (see :mod:`maskprep.tokenizing.cache`); it never
-    changes the output either.
+    ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
+    transformers once an earlier build has cached that tokenizer (see
+    :mod:`maskprep.tokenizing.cache`); without one nothing is cached. It never changes the output.
     """
     directory = Path(config.output.directory)
     created = make_output_directory(directory)
@@ -148,7 +145,6 @@ def build(
                 stdin=stdin,
                 on_progress=on_progress,
                 loaded=tokenizer,
-                parallelism=parallelism or Parallelism(),
                 tokenizer_cache=tokenizer_cache,
             )
     except OSError as exc:
@@ -187,7 +183,6 @@ def _build_locked(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     loaded: Any = None,
-    parallelism: Parallelism,
     tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
     """The build proper, run while this process holds the output directory's lock."""
@@ -223,7 +218,7 @@ def _build_locked(
         fill.add(batch)
 
     spec = tokenizing.spec
-    pool = EncodingPool(spec, parallelism) if spec is not None else None
+    pool = EncodingPool(spec) if spec is not None else None
     batches = _batches(reader, config.batch_size, on_reject)
     encoded = _encoded(batches, pool, tokenizing, config, on_reject)
     try:
