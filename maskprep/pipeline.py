@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -290,7 +290,7 @@ def _encoded(
     tokenizing: PreparedTokenizer,
     config: BuildConfig,
     on_reject: Callable[[Rejected], None],
-) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
+) -> Generator[tuple[list[Record], list[EncodedDoc]], None, None]:
     """Each batch of records with its encoded documents: through the pool when the fast path
     applies, else encoded here in turn."""
     if pool is not None:

@@ -98,6 +98,7 @@ def frame_documents(flat: np.ndarray, lengths: np.ndarray, spec: EncoderSpec) ->
     shift = np.repeat(starts + head - (ends - lengths), lengths)
     out[np.arange(len(flat)) + shift] = flat
     if eos.any():
+        assert spec.eos_id is not None, "append_eos is set only with an EOS id"
         out[(starts + head + lengths)[eos]] = spec.eos_id
     if tail:
         out[(offsets[1:, None] - tail + np.arange(tail)).ravel()] = np.tile(suffix, n)
