@@ -128,6 +128,19 @@ def test_load_dataset_names_its_extra(tmp_path):
     )
 
 
+def test_collate_names_its_extra(tmp_path):
+    code = (
+        "from maskprep.collate import collate\n"
+        "try:\n    collate([{'input_ids': [5], 'attention_mask': [1], 'labels': [5]}], pad_id=0)\n"
+        "except Exception as error:\n    print(type(error).__name__, error)"
+    )
+    done = _python(tmp_path, code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "ConfigError collate needs torch, which is not installed: pip install 'maskprep[train]'"
+    )
+
+
 def test_require_extra():
     require_extra("json", "none", "this test")  # negative control: installed
     with pytest.raises(ConfigError, match=r"^x needs no_such_module_q, .*'maskprep\[e\]'$"):

@@ -238,7 +238,12 @@ def test_cli_cache_options(tmp_path, runner, with_pad, monkeypatch):
     )
     assert done.exit_code == 0, done.output
     assert len(list((tmp_path / "given").glob("*.json"))) == 1
-    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", str(tmp_path / "unused"))
+    done = runner.invoke(main, [*base, "-o", str(tmp_path / "c"), "--no-tokenizer-cache", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["tokenizer_cached"] is False
+    assert not (tmp_path / "unused").exists()
+    assert _files(tmp_path / "a") == _files(tmp_path / "b") == _files(tmp_path / "c")
 
 
 def test_cli_and_library_cache_nothing_by_default(tmp_path, runner, with_pad, monkeypatch):

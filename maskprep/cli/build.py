@@ -169,6 +169,11 @@ if TYPE_CHECKING:
     help="Cache local tokenizers of plain-text builds in this directory, so that later builds "
     "start without loading transformers. Never changes the output. Default: no cache.",
 )
+@click.option(
+    "--no-tokenizer-cache",
+    is_flag=True,
+    help="Cache nothing, even with MASKPREP_TOKENIZER_CACHE set.",
+)
 @library_errors
 def build(**options: Any) -> None:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
@@ -246,7 +251,9 @@ def _tokenizer_cache(options: dict[str, Any]) -> TokenizerCache | None:
     from ..tokenizing.cache import TokenizerCache
 
     chosen = options["tokenizer_cache"]
-    return TokenizerCache(Path(chosen)) if chosen else None
+    if options["no_tokenizer_cache"] or not chosen:
+        return None
+    return TokenizerCache(Path(chosen))
 
 
 def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
