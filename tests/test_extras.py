@@ -96,7 +96,8 @@ def test_build_inspect_merge_without_torch_or_datasets(tmp_path):
     ("code", "message"),
     [
         (
-            _maskprep("verify", "out", "--model", str(SAMPLE / "tokenizer"), "--from-config"),
+            _maskprep(*BUILD, "-o", "out")
+            + _maskprep("verify", "out", "--model", str(SAMPLE / "tiny-llama"), "--from-config"),
             "Error: verify needs torch, which is not installed: pip install 'maskprep[verify]'\n",
         ),
         (

@@ -234,7 +234,6 @@ def verify(
     """
     from ..output.manifest import read_manifest
 
-    require_extra("torch", "verify", "verify")
     manifest = read_manifest(path)
     tokenizer = manifest.get("tokenizer", {})
     table, row_ids = read_rows(Path(path), options.rows, options.seed)
