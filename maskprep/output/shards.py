@@ -247,7 +247,7 @@ class DigestSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         view = memoryview(data)
         if self._file is not None:
             self._file.write(view)

@@ -19,6 +19,7 @@ from ..checks.positions import model_limit, row_reach, tokenizer_limit
 from ..collate import Collator, collate, for_model, row_arrays
 from ..columns import IGNORE_INDEX
 from ..errors import ConfigError, DataError
+from ..extras import require_extra
 from .attention import (
     probe_causal,
     probe_cross_document,
@@ -149,6 +150,7 @@ def _verify(
     started = time.perf_counter()
     if rows.table.num_rows == 0:
         raise DataError(f"{rows.source or 'the table'}: no rows to probe")
+    require_extra("torch", "verify", "verify")
     rows = _with_labels(rows)
     with quiet_transformers(options.progress), model_under_test(model, options) as subject:
         name = model_name or subject.name
