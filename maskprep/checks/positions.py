@@ -29,7 +29,14 @@ import pyarrow as pa
 from .. import columns
 from ..tokenizing.loading import real_model_max_length
 from .kernels import list_column, segment_any, segment_extreme, segment_sum
-from .specs import MODEL_CONTEXT, MODEL_POSITIONS, MODEL_VOCABULARY, SPECS, CheckResult
+from .specs import (
+    MODEL_CONTEXT,
+    MODEL_POSITIONS,
+    MODEL_VOCABULARY,
+    SPECS,
+    CheckResult,
+    Status,
+)
 
 
 @dataclass(frozen=True)
@@ -181,19 +188,19 @@ class ReachScan:
             spec = SPECS[name]
             what = "longest document" if self.packed else "widest row"
             detail = f"{what} {self.reach} positions; {self.limit.source}"
-            status = "pass" if self.beyond == 0 else ("fail" if self.limit.hard else "warn")
+            status: Status = "pass" if self.beyond == 0 else ("fail" if self.limit.hard else "warn")
             rows = tuple(self.beyond_rows)
             out.append(CheckResult(name, spec.kind, status, self.beyond, rows, detail))
         if self.vocab_size is not None:
             detail = f"token ids in [0, {self.vocab_size})"
             if self.worst_id is not None:
                 detail += f"; found {self.worst_id}"
-            status = "pass" if self.bad_ids == 0 else "fail"
+            vocab_status: Status = "pass" if self.bad_ids == 0 else "fail"
             out.append(
                 CheckResult(
                     MODEL_VOCABULARY,
                     "invariant",
-                    status,
+                    vocab_status,
                     self.bad_ids,
                     tuple(self.bad_id_rows),
                     detail,

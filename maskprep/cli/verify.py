@@ -141,7 +141,7 @@ def verify(**options: Any) -> None:
         packed=options["packed"],
         progress=sys.stderr.isatty(),
     )
-    stdin = click.get_binary_stream("stdin") if options["path"] == "-" else None
+    stdin = sys.stdin.buffer if options["path"] == "-" else None
     result = run_verify(options["path"], options["model"], settings, stdin=stdin)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

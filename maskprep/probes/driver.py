@@ -418,7 +418,9 @@ def _seen_pad_id(table: pa.Table) -> int | None:
 
     ids = pc.list_flatten(table.column(columns.INPUT_IDS)).to_numpy(zero_copy_only=False)
     mask = pc.list_flatten(table.column(columns.ATTENTION_MASK)).to_numpy(zero_copy_only=False)
-    seen = np.unique(ids[mask == 0]) if len(ids) == len(mask) else []
+    if len(ids) != len(mask):
+        return None
+    seen = np.unique(ids[mask == 0])
     return int(seen[0]) if len(seen) == 1 else None
 
 
@@ -437,15 +439,20 @@ def _padding_attended(rows: _Rows, pad_id: int | None) -> Check | None:
         run = max(_run_length(attended_pad), _run_length(attended_pad[::-1]))
         if run >= 2:
             offenders.append((row, run))
-    common = {"probe": PADDING_ATTENDED, "attn_implementation": "-", "form": "-"}
     if not offenders:
-        checked = sum(len(r) for r in ids)
         return Check(
-            **common, status="pass", positions=checked, note=f"no run of pad id {pad_id} attended"
+            probe=PADDING_ATTENDED,
+            attn_implementation="-",
+            form="-",
+            status="pass",
+            positions=sum(len(r) for r in ids),
+            note=f"no run of pad id {pad_id} attended",
         )
     positions = sum(run for _, run in offenders)
     return Check(
-        **common,
+        probe=PADDING_ATTENDED,
+        attn_implementation="-",
+        form="-",
         status="LEAK",
         positions=positions,
         worst_row=offenders[0][0],
