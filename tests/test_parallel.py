@@ -9,7 +9,8 @@ import pytest
 from conftest import CORPUS, make_config, run_maskprep, write_jsonl
 
 from maskprep import TokenizerConfig, build
-from maskprep.sources.records import Record
+from maskprep.sources.batches import Batch
+from maskprep.sources.records import Record, Rejected
 from maskprep.tokenizing.encoder import Encoder
 from maskprep.tokenizing.fast import (
     BackendEncoder,
@@ -111,14 +112,20 @@ def test_encoded_batch_concat_keeps_order():
 def test_pool_in_processes_gives_batches_in_order(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
     records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 5, start=1)]
-    batches = [records[i : i + 7] for i in range(0, len(records), 7)]
+    batches = [Batch(records[i : i + 7]) for i in range(0, len(records), 7)]
+    batches.append(Batch([], [Rejected("f", 99, "bad", "raw")]))  # rejects only: no documents
     local = BackendEncoder(spec)
     settings = Parallelism(num_proc=2, process_after_chars=0, chunk_chars=50)
-    with EncodingPool(spec, settings, lookahead=1) as pool:
+    pool = EncodingPool(spec, settings, lookahead=1)
+    try:
         out = list(pool.encode(iter(batches)))
         assert pool.used_processes
-    assert [r for r, _ in out] == batches
-    for records_in, docs in out:
+    finally:
+        pool.close()
+    assert [b for b, _ in out] == batches
+    assert out[-1][1] == []
+    for batch, docs in out[:-1]:
+        records_in = batch.records
         want = local.encode([r.text for r in records_in])
         got = np.concatenate([d.ids for d in docs])
         assert got.tolist() == want.ids.tolist()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from queue import Full, Queue
 from typing import Any
 
+from ..sources.batches import Batch
 from ..sources.records import Record
 from .encoder import EncodedDoc
 from .fast import BackendEncoder, EncodedBatch, EncoderSpec
@@ -97,8 +98,8 @@ class _Failed:
 class EncodingPool:
     """Encodes batches of records ahead of the caller, in order, with bounded memory.
 
-    Use as a context manager; :meth:`encode` turns an iterator of record batches into an iterator
-    of ``(records, docs)`` pairs, at most ``lookahead`` batches ahead of the consumer.
+    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, docs)`` pairs, at
+    most ``lookahead`` batches ahead of the consumer; :meth:`close` stops it.
     """
 
     def __init__(self, spec: EncoderSpec, parallelism: Parallelism, lookahead: int = 2) -> None:
@@ -110,12 +111,6 @@ class EncodingPool:
         self._processes: Executor | None = None
         self._submitted_chars = 0
         self.used_processes = False
-
-    def __enter__(self) -> EncodingPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Stop the thread and any worker processes, dropping work not yet collected."""
@@ -161,9 +156,7 @@ class EncodingPool:
             self._submitted_chars += size
         return futures
 
-    def encode(
-        self, batches: Iterator[list[Record]]
-    ) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
+    def encode(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, list[EncodedDoc]]]:
         """Encoded documents for each batch of records, in the order the batches came.
 
         A reader thread pulls the batches (reading and JSON parsing) and submits them for
@@ -185,8 +178,8 @@ class EncodingPool:
 
         def produce() -> None:
             try:
-                for records in batches:
-                    if not put((records, self._submit(records))):
+                for batch in batches:
+                    if not put((batch, self._submit(batch.records))):
                         return
                 put(_DONE)
             except BaseException as exc:  # re-raised in the consumer, where it belongs
@@ -208,8 +201,10 @@ class EncodingPool:
 
     @staticmethod
     def _collect(
-        item: tuple[list[Record], list[Future[EncodedBatch]]], head: int, tail: int
-    ) -> tuple[list[Record], list[EncodedDoc]]:
-        records, futures = item
-        batch = EncodedBatch.concat([f.result() for f in futures])
-        return records, batch.docs([r.location for r in records], head, tail)
+        item: tuple[Batch, list[Future[EncodedBatch]]], head: int, tail: int
+    ) -> tuple[Batch, list[EncodedDoc]]:
+        batch, futures = item
+        if not futures:  # a batch of rejected records only
+            return batch, []
+        encoded = EncodedBatch.concat([f.result() for f in futures])
+        return batch, encoded.docs([r.location for r in batch.records], head, tail)
