@@ -1,0 +1,278 @@
+"""The training hand-off: :class:`Collator` (options bound; the label contract and the model's
+limits checked on every batch), :func:`for_output` (options read from an output's manifest and
+from the model), and :func:`collate`, the bare conversion the verify probes also feed
+deliberately faulty rows through."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .documents import check_labels, first_true
+from .forms import PACK_FORMS, PackForm, emit, torch_dtype
+from .models import ModelFacts, model_facts
+from .rows import PaddingSide, RowArrays, row_arrays
+
+#: The strategy a manifest records for packed outputs.
+_PACK = "pack"
+
+
+def collate(
+    rows: Any,
+    *,
+    pad_id: int | None = None,
+    padding_side: PaddingSide | None = None,
+    form: PackForm = "position_ids",
+    causal: bool = True,
+    dtype: Any = "float32",
+    pad_position_ids: bool = False,
+    packed: bool | None = None,
+    position_offset: int = 0,
+) -> dict[str, Any]:
+    """Turn a batch of rows into model keyword arguments (torch tensors), judging no labels.
+
+    ``rows`` is a list of row dicts, a dict of columns or a pyarrow Table/RecordBatch with the
+    maskprep columns. Padded rows give ``input_ids``, ``attention_mask`` (2D) and ``labels``, plus
+    ``position_ids`` counting real tokens when ``pad_position_ids`` (absolute-position models fed
+    left padding). Packed rows (``seq_lens`` or ``position_ids``) give the ``form`` the package
+    docstring draws: ``position_ids`` (no attention mask, ``use_cache=False``), ``mask4d`` (additive
+    block-diagonal mask in ``dtype``; ``causal=False`` for encoders) or the leaky diagnostic
+    ``mask2d``. ``pad_id``, ``padding_side`` and ``packed`` are as :func:`row_arrays` takes them;
+    emitted positions start at ``position_offset``. Train with :class:`Collator`, which also
+    refuses labels that break the contract and feeds the model cannot take.
+    """
+    if form not in PACK_FORMS:
+        raise DataError(f"form must be one of {', '.join(PACK_FORMS)}, not {form!r}")
+    arrays = row_arrays(rows, pad_id=pad_id, padding_side=padding_side, packed=packed)
+    return emit(
+        arrays,
+        form=form,
+        causal=causal,
+        dtype=dtype,
+        pad_position_ids=pad_position_ids,
+        position_offset=position_offset,
+    )
+
+
+@dataclass(frozen=True)
+class Collator:
+    """Rows → model keyword arguments, for ``DataLoader(collate_fn=...)`` and
+    ``Trainer(data_collator=...)``; build it with :meth:`for_output` to take every option from
+    the output and the model.
+
+    ``pad_id`` and ``padding_side`` default to what the rows' own padding shows; a batch that must
+    be padded while none shows is refused rather than padded with a guess. ``packed``: ``True``
+    refuses packed rows that lost ``seq_lens`` and ``position_ids`` (a trainer dropped them),
+    ``None`` recognises packs by those columns. ``form`` is the feed for packs (see the package
+    docstring); ``causal=False`` (encoders) needs ``mask4d``. ``dtype`` is the model's, for the 4D
+    mask.
+    ``pad_position_ids`` feeds padded rows ``position_ids`` (absolute-position models).
+    ``position_offset``, ``max_positions`` and ``vocab_size`` describe the model (see
+    :class:`~maskprep.collate.ModelFacts`): rows beyond its position table or vocabulary are
+    refused before they reach it. ``check_labels`` refuses labels that break the column contract
+    (on padding, shifted, trained across a document boundary).
+    """
+
+    pad_id: int | None = None
+    padding_side: PaddingSide | None = None
+    form: PackForm = "position_ids"
+    causal: bool = True
+    dtype: str = "float32"
+    pad_position_ids: bool = False
+    packed: bool | None = None
+    position_offset: int = 0
+    max_positions: int | None = None
+    vocab_size: int | None = None
+    check_labels: bool = True
+
+    def __post_init__(self) -> None:
+        if self.form not in PACK_FORMS:
+            raise ConfigError(f"form must be one of {', '.join(PACK_FORMS)}, not {self.form!r}")
+        if self.padding_side not in (None, "left", "right"):
+            raise ConfigError(f"padding_side must be left or right, not {self.padding_side!r}")
+        object.__setattr__(self, "dtype", str(torch_dtype(self.dtype)).removeprefix("torch."))
+        if self.pad_id is not None and self.pad_id < 0:
+            raise ConfigError(f"pad_id must be a token id, not {self.pad_id}")
+        if self.position_offset < 0:
+            raise ConfigError(f"position_offset must be 0 or more, not {self.position_offset}")
+        for name in ("max_positions", "vocab_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}")
+
+    @classmethod
+    def for_output(
+        cls, path: str | os.PathLike[str], model: Any = None, **options: Any
+    ) -> Collator:
+        """See :func:`for_output`."""
+        return for_output(path, model, **options)
+
+    def __call__(self, rows: Any) -> dict[str, Any]:
+        """Collate ``rows`` (a list of row dicts, a dict of columns or an Arrow table)."""
+        arrays = row_arrays(
+            rows, pad_id=self.pad_id, padding_side=self.padding_side, packed=self.packed
+        )
+        if arrays.packed and not self.causal and self.form == "position_ids":
+            raise ConfigError(
+                "packed rows for an encoder (causal=False) need form='mask4d': encoders build no "
+                "attention mask from position_ids, so the documents would see each other"
+            )
+        if self.check_labels:
+            check_labels(arrays, causal=self.causal)
+        out = emit(
+            arrays,
+            form=self.form,
+            causal=self.causal,
+            dtype=self.dtype,
+            pad_position_ids=self.pad_position_ids,
+            position_offset=self.position_offset,
+        )
+        self._check_model_limits(arrays, out)
+        return out
+
+    def _check_model_limits(self, arrays: RowArrays, out: dict[str, Any]) -> None:
+        """Refuse ids and positions the model has no embedding for: on a GPU they end in a
+        device-side assert, far from the row that caused it."""
+        ids = arrays.input_ids
+        if self.vocab_size is not None and ((ids < 0) | (ids >= self.vocab_size)).any():
+            row, col = first_true((ids < 0) | (ids >= self.vocab_size))
+            raise DataError(
+                f"row {row}: token id {ids[row, col]} is outside the model's "
+                f"{self.vocab_size}-id vocabulary; were the rows built with its tokenizer?"
+            )
+        if self.max_positions is None:
+            return
+        if "position_ids" in out:
+            used = out["position_ids"].numpy().max(axis=1)
+        else:
+            # The model numbers the positions itself, up to the row's width.
+            used = np.full(len(ids), ids.shape[1] - 1 + self.position_offset)
+        if (used >= self.max_positions).any():
+            row = int(np.argmax(used >= self.max_positions))
+            raise DataError(
+                f"row {row} needs position {used[row]}, but the model has {self.max_positions} "
+                "position embeddings: build the output with a max length the model takes"
+            )
+
+
+def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) -> Collator:
+    """A :class:`Collator` for the maskprep output at ``path`` and the model it will feed.
+
+    From the manifest: the pad id, the padding side, and whether the rows are packs (packed rows
+    that then arrive without ``seq_lens`` and ``position_ids`` are refused). From ``model`` (a
+    model object, its config, or a Hub name / local directory whose config is read): causal or
+    encoder, the mask dtype, the attention implementation, a RoBERTa-style position offset, the
+    position and vocabulary limits (absolute-position models also get ``pad_position_ids``).
+    Packs are fed ``mask4d`` (non-causal blocks) to encoders; to decoders ``position_ids`` under
+    flash attention, which takes no 4D mask, else ``mask4d``, which keeps documents apart in every
+    transformers version and for every attention that takes a mask. Any :class:`Collator` field
+    in ``options`` wins over what was read, but combinations that leak are refused. Without
+    ``model`` (or ``causal``) a decoder is assumed, with a warning for packed outputs: an
+    encoder's blocks are not causal.
+    """
+    known = {f.name for f in fields(Collator)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown collator option(s): {', '.join(unknown)}")
+    settings = _settings(_read_manifest(path))
+    facts = model_facts(model) if model is not None else None
+    if facts is not None:
+        _check_vocabulary(path, settings.pop("tokenizer_vocab"), facts)
+        settings.update(
+            dtype=facts.dtype,
+            position_offset=facts.position_offset,
+            max_positions=facts.max_positions,
+            vocab_size=facts.vocab_size,
+            pad_position_ids=facts.absolute_positions,
+        )
+    settings.pop("tokenizer_vocab", None)
+    causal = options.pop("causal", facts.causal if facts is not None else None)
+    if causal is None:
+        if settings["packed"] is not False:
+            warnings.warn(
+                f"{path}: the model is not known, so its packed rows are fed to a decoder (causal "
+                "blocks); for an encoder give model= (the model, its config or its name) or "
+                "causal=False",
+                UserWarning,
+                stacklevel=2,
+            )
+        causal = True
+    form = options.pop("form", None) or _default_form(causal, facts)
+    if settings["packed"] is not False:
+        _refuse_leaky_form(form, causal, facts)
+    return Collator(**{**settings, "causal": causal, "form": form, **options})
+
+
+def _read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    # The one place the collator reads an output: it follows the manifest reader if that moves.
+    from ..output.manifest import read_manifest
+
+    return read_manifest(path)
+
+
+def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Pad id, padding side, packed, and the tokenizer's vocabulary size, from a manifest."""
+    tokenizer = manifest.get("tokenizer") or {}
+    strategy = ((manifest.get("config") or {}).get("shape") or {}).get("strategy")
+    pad_id = tokenizer.get("pad_token_id")
+    return {
+        "pad_id": None if pad_id is None else int(pad_id),
+        # Packs are padded at the end whatever side the tokenizer pads on.
+        "padding_side": None if strategy == _PACK else tokenizer.get("padding_side"),
+        "packed": None if strategy is None else strategy == _PACK,
+        "tokenizer_vocab": tokenizer.get("vocab_size"),
+    }
+
+
+def _check_vocabulary(path: Any, tokenizer_vocab: Any, facts: ModelFacts) -> None:
+    if tokenizer_vocab is None or facts.vocab_size is None:
+        return
+    if int(tokenizer_vocab) > facts.vocab_size:
+        raise ConfigError(
+            f"{path}: the rows were tokenized with a {tokenizer_vocab}-id vocabulary, but "
+            f"{facts.name} embeds {facts.vocab_size} ids: another model's tokenizer?"
+        )
+
+
+def _flash(facts: ModelFacts | None) -> bool:
+    return facts is not None and str(facts.attn_implementation or "").startswith("flash")
+
+
+def _default_form(causal: bool, facts: ModelFacts | None) -> str:
+    if causal and _flash(facts):
+        return "position_ids"
+    return "mask4d"
+
+
+def _refuse_leaky_form(form: str, causal: bool, facts: ModelFacts | None) -> None:
+    """Refuse the forms that would let packed documents see each other on this model."""
+    if form == "position_ids" and not causal:
+        raise ConfigError(
+            "packed rows for an encoder need form='mask4d': encoders build no attention mask from "
+            "position_ids, so the documents would see each other"
+        )
+    if form == "mask4d" and _flash(facts):
+        raise ConfigError(
+            f"{facts.attn_implementation if facts else 'flash attention'} takes no 4D mask: use "
+            "form='position_ids' for packed rows"
+        )
+    if form == "position_ids" and not _flash(facts) and not _derives_block_mask():
+        raise ConfigError(
+            "this transformers version builds no block-diagonal mask from position_ids outside "
+            "flash attention: use form='mask4d' for packed rows"
+        )
+
+
+def _derives_block_mask() -> bool:
+    """Whether the installed transformers builds a packed row's mask from ``position_ids`` (5.x
+    does, when no attention mask and no cache are given)."""
+    try:
+        from transformers import masking_utils
+    except ImportError:
+        return False
+    return hasattr(masking_utils, "find_packed_sequence_indices")

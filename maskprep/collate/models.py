@@ -1,0 +1,154 @@
+"""What a collator must know about the model it feeds, read from the model's own structure.
+
+Causal or not (the attention modules' ``is_causal``), the dtype a 4D mask must have, the attention
+implementation, a RoBERTa-style position offset (a position table with a ``padding_idx``) and the
+size of an absolute position table or of the vocabulary. Reading the structure rather than a list
+of architectures keeps remote-code models that follow transformers' conventions covered.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+#: Names transformers gives an absolute position table (BERT, RoBERTa, … and GPT-2).
+_POSITION_TABLES = ("position_embeddings", "wpe")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What :func:`model_facts` read about a model.
+
+    ``causal`` is ``None`` when neither the modules nor a config tell (a bare ``torch.nn.Module``).
+    ``position_offset`` is added to every position id fed to it (RoBERTa: ``padding_idx + 1``);
+    ``max_positions`` is the size of an absolute position table (``None`` for rotary or relative
+    positions, which have no hard limit); ``vocab_size`` the number of token embeddings.
+    """
+
+    name: str
+    causal: bool | None
+    dtype: str
+    attn_implementation: str | None
+    position_offset: int = 0
+    max_positions: int | None = None
+    vocab_size: int | None = None
+
+    @property
+    def absolute_positions(self) -> bool:
+        """The model looks positions up in a table: they must be fed exactly."""
+        return self.max_positions is not None
+
+
+def model_facts(model: Any) -> ModelFacts:
+    """Read :class:`ModelFacts` from a model object, its config, or a Hub name / local directory.
+
+    For a config or a name only the configuration is loaded; the model's structure is built on
+    PyTorch's meta device (no memory, no weights). Encoder-decoder models are refused.
+    """
+    import torch
+
+    if isinstance(model, (str, os.PathLike)):
+        config, module = _load_config(str(model)), None
+    elif isinstance(model, torch.nn.Module):
+        config, module = getattr(model, "config", None), model
+    elif hasattr(model, "model_type") and hasattr(model, "to_dict"):
+        config, module = model, None
+    else:
+        raise ConfigError(
+            f"model must be a model, its config or its name, not {type(model).__name__}"
+        )
+    if config is not None and getattr(config, "is_encoder_decoder", False):
+        raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
+    dtype = _module_dtype(module) if module is not None else _config_dtype(config)
+    if module is None:
+        module = _skeleton(config)
+    offset, max_positions = _position_table(module)
+    return ModelFacts(
+        name=str(getattr(config, "name_or_path", "") or type(model).__name__),
+        causal=_causal(module, config),
+        dtype=dtype,
+        attn_implementation=getattr(
+            getattr(module, "config", config), "_attn_implementation", None
+        ),
+        position_offset=offset,
+        max_positions=max_positions,
+        vocab_size=_vocab_size(module),
+    )
+
+
+def _load_config(name: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{name}: cannot load the model config: {first}") from None
+
+
+def _skeleton(config: Any) -> Any:
+    """The model's module tree on the meta device, or ``None`` when transformers cannot build it
+    from the config (a remote-code class not registered here)."""
+    import torch
+    from transformers import AutoModel
+
+    try:
+        with torch.device("meta"):
+            return AutoModel.from_config(config)
+    except (ValueError, KeyError, ImportError, TypeError):
+        return None
+
+
+def _module_dtype(module: Any) -> str:
+    import torch
+
+    parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    return str(dtype).removeprefix("torch.")
+
+
+def _config_dtype(config: Any) -> str:
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    return name if name in ("float32", "float16", "bfloat16", "float64") else "float32"
+
+
+def _causal(module: Any, config: Any) -> bool | None:
+    """Any attention module with ``is_causal`` set makes the model causal; an encoder's are all
+    unset. Without such modules, the config's place in transformers' task mappings decides."""
+    flags = set()
+    if module is not None:
+        flags = {
+            m.is_causal for m in module.modules() if isinstance(getattr(m, "is_causal", None), bool)
+        }
+    if flags:
+        return True in flags
+    if config is None:
+        return None
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+
+    causal = type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
+    masked = type(config) in MODEL_FOR_MASKED_LM_MAPPING
+    return causal and (not masked or bool(getattr(config, "is_decoder", False)))
+
+
+def _position_table(module: Any) -> tuple[int, int | None]:
+    """(offset, size) of the model's absolute position table; (0, None) when it has none."""
+    import torch
+
+    if module is None:
+        return 0, None
+    for name, child in module.named_modules():
+        if type(child) is torch.nn.Embedding and name.rsplit(".", 1)[-1] in _POSITION_TABLES:
+            offset = 0 if child.padding_idx is None else child.padding_idx + 1
+            return offset, int(child.num_embeddings)
+    return 0, None
+
+
+def _vocab_size(module: Any) -> int | None:
+    getter = getattr(module, "get_input_embeddings", None)
+    embeddings = getter() if getter is not None else None
+    return int(embeddings.num_embeddings) if hasattr(embeddings, "num_embeddings") else None

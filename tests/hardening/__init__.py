@@ -1,0 +1,1 @@
+"""Regression tests for issue #14 (hardening): every defect found by adversarial use, black-box."""

@@ -1,0 +1,385 @@
+"""The training recipes of docs/training.md, run for real.
+
+``transformers.Trainer`` (default ``remove_unused_columns=True``), a plain PyTorch ``DataLoader``
+and TRL's ``SFTTrainer`` train tiny random models for two steps on pad, bucket and pack outputs
+built by maskprep, fed by ``Collator.for_output``. What each trainer really fed the model is
+recorded, and every document in it must give the logits it gives run alone. Negative controls
+feed the same rows through the naive collators and show the leak is large, so these tests can see
+one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, SAMPLE, write_jsonl
+from rowkit import one_torch_thread
+from training_kit import (
+    LEAK,
+    assert_documents_alone,
+    build_output,
+    documents_in,
+    model_inputs,
+    pack_lookup,
+    record_feeds,
+    tiny_model,
+    worst_document_diff,
+)
+
+import maskprep
+from maskprep.collate import Collator, collate
+from maskprep.columns import IGNORE_INDEX
+from maskprep.errors import DataError
+
+pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extra)")
+
+_single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
+PAD = 3
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory, with_pad, corpus) -> dict[str, Path]:
+    """pad (right), bucket (16/32, left padding: the collator pads short rows on the left) and
+    pack outputs of 15 short documents (halves of the corpus), pad id 3 (not 0, not EOS)."""
+    root = tmp_path_factory.mktemp("training")
+    halves = [" ".join(w[: len(w) // 2]) for w in (t.split() for t in corpus)]
+    halves += [" ".join(w[len(w) // 2 :]) for w in (t.split() for t in corpus)]
+    docs = write_jsonl(root / "docs.jsonl", [{"text": t} for t in halves if t])
+    return {
+        "pad": build_output(root / "pad", [docs], with_pad, "pad"),
+        "bucket": build_output(
+            root / "bucket", [docs], with_pad, "bucket", buckets=(16, 32), padding_side="left"
+        ),
+        "pack": build_output(root / "pack", [docs], with_pad, "pack", max_length=48),
+    }
+
+
+def _train(model, output: Path, collator, tmp_path: Path, **arguments):
+    """Two steps of ``transformers.Trainer`` at its defaults (columns removed), batch 4."""
+    from transformers import Trainer, TrainingArguments
+
+    fed = record_feeds(model)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        **arguments,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=maskprep.load_dataset(output), data_collator=collator
+    )
+    try:
+        return trainer.train(), fed
+    finally:
+        fed.stop()
+
+
+class _Spy:
+    """A collator wrapper that keeps the rows the trainer hands over."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.rows: list[list[dict]] = []
+
+    def __call__(self, rows):
+        self.rows.append(rows)
+        return self.inner(rows)
+
+
+@pytest.mark.parametrize("strategy", ["pad", "bucket", "pack"])
+@pytest.mark.parametrize("kind", ["llama", "bert", "roberta"])
+def test_trainer_feeds_each_document_as_if_alone(kind, strategy, outputs, tmp_path) -> None:
+    output = outputs[strategy]
+    model = tiny_model(kind)
+    before = [p.detach().clone() for p in model.parameters()]
+    spy = _Spy(Collator.for_output(output, model=model))
+    result, fed = _train(model, output, spy, tmp_path)
+
+    assert math.isfinite(result.training_loss) and len(fed.calls) == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    # What Trainer keeps by default: the forward's arguments. seq_lens and length are gone.
+    kept = {"input_ids", "attention_mask", "labels"} | (
+        {"position_ids"} if strategy == "pack" else set()
+    )
+    assert set(spy.rows[0][0]) == kept
+    packs = pack_lookup(output) if strategy == "pack" else None
+    for batch in fed.calls:
+        docs = documents_in(batch, packs)
+        assert_documents_alone(model, batch, docs)
+    if strategy == "pack":
+        assert len(docs) > fed.calls[-1]["input_ids"].shape[0], "no row held two documents"
+        assert fed.calls[-1]["attention_mask"].dim() == 4
+    if strategy == "bucket":
+        widths = {len(r["input_ids"]) for rows in spy.rows for r in rows}
+        assert widths == {16, 32}, "the batches never mixed buckets"
+
+
+def test_trainer_with_the_position_ids_form_on_a_decoder(outputs, tmp_path) -> None:
+    output = outputs["pack"]
+    model = tiny_model("llama")
+    collator = Collator.for_output(output, model=model, form="position_ids")
+    _, fed = _train(model, output, collator, tmp_path)
+    for batch in fed.calls:
+        assert "attention_mask" not in batch and batch["use_cache"] is False
+        assert_documents_alone(model, batch, documents_in(batch, pack_lookup(output)))
+
+
+def test_trainer_keeping_every_column_cross_checks_seq_lens(outputs, tmp_path) -> None:
+    output = outputs["pack"]
+    model = tiny_model("llama")
+    spy = _Spy(Collator.for_output(output, model=model))
+    _, fed = _train(model, output, spy, tmp_path, remove_unused_columns=False)
+    assert {"seq_lens", "length"} <= set(spy.rows[0][0])
+    assert_documents_alone(model, fed.calls[0], documents_in(fed.calls[0], pack_lookup(output)))
+
+
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_naive_collators_leak_on_the_rows_trainer_keeps(kind, outputs, with_pad, tmp_path) -> None:
+    """Negative control: the same rows through transformers' plain collators let documents mix."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator
+
+    output = outputs["pack"]
+    model = tiny_model(kind)
+    spy = _Spy(Collator.for_output(output, model=model))
+    _train(model, output, spy, tmp_path)
+    rows = spy.rows[-1]
+    ours = spy.inner(rows)
+    docs = documents_in(ours, pack_lookup(output))
+    naive = default_data_collator(rows)
+    padded = DataCollatorWithPadding(AutoTokenizer.from_pretrained(str(with_pad)))(rows)
+
+    assert worst_document_diff(model, ours, docs) < 1e-5
+    assert worst_document_diff(model, ours, docs, feed=model_inputs(naive)) > LEAK
+    assert worst_document_diff(model, ours, docs, feed=model_inputs(dict(padded))) > LEAK
+
+
+def test_rows_that_lost_their_pack_columns_leak_bare_and_are_refused(outputs, tmp_path) -> None:
+    """The collator's old behaviour (packed rows without seq_lens taken for padded rows) leaks;
+    a collator that knows the output is packed refuses them, also inside a real Trainer."""
+    from transformers import LlamaForCausalLM
+
+    output = outputs["pack"]
+    model = tiny_model("llama")
+    rows = maskprep.load_dataset(output).select(range(4)).to_list()
+    stripped = [{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in rows]
+    docs = documents_in(collate(rows), pack_lookup(output))
+    old = collate(stripped)
+    assert old["attention_mask"].dim() == 2 and "position_ids" not in old
+    assert worst_document_diff(model, collate(rows, form="mask4d"), docs) < 1e-5
+    assert worst_document_diff(model, old, docs) > LEAK
+    with pytest.raises(DataError, match=r"remove_unused_columns=False"):
+        Collator.for_output(output, model=model)(stripped)
+
+    class NoPositions(LlamaForCausalLM):
+        """A model whose forward names no position_ids: Trainer drops that column too."""
+
+        def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+            return super().forward(input_ids, attention_mask, labels=labels, **kwargs)
+
+    torch.manual_seed(0)
+    no_positions = NoPositions(model.config)
+    with pytest.raises(DataError, match=r"^packed rows arrived without seq_lens and position_ids"):
+        _train(no_positions, output, Collator.for_output(output, model=no_positions), tmp_path)
+
+
+def test_roberta_fed_zero_based_positions_drifts(outputs) -> None:
+    """Negative control for the offset: RoBERTa numbers positions from padding_idx + 1."""
+    output = outputs["pack"]
+    model = tiny_model("roberta")
+    rows = maskprep.load_dataset(output).select(range(4)).to_list()
+    ours = Collator.for_output(output, model=model)(rows)
+    docs = documents_in(ours, pack_lookup(output))
+    assert ours["position_ids"][0, 0] == PAD + 1
+    zero_based = collate(rows, form="mask4d", causal=False)
+    assert worst_document_diff(model, ours, docs) < 1e-5
+    assert worst_document_diff(model, ours, docs, feed=model_inputs(zero_based)) > LEAK
+
+
+@pytest.mark.parametrize("strategy", ["pad", "bucket", "pack"])
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_dataloader_recipe(kind, strategy, outputs) -> None:
+    from torch.utils.data import DataLoader
+
+    output = outputs[strategy]
+    model = tiny_model(kind)
+    loader = DataLoader(
+        maskprep.load_dataset(output),
+        batch_size=4,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        collate_fn=Collator.for_output(output, model=model),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    losses = []
+    for _, batch in zip(range(2), loader, strict=False):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    packs = pack_lookup(output) if strategy == "pack" else None
+    assert_documents_alone(model, batch, documents_in(batch, packs))
+
+
+def test_minilm_masked_lm_recipe(minilm, corpus, tmp_path) -> None:
+    """The real MiniLM encoder, packed, trained as a masked LM: transformers' masking applied to
+    what the maskprep collator emits, never to pads or to documents' first tokens."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
+    from transformers.utils import logging
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in corpus])
+    output = build_output(tmp_path / "pack", [docs], minilm, "pack", max_length=64)
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
+    logging.set_verbosity_error()  # the masked-LM head is new: transformers says so at length
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(minilm))
+    finally:
+        logging.set_verbosity_warning()
+    collator = Collator.for_output(output, model=model)
+    masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
+    generator = torch.Generator().manual_seed(0)
+    masking.generator = generator
+
+    def masked_lm(rows):
+        batch = collator(rows)
+        skip = batch["labels"] == IGNORE_INDEX
+        batch["input_ids"], batch["labels"] = masking.torch_mask_tokens(batch["input_ids"], skip)
+        return batch
+
+    result, fed = _train(model, output, masked_lm, tmp_path)
+    assert math.isfinite(result.training_loss)
+    packs = pack_lookup(output)
+    for batch in fed.calls:
+        assert (batch["labels"] != IGNORE_INDEX).any()
+        assert_documents_alone(model, batch, documents_in(batch, packs, masked_lm=True))
+
+
+def _trl():
+    return pytest.importorskip("trl", reason="TRL is in the test extra")
+
+
+@pytest.fixture(scope="module")
+def sft_pack(tmp_path_factory) -> Path:
+    """Prompt/completion records of sample_data, packed (prompts untrained)."""
+    from maskprep import SFTConfig
+
+    root = tmp_path_factory.mktemp("sft")
+    config = maskprep.BuildConfig(
+        source=maskprep.SourceConfig(inputs=(str(SAMPLE / "instructions.jsonl"),)),
+        tokenizer=maskprep.TokenizerConfig(str(SAMPLE / "tokenizer"), pad_token="eos"),
+        shape=maskprep.ShapeConfig(max_length=64, strategy="pack"),
+        output=maskprep.OutputConfig(str(root / "out")),
+        sft=SFTConfig(prompt_field="prompt", completion_field="completion"),
+    )
+    maskprep.build(config)
+    return root / "out"
+
+
+def _sft_trainer(model, output: Path, collator, tmp_path: Path, **arguments):
+    trl = _trl()
+    from transformers import AutoTokenizer
+
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path / "sft"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        # SFTConfig trains in bfloat16 by default, and accelerate leaves the model's forward
+        # wrapped in autocast after training: float32 here keeps the float32 tolerances.
+        bf16=False,
+        **arguments,
+    )
+    return trl.SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=maskprep.load_dataset(output),
+        data_collator=collator,
+        processing_class=AutoTokenizer.from_pretrained(str(SAMPLE / "tokenizer")),
+    )
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # TRL's own gradient_checkpointing default
+def test_sft_trainer_recipe(sft_pack, tmp_path) -> None:
+    model = tiny_model("llama", vocab_size=600)
+    fed = record_feeds(model)
+    collator = Collator.for_output(sft_pack, model=model, form="position_ids")
+    trainer = _sft_trainer(model, sft_pack, collator, tmp_path, remove_unused_columns=False)
+    assert math.isfinite(trainer.train().training_loss)
+    fed.stop()
+    packs = pack_lookup(sft_pack)
+    for batch in fed.calls:
+        batch = {k: v for k, v in batch.items() if k != "fused_lm_head"}
+        docs = documents_in(batch, packs)
+        assert len(docs) > batch["input_ids"].shape[0]
+        assert_documents_alone(model, batch, docs)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_sft_trainer_at_its_default_columns_is_refused(sft_pack, tmp_path) -> None:
+    """SFTTrainer keeps only input_ids, labels and seq_lengths: the masks never arrive."""
+    model = tiny_model("llama", vocab_size=600)
+    collator = Collator.for_output(sft_pack, model=model, form="position_ids")
+    trainer = _sft_trainer(model, sft_pack, collator, tmp_path)
+    with pytest.raises(
+        DataError, match=r"no 'attention_mask' column; .*remove_unused_columns=False"
+    ):
+        trainer.train()
+
+
+def _sample_script():
+    spec = importlib.util.spec_from_file_location("train_tiny", SAMPLE / "train_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("strategy", ["pad", "pack"])
+def test_sample_training_script_trains_on_the_quick_start_output(
+    strategy, tmp_path, capsys
+) -> None:
+    from conftest import run_maskprep
+
+    out = tmp_path / "sample"
+    built = run_maskprep(
+        "build",
+        str(SAMPLE / "instructions.jsonl"),
+        str(SAMPLE / "notes.txt"),
+        "--tokenizer",
+        str(SAMPLE / "tokenizer"),
+        "--pad-token",
+        "eos",
+        "--add-eos",
+        "--max-length",
+        "64",
+        "--strategy",
+        strategy,
+        "--output",
+        str(out),
+        "-q",
+        cwd=ROOT,
+    )
+    assert built.returncode == 0, built.stderr.decode()
+    losses = _sample_script().main([str(out), "--steps", "3"])
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    printed = capsys.readouterr().out
+    assert "step 3: loss" in printed
