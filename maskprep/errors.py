@@ -4,16 +4,21 @@
 exit   meaning
 =====  ==========================================================================================
 0      success
-1      the data has a problem (:class:`DataError`: a bad record under the ``fail`` policy, a failed
-       ``inspect`` check, a leak found by ``verify``, a broken manifest)
-2      usage (:class:`ConfigError`: bad options, a missing input, an unusable tokenizer, an output
-       directory that is busy, holds an unfinished build, is not empty or may not be overwritten)
-74     the machine failed an operation that should have worked (:class:`IOFailure`: disk full,
-       quota exceeded, an I/O error). Neither the data nor the command is at fault, so a CI job
-       can tell "retry elsewhere" from "fix the data" (1) and "fix the command" (2). 74 is
-       ``EX_IOERR`` of BSD ``sysexits.h``, the one widespread convention for it.
+1      the run failed: the data has a problem (:class:`DataError`: a bad record under the
+       ``fail`` policy, a failed ``inspect`` check, a leak found by ``verify``, a broken
+       manifest), or the machine failed an operation that should have worked
+       (:class:`IOFailure`: disk full, quota exceeded, an I/O error)
+2      usage, the command must change (:class:`ConfigError`: bad options, a missing input, an
+       unusable tokenizer, an output directory that is busy, holds an unfinished build, is not
+       empty or may not be overwritten)
 130    interrupted (SIGINT); 143 terminated (SIGTERM): 128 + the signal number, as shells report
 =====  ==========================================================================================
+
+An I/O failure is not a usage error: the same command may work on another machine or once space
+is freed, so it must not read as "fix the command" (2). It exits 1, "the run failed", rather than
+a code of its own: scripts and CI jobs test 0 / 1 / 2, and a new code would be read as a crash.
+The message says which failure it was, and the library raises its own class
+(:class:`IOFailure`, not a :class:`DataError`) for callers that retry.
 
 Library messages never name command-line flags (the library is also called from Python, where
 there are none). A message that suggests an option names it by its config field through an
@@ -133,9 +138,9 @@ class OutputError(ConfigError):
 class IOFailure(MaskprepError):
     """The machine failed an operation that should have worked: the disk or quota is full, a
     device reported an I/O error. Not a usage error: the same command may work elsewhere or
-    later (exit 74, see the module notes)."""
+    later (exit 1, see the module notes)."""
 
-    exit_code = 74
+    exit_code = 1
 
 
 #: ``errno`` values that say the request named an unusable place (a usage error), not that the

@@ -115,7 +115,7 @@ def test_disk_full_gives_one_line_and_leaves_no_complete_looking_shard(
     monkeypatch.setattr(shards, "open", _DiskThatFills, raising=False)
     out = tmp_path / "out"
     result = runner.invoke(main, _cli(source, llama_like, out))
-    assert result.exit_code == IOFailure.exit_code == 74  # the machine failed, not the command
+    assert result.exit_code == IOFailure.exit_code == 1  # the machine failed, not the command
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert "cannot write output: No space left on device" in lines[0]

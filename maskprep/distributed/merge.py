@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OutputConfig
-from ..errors import ConfigError, DataError, os_failure
+from ..errors import ConfigError, DataError, Option, OutputError, os_failure
 from ..output.directory import make_output_directory, prepare_output
 from ..output.lock import OutputLock
 from ..output.manifest import (
@@ -170,7 +170,7 @@ def merge(
         raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
     make_output_directory(directory)
     with OutputLock(directory):
-        prepare_output(OutputConfig(str(output), overwrite=overwrite))
+        _prepare(output, overwrite)
         written: list[Path] = []
         try:
             return _write_merged(parts, Path(output), totals, engine, written)
@@ -180,6 +180,24 @@ def merge(
             if isinstance(exc, OSError):
                 raise os_failure(output, "cannot write output", exc) from None
             raise
+
+
+def _prepare(output: str | os.PathLike[str], overwrite: bool) -> None:
+    """The output directory, emptied of an earlier output with ``overwrite``. An unfinished one
+    cannot be resumed by a merge (a build's way out): only replacing it is suggested."""
+    try:
+        prepare_output(OutputConfig(str(output), overwrite=overwrite))
+    except OutputError as error:
+        if Option("output.resume") not in error.options:
+            raise
+        raise OutputError.suggesting(
+            "{output}: holds an unfinished output ({shards} complete shards and no {manifest}); "
+            "overwrite it ({overwrite}) to replace it with the merge",
+            output=output,
+            shards=error.values.get("shards", "some"),
+            manifest=MANIFEST_NAME,
+            overwrite=Option("output.overwrite"),
+        ) from None
 
 
 def _write_merged(

@@ -249,7 +249,7 @@ def manifest_problems(
 ) -> list[ManifestProblem]:
     """What does not add up in ``manifest``: a strategy this version does not know, totals that
     break the accounting identity or disagree with the shards listed, and (given the output's
-    ``directory``) shard files on disk that the manifest does not list."""
+    ``directory``) shards it lists that are missing, or shard files it does not list."""
     problems = []
     strategy = manifest.config.strategy
     if strategy not in STRATEGIES:
@@ -270,8 +270,13 @@ def manifest_problems(
             detail = f"{recorded:,}, but the shards listed hold {summed:,}"
             problems.append(ManifestProblem(f"totals.{total}", detail))
     if directory is not None:
+        present = os.listdir(directory)
+        for number, shard in enumerate(manifest.shards):
+            if shard.path not in present:
+                detail = f"{shard.path} is missing from the directory"
+                problems.append(ManifestProblem(f"shards[{number}].path", detail))
         listed = {s.path for s in manifest.shards}
-        unlisted = [n for n in complete_shards(os.listdir(directory)) if n not in listed]
+        unlisted = [n for n in complete_shards(present) if n not in listed]
         if unlisted:
             shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
             detail = f"{len(unlisted)} shard file(s) in the directory are not listed ({shown})"
