@@ -107,11 +107,23 @@ def finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
 
 @dataclass
 class _Read:
-    """What the read side counts: records that reached the shaper, and those rejected."""
+    """What the read side counts, and the bad-record policy applied to the rejected records as
+    they arrive in the stream: ``fail`` (no ``rejects``) raises at the first one, ``skip`` writes
+    each to ``rejects`` and counts it."""
 
+    rejects: RejectsWriter | None
     documents: int = 0
     rejected: int = 0
     without_labels: int = 0
+
+    def reject(self, items: list[Rejected]) -> None:
+        """Apply the policy to ``items``, in order."""
+        for item in items:
+            if self.rejects is None:
+                raise BadRecordError(item.location, item.reason)
+            self.rejected += 1
+            self.without_labels += item.without_labels
+            self.rejects.add(item)
 
 
 def _build_locked(
@@ -136,7 +148,7 @@ def _build_locked(
     writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
     skip = config.source.on_bad_record == "skip"
     rejects = RejectsWriter(directory) if skip else None
-    read = _Read()
+    read = _Read(rejects)
 
     def progress() -> None:
         if on_progress is not None:
@@ -146,14 +158,6 @@ def _build_locked(
             on_progress(
                 Progress(records, rows, real, reader.bytes_read, reader.bytes_total, elapsed)
             )
-
-    def reject(items: list[Rejected]) -> None:
-        for item in items:
-            if rejects is None:
-                raise BadRecordError(item.location, item.reason)
-            read.rejected += 1
-            read.without_labels += item.without_labels
-            rejects.add(item)
 
     def write(shaped: Any) -> None:
         for rows in shaped:
@@ -166,10 +170,10 @@ def _build_locked(
     unusable: str | None = None
     try:
         for batch, items in stream:
-            reject(batch.rejected)
+            read.reject(batch.rejected)
             if config.sft is not None:
                 docs, late = split_trainable(batch.records, items, config.shape)
-                reject(late)
+                read.reject(late)
             else:
                 docs = items  # type: ignore[assignment] # the fast path rejects nothing
             read.documents += len(docs)
