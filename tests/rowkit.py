@@ -87,7 +87,8 @@ def write_output(directory: Path, table: pa.Table, pad_id: int, padding_side: st
         name_or_path="synthetic",
         revision=None,
         tokenizer_class="none",
-        vocab_size=512,
+        # The smallest vocabulary that holds the rows' ids: no model is refused for it.
+        vocab_size=max((max(r["input_ids"], default=0) for r in rows), default=0) + 1,
         pad_token="<pad>",
         pad_token_id=pad_id,
         eos_token=None,
