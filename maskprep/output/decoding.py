@@ -89,7 +89,7 @@ def decode_fields(cls: type[T], value: Any, path: str, where: str, **given: Any)
     fields decoded otherwise by the caller."""
     if not isinstance(value, dict):
         raise ManifestError(path, where, f"expected an object, got {json_kind(value)}")
-    hints = _hints(cls)
+    hints = _hints(cls)  # type: ignore[arg-type] # a class is hashable
     kwargs: dict[str, Any] = dict(given)
     for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not spec.init or spec.name in given:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from ..sources.batches import Batch
 from ..sources.records import Rejected
@@ -13,7 +13,7 @@ from .prepare import PreparedTokenizer
 
 def encode_stream(
     batches: Iterator[Batch], tokenizing: PreparedTokenizer, parallelism: Parallelism
-) -> Iterator[tuple[Batch, list[EncodedDoc | Rejected]]]:
+) -> Generator[tuple[Batch, list[EncodedDoc | Rejected]], None, None]:
     """Each batch with one item per record: its :class:`EncodedDoc`, or the :class:`Rejected`
     record when a supervised record cannot be encoded for training.
 
