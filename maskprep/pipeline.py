@@ -63,8 +63,8 @@ def build(
     loads it once).
 
     ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
-    transformers once an earlier build has cached that tokenizer (see :mod:`maskprep.tokenizing.cache`); it never
-    changes the output either.
+    transformers once an earlier build has cached that tokenizer (see
+    :mod:`maskprep.tokenizing.cache`); it never changes the output either.
     """
     directory = Path(config.output.directory)
     created = make_output_directory(directory)
