@@ -18,6 +18,7 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_conf
 from maskprep import DataError, VerifyOptions
 from maskprep.checks import specs
 from maskprep.cli import main
+from maskprep.output.names import MANIFEST_NAME
 from maskprep.probes.driver import verify_rows
 
 PAD = 3
@@ -199,7 +200,7 @@ def test_an_unset_model_max_length_is_no_limit(runner, tmp_path, with_pad) -> No
                   "--max-length", "100000", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["warnings"] == [] and result.stderr == ""
-    manifest = json.loads((tmp_path / "o" / "maskprep.json").read_text())
+    manifest = json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())
     assert manifest["tokenizer"]["model_max_length"] is None
 
 

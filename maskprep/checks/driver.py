@@ -17,11 +17,18 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, first_line
+from ..tokenizing.loading import TokenizerInfo
 from .analysis import PartStats, analyse
 from .conclude import Thresholds, conclude
 from .decode import decode_row
-from .manifest_facts import build_facts, hash_files, layout_hints, shards_match_manifest
+from .manifest_facts import (
+    build_facts,
+    hash_files,
+    layout_hints,
+    manifest_consistent,
+    shards_match_manifest,
+)
 from .options import InspectOptions
 from .positions import PositionLimit, ReachScan, model_limit, tokenizer_limit
 from .readers import Shard, open_input, shard_batches
@@ -104,16 +111,15 @@ def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first}") from None
+        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first_line(exc)}") from None
 
 
 def _reach_scan(
-    options: InspectOptions, tokenizer_facts: dict[str, Any], tokenizer: Any
+    options: InspectOptions, recorded: TokenizerInfo | None, tokenizer: Any
 ) -> ReachScan | None:
     """The model limits the rows are held to, where known: the model's (``options.model``: its
     position table or context length, and its vocabulary), else the tokenizer's
-    ``model_max_length`` (the one named, else the one the manifest records)."""
+    ``model_max_length`` (the one named, else the one the manifest ``recorded``)."""
     limit: PositionLimit | None = None
     vocab = None
     if options.model is not None:
@@ -122,11 +128,10 @@ def _reach_scan(
         facts = model_facts(options.model)
         limit, vocab = model_limit(facts), facts.vocab_size
     if limit is None and tokenizer is not None:
-        name = options.tokenizer or str(tokenizer_facts.get("name_or_path"))
+        name = options.tokenizer or (recorded.name_or_path if recorded else "(unnamed)")
         limit = tokenizer_limit(getattr(tokenizer, "model_max_length", None), name)
-    if limit is None:
-        name = str(tokenizer_facts.get("name_or_path", "of the build"))
-        limit = tokenizer_limit(tokenizer_facts.get("model_max_length"), name)
+    if limit is None and recorded is not None:
+        limit = tokenizer_limit(recorded.model_max_length, recorded.name_or_path)
     if limit is None and vocab is None:
         return None
     return ReachScan(limit=limit, vocab_size=vocab, listed=options.listed)
@@ -150,11 +155,13 @@ def inspect(
     """
     started = time.perf_counter()
     shards, manifest = open_input(path, stdin, whole=options.sample is not None)
-    tokenizer_facts = (manifest or {}).get("tokenizer", {})
-    tokenizer_name = options.tokenizer or tokenizer_facts.get("name_or_path")
-    revision = tokenizer_facts.get("revision") if options.tokenizer is None else None
+    recorded = manifest.tokenizer if manifest is not None else None
+    tokenizer_name = options.tokenizer or (recorded.name_or_path if recorded else None)
+    revision = recorded.revision if recorded and options.tokenizer is None else None
     wants_rows = options.show_rows > 0 or bool(options.row_indices)
-    eos_id = options.eos_id if options.eos_id is not None else tokenizer_facts.get("eos_token_id")
+    eos_id = options.eos_id
+    if eos_id is None and recorded is not None:
+        eos_id = recorded.eos_token_id
     tokenizer = None
     # A tokenizer named here is loaded for its model_max_length too.
     if wants_rows or options.tokenizer is not None:
@@ -184,7 +191,7 @@ def inspect(
             paths = {i: s.path for i, s in enumerate(shards) if s.path is not None}
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
-            reach = _reach_scan(options, tokenizer_facts, tokenizer)
+            reach = _reach_scan(options, recorded, tokenizer)
             scan = _scan(shards, options, chosen, eos_id, reach)
             _check_row_indices(options.row_indices, scan.rows)
         except BaseException:
@@ -202,8 +209,9 @@ def inspect(
 
     hints = layout_hints(manifest, options, eos_id)
     thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
+    manifest_check = manifest_consistent(manifest, path) if manifest is not None else None
     layout, data_stats, checks = conclude(
-        scan.parts, hints, thresholds, options.listed, shards_check
+        scan.parts, hints, thresholds, options.listed, shards_check, manifest_check
     )
     if reach is not None:
         checks = checks + reach.checks()

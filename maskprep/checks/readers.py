@@ -21,8 +21,9 @@ import pyarrow.parquet as pq
 from .. import columns
 from ..errors import ConfigError, DataError
 from ..output.lock import LOCK_NAME
-from ..output.manifest import read_manifest
+from ..output.manifest import Manifest, find_manifest, read_manifest
 from ..output.names import EXTENSIONS, MANIFEST_NAME, TMP_PREFIX
+from ..sources.inputs import STDIN, STDIN_NAME
 from .kernels import missing_columns
 
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS
@@ -104,14 +105,14 @@ def _read_stdin(stdin: BinaryIO, whole: bool) -> Shard:
     try:
         if head == _ARROW_FILE_MAGIC:
             table = ipc.open_file(pa.py_buffer(head + stdin.read())).read_all()
-            return Shard("<stdin>", table.num_rows, table=table)
+            return Shard(STDIN_NAME, table.num_rows, table=table)
         reader = ipc.open_stream(io.BufferedReader(_Rejoined(head, stdin)))
         if whole:
             table = reader.read_all()
-            return Shard("<stdin>", table.num_rows, table=table)
+            return Shard(STDIN_NAME, table.num_rows, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"<stdin>: not an Arrow IPC stream or file: {exc}") from None
-    return Shard("<stdin>", None, stream=reader)
+        raise DataError(f"{STDIN_NAME}: not an Arrow IPC stream or file: {exc}") from None
+    return Shard(STDIN_NAME, None, stream=reader)
 
 
 def shard_batches(
@@ -225,42 +226,25 @@ def _require_columns(name: str, present: list[str], required: Sequence[str] | No
 
 def open_input(
     path: str, stdin: BinaryIO | None, whole: bool
-) -> tuple[list[Shard], dict[str, Any] | None]:
+) -> tuple[list[Shard], Manifest | None]:
     """The shards at ``path`` and the manifest that lists them (``None`` where there is none).
 
     ``path`` is a build output directory, a directory of shards another tool wrote, one shard
     file, or ``"-"`` for Arrow IPC on ``stdin`` (read whole when ``whole``, else streamed).
     """
-    if path == "-":
+    if path == STDIN:
         if stdin is None:
             raise ConfigError("'-' reads Arrow IPC from standard input; none was given")
         return [_read_stdin(stdin, whole)], None
     target = Path(path)
     if target.is_dir():
-        if not (target / MANIFEST_NAME).is_file():
+        if find_manifest(target) is None:
             return [_open_shard(p) for p in _directory_shards(target)], None
+        # The manifest reader admits only plain shard names in the directory itself.
         manifest = read_manifest(target)
-        shards = [_open_shard(_shard_path(target, s)) for s in manifest.get("shards", [])]
+        shards = [_open_shard(target / s.path) for s in manifest.shards]
         return shards, manifest
     return [_open_shard(target)], None
-
-
-def _shard_path(directory: Path, entry: Any) -> Path:
-    """A shard the manifest lists: a plain file name inside the output directory, never a path
-    that leads out of it (``../``, absolute, a subdirectory)."""
-    name = entry.get("path") if isinstance(entry, dict) else None
-    if (
-        not isinstance(name, str)
-        or name in ("", ".", "..")
-        or "/" in name
-        or "\\" in name
-        or Path(name).is_absolute()
-    ):
-        raise DataError(
-            f"{directory / MANIFEST_NAME}: shard path {name!r} is not a file name in the output "
-            "directory"
-        )
-    return directory / name
 
 
 def _directory_shards(directory: Path) -> list[Path]:

@@ -30,7 +30,7 @@ def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -
         "shards": result.shards,
         "linked": result.linked,
         "copied": result.copied,
-        "rows_written": result.manifest["totals"]["rows_written"],
+        "rows_written": result.manifest.totals.rows_written,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..collate import ModelFacts, model_facts, model_task
 from ..collate.models import missing_local_path
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .options import VerifyOptions
 
 
@@ -115,7 +115,7 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
     try:
         config = AutoConfig.from_pretrained(name, **hub)
     except Exception as error:  # a broken config, or the model's own code, may raise anything
-        raise ConfigError(f"{name}: cannot load the model config: {_first_line(error)}") from None
+        raise ConfigError(f"{name}: cannot load the model config: {first_line(error)}") from None
     if getattr(config, "is_encoder_decoder", False):
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
     if options.num_layers is not None:
@@ -140,15 +140,10 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
         else:
             model = cls.from_pretrained(name, config=config, dtype=torch_dtype, **hub)
     except Exception as error:  # the model's own code may raise anything
-        raise ConfigError(f"{name}: cannot load the model: {_first_line(error)}") from None
+        raise ConfigError(f"{name}: cannot load the model: {first_line(error)}") from None
     module = model.to(device).eval()
     facts = model_facts(module)
     return Subject(module, name, _kind(facts, name), device, dtype, facts)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(error).__name__
 
 
 def _placement(model: Any) -> tuple[str, str]:
@@ -251,5 +246,5 @@ def set_implementation(model: Any, name: str, device: str, dtype: str) -> str | 
     try:
         setter(name)
     except (ImportError, ValueError) as error:
-        return _first_line(error)
+        return first_line(error)
     return None

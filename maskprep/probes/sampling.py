@@ -5,7 +5,7 @@ what the data says about its rows (pad id, padding side, packs) where a manifest
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from ..errors import DataError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ..output.manifest import Manifest
 
 #: Rows read at once while looking for the longest rows.
 SCAN_ROWS = 65536
@@ -54,20 +56,19 @@ class Sample:
     facts: DataFacts
 
 
-def data_facts(manifest: dict[str, Any] | None) -> DataFacts:
+def data_facts(manifest: Manifest | None) -> DataFacts:
     """The :class:`DataFacts` a build's manifest records."""
-    if not manifest:
+    if manifest is None:
         return DataFacts()
-    tokenizer = manifest.get("tokenizer") or {}
-    strategy = ((manifest.get("config") or {}).get("shape") or {}).get("strategy")
-    pad_id = tokenizer.get("pad_token_id")
+    tokenizer = manifest.tokenizer
+    strategy = manifest.config.strategy
     return DataFacts(
-        pad_id=int(pad_id) if isinstance(pad_id, int) else None,
+        pad_id=tokenizer.pad_token_id,
         # Packs are padded at the end whatever side the tokenizer pads on.
-        padding_side=tokenizer.get("padding_side") if strategy in ("pad", "bucket") else None,
-        packed=None if strategy is None else strategy == "pack",
-        model_max_length=tokenizer.get("model_max_length"),
-        tokenizer=tokenizer.get("name_or_path"),
+        padding_side=tokenizer.padding_side if strategy in ("pad", "bucket") else None,
+        packed=strategy == "pack",
+        model_max_length=tokenizer.model_max_length,
+        tokenizer=tokenizer.name_or_path,
     )
 
 

@@ -31,6 +31,8 @@ COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: The magic numbers compressed inputs are recognised by: gzip, bzip2, zstd.
+COMPRESSION_MAGICS = (_GZIP_MAGIC, _BZIP2_MAGIC, _ZSTD_MAGIC)
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
@@ -107,6 +109,13 @@ class HashingReader(io.RawIOBase):
         self.sha256.update(data)
         self.size += n
         return n
+
+
+def is_compressed(path: str) -> bool:
+    """True when the file starts with a gzip, bzip2 or zstd magic number."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(COMPRESSION_MAGICS)
 
 
 def decompressed(stream: io.BufferedReader) -> BinaryIO:

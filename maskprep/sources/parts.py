@@ -21,9 +21,8 @@ from typing import Any, BinaryIO
 
 from ..config import PartSpec
 from ..errors import ConfigError
+from .inputs import STDIN, is_compressed
 
-STDIN = "-"
-_MAGICS = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")
 _CHUNK = 1 << 20
 
 
@@ -44,21 +43,39 @@ class FileRange:
         return asdict(self)
 
 
-def is_compressed(path: str) -> bool:
-    """True when the file starts with a gzip, bzip2 or zstd magic number."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    return any(head.startswith(magic) for magic in _MAGICS)
+@dataclass(frozen=True)
+class PlannedFile:
+    """An input file as a part's plan saw it. Its size decides where every part begins and ends;
+    with its modification time it tells whether the file changed between the builds of two parts
+    (their ranges would no longer join)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        return asdict(self)
 
 
-def plan_part(files: list[str], spec: PartSpec) -> list[FileRange]:
-    """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``.
+def planned_files(files: list[str]) -> list[PlannedFile]:
+    """Each of ``files`` with its size and modification time, as a plan uses them."""
+    if STDIN in files:
+        raise ConfigError("standard input ('-') cannot be split into parts; give files")
+    stats = [os.stat(f) for f in files]
+    return [PlannedFile(f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats, strict=True)]
+
+
+def plan_part(
+    files: list[str], spec: PartSpec, planned: list[PlannedFile] | None = None
+) -> list[FileRange]:
+    """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``;
+    ``planned`` are the files' sizes when already taken (:func:`planned_files`).
 
     An empty list is a valid part: there may be more parts than lines.
     """
-    if STDIN in files:
-        raise ConfigError("standard input ('-') cannot be split into parts; give files")
-    sizes = [os.path.getsize(f) for f in files]
+    planned = planned if planned is not None else planned_files(files)
+    sizes = [p.size for p in planned]
     total = sum(sizes)
     low = spec.index * total // spec.count
     high = (spec.index + 1) * total // spec.count
@@ -151,12 +168,3 @@ def head_line(path: str) -> bytes | None:
             if line.strip():
                 return line
     return None
-
-
-def part_manifest(spec: PartSpec, ranges: list[FileRange]) -> dict[str, Any]:
-    """The manifest's ``part`` entry: which part of how many, and the bytes it read."""
-    return {
-        "index": spec.index,
-        "count": spec.count,
-        "ranges": [r.as_dict() for r in ranges],
-    }

@@ -27,7 +27,7 @@ from .inputs import (
     format_from_name,
     sniff_format,
 )
-from .parts import FileRange, head_line, open_range, plan_part
+from .parts import FileRange, PlannedFile, head_line, open_range, plan_part, planned_files
 from .sft import SFTPayload, sft_payload
 
 
@@ -96,9 +96,12 @@ class SourceReader:
         self.files = expand_inputs(config.inputs)
         #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
         self.ranges: list[FileRange] | None = None
+        #: With ``part``: every input file, with the size and modification time the plan used.
+        self.planned: list[PlannedFile] | None = None
         self._range: FileRange | None = None
         if part is not None:
-            self.ranges = plan_part(self.files, part)
+            self.planned = planned_files(self.files)
+            self.ranges = plan_part(self.files, part, self.planned)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
