@@ -145,12 +145,12 @@ def verify_rows(
 def _verify(
     rows: _Rows, model: Any, options: VerifyOptions, model_name: str | None
 ) -> VerifyResult:
-    import torch
-
     started = time.perf_counter()
     if rows.table.num_rows == 0:
         raise DataError(f"{rows.source or 'the table'}: no rows to probe")
     require_extra("torch", "verify", "verify")
+    import torch
+
     rows = _with_labels(rows)
     with quiet_transformers(options.progress), model_under_test(model, options) as subject:
         name = model_name or subject.name
