@@ -17,6 +17,8 @@ from maskprep import VerifyOptions, columns, verify
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
 
+torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
+
 PAD = 3
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 FAST = ["--from-config", "--attn-implementation", "eager"]

@@ -21,6 +21,8 @@ from maskprep.cli import main
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.probes.driver import verify_rows
 
+torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
+
 PAD = 3
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 EAGER = VerifyOptions(attn_implementations=("eager",))
@@ -261,3 +263,16 @@ def test_inspect_with_a_tokenizer_that_sets_model_max_length(runner, tmp_path, w
     check = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "model_context")
     assert check["status"] == "warn" and check["count"] == 3
     assert f"the model_max_length 8 of tokenizer {tokenizer}" in check["detail"]
+
+
+def test_inspect_against_a_model_names_the_extra_without_torch(tmp_path, models) -> None:
+    """Without torch, ``inspect --model`` says which extra to install, in one line."""
+    from test_extras import _maskprep, _python
+
+    pq.write_table(pad_rows(random_docs(3, 2), 12, PAD, "right"), tmp_path / "rows.parquet")
+    done = _python(tmp_path, _maskprep("inspect", "rows.parquet", "--model", str(models["gpt2"])))
+    assert done.stdout.strip().splitlines()[-1] == "exit 2"
+    assert done.stderr == (
+        "Error: checking rows against a model needs torch, which is not installed: "
+        "pip install 'maskprep[verify]'\n"
+    )

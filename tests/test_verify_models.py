@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_config, write_output
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
 from maskprep.probes.driver import verify_rows
+
+torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import ConfigError, DataError, first_line
+from ..extras import require_extra
 from ..tokenizing.loading import TokenizerInfo
 from .analysis import PartStats, analyse
 from .conclude import Thresholds, conclude
@@ -123,6 +124,8 @@ def _reach_scan(
     limit: PositionLimit | None = None
     vocab = None
     if options.model is not None:
+        # The model's structure is read on torch's meta device.
+        require_extra("torch", "verify", "checking rows against a model")
         from ..collate import model_facts
 
         facts = model_facts(options.model)
