@@ -37,3 +37,15 @@ class BadRecordError(DataError):
 class OutputError(ConfigError):
     """The output cannot be written: another build holds it, it is unwritable or the disk is full,
     or it holds an unfinished build. A usage-class error (exit 2): the data is not at fault."""
+
+
+def one_line(error: BaseException | str, limit: int = 400) -> str:
+    """An error message as one line: its non-blank lines joined by spaces, so that a message
+    which explains itself over several lines (transformers' do: "…from one of:" then a list)
+    keeps its explanation, cut at ``limit`` characters. A blank message gives the exception's
+    type name."""
+    text = error if isinstance(error, str) else str(error)
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if not joined:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "…"

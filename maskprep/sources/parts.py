@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from ..config import PartSpec
 from ..errors import ConfigError
+from .compressed import MAGICS
+from .lines import Overlong, capped_lines, sample
 
 STDIN = "-"
-_MAGICS = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")
 _CHUNK = 1 << 20
 
 
@@ -48,7 +50,7 @@ def is_compressed(path: str) -> bool:
     """True when the file starts with a gzip, bzip2 or zstd magic number."""
     with open(path, "rb") as handle:
         head = handle.read(4)
-    return any(head.startswith(magic) for magic in _MAGICS)
+    return any(head.startswith(magic) for magic in MAGICS)
 
 
 def plan_part(files: list[str], spec: PartSpec) -> list[FileRange]:
@@ -58,6 +60,13 @@ def plan_part(files: list[str], spec: PartSpec) -> list[FileRange]:
     """
     if STDIN in files:
         raise ConfigError("standard input ('-') cannot be split into parts; give files")
+    for path in files:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # A pipe or device has no size to split by: each part would read from its start.
+            raise ConfigError(
+                f"{path}: not a regular file (a pipe or a device): it cannot be split into "
+                "parts, as standard input cannot; give regular files"
+            )
     sizes = [os.path.getsize(f) for f in files]
     total = sum(sizes)
     low = spec.index * total // spec.count
@@ -143,14 +152,11 @@ def open_range(file_range: FileRange) -> BinaryIO:
     return _Window(file_range.path, file_range.start, file_range.end)  # type: ignore[return-value]
 
 
-def head_line(path: str) -> bytes | None:
-    """The first non-blank line of an uncompressed file, for sniffing its format from its start
-    even when a part begins in its middle."""
+def head_sample(path: str, limit: int) -> list[bytes | Overlong]:
+    """The first lines of an uncompressed file as :func:`~.lines.sample` takes them, for sniffing
+    its format from its start (every part of it decides alike, wherever the part begins)."""
     with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                return line
-    return None
+        return sample(capped_lines(handle, limit))
 
 
 def part_manifest(spec: PartSpec, ranges: list[FileRange]) -> dict[str, Any]:
