@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ConfigError
+from ..hub import check_local
 from .options import VerifyOptions
 
 
@@ -82,6 +83,7 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> tu
         AutoModelForMaskedLM,
     )
 
+    check_local(name, "model")
     hub = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(name, **hub)
