@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 from . import columns
 from ._version import __version__
-from .config import BuildConfig
+from .config import BuildConfig, RejectLimit
 from .errors import BadRecordError, DataError, MaskprepError, OutputError
 from .output.directory import finished_manifest, make_output_directory, os_reason, prepare_output
 from .output.lock import OutputLock
@@ -205,6 +205,7 @@ def _build_locked(
     totals = Totals(shape=shaper.stats)
     skip = config.source.on_bad_record == "skip"
     rejects = RejectsWriter(directory) if skip else None
+    limit = config.source.max_rejects
 
     def on_reject(item: Rejected) -> None:
         if rejects is None:
@@ -212,6 +213,9 @@ def _build_locked(
         totals.records_rejected += 1
         totals.documents_without_labels += item.without_labels
         rejects.add(item)
+        if limit is not None and limit.count is not None:
+            # A count is known to be passed as soon as it is: no need to read on.
+            _check_rejects(limit, totals.records_rejected, None, item.location)
 
     def emit(batch: RowBatch) -> None:
         record_batch = batch.to_arrow()
@@ -238,6 +242,8 @@ def _build_locked(
             emit(batch)
         totals.records_read += totals.records_rejected
         totals.blank_lines = sum(s.blank_lines for s in reader.stats)
+        if limit is not None:
+            _check_rejects(limit, totals.records_rejected, totals.records_read, _names(reader))
         # A part may be empty (more parts than lines): the merge checks the whole.
         if totals.records_read == 0 and config.part is None:
             raise DataError(f"{_names(reader)}: no documents in the input")
@@ -347,6 +353,19 @@ def _progress(totals: Totals, reader: SourceReader, started: float) -> Progress:
 def _names(reader: SourceReader) -> str:
     names = [s.path for s in reader.stats]
     return names[0] if len(names) == 1 else f"{len(names)} inputs"
+
+
+def _check_rejects(limit: RejectLimit, rejected: int, read: int | None, where: str) -> None:
+    """Fail the build (a :class:`DataError`: the output is not finished, no manifest is
+    written) when ``rejected`` records are past ``limit``; ``read`` is ``None`` while the input is
+    still being read."""
+    if not limit.exceeded(rejected, read or 0):
+        return
+    share = f" of {read:,} read ({100 * rejected / read:.1f}%)" if read else ""
+    raise DataError(
+        f"{where}: {rejected:,} records rejected{share}, more than the max_rejects limit of "
+        f"{limit}; the rejects file says why each was"
+    )
 
 
 def _check_accounting(totals: Totals) -> None:

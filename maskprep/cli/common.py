@@ -19,6 +19,7 @@ class _Failure(click.ClickException):
     def __init__(self, error: MaskprepError) -> None:
         super().__init__(str(error))
         self.exit_code = error.exit_code
+        self.error = error
 
 
 def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,5 +54,17 @@ def buckets_option(
         return None
     try:
         return cfg.parse_buckets(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def reject_limit_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> cfg.RejectLimit | None:
+    """Click callback: a reject limit, ``N`` records or ``P%`` of the records read."""
+    if value is None:
+        return None
+    try:
+        return cfg.parse_reject_limit(value)
     except MaskprepError as error:
         raise click.BadParameter(str(error)) from None

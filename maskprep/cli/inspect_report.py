@@ -23,7 +23,8 @@ _BAR_WIDTH = 40
 
 
 def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
-    """The object ``maskprep inspect --json`` prints: ``ok``, ``summary``, ``checks``, ``rows``."""
+    """The object ``maskprep inspect --json`` prints (``ok`` added by the command):
+    ``summary``, ``checks``, ``rows``."""
     data = asdict(result.stats)
     summary = {
         "source": result.source,
@@ -35,7 +36,6 @@ def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
         "build": asdict(result.build) if result.build is not None else None,
     }
     return {
-        "ok": result.passes(strict),
         "strict": strict,
         "summary": summary,
         "checks": [
@@ -46,6 +46,7 @@ def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
                 "count": c.count,
                 "rows": list(c.rows),
                 "detail": c.detail,
+                "unknown": c.unknown,
             }
             for c in result.checks
         ],
@@ -177,8 +178,11 @@ def checks_table(checks: tuple[CheckResult, ...]) -> Table:
     table.add_column("what it asserts")
     for c in checks:
         label = c.status.upper() if c.status in ("fail", "warn") else c.status
+        style = _CHECK_STYLE[c.status]
+        if c.unknown is not None:
+            label, style = "unknown", "yellow"  # not run: a fact it needs is unknown
         table.add_row(
-            Text(label, style=_CHECK_STYLE[c.status]),
+            Text(label, style=style),
             c.name,
             f"{c.count:,}" if c.status != "skip" else "",
             ", ".join(str(r) for r in c.rows),
@@ -225,16 +229,23 @@ def decoded_legend(color: bool) -> Text:
 
 
 def verdict(result: InspectResult, strict: bool) -> Text:
-    """The closing line: which checks failed, or that all passed."""
+    """The closing line: which checks failed, or that none did; how many ran and how many were
+    skipped, naming those skipped for lack of information (they fail under ``strict``)."""
+    skipped = [c for c in result.checks if c.status == "skip"]
+    unknown = [c for c in skipped if c.unknown is not None]
+    tally = f"{len(result.checks) - len(skipped)} run, {len(skipped)} skipped"
+    if unknown:
+        names = ", ".join(c.name for c in unknown)
+        tally += f", {len(unknown)} of them for lack of information: {names}"
     failed = result.failures(strict)
     if not failed:
         warned = [c.name for c in result.checks if c.status == "warn"]
-        line = f"OK: no check failed ({len(result.checks)} run)"
+        line = f"OK: no check failed ({tally})"
         if warned:
             line += f"; warnings: {', '.join(warned)}"
         return Text(line, style="bold green")
     names = ", ".join(c.name for c in failed)
-    return Text(f"FAILED: {len(failed)} check(s): {names}", style="bold red")
+    return Text(f"FAILED: {len(failed)} check(s): {names} ({tally})", style="bold red")
 
 
 def print_inspect(console: Console, result: InspectResult, strict: bool = False) -> None:
@@ -255,4 +266,4 @@ def print_inspect(console: Console, result: InspectResult, strict: bool = False)
         console.print(decoded_legend(color))
         for row in result.decoded:
             console.print(decoded_row_text(row, color), soft_wrap=True)
-    console.print(verdict(result, strict))
+    console.print(verdict(result, strict), soft_wrap=True)  # one line, for grep and tail

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from .command import Command, Report
 from .common import library_errors
 
 
@@ -29,7 +29,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
     return parse
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("-m", "--model", required=True, help="Model: Hub name or local directory.")
 @click.option("--revision", help="Model revision (branch, tag or commit) on the Hub.")
@@ -85,7 +85,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @library_errors
-def verify(**options: Any) -> None:
+def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the shards in PATH do not leak.
 
     Samples rows, feeds them through maskprep.collate as training would, and runs five probes
@@ -111,13 +111,12 @@ def verify(**options: Any) -> None:
         batch_size=options["batch_size"],
     )
     result = run_verify(options["path"], options["model"], settings)
-    if options["as_json"]:
-        click.echo(json.dumps(verify_json(result), indent=2))
-    else:
+
+    def show() -> None:
         from rich.console import Console
 
         # Logs and pipes get a wide table rather than rich's 80-column default.
         width = None if sys.stdout.isatty() else 160
         Console(file=sys.stdout, width=width).print(verify_table(result))
-    if not result.ok:
-        raise SystemExit(1)
+
+    return Report(verify_json(result), show, ok=result.ok)

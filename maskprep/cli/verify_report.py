@@ -47,11 +47,11 @@ def verify_table(result: Any) -> Table:
 
 
 def verify_json(result: Any) -> dict[str, Any]:
-    """The object ``maskprep verify --json`` prints: ok, device, dtype, checks."""
+    """The object ``maskprep verify --json`` prints (``ok`` added by the command): device,
+    dtype, checks."""
     from dataclasses import asdict
 
     return {
-        "ok": result.ok,
         "model": result.model,
         "kind": result.kind,
         "device": result.device,
