@@ -3,6 +3,7 @@ rows, token counts), the layout the build recorded, and the build's own counts."
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from pathlib import Path
@@ -91,7 +92,8 @@ def shards_match_manifest(
     )
 
 
-def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions, eos: int | None) -> Any:
+def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions) -> LayoutHints:
+    """What the options and the manifest say about the data before it is read."""
     shape = (manifest or {}).get("config", {}).get("shape", {})
     tokenizer = (manifest or {}).get("tokenizer", {})
     strategy = options.strategy or shape.get("strategy")
@@ -99,6 +101,8 @@ def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions, eos: 
         strategy = None  # a strategy this version does not know: infer it from the data
     buckets = options.buckets or (tuple(shape["buckets"]) if shape.get("buckets") else None)
     pad_id = options.pad_id if options.pad_id is not None else tokenizer.get("pad_token_id")
+    eos_id = options.eos_id if options.eos_id is not None else tokenizer.get("eos_token_id")
+    vocab = options.vocab_size if options.vocab_size is not None else tokenizer.get("vocab_size")
     return LayoutHints(
         strategy=strategy,
         max_length=shape.get("max_length"),
@@ -106,10 +110,27 @@ def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions, eos: 
         # Packed rows may be padded at the end whatever side the tokenizer pads on.
         padding_side=tokenizer.get("padding_side") if strategy in ("pad", "bucket") else None,
         pad_id=pad_id,
-        eos_id=eos,
+        eos_id=eos_id,
         strategy_source="option" if options.strategy else "manifest",
         pad_id_source="option" if options.pad_id is not None else "manifest",
+        bos_id=tokenizer.get("bos_token_id"),
+        vocab_size=vocab,
+        vocab_source="option" if options.vocab_size is not None else "manifest",
     )
+
+
+def with_tokenizer(hints: LayoutHints, tokenizer: Any) -> LayoutHints:
+    """``hints`` with the EOS and BOS ids and the vocabulary size a loaded tokenizer knows, where
+    neither the options nor the manifest said. Not its pad id: data is often padded with another
+    token than the tokenizer's own (EOS, for one), so the pad id is inferred from the data."""
+    changes: dict[str, Any] = {}
+    if hints.eos_id is None and tokenizer.eos_token_id is not None:
+        changes["eos_id"] = tokenizer.eos_token_id
+    if hints.bos_id is None and tokenizer.bos_token_id is not None:
+        changes["bos_id"] = tokenizer.bos_token_id
+    if hints.vocab_size is None:
+        changes.update(vocab_size=len(tokenizer), vocab_source="tokenizer")
+    return dataclasses.replace(hints, **changes)
 
 
 def build_facts(manifest: dict[str, Any]) -> BuildFacts:
