@@ -119,7 +119,7 @@ def _attended(data: Gathered, layout: Layout) -> CheckResult:
     if layout.pad_id is None or layout.pad_id_source == "inferred":
         return _skip(
             PADDING_ATTENDED,
-            "pad id not given or recorded (an all-ones mask shows no padding to infer it from)",
+            "pad id not given or recorded (rows attending every position show none to infer)",
             unknown="pad id",
         )
     if layout.padding_side == "right":
@@ -139,7 +139,7 @@ def _vocabulary(data: Gathered, hints: LayoutHints) -> CheckResult:
             return _result(IDS_IN_VOCABULARY, bad, "input ids are >= 0 (vocabulary size unknown)")
         return _skip(
             IDS_IN_VOCABULARY,
-            "no id below 0; vocabulary size unknown, ids not checked against it",
+            "no id below 0; vocabulary size unknown for the upper bound",
             unknown="vocabulary size",
         )
     text = f"input ids are >= 0 and below {hints.vocab_size} ({hints.vocab_source})"

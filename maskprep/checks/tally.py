@@ -121,8 +121,8 @@ def percentiles(values: np.ndarray, counts: np.ndarray, q: list[float]) -> list[
     so the same floats."""
     n = int(counts.sum())
     quantiles = np.true_divide(np.asarray(q, dtype=np.float64), 100)
-    # NumPy's virtual index for the linear method (alpha = beta = 1), written as NumPy writes it.
-    virtual = n * quantiles + (1 + quantiles * (1 - 1 - 1)) - 1
+    # NumPy's virtual index for the linear method, written as NumPy writes it.
+    virtual = (n - 1) * quantiles
     previous = np.floor(virtual)
     following = previous + 1
     above = virtual >= n - 1

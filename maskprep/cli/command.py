@@ -50,7 +50,11 @@ def _error_json(error: click.ClickException, cause: BaseException | None) -> dic
         kind = "MemoryError"
     else:
         kind = "UsageError"
-    detail: dict[str, Any] = {"type": kind, "message": error.message, "exit_code": error.exit_code}
+    detail: dict[str, Any] = {
+        "type": kind,
+        "message": error.format_message(),  # with the option it names, as stderr shows it
+        "exit_code": error.exit_code,
+    }
     if isinstance(cause, BadRecordError):
         detail["location"] = escaped(cause.location)
     return {"ok": False, "error": detail}
@@ -84,7 +88,7 @@ class Command(click.Command):
             raise
         except MaskprepError as cause:
             failure = click.ClickException(str(cause))
-            failure.exit_code = cause.exit_code
+            failure.exit_code = cause.exit_code  # type: ignore[misc]  # Click reads the instance's
             self._tell(failure, cause, as_json)
             raise failure from None
         except MemoryError as cause:
@@ -106,7 +110,8 @@ class Command(click.Command):
     def _tell(error: click.ClickException, cause: BaseException | None, as_json: bool) -> None:
         """Make ``error``'s message one printable line; with ``as_json``, print the failure as
         JSON on stdout too (the message itself still goes to stderr, as Click shows it)."""
-        error.message = escaped(error.message)
+        # Changed in place: Click shows this very exception, with its Usage/Try lines.
+        error.message = escaped(error.message)  # type: ignore[misc]
         if as_json:
             click.echo(json.dumps(_error_json(error, cause), indent=2))
 

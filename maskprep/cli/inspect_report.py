@@ -179,14 +179,15 @@ def checks_table(checks: tuple[CheckResult, ...]) -> Table:
     for c in checks:
         label = c.status.upper() if c.status in ("fail", "warn") else c.status
         style = _CHECK_STYLE[c.status]
-        if c.unknown is not None:
-            label, style = "unknown", "yellow"  # not run: a fact it needs is unknown
+        detail = c.detail
+        if c.unknown is not None:  # not run for lack of information: fails --strict
+            style, detail = "yellow", f"{detail} (not run)"
         table.add_row(
             Text(label, style=style),
             c.name,
             f"{c.count:,}" if c.status != "skip" else "",
             ", ".join(str(r) for r in c.rows),
-            c.detail,
+            detail,
         )
     return table
 

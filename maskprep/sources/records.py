@@ -195,7 +195,9 @@ class SourceReader:
         if isinstance(line, Overlong):
             raw = line.head.decode("utf-8", errors="backslashreplace") + "…"
             limit = self.config.max_record_bytes
-            return Rejected(source, number, f"line longer than {limit:,} bytes (the limit)", raw)
+            return Rejected(
+                source, number, f"line longer than {limit:,} bytes (max_record_bytes)", raw
+            )
         body = line.rstrip(b"\n").rstrip(b"\r")
         if number == 1:
             body = body.removeprefix(b"\xef\xbb\xbf")
