@@ -146,7 +146,7 @@ def _vocabulary(data: Gathered, hints: LayoutHints) -> CheckResult:
     return _result(IDS_IN_VOCABULARY, bad, text)
 
 
-def _eos_checks(data: Gathered, layout: Layout) -> list[CheckResult]:
+def _eos_checks(data: Gathered, layout: Layout, no_eos: bool) -> list[CheckResult]:
     eos = layout.eos_id
     if eos is not None:
         masked = _result(EOS_MASKED_BY_VALUE, data.flags[EOS_MASKED_BY_VALUE])
@@ -158,8 +158,12 @@ def _eos_checks(data: Gathered, layout: Layout) -> list[CheckResult]:
         bad = data.eos_untrained if never else Offenders(data.listed)
         return [masked, _result(EOS_NEVER_TRAINED, bad, text)]
     never_trained = _skip(EOS_NEVER_TRAINED, "EOS id unknown", unknown="EOS id")
+    if no_eos:
+        never_trained = _skip(EOS_NEVER_TRAINED, "the tokenizer has no EOS token")
     pad = layout.pad_id
     if pad is None:
+        if no_eos:
+            return [_skip(EOS_MASKED_BY_VALUE, "the tokenizer has no EOS token"), never_trained]
         masked = _skip(EOS_MASKED_BY_VALUE, "EOS id and pad id unknown", unknown="EOS id")
         return [masked, never_trained]
     # The trap seen from the pad id: where it also stands at real positions, never trained
@@ -167,7 +171,8 @@ def _eos_checks(data: Gathered, layout: Layout) -> list[CheckResult]:
     holes = data.holes.of(pad)
     trained = data.trained(pad)
     bad = holes if not trained else Offenders(data.listed)
-    text = f"EOS id unknown; pad id {pad} ({layout.pad_id_source}) " + (
+    known = "no EOS token" if no_eos else "EOS id unknown"
+    text = f"{known}; pad id {pad} ({layout.pad_id_source}) " + (
         "is never trained at real positions, yet follows trained tokens: labels masked "
         "by comparing ids with the pad id (pad == EOS)"
         if bad.count
@@ -209,7 +214,7 @@ def conclude(
             results[name] = _result(name, data.flags[name])
         else:
             results[name] = _skip(name, "rows are not packed")
-    for result in _eos_checks(data, layout):
+    for result in _eos_checks(data, layout, hints.no_eos):
         results[result.name] = result
     results[ROWS_WITHOUT_LABELS] = _result(ROWS_WITHOUT_LABELS, data.without_labels)
     results[PAD_FRACTION] = _fraction_result(

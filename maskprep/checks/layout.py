@@ -29,6 +29,9 @@ class LayoutHints:
     bos_id: int | None = None
     vocab_size: int | None = None
     vocab_source: str = "given"
+    #: ``eos_id`` is ``None`` because the tokenizer has no EOS token (the manifest or a loaded
+    #: tokenizer said so), not because nothing told it.
+    no_eos: bool = False
 
     def scan_facts(self) -> ScanFacts:
         """What the analysis of each batch may count on."""

@@ -116,6 +116,7 @@ def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions) -> La
         bos_id=tokenizer.get("bos_token_id"),
         vocab_size=vocab,
         vocab_source="option" if options.vocab_size is not None else "manifest",
+        no_eos=eos_id is None and "eos_token_id" in tokenizer,
     )
 
 
@@ -124,8 +125,9 @@ def with_tokenizer(hints: LayoutHints, tokenizer: Any) -> LayoutHints:
     neither the options nor the manifest said. Not its pad id: data is often padded with another
     token than the tokenizer's own (EOS, for one), so the pad id is inferred from the data."""
     changes: dict[str, Any] = {}
-    if hints.eos_id is None and tokenizer.eos_token_id is not None:
+    if hints.eos_id is None:
         changes["eos_id"] = tokenizer.eos_token_id
+        changes["no_eos"] = tokenizer.eos_token_id is None
     if hints.bos_id is None and tokenizer.bos_token_id is not None:
         changes["bos_id"] = tokenizer.bos_token_id
     if hints.vocab_size is None:
