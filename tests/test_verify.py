@@ -393,7 +393,13 @@ def test_cli_unfinished_output_exits_1(runner, configs, tmp_path) -> None:
 
 
 def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> None:
+    # A missing local path says so (#14) rather than what the Hub would say of the name.
     result = _cli(runner, str(padded_output), "-m", str(tmp_path / "nowhere"), "--from-config")
+    assert result.exit_code == 2
+    assert "nowhere: no such directory" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _cli(runner, str(padded_output), "-m", str(empty), "--from-config")
     assert result.exit_code == 2
     assert "cannot load the model config" in result.output
 
