@@ -8,12 +8,11 @@ In one invocation, on the same corpora and tokenizer, each pipeline runs as its 
   then ``to_parquet``;
 - ``loop``: a plain Python loop, ``tokenizer(batch, padding="max_length")``, NumPy labels,
   ``pyarrow.parquet.ParquetWriter`` (zstd);
-- ``maskprep pad|bucket|pack``: ``maskprep build`` end to end (default ``--num-proc 1``: the
-  tokenizer's threads on every core), and ``maskprep pad -n2``: ``--num-proc 2`` (two
-  single-threaded encoder processes instead). These use a tokenizer cache that the bench fills
-  before measuring (a fresh one per invocation, under ``--workdir``), as every build after the
-  first one does; ``maskprep pad cold`` runs with ``--no-tokenizer-cache``: what a first build
-  pays to load the tokenizer through transformers.
+- ``maskprep pad|bucket|pack``: ``maskprep build`` end to end. These use a tokenizer cache
+  (``--tokenizer-cache``) that the bench fills before measuring (a fresh one per invocation,
+  under ``--workdir``), as every build after the first one with a cache does; ``maskprep pad
+  cold`` runs without a cache (the default): what a build pays to load the tokenizer through
+  transformers.
 
 Real tokens are the non-pad tokens of the padded output (the same for every pipeline: each keeps
 every document, truncated to ``--max-length``). Each pipeline runs on the corpus (1x) and on
@@ -43,6 +42,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from maskprep.output.names import MANIFEST_NAME  # noqa: E402 - this checkout's, as the builds
+
 BATCH = 1000
 
 
@@ -151,6 +154,8 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env["HF_DATASETS_CACHE"] = str(Path(out) / "hf-cache")  # fresh: no cached map results
     env["MASKPREP_TOKENIZER_CACHE"] = str(args.workdir / "tokenizer-cache")
+    if name.startswith("maskprep") and "cold" in name.split()[2:]:
+        del env["MASKPREP_TOKENIZER_CACHE"]
     if name.startswith("maskprep"):
         parts = name.split()
         cmd = [
@@ -170,11 +175,6 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
             "--overwrite",
             "-q",
         ]
-        procs = [p.removeprefix("-n") for p in parts[2:] if p.startswith("-n")]
-        if procs or args.num_proc:
-            cmd += ["--num-proc", procs[0] if procs else str(args.num_proc)]
-        if "cold" in parts[2:]:
-            cmd.append("--no-tokenizer-cache")
         return cmd, env
     base = name.removesuffix("-1t")
     if name.endswith("-1t"):
@@ -222,7 +222,7 @@ def real_tokens(corpus: str, args: argparse.Namespace) -> tuple[int, int]:
     try:
         cmd, env = _command("maskprep pad", corpus, args, out)
         subprocess.run(cmd, env=env, check=True, capture_output=True)
-        totals = json.loads((Path(out) / "maskprep" / "maskprep.json").read_text())["totals"]
+        totals = json.loads((Path(out) / "maskprep" / MANIFEST_NAME).read_text())["totals"]
         return totals["records_read"], totals["real_tokens"]
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -317,7 +317,6 @@ ALL = [
     "maskprep pad",
     "maskprep bucket",
     "maskprep pack",
-    "maskprep pad -n2",
     "maskprep pad cold",
 ]
 
@@ -328,7 +327,6 @@ def main() -> None:
     parser.add_argument("--corpus", action="append", help="JSONL corpus (repeatable)")
     parser.add_argument("--tokenizer", default=None, help="default: the MiniLM tokenizer")
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--num-proc", type=int, default=None, help="maskprep --num-proc")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs")
     parser.add_argument(
         "--scale", type=int, default=4, help="copies of the corpus for the steady rate"

@@ -1,112 +1,42 @@
-"""``maskprep.build``: records → encode → shape → shards + manifest, streamed in batches."""
+"""``maskprep.build``: the stages composed, streamed in batches.
+
+    read (sources) → batch → encode (tokenizing) → shape (shaping) → write (output)
+
+Rejected records travel in the stream beside the records of their batch, and the bad-record
+policy is applied here, on this thread, in input order. Every count of the manifest is taken
+once: records read, rejected and blank as they pass, what fitting did by the shaper, and rows
+and tokens from the shards written.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import columns
-from ._version import __version__
 from .config import BuildConfig, RejectLimit
-from .errors import BadRecordError, DataError, MaskprepError, OutputError
-from .output.directory import finished_manifest, make_output_directory, os_reason, prepare_output
+from .errors import BadRecordError, DataError, os_failure
+from .output.directory import finished_manifest, make_output_directory, prepare_output
 from .output.lock import OutputLock
-from .output.manifest import MANIFEST_FORMAT, write_manifest
+from .output.manifest import Manifest, Part, RecordedConfig, manifest_problems, write_manifest
+from .output.names import MANIFEST_NAME, TMP_PREFIX
 from .output.rejects import RejectsWriter
-from .output.shards import ShardInfo, ShardWriter, shard_info_dicts
-from .shaping.fill import FillStats
-from .shaping.fit import ShapeStats, check_room, loses_all_labels
-from .shaping.rows import RowBatch
-from .shaping.shaper import make_shaper
-from .sources.parts import part_manifest
-from .sources.records import Record, Rejected, SourceReader
+from .output.shards import ShardInfo, ShardWriter
+from .results import BuildResult, Progress, Totals
+from .shaping.fill import Fill, FillStats
+from .shaping.fit import check_room, split_trainable
+from .shaping.shaper import Shaper, make_shaper
+from .sources.batches import batched
+from .sources.records import Rejected, SourceReader
 from .tokenizing.cache import TokenizerCache
-from .tokenizing.encoder import EncodedDoc
-from .tokenizing.pool import EncodingPool, Parallelism
-from .tokenizing.prepare import PreparedTokenizer, prepare_tokenizer
+from .tokenizing.prepare import prepare_tokenizer
+from .tokenizing.stream import encode_stream
 
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot of a running build, handed to the ``on_progress`` callback after each batch."""
-
-    records: int
-    rows: int
-    real_tokens: int
-    bytes_read: int
-    bytes_total: int | None
-    elapsed_s: float
-
-
-@dataclass
-class Totals:
-    """Every count of a build. Each record read ends up written, rejected or dropped."""
-
-    records_read: int = 0
-    blank_lines: int = 0
-    records_rejected: int = 0
-    documents_without_labels: int = 0
-    rows_written: int = 0
-    positions: int = 0
-    real_tokens: int = 0
-    label_tokens: int = 0
-    shape: ShapeStats = field(default_factory=ShapeStats)
-
-    @property
-    def pad_tokens(self) -> int:
-        """Positions that hold padding."""
-        return self.positions - self.real_tokens
-
-    def as_dict(self) -> dict[str, Any]:
-        """Flat dict for the manifest and ``--json``, with the derived fractions."""
-        return {
-            "records_read": self.records_read,
-            "blank_lines": self.blank_lines,
-            "records_rejected": self.records_rejected,
-            "documents_without_labels": self.documents_without_labels,
-            **self.shape.as_dict(),
-            "rows_written": self.rows_written,
-            "positions": self.positions,
-            "real_tokens": self.real_tokens,
-            "pad_tokens": self.pad_tokens,
-            "label_tokens": self.label_tokens,
-            "fill": round(self.real_tokens / self.positions, 6) if self.positions else 0.0,
-        }
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What a build produced: where, the manifest written, and how long it took."""
-
-    output: Path
-    manifest: dict[str, Any]
-    totals: Totals
-    shards: list[ShardInfo]
-    elapsed_s: float
-    #: With resume: complete shards of the interrupted build that were checked and kept.
-    reused_shards: int = 0
-    #: The tokenizer came from the tokenizer cache (transformers was not loaded).
-    tokenizer_cached: bool = False
-
-
-def _batches(
-    reader: SourceReader, size: int, on_reject: Callable[[Rejected], None]
-) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for item in reader:
-        if isinstance(item, Rejected):
-            on_reject(item)
-            continue
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+__all__ = ["BuildResult", "Progress", "Totals", "build", "finished_build"]
 
 
 def build(
@@ -115,7 +45,6 @@ def build(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
-    parallelism: Parallelism | None = None,
     tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
@@ -123,18 +52,19 @@ def build(
 
     Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers,
     :class:`~maskprep.errors.OutputError` (a ``ConfigError``) when another build holds the output
-    directory, it cannot be written or the disk fills up, and
-    :class:`~maskprep.errors.DataError` for bad data under the ``fail`` policy; on any error the
-    shards this call wrote are removed, so nothing left behind looks finished. A build killed
-    outright leaves its complete shards, which ``config.output.resume`` reuses. ``tokenizer`` is
-    the tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
-    several parts loads it once).
+    directory or it cannot be used as asked, :class:`~maskprep.errors.IOFailure` when writing
+    fails (a full disk), and :class:`~maskprep.errors.DataError` for bad data under the ``fail``
+    policy. On an error the shards this call wrote are removed, so nothing left behind looks
+    finished. Interrupted (``KeyboardInterrupt``, or any exception that is not an ``Exception``,
+    such as a signal turned into one), it keeps its complete shards as a kill would, for
+    ``config.output.resume`` to reuse, and removes its temporary files; the rejects file is only
+    ever part of a finished output. ``tokenizer`` is the tokenizer
+    ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building several parts
+    loads it once).
 
-    ``parallelism`` sets how encoding is spread over cores (default: this process, the
-    tokenizer's threads on every core); it never changes the output. ``tokenizer_cache``, when
-    given, lets a plain-text build with a local tokenizer skip loading transformers once an
-    earlier build has cached that tokenizer (see :mod:`maskprep.tokenizing.cache`); it never
-    changes the output either.
+    ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
+    transformers once an earlier build has cached that tokenizer (see
+    :mod:`maskprep.tokenizing.cache`); it never changes the output either.
     """
     directory = Path(config.output.directory)
     created = make_output_directory(directory)
@@ -148,11 +78,10 @@ def build(
                 stdin=stdin,
                 on_progress=on_progress,
                 loaded=tokenizer,
-                parallelism=parallelism or Parallelism(),
                 tokenizer_cache=tokenizer_cache,
             )
     except OSError as exc:
-        raise OutputError(f"{directory}: cannot write output: {os_reason(exc)}") from None
+        raise os_failure(directory, "cannot write output", exc) from None
     finally:
         if created and directory.is_dir() and not any(directory.iterdir()):
             directory.rmdir()
@@ -160,35 +89,70 @@ def build(
 
 def finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
     """Resuming an output that already finished: its result, unchanged, when it was built with
-    this config (and part); ``None`` when there is nothing finished to return."""
+    this config (and part); ``None`` when there is nothing finished to return. A finished output
+    whose manifest does not add up is refused (:class:`~maskprep.errors.DataError`)."""
     manifest = finished_manifest(directory, config)
     if manifest is None:
         return None
-    return result_from_manifest(directory, manifest, 0.0, reused_all=True)
+    problems = manifest_problems(manifest, directory)
+    if problems:
+        raise DataError(f"{directory}: the finished build's manifest is wrong: {problems[0]}")
+    return BuildResult.finished(directory, manifest)
 
 
-def result_from_manifest(
-    directory: Path, manifest: dict[str, Any], elapsed_s: float, *, reused_all: bool = False
-) -> BuildResult:
-    """A :class:`BuildResult` for a finished output, rebuilt from its manifest."""
-    counts = manifest["totals"]
-    shape = ShapeStats(**{f.name: counts[f.name] for f in fields(ShapeStats)})
-    totals = Totals(
-        **{f.name: counts[f.name] for f in fields(Totals) if f.name != "shape"}, shape=shape
-    )
-    shards = [ShardInfo(**entry) for entry in manifest["shards"]]
-    reused = len(shards) if reused_all else 0
-    return BuildResult(directory, manifest, totals, shards, elapsed_s, reused_shards=reused)
+class RejectsPastLimit(DataError):
+    """More records were rejected than ``max_rejects`` allows: the build fails as a bad record
+    under the ``fail`` policy does (no manifest, its shards removed), keeping the rejects file to
+    say why."""
+
+
+@dataclass
+class _Read:
+    """What the read side counts, and the bad-record policy applied to the rejected records as
+    they arrive in the stream: ``fail`` (no ``rejects``) raises at the first one, ``skip`` writes
+    each to ``rejects`` and counts it, up to ``limit``."""
+
+    rejects: RejectsWriter | None
+    limit: RejectLimit | None = None
+    documents: int = 0
+    rejected: int = 0
+    without_labels: int = 0
+
+    def reject(self, items: list[Rejected]) -> None:
+        """Apply the policy to ``items``, in order."""
+        for item in items:
+            if self.rejects is None:
+                raise BadRecordError(item.location, item.reason)
+            self.rejected += 1
+            self.without_labels += item.without_labels
+            self.rejects.add(item)
+            if self.limit is not None and self.limit.count is not None:
+                # A count is known to be passed as soon as it is: no need to read on.
+                self.check_limit(item.location, finished=False)
+
+    def check_limit(self, where: str, *, finished: bool) -> None:
+        """Raise :class:`RejectsPastLimit` when the rejects are past the limit; a percentage is
+        judged only once the input is ``finished``."""
+        limit = self.limit
+        if limit is None or (limit.percent is not None and not finished):
+            return
+        read = self.documents + self.rejected
+        if not limit.exceeded(self.rejected, read):
+            return
+        share = f" of {read:,} read ({100 * self.rejected / read:.1f}%)" if finished else ""
+        raise RejectsPastLimit(
+            f"{where}: {self.rejected:,} records rejected{share}, more than the max_rejects "
+            f"limit of {limit}; the rejects file says why each was"
+        )
 
 
 def _build_locked(
     config: BuildConfig,
     *,
-    stdin: BinaryIO | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    loaded: Any = None,
-    parallelism: Parallelism,
-    tokenizer_cache: TokenizerCache | None = None,
+    stdin: BinaryIO | None,
+    on_progress: Callable[[Progress], None] | None,
+    loaded: Any,
+    tokenizer_cache: TokenizerCache | None,
 ) -> BuildResult:
     """The build proper, run while this process holds the output directory's lock."""
     started = time.perf_counter()
@@ -198,156 +162,140 @@ def _build_locked(
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
-
     directory = prepare_output(config.output)
     packed = config.shape.strategy == "pack"
     writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
-    totals = Totals(shape=shaper.stats)
     skip = config.source.on_bad_record == "skip"
     rejects = RejectsWriter(directory) if skip else None
-    limit = config.source.max_rejects
+    read = _Read(rejects, config.source.max_rejects)
 
-    def on_reject(item: Rejected) -> None:
-        if rejects is None:
-            raise BadRecordError(item.location, item.reason)
-        totals.records_rejected += 1
-        totals.documents_without_labels += item.without_labels
-        rejects.add(item)
-        if limit is not None and limit.count is not None:
-            # A count is known to be passed as soon as it is: no need to read on.
-            _check_rejects(limit, totals.records_rejected, None, item.location)
-
-    def emit(batch: RowBatch) -> None:
-        record_batch = batch.to_arrow()
-        writer.write(record_batch)
-        totals.rows_written += batch.num_rows
-        totals.positions += len(batch.attention_mask)
-        totals.real_tokens += int(batch.length.sum())
-        totals.label_tokens += int((batch.labels != columns.IGNORE_INDEX).sum())
-        fill.add(batch)
-
-    spec = tokenizing.spec
-    pool = EncodingPool(spec, parallelism) if spec is not None else None
-    batches = _batches(reader, config.batch_size, on_reject)
-    encoded = _encoded(batches, pool, tokenizing, config, on_reject)
-    try:
-        for _records, docs in encoded:
-            # Rejected records are added to records_read once, at the end.
-            totals.records_read += len(docs)
-            for batch in shaper.shape(docs):
-                emit(batch)
-            if on_progress is not None:
-                on_progress(_progress(totals, reader, started))
-        for batch in shaper.finish():
-            emit(batch)
-        totals.records_read += totals.records_rejected
-        totals.blank_lines = sum(s.blank_lines for s in reader.stats)
-        if limit is not None:
-            _check_rejects(limit, totals.records_rejected, totals.records_read, _names(reader))
-        # A part may be empty (more parts than lines): the merge checks the whole.
-        if totals.records_read == 0 and config.part is None:
-            raise DataError(f"{_names(reader)}: no documents in the input")
-        if totals.rows_written == 0 and config.part is None:
-            shape = totals.shape
-            raise DataError(
-                f"{_names(reader)}: no document could be used ({totals.records_rejected} "
-                f"rejected, {shape.documents_dropped} dropped as too long)"
+    def progress() -> None:
+        if on_progress is not None:
+            rows, real = writer.written()
+            elapsed = time.perf_counter() - started
+            records = read.documents + read.rejected
+            on_progress(
+                Progress(records, rows, real, reader.bytes_read, reader.bytes_total, elapsed)
             )
+
+    def write(shaped: Any) -> None:
+        for rows in shaped:
+            writer.write(rows.to_arrow())
+            fill.add(rows)
+
+    batches = batched(reader, config.batch_size, stop_at_reject=not skip)
+    stream = encode_stream(batches, tokenizing)
+    complete = committed = False
+    unusable: str | None = None
+    try:
+        for batch, items in stream:
+            read.reject(batch.rejected)
+            if config.sft is not None:
+                docs, late = split_trainable(batch.records, items, config.shape)
+                read.reject(late)
+            else:
+                docs = items  # type: ignore[assignment] # the fast path rejects nothing
+            read.documents += len(docs)
+            write(shaper.shape(docs))
+            progress()
+        write(shaper.finish())
+        read.check_limit(_names(reader), finished=True)  # before the shards are complete
         shards = writer.close()
-    except (MaskprepError, KeyboardInterrupt, OSError):
-        encoded.close()  # stops the reader thread before the rejects file is closed
-        writer.abort()
-        if rejects is not None and totals.records_rejected:
-            rejects.publish()  # kept so the user can see why records were rejected
+        complete = True
+        totals = _totals(read, reader, shaper, shards)
+        unusable = _unusable(totals, reader, config)
+        if unusable is not None:
+            raise DataError(unusable)
+        if totals.records_read != totals.accounted:
+            raise AssertionError(
+                f"internal error: {totals.records_read} records read but "
+                f"{totals.accounted} accounted for"
+            )
+        progress()
+        manifest = Manifest(
+            config=RecordedConfig.from_build(config),
+            tokenizer=info,
+            inputs=tuple(reader.stats),
+            shards=tuple(shards),
+            totals=totals,
+            fill=_fill(fill, totals),
+            part=_part(config, reader),
+        )
+        if rejects is not None:
+            rejects.publish()
+        write_manifest(directory, manifest)  # last: the output is finished from here on
+        committed = True
+    except BaseException as exc:
+        if committed:
+            raise  # finished: an interrupt just after the manifest takes nothing back
+        stream.close()  # stops the reader thread before the files it feeds are closed
+        # A manifest found here was put by a write that then failed: it goes before the shards.
+        with contextlib.suppress(OSError):
+            (directory / MANIFEST_NAME).unlink(missing_ok=True)
+        # Interrupted, or failing once every shard is complete (a full disk at the manifest),
+        # the complete shards stay for a resume, as after a kill.
+        writer.abort(keep_complete=complete or not isinstance(exc, Exception))
+        explained = unusable is not None or isinstance(exc, RejectsPastLimit)
+        if rejects is not None and explained and read.rejected:
+            # Why no record could be used, or why too many were not: the one file such a
+            # build leaves.
+            rejects.publish()
         elif rejects is not None:
             rejects.discard()
+        _remove_temporaries(directory)
+        if isinstance(exc, OSError):
+            raise os_failure(directory, "cannot write output", exc) from None
         raise
-    finally:
-        if pool is not None:
-            pool.close()
-    _check_accounting(totals)
-    if rejects is not None:
-        rejects.publish()
-    if on_progress is not None:
-        on_progress(_progress(totals, reader, started))
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "maskprep_version": __version__,
-        "config": config.to_manifest(),
-        "tokenizer": asdict(info),
-        "inputs": [asdict(s) for s in reader.stats],
-        "shards": shard_info_dicts(shards),
-        "totals": totals.as_dict(),
-        "fill": fill.as_dict(totals.rows_written, totals.positions, totals.real_tokens),
-    }
-    if config.part is not None:
-        manifest["part"] = part_manifest(config.part, reader.ranges or [])
-    write_manifest(directory, manifest)
     elapsed = time.perf_counter() - started
     return BuildResult(
         directory,
         manifest,
-        totals,
-        shards,
         elapsed,
         reused_shards=writer.reused,
         tokenizer_cached=tokenizing.cached,
     )
 
 
-def _encoded(
-    batches: Iterator[list[Record]],
-    pool: EncodingPool | None,
-    tokenizing: PreparedTokenizer,
-    config: BuildConfig,
-    on_reject: Callable[[Rejected], None],
-) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
-    """Each batch of records with its encoded documents: through the pool when the fast path
-    applies, else encoded here in turn."""
-    if pool is not None:
-        yield from pool.encode(batches)
-        return
-    sft_encoder, encoder = tokenizing.sft_encoder, tokenizing.encoder
-    for records in batches:
-        if sft_encoder is not None:
-            encoded = sft_encoder.encode_records(records)
-            yield records, _trainable(records, encoded, config, on_reject)
-        else:
-            assert encoder is not None, "a cached tokenizer always has the fast path"
-            yield records, encoder.encode([r.text for r in records], [r.location for r in records])
-
-
-def _trainable(
-    records: list[Record],
-    encoded: list[EncodedDoc | Rejected],
-    config: BuildConfig,
-    on_reject: Callable[[Rejected], None],
-) -> list[EncodedDoc]:
-    """Supervised documents that keep a trained token once fitted; the others are rejected."""
-    docs = []
-    for record, item in zip(records, encoded, strict=True):
-        if isinstance(item, Rejected):
-            on_reject(item)
-        elif loses_all_labels(item, config.shape):
-            limit = config.shape.max_length
-            reason = f"no trained token left after truncation to max_length {limit}"
-            payload = record.payload.as_json() if record.payload is not None else {}
-            raw = json.dumps(payload, ensure_ascii=False)
-            on_reject(Rejected(record.source, record.line, reason, raw, without_labels=True))
-        else:
-            docs.append(item)
-    return docs
-
-
-def _progress(totals: Totals, reader: SourceReader, started: float) -> Progress:
-    return Progress(
-        records=totals.records_read,
-        rows=totals.rows_written,
-        real_tokens=totals.real_tokens,
-        bytes_read=reader.bytes_read,
-        bytes_total=reader.bytes_total,
-        elapsed_s=time.perf_counter() - started,
+def _totals(read: _Read, reader: SourceReader, shaper: Shaper, shards: list[ShardInfo]) -> Totals:
+    """The build's totals: what was read, what fitting did, and what the shards hold."""
+    return Totals(
+        records_read=read.documents + read.rejected,
+        blank_lines=sum(s.blank_lines for s in reader.stats),
+        records_rejected=read.rejected,
+        documents_without_labels=read.without_labels,
+        rows_written=sum(s.rows for s in shards),
+        positions=sum(s.positions for s in shards),
+        real_tokens=sum(s.real_tokens for s in shards),
+        label_tokens=sum(s.label_tokens for s in shards),
+        shape=shaper.stats,
     )
+
+
+def _fill(fill: FillStats, totals: Totals) -> Fill:
+    return fill.result(totals.rows_written, totals.positions, totals.real_tokens)
+
+
+def _part(config: BuildConfig, reader: SourceReader) -> Part | None:
+    if config.part is None:
+        return None
+    files = tuple(reader.planned) if reader.planned is not None else None
+    ranges = tuple(reader.ranges or ())
+    return Part(config.part.index, config.part.count, ranges, files)
+
+
+def _unusable(totals: Totals, reader: SourceReader, config: BuildConfig) -> str | None:
+    """Why a build that read nothing, or could use nothing it read, fails; ``None`` when it
+    wrote rows. A part may be empty (more parts than lines): the merge checks the whole."""
+    if config.part is not None:
+        return None
+    if totals.records_read == 0:
+        return f"{_names(reader)}: no documents in the input"
+    if totals.rows_written == 0:
+        return (
+            f"{_names(reader)}: no document could be used ({totals.records_rejected} "
+            f"rejected, {totals.shape.documents_dropped} dropped as too long)"
+        )
+    return None
 
 
 def _names(reader: SourceReader) -> str:
@@ -355,23 +303,13 @@ def _names(reader: SourceReader) -> str:
     return names[0] if len(names) == 1 else f"{len(names)} inputs"
 
 
-def _check_rejects(limit: RejectLimit, rejected: int, read: int | None, where: str) -> None:
-    """Fail the build (a :class:`DataError`: the output is not finished, no manifest is
-    written) when ``rejected`` records are past ``limit``; ``read`` is ``None`` while the input is
-    still being read."""
-    if not limit.exceeded(rejected, read or 0):
+def _remove_temporaries(directory: Path) -> None:
+    """Remove every temporary file in ``directory``: this build holds its lock, so any there is
+    this build's or a dead build's, and none may outlive an abort."""
+    try:
+        names = [p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX)]
+    except OSError:
         return
-    share = f" of {read:,} read ({100 * rejected / read:.1f}%)" if read else ""
-    raise DataError(
-        f"{where}: {rejected:,} records rejected{share}, more than the max_rejects limit of "
-        f"{limit}; the rejects file says why each was"
-    )
-
-
-def _check_accounting(totals: Totals) -> None:
-    shape = totals.shape
-    accounted = shape.documents_written + shape.documents_dropped + totals.records_rejected
-    if accounted != totals.records_read:
-        raise AssertionError(
-            f"internal error: {totals.records_read} records read but {accounted} accounted for"
-        )
+    for path in names:
+        with contextlib.suppress(OSError):  # the original error is the one to report
+            path.unlink(missing_ok=True)

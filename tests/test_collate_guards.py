@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from conftest import make_config, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +25,9 @@ from maskprep.collate import (
 )
 from maskprep.columns import IGNORE_INDEX
 from maskprep.errors import ConfigError, DataError
+from maskprep.output.names import MANIFEST_NAME
+
+torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
 A, B, C = [10, 11, 12], [20, 21], [30, 31, 32, 33]
 PAD = 3
@@ -227,7 +229,7 @@ def none_output(tmp_path_factory, llama_like, corpus):
 def test_none_output_is_padded_with_its_own_pad_id(none_output) -> None:
     import maskprep
 
-    assert maskprep.read_manifest(none_output)["tokenizer"]["pad_token_id"] == 2
+    assert maskprep.read_manifest(none_output).tokenizer.pad_token_id == 2
     rows = maskprep.load_dataset(none_output).select(range(4)).to_list()
     assert len({len(r["input_ids"]) for r in rows}) > 1
     with pytest.raises(DataError) as error:
@@ -371,9 +373,9 @@ def test_collator_options_are_checked() -> None:
 
 
 def _mark_packed(output) -> None:
-    path = output / "maskprep.json"
+    path = output / MANIFEST_NAME
     manifest = json.loads(path.read_text())
-    manifest["config"] = {"shape": {"strategy": "pack"}}
+    manifest["config"]["shape"]["strategy"] = "pack"
     path.write_text(json.dumps(manifest))
 
 

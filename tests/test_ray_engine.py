@@ -81,9 +81,9 @@ def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file,
     assert _rows(out) == _rows(tmp_path / "local")
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["engine"] == "ray"
-    assert manifest["totals"] == local.manifest["totals"]
-    assert manifest["fill"] == local.manifest["fill"]
-    assert set(manifest) - set(local.manifest) == {"engine", "merged_from"}
+    assert manifest["totals"] == local.manifest.as_dict()["totals"]
+    assert manifest["fill"] == local.manifest.as_dict()["fill"]
+    assert set(manifest) - set(local.manifest.as_dict()) == {"engine", "merged_from"}
     assert [p["index"] for p in manifest["merged_from"]] == [0, 1, 2]
     assert result.totals.rows_written == local.totals.rows_written
     assert not (tmp_path / "ray.parts").exists()
@@ -98,7 +98,7 @@ def test_ray_pack_is_per_part_and_part_errors_are_one_line(
     options = dict(pad_token="eos", max_length=24, strategy="pack")
     out = tmp_path / "packed"
     result = build_with_ray(make_config([corpus_file], llama_like, out, **options), parts=2)
-    assert result.manifest["pack_scope"] == "part"
+    assert result.manifest.as_dict()["pack_scope"] == "part"
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
     assert result.totals.real_tokens == local.totals.real_tokens
 
@@ -150,7 +150,10 @@ def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_
     build_with_ray(resumed, parts=3)
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
     assert _rows(out) == _rows(tmp_path / "local")
-    assert json.loads((out / MANIFEST_NAME).read_text())["totals"] == local.manifest["totals"]
+    assert (
+        json.loads((out / MANIFEST_NAME).read_text())["totals"]
+        == local.manifest.as_dict()["totals"]
+    )
 
 
 def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
@@ -168,7 +171,7 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     assert len(list(cache.directory.glob("*.json"))) == 1
     assert _rows(out) == _rows(tmp_path / "local")
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["tokenizer"] == local.manifest["tokenizer"]
+    assert manifest["tokenizer"] == local.manifest.as_dict()["tokenizer"]
 
 
 def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(

@@ -13,7 +13,7 @@ from conftest import make_config, write_jsonl
 import maskprep
 from maskprep.config import DEFAULT_MAX_RECORD_BYTES
 from maskprep.errors import ConfigError, DataError
-from maskprep.output.manifest import read_manifest
+from maskprep.output.names import REJECTS_NAME
 from maskprep.sources.compressed import decompressed
 from maskprep.sources.inputs import expand_inputs
 from maskprep.sources.lines import OVERLONG_HEAD, Overlong, capped_lines, sample, sniff_format
@@ -56,9 +56,9 @@ def test_the_default_cap_is_generous_and_applies(tmp_path, llama_like):
         maskprep.build(config)
     out = tmp_path / "skip"
     skip = make_config([path], llama_like, out, pad_token="eos", on_bad_record="skip")
-    totals = maskprep.build(skip).manifest["totals"]
+    totals = maskprep.build(skip).manifest.as_dict()["totals"]
     assert (totals["records_read"], totals["records_rejected"]) == (3, 1)
-    (reject,) = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    (reject,) = [json.loads(x) for x in (out / REJECTS_NAME).read_text().splitlines()]
     assert reject["line"] == 2 and len(reject["raw"]) == OVERLONG_HEAD + 1  # and "…"
 
 
@@ -66,7 +66,7 @@ def test_the_cap_is_not_in_the_manifest(tmp_path, llama_like):
     """A guard that changes no build within it: outputs with and without it compare equal."""
     path = write_jsonl(tmp_path / "in.jsonl", [{"text": "a few words"}])
     config = make_config([path], llama_like, tmp_path / "out", pad_token="eos")
-    source = read_manifest(maskprep.build(config).output)["config"]["source"]
+    source = maskprep.build(config).manifest.as_dict()["config"]["source"]
     assert "max_record_bytes" not in source and "max_rejects" not in source
 
 
@@ -116,7 +116,7 @@ def test_an_extensionless_text_file_with_a_json_line_stays_text(tmp_path, llama_
     path = tmp_path / "notes"
     path.write_text("first note\n" + json.dumps({"text": "quoted"}) + "\nthird note\n")
     config = make_config([path], llama_like, tmp_path / "out", pad_token="eos")
-    manifest = maskprep.build(config).manifest
+    manifest = maskprep.build(config).manifest.as_dict()
     assert manifest["inputs"][0]["format"] == "text"
     assert manifest["totals"]["records_read"] == 3
 
@@ -137,7 +137,7 @@ def test_every_part_of_an_extensionless_file_sniffs_as_the_whole_file(tmp_path, 
             on_bad_record="skip",
             part=maskprep.config.PartSpec(index=index, count=2),
         )
-        formats.append(maskprep.build(config).manifest["inputs"][0]["format"])
+        formats.append(maskprep.build(config).manifest.as_dict()["inputs"][0]["format"])
     assert formats == ["jsonl", "jsonl"]
 
 
@@ -212,6 +212,6 @@ def test_lone_surrogate_in_a_chat_message_is_a_bad_record(tmp_path, llama_like):
         sft=maskprep.SFTConfig(messages_field="messages", chat_template=str(template)),
     )
     out = maskprep.build(config).output
-    (reject,) = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    (reject,) = [json.loads(x) for x in (out / REJECTS_NAME).read_text().splitlines()]
     assert reject["line"] == 2
     assert "messages[1].content" in reject["reason"] and "lone surrogate" in reject["reason"]

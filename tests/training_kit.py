@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-import torch
+import pytest
 
 from maskprep import (
     BuildConfig,
@@ -21,6 +21,8 @@ from maskprep import (
     read_manifest,
 )
 from maskprep.columns import IGNORE_INDEX
+
+torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
 #: float32 on CPU: the tolerance the transformers test suite allows between attention
 #: implementations (1e-6 absolute on CUDA, looser on CPU), well under what a leak moves.
@@ -114,7 +116,7 @@ def pack_lookup(output: Path) -> dict[tuple[int, ...], list[int]]:
     """Each packed row of ``output`` (its input ids) → its documents' lengths, from the shards:
     the ground truth, independent of what reached (or was derived by) any collator."""
     manifest = read_manifest(output)
-    paths = [str(output / s["path"]) for s in manifest["shards"]]
+    paths = [str(output / s.path) for s in manifest.shards]
     table = ds.dataset(paths, format="parquet").to_table(columns=["input_ids", "seq_lens"])
     return {tuple(r["input_ids"]): list(r["seq_lens"]) for r in table.to_pylist()}
 

@@ -30,6 +30,7 @@ from .specs import (
     LABELS_ON_PADDING,
     LENGTH_MATCHES_MASK,
     LIST_LENGTHS,
+    MANIFEST_CONSISTENT,
     MASK_BINARY,
     PAD_FRACTION,
     PADDING_ATTENDED,
@@ -186,16 +187,19 @@ def conclude(
     hints: LayoutHints = LayoutHints(),
     thresholds: Thresholds = Thresholds(),
     shards_check: CheckResult | None = None,
+    manifest_check: CheckResult | None = None,
 ) -> tuple[Layout, DataStats, tuple[CheckResult, ...]]:
     """Turn what was gathered into the data's layout, statistics and one result per check.
 
-    ``shards_check`` is the result of comparing the shard files with their manifest, which only
-    the caller can do (the rows do not know where they came from); without one it is skipped.
+    ``shards_check`` is the result of comparing the shard files with their manifest and
+    ``manifest_check`` whether the manifest adds up, which only the caller can tell (the rows do
+    not know where they came from); without them they are skipped.
     """
     layout = resolve_layout(data, hints)
     stats = data_stats(data, layout)
     results: dict[str, CheckResult] = {
-        SHARDS_MATCH_MANIFEST: shards_check or _skip(SHARDS_MATCH_MANIFEST, "no manifest")
+        SHARDS_MATCH_MANIFEST: shards_check or _skip(SHARDS_MATCH_MANIFEST, "no manifest"),
+        MANIFEST_CONSISTENT: manifest_check or _skip(MANIFEST_CONSISTENT, "no manifest"),
     }
     for name in (LIST_LENGTHS, MASK_BINARY, LABELS_ON_PADDING, LABELS_MATCH_INPUTS):
         results[name] = _result(name, data.flags[name])

@@ -28,6 +28,7 @@ from .manifest_facts import (
     build_facts,
     hash_files,
     layout_hints,
+    manifest_consistent,
     shards_match_manifest,
     with_tokenizer,
 )
@@ -126,9 +127,9 @@ def inspect(
     """
     started = time.perf_counter()
     shards, manifest = open_input(path, stdin, whole=options.sample is not None)
-    tokenizer_facts = (manifest or {}).get("tokenizer", {})
-    tokenizer_name = options.tokenizer or tokenizer_facts.get("name_or_path")
-    revision = tokenizer_facts.get("revision") if options.tokenizer is None else None
+    recorded = manifest.tokenizer if manifest is not None else None
+    tokenizer_name = options.tokenizer or (recorded.name_or_path if recorded else None)
+    revision = recorded.revision if recorded and options.tokenizer is None else None
     wants_rows = options.show_rows > 0 or bool(options.row_indices)
     hints = layout_hints(manifest, options)
     tokenizer = None
@@ -175,7 +176,10 @@ def inspect(
             )
 
     thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
-    layout, data_stats, checks = conclude(scan.gathered, hints, thresholds, shards_check)
+    manifest_check = manifest_consistent(manifest, path) if manifest is not None else None
+    layout, data_stats, checks = conclude(
+        scan.gathered, hints, thresholds, shards_check, manifest_check
+    )
     shown = list(dict.fromkeys([*scan.first_rows, *options.row_indices]))
     decoded = tuple(decode_row(scan.kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
     return InspectResult(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import STRATEGIES
 from ..errors import ConfigError
-from .specs import STRATEGIES
 
 #: The largest token id an int32 column holds.
 MAX_TOKEN_ID = (1 << 31) - 1

@@ -7,14 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-STRATEGIES = ("pad", "bucket", "pack", "none")
-PADDING_SIDES = ("left", "right")
-
 Status = Literal["pass", "fail", "warn", "skip"]
 Kind = Literal["invariant", "warning"]
 
 # Check names: stable, they are part of the JSON output.
 SHARDS_MATCH_MANIFEST = "shards_match_manifest"
+MANIFEST_CONSISTENT = "manifest_consistent"
 LIST_LENGTHS = "list_lengths"
 MASK_BINARY = "mask_binary"
 LENGTH_MATCHES_MASK = "length_matches_mask"
@@ -37,18 +35,31 @@ LABEL_FRACTION = "label_fraction"
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """What a check asserts; ``invariant`` is its number in the data contract (DESIGN.md)."""
+    """What a check asserts; ``invariant`` is its number in the column contract
+    (``docs/contract.md``), ``None`` for warnings."""
 
     name: str
     kind: Kind
     invariant: int | None
     description: str
 
+    @property
+    def reference(self) -> str:
+        """Where the rule is explained: the invariant's anchor in ``docs/contract.md``, or the
+        warning's in ``docs/inspect.md``."""
+        if self.invariant is not None:
+            return f"docs/contract.md#invariant-{self.invariant}"
+        return f"docs/inspect.md#check-{self.name}"
+
 
 #: Every check, in report order.
 CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec(SHARDS_MATCH_MANIFEST, "invariant", 6, "shard files are the ones the manifest lists"),
     CheckSpec(
-        SHARDS_MATCH_MANIFEST, "invariant", None, "shard files are the ones the manifest lists"
+        MANIFEST_CONSISTENT,
+        "invariant",
+        6,
+        "the manifest's totals, strategy and shard list add up",
     ),
     CheckSpec(LIST_LENGTHS, "invariant", 1, "list columns of a row have one length"),
     CheckSpec(MASK_BINARY, "invariant", 1, "attention_mask holds only 0 and 1"),
@@ -56,7 +67,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(LABELS_ON_PADDING, "invariant", 2, "labels are -100 wherever attention_mask is 0"),
     CheckSpec(LABELS_MATCH_INPUTS, "invariant", 2, "labels are -100 or the input id"),
     CheckSpec(
-        IDS_IN_VOCABULARY, "invariant", None, "input ids are >= 0 and below the vocabulary size"
+        IDS_IN_VOCABULARY, "invariant", 1, "input ids are >= 0 and below the vocabulary size"
     ),
     CheckSpec(PADDING_CONTIGUOUS, "invariant", 3, "real tokens are one run opposite the padding"),
     CheckSpec(PADDING_HOLDS_PAD_ID, "invariant", 3, "padded positions hold the pad id"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..shaping.fill import BucketFill, ratio
 from .gathered import Gathered
 from .layout import Layout
 from .tally import percentiles
@@ -111,6 +112,23 @@ def _by_value(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return distinct, np.bincount(where, weights=counts, minlength=len(distinct)).astype(np.int64)
 
 
+def _bucket(width: int, reals: np.ndarray, counts: np.ndarray, low: int) -> BucketStats:
+    """The rows of one width: ``reals`` (distinct real-token counts) held by ``counts`` rows."""
+    rows = int(counts.sum())
+    fill = BucketFill(width, rows, rows * width, int((reals * counts).sum()))
+    lengths = length_stats(reals, counts)
+    assert lengths is not None
+    return BucketStats(
+        width=width,
+        rows=fill.rows,
+        positions=fill.positions,
+        real_tokens=fill.real_tokens,
+        fill=fill.fill,
+        lengths=lengths,
+        histogram=histogram(reals, counts, min(low, width), width, 8),
+    )
+
+
 def data_stats(data: Gathered, layout: Layout) -> DataStats:
     """What the gathered rows hold, for the summary."""
     width, real, rows = data.shape_counts()
@@ -121,24 +139,10 @@ def data_stats(data: Gathered, layout: Layout) -> DataStats:
     buckets: list[BucketStats] = []
     if layout.strategy == "bucket":
         previous = 0
-        for size in np.unique(width):
+        for size in np.unique(width).tolist():
             reals, counts = _by_value(real[width == size], rows[width == size])
-            n = int(counts.sum())
-            lengths = length_stats(reals, counts)
-            assert lengths is not None
-            real_sum = int((reals * counts).sum())
-            buckets.append(
-                BucketStats(
-                    width=int(size),
-                    rows=n,
-                    positions=n * int(size),
-                    real_tokens=real_sum,
-                    fill=round(real_sum / (n * int(size)), 6) if size else 0.0,
-                    lengths=lengths,
-                    histogram=histogram(reals, counts, min(previous + 1, int(size)), int(size), 8),
-                )
-            )
-            previous = int(size)
+            buckets.append(_bucket(size, reals, counts, previous + 1))
+            previous = size
     reals, counts = _by_value(real, rows)
     documents = None
     documents_per_row = None
@@ -155,9 +159,9 @@ def data_stats(data: Gathered, layout: Layout) -> DataStats:
         positions=positions,
         real_tokens=real_tokens,
         pad_tokens=positions - real_tokens,
-        pad_fraction=round((positions - real_tokens) / positions, 6) if positions else 0.0,
+        pad_fraction=ratio(positions - real_tokens, positions),
         label_tokens=label_tokens,
-        label_fraction=round(label_tokens / real_tokens, 6) if real_tokens else 0.0,
+        label_fraction=ratio(label_tokens, real_tokens),
         lengths=length_stats(reals, counts),
         histogram=histogram(reals, counts, 0, top),
         documents=documents,

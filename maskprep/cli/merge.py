@@ -29,7 +29,7 @@ def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -
         "shards": result.shards,
         "linked": result.linked,
         "copied": result.copied,
-        "rows_written": result.manifest["totals"]["rows_written"],
+        "rows_written": result.manifest.totals.rows_written,
     }
 
     def show() -> None:

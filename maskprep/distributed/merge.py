@@ -5,40 +5,62 @@ consecutive names (``data-00000…``, part 0's first), so the output is a normal
 maskprep output whose files share storage with the parts. Hard links rather than paths into the
 part directories, because a link survives the parts being moved, deleted or rebuilt. Across
 filesystems a link is impossible and the shard is copied (counted in the result).
+
+Before anything is written the parts are checked to be the N parts of one build: same config,
+tokenizer and version, every index once, the same version of every input (size and modification
+time as each part's plan saw them), and byte ranges that tile each input with no gap and no
+overlap. Each shard is hashed as it is linked or copied, and one that no longer matches the
+sha256 its part recorded is refused.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
 from ..config import OutputConfig
-from ..errors import ConfigError, DataError, OutputError
+from ..errors import ConfigError, DataError, Option, OutputError, os_failure
 from ..output.directory import make_output_directory, prepare_output
 from ..output.lock import OutputLock
-from ..output.manifest import MANIFEST_FORMAT, write_manifest
-from ..output.names import EXTENSIONS, MANIFEST_NAME, REJECTS_NAME, SHARD_PREFIX
-from ..output.shards import atomic_write_bytes
+from ..output.manifest import (
+    Manifest,
+    MergedPart,
+    find_manifest,
+    load_manifest,
+    manifest_problems,
+    write_manifest,
+)
+from ..output.names import MANIFEST_NAME, REJECTS_NAME, REJECTS_NAMES, TMP_PREFIX, shard_name
+from ..output.shards import ShardInfo, atomic_write_bytes, sha256_file
+from ..results import Totals
+from ..shaping.fill import Fill
+from .tiling import check_inputs
 
 
 @dataclass(frozen=True)
 class PartOutput:
-    """One finished part: its directory and manifest."""
+    """One finished part: its directory and manifest (which has a ``part`` entry)."""
 
     directory: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def index(self) -> int:
         """The part's index, 0-based."""
-        return int(self.manifest["part"]["index"])
+        assert self.manifest.part is not None
+        return self.manifest.part.index
+
+    @property
+    def count(self) -> int:
+        """How many parts the build has."""
+        assert self.manifest.part is not None
+        return self.manifest.part.count
 
 
 @dataclass(frozen=True)
@@ -46,7 +68,7 @@ class MergeResult:
     """What ``merge`` wrote: the output, its manifest, and how the shards got there."""
 
     output: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     parts: int
     shards: int
     linked: int
@@ -54,19 +76,20 @@ class MergeResult:
 
 
 def read_part(directory: str | os.PathLike[str]) -> PartOutput:
-    """Read a finished part's manifest; an unfinished output or a whole build is refused."""
+    """Read a finished part's manifest; an unfinished output, a whole build or a manifest that
+    does not add up is refused."""
     path = Path(directory)
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
+    found = find_manifest(path)
+    if found is None:
         raise ConfigError(
             f"{path}: not a finished part (no {MANIFEST_NAME}); finish it (resume) before merging"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{manifest_path}:{exc.lineno}: manifest is not valid JSON") from None
-    if "part" not in manifest:
+    manifest = load_manifest(found)
+    if manifest.part is None:
         raise ConfigError(f"{path}: a whole build, not a part (built without a part index)")
+    problems = manifest_problems(manifest, path)
+    if problems:
+        raise DataError(f"{found}: {problems[0]}")
     return PartOutput(path, manifest)
 
 
@@ -76,15 +99,17 @@ def check_parts(parts: Sequence[PartOutput]) -> list[PartOutput]:
     if not parts:
         raise ConfigError("no parts to merge")
     first = parts[0]
-    count = int(first.manifest["part"]["count"])
+    count = first.count
+    recorded = first.manifest.as_dict()
     for part in parts[1:]:
-        if int(part.manifest["part"]["count"]) != count:
+        if part.count != count:
             raise ConfigError(
-                f"{part.directory}: part of {part.manifest['part']['count']} parts, but "
-                f"{first.directory} is part of {count}"
+                f"{part.directory}: part of {part.count} parts, but {first.directory} is part "
+                f"of {count}"
             )
+        other = part.manifest.as_dict()
         for key in ("config", "tokenizer", "format", "maskprep_version"):
-            difference = _first_difference(first.manifest[key], part.manifest[key], key)
+            difference = _first_difference(recorded[key], other[key], key)
             if difference:
                 raise ConfigError(
                     f"{part.directory}: not from the same build as {first.directory}: {difference}"
@@ -127,124 +152,144 @@ def merge(
     """Join the finished parts in ``part_dirs`` (any order) into one output at ``output``;
     ``engine`` (e.g. ``"ray"``) is recorded in the manifest when given.
 
-    Raises :class:`ConfigError` when a part is unfinished, missing, given twice or from another
-    build, and :class:`DataError` when the parts hold no rows at all.
+    Raises :class:`ConfigError` when a part is unfinished, missing, given twice, from another
+    build or read another version of an input than the others, and :class:`DataError` when a
+    part's manifest or shards are not what it built, or the parts hold no rows at all. On any
+    error (or an interrupt) the files the merge wrote are removed.
     """
     parts = check_parts([read_part(d) for d in part_dirs])
     directory = Path(output).resolve()
     for part in parts:
         if part.directory.resolve() == directory:
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
-    totals = _sum_totals([p.manifest["totals"] for p in parts])
-    if totals["records_read"] == 0:
+    check_inputs([(p.index, str(p.directory), p.manifest.part) for p in parts])  # type: ignore[misc]
+    totals = Totals.sum([p.manifest.totals for p in parts])
+    if totals.records_read == 0:
         raise DataError(f"{len(parts)} parts: no documents in the input")
-    if totals["rows_written"] == 0:
+    if totals.rows_written == 0:
         raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
     make_output_directory(directory)
     with OutputLock(directory):
-        prepare_output(OutputConfig(str(output), overwrite=overwrite))
+        _prepare(output, overwrite)
+        written: list[Path] = []
         try:
-            return _write_merged(parts, Path(output), totals, engine)
-        except OSError as exc:
-            raise OutputError(f"{output}: cannot write output: {exc.strerror or exc}") from None
+            return _write_merged(parts, Path(output), totals, engine, written)
+        except BaseException as exc:
+            for path in reversed(written):  # the manifest first, if it got there
+                path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise os_failure(output, "cannot write output", exc) from None
+            raise
+
+
+def _prepare(output: str | os.PathLike[str], overwrite: bool) -> None:
+    """The output directory, emptied of an earlier output with ``overwrite``. An unfinished one
+    cannot be resumed by a merge (a build's way out): only replacing it is suggested."""
+    try:
+        prepare_output(OutputConfig(str(output), overwrite=overwrite))
+    except OutputError as error:
+        if Option("output.resume") not in error.options:
+            raise
+        raise OutputError.suggesting(
+            "{output}: holds an unfinished output ({shards} complete shards and no {manifest}); "
+            "overwrite it ({overwrite}) to replace it with the merge",
+            output=output,
+            shards=error.values.get("shards", "some"),
+            manifest=MANIFEST_NAME,
+            overwrite=Option("output.overwrite"),
+        ) from None
 
 
 def _write_merged(
-    parts: list[PartOutput], directory: Path, totals: dict[str, Any], engine: str | None
+    parts: list[PartOutput],
+    directory: Path,
+    totals: Totals,
+    engine: str | None,
+    written: list[Path],
 ) -> MergeResult:
+    """Link the shards, join the rejects and write the manifest, recording in ``written`` every
+    file made so an error can take them back."""
     first = parts[0].manifest
-    extension = EXTENSIONS[first["config"]["output"]["format"]]
-    shard_entries: list[dict[str, Any]] = []
+    shards: list[ShardInfo] = []
     linked = copied = 0
     for part in parts:
-        for shard in part.manifest["shards"]:
-            name = f"{SHARD_PREFIX}{len(shard_entries):05d}{extension}"
-            if _link_or_copy(part.directory / shard["path"], directory / name):
-                linked += 1
-            else:
-                copied += 1
-            shard_entries.append({**shard, "path": name})
-    if first["config"]["source"]["on_bad_record"] == "skip":
-        rejects = b"".join(
-            (p.directory / REJECTS_NAME).read_bytes()
-            for p in parts
-            if (p.directory / REJECTS_NAME).is_file()
-        )
+        for shard in part.manifest.shards:
+            target = directory / shard_name(len(shards), first.config.shard_format)
+            linked_here = _link_checked(part.directory / shard.path, target, shard, written)
+            linked += linked_here
+            copied += not linked_here
+            shards.append(ShardInfo(target.name, *_counts(shard)))
+    if first.config.on_bad_record == "skip":
+        rejects = b"".join(_rejects_bytes(p.directory) for p in parts)
+        written.append(directory / REJECTS_NAME)
         atomic_write_bytes(directory / REJECTS_NAME, rejects)
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "maskprep_version": __version__,
-        "config": first["config"],
-        "tokenizer": first["tokenizer"],
-        "inputs": [item for p in parts for item in p.manifest["inputs"]],
-        "shards": shard_entries,
-        "totals": totals,
-        "fill": _sum_fill([p.manifest["fill"] for p in parts]),
-        "merged_from": [
-            {
-                "index": p.index,
-                "directory": str(p.directory),
-                "ranges": p.manifest["part"]["ranges"],
-                "shards": len(p.manifest["shards"]),
-            }
+    manifest = Manifest(
+        config=first.config,
+        tokenizer=first.tokenizer,
+        inputs=tuple(item for p in parts for item in p.manifest.inputs),
+        shards=tuple(shards),
+        totals=totals,
+        fill=Fill.sum([p.manifest.fill for p in parts]),
+        merged_from=tuple(
+            MergedPart(p.index, str(p.directory), p.manifest.part.ranges, len(p.manifest.shards))  # type: ignore[union-attr]
             for p in parts
-        ],
-    }
-    if first["config"]["shape"]["strategy"] == "pack":
+        ),
         # Each part packed its own documents: no row holds documents of two parts.
-        manifest["pack_scope"] = "part"
-    if engine is not None:
-        manifest["engine"] = engine
+        pack_scope="part" if first.config.strategy == "pack" else None,
+        engine=engine,
+    )
+    written.append(directory / MANIFEST_NAME)
     write_manifest(directory, manifest)
-    return MergeResult(directory, manifest, len(parts), len(shard_entries), linked, copied)
+    return MergeResult(directory, manifest, len(parts), len(shards), linked, copied)
 
 
-def _link_or_copy(source: Path, target: Path) -> bool:
-    """Hard-link ``source`` as ``target``; copy across filesystems. True when linked."""
+def _counts(shard: ShardInfo) -> tuple[int, int, int, int, str]:
+    return shard.rows, shard.positions, shard.real_tokens, shard.label_tokens, shard.sha256
+
+
+def _rejects_bytes(directory: Path) -> bytes:
+    """A part's rejects file (under the current or the earlier name), or nothing."""
+    for name in REJECTS_NAMES:
+        if (directory / name).is_file():
+            return (directory / name).read_bytes()
+    return b""
+
+
+def _link_checked(source: Path, target: Path, shard: ShardInfo, written: list[Path]) -> bool:
+    """Hard-link (across filesystems: copy) a part's shard as ``target`` and check its sha256
+    against the part's manifest on the way: every byte is read once. True when linked."""
     if not source.is_file():
         raise ConfigError(f"{source}: shard listed in its part's manifest is missing")
+    written.append(target)
     try:
         os.link(source, target)
-        return True
+        digest = sha256_file(target)
+        linked = True
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
-    tmp = target.with_name(".tmp-" + target.name)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return False
+        digest = _copy_hashing(source, target)
+        linked = False
+    if digest != shard.sha256:
+        raise DataError(
+            f"{source}: does not match the sha256 its part's manifest records (the shard was "
+            "changed after the part was built); rebuild the part"
+        )
+    return linked
 
 
-def _sum_totals(items: list[dict[str, Any]]) -> dict[str, Any]:
-    summed: dict[str, Any] = {
-        k: sum(item[k] for item in items) for k, v in items[0].items() if isinstance(v, int)
-    }
-    positions = summed.get("positions", 0)
-    summed["fill"] = round(summed.get("real_tokens", 0) / positions, 6) if positions else 0.0
-    return summed
-
-
-def _ratio(part: int, whole: int) -> float:
-    return round(part / whole, 6) if whole else 0.0
-
-
-def _sum_fill(items: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rows", "documents", "positions", "real_tokens")
-    fill: dict[str, Any] = {"strategy": items[0]["strategy"]}
-    fill.update({k: sum(item[k] for item in items) for k in keys})
-    fill["fill"] = _ratio(fill["real_tokens"], fill["positions"])
-    fill["documents_per_row"] = _ratio(fill["documents"], fill["rows"])
-    if "buckets" in items[0]:
-        by_length: dict[int, dict[str, int]] = {}
-        for item in items:
-            for bucket in item["buckets"]:
-                into = by_length.setdefault(
-                    bucket["length"], {"rows": 0, "positions": 0, "real_tokens": 0}
-                )
-                for k in into:
-                    into[k] += bucket[k]
-        fill["buckets"] = [
-            {"length": length, **b, "fill": _ratio(b["real_tokens"], b["positions"])}
-            for length, b in sorted(by_length.items())
-        ]
-    return fill
+def _copy_hashing(source: Path, target: Path) -> str:
+    """Copy ``source`` to ``target`` through a temporary file, hashing the bytes as they pass."""
+    tmp = target.with_name(TMP_PREFIX + target.name)
+    digest = hashlib.sha256()
+    try:
+        with open(source, "rb") as reader, open(tmp, "wb") as writer:
+            while chunk := reader.read(1 << 20):
+                digest.update(chunk)
+                writer.write(chunk)
+            writer.flush()
+            os.fsync(writer.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest.hexdigest()

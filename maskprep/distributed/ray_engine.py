@@ -20,22 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from ..config import BuildConfig, PartSpec
-from ..errors import ConfigError, MaskprepError, OutputError
+from ..errors import ConfigError, MaskprepError, Option, OutputError, first_line
 from ..output.lock import LOCK_NAME
-from ..sources.inputs import expand_inputs
+from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
 from ..tokenizing.loading import load_tokenizer
 from .merge import merge
 
 PARTS_SUFFIX = ".parts"
-RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'maskprep[ray]'"
+#: How messages name the Ray engine: ``--engine ray`` on the command line.
+ENGINE = Option("engine", "ray")
 
 
 def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError(RAY_MISSING) from None
+        raise ConfigError.suggesting(
+            "{engine} needs Ray, which is not installed: pip install 'maskprep[ray]'", engine=ENGINE
+        ) from None
     return ray
 
 
@@ -85,15 +88,18 @@ def build_with_ray(
     initialised in this process, uses that. ``parts`` defaults to the cluster's CPUs (pass it to
     get the same output on any cluster). With ``tokenizer_cache``, the driver fills it and the
     workers that see the same directory skip loading transformers. Returns a
-    :class:`~maskprep.pipeline.BuildResult`.
+    :class:`~maskprep.results.BuildResult`.
     """
-    from ..pipeline import finished_build, result_from_manifest
+    from ..pipeline import finished_build
+    from ..results import BuildResult
     from ..tokenizing.prepare import prepare_tokenizer
 
     ray = _import_ray()
     if config.part is not None:
-        raise ConfigError("--engine ray builds every part itself; leave out the part index")
-    if "-" in config.source.inputs:
+        raise ConfigError.suggesting(
+            "{engine} builds every part itself; leave out the part index", engine=ENGINE
+        )
+    if STDIN in config.source.inputs:
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
     directory = Path(config.output.directory).resolve()
@@ -124,7 +130,7 @@ def build_with_ray(
         engine="ray",
     )
     shutil.rmtree(root)  # the merged output holds hard links to the part shards
-    return result_from_manifest(merged.output, merged.manifest, time.perf_counter() - started)
+    return BuildResult(merged.output, merged.manifest, time.perf_counter() - started)
 
 
 def _check_output_free(directory: Path, config: BuildConfig) -> None:
@@ -162,5 +168,5 @@ def _run_parts(
             raise exc.cause from None
         raise
     except ray.exceptions.RayActorError as exc:
-        first_line = (str(exc).strip().splitlines() or ["no reason given"])[0]
-        raise ConfigError(f"a Ray worker died while building a part: {first_line}") from None
+        reason = first_line(exc, default="no reason given")
+        raise ConfigError(f"a Ray worker died while building a part: {reason}") from None

@@ -6,17 +6,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..extras import require_extra
 from .manifest import read_manifest
 
 
 def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
     """Paths of a finished output's shards, in manifest order."""
     manifest = read_manifest(directory)
-    return [Path(directory) / shard["path"] for shard in manifest["shards"]]
+    return [Path(directory) / shard.path for shard in manifest.shards]
 
 
 def load_dataset(directory: str | os.PathLike[str]) -> Any:
-    """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped)."""
+    """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped); needs the
+    ``datasets`` extra."""
+    require_extra("datasets", "datasets", "load_dataset")
     import datasets
 
     paths = [str(p) for p in shard_paths(directory)]

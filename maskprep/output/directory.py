@@ -4,18 +4,17 @@ resumed build may return as it is."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from ..config import BuildConfig, OutputConfig
-from ..errors import ConfigError, OutputError
+from ..errors import ConfigError, Option, OutputError, os_failure
 from .lock import LOCK_NAME
-from .manifest import read_manifest
+from .manifest import Manifest, RecordedConfig, find_manifest, read_manifest
 from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
-    REJECTS_NAME,
+    MANIFEST_NAMES,
+    REJECTS_NAMES,
     SHARD_PREFIX,
     TMP_PREFIX,
     complete_shards,
@@ -39,11 +38,15 @@ def prepare_output(config: OutputConfig) -> Path:
     ours = all(_is_ours(name) for name in present)
     if config.resume and ours:
         return directory  # complete shards are checked and reused, the rest is rewritten
-    if not config.overwrite and ours and MANIFEST_NAME not in present:
-        raise OutputError(
-            f"{directory}: unfinished build ({len(complete_shards(present))} complete shards "
-            f"and no {MANIFEST_NAME}); resume it (--resume) to finish it, or overwrite it "
-            "(--overwrite) to start over"
+    if not config.overwrite and ours and not any(n in present for n in MANIFEST_NAMES):
+        raise OutputError.suggesting(
+            "{directory}: unfinished build ({shards} complete shards and no {manifest}); resume "
+            "it ({resume}) to finish it, or overwrite it ({overwrite}) to start over",
+            directory=directory,
+            shards=len(complete_shards(present)),
+            manifest=MANIFEST_NAME,
+            resume=Option("output.resume"),
+            overwrite=Option("output.overwrite"),
         )
     if not config.overwrite:
         raise ConfigError(
@@ -62,7 +65,7 @@ def prepare_output(config: OutputConfig) -> Path:
 
 def _is_ours(name: str) -> bool:
     bare = name.removeprefix(TMP_PREFIX)
-    return bare in (MANIFEST_NAME, REJECTS_NAME) or (
+    return bare in MANIFEST_NAMES + REJECTS_NAMES or (
         bare.startswith(SHARD_PREFIX) and bare.endswith(tuple(EXTENSIONS.values()))
     )
 
@@ -78,32 +81,25 @@ def make_output_directory(directory: Path) -> bool:
     except FileExistsError:
         return False  # another process made it between the check and here; the lock decides
     except OSError as exc:
-        reason = os_reason(exc)
-        raise OutputError(f"{directory}: cannot create output directory: {reason}") from None
+        raise os_failure(directory, "cannot create output directory", exc) from None
     return True
 
 
-def os_reason(exc: OSError) -> str:
-    """An ``OSError`` as one line: its reason, and the file it names when it names one."""
-    reason = exc.strerror or str(exc)
-    return f"{reason} ({exc.filename})" if exc.filename else reason
-
-
-def finished_manifest(directory: Path, config: BuildConfig) -> dict[str, Any] | None:
+def finished_manifest(directory: Path, config: BuildConfig) -> Manifest | None:
     """Resuming an output that already finished: its manifest, when it was built with this config
     (and part); ``None`` when there is nothing finished to return. A finished build made with
     other options is refused."""
-    if not config.output.resume or not (directory / MANIFEST_NAME).is_file():
+    if not config.output.resume or find_manifest(directory) is None:
         return None
     manifest = read_manifest(directory)
-    expected = json.loads(json.dumps(config.to_manifest()))
-    part = manifest.get("part")
+    expected = RecordedConfig.from_build(config)
+    part = manifest.part
     same_part = (part is None and config.part is None) or (
         part is not None
         and config.part is not None
-        and (part["index"], part["count"]) == (config.part.index, config.part.count)
+        and (part.index, part.count) == (config.part.index, config.part.count)
     )
-    if manifest.get("config") != expected or not same_part:
+    if manifest.config.raw != expected.raw or not same_part:
         raise OutputError(
             f"{directory}: holds a finished build made with other options; "
             "overwrite it to replace it"

@@ -1,5 +1,6 @@
-"""``rejects.jsonl``: every record a build rejected under the ``skip`` policy, with its file,
-line, reason and raw text."""
+"""``_rejects.jsonl``: every record a build rejected under the ``skip`` policy, with its file,
+line, reason and raw text. Part of a finished output: published just before the manifest, and
+never left by a build that did not finish."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from .names import REJECTS_NAME, TMP_PREFIX
 
 
 class RejectsWriter:
-    """Streams rejected records to ``rejects.jsonl`` under a temporary name (memory stays flat
+    """Streams rejected records to ``_rejects.jsonl`` under a temporary name (memory stays flat
     however many there are), published atomically at the end."""
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / REJECTS_NAME
         self._tmp = directory / (TMP_PREFIX + REJECTS_NAME)
         self._handle = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in publish
+        self._published = False
 
     def add(self, item: Rejected) -> None:
         """Append one rejected record."""
@@ -32,11 +34,15 @@ class RejectsWriter:
         os.fsync(self._handle.fileno())
         self._handle.close()
         os.replace(self._tmp, self.path)
+        self._published = True
 
     def discard(self) -> None:
-        """Close and remove the temporary file."""
+        """Close and remove the file, published or not: the build it belongs to did not
+        finish."""
         self._handle.close()
         self._tmp.unlink(missing_ok=True)
+        if self._published:
+            self.path.unlink(missing_ok=True)
 
 
 def _one_line_json(record: dict[str, Any]) -> str:

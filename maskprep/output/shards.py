@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -191,6 +191,15 @@ class ShardWriter:
         self._writer = self._sink = self._tmp = self._checking = None
         self._rows = self._bytes = 0
 
+    def written(self) -> tuple[int, int]:
+        """Rows and real tokens written so far, the open shard's included (for progress)."""
+        rows = sum(s.rows for s in self.shards)
+        real = sum(s.real_tokens for s in self.shards)
+        if self._writer is not None:
+            rows += self._rows
+            real += self._counts[1]
+        return rows, real
+
     @property
     def reused(self) -> int:
         """How many complete shards of an interrupted build were checked and kept."""
@@ -218,8 +227,10 @@ class ShardWriter:
             if name.startswith(TMP_PREFIX + SHARD_PREFIX):
                 (self.directory / name).unlink(missing_ok=True)
 
-    def abort(self) -> None:
-        """Remove every file this writer made: an aborted build leaves nothing that looks done."""
+    def abort(self, keep_complete: bool = False) -> None:
+        """Remove every file this writer made: an aborted build leaves nothing that looks done.
+        With ``keep_complete`` (an interrupted build), complete shards stay for a resume to
+        reuse, as after a kill; only the open shard's temporary file goes."""
         if self._writer is not None:
             try:
                 self._writer.close()
@@ -228,7 +239,7 @@ class ShardWriter:
                 pass
         if self._tmp is not None and self._checking is None:
             self._tmp.unlink(missing_ok=True)
-        for shard in self.shards:
+        for shard in [] if keep_complete else self.shards:
             if shard.path not in self._reused:
                 (self.directory / shard.path).unlink(missing_ok=True)
         self.shards = []
@@ -247,7 +258,7 @@ class DigestSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         view = memoryview(data)
         if self._file is not None:
             self._file.write(view)
@@ -268,8 +279,3 @@ class DigestSink(io.RawIOBase):
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-
-
-def shard_info_dicts(shards: list[ShardInfo]) -> list[dict[str, Any]]:
-    """Shard records as plain dicts for the manifest."""
-    return [asdict(s) for s in shards]

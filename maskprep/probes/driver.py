@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .. import columns
 from ..collate import collate, row_arrays
 from ..errors import DataError
+from ..extras import require_extra
 from .attention import (
     probe_causal,
     probe_cross_document,
@@ -168,6 +169,7 @@ def verify_rows(
     which is probed under each implementation it can switch to. ``pad_id`` and ``padding_side``
     are the ones the rows were built with (used to pad rows of unequal length).
     """
+    require_extra("torch", "verify", "verify")
     import torch
 
     started = time.perf_counter()
@@ -232,14 +234,13 @@ def verify(
     """
     from ..output.manifest import read_manifest
 
-    manifest = read_manifest(path)
-    tokenizer = manifest.get("tokenizer", {})
+    tokenizer = read_manifest(path).tokenizer
     table, row_ids = read_rows(Path(path), options.rows, options.seed)
     return verify_rows(
         table,
         model,
         options,
-        pad_id=int(tokenizer.get("pad_token_id", 0)),
-        padding_side=str(tokenizer.get("padding_side", "right")),
+        pad_id=tokenizer.pad_token_id,
+        padding_side=tokenizer.padding_side,
         row_ids=row_ids,
     )

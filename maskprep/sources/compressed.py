@@ -45,7 +45,7 @@ class ZstdFrames(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         while self._taken == len(self._output):
             if not self._input:
                 self._input = self._raw.read(_READ)
@@ -81,4 +81,11 @@ def decompressed(stream: io.BufferedReader) -> BinaryIO:
         return bz2.BZ2File(stream)  # type: ignore[return-value]
     if head.startswith(ZSTD_MAGIC):
         return io.BufferedReader(ZstdFrames(stream), buffer_size=_READ)
-    return stream  # type: ignore[return-value]
+    return stream
+
+
+def is_compressed(path: str) -> bool:
+    """True when the file starts with a gzip, bzip2 or zstd magic number."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head.startswith(MAGICS)

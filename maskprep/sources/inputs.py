@@ -120,7 +120,7 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         # read1 returns what is there: a pipe's records are processed as they arrive, instead
         # of waiting for a whole buffer (or the end of the stream).
         read = getattr(self._raw, "read1", self._raw.read)

@@ -22,10 +22,10 @@ from typing import Any, BinaryIO
 
 from ..config import PartSpec
 from ..errors import ConfigError
-from .compressed import MAGICS
+from .compressed import is_compressed
+from .inputs import STDIN
 from .lines import Overlong, capped_lines, sample
 
-STDIN = "-"
 _CHUNK = 1 << 20
 
 
@@ -46,28 +46,46 @@ class FileRange:
         return asdict(self)
 
 
-def is_compressed(path: str) -> bool:
-    """True when the file starts with a gzip, bzip2 or zstd magic number."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    return any(head.startswith(magic) for magic in MAGICS)
+@dataclass(frozen=True)
+class PlannedFile:
+    """An input file as a part's plan saw it. Its size decides where every part begins and ends;
+    with its modification time it tells whether the file changed between the builds of two parts
+    (their ranges would no longer join)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        return asdict(self)
 
 
-def plan_part(files: list[str], spec: PartSpec) -> list[FileRange]:
-    """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``.
-
-    An empty list is a valid part: there may be more parts than lines.
-    """
+def planned_files(files: list[str]) -> list[PlannedFile]:
+    """Each of ``files`` with its size and modification time, as a plan uses them."""
     if STDIN in files:
         raise ConfigError("standard input ('-') cannot be split into parts; give files")
-    for path in files:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+    stats = [os.stat(f) for f in files]
+    for path, info in zip(files, stats, strict=True):
+        if not stat.S_ISREG(info.st_mode):
             # A pipe or device has no size to split by: each part would read from its start.
             raise ConfigError(
                 f"{path}: not a regular file (a pipe or a device): it cannot be split into "
                 "parts, as standard input cannot; give regular files"
             )
-    sizes = [os.path.getsize(f) for f in files]
+    return [PlannedFile(f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats, strict=True)]
+
+
+def plan_part(
+    files: list[str], spec: PartSpec, planned: list[PlannedFile] | None = None
+) -> list[FileRange]:
+    """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``;
+    ``planned`` are the files' sizes when already taken (:func:`planned_files`).
+
+    An empty list is a valid part: there may be more parts than lines.
+    """
+    planned = planned if planned is not None else planned_files(files)
+    sizes = [p.size for p in planned]
     total = sum(sizes)
     low = spec.index * total // spec.count
     high = (spec.index + 1) * total // spec.count
@@ -131,7 +149,7 @@ class _Window(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         want = min(len(buffer), self._left)
         if want <= 0:
             return 0
@@ -157,12 +175,3 @@ def head_sample(path: str, limit: int) -> list[bytes | Overlong]:
     its format from its start (every part of it decides alike, wherever the part begins)."""
     with open(path, "rb") as handle:
         return sample(capped_lines(handle, limit))
-
-
-def part_manifest(spec: PartSpec, ranges: list[FileRange]) -> dict[str, Any]:
-    """The manifest's ``part`` entry: which part of how many, and the bytes it read."""
-    return {
-        "index": spec.index,
-        "count": spec.count,
-        "ranges": [r.as_dict() for r in ranges],
-    }

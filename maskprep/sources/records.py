@@ -20,7 +20,7 @@ from .compressed import decompressed
 from .fields import JSONProblem, json_type, lone_surrogate, parse_json, string_field
 from .inputs import STDIN, STDIN_NAME, HashingReader, expand_inputs, format_from_name
 from .lines import Overlong, capped_lines, sample, sniff_format
-from .parts import FileRange, head_sample, open_range, plan_part
+from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
 from .sft import SFTPayload, payload_surrogate, sft_payload
 
 
@@ -89,9 +89,12 @@ class SourceReader:
         self.files = expand_inputs(config.inputs)
         #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
         self.ranges: list[FileRange] | None = None
+        #: With ``part``: every input file, with the size and modification time the plan used.
+        self.planned: list[PlannedFile] | None = None
         self._range: FileRange | None = None
         if part is not None:
-            self.ranges = plan_part(self.files, part)
+            self.planned = planned_files(self.files)
+            self.ranges = plan_part(self.files, part, self.planned)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
@@ -179,7 +182,7 @@ class SourceReader:
         self, name: str, lines: Iterator[bytes | Overlong]
     ) -> tuple[str, list[bytes | Overlong]]:
         """The input's format, and the lines read to sniff it (still to be parsed)."""
-        fmt = self.config.input_format
+        fmt: str = self.config.input_format
         if fmt == "auto":
             fmt = (None if name == STDIN else format_from_name(name)) or ""
         if fmt:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TokenizerConfig
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, Option, one_line
 from ..hub import check_local
 from .encoder import special_frame
 
@@ -89,9 +89,12 @@ def _resolve_pad_token(tokenizer: Any, config: TokenizerConfig) -> None:
     wanted = config.pad_token
     if wanted is None:
         if tokenizer.pad_token_id is None:
-            raise ConfigError(
-                f"tokenizer {config.name_or_path!r} has no pad token; choose one: pad with EOS "
-                "(--pad-token eos) or with a token of its vocabulary (--pad-token TOKEN)"
+            raise ConfigError.suggesting(
+                "tokenizer {name!r} has no pad token; choose one: pad with EOS ({eos}) or with a "
+                "token of its vocabulary ({token})",
+                name=config.name_or_path,
+                eos=Option("tokenizer.pad_token", "eos"),
+                token=Option("tokenizer.pad_token", "TOKEN"),
             )
         return
     if wanted == "eos":

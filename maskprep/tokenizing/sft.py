@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SFTConfig, TokenizerConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .encoder import EncodedDoc, special_frame
@@ -169,8 +169,8 @@ class SFTEncoder:
                 docs.append(item)
                 continue
             ids, offsets = next(tokens)
-            offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-            trained = trained_token_mask(offsets, item.spans)
+            token_spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+            trained = trained_token_mask(token_spans, item.spans)
             if not trained.any():
                 raw = json.dumps(_payload(record, Conversation).as_json(), ensure_ascii=False)
                 reason = "the chat template rendered the turns to train as no tokens"
@@ -180,7 +180,7 @@ class SFTEncoder:
             head = self._chat_head(ids_array)
             # The completion starts at the first token of the last trained turn's rendering; the
             # prompt lies between the head and it.
-            start = int(np.searchsorted(offsets[:, 0], item.boundary, side="left"))
+            start = int(np.searchsorted(token_spans[:, 0], item.boundary, side="left"))
             docs.append(
                 EncodedDoc(
                     ids_array, trained, head, 0, record.location, prompt=max(start - head, 0)
@@ -247,8 +247,7 @@ class SFTEncoder:
         except _Unusable:
             raise
         except Exception as exc:  # Jinja raises many types, including the template's own errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise _Unusable(f"chat template failed: {first}") from None
+            raise _Unusable(f"chat template failed: {one_line(exc)}") from None
         # Where rendering up to the last trained message is not a prefix of the whole, fall back
         # to the first character of the last trained span.
         boundary = len(before) if text.startswith(before) else spans[-1][0]
@@ -288,13 +287,15 @@ class SFTEncoder:
     ) -> tuple[str, list[tuple[int, int]]]:
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        rendered, indices = render_jinja_template(
+        # Annotated as returning str, it returns (texts, spans) per conversation.
+        result: Any = render_jinja_template(
             conversations=[messages],
             chat_template=self.template,
             return_assistant_tokens_mask=spans,
             add_generation_prompt=add_generation_prompt,
             **self._template_kwargs,
         )
+        rendered, indices = result
         return rendered[0], [tuple(s) for s in indices[0]] if spans else []
 
 

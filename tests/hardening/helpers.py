@@ -8,6 +8,7 @@ moving about (issue #15).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -18,13 +19,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from maskprep.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = "maskprep.json"
+#: An output's manifest and rejects file (dataset readers skip names starting with "_").
+MANIFEST = "_maskprep.json"
+REJECTS = "_rejects.jsonl"
 LOCK = ".maskprep.lock"
+
+#: For tests of `maskprep verify` past its first step: without torch (CI's torch-free runs) it
+#: stops earlier, saying which extra to install.
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="verify needs torch (the verify extra)"
+)
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ def read_json(path: Path) -> dict:
 
 
 def edit_manifest(directory: Path, change: Callable[[dict], object]) -> None:
-    """Load ``DIRECTORY/maskprep.json``, let ``change`` edit it in place, write it back."""
+    """Load ``DIRECTORY/_maskprep.json``, let ``change`` edit it in place, write it back."""
     path = Path(directory) / MANIFEST
     manifest = read_json(path)
     change(manifest)

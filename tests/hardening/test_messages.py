@@ -11,6 +11,7 @@ import pytest
 
 from .helpers import (
     MANIFEST,
+    REJECTS,
     assert_clean_failure,
     assert_no_traceback,
     assert_ok,
@@ -19,6 +20,7 @@ from .helpers import (
     cli,
     lines,
     message_lines,
+    needs_torch,
     proc,
 )
 
@@ -155,6 +157,7 @@ def test_inspect_with_a_missing_local_tokenizer_says_no_such_directory(tmp_path,
     _no_such_directory(assert_clean_failure(cli("inspect", finished, "--rows", "1", "-t", path), 2))
 
 
+@needs_torch
 def test_verify_with_a_missing_local_model_says_no_such_directory(tmp_path, finished):
     path = str(tmp_path / "no" / "model")
     result = cli("verify", finished, "-m", path, "--device", "cpu")
@@ -295,6 +298,7 @@ def test_merge_json_reports_a_failure(tmp_path):
     _json_failure(cli("merge", missing, "-o", tmp_path / "merged", "--json"), 2, str(missing))
 
 
+@needs_torch
 def test_verify_json_reports_a_failure(tmp_path, finished):
     missing = tmp_path / "no-model"
     _json_failure(cli("verify", finished, "-m", missing, "--json"), 2, str(missing))
@@ -348,7 +352,7 @@ def test_max_rejects_failure_leaves_no_finished_looking_output(
     assert f"{three_bad_of_ten}:6" in line  # the second reject passes a limit of 1
     assert not (out / MANIFEST).exists()
     assert not list(out.glob("data-*"))
-    assert len((out / "rejects.jsonl").read_text().splitlines()) == 2
+    assert len((out / REJECTS).read_text().splitlines()) == 2
 
 
 def test_max_rejects_needs_the_skip_policy(tmp_path, three_bad_of_ten, llama_like):

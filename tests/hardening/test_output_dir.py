@@ -72,7 +72,9 @@ def test_overwrite_replaces_a_previous_maskprep_output(finished_copy, tmp_path, 
     other.write_text(lines(7, prefix="other"))
     assert_ok(cli(*build_args(other, llama_like, finished_copy, "--overwrite")))
     assert read_json(finished_copy / MANIFEST)["totals"]["records_read"] == 7
-    assert sorted(p.name for p in finished_copy.iterdir()) == ["data-00000.parquet", MANIFEST]
+    assert sorted(p.name for p in finished_copy.iterdir()) == sorted(
+        ["data-00000.parquet", MANIFEST]
+    )
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
@@ -104,15 +106,15 @@ def test_overwrite_replaces_a_build_killed_midway(tmp_path, llama_like):
 
 # ----------------------------------------------------------------------------- planted symlinks
 
-PLANTED = [LOCK, ".tmp-data-00000.parquet", ".tmp-maskprep.json", ".tmp-rejects.jsonl"]
+PLANTED = [LOCK, ".tmp-data-00000.parquet", ".tmp-_maskprep.json", ".tmp-_rejects.jsonl"]
 # (name, mode) pairs that write through the link today.
 WRITTEN_THROUGH = {
     (LOCK, "plain"),
     (LOCK, "resume"),
     (LOCK, "overwrite"),
     (".tmp-data-00000.parquet", "resume"),
-    (".tmp-maskprep.json", "resume"),
-    (".tmp-rejects.jsonl", "resume"),
+    (".tmp-_maskprep.json", "resume"),
+    (".tmp-_rejects.jsonl", "resume"),
 }
 
 

@@ -77,9 +77,6 @@ def test_resume_of_an_unchanged_finished_output_returns_it_untouched(
     assert snapshot(finished_copy) == before
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14: --resume calls an output with a shard missing finished"
-)
 def test_resume_of_a_finished_output_with_a_shard_missing_restores_or_refuses(
     finished_copy, jsonl_60, llama_like
 ):
@@ -93,7 +90,6 @@ def test_resume_of_a_finished_output_with_a_shard_missing_restores_or_refuses(
         assert_clean_failure(result, (1, 2), mentions=["data-00001.parquet"])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --resume accepts shard paths outside the output")
 def test_resume_refuses_a_manifest_with_shard_paths_outside_the_output(
     finished_copy, tmp_path, jsonl_60, llama_like
 ):
@@ -118,7 +114,6 @@ MALFORMED = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --resume on a malformed manifest: traceback or exit 0")
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_resume_of_a_malformed_manifest_rebuilds_or_refuses(
     finished_copy, jsonl_60, llama_like, kind
