@@ -3,8 +3,10 @@ The black-box attacks are in tests/hardening/test_inputs.py; these pin the rules
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 
 import pytest
 import zstandard
@@ -179,6 +181,24 @@ def test_two_links_to_one_directory_read_it_once_in_a_fixed_order(tmp_path):
     (root / "b-link").symlink_to(root / "real", target_is_directory=True)
     # The first of the sorted names that reach the directory is the one kept.
     assert expand_inputs([str(root)]) == [str(root / "b-link" / "a.txt")]
+
+
+def test_an_unreadable_directory_is_an_error(tmp_path, monkeypatch):
+    """What tests/hardening cannot show as root (root reads every directory): a directory that
+    cannot be listed is named, not skipped."""
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / "c.txt").write_text("c\n")
+    listing = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("hidden"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ConfigError, match="hidden: cannot read directory: Permission denied"):
+        expand_inputs([str(tmp_path)])
 
 
 def test_a_dangling_link_given_as_an_input_is_named(tmp_path):

@@ -306,7 +306,6 @@ def test_dangling_symlink_in_a_directory_is_an_error(tmp_path, tree, llama_like)
 
 
 @pytest.mark.skipif(not PERMISSIONS_BITE, reason="root reads directories whatever their mode")
-@pytest.mark.xfail(strict=True, reason="#14: an unreadable subdirectory is skipped silently")
 def test_unreadable_subdirectory_is_an_error(tmp_path, tree, llama_like):
     hidden = tree / "hidden"
     hidden.mkdir()
