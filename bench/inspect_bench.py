@@ -4,12 +4,19 @@ Writes ``--rows`` right-padded rows of ``--width`` positions (random lengths, pa
 trained) as Arrow and/or Parquet shards of ``--shard-rows`` rows into a temporary directory, then
 inspects them and prints one line per format: rows, positions, seconds, positions per second and
 peak memory. Writing the data is not timed.
+
+``--memory-rows 200000,2000000`` adds the memory check: ``python -m maskprep inspect`` of one
+narrow Parquet shard (8 positions a row, where what is kept per row weighs most) of each size,
+each in a fresh process, with its peak RSS and the growth per million rows between the first and
+the last. Inspect keeps counts and the first offending rows, so the growth should be near zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +136,40 @@ def _manifest(shards: list[ShardInfo], width: int, fmt: str) -> Manifest:
     )
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_rss_mb(*args: str) -> float:
+    """Peak resident memory of ``python -m maskprep ARGS`` (this checkout), from a fresh parent."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+        "assert done.returncode == 0, done.returncode\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", probe, sys.executable, "-m", "maskprep", *args]
+    done = subprocess.run(command, capture_output=True, env=env, check=True, text=True)
+    return int(done.stdout) / 1024
+
+
+def memory_check(tmp: Path, sizes: list[int]) -> list[str]:
+    """Peak RSS of inspecting one narrow shard of each size, and the growth per million rows."""
+    lines = [f"{'memory':8} {'rows':>10} {'peak RSS MB':>14}"]
+    peaks = []
+    for rows in sizes:
+        path = tmp / f"narrow-{rows}.parquet"
+        batch = synthetic_batch(rows, 8, np.random.default_rng(0))
+        pq.write_table(pa.Table.from_batches([batch]), path, row_group_size=1 << 16)
+        peaks.append(peak_rss_mb("inspect", str(path)))
+        lines.append(f"{'narrow':8} {rows:>10,} {peaks[-1]:>14,.0f}")
+        path.unlink()
+    if len(sizes) > 1:
+        growth = (peaks[-1] - peaks[0]) / ((sizes[-1] - sizes[0]) / 1e6)
+        lines.append(f"growth: {growth:,.1f} MB per million rows ({growth:.0f} bytes a row)")
+    return lines
+
+
 def main() -> None:
     """Parse arguments, write the data, inspect it and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,12 +181,18 @@ def main() -> None:
         "--sample", type=int, action="append", default=[], help="also time --sample N (repeatable)"
     )
     parser.add_argument("--dir", default=None, help="where to write (default: a temporary dir)")
+    parser.add_argument(
+        "--memory-rows", default="", help="comma-separated row counts for the memory check"
+    )
     args = parser.parse_args()
 
     header = f"{'format':8} {'rows':>10} {'positions':>14} {'seconds':>8} {'Mpos/s':>8} {'ok':>4}"
     lines = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        for fmt in args.formats.split(","):
+        if args.memory_rows:
+            sizes = [int(n) for n in args.memory_rows.split(",")]
+            print("\n".join(memory_check(Path(tmp), sizes)))
+        for fmt in (f for f in args.formats.split(",") if f):
             directory = Path(tmp) / fmt
             directory.mkdir()
             written = time.perf_counter()

@@ -27,6 +27,14 @@ PADDING_SIDES = ("left", "right")
 SHARD_FORMATS = ("parquet", "arrow")
 TrainOn = Literal["assistant", "last-assistant", "all"]
 TRAIN_ON = ("assistant", "last-assistant", "all")
+#: Default cap on one input line (one record), in bytes. The longest real documents (a book, a
+#: large source file) are a few MB, and 64 MiB of text is some 16 M tokens, far past any row. What
+#: the cap bounds is the memory one line takes while it is read, decoded and parsed (its bytes,
+#: its text, the parsed value: a few hundred MB at worst), where an endless line (``/dev/zero``)
+#: would otherwise take all of it.
+DEFAULT_MAX_RECORD_BYTES = 64 << 20
+#: Positions one Arrow list column can hold in one record batch: its offsets are int32.
+MAX_BATCH_POSITIONS = (1 << 31) - 1
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -35,17 +43,66 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
+class RejectLimit:
+    """How many bad records a build under the ``skip`` policy may reject before it fails: at most
+    ``count`` records, or at most ``percent`` per cent of the records read (one of the two)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.count is None) == (self.percent is None):
+            raise ConfigError("max_rejects is a number of records or a percentage, one of them")
+        if self.count is not None and self.count < 0:
+            raise ConfigError(f"max_rejects must not be negative, not {self.count}")
+        if self.percent is not None and not 0.0 <= self.percent <= 100.0:
+            raise ConfigError(f"max_rejects must lie between 0% and 100%, not {self.percent}%")
+
+    def exceeded(self, rejected: int, read: int) -> bool:
+        """Whether ``rejected`` of ``read`` records is past the limit."""
+        if self.count is not None:
+            return rejected > self.count
+        assert self.percent is not None
+        return rejected * 100 > self.percent * read
+
+    def __str__(self) -> str:
+        return f"{self.count:,}" if self.count is not None else f"{self.percent:g}%"
+
+
+def parse_reject_limit(text: str) -> RejectLimit:
+    """Parse ``N`` (records) or ``P%`` (per cent of the records read), e.g. ``100`` or ``0.5%``."""
+    cleaned = text.strip()
+    try:
+        if cleaned.endswith("%"):
+            percent = float(cleaned[:-1])
+            if percent != percent:  # NaN
+                raise ValueError(cleaned)
+            return RejectLimit(percent=percent)
+        return RejectLimit(count=int(cleaned))
+    except ValueError:
+        raise ConfigError(
+            f"cannot read {text!r} as a reject limit; use a number of records (100) or a "
+            "percentage of the records read (0.5%)"
+        ) from None
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """Where records come from and how to read them.
 
     ``inputs`` are paths, directories, globs or ``-`` for standard input. ``text_field`` is a dotted
-    path into each JSON object (``meta.body``).
+    path into each JSON object (``meta.body``). ``max_record_bytes`` caps one line: a longer one is
+    a bad record. ``max_rejects`` (with ``on_bad_record="skip"``) fails the build when more records
+    than that are rejected. Neither changes a build that stays within them, so the manifest does
+    not record them.
     """
 
     inputs: tuple[str, ...]
     input_format: InputFormat = "auto"
     text_field: str = "text"
     on_bad_record: BadRecordPolicy = "fail"
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_rejects: RejectLimit | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -54,6 +111,13 @@ class SourceConfig:
         _check_choice("on_bad_record", self.on_bad_record, BAD_RECORD_POLICIES)
         if not self.text_field or any(not part for part in self.text_field.split(".")):
             raise ConfigError(f"text_field {self.text_field!r} is not a valid dotted path")
+        if self.max_record_bytes < 1:
+            raise ConfigError(f"max_record_bytes must be at least 1, not {self.max_record_bytes}")
+        if self.max_rejects is not None and self.on_bad_record != "skip":
+            raise ConfigError(
+                "max_rejects limits the records skipped; it applies with on_bad_record 'skip' "
+                "(under 'fail' the first bad record stops the build)"
+            )
 
 
 @dataclass(frozen=True)
@@ -106,6 +170,11 @@ class ShapeConfig:
         _check_choice("overflow", self.overflow, OVERFLOWS)
         if self.max_length < 1:
             raise ConfigError(f"max_length must be at least 1, not {self.max_length}")
+        if self.max_length > MAX_BATCH_POSITIONS:
+            raise ConfigError(
+                f"max_length {self.max_length} is past the longest row a shard can hold "
+                f"({MAX_BATCH_POSITIONS:,} positions: Arrow list offsets are int32)"
+            )
         if self.stride < 0:
             raise ConfigError(f"stride must not be negative, not {self.stride}")
         if self.stride and self.overflow != "split":
@@ -256,6 +325,15 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.batch_size * self.shape.max_length > MAX_BATCH_POSITIONS:
+            # A batch of documents becomes one Arrow record batch of up to batch_size rows of up
+            # to max_length positions; past int32 offsets it cannot be written at all.
+            raise ConfigError(
+                f"batch_size {self.batch_size} × max_length {self.shape.max_length} = "
+                f"{self.batch_size * self.shape.max_length:,} positions, past the "
+                f"{MAX_BATCH_POSITIONS:,} an Arrow record batch can hold (int32 list offsets); "
+                "lower batch_size"
+            )
         if self.shape.strategy == "pack" and self.tokenizer.padding_side == "left":
             raise ConfigError(
                 "packed rows are always padded on the right; padding_side 'left' "
@@ -271,6 +349,9 @@ class BuildConfig:
         data["output"].pop("directory")
         data["output"].pop("overwrite")
         data["output"].pop("resume")
+        # Guards against hostile or broken input: they change no build that stays within them.
+        data["source"].pop("max_record_bytes")
+        data["source"].pop("max_rejects")
         # Recorded in the manifest's own "part" entry, so the parts of one build share a config.
         data.pop("part")
         data["source"]["inputs"] = list(self.source.inputs)

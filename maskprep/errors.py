@@ -185,3 +185,15 @@ def os_failure(where: object, doing: str, exc: OSError) -> MaskprepError:
     :class:`IOFailure`."""
     kind: type[MaskprepError] = OutputError if exc.errno in _USAGE_ERRNOS else IOFailure
     return kind(f"{where}: {doing}: {os_reason(exc)}")
+
+
+def one_line(error: BaseException | str, limit: int = 400) -> str:
+    """An error message as one line: its non-blank lines joined by spaces, so that a message
+    which explains itself over several lines (transformers' do: "…from one of:" then a list)
+    keeps its explanation, cut at ``limit`` characters. A blank message gives the exception's
+    type name."""
+    text = error if isinstance(error, str) else str(error)
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if not joined:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "…"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from . import columns
-from .config import BuildConfig
+from .config import BuildConfig, RejectLimit
 from .errors import BadRecordError, DataError, os_failure
 from .output.directory import finished_manifest, make_output_directory, prepare_output
 from .output.lock import OutputLock
@@ -100,13 +100,20 @@ def finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
     return BuildResult.finished(directory, manifest)
 
 
+class RejectsPastLimit(DataError):
+    """More records were rejected than ``max_rejects`` allows: the build fails as a bad record
+    under the ``fail`` policy does (no manifest, its shards removed), keeping the rejects file to
+    say why."""
+
+
 @dataclass
 class _Read:
     """What the read side counts, and the bad-record policy applied to the rejected records as
     they arrive in the stream: ``fail`` (no ``rejects``) raises at the first one, ``skip`` writes
-    each to ``rejects`` and counts it."""
+    each to ``rejects`` and counts it, up to ``limit``."""
 
     rejects: RejectsWriter | None
+    limit: RejectLimit | None = None
     documents: int = 0
     rejected: int = 0
     without_labels: int = 0
@@ -119,6 +126,24 @@ class _Read:
             self.rejected += 1
             self.without_labels += item.without_labels
             self.rejects.add(item)
+            if self.limit is not None and self.limit.count is not None:
+                # A count is known to be passed as soon as it is: no need to read on.
+                self.check_limit(item.location, finished=False)
+
+    def check_limit(self, where: str, *, finished: bool) -> None:
+        """Raise :class:`RejectsPastLimit` when the rejects are past the limit; a percentage is
+        judged only once the input is ``finished``."""
+        limit = self.limit
+        if limit is None or (limit.percent is not None and not finished):
+            return
+        read = self.documents + self.rejected
+        if not limit.exceeded(self.rejected, read):
+            return
+        share = f" of {read:,} read ({100 * self.rejected / read:.1f}%)" if finished else ""
+        raise RejectsPastLimit(
+            f"{where}: {self.rejected:,} records rejected{share}, more than the max_rejects "
+            f"limit of {limit}; the rejects file says why each was"
+        )
 
 
 def _build_locked(
@@ -142,7 +167,7 @@ def _build_locked(
     writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
     skip = config.source.on_bad_record == "skip"
     rejects = RejectsWriter(directory) if skip else None
-    read = _Read(rejects)
+    read = _Read(rejects, config.source.max_rejects)
 
     def progress() -> None:
         if on_progress is not None:
@@ -174,6 +199,7 @@ def _build_locked(
             write(shaper.shape(docs))
             progress()
         write(shaper.finish())
+        read.check_limit(_names(reader), finished=True)  # before the shards are complete
         shards = writer.close()
         complete = True
         totals = _totals(read, reader, shaper, shards)
@@ -209,8 +235,11 @@ def _build_locked(
         # Interrupted, or failing once every shard is complete (a full disk at the manifest),
         # the complete shards stay for a resume, as after a kill.
         writer.abort(keep_complete=complete or not isinstance(exc, Exception))
-        if rejects is not None and unusable is not None and read.rejected:
-            rejects.publish()  # why no record could be used: the one file such a build leaves
+        explained = unusable is not None or isinstance(exc, RejectsPastLimit)
+        if rejects is not None and explained and read.rejected:
+            # Why no record could be used, or why too many were not: the one file such a
+            # build leaves.
+            rejects.publish()
         elif rejects is not None:
             rejects.discard()
         _remove_temporaries(directory)

@@ -457,10 +457,14 @@ def test_untrained_eos_after_an_untrained_prompt_is_not_flagged(tmp_path):
     assert results["eos_never_trained"].status == "pass"
 
 
-def test_eos_checks_need_an_eos_id(packed):
+def test_eos_checks_without_an_eos_id(packed):
+    """Without an EOS id, eos_never_trained cannot run (skipped for lack of it) and
+    eos_masked_by_value looks for the pad == EOS trap from the pad id instead (#14)."""
     result = maskprep.inspect(str(packed))
-    assert check(result, "eos_masked_by_value").status == "skip"
-    assert check(result, "eos_never_trained").detail == "EOS id unknown"
+    never = check(result, "eos_never_trained")
+    assert (never.status, never.detail, never.unknown) == ("skip", "EOS id unknown", "EOS id")
+    masked = check(result, "eos_masked_by_value")
+    assert masked.status == "pass" and "pad id 0 (inferred)" in masked.detail
 
 
 def _boundary_label(rows):
@@ -599,7 +603,13 @@ def test_foreign_shard_without_manifest(tmp_path):
     path = tmp_path / "foreign.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)  # every integer is int64 here
     result = maskprep.inspect(str(path), InspectOptions(eos_id=102))
-    assert result.passes(strict=True), failing(result)
+    assert result.passes(), failing(result)
+    # --strict wants every check run: without a manifest, nothing told the vocabulary size or
+    # the pad id (inferring it cannot tell an all-ones row's padding), so two checks were not.
+    lacking = {c.name: c.unknown for c in result.failures(strict=True)}
+    assert lacking == {"ids_in_vocabulary": "vocabulary size", "padding_attended": "pad id"}
+    told = maskprep.inspect(str(path), InspectOptions(eos_id=102, pad_id=0, vocab_size=103))
+    assert told.passes(strict=True), failing(told)
     assert result.build is None
     assert (result.layout.strategy, result.layout.pad_id, result.layout.max_length) == ("pad", 0, 6)
     assert check(result, "eos_never_trained").status == "pass"
@@ -610,7 +620,9 @@ def test_missing_column_is_a_data_error(tmp_path, runner):
     pq.write_table(pa.table({"input_ids": [[1, 2]], "attention_mask": [[1, 1]]}), path)
     outcome = runner.invoke(main, ["inspect", str(path)])
     assert outcome.exit_code == 1
-    assert f"{path}: missing column(s) labels, length" in outcome.output
+    # length is not required: inspect computes it from attention_mask (#14)
+    assert f"{path}: missing column(s) labels" in outcome.output
+    assert "length" not in outcome.output.split("; ")[0]
 
 
 def test_unfinished_output_and_missing_path(tmp_path, runner):
@@ -689,6 +701,7 @@ def test_json_schema_is_stable(out, runner):
     assert set(report["summary"]["lengths"]) == {"min", "mean", "p50", "p90", "p99", "max"}
     assert [c["name"] for c in report["checks"]] == [spec.name for spec in specs.CHECKS]
     for item in report["checks"]:
+        # "unknown" (#14): the fact a skipped check lacked, null when it ran or does not apply
         assert set(item) == {
             "name",
             "kind",
@@ -698,8 +711,10 @@ def test_json_schema_is_stable(out, runner):
             "count",
             "rows",
             "detail",
+            "unknown",
         }
         assert item["status"] in {"pass", "fail", "warn", "skip"}
+        assert item["unknown"] is None or item["status"] == "skip"
     bad = next(c for c in report["checks"] if c["name"] == "labels_on_padding")
     assert (bad["status"], bad["count"], bad["rows"]) == ("fail", 2, [1, 4])
 

@@ -15,7 +15,7 @@ from conftest import make_config, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskprep import IGNORE_INDEX, BadRecordError, DataError, SFTConfig, build, config
+from maskprep import IGNORE_INDEX, BadRecordError, ConfigError, SFTConfig, build, config
 from maskprep.cli import main
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 from maskprep.shaping.fit import ShapeStats, fit, truncation_keep
@@ -394,16 +394,12 @@ BAD_CASES = {
         {"messages": [LONG_SYSTEM, *SECOND]},
         "no trained token left after truncation to max_length",
     ),
-    "no chat template": (
-        {"messages": SECOND},
-        r"tokenizer '.+' has no chat template and none was given",
-    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_CASES))
 @pytest.mark.parametrize("policy", ["fail", "skip"])
-def test_bad_chat_records(tmp_path, chat_tok, llama_like, hf_tok, case, policy):
+def test_bad_chat_records(tmp_path, chat_tok, hf_tok, case, policy):
     bad, reason = BAD_CASES[case]
     data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": SECOND}, bad])
     sft = SFTConfig(messages_field="messages")
@@ -414,8 +410,6 @@ def test_bad_chat_records(tmp_path, chat_tok, llama_like, hf_tok, case, policy):
         max_length = len(hf_tok.apply_chat_template(SECOND)["input_ids"])
         header = f"{IM_START}assistant of {LONG_SYSTEM['content']}\n"
         assert len(hf_tok(header, add_special_tokens=False)["input_ids"]) >= max_length
-    if case == "no chat template":
-        tokenizer, bad_lines = llama_like, [1, 2]  # no record can be rendered
     out = tmp_path / "out"
     options = {"max_length": max_length, "on_bad_record": policy}
 
@@ -425,16 +419,24 @@ def test_bad_chat_records(tmp_path, chat_tok, llama_like, hf_tok, case, policy):
             sft_build([data], tokenizer, out, sft, **options)
         assert not (out / MANIFEST_NAME).exists()
         return
-    if bad_lines == [1, 2]:
-        with pytest.raises(DataError, match="no document could be used"):
-            sft_build([data], tokenizer, out, sft, **options)
-    else:
-        totals = sft_build([data], tokenizer, out, sft, **options).manifest.as_dict()["totals"]
-        assert totals["records_read"] == 2 and totals["documents_written"] == 1
-        assert totals["records_rejected"] == 1 and totals["documents_without_labels"] == 1
+    totals = sft_build([data], tokenizer, out, sft, **options).manifest.as_dict()["totals"]
+    assert totals["records_read"] == 2 and totals["documents_written"] == 1
+    assert totals["records_rejected"] == 1 and totals["documents_without_labels"] == 1
     rejects = [json.loads(line) for line in (out / REJECTS_NAME).read_text().splitlines()]
     assert [r["line"] for r in rejects] == bad_lines
     assert all(re.search(reason, r["reason"]) for r in rejects)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_no_chat_template_is_refused_before_any_record_is_read(tmp_path, llama_like, policy):
+    """A tokenizer without a chat template cannot render any chat record: a usage error before
+    reading (#14), not one bad record per line, and no rejects file."""
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"messages": SECOND}])
+    out = tmp_path / "out"
+    sft = SFTConfig(messages_field="messages")
+    with pytest.raises(ConfigError, match=r"tokenizer '.+' has no chat template"):
+        sft_build([data], llama_like, out, sft, max_length=96, on_bad_record=policy)
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_bad_prompt_completion_records_are_counted(tmp_path, chat_tok):

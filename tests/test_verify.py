@@ -410,13 +410,17 @@ def test_cli_unfinished_output_exits_1(runner, configs, tmp_path) -> None:
 
 
 def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> None:
+    # A missing local path says so (#14) rather than what the Hub would say of the name.
     result = _cli(runner, str(padded_output), "-m", str(tmp_path / "nowhere"), "--from-config")
+    where = tmp_path / "nowhere"
     assert (result.exit_code, result.output) == (
         2,
-        f"Error: {tmp_path / 'nowhere'}: no such directory\n",
+        f"Error: {where}: no such directory (a local model is a directory; a Hub name is "
+        "'name' or 'namespace/name')\n",
     )
-    (tmp_path / "empty").mkdir()
-    result = _cli(runner, str(padded_output), "-m", str(tmp_path / "empty"), "--from-config")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _cli(runner, str(padded_output), "-m", str(empty), "--from-config")
     assert result.exit_code == 2
     assert "cannot load the model config" in result.output
 

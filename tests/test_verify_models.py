@@ -184,6 +184,8 @@ def test_remote_code_needs_trust_and_broken_models_are_one_line(runner, remote, 
     untrusted = runner.invoke(main, ["verify", str(path), "-m", str(remote["masked"])])
     assert untrusted.exit_code == 2
     assert untrusted.output.startswith(f"Error: {remote['masked']}: cannot load the model config")
+    # transformers' whole explanation on one line: its advice is on its second line.
+    assert "trust_remote_code=True" in untrusted.output and untrusted.output.count("\n") == 1
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
@@ -202,7 +204,13 @@ def test_remote_code_needs_trust_and_broken_models_are_one_line(runner, remote, 
     )
     result = _verify(runner, path, crashing)
     assert result.exit_code == 2
-    assert result.output == f"Error: {crashing}: cannot load the model: no GPU here\n"
+    message = f"{crashing}: cannot load the model: no GPU here"
+    assert result.stderr == f"Error: {message}\n"
+    # With --json the failure is also one JSON object on stdout.
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "error": {"type": "ConfigError", "message": message, "exit_code": 2},
+    }
     for outcome in (untrusted, result):
         assert "Traceback" not in outcome.output
 
@@ -350,6 +358,10 @@ def test_a_missing_local_model_is_no_such_directory(runner, tmp_path) -> None:
     for command in (["verify", str(path), "-m", str(missing)],
                     ["inspect", str(path), "--model", str(missing)]):  # fmt: skip
         result = runner.invoke(main, command)
-        assert (result.exit_code, result.output) == (2, f"Error: {missing}: no such directory\n")
+        assert (result.exit_code, result.output) == (
+            2,
+            f"Error: {missing}: no such directory (a local model is a directory; a Hub name is "
+            "'name' or 'namespace/name')\n",
+        )
     negative = runner.invoke(main, ["verify", str(path), "-m", str(missing), "--seed", "-1"])
     assert negative.exit_code == 2 and "--seed" in negative.output

@@ -1,14 +1,15 @@
 """Analysing one batch of rows: per-row numbers (widths, real and trained token counts, the
-padding seen) and one flag per row and position-by-position check, a few bytes per row.
+padding seen) and one flag per row and position-by-position check.
 
 Every check turns the flat arrays of :mod:`.kernels` into a flag per position (``labels !=
 IGNORE_INDEX`` where ``attention_mask == 0``, …) and folds those flags into a flag per row.
-:mod:`.conclude` joins the per-row numbers of every batch.
+:mod:`.gathered` folds each batch's rows into totals that do not grow with the rows, and
+:mod:`.conclude` settles the checks from them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,7 @@ from .kernels import (
 from .specs import (
     DOCUMENT_START_LABEL,
     EOS_MASKED_BY_VALUE,
+    IDS_IN_VOCABULARY,
     LABELS_MATCH_INPUTS,
     LABELS_ON_PADDING,
     LENGTH_MATCHES_MASK,
@@ -48,6 +50,7 @@ ROW_FLAGS = (
     POSITION_IDS_RESTART,
     DOCUMENT_START_LABEL,
     EOS_MASKED_BY_VALUE,
+    IDS_IN_VOCABULARY,
 )
 
 # Per-row code of where a row's padding is: which padding sides its mask is consistent with.
@@ -55,11 +58,33 @@ SIDE_ANY, SIDE_RIGHT, SIDE_LEFT, SIDE_NEITHER = 0, 1, 2, 3
 # Stand-ins for "no padded position" in the per-row min/max of padded ids.
 NO_PAD_MIN = np.int64(np.iinfo(np.int64).max)
 NO_PAD_MAX = np.int64(np.iinfo(np.int64).min)
+#: Token ids past this are left out of the search for the pad == EOS trap (no vocabulary is that
+#: large; the vocabulary check flags them), so its table of trained ids stays small.
+ID_LIMIT = 1 << 24
+_NONE = np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class ScanFacts:
+    """What is known about the data before reading it; ``None`` is unknown. ``pad_id`` counts
+    only when given or recorded (a pad id inferred from the data is known only at the end)."""
+
+    eos_id: int | None = None
+    pad_id: int | None = None
+    bos_id: int | None = None
+    vocab_size: int | None = None
 
 
 @dataclass
 class PartStats:
-    """Per-row numbers of one analysed batch; ``row_ids`` place its rows in the whole data set."""
+    """Per-row numbers of one analysed batch; ``row_ids`` (ascending) place its rows in the whole
+    data set.
+
+    ``attended_end``/``attended_start`` flag rows whose mask is all ones over a run of the known
+    pad id at their end/start (see :func:`_attended_padding`). ``hole_ids``/``hole_rows`` and
+    ``trained_ids`` are gathered only when the EOS id is unknown, to find the pad == EOS trap from
+    the pad id instead (see :func:`_value_holes`).
+    """
 
     row_ids: np.ndarray
     width: np.ndarray
@@ -75,12 +100,23 @@ class PartStats:
     eos_real_tokens: int = 0
     eos_trained_tokens: int = 0
     packed: bool = False
+    has_length: bool = True
+    attended_end: np.ndarray = field(default_factory=lambda: _NONE.astype(bool))
+    attended_start: np.ndarray = field(default_factory=lambda: _NONE.astype(bool))
+    hole_ids: np.ndarray = field(default_factory=lambda: _NONE)
+    hole_rows: np.ndarray = field(default_factory=lambda: _NONE)
+    trained_ids: np.ndarray = field(default_factory=lambda: _NONE)
 
 
-def analyse(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | None) -> PartStats:
-    """Per-row numbers and per-row check flags of one batch whose rows are ``row_ids``.
+def analyse(
+    batch: pa.RecordBatch, row_ids: np.ndarray, facts: ScanFacts = ScanFacts()
+) -> list[PartStats]:
+    """Per-row numbers and per-row check flags of one batch whose rows are ``row_ids``: one part,
+    or two when some rows' lists do not line up (those are counted from their own lists).
 
-    Raises :class:`DataError` when a contract column is missing or not a list of integers.
+    Raises :class:`DataError` when a contract column is missing or not a list of integers. A
+    shard without ``length`` (written by another tool) is checked with ``length`` computed from
+    ``attention_mask``.
     """
     missing = missing_columns(batch.schema.names)
     if missing:
@@ -93,23 +129,39 @@ def analyse(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | None) -> P
         if name in batch.schema.names:
             aligned &= np.diff(list_column(batch, name).offsets) == widths
     if aligned.all():
-        return _analyse_aligned(batch, row_ids, eos_id)
+        return [_analyse_aligned(batch, row_ids, facts)]
     # Position-by-position checks need the lists to line up; run them on the rows that do and
     # count the others from their own lists.
     keep = np.flatnonzero(aligned)
-    parts = [_analyse_misaligned(batch.take(np.flatnonzero(~aligned)), row_ids[~aligned])]
+    parts = [_analyse_misaligned(batch.take(np.flatnonzero(~aligned)), row_ids[~aligned], facts)]
     if keep.size:
-        parts.append(_analyse_aligned(batch.take(keep), row_ids[keep], eos_id))
-    return merge_parts(parts)
+        parts.append(_analyse_aligned(batch.take(keep), row_ids[keep], facts))
+    return parts
 
 
-def _analyse_misaligned(batch: pa.RecordBatch, row_ids: np.ndarray) -> PartStats:
+def _lengths(batch: pa.RecordBatch, mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The ``length`` column, or the sum of ``attention_mask`` where the shard has none."""
+    if columns.LENGTH in batch.schema.names:
+        return int_column(batch, columns.LENGTH)
+    return segment_sum(mask, offsets)
+
+
+def _ids_outside(ids: np.ndarray, offsets: np.ndarray, vocab_size: int | None) -> np.ndarray:
+    """Per row: an input id below 0, or at or past ``vocab_size`` when it is known."""
+    outside = ids < 0
+    if vocab_size is not None:
+        outside |= ids >= vocab_size
+    return segment_any(outside, offsets)
+
+
+def _analyse_misaligned(batch: pa.RecordBatch, row_ids: np.ndarray, facts: ScanFacts) -> PartStats:
     n = batch.num_rows
     ids = list_column(batch, columns.INPUT_IDS)
     mask = list_column(batch, columns.ATTENTION_MASK)
     labels = list_column(batch, columns.LABELS)
     flags = {name: np.zeros(n, bool) for name in ROW_FLAGS}
     flags[LIST_LENGTHS][:] = True
+    flags[IDS_IN_VOCABULARY] = _ids_outside(ids.values, ids.offsets, facts.vocab_size)
     packed = columns.SEQ_LENS in batch.schema.names
     documents = None
     if packed:
@@ -119,7 +171,7 @@ def _analyse_misaligned(batch: pa.RecordBatch, row_ids: np.ndarray) -> PartStats
         row_ids=row_ids,
         width=np.diff(ids.offsets),
         real=segment_sum(mask.values != 0, mask.offsets),
-        length=int_column(batch, columns.LENGTH),
+        length=_lengths(batch, mask.values, mask.offsets),
         trained=segment_sum(labels.values != IGNORE_INDEX, labels.offsets),
         documents=documents,
         side=np.full(n, SIDE_ANY, np.int8),
@@ -128,10 +180,13 @@ def _analyse_misaligned(batch: pa.RecordBatch, row_ids: np.ndarray) -> PartStats
         eos_untrained=np.zeros(n, bool),
         flags=flags,
         packed=packed,
+        has_length=columns.LENGTH in batch.schema.names,
+        attended_end=np.zeros(n, bool),
+        attended_start=np.zeros(n, bool),
     )
 
 
-def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | None) -> PartStats:
+def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, facts: ScanFacts) -> PartStats:
     names = batch.schema.names
     id_list = list_column(batch, columns.INPUT_IDS)
     offsets = id_list.offsets
@@ -139,8 +194,9 @@ def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | N
     ids = id_list.values
     mask = list_column(batch, columns.ATTENTION_MASK).values
     labels = list_column(batch, columns.LABELS).values
-    length = int_column(batch, columns.LENGTH)
+    length = _lengths(batch, mask, offsets)
     width = np.diff(offsets)
+    eos_id = facts.eos_id
 
     real_pos = mask != 0
     trained_pos = labels != IGNORE_INDEX
@@ -150,6 +206,7 @@ def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | N
     flags[LENGTH_MATCHES_MASK] = length != segment_sum(mask, offsets)
     flags[LABELS_ON_PADDING] = segment_any(~real_pos & trained_pos, offsets)
     flags[LABELS_MATCH_INPUTS] = segment_any(real_pos & trained_pos & (labels != ids), offsets)
+    flags[IDS_IN_VOCABULARY] = _ids_outside(ids, offsets, facts.vocab_size)
 
     side = _padding_sides(real_pos, offsets)
     # The smallest and largest id on each row's padded positions: one pad id means min == max.
@@ -187,7 +244,7 @@ def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | N
         hole[doc_starts] = False
         flags[EOS_MASKED_BY_VALUE] = segment_any(hole, offsets)
 
-    return PartStats(
+    part = PartStats(
         row_ids=row_ids,
         width=width,
         real=real,
@@ -202,7 +259,68 @@ def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, eos_id: int | N
         eos_real_tokens=eos_real_tokens,
         eos_trained_tokens=eos_trained_tokens,
         packed=packed,
+        has_length=columns.LENGTH in names,
     )
+    part.attended_end, part.attended_start = _attended_padding(ids, offsets, real, width, facts)
+    if eos_id is None:
+        _value_holes(part, ids, offsets, real_pos, trained_pos, doc_starts, facts.pad_id)
+    return part
+
+
+def _attended_padding(
+    ids: np.ndarray, offsets: np.ndarray, real: np.ndarray, width: np.ndarray, facts: ScanFacts
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the mask is all ones and the row ends (starts) with a run of the pad id, i.e. its
+    padding is attended. A document may end with EOS (or start with BOS), so where the pad id may
+    be that token, one of it is not enough: the run must be two long."""
+    n = len(width)
+    end, start = np.zeros(n, bool), np.zeros(n, bool)
+    pad = facts.pad_id
+    full = np.flatnonzero((real == width) & (width > 0))
+    if pad is None or not full.size:
+        return end, start
+    first, last = offsets[:-1][full], offsets[1:][full] - 1
+    two = last > first
+    end_run = ids[last] == pad
+    start_run = ids[first] == pad
+    if facts.eos_id is None or facts.eos_id == pad:
+        end_run &= two & (ids[np.where(two, last - 1, last)] == pad)
+    if facts.bos_id is None or facts.bos_id == pad:
+        start_run &= two & (ids[np.where(two, first + 1, first)] == pad)
+    end[full], start[full] = end_run, start_run
+    return end, start
+
+
+def _value_holes(
+    part: PartStats,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    real_pos: np.ndarray,
+    trained_pos: np.ndarray,
+    doc_starts: np.ndarray,
+    pad_id: int | None,
+) -> None:
+    """With the EOS id unknown, what finds the pad == EOS trap from the pad id: for each id, the
+    rows where it stands untrained right after a trained token (``hole_ids``, ``hole_rows``;
+    only the pad id's when it is known), and which ids are trained anywhere (``trained_ids``).
+    An id that is never trained although it follows trained tokens, and that pads the rows, is
+    the mark of ``labels[input_ids == pad_id] = -100`` with pad == EOS."""
+    hole = np.zeros(len(ids), bool)
+    hole[1:] = real_pos[1:] & ~trained_pos[1:] & trained_pos[:-1]
+    hole[row_starts(offsets)] = False
+    hole[doc_starts] = False
+    trained_ids = ids[real_pos & trained_pos]
+    if pad_id is not None:
+        hole &= ids == pad_id
+        trained_ids = np.asarray([pad_id] if (trained_ids == pad_id).any() else [], np.int64)
+    else:
+        trained_ids = trained_ids[(trained_ids >= 0) & (trained_ids < ID_LIMIT)]
+        trained_ids = np.flatnonzero(np.bincount(trained_ids)) if trained_ids.size else _NONE
+    at = np.flatnonzero(hole)
+    rows = np.searchsorted(offsets, at, side="right") - 1
+    pairs = np.unique(np.stack((ids[at].astype(np.int64), rows)), axis=1)
+    part.hole_ids, part.hole_rows = pairs[0], part.row_ids[pairs[1]]
+    part.trained_ids = trained_ids
 
 
 def _padding_sides(real_pos: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -278,57 +396,3 @@ def _pack_checks(
     covered = real_pos & np.repeat(placeable, width)
     flags[POSITION_IDS_RESTART] = segment_any(covered & (positions != expected), offsets)
     return segment_sum(doc_lens > 0, seq.offsets), starts
-
-
-def merge_parts(parts: list[PartStats]) -> PartStats:
-    """Join parts into one, ordered by row id."""
-    if len(parts) == 1:
-        return parts[0]
-    row_ids = np.concatenate([p.row_ids for p in parts])
-    order = np.argsort(row_ids, kind="stable")
-
-    def cat(get: str) -> np.ndarray:
-        return np.concatenate([getattr(p, get) for p in parts])[order]
-
-    packed = any(p.packed for p in parts)
-    documents = None
-    if packed:
-        documents = np.concatenate(
-            [
-                p.documents if p.documents is not None else np.zeros(len(p.row_ids), np.int64)
-                for p in parts
-            ]
-        )[order]
-    return PartStats(
-        row_ids=row_ids[order],
-        width=cat("width"),
-        real=cat("real"),
-        length=cat("length"),
-        trained=cat("trained"),
-        documents=documents,
-        side=cat("side"),
-        pad_min=cat("pad_min"),
-        pad_max=cat("pad_max"),
-        eos_untrained=cat("eos_untrained"),
-        flags={name: np.concatenate([p.flags[name] for p in parts])[order] for name in ROW_FLAGS},
-        eos_real_tokens=sum(p.eos_real_tokens for p in parts),
-        eos_trained_tokens=sum(p.eos_trained_tokens for p in parts),
-        packed=packed,
-    )
-
-
-def empty_part() -> PartStats:
-    empty = np.zeros(0, np.int64)
-    return PartStats(
-        row_ids=empty,
-        width=empty,
-        real=empty,
-        length=empty,
-        trained=empty,
-        documents=None,
-        side=np.zeros(0, np.int8),
-        pad_min=empty,
-        pad_max=empty,
-        eos_untrained=np.zeros(0, bool),
-        flags={name: np.zeros(0, bool) for name in ROW_FLAGS},
-    )

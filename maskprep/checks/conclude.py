@@ -1,37 +1,30 @@
-"""Concluding: the per-row numbers of every analysed batch joined into the data's layout,
-statistics and one result per check.
+"""Concluding: what every analysed batch left in :class:`~.gathered.Gathered` turned into the
+data's layout, statistics and one result per check.
 
-:func:`~.analysis.analyse` reads one batch at a time, so any amount of data streams through in
-bounded memory; :func:`conclude` settles what the whole data set must agree on (strategy, bucket
-widths, padding side, pad id: from what the build recorded, else from the data), and turns the
-flags into :class:`~.specs.CheckResult` objects and :class:`~.summary.DataStats`.
-:func:`check_table` does both for one in-memory table; tests and ``maskprep verify`` use it.
+:func:`~.analysis.analyse` reads one batch at a time and :class:`~.gathered.Gathered` keeps
+counts and the first offending rows, so any amount of data streams through in bounded memory;
+:func:`conclude` settles what the whole data set must agree on (strategy, bucket widths, padding
+side, pad id: from what the build recorded, else from the data), and turns what was gathered
+into :class:`~.specs.CheckResult` objects and :class:`~.summary.DataStats`. :func:`check_table`
+does both for one in-memory table; tests and ``maskprep verify`` use it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from .analysis import (
-    NO_PAD_MIN,
-    SIDE_LEFT,
-    SIDE_NEITHER,
-    SIDE_RIGHT,
-    PartStats,
-    analyse,
-    empty_part,
-    merge_parts,
-)
+from .analysis import SIDE_LEFT, SIDE_NEITHER, SIDE_RIGHT, analyse
+from .gathered import Gathered
 from .layout import Layout, LayoutHints, resolve_layout
 from .specs import (
     CHECKS,
     DOCUMENT_START_LABEL,
     EOS_MASKED_BY_VALUE,
     EOS_NEVER_TRAINED,
+    IDS_IN_VOCABULARY,
     LABEL_FRACTION,
     LABELS_MATCH_INPUTS,
     LABELS_ON_PADDING,
@@ -40,6 +33,7 @@ from .specs import (
     MANIFEST_CONSISTENT,
     MASK_BINARY,
     PAD_FRACTION,
+    PADDING_ATTENDED,
     PADDING_CONTIGUOUS,
     PADDING_HOLDS_PAD_ID,
     POSITION_IDS_RESTART,
@@ -52,6 +46,7 @@ from .specs import (
     Status,
 )
 from .summary import DataStats, data_stats
+from .tally import Offenders
 
 
 @dataclass(frozen=True)
@@ -62,165 +57,198 @@ class Thresholds:
     min_label_fraction: float | None = None
 
 
-def _result(
-    name: str, bad: np.ndarray | None, row_ids: np.ndarray, listed: int, detail: str = ""
-) -> CheckResult:
-    """A pass/fail (or pass/warn) result from a per-row offender flag; ``None`` means skipped."""
+def _result(name: str, bad: Offenders, detail: str = "") -> CheckResult:
+    """A pass/fail (or pass/warn) result from the rows a check flagged."""
     spec = SPECS[name]
-    if bad is None:
-        return CheckResult(name, spec.kind, "skip", 0, (), detail)
-    count = int(np.count_nonzero(bad))
-    rows = tuple(int(r) for r in row_ids[np.flatnonzero(bad)[:listed]])
-    status: Status = "pass" if count == 0 else ("fail" if spec.kind == "invariant" else "warn")
-    return CheckResult(name, spec.kind, status, count, rows, detail or spec.description)
+    status: Status = "pass" if bad.count == 0 else ("fail" if spec.kind == "invariant" else "warn")
+    return CheckResult(name, spec.kind, status, bad.count, bad.first(), detail or spec.description)
 
 
-def _row_width_offenders(data: PartStats, layout: Layout) -> tuple[np.ndarray | None, str]:
-    width, real = data.width, data.real
+def _skip(name: str, detail: str, unknown: str | None = None) -> CheckResult:
+    """A check not run: it does not apply, or (``unknown`` named) a fact it needs is unknown."""
+    return CheckResult(name, SPECS[name].kind, "skip", 0, (), detail, unknown)
+
+
+def _row_width(data: Gathered, layout: Layout) -> CheckResult:
+    width, real, _ = data.shape_counts()
     if layout.strategy in ("pad", "pack"):
         if layout.max_length is None:
-            return None, "row width unknown"
-        return width != layout.max_length, f"every row is {layout.max_length} wide"
-    if layout.strategy == "none":
-        return width != real, "rows hold no padding (strategy none)"
-    buckets = np.asarray(sorted(layout.buckets or ()), np.int64)
-    if buckets.size == 0:
-        return None, "no bucket widths known"
-    slot = np.searchsorted(buckets, real, side="left")
-    too_long = slot >= len(buckets)
-    smallest = buckets[np.minimum(slot, len(buckets) - 1)]
-    listed = ",".join(str(b) for b in buckets)
-    return too_long | (width != smallest), f"each row is the smallest bucket that fits ({listed})"
+            return _skip(ROW_WIDTH, "row width unknown", unknown="row width")
+        bad, text = width != layout.max_length, f"every row is {layout.max_length} wide"
+    elif layout.strategy == "none":
+        bad, text = width != real, "rows hold no padding (strategy none)"
+    else:
+        buckets = np.asarray(sorted(layout.buckets or ()), np.int64)
+        if buckets.size == 0:
+            return _skip(ROW_WIDTH, "no bucket widths known", unknown="bucket widths")
+        slot = np.searchsorted(buckets, real, side="left")
+        too_long = slot >= len(buckets)
+        smallest = buckets[np.minimum(slot, len(buckets) - 1)]
+        listed = ",".join(str(b) for b in buckets)
+        bad = too_long | (width != smallest)
+        text = f"each row is the smallest bucket that fits ({listed})"
+    return _result(ROW_WIDTH, data.shapes.select(bad), text)
+
+
+def _padding_checks(data: Gathered, layout: Layout) -> list[CheckResult]:
+    side_bad = data.sides.keys == SIDE_NEITHER
+    if layout.padding_side == "right":
+        side_bad |= data.sides.keys == SIDE_LEFT
+    elif layout.padding_side == "left":
+        side_bad |= data.sides.keys == SIDE_RIGHT
+    where = f"on the {layout.padding_side} side" if layout.padding_side else "at one end"
+    contiguous = _result(
+        PADDING_CONTIGUOUS,
+        data.sides.select(side_bad),
+        f"real tokens are one run, padding {where}",
+    )
+    pad = layout.pad_id
+    if pad is None:
+        holds = _skip(PADDING_HOLDS_PAD_ID, "no padding, or pad id unknown")
+        if data.padding.counts.sum():
+            holds = _skip(PADDING_HOLDS_PAD_ID, "pad id unknown", unknown="pad id")
+    else:
+        text = f"padded positions hold pad id {pad} ({layout.pad_id_source})"
+        holds = _result(PADDING_HOLDS_PAD_ID, data.padding.select(data.padding.keys != pad), text)
+    return [contiguous, holds, _attended(data, layout)]
+
+
+def _attended(data: Gathered, layout: Layout) -> CheckResult:
+    width, real, _ = data.shape_counts()
+    if not ((width == real) & (width > 0)).any():
+        return _result(PADDING_ATTENDED, Offenders(data.listed), "no row attends every position")
+    if layout.pad_id is None or layout.pad_id_source == "inferred":
+        return _skip(
+            PADDING_ATTENDED,
+            "pad id not given or recorded (rows attending every position show none to infer)",
+            unknown="pad id",
+        )
+    if layout.padding_side == "right":
+        bad, end = data.attended_end, "end"
+    elif layout.padding_side == "left":
+        bad, end = data.attended_start, "start"
+    else:
+        bad, end = data.attended_either, "end or start"
+    text = f"no all-ones mask over pad id {layout.pad_id} at a row's {end}"
+    return _result(PADDING_ATTENDED, bad, text)
+
+
+def _vocabulary(data: Gathered, hints: LayoutHints) -> CheckResult:
+    bad = data.flags[IDS_IN_VOCABULARY]
+    if hints.vocab_size is None:
+        if bad.count:
+            return _result(IDS_IN_VOCABULARY, bad, "input ids are >= 0 (vocabulary size unknown)")
+        return _skip(
+            IDS_IN_VOCABULARY,
+            "no id below 0; vocabulary size unknown for the upper bound",
+            unknown="vocabulary size",
+        )
+    text = f"input ids are >= 0 and below {hints.vocab_size} ({hints.vocab_source})"
+    return _result(IDS_IN_VOCABULARY, bad, text)
+
+
+def _eos_checks(data: Gathered, layout: Layout, no_eos: bool) -> list[CheckResult]:
+    eos = layout.eos_id
+    if eos is not None:
+        masked = _result(EOS_MASKED_BY_VALUE, data.flags[EOS_MASKED_BY_VALUE])
+        never = data.eos_real_tokens > 0 and data.eos_trained_tokens == 0
+        text = (
+            f"EOS ({eos}) appears {data.eos_real_tokens} times in attended inputs and "
+            f"is trained {data.eos_trained_tokens} times"
+        )
+        bad = data.eos_untrained if never else Offenders(data.listed)
+        return [masked, _result(EOS_NEVER_TRAINED, bad, text)]
+    never_trained = _skip(EOS_NEVER_TRAINED, "EOS id unknown", unknown="EOS id")
+    if no_eos:
+        never_trained = _skip(EOS_NEVER_TRAINED, "the tokenizer has no EOS token")
+    pad = layout.pad_id
+    if pad is None:
+        if no_eos:
+            return [_skip(EOS_MASKED_BY_VALUE, "the tokenizer has no EOS token"), never_trained]
+        masked = _skip(EOS_MASKED_BY_VALUE, "EOS id and pad id unknown", unknown="EOS id")
+        return [masked, never_trained]
+    # The trap seen from the pad id: where it also stands at real positions, never trained
+    # although the token before it is, labels were masked by comparing ids with the pad id.
+    holes = data.holes.of(pad)
+    trained = data.trained(pad)
+    bad = holes if not trained else Offenders(data.listed)
+    known = "no EOS token" if no_eos else "EOS id unknown"
+    text = f"{known}; pad id {pad} ({layout.pad_id_source}) " + (
+        "is never trained at real positions, yet follows trained tokens: labels masked "
+        "by comparing ids with the pad id (pad == EOS)"
+        if bad.count
+        else "is trained where it is real, or never follows a trained token"
+    )
+    return [_result(EOS_MASKED_BY_VALUE, bad, text), never_trained]
 
 
 def conclude(
-    parts: Sequence[PartStats],
+    data: Gathered,
     hints: LayoutHints = LayoutHints(),
     thresholds: Thresholds = Thresholds(),
-    listed: int = 5,
     shards_check: CheckResult | None = None,
     manifest_check: CheckResult | None = None,
 ) -> tuple[Layout, DataStats, tuple[CheckResult, ...]]:
-    """Turn the analysed parts into the data's layout, statistics and one result per check.
+    """Turn what was gathered into the data's layout, statistics and one result per check.
 
     ``shards_check`` is the result of comparing the shard files with their manifest and
     ``manifest_check`` whether the manifest adds up, which only the caller can tell (the rows do
     not know where they came from); without them they are skipped.
     """
-    data = merge_parts(list(parts)) if parts else empty_part()
     layout = resolve_layout(data, hints)
-    ids = data.row_ids
     stats = data_stats(data, layout)
     results: dict[str, CheckResult] = {
-        SHARDS_MATCH_MANIFEST: shards_check
-        or CheckResult(SHARDS_MATCH_MANIFEST, "invariant", "skip", 0, (), "no manifest"),
-        MANIFEST_CONSISTENT: manifest_check
-        or CheckResult(MANIFEST_CONSISTENT, "invariant", "skip", 0, (), "no manifest"),
+        SHARDS_MATCH_MANIFEST: shards_check or _skip(SHARDS_MATCH_MANIFEST, "no manifest"),
+        MANIFEST_CONSISTENT: manifest_check or _skip(MANIFEST_CONSISTENT, "no manifest"),
     }
-    for name in (LIST_LENGTHS, MASK_BINARY, LENGTH_MATCHES_MASK, LABELS_ON_PADDING):
-        results[name] = _result(name, data.flags[name], ids, listed)
-    results[LABELS_MATCH_INPUTS] = _result(
-        LABELS_MATCH_INPUTS, data.flags[LABELS_MATCH_INPUTS], ids, listed
-    )
-
-    side_bad = data.side == SIDE_NEITHER
-    if layout.padding_side == "right":
-        side_bad |= data.side == SIDE_LEFT
-    elif layout.padding_side == "left":
-        side_bad |= data.side == SIDE_RIGHT
-    where = f"on the {layout.padding_side} side" if layout.padding_side else "at one end"
-    side_text = f"real tokens are one run, padding {where}"
-    results[PADDING_CONTIGUOUS] = _result(PADDING_CONTIGUOUS, side_bad, ids, listed, side_text)
-
-    has_padding = data.pad_min != NO_PAD_MIN
-    if layout.pad_id is None:
-        results[PADDING_HOLDS_PAD_ID] = _result(
-            PADDING_HOLDS_PAD_ID, None, ids, listed, "no padding, or pad id unknown"
+    for name in (LIST_LENGTHS, MASK_BINARY, LABELS_ON_PADDING, LABELS_MATCH_INPUTS):
+        results[name] = _result(name, data.flags[name])
+    if data.rows and not data.rows_with_length:
+        results[LENGTH_MATCHES_MASK] = _skip(
+            LENGTH_MATCHES_MASK, "no length column: computed from attention_mask"
         )
     else:
-        pad_bad = has_padding & ((data.pad_min != layout.pad_id) | (data.pad_max != layout.pad_id))
-        text = f"padded positions hold pad id {layout.pad_id} ({layout.pad_id_source})"
-        results[PADDING_HOLDS_PAD_ID] = _result(PADDING_HOLDS_PAD_ID, pad_bad, ids, listed, text)
-
-    width_bad, width_text = _row_width_offenders(data, layout)
-    results[ROW_WIDTH] = _result(ROW_WIDTH, width_bad, ids, listed, width_text)
-
+        results[LENGTH_MATCHES_MASK] = _result(LENGTH_MATCHES_MASK, data.flags[LENGTH_MATCHES_MASK])
+    results[IDS_IN_VOCABULARY] = _vocabulary(data, hints)
+    for result in _padding_checks(data, layout):
+        results[result.name] = result
+    results[ROW_WIDTH] = _row_width(data, layout)
     for name in (SEQ_LENS_SUM, POSITION_IDS_RESTART, DOCUMENT_START_LABEL):
         if data.packed:
-            results[name] = _result(name, data.flags[name], ids, listed)
+            results[name] = _result(name, data.flags[name])
         else:
-            results[name] = _result(name, None, ids, listed, "rows are not packed")
-
-    if layout.eos_id is None:
-        for name in (EOS_MASKED_BY_VALUE, EOS_NEVER_TRAINED):
-            results[name] = _result(name, None, ids, listed, "EOS id unknown")
-    else:
-        results[EOS_MASKED_BY_VALUE] = _result(
-            EOS_MASKED_BY_VALUE, data.flags[EOS_MASKED_BY_VALUE], ids, listed
-        )
-        never = data.eos_real_tokens > 0 and data.eos_trained_tokens == 0
-        text = (
-            f"EOS ({layout.eos_id}) appears {data.eos_real_tokens} times in attended inputs and "
-            f"is trained {data.eos_trained_tokens} times"
-        )
-        results[EOS_NEVER_TRAINED] = _result(
-            EOS_NEVER_TRAINED, data.eos_untrained & never, ids, listed, text
-        )
-
-    results[ROWS_WITHOUT_LABELS] = _result(ROWS_WITHOUT_LABELS, data.trained == 0, ids, listed)
+            results[name] = _skip(name, "rows are not packed")
+    for result in _eos_checks(data, layout, hints.no_eos):
+        results[result.name] = result
+    results[ROWS_WITHOUT_LABELS] = _result(ROWS_WITHOUT_LABELS, data.without_labels)
     results[PAD_FRACTION] = _fraction_result(
-        PAD_FRACTION,
-        stats.pad_fraction,
-        thresholds.max_pad_fraction,
-        above=True,
-        per_row=np.divide(
-            data.width - data.real, data.width, out=np.zeros(len(ids)), where=data.width > 0
-        ),
-        row_ids=ids,
-        listed=listed,
+        PAD_FRACTION, stats.pad_fraction, thresholds.max_pad_fraction, data.pad_heavy, above=True
     )
     results[LABEL_FRACTION] = _fraction_result(
         LABEL_FRACTION,
         stats.label_fraction,
         thresholds.min_label_fraction,
+        data.label_light,
         above=False,
-        per_row=np.divide(data.trained, data.real, out=np.zeros(len(ids)), where=data.real > 0),
-        row_ids=ids,
-        listed=listed,
     )
     return layout, stats, tuple(results[spec.name] for spec in CHECKS)
 
 
 def _fraction_result(
-    name: str,
-    overall: float,
-    limit: float | None,
-    *,
-    above: bool,
-    per_row: np.ndarray,
-    row_ids: np.ndarray,
-    listed: int,
+    name: str, overall: float, limit: float | None, rows: Offenders, *, above: bool
 ) -> CheckResult:
     """A data-set-wide fraction against a limit; when it is crossed, the rows crossing the limit
     themselves are the ones listed."""
     if limit is None:
-        return _result(name, None, row_ids, listed, "no limit set")
+        return _skip(name, "no limit set")
     crossed = overall > limit if above else overall < limit
     word = "above the maximum" if above else "below the minimum"
     detail = (
         f"{name.replace('_', ' ')} {overall:.4f} {'is' if crossed else 'is not'} {word} {limit}"
     )
     if not crossed:
-        return _result(name, np.zeros(len(row_ids), bool), row_ids, listed, detail)
-    rows_bad = per_row > limit if above else per_row < limit
-    return CheckResult(
-        name,
-        "warning",
-        "warn",
-        int(np.count_nonzero(rows_bad)),
-        tuple(int(r) for r in row_ids[np.flatnonzero(rows_bad)[:listed]]),
-        detail,
-    )
+        return _result(name, Offenders(rows.listed), detail)
+    return CheckResult(name, "warning", "warn", rows.count, rows.first(), detail)
 
 
 def check_table(
@@ -235,5 +263,7 @@ def check_table(
         batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
     else:
         batch = table
-    part = analyse(batch, np.arange(batch.num_rows), hints.eos_id)
-    return conclude([part], hints, thresholds, listed)[2]
+    data = Gathered(listed, thresholds.max_pad_fraction, thresholds.min_label_fraction)
+    for part in analyse(batch, np.arange(batch.num_rows), hints.scan_facts()):
+        data.add(part)
+    return conclude(data, hints, thresholds)[2]

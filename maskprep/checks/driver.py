@@ -3,8 +3,9 @@
 The input is a build output directory (its manifest lists the shards and records the strategy,
 tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. Shards from other
 tools work too when they have the contract's columns; what a manifest would have said is then
-inferred from the data. Rows stream through :func:`~.analysis.analyse` in batches, so memory stays
-bounded by the batch size, and Arrow files are memory-mapped.
+inferred from the data. Rows stream through :func:`~.analysis.analyse` in batches into
+:class:`~.gathered.Gathered`, so memory stays bounded by the batch size (and the number of
+distinct row widths and token ids), not by the rows, and Arrow files are memory-mapped.
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, first_line
+from ..errors import ConfigError, DataError
 from ..extras import require_extra
 from ..tokenizing.loading import TokenizerInfo
-from .analysis import PartStats, analyse
+from .analysis import analyse
 from .conclude import Thresholds, conclude
 from .decode import decode_row
+from .gathered import Gathered
+from .layout import LayoutHints
 from .manifest_facts import (
     build_facts,
     hash_files,
     layout_hints,
     manifest_consistent,
     shards_match_manifest,
+    with_tokenizer,
 )
 from .options import InspectOptions
 from .positions import PositionLimit, ReachScan, model_limit, tokenizer_limit
@@ -38,10 +42,11 @@ from .results import InspectResult
 
 @dataclass
 class _Scan:
-    """What one pass over the rows gathered: the analysed parts, per-shard counts (positions,
-    real tokens, trained tokens) for the manifest check, and the rows to decode."""
+    """What one pass over the rows gathered: counts and first offenders (:class:`Gathered`),
+    per-shard counts (positions, real tokens, trained tokens) for the manifest check, and the
+    rows to decode."""
 
-    parts: list[PartStats]
+    gathered: Gathered
     counts: np.ndarray
     first_rows: list[int]
     kept_rows: dict[int, dict[str, Any]]
@@ -52,12 +57,14 @@ def _scan(
     shards: list[Shard],
     options: InspectOptions,
     chosen: np.ndarray | None,
-    eos_id: int | None,
+    hints: LayoutHints,
     reach: ReachScan | None = None,
 ) -> _Scan:
     """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch; with
     ``reach``, hold them against a model's positions and vocabulary too."""
-    scan = _Scan([], np.zeros((len(shards), 3), dtype=np.int64), [], {})
+    gathered = Gathered(options.listed, options.max_pad_fraction, options.min_label_fraction)
+    scan = _Scan(gathered, np.zeros((len(shards), 3), dtype=np.int64), [], {})
+    facts = hints.scan_facts()
     wanted = np.asarray(sorted(set(options.row_indices)), dtype=np.int64)
     shard_start = 0
     for number, shard in enumerate(shards):
@@ -81,12 +88,11 @@ def _scan(
                 row_ids = chosen[lo:hi]
             take = batch if local is None else batch.take(local)
             try:
-                if take.num_rows:
-                    part = analyse(take, row_ids, eos_id)
-                    scan.parts.append(part)
-                    if reach is not None:
-                        reach.add(take, row_ids)
+                for part in analyse(take, row_ids, facts) if take.num_rows else ():
+                    gathered.add(part)
                     scan.counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
+                if reach is not None and take.num_rows:
+                    reach.add(take, row_ids)
             except DataError as error:
                 raise DataError(f"{shard.name}: {error}") from None
             need = max(options.show_rows - len(scan.first_rows), 0)
@@ -107,12 +113,9 @@ def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
 
 
 def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
-    from transformers import AutoTokenizer
+    from ..tokenizing.loading import from_pretrained
 
-    try:
-        return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first_line(exc)}") from None
+    return from_pretrained(name_or_path, revision, trust_remote_code=False)
 
 
 def _reach_scan(
@@ -162,19 +165,17 @@ def inspect(
     tokenizer_name = options.tokenizer or (recorded.name_or_path if recorded else None)
     revision = recorded.revision if recorded and options.tokenizer is None else None
     wants_rows = options.show_rows > 0 or bool(options.row_indices)
-    eos_id = options.eos_id
-    if eos_id is None and recorded is not None:
-        eos_id = recorded.eos_token_id
+    hints = layout_hints(manifest, options)
     tokenizer = None
-    # A tokenizer named here is loaded for its model_max_length too.
+    # A tokenizer named here is loaded for its model_max_length too, not only for what the
+    # options and the manifest left unsaid (with_tokenizer fills only those).
     if wants_rows or options.tokenizer is not None:
         if tokenizer_name is None:
             raise ConfigError(
                 "decoding rows needs a tokenizer, and the input has no manifest naming one"
             )
         tokenizer = _load_tokenizer(tokenizer_name, revision)
-        if eos_id is None:
-            eos_id = tokenizer.eos_token_id
+        hints = with_tokenizer(hints, tokenizer)
 
     counted = [s.rows for s in shards if s.rows is not None]
     # A streamed stdin is counted as it is read; its row numbers are checked after it.
@@ -195,7 +196,7 @@ def inspect(
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
             reach = _reach_scan(options, recorded, tokenizer)
-            scan = _scan(shards, options, chosen, eos_id, reach)
+            scan = _scan(shards, options, chosen, hints, reach)
             _check_row_indices(options.row_indices, scan.rows)
         except BaseException:
             stop_hashing.set()  # the error is reported now, not once every shard is hashed
@@ -210,11 +211,10 @@ def inspect(
                 options.listed,
             )
 
-    hints = layout_hints(manifest, options, eos_id)
     thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
     manifest_check = manifest_consistent(manifest, path) if manifest is not None else None
     layout, data_stats, checks = conclude(
-        scan.parts, hints, thresholds, options.listed, shards_check, manifest_check
+        scan.gathered, hints, thresholds, shards_check, manifest_check
     )
     if reach is not None:
         checks = checks + reach.checks()

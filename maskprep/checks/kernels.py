@@ -54,9 +54,15 @@ def int_column(batch: pa.RecordBatch, name: str) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+#: Columns a shard needs to be checked: ``length``, the fourth required column, is computed from
+#: ``attention_mask`` where another tool left it out.
+CHECKED_COLUMNS = (columns.INPUT_IDS, columns.ATTENTION_MASK, columns.LABELS)
+
+
 def missing_columns(names: Sequence[str]) -> list[str]:
-    """The contract's required columns absent from ``names``."""
-    return [name for name in columns.REQUIRED_COLUMNS if name not in names]
+    """The columns a shard needs to be checked (:data:`CHECKED_COLUMNS`) absent from
+    ``names``."""
+    return [name for name in CHECKED_COLUMNS if name not in names]
 
 
 # ----------------------------------------------------------------------------- vector helpers

@@ -9,7 +9,8 @@ import numpy as np
 
 from .. import columns
 from ..errors import DataError
-from .analysis import NO_PAD_MIN, SIDE_LEFT, SIDE_RIGHT, PartStats
+from .analysis import SIDE_LEFT, SIDE_RIGHT, ScanFacts
+from .gathered import MIXED_PADDING, Gathered
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,16 @@ class LayoutHints:
     eos_id: int | None = None
     strategy_source: str = "given"
     pad_id_source: str = "given"
+    bos_id: int | None = None
+    vocab_size: int | None = None
+    vocab_source: str = "given"
+    #: ``eos_id`` is ``None`` because the tokenizer has no EOS token (the manifest or a loaded
+    #: tokenizer said so), not because nothing told it.
+    no_eos: bool = False
+
+    def scan_facts(self) -> ScanFacts:
+        """What the analysis of each batch may count on."""
+        return ScanFacts(self.eos_id, self.pad_id, self.bos_id, self.vocab_size)
 
 
 @dataclass(frozen=True)
@@ -41,16 +52,17 @@ class Layout:
     eos_id: int | None
 
 
-def resolve_layout(data: PartStats, hints: LayoutHints) -> Layout:
+def resolve_layout(data: Gathered, hints: LayoutHints) -> Layout:
     """Settle the strategy, widths, padding side and pad id: from ``hints`` where given, else
     from the data (pack columns mean ``pack``; one width ``pad``; no padding at all ``none``;
     several widths ``bucket`` with the widths seen as buckets)."""
-    width, real = data.width, data.real
+    width, real, rows = data.shape_counts()
+    widths = np.unique(width)
     if hints.strategy is not None:
         strategy, source = hints.strategy, hints.strategy_source
     elif data.packed:
         strategy, source = "pack", "inferred"
-    elif len(width) == 0 or (width == width[0]).all():
+    elif len(widths) <= 1:
         strategy, source = "pad", "inferred"
     elif (width == real).all():
         strategy, source = "none", "inferred"
@@ -61,27 +73,31 @@ def resolve_layout(data: PartStats, hints: LayoutHints) -> Layout:
             f"the data is said to be packed but has no {columns.POSITION_IDS}/{columns.SEQ_LENS}"
         )
     max_length = hints.max_length
-    if max_length is None and len(width) and strategy in ("pad", "pack"):
-        max_length = int(np.bincount(width).argmax())
+    if max_length is None and len(widths) and strategy in ("pad", "pack"):
+        # The most common width (the smallest of equally common ones).
+        per_width = np.zeros(len(widths), np.int64)
+        np.add.at(per_width, np.searchsorted(widths, width), rows)
+        max_length = int(widths[per_width.argmax()])
     buckets = hints.buckets
     if strategy == "bucket" and buckets is None:
-        buckets = tuple(int(w) for w in np.unique(width))
+        buckets = tuple(int(w) for w in widths)
     if strategy == "bucket" and hints.buckets is None and max_length is not None:
         # The largest bucket is the row length the build was given, even if no row reached it.
         buckets = tuple(sorted({*(buckets or ()), max_length}))
 
     padding_side = hints.padding_side
     if padding_side is None:
-        right = int(np.count_nonzero(data.side == SIDE_RIGHT))
-        left = int(np.count_nonzero(data.side == SIDE_LEFT))
+        right = int(data.sides.of(SIDE_RIGHT).count)
+        left = int(data.sides.of(SIDE_LEFT).count)
         padding_side = None if right == left == 0 else ("right" if right >= left else "left")
 
     pad_id, pad_source = hints.pad_id, hints.pad_id_source
     if pad_id is None:
         pad_source = "inferred"
-        uniform = (data.pad_min == data.pad_max) & (data.pad_min != NO_PAD_MIN)
+        uniform = data.padding.keys != MIXED_PADDING
         if uniform.any():
-            values, counts = np.unique(data.pad_min[uniform], return_counts=True)
+            # The id most rows pad with (the smallest of equally common ones).
+            values, counts = data.padding.keys[uniform], data.padding.counts[uniform]
             pad_id = int(values[counts.argmax()])
         else:
             pad_source = "unknown"

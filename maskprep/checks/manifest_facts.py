@@ -4,11 +4,13 @@ own counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,9 +110,8 @@ def manifest_consistent(manifest: Manifest, directory: str | os.PathLike[str]) -
     return CheckResult(MANIFEST_CONSISTENT, "invariant", "fail", 0, (), detail)
 
 
-def layout_hints(
-    manifest: Manifest | None, options: InspectOptions, eos: int | None
-) -> LayoutHints:
+def layout_hints(manifest: Manifest | None, options: InspectOptions) -> LayoutHints:
+    """What the options and the manifest say about the data before it is read."""
     recorded = manifest.config if manifest is not None else None
     tokenizer = manifest.tokenizer if manifest is not None else None
     strategy = options.strategy or (recorded.strategy if recorded else None)
@@ -120,6 +121,12 @@ def layout_hints(
     pad_id = options.pad_id
     if pad_id is None and tokenizer is not None:
         pad_id = tokenizer.pad_token_id
+    eos_id = options.eos_id
+    if eos_id is None and tokenizer is not None:
+        eos_id = tokenizer.eos_token_id
+    vocab = options.vocab_size
+    if vocab is None and tokenizer is not None:
+        vocab = tokenizer.vocab_size
     side = tokenizer.padding_side if tokenizer is not None else None
     return LayoutHints(
         strategy=strategy,
@@ -128,10 +135,30 @@ def layout_hints(
         # Packed rows may be padded at the end whatever side the tokenizer pads on.
         padding_side=side if strategy in ("pad", "bucket") else None,
         pad_id=pad_id,
-        eos_id=eos,
+        eos_id=eos_id,
         strategy_source="option" if options.strategy else "manifest",
         pad_id_source="option" if options.pad_id is not None else "manifest",
+        bos_id=tokenizer.bos_token_id if tokenizer is not None else None,
+        vocab_size=vocab,
+        vocab_source="option" if options.vocab_size is not None else "manifest",
+        # The manifest records the tokenizer's EOS id, null when it has none.
+        no_eos=eos_id is None and tokenizer is not None,
     )
+
+
+def with_tokenizer(hints: LayoutHints, tokenizer: Any) -> LayoutHints:
+    """``hints`` with the EOS and BOS ids and the vocabulary size a loaded tokenizer knows, where
+    neither the options nor the manifest said. Not its pad id: data is often padded with another
+    token than the tokenizer's own (EOS, for one), so the pad id is inferred from the data."""
+    changes: dict[str, Any] = {}
+    if hints.eos_id is None:
+        changes["eos_id"] = tokenizer.eos_token_id
+        changes["no_eos"] = tokenizer.eos_token_id is None
+    if hints.bos_id is None and tokenizer.bos_token_id is not None:
+        changes["bos_id"] = tokenizer.bos_token_id
+    if hints.vocab_size is None:
+        changes.update(vocab_size=len(tokenizer), vocab_source="tokenizer")
+    return dataclasses.replace(hints, **changes)
 
 
 def build_facts(manifest: Manifest) -> BuildFacts:

@@ -7,16 +7,20 @@ from dataclasses import dataclass
 from ..config import STRATEGIES
 from ..errors import ConfigError
 
+#: The largest token id an int32 column holds.
+MAX_TOKEN_ID = (1 << 31) - 1
+
 
 @dataclass(frozen=True)
 class InspectOptions:
     """What to inspect and how.
 
     ``sample`` inspects that many rows drawn at random (``seed``) instead of all. ``strategy``,
-    ``buckets``, ``pad_id`` and ``eos_id`` override what the manifest records (or stand in for it
-    on shards without one). ``tokenizer`` (Hub name or directory) decodes rows and supplies the EOS
-    id when nothing else does. ``show_rows`` decodes the first rows inspected, ``row_indices``
-    those rows of the whole data. ``listed`` is how many offending row indices a check reports.
+    ``buckets``, ``pad_id``, ``eos_id`` and ``vocab_size`` override what the manifest records (or
+    stand in for it on shards without one). ``tokenizer`` (Hub name or directory) decodes rows and
+    supplies the EOS id and the vocabulary size when nothing else does. ``show_rows`` decodes the
+    first rows inspected, ``row_indices`` those rows of the whole data. ``listed`` is how many
+    offending row indices a check reports.
     ``batch_rows`` bounds the rows analysed at once (and so the memory used). ``check_hashes``
     compares each shard's sha256 with the manifest's when every row is inspected (the files are
     read once more, on a thread beside the analysis). ``model`` (Hub name or directory; only its
@@ -29,6 +33,7 @@ class InspectOptions:
     buckets: tuple[int, ...] | None = None
     pad_id: int | None = None
     eos_id: int | None = None
+    vocab_size: int | None = None
     tokenizer: str | None = None
     max_pad_fraction: float | None = None
     min_label_fraction: float | None = None
@@ -42,6 +47,14 @@ class InspectOptions:
     def __post_init__(self) -> None:
         if self.sample is not None and self.sample < 1:
             raise ConfigError(f"sample must be at least 1 row, not {self.sample}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must not be negative, not {self.seed}")
+        for name in ("pad_id", "eos_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_TOKEN_ID:
+                raise ConfigError(f"{name} {value} is no token id (0 to {MAX_TOKEN_ID})")
+        if self.vocab_size is not None and not 1 <= self.vocab_size <= MAX_TOKEN_ID + 1:
+            raise ConfigError(f"vocab_size {self.vocab_size} is not 1 to {MAX_TOKEN_ID + 1}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}"

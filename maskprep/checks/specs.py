@@ -18,8 +18,10 @@ MASK_BINARY = "mask_binary"
 LENGTH_MATCHES_MASK = "length_matches_mask"
 LABELS_ON_PADDING = "labels_on_padding"
 LABELS_MATCH_INPUTS = "labels_match_inputs"
+IDS_IN_VOCABULARY = "ids_in_vocabulary"
 PADDING_CONTIGUOUS = "padding_contiguous"
 PADDING_HOLDS_PAD_ID = "padding_holds_pad_id"
+PADDING_ATTENDED = "padding_attended"
 ROW_WIDTH = "row_width"
 SEQ_LENS_SUM = "seq_lens_sum"
 POSITION_IDS_RESTART = "position_ids_restart"
@@ -68,8 +70,14 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(LENGTH_MATCHES_MASK, "invariant", 1, "length == sum(attention_mask)"),
     CheckSpec(LABELS_ON_PADDING, "invariant", 2, "labels are -100 wherever attention_mask is 0"),
     CheckSpec(LABELS_MATCH_INPUTS, "invariant", 2, "labels are -100 or the input id"),
+    CheckSpec(
+        IDS_IN_VOCABULARY, "invariant", 1, "input ids are >= 0 and below the vocabulary size"
+    ),
     CheckSpec(PADDING_CONTIGUOUS, "invariant", 3, "real tokens are one run opposite the padding"),
     CheckSpec(PADDING_HOLDS_PAD_ID, "invariant", 3, "padded positions hold the pad id"),
+    CheckSpec(
+        PADDING_ATTENDED, "invariant", 3, "no row attends a run of pad ids at its padding end"
+    ),
     CheckSpec(ROW_WIDTH, "invariant", 3, "each row is as wide as its strategy demands"),
     CheckSpec(SEQ_LENS_SUM, "invariant", 4, "sum(seq_lens) == length, no negative length"),
     CheckSpec(POSITION_IDS_RESTART, "invariant", 4, "position_ids count 0,1,2,… per document"),
@@ -94,9 +102,11 @@ SPECS = {spec.name: spec for spec in CHECKS + MODEL_CHECKS}
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check over the data: ``status`` is pass/fail (invariants), pass/warn (warnings) or skip
-    (does not apply, or a fact it needs is unknown). ``count`` offending rows, the first of them in
-    ``rows`` (indices into the whole data set), and a one-line ``detail``."""
+    """One check over the data: ``status`` is pass/fail (invariants), pass/warn (warnings) or skip.
+    ``count`` offending rows, the first of them in ``rows`` (indices into the whole data set), and
+    a one-line ``detail``. A check is skipped either because it does not apply (unpacked rows have
+    no ``seq_lens`` to check) or because a fact it needs is unknown: then ``unknown`` names that
+    fact (``"EOS id"``), and the check was not run where it should have been."""
 
     name: str
     kind: Kind
@@ -104,9 +114,14 @@ class CheckResult:
     count: int
     rows: tuple[int, ...]
     detail: str
+    unknown: str | None = None
 
 
 def failures(results: Sequence[CheckResult], strict: bool = False) -> list[CheckResult]:
-    """The results that fail: ``fail`` always, ``warn`` too when ``strict``."""
-    bad = {"fail", "warn"} if strict else {"fail"}
-    return [r for r in results if r.status in bad]
+    """The results that fail: ``fail`` always; with ``strict``, ``warn`` too and every check
+    skipped for lack of information (strict means every check was run and passed)."""
+    return [
+        r
+        for r in results
+        if r.status == "fail" or (strict and (r.status == "warn" or r.unknown is not None))
+    ]

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..shaping.fill import count_buckets, ratio
-from .analysis import PartStats
+from ..shaping.fill import BucketFill, ratio
+from .gathered import Gathered
 from .layout import Layout
+from .tally import percentiles
 
 
 @dataclass(frozen=True)
@@ -66,70 +67,104 @@ class DataStats:
     buckets: tuple[BucketStats, ...]
 
 
-def length_stats(values: np.ndarray) -> LengthStats | None:
-    """min, mean, percentiles and max of a per-row count; ``None`` for no rows."""
-    if len(values) == 0:
+def length_stats(values: np.ndarray, counts: np.ndarray) -> LengthStats | None:
+    """min, mean, percentiles and max of a per-row count, from the sorted distinct ``values``
+    and how many rows have each; ``None`` for no rows. The same numbers as computed from every
+    row (NumPy's linear percentiles)."""
+    keep = counts > 0
+    values, counts = values[keep].astype(np.int64), counts[keep]
+    if not len(values):
         return None
-    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    p50, p90, p99 = percentiles(values, counts, [50, 90, 99])
+    total = int((values * counts).sum())
     return LengthStats(
-        min=int(values.min()),
-        mean=round(float(values.mean()), 3),
-        p50=float(p50),
-        p90=float(p90),
-        p99=float(p99),
-        max=int(values.max()),
+        min=int(values[0]),
+        mean=round(total / int(counts.sum()), 3),
+        p50=p50,
+        p90=p90,
+        p99=p99,
+        max=int(values[-1]),
     )
 
 
-def histogram(values: np.ndarray, lo: int, hi: int, bins: int = 16) -> tuple[HistogramBin, ...]:
-    """Rows per length range over ``[lo, hi]`` in at most ``bins`` integer-aligned bins."""
-    if len(values) == 0 or hi < lo:
+def histogram(
+    values: np.ndarray, counts: np.ndarray, lo: int, hi: int, bins: int = 16
+) -> tuple[HistogramBin, ...]:
+    """Rows per length range over ``[lo, hi]`` in at most ``bins`` integer-aligned bins, from the
+    distinct ``values`` and how many rows have each."""
+    if not int(counts.sum()) or hi < lo:
         return ()
     step = max(1, -(-(hi - lo + 1) // bins))
     edges = np.arange(lo, hi + step + 1, step)
-    counts, _ = np.histogram(values, bins=edges)
+    # Every value lies below the last edge, so each bin is [a, b): as np.histogram counts them.
+    inside = (values >= edges[0]) & (values < edges[-1])
+    slot = np.searchsorted(edges, values[inside], side="right") - 1
+    per_bin = np.bincount(slot, weights=counts[inside], minlength=len(edges) - 1)
     return tuple(
         HistogramBin(int(a), int(min(b - 1, hi)), int(c))
-        for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
+        for a, b, c in zip(edges[:-1], edges[1:], per_bin, strict=True)
     )
 
 
-def data_stats(data: PartStats, layout: Layout) -> DataStats:
-    positions = int(data.width.sum())
-    real_tokens = int(data.real.sum())
-    label_tokens = int(data.trained.sum())
-    top = int(data.width.max()) if len(data.width) else 0
+def _by_value(values: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts summed per distinct value, values sorted."""
+    distinct, where = np.unique(values, return_inverse=True)
+    return distinct, np.bincount(where, weights=counts, minlength=len(distinct)).astype(np.int64)
+
+
+def _bucket(width: int, reals: np.ndarray, counts: np.ndarray, low: int) -> BucketStats:
+    """The rows of one width: ``reals`` (distinct real-token counts) held by ``counts`` rows."""
+    rows = int(counts.sum())
+    fill = BucketFill(width, rows, rows * width, int((reals * counts).sum()))
+    lengths = length_stats(reals, counts)
+    assert lengths is not None
+    return BucketStats(
+        width=width,
+        rows=fill.rows,
+        positions=fill.positions,
+        real_tokens=fill.real_tokens,
+        fill=fill.fill,
+        lengths=lengths,
+        histogram=histogram(reals, counts, min(low, width), width, 8),
+    )
+
+
+def data_stats(data: Gathered, layout: Layout) -> DataStats:
+    """What the gathered rows hold, for the summary."""
+    width, real, rows = data.shape_counts()
+    positions = int((width * rows).sum())
+    real_tokens = int((real * rows).sum())
+    label_tokens = data.label_tokens
+    top = int(width.max()) if len(width) else 0
     buckets: list[BucketStats] = []
     if layout.strategy == "bucket":
         previous = 0
-        for width, bucket in count_buckets(data.width, data.real).items():
-            reals = data.real[data.width == width]
-            lengths = length_stats(reals)
-            assert lengths is not None
-            buckets.append(
-                BucketStats(
-                    width=width,
-                    rows=bucket.rows,
-                    positions=bucket.positions,
-                    real_tokens=bucket.real_tokens,
-                    fill=bucket.fill,
-                    lengths=lengths,
-                    histogram=histogram(reals, min(previous + 1, width), width, 8),
-                )
-            )
-            previous = width
-    documents = data.documents if data.packed else None
+        for size in np.unique(width).tolist():
+            reals, counts = _by_value(real[width == size], rows[width == size])
+            buckets.append(_bucket(size, reals, counts, previous + 1))
+            previous = size
+    reals, counts = _by_value(real, rows)
+    documents = None
+    documents_per_row = None
+    if data.packed:
+        per_row = data.documents.counts.copy()
+        if not len(per_row):
+            per_row = np.zeros(1, np.int64)
+        per_row[0] += data.rows - data.documents.total  # rows of unpacked shards hold none
+        values = np.arange(len(per_row))
+        documents = int((values * per_row).sum())
+        documents_per_row = length_stats(values, per_row)
     return DataStats(
-        rows=len(data.row_ids),
+        rows=data.rows,
         positions=positions,
         real_tokens=real_tokens,
         pad_tokens=positions - real_tokens,
         pad_fraction=ratio(positions - real_tokens, positions),
         label_tokens=label_tokens,
         label_fraction=ratio(label_tokens, real_tokens),
-        lengths=length_stats(data.real),
-        histogram=histogram(data.real, 0, top),
-        documents=int(documents.sum()) if documents is not None else None,
-        documents_per_row=length_stats(documents) if documents is not None else None,
+        lengths=length_stats(reals, counts),
+        histogram=histogram(reals, counts, 0, top),
+        documents=documents,
+        documents_per_row=documents_per_row,
         buckets=tuple(buckets),
     )

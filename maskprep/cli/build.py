@@ -3,7 +3,6 @@ Ray) and its summary."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import config as cfg
-from .common import buckets_option, library_errors, size_option
+from .command import Command, Report
+from .common import buckets_option, library_errors, reject_limit_option, size_option
 
 if TYPE_CHECKING:
     from ..tokenizing.cache import TokenizerCache
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
@@ -84,6 +84,17 @@ if TYPE_CHECKING:
     default="fail",
     show_default=True,
     help="fail: stop at the first bad record; skip: write it to _rejects.jsonl and go on.",
+)
+@click.option(
+    "--max-rejects",
+    callback=reject_limit_option,
+    help="With --on-bad-record skip: fail (exit 1, no manifest written) when more than N "
+    "records, or more than P% of the records read, are rejected. N or P%.",
+)
+@click.option(
+    "--max-record-bytes",
+    callback=size_option,
+    help="Longest input line read (e.g. 1M); a longer one is a bad record.  [default: 64M]",
 )
 @click.option("--revision", help="Tokenizer revision (branch, tag or commit) on the Hub.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the tokenizer's own code to run.")
@@ -175,7 +186,7 @@ if TYPE_CHECKING:
     help="Cache nothing, even with MASKPREP_TOKENIZER_CACHE set.",
 )
 @library_errors
-def build(**options: Any) -> None:
+def build(**options: Any) -> Report:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
 
     INPUT... are text or JSONL files, directories, globs, or - for stdin. Writes
@@ -192,6 +203,8 @@ def build(**options: Any) -> None:
             input_format=options["input_format"],
             text_field=options["text_field"],
             on_bad_record=options["on_bad_record"],
+            max_record_bytes=options["max_record_bytes"] or cfg.DEFAULT_MAX_RECORD_BYTES,
+            max_rejects=options["max_rejects"],
         ),
         tokenizer=cfg.TokenizerConfig(
             name_or_path=options["tokenizer"],
@@ -241,12 +254,13 @@ def build(**options: Any) -> None:
             )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if options["as_json"]:
-        click.echo(json.dumps(build_json(result), indent=2))
-    elif not options["quiet"]:
+
+    def show() -> None:
         from rich.console import Console
 
         Console(file=sys.stdout).print(build_summary(result))
+
+    return Report(build_json(result), None if options["quiet"] else show)
 
 
 def _tokenizer_cache(options: dict[str, Any]) -> TokenizerCache | None:

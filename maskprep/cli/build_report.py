@@ -81,7 +81,6 @@ def _sft_rows(totals: dict[str, Any]) -> list[tuple[str, str]]:
 def build_json(result: BuildResult) -> dict[str, Any]:
     """The summary object ``maskprep build --json`` prints."""
     return {
-        "ok": True,
         "output": str(result.output),
         "shards": [shard.path for shard in result.manifest.shards],
         "totals": result.manifest.totals.as_dict(),

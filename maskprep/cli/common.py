@@ -39,6 +39,7 @@ class _Failure(click.ClickException):
         super().__init__(error.render(flag))
         # click declares exit_code a class variable; this exception carries the error's own.
         setattr(self, "exit_code", error.exit_code)  # noqa: B010
+        self.error = error
 
 
 class Terminated(KeyboardInterrupt):
@@ -109,5 +110,17 @@ def buckets_option(
         return None
     try:
         return cfg.parse_buckets(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def reject_limit_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> cfg.RejectLimit | None:
+    """Click callback: a reject limit, ``N`` records or ``P%`` of the records read."""
+    if value is None:
+        return None
+    try:
+        return cfg.parse_reject_limit(value)
     except MaskprepError as error:
         raise click.BadParameter(str(error)) from None

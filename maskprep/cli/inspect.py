@@ -3,22 +3,25 @@ check fails."""
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from .. import config as cfg
+from ..checks.options import MAX_TOKEN_ID
+from .command import Command, Report
 from .common import buckets_option, library_errors
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("path", metavar="PATH")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
 @click.option("--sample", type=click.IntRange(min=1), help="Inspect N random rows, not all.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --sample."
+)
 @click.option(
     "--rows", "show_rows", type=click.IntRange(min=0), default=0, help="Decode the first N rows."
 )
@@ -29,8 +32,21 @@ from .common import buckets_option, library_errors
 @click.option(
     "--model", help="Hold rows to this model's positions and vocabulary (Hub name or directory)."
 )
-@click.option("--eos-id", type=int, help="EOS id (default: the manifest's or the tokenizer's).")
-@click.option("--pad-id", type=int, help="Pad id (default: the manifest's, else inferred).")
+@click.option(
+    "--eos-id",
+    type=click.IntRange(0, MAX_TOKEN_ID),
+    help="EOS id (default: the manifest's or the tokenizer's).",
+)
+@click.option(
+    "--pad-id",
+    type=click.IntRange(0, MAX_TOKEN_ID),
+    help="Pad id (default: the manifest's or the tokenizer's, else inferred).",
+)
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(1, MAX_TOKEN_ID + 1),
+    help="Token ids must lie below this (default: the manifest's or the tokenizer's).",
+)
 @click.option(
     "--strategy",
     type=click.Choice(cfg.STRATEGIES),
@@ -53,7 +69,7 @@ from .common import buckets_option, library_errors
     help="Do not compare each shard's sha256 with the manifest (saves reading the files twice).",
 )
 @library_errors
-def inspect(**options: Any) -> None:
+def inspect(**options: Any) -> Report:
     """Check shards against the data contract and show what they hold.
 
     PATH is a build output directory, a directory of shards without a manifest, one
@@ -72,6 +88,7 @@ def inspect(**options: Any) -> None:
         buckets=options["buckets"],
         pad_id=options["pad_id"],
         eos_id=options["eos_id"],
+        vocab_size=options["vocab_size"],
         tokenizer=options["tokenizer"],
         max_pad_fraction=options["max_pad_fraction"],
         min_label_fraction=options["min_label_fraction"],
@@ -83,9 +100,8 @@ def inspect(**options: Any) -> None:
     stdin = sys.stdin.buffer if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)
     strict = options["strict"]
-    if options["as_json"]:
-        click.echo(json.dumps(inspect_json(result, strict), indent=2, ensure_ascii=False))
-    else:
+
+    def show() -> None:
         from rich.console import Console
 
         # Piped output is read in logs and editors, wider than rich's 80-column default.
@@ -93,5 +109,5 @@ def inspect(**options: Any) -> None:
         if not console.is_terminal:
             console = Console(file=sys.stdout, width=120)
         print_inspect(console, result, strict)
-    if not result.passes(strict):
-        sys.exit(1)
+
+    return Report(inspect_json(result, strict), show, ok=result.passes(strict))

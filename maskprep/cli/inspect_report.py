@@ -23,7 +23,8 @@ _BAR_WIDTH = 40
 
 
 def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
-    """The object ``maskprep inspect --json`` prints: ``ok``, ``summary``, ``checks``, ``rows``."""
+    """The object ``maskprep inspect --json`` prints (``ok`` added by the command):
+    ``summary``, ``checks``, ``rows``."""
     data = asdict(result.stats)
     summary = {
         "source": result.source,
@@ -35,7 +36,6 @@ def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
         "build": asdict(result.build) if result.build is not None else None,
     }
     return {
-        "ok": result.passes(strict),
         "strict": strict,
         "summary": summary,
         "checks": [
@@ -48,6 +48,7 @@ def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
                 "count": c.count,
                 "rows": list(c.rows),
                 "detail": c.detail,
+                "unknown": c.unknown,
             }
             for c in result.checks
         ],
@@ -180,13 +181,17 @@ def checks_table(checks: tuple[CheckResult, ...]) -> Table:
     table.add_column("what it asserts")
     for c in checks:
         label = c.status.upper() if c.status in ("fail", "warn") else c.status
+        style = _CHECK_STYLE[c.status]
+        detail = c.detail
+        if c.unknown is not None:  # not run for lack of information: fails --strict
+            style, detail = "yellow", f"{detail} (not run)"
         table.add_row(
-            Text(label, style=_CHECK_STYLE[c.status]),
+            Text(label, style=style),
             c.name,
             str(SPECS[c.name].invariant or "-"),
             f"{c.count:,}" if c.status != "skip" else "",
             ", ".join(str(r) for r in c.rows),
-            c.detail,
+            detail,
         )
     return table
 
@@ -229,16 +234,23 @@ def decoded_legend(color: bool) -> Text:
 
 
 def verdict(result: InspectResult, strict: bool) -> Text:
-    """The closing line: which checks failed, or that all passed."""
+    """The closing line: which checks failed, or that none did; how many ran and how many were
+    skipped, naming those skipped for lack of information (they fail under ``strict``)."""
+    skipped = [c for c in result.checks if c.status == "skip"]
+    unknown = [c for c in skipped if c.unknown is not None]
+    tally = f"{len(result.checks) - len(skipped)} run, {len(skipped)} skipped"
+    if unknown:
+        names = ", ".join(c.name for c in unknown)
+        tally += f", {len(unknown)} of them for lack of information: {names}"
     failed = result.failures(strict)
     if not failed:
         warned = [c.name for c in result.checks if c.status == "warn"]
-        line = f"OK: no check failed ({len(result.checks)} run)"
+        line = f"OK: no check failed ({tally})"
         if warned:
             line += f"; warnings: {', '.join(warned)}"
         return Text(line, style="bold green")
     names = ", ".join(f"{c.name} ({SPECS[c.name].reference})" for c in failed)
-    return Text(f"FAILED: {len(failed)} check(s): {names}", style="bold red")
+    return Text(f"FAILED: {len(failed)} check(s): {names} ({tally})", style="bold red")
 
 
 def print_inspect(console: Console, result: InspectResult, strict: bool = False) -> None:
@@ -259,4 +271,4 @@ def print_inspect(console: Console, result: InspectResult, strict: bool = False)
         console.print(decoded_legend(color))
         for row in result.decoded:
             console.print(decoded_row_text(row, color), soft_wrap=True)
-    console.print(verdict(result, strict))
+    console.print(verdict(result, strict), soft_wrap=True)  # one line, for grep and tail

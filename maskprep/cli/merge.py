@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from .command import Command, Report
 from .common import library_errors
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("parts", nargs=-1, required=True, metavar="PART_DIR...")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @library_errors
-def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -> None:
+def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -> Report:
     """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
 
     Shards are hard-linked, not copied (copied only across filesystems); the parts must come from
@@ -32,11 +31,12 @@ def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -
         "copied": result.copied,
         "rows_written": result.manifest.totals.rows_written,
     }
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-    else:
+
+    def show() -> None:
         click.echo(
             f"merged {result.parts} parts into {result.output}: {result.shards} shards "
             f"({result.linked} linked, {result.copied} copied), "
             f"{summary['rows_written']} rows"
         )
+
+    return Report(summary, show)

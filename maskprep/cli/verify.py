@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import click
 
 from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, PACK_FORMS
+from .command import Command, Report
 from .common import library_errors
 
 
@@ -30,7 +30,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
     return parse
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("path", metavar="PATH")
 @click.option("-m", "--model", required=True, help="Model: Hub name or local directory.")
 @click.option("--revision", help="Model revision (branch, tag or commit) on the Hub.")
@@ -109,7 +109,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @library_errors
-def verify(**options: Any) -> None:
+def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the rows at PATH do not leak.
 
     PATH is what inspect reads: a build output directory, a directory of shards without a
@@ -146,9 +146,8 @@ def verify(**options: Any) -> None:
     result = run_verify(options["path"], options["model"], settings, stdin=stdin)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if options["as_json"]:
-        click.echo(json.dumps(verify_json(result), indent=2))
-    else:
+
+    def show() -> None:
         from rich.console import Console
 
         # Logs and pipes get a wide table rather than rich's 80-column default.
@@ -156,5 +155,5 @@ def verify(**options: Any) -> None:
         Console(file=sys.stdout, width=width).print(verify_table(result))
         for line in fix_lines(result):
             click.echo(line)
-    if not result.ok:
-        raise SystemExit(1)
+
+    return Report(verify_json(result), show, ok=result.ok)

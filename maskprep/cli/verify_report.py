@@ -68,11 +68,11 @@ def fix_lines(result: Any) -> list[str]:
 
 
 def verify_json(result: Any) -> dict[str, Any]:
-    """The object ``maskprep verify --json`` prints: ok, device, dtype, rows, warnings, checks."""
+    """The object ``maskprep verify --json`` prints (``ok`` added by the command): model, kind,
+    device, dtype, rows, reach, warnings, checks."""
     from dataclasses import asdict
 
     return {
-        "ok": result.ok,
         "model": result.model,
         "kind": result.kind,
         "device": result.device,

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
+from ..hub import check_local
 
 #: Names transformers gives an absolute position table (BERT, RoBERTa, … and GPT-2).
 _POSITION_TABLES = ("position_embeddings", "wpe")
@@ -121,24 +122,14 @@ def model_task(config: Any) -> Task | None:
     return None
 
 
-def missing_local_path(name: str) -> bool:
-    """Whether ``name`` is written as a local path (absolute, ``./``, ``../``, ``~``, or more than
-    the one ``/`` of a Hub id ``org/name``) that does not exist: transformers would take it for a
-    Hub id and say so, where the user needs to hear that the directory is not there."""
-    local = os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
-    return local and not os.path.exists(os.path.expanduser(name))
-
-
 def _load_config(name: str) -> Any:
     from transformers import AutoConfig
 
-    if missing_local_path(name):
-        raise ConfigError(f"{name}: no such directory")
+    check_local(name, "model")
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{name}: cannot load the model config: {first}") from None
+        raise ConfigError(f"{name}: cannot load the model config: {one_line(error)}") from None
 
 
 def _skeleton(config: Any) -> Any:

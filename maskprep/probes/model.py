@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..collate import ModelFacts, model_facts, model_task
-from ..collate.models import missing_local_path
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, first_line, one_line
+from ..hub import check_local
 from .options import VerifyOptions
 
 
@@ -109,13 +109,12 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
     import torch
     from transformers import AutoConfig
 
+    check_local(name, "model")
     hub = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
-    if missing_local_path(name):
-        raise ConfigError(f"{name}: no such directory")
     try:
         config = AutoConfig.from_pretrained(name, **hub)
     except Exception as error:  # a broken config, or the model's own code, may raise anything
-        raise ConfigError(f"{name}: cannot load the model config: {first_line(error)}") from None
+        raise ConfigError(f"{name}: cannot load the model config: {one_line(error)}") from None
     if getattr(config, "is_encoder_decoder", False):
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
     if options.num_layers is not None:
@@ -140,7 +139,7 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
         else:
             model = cls.from_pretrained(name, config=config, dtype=torch_dtype, **hub)
     except Exception as error:  # the model's own code may raise anything
-        raise ConfigError(f"{name}: cannot load the model: {first_line(error)}") from None
+        raise ConfigError(f"{name}: cannot load the model: {one_line(error)}") from None
     module = model.to(device).eval()
     facts = model_facts(module)
     return Subject(module, name, _kind(facts, name), device, dtype, facts)

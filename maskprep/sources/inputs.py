@@ -1,20 +1,16 @@
-"""Where input files are found and how their bytes are read: paths, directories and globs
-expanded to files, extensions, compression recognised by magic bytes, and a reader that hashes
-the raw bytes as they pass.
+"""Where input files are found: paths, directories and globs expanded to files, and their
+formats from their extensions; and a reader that hashes the raw bytes as they pass.
 
 Inputs are files, directories (searched recursively for known extensions), globs, or ``-`` for
-standard input; gzip, bzip2 and zstd are recognised by their magic bytes, so a misnamed or piped
-compressed stream still reads.
+standard input. Compression is recognised by magic bytes (:mod:`.compressed`), so a misnamed or
+piped compressed stream still reads.
 """
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
 import hashlib
 import io
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,32 +24,24 @@ TEXT_EXTENSIONS = (".txt", ".text")
 JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst")
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_BZIP2_MAGIC = b"BZh"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-#: The magic numbers compressed inputs are recognised by: gzip, bzip2, zstd.
-COMPRESSION_MAGICS = (_GZIP_MAGIC, _BZIP2_MAGIC, _ZSTD_MAGIC)
-
 
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
     """Resolve paths, directories and globs to an ordered list of files (``-`` kept as is).
 
     Directories are searched recursively for files with a known extension, in sorted order, so the
-    same tree always gives the same order. A path or glob that matches nothing is an error.
+    same tree always gives the same order (see :func:`directory_files`). A path or glob that
+    matches nothing is an error.
     """
     files: list[str] = []
     for item in inputs:
         if item == STDIN:
             files.append(item)
         elif os.path.isdir(item):
-            found = sorted(
-                str(p) for p in Path(item).rglob("*") if p.is_file() and _known_extension(p.name)
-            )
-            if not found:
-                raise ConfigError(f"{item}: directory holds no .txt or .jsonl files")
-            files.extend(found)
+            files.extend(directory_files(item))
         elif os.path.exists(item):
             files.append(item)
+        elif os.path.islink(item):
+            raise ConfigError(f"{item}: dangling symbolic link (its target does not exist)")
         elif glob.has_magic(item):
             matched = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not matched:
@@ -64,6 +52,39 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     if files.count(STDIN) > 1:
         raise ConfigError("standard input ('-') can be read only once")
     return files
+
+
+def directory_files(root: str) -> list[str]:
+    """The input files under ``root``: files with a known extension, in sorted path order.
+
+    Symbolic links to directories are followed, each directory read once (by device and inode),
+    so a link back up the tree ends instead of looping and a tree reached twice is read once. A
+    directory that cannot be listed, and a symbolic link whose target is gone, are errors: their
+    files would otherwise be left out without a word.
+    """
+
+    def refuse(error: OSError) -> None:
+        where = error.filename or root
+        raise ConfigError(f"{where}: cannot read directory: {error.strerror}") from None
+
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for directory, subdirs, names in os.walk(root, onerror=refuse, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen:
+            subdirs.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subdirs.sort()  # the first of two links to one directory is the one kept
+        for name in names:
+            path = str(Path(directory, name))  # as pathlib spells it: no ./ and no //
+            if not os.path.exists(path):
+                raise ConfigError(f"{path}: dangling symbolic link (its target does not exist)")
+            if _known_extension(name) and os.path.isfile(path):
+                found.append(path)
+    if not found:
+        raise ConfigError(f"{root}: directory holds no .txt or .jsonl files")
+    return sorted(found)
 
 
 def _strip_compression(name: str) -> str:
@@ -109,38 +130,3 @@ class HashingReader(io.RawIOBase):
         self.sha256.update(data)
         self.size += n
         return n
-
-
-def is_compressed(path: str) -> bool:
-    """True when the file starts with a gzip, bzip2 or zstd magic number."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    return head.startswith(COMPRESSION_MAGICS)
-
-
-def decompressed(stream: io.BufferedReader) -> BinaryIO:
-    """``stream`` decompressed when it starts with a gzip, bzip2 or zstd magic, else as is."""
-    head = stream.peek(4)[:4]
-    if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
-    if head.startswith(_BZIP2_MAGIC):
-        return bz2.BZ2File(stream)  # type: ignore[return-value]
-    if head.startswith(_ZSTD_MAGIC):
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-        return io.BufferedReader(reader)
-    return stream
-
-
-def sniff_format(first_line: bytes | None) -> str:
-    """Guess the format from the first non-blank line: a JSON object means JSONL."""
-    if first_line is None:
-        return "text"
-    stripped = first_line.strip().lstrip(b"\xef\xbb\xbf")
-    if stripped.startswith(b"{"):
-        try:
-            return "jsonl" if isinstance(json.loads(stripped), dict) else "text"
-        except ValueError:
-            return "jsonl"  # looks like JSON; let the parser name the exact problem and line
-    return "text"

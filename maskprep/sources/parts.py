@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
 from ..config import PartSpec
 from ..errors import ConfigError
-from .inputs import STDIN, is_compressed
+from .compressed import is_compressed
+from .inputs import STDIN
+from .lines import Overlong, capped_lines, sample
 
 _CHUNK = 1 << 20
 
@@ -63,6 +66,13 @@ def planned_files(files: list[str]) -> list[PlannedFile]:
     if STDIN in files:
         raise ConfigError("standard input ('-') cannot be split into parts; give files")
     stats = [os.stat(f) for f in files]
+    for path, info in zip(files, stats, strict=True):
+        if not stat.S_ISREG(info.st_mode):
+            # A pipe or device has no size to split by: each part would read from its start.
+            raise ConfigError(
+                f"{path}: not a regular file (a pipe or a device): it cannot be split into "
+                "parts, as standard input cannot; give regular files"
+            )
     return [PlannedFile(f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats, strict=True)]
 
 
@@ -160,11 +170,8 @@ def open_range(file_range: FileRange) -> BinaryIO:
     return _Window(file_range.path, file_range.start, file_range.end)  # type: ignore[return-value]
 
 
-def head_line(path: str) -> bytes | None:
-    """The first non-blank line of an uncompressed file, for sniffing its format from its start
-    even when a part begins in its middle."""
+def head_sample(path: str, limit: int) -> list[bytes | Overlong]:
+    """The first lines of an uncompressed file as :func:`~.lines.sample` takes them, for sniffing
+    its format from its start (every part of it decides alike, wherever the part begins)."""
     with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                return line
-    return None
+        return sample(capped_lines(handle, limit))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,18 +16,12 @@ from typing import BinaryIO
 
 from ..config import PartSpec, SFTConfig, SourceConfig
 from ..errors import ConfigError, DataError
-from .fields import json_type, string_field
-from .inputs import (
-    STDIN,
-    STDIN_NAME,
-    HashingReader,
-    decompressed,
-    expand_inputs,
-    format_from_name,
-    sniff_format,
-)
-from .parts import FileRange, PlannedFile, head_line, open_range, plan_part, planned_files
-from .sft import SFTPayload, sft_payload
+from .compressed import decompressed
+from .fields import JSONProblem, json_type, lone_surrogate, parse_json, string_field
+from .inputs import STDIN, STDIN_NAME, HashingReader, expand_inputs, format_from_name
+from .lines import Overlong, capped_lines, sample, sniff_format
+from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
+from .sft import SFTPayload, payload_surrogate, sft_payload
 
 
 @dataclass(frozen=True)
@@ -105,6 +98,8 @@ class SourceReader:
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
+        if STDIN in self.files and stdin is None and _process_stdin() is None:
+            raise ConfigError("standard input is closed; '-' reads the input from it")
         self._bytes_done = 0
         self._current: HashingReader | None = None
 
@@ -130,9 +125,10 @@ class SourceReader:
 
     def _open(self, name: str) -> BinaryIO:
         if name == STDIN:
-            import sys
-
-            return self._stdin if self._stdin is not None else sys.stdin.buffer
+            stream = self._stdin if self._stdin is not None else _process_stdin()
+            if stream is None:
+                raise ConfigError("standard input is closed; '-' reads the input from it")
+            return stream
         try:
             if self._range is not None:
                 return open_range(self._range)
@@ -148,29 +144,16 @@ class SourceReader:
         self._current = hashing
         try:
             stream = decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
-            part = self._range
-            lines = enumerate(stream, start=part.first_line if part is not None else 1)
-            fmt: str = self.config.input_format
-            if fmt == "auto":
-                fmt = (None if name == STDIN else format_from_name(name)) or ""
-            if not fmt and part is not None and part.start > 0:
-                fmt = sniff_format(head_line(name))  # as the whole file would be read
-            pending: list[tuple[int, bytes]] = []
-            if not fmt:
-                first = None
-                for number, line in lines:
-                    pending.append((number, line))
-                    if line.strip():
-                        first = line
-                        break
-                fmt = sniff_format(first)
+            lines = capped_lines(stream, self.config.max_record_bytes)
+            fmt, pending = self._format(name, lines)
             stats.format = fmt
             if fmt == "text" and self.sft is not None:
                 raise ConfigError(
                     f"{display}: read as plain text, but supervised records need JSONL objects"
                 )
             parse = self._parse_text if fmt == "text" else self._parse_jsonl
-            for number, line in itertools.chain(pending, lines):
+            first = self._range.first_line if self._range is not None else 1
+            for number, line in enumerate(itertools.chain(pending, lines), start=first):
                 item = parse(display, number, line)
                 if item is None:
                     stats.blank_lines += 1
@@ -195,8 +178,29 @@ class SourceReader:
             self._current = None
             self.stats.append(stats)
 
-    @staticmethod
-    def _decode(source: str, number: int, line: bytes) -> str | Rejected:
+    def _format(
+        self, name: str, lines: Iterator[bytes | Overlong]
+    ) -> tuple[str, list[bytes | Overlong]]:
+        """The input's format, and the lines read to sniff it (still to be parsed)."""
+        fmt: str = self.config.input_format
+        if fmt == "auto":
+            fmt = (None if name == STDIN else format_from_name(name)) or ""
+        if fmt:
+            return fmt, []
+        part = self._range
+        if part is not None and not part.whole:
+            # From the file's start, as the whole file is read: every part decides alike.
+            return sniff_format(head_sample(name, self.config.max_record_bytes)), []
+        pending = sample(lines)
+        return sniff_format(pending), pending
+
+    def _decode(self, source: str, number: int, line: bytes | Overlong) -> str | Rejected:
+        if isinstance(line, Overlong):
+            raw = line.head.decode("utf-8", errors="backslashreplace") + "…"
+            limit = self.config.max_record_bytes
+            return Rejected(
+                source, number, f"line longer than {limit:,} bytes (max_record_bytes)", raw
+            )
         body = line.rstrip(b"\n").rstrip(b"\r")
         if number == 1:
             body = body.removeprefix(b"\xef\xbb\xbf")
@@ -206,7 +210,9 @@ class SourceReader:
             raw = body.decode("utf-8", errors="backslashreplace")
             return Rejected(source, number, f"invalid UTF-8 at byte {exc.start}", raw)
 
-    def _parse_text(self, source: str, number: int, line: bytes) -> Record | Rejected | None:
+    def _parse_text(
+        self, source: str, number: int, line: bytes | Overlong
+    ) -> Record | Rejected | None:
         text = self._decode(source, number, line)
         if isinstance(text, Rejected):
             return text
@@ -214,27 +220,45 @@ class SourceReader:
             return None
         return Record(text, source, number)
 
-    def _parse_jsonl(self, source: str, number: int, line: bytes) -> Record | Rejected | None:
+    def _parse_jsonl(
+        self, source: str, number: int, line: bytes | Overlong
+    ) -> Record | Rejected | None:
         text = self._decode(source, number, line)
         if isinstance(text, Rejected):
             return text
         if not text.strip():
             return None
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return Rejected(source, number, f"invalid JSON: {exc.msg} (column {exc.colno})", text)
+        obj = parse_json(text)
+        if isinstance(obj, JSONProblem):
+            return Rejected(source, number, f"invalid JSON: {obj.reason}", text)
         if not isinstance(obj, dict):
             return Rejected(source, number, f"expected a JSON object, got {json_type(obj)}", text)
+        # A lone surrogate can only come from a \ud800-style escape: no tokenizer takes one.
+        escaped = "\\u" in text
         if self.sft is not None:
             payload = sft_payload(obj, self.sft)
             if isinstance(payload, str):
                 return Rejected(source, number, payload, text, without_labels=True)
+            problem = payload_surrogate(payload, self.sft) if escaped else None
+            if problem is not None:
+                return Rejected(source, number, problem, text)
             return Record("", source, number, payload)
+        name = self.config.text_field
         try:
-            value = string_field(obj, self.config.text_field)
+            value = string_field(obj, name)
         except ValueError as exc:
             return Rejected(source, number, str(exc), text)
         if not value.strip():
-            return Rejected(source, number, f"field '{self.config.text_field}' is empty", text)
+            return Rejected(source, number, f"field '{name}' is empty", text)
+        problem = lone_surrogate(value) if escaped else None
+        if problem is not None:
+            return Rejected(source, number, f"field '{name}' is not text: {problem}", text)
         return Record(value, source, number)
+
+
+def _process_stdin() -> BinaryIO | None:
+    """This process's standard input as bytes, or ``None`` when it was closed (``<&-``): Python
+    then sets ``sys.stdin`` to ``None``."""
+    import sys
+
+    return None if sys.stdin is None else sys.stdin.buffer

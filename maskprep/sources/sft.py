@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from ..config import SFTConfig
-from .fields import field_at, json_type, string_field
+from .fields import field_at, json_type, lone_surrogate, string_field
 
 #: Message roles a chat record may use.
 KNOWN_ROLES = ("system", "user", "assistant", "tool")
@@ -91,3 +91,20 @@ def _conversation(obj: dict, name: str) -> Conversation | str:
             return f"{where}.content is {json_type(content)}, expected string"
         messages.append(Message(role, content))
     return Conversation(tuple(messages))
+
+
+def payload_surrogate(payload: SFTPayload, sft: SFTConfig) -> str | None:
+    """Which text of ``payload`` holds a lone surrogate (see
+    :func:`~.fields.lone_surrogate`), as a reason for the rejects file; ``None`` when none does."""
+    if isinstance(payload, PromptCompletion):
+        named = [(sft.prompt_field, payload.prompt), (sft.completion_field, payload.completion)]
+    else:
+        named = [
+            (f"{sft.messages_field}[{i}].content", m.content)
+            for i, m in enumerate(payload.messages)
+        ]
+    for name, text in named:
+        problem = lone_surrogate(text)
+        if problem is not None:
+            return f"field '{name}' is not text: {problem}"
+    return None

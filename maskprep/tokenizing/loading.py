@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TokenizerConfig
-from ..errors import ConfigError, Option, first_line
+from ..errors import ConfigError, Option, one_line
+from ..hub import check_local
 from .encoder import special_frame
 
 #: Files whose bytes define a tokenizer's behaviour; hashed into the manifest.
@@ -60,18 +61,7 @@ def load_tokenizer(config: TokenizerConfig) -> Any:
     Raises :class:`ConfigError` when it cannot be loaded, is not a fast tokenizer, or has no pad
     token and none was asked for.
     """
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            config.name_or_path,
-            revision=config.revision,
-            trust_remote_code=config.trust_remote_code,
-        )
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"cannot load tokenizer {config.name_or_path!r}: {first_line(exc)}"
-        ) from None
+    tokenizer = from_pretrained(config.name_or_path, config.revision, config.trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             f"tokenizer {config.name_or_path!r} is not a fast (Rust) tokenizer; "
@@ -83,6 +73,21 @@ def load_tokenizer(config: TokenizerConfig) -> Any:
     if config.add_eos and tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer {config.name_or_path!r} has no EOS token to add")
     return tokenizer
+
+
+def from_pretrained(name_or_path: str, revision: str | None, trust_remote_code: bool) -> Any:
+    """``AutoTokenizer.from_pretrained`` with every way it can fail as one
+    :class:`~maskprep.errors.ConfigError`: a local path that is not there, a broken
+    ``tokenizer.json``, remote code that raises, a Hub name that cannot be reached."""
+    check_local(name_or_path, "tokenizer")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            name_or_path, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except Exception as exc:  # it runs the tokenizer's own files and code: anything can fail
+        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {one_line(exc)}") from None
 
 
 def _resolve_pad_token(tokenizer: Any, config: TokenizerConfig) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SFTConfig, TokenizerConfig
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, one_line
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .encoder import EncodedDoc, special_frame
@@ -99,9 +99,18 @@ class SFTEncoder:
         self.append_eos = add_eos and (not suffix or suffix[-1] != self.eos_id)
         self._prefix = np.asarray(prefix, dtype=np.int32)
         self._suffix = np.asarray(suffix, dtype=np.int32)
+        # What a chat template opens every conversation with, as the tokenizer frames a text.
+        self._chat_frame = special_frame(tokenizer, True)[0] if sft.is_chat else []
+        self._bos_id = tokenizer.bos_token_id
         self.template: str | None = getattr(tokenizer, "chat_template", None)
         if isinstance(self.template, dict):  # several named templates: the default one renders
             self.template = self.template.get("default")
+        if sft.is_chat and not self.template:
+            # Refused before any record is read: every chat record would be rejected for it.
+            raise ConfigError(
+                f"tokenizer {config.name_or_path!r} has no chat template to render chat "
+                "records with; give one (a Jinja file) as chat_template"
+            )
         self._template_kwargs = dict(tokenizer.special_tokens_map)
 
     def encode_records(self, records: Sequence[Record]) -> list[EncodedDoc | Rejected]:
@@ -167,11 +176,28 @@ class SFTEncoder:
                 reason = "the chat template rendered the turns to train as no tokens"
                 docs.append(Rejected(record.source, record.line, reason, raw, without_labels=True))
                 continue
-            # The completion starts at the first token of the last trained turn's rendering.
-            prompt = int(np.searchsorted(token_spans[:, 0], item.boundary, side="left"))
             ids_array = np.asarray(ids, dtype=np.int32)
-            docs.append(EncodedDoc(ids_array, trained, 0, 0, record.location, prompt=prompt))
+            head = self._chat_head(ids_array)
+            # The completion starts at the first token of the last trained turn's rendering; the
+            # prompt lies between the head and it.
+            start = int(np.searchsorted(token_spans[:, 0], item.boundary, side="left"))
+            docs.append(
+                EncodedDoc(
+                    ids_array, trained, head, 0, record.location, prompt=max(start - head, 0)
+                )
+            )
         return docs
+
+    def _chat_head(self, ids: np.ndarray) -> int:
+        """How many of a rendered conversation's first ids are the template's frame (its BOS, or
+        the tokenizer's own prefix): kept when truncation cuts the prompt from the left, as a
+        plain document keeps its special tokens."""
+        frame = self._chat_frame
+        if frame and len(ids) > len(frame) and ids[: len(frame)].tolist() == frame:
+            return len(frame)
+        if self._bos_id is not None and len(ids) > 1 and ids[0] == self._bos_id:
+            return 1
+        return 0
 
     def _ids_and_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         if not texts:  # the tokenizer cannot take an empty batch
@@ -189,13 +215,10 @@ class SFTEncoder:
     def _chat_spans(self, conversation: Conversation) -> ChatSpans:
         """Render ``conversation`` and find the character spans to train.
 
-        Raises ``_Unusable`` (a bad record) when there is no template, nothing to train, the
-        template fails, or its renderings are not prefix-stable.
+        Raises ``_Unusable`` (a bad record) when there is nothing to train, the template fails,
+        or its renderings are not prefix-stable.
         """
-        if self.template is None:
-            raise _Unusable(
-                f"tokenizer {self.config.name_or_path!r} has no chat template and none was given"
-            )
+        assert self.template is not None, "checked when the encoder was made"
         messages = conversation.as_dicts()
         roles = [m["role"] for m in messages]
         if self.sft.train_on == "all":
@@ -224,7 +247,7 @@ class SFTEncoder:
         except _Unusable:
             raise
         except Exception as exc:  # Jinja raises many types, including the template's own errors
-            raise _Unusable(f"chat template failed: {first_line(exc)}") from None
+            raise _Unusable(f"chat template failed: {one_line(exc)}") from None
         # Where rendering up to the last trained message is not a prefix of the whole, fall back
         # to the first character of the last trained span.
         boundary = len(before) if text.startswith(before) else spans[-1][0]

@@ -46,7 +46,6 @@ def test_untruncated_chat_starts_with_the_templates_bos(chat_rows):
     assert chat_rows[0]["input_ids"][0] == BOS
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a truncated chat loses the template's BOS (head=0)")
 def test_truncated_chat_keeps_the_templates_bos(chat_rows):
     assert chat_rows[1]["input_ids"][0] == BOS
     assert chat_rows[1]["labels"][0] == -100

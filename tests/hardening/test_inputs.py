@@ -50,7 +50,6 @@ def _zst_frames(records: list[str], per_frame: int) -> list[bytes]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a truncated multi-frame .zst loses its tail, exit 0")
 @pytest.mark.parametrize("cut", [1, 20])
 def test_truncated_multi_frame_zst_fails_naming_the_file(tmp_path, llama_like, cut):
     frames = _zst_frames(RECORDS.splitlines(keepends=True), 100)
@@ -112,7 +111,6 @@ def _with_hostile_line(tmp_path, kind: str):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="#14: hostile JSON records abort with a traceback")
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_hostile_record_fails_with_its_file_and_line(tmp_path, llama_like, kind):
     path = _with_hostile_line(tmp_path, kind)
@@ -120,7 +118,6 @@ def test_hostile_record_fails_with_its_file_and_line(tmp_path, llama_like, kind)
     assert_clean_failure(result, 1, mentions=[f"{path}:2"])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: hostile JSON records abort even with skip")
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
 def test_hostile_record_is_skipped_as_a_bad_record(tmp_path, llama_like, kind):
     path = _with_hostile_line(tmp_path, kind)
@@ -132,7 +129,6 @@ def test_hostile_record_is_skipped_as_a_bad_record(tmp_path, llama_like, kind):
     assert [r["line"] for r in rejects] == [2]
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a lone surrogate in an SFT field aborts the build")
 def test_lone_surrogate_in_a_prompt_is_a_bad_record(tmp_path, llama_like):
     path = tmp_path / "sft.jsonl"
     path.write_text(
@@ -181,14 +177,12 @@ def _long_line_input(tmp_path, size: int):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="#14: no cap on the size of one input line")
 def test_line_over_the_cap_fails_with_file_and_line(tmp_path, llama_like):
     path = _long_line_input(tmp_path, 200_000)
     result = cli(*build_args(path, llama_like, tmp_path / "out", "--max-record-bytes", "10000"))
     assert_clean_failure(result, 1, mentions=[f"{path}:2"])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: no cap on the size of one input line")
 def test_line_over_the_cap_is_skipped_and_counted(tmp_path, llama_like):
     path = _long_line_input(tmp_path, 200_000)
     out = tmp_path / "out"
@@ -206,7 +200,6 @@ def _memory_cap() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))
 
 
-@pytest.mark.xfail(strict=True, reason="#14: /dev/zero is read until memory runs out")
 def test_dev_zero_stops_at_the_line_cap(tmp_path, llama_like):
     args = build_args("/dev/zero", llama_like, tmp_path / "out", "--max-record-bytes", "1M")
     result = proc(*args, preexec=_memory_cap, timeout=120)
@@ -224,7 +217,6 @@ def test_a_long_line_under_any_generous_default_cap_builds(tmp_path, llama_like)
 # ----------------------------------------------------------------------------- FIFOs and stdin
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a FIFO with --num-shards gives an empty part, exit 0")
 def test_fifo_cannot_be_split_into_parts(tmp_path, llama_like):
     fifo = tmp_path / "in.jsonl"
     os.mkfifo(fifo)
@@ -258,7 +250,6 @@ def test_fifo_input_without_parts_still_builds(tmp_path, llama_like):
     assert _totals(out)["records_read"] == 10
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a closed stdin (<&-) gives a traceback")
 def test_closed_stdin_is_a_usage_error(tmp_path, llama_like):
     args = " ".join(f"'{a}'" for a in build_args("-", llama_like, tmp_path / "out"))
     completed = subprocess.run(
@@ -287,7 +278,6 @@ def tree(tmp_path):
     return root
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a symlinked subdirectory of an input is skipped")
 def test_directory_input_follows_directory_symlinks(tmp_path, tree, llama_like):
     (tree / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     out = tmp_path / "out"
@@ -307,7 +297,6 @@ def test_directory_symlink_loop_ends_and_reads_each_file_once(tmp_path, tree, ll
     assert _totals(out)["records_read"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a dangling symlink in an input directory is skipped")
 def test_dangling_symlink_in_a_directory_is_an_error(tmp_path, tree, llama_like):
     (tree / "gone.txt").symlink_to(tmp_path / "no-such-file.txt")
     out = tmp_path / "out"
@@ -317,7 +306,6 @@ def test_dangling_symlink_in_a_directory_is_an_error(tmp_path, tree, llama_like)
 
 
 @pytest.mark.skipif(not PERMISSIONS_BITE, reason="root reads directories whatever their mode")
-@pytest.mark.xfail(strict=True, reason="#14: an unreadable subdirectory is skipped silently")
 def test_unreadable_subdirectory_is_an_error(tmp_path, tree, llama_like):
     hidden = tree / "hidden"
     hidden.mkdir()
@@ -342,9 +330,6 @@ def test_plain_subdirectories_are_read(tmp_path, tree, llama_like):
 # ----------------------------------------------------------------------------- found beyond #14
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14 (found): one bad first line turns piped JSONL into text"
-)
 def test_piped_jsonl_with_a_bad_first_line_is_not_read_as_plain_text(tmp_path, llama_like):
     """The format of stdin is sniffed from its first line alone: a corrupt first record makes
     every following JSON object a plain-text document (braces, keys and all), exit 0. It must be

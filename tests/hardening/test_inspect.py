@@ -83,7 +83,6 @@ def _set_token(out, value: int) -> None:
     rehash_shards(out)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect passes ids < 0")
 def test_negative_token_ids_fail(finished_copy):
     _set_token(finished_copy, -5)
     result = cli("inspect", finished_copy, "--json")
@@ -91,7 +90,6 @@ def test_negative_token_ids_fail(finished_copy):
     assert _failing(_report(result)) - {"shards_match_manifest"}
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect passes ids >= the vocabulary size")
 def test_token_ids_past_the_vocabulary_fail(finished_copy):
     vocab = read_json(finished_copy / MANIFEST)["tokenizer"]["vocab_size"]
     _set_token(finished_copy, vocab + 5)
@@ -131,7 +129,6 @@ def test_unknown_strategy_in_the_manifest_fails_naming_it(finished_copy):
 # ----------------------------------------------------------------------------- foreign shards
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a shard without `length` is refused, trap not seen")
 def test_foreign_shard_without_length_shows_the_pad_eos_trap(tmp_path):
     path = tmp_path / "foreign.parquet"
     _write(path, _padded(EOS, eos_trained=False, with_length=False))
@@ -142,14 +139,12 @@ def test_foreign_shard_without_length_shows_the_pad_eos_trap(tmp_path):
     assert _failing(report)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a shard without `length` is refused")
 def test_foreign_shard_without_length_is_checked_from_its_mask(tmp_path):
     path = tmp_path / "foreign.parquet"
     _write(path, _padded(PAD, eos_trained=True, with_length=False))
     assert_ok(cli("inspect", path))
 
 
-@pytest.mark.xfail(strict=True, reason="#14: the pad == EOS trap passes without --eos-id")
 def test_pad_eos_trap_is_inferred_without_an_eos_id(tmp_path):
     path = tmp_path / "foreign.parquet"
     _write(path, _padded(EOS, eos_trained=False))
@@ -186,7 +181,6 @@ def _all_ones(pad_id: int) -> list[dict]:
     return rows
 
 
-@pytest.mark.xfail(strict=True, reason="#14: an all-ones mask over trailing pad ids passes")
 def test_all_ones_mask_over_trailing_pad_ids_fails_when_the_pad_id_is_known(tmp_path):
     path = tmp_path / "foreign.parquet"
     _write(path, _all_ones(PAD))
@@ -224,7 +218,6 @@ def uninformative(tmp_path):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="#14: checks skipped for lack of information pass --strict")
 def test_checks_skipped_for_lack_of_information_fail_under_strict(uninformative):
     assert cli("inspect", uninformative).code == 0
     result = cli("inspect", uninformative, "--strict")
@@ -232,7 +225,6 @@ def test_checks_skipped_for_lack_of_information_fail_under_strict(uninformative)
     assert result.code == 1, result.text
 
 
-@pytest.mark.xfail(strict=True, reason="#14: skipped checks are counted as run")
 def test_skipped_checks_are_counted_apart_from_checks_run(uninformative):
     report = _report(cli("inspect", uninformative, "--json"))
     total = len(report["checks"])
@@ -278,7 +270,6 @@ def _peak_rss_mb(*args) -> float:
     return int(completed.stdout) / 1024
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect keeps ~75+ bytes per row")
 def test_inspect_memory_does_not_grow_with_the_rows(tmp_path):
     small, large = tmp_path / "small.parquet", tmp_path / "large.parquet"
     _synthetic(small, 100_000)
