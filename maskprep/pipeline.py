@@ -9,14 +9,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import columns
+from . import columns, storage
 from ._version import __version__
 from .config import BuildConfig
-from .errors import BadRecordError, DataError, MaskprepError, OutputError
-from .output.directory import finished_manifest, make_output_directory, os_reason, prepare_output
-from .output.lock import OutputLock
-from .output.manifest import MANIFEST_FORMAT, write_manifest
+from .errors import BadRecordError, DataError, OutputError
+from .output.directory import Action, os_reason
+from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
+from .output.lock import DEFAULT_LEASE_TTL
+from .output.manifest import MANIFEST_FORMAT
 from .output.rejects import RejectsWriter
+from .output.session import OutputRequest, OutputSession
 from .output.shards import ShardInfo, ShardWriter, shard_info_dicts
 from .shaping.fill import FillStats
 from .shaping.fit import ShapeStats, check_room, loses_all_labels
@@ -80,9 +82,10 @@ class Totals:
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build produced: where, the manifest written, and how long it took."""
+    """What a build produced: where (a path, or the URL of an object-store output), the
+    manifest written, and how long it took."""
 
-    output: Path
+    output: Path | str
     manifest: dict[str, Any]
     totals: Totals
     shards: list[ShardInfo]
@@ -117,6 +120,8 @@ def build(
     tokenizer: Any = None,
     parallelism: Parallelism | None = None,
     tokenizer_cache: TokenizerCache | None = None,
+    storage_options: storage.StorageOptions | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -135,16 +140,24 @@ def build(
     given, lets a plain-text build with a local tokenizer skip loading transformers once an
     earlier build has cached that tokenizer (see :mod:`maskprep.tokenizing.cache`); it never
     changes the output either.
+
+    ``config.output.directory`` is a local directory or an object-store URL (``s3://…``), whose
+    filesystem ``storage_options`` configures; there the output's lock is a lease that lapses
+    ``lease_ttl`` seconds after its holder stops renewing it (see docs/storage.md).
     """
-    directory = Path(config.output.directory)
-    created = make_output_directory(directory)
+    location = storage.parse_location(config.output.directory, storage_options)
+    request = OutputRequest(
+        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
+    )
     try:
-        with OutputLock(directory):
-            finished = finished_build(directory, config)
-            if finished is not None:
-                return finished
+        with OutputSession.open(location, request) as output:
+            if output.action is Action.FINISHED:
+                finished = finished_build(output, config)
+                if finished is not None:
+                    return finished
             return _build_locked(
                 config,
+                output,
                 stdin=stdin,
                 on_progress=on_progress,
                 loaded=tokenizer,
@@ -152,23 +165,38 @@ def build(
                 tokenizer_cache=tokenizer_cache,
             )
     except OSError as exc:
-        raise OutputError(f"{directory}: cannot write output: {os_reason(exc)}") from None
-    finally:
-        if created and directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
+        raise OutputError(f"{location.url}: cannot write output: {os_reason(exc)}") from None
+    except storage.NoSpace as exc:
+        raise OutputError(f"{exc.url}: cannot write output: {exc.detail}") from None
 
 
-def finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
-    """Resuming an output that already finished: its result, unchanged, when it was built with
-    this config (and part); ``None`` when there is nothing finished to return."""
-    manifest = finished_manifest(directory, config)
-    if manifest is None:
+def finished_build(output: OutputSession, config: BuildConfig) -> BuildResult | None:
+    """Resuming an output that already finished: its result, unchanged, when it is still what
+    this build makes (same options and part, inputs and tokenizer files unchanged); refused when
+    it is not. ``None`` when a shard it lists is gone: the output is then unfinished again (its
+    manifest removed) and the build resumes it."""
+    manifest = output.state.manifest
+    assert manifest is not None
+    where = output.location.url
+    check_same_build(manifest, config, where)
+    check_inputs_unchanged(manifest, config, where)
+    check_tokenizer_unchanged(manifest, config, where)
+    if output.state.missing:
+        output.unfinish()
         return None
-    return result_from_manifest(directory, manifest, 0.0, reused_all=True)
+    return result_from_manifest(_result_path(output.location), manifest, 0.0, reused_all=True)
+
+
+def _result_path(location: storage.Location) -> Path | str:
+    return Path(location.path) if location.is_local else location.url
 
 
 def result_from_manifest(
-    directory: Path, manifest: dict[str, Any], elapsed_s: float, *, reused_all: bool = False
+    directory: Path | str,
+    manifest: dict[str, Any],
+    elapsed_s: float,
+    *,
+    reused_all: bool = False,
 ) -> BuildResult:
     """A :class:`BuildResult` for a finished output, rebuilt from its manifest."""
     counts = manifest["totals"]
@@ -183,6 +211,7 @@ def result_from_manifest(
 
 def _build_locked(
     config: BuildConfig,
+    output: OutputSession,
     *,
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -190,7 +219,7 @@ def _build_locked(
     parallelism: Parallelism,
     tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
-    """The build proper, run while this process holds the output directory's lock."""
+    """The build proper, run while this process holds the output's lock."""
     started = time.perf_counter()
     reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
     tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache)
@@ -199,12 +228,18 @@ def _build_locked(
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
 
-    directory = prepare_output(config.output)
+    output.begin()
     packed = config.shape.strategy == "pack"
-    writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
+    writer = ShardWriter(
+        output.target,
+        config.output,
+        columns.schema(packed=packed),
+        existing=output.existing_shards,
+        keepalive=output.keepalive,
+    )
     totals = Totals(shape=shaper.stats)
     skip = config.source.on_bad_record == "skip"
-    rejects = RejectsWriter(directory) if skip else None
+    rejects = RejectsWriter(output.target) if skip else None
 
     def on_reject(item: Rejected) -> None:
         if rejects is None:
@@ -248,7 +283,7 @@ def _build_locked(
                 f"rejected, {shape.documents_dropped} dropped as too long)"
             )
         shards = writer.close()
-    except (MaskprepError, KeyboardInterrupt, OSError):
+    except BaseException:
         encoded.close()  # stops the reader thread before the rejects file is closed
         writer.abort()
         if rejects is not None and totals.records_rejected:
@@ -276,10 +311,10 @@ def _build_locked(
     }
     if config.part is not None:
         manifest["part"] = part_manifest(config.part, reader.ranges or [])
-    write_manifest(directory, manifest)
+    output.commit(manifest)
     elapsed = time.perf_counter() - started
     return BuildResult(
-        directory,
+        _result_path(output.location),
         manifest,
         totals,
         shards,

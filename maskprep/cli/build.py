@@ -10,13 +10,19 @@ from typing import Any
 import click
 
 from .. import config as cfg
-from .common import buckets_option, library_errors, size_option
+from .common import buckets_option, library_errors, size_option, storage_options_option
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="DIR|URL",
+    help="Output directory, or an object-store prefix (s3://bucket/out).",
+)
 @click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
 @click.option(
     "--strategy",
@@ -179,6 +185,7 @@ from .common import buckets_option, library_errors, size_option
     is_flag=True,
     help="Load the tokenizer through transformers and cache nothing.",
 )
+@storage_options_option
 @library_errors
 def build(**options: Any) -> None:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
@@ -236,7 +243,10 @@ def build(**options: Any) -> None:
         if options["shard_index"] is not None:
             raise click.UsageError("--shard-index does not apply to --engine ray")
         result = build_with_ray(
-            config, parts=options["num_shards"], tokenizer_cache=_tokenizer_cache(options)
+            config,
+            parts=options["num_shards"],
+            tokenizer_cache=_tokenizer_cache(options),
+            storage_options=options["storage_options"],
         )
     else:
         with ProgressReporter(quiet=quiet) as reporter:
@@ -245,6 +255,7 @@ def build(**options: Any) -> None:
                 on_progress=reporter.callback,
                 parallelism=Parallelism(num_proc=options["num_proc"]),
                 tokenizer_cache=_tokenizer_cache(options),
+                storage_options=options["storage_options"],
             )
     if options["as_json"]:
         click.echo(json.dumps(build_json(result), indent=2))

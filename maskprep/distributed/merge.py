@@ -1,38 +1,36 @@
 """``maskprep merge``: finished parts of one build (array jobs) joined under one manifest.
 
-Shard data is not copied: each part's shards are hard-linked into the merged output under
-consecutive names (``data-00000…``, part 0's first), so the output is a normal, self-contained
-maskprep output whose files share storage with the parts. Hard links rather than paths into the
-part directories, because a link survives the parts being moved, deleted or rebuilt. Across
-filesystems a link is impossible and the shard is copied (counted in the result).
+Shard data is not copied through this process: each part's shards are hard-linked into the
+merged output under consecutive names (``data-00000…``, part 0's first), so the output is a
+normal, self-contained maskprep output whose files share storage with the parts. Hard links
+rather than paths into the part directories, because a link survives the parts being moved,
+deleted or rebuilt. Across filesystems a shard is copied; on an object store it is copied
+server-side (:mod:`.merge_output`).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .. import storage
 from .._version import __version__
-from ..config import OutputConfig
-from ..errors import ConfigError, DataError, OutputError
-from ..output.directory import make_output_directory, prepare_output
-from ..output.lock import OutputLock
-from ..output.manifest import MANIFEST_FORMAT, write_manifest
-from ..output.names import EXTENSIONS, MANIFEST_NAME, REJECTS_NAME, SHARD_PREFIX
-from ..output.shards import atomic_write_bytes
+from ..errors import ConfigError, DataError
+from ..output.lock import DEFAULT_LEASE_TTL
+from ..output.manifest import MANIFEST_FORMAT, read_manifest
+from ..output.names import MANIFEST_NAME, REJECTS_NAME
+from ..output.session import OutputRequest, OutputSession
+from .merge_output import place_parts
 
 
 @dataclass(frozen=True)
 class PartOutput:
     """One finished part: its directory and manifest."""
 
-    directory: Path
+    directory: storage.Location
     manifest: dict[str, Any]
 
     @property
@@ -45,7 +43,7 @@ class PartOutput:
 class MergeResult:
     """What ``merge`` wrote: the output, its manifest, and how the shards got there."""
 
-    output: Path
+    output: str
     manifest: dict[str, Any]
     parts: int
     shards: int
@@ -53,21 +51,20 @@ class MergeResult:
     copied: int
 
 
-def read_part(directory: str | os.PathLike[str]) -> PartOutput:
+def read_part(
+    directory: str | os.PathLike[str], options: storage.StorageOptions | None = None
+) -> PartOutput:
     """Read a finished part's manifest; an unfinished output or a whole build is refused."""
-    path = Path(directory)
-    manifest_path = path / MANIFEST_NAME
-    if not manifest_path.is_file():
+    location = storage.parse_location(directory, options)
+    if not storage.exists(location.join(MANIFEST_NAME)):
         raise ConfigError(
-            f"{path}: not a finished part (no {MANIFEST_NAME}); finish it (resume) before merging"
+            f"{location}: not a finished part (no {MANIFEST_NAME}); finish it (resume) before "
+            "merging"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{manifest_path}:{exc.lineno}: manifest is not valid JSON") from None
+    manifest = read_manifest(location)
     if "part" not in manifest:
-        raise ConfigError(f"{path}: a whole build, not a part (built without a part index)")
-    return PartOutput(path, manifest)
+        raise ConfigError(f"{location}: a whole build, not a part (built without a part index)")
+    return PartOutput(location, manifest)
 
 
 def check_parts(parts: Sequence[PartOutput]) -> list[PartOutput]:
@@ -123,54 +120,69 @@ def merge(
     *,
     overwrite: bool = False,
     engine: str | None = None,
+    storage_options: storage.StorageOptions | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> MergeResult:
     """Join the finished parts in ``part_dirs`` (any order) into one output at ``output``;
-    ``engine`` (e.g. ``"ray"``) is recorded in the manifest when given.
+    ``engine`` (e.g. ``"ray"``) is recorded in the manifest when given. Parts and output are
+    local directories or object-store URLs, configured by ``storage_options``.
 
     Raises :class:`ConfigError` when a part is unfinished, missing, given twice or from another
     build, and :class:`DataError` when the parts hold no rows at all.
     """
-    parts = check_parts([read_part(d) for d in part_dirs])
-    directory = Path(output).resolve()
+    parts = check_parts([read_part(d, storage_options) for d in part_dirs])
+    location = storage.parse_location(output, storage_options)
     for part in parts:
-        if part.directory.resolve() == directory:
+        if _same_place(part.directory, location):
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
     totals = _sum_totals([p.manifest["totals"] for p in parts])
     if totals["records_read"] == 0:
         raise DataError(f"{len(parts)} parts: no documents in the input")
     if totals["rows_written"] == 0:
         raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
-    make_output_directory(directory)
-    with OutputLock(directory):
-        prepare_output(OutputConfig(str(output), overwrite=overwrite))
-        try:
-            return _write_merged(parts, Path(output), totals, engine)
-        except OSError as exc:
-            raise OutputError(f"{output}: cannot write output: {exc.strerror or exc}") from None
+    request = OutputRequest(overwrite=overwrite, merge=True, lease_ttl=lease_ttl)
+    with OutputSession.open(location, request) as session:
+        return merge_into(session, parts, totals, engine)
 
 
-def _write_merged(
-    parts: list[PartOutput], directory: Path, totals: dict[str, Any], engine: str | None
+def _same_place(a: storage.Location, b: storage.Location) -> bool:
+    if a.is_local and b.is_local:
+        return os.path.realpath(a.path) == os.path.realpath(b.path)
+    return (a.protocol, a.path) == (b.protocol, b.path)
+
+
+def merge_into(
+    session: OutputSession,
+    parts: list[PartOutput],
+    totals: dict[str, Any],
+    engine: str | None = None,
 ) -> MergeResult:
+    """Write the merged output of ``parts`` through ``session`` (which holds its lock): shards
+    and rejects placed, then the manifest, last."""
+    session.begin()
+    placed = place_parts(session, parts)
+    try:
+        manifest = merged_manifest(parts, placed.shards, totals, engine)
+        session.commit(manifest)
+    except BaseException:
+        placed.abort()
+        raise
+    location = session.location
+    where = os.path.realpath(location.path) if location.is_local else location.url
+    return MergeResult(
+        where, manifest, len(parts), len(placed.shards), placed.linked, placed.copied
+    )
+
+
+def merged_manifest(
+    parts: list[PartOutput],
+    shard_entries: list[dict[str, Any]],
+    totals: dict[str, Any],
+    engine: str | None,
+) -> dict[str, Any]:
+    """The merged output's manifest: the parts' config and tokenizer, every part's inputs and
+    shards (renamed), summed totals and fill, and where each part came from."""
     first = parts[0].manifest
-    extension = EXTENSIONS[first["config"]["output"]["format"]]
-    shard_entries: list[dict[str, Any]] = []
-    linked = copied = 0
-    for part in parts:
-        for shard in part.manifest["shards"]:
-            name = f"{SHARD_PREFIX}{len(shard_entries):05d}{extension}"
-            if _link_or_copy(part.directory / shard["path"], directory / name):
-                linked += 1
-            else:
-                copied += 1
-            shard_entries.append({**shard, "path": name})
-    if first["config"]["source"]["on_bad_record"] == "skip":
-        rejects = b"".join(
-            (p.directory / REJECTS_NAME).read_bytes()
-            for p in parts
-            if (p.directory / REJECTS_NAME).is_file()
-        )
-        atomic_write_bytes(directory / REJECTS_NAME, rejects)
     manifest = {
         "format": MANIFEST_FORMAT,
         "maskprep_version": __version__,
@@ -195,24 +207,7 @@ def _write_merged(
         manifest["pack_scope"] = "part"
     if engine is not None:
         manifest["engine"] = engine
-    write_manifest(directory, manifest)
-    return MergeResult(directory, manifest, len(parts), len(shard_entries), linked, copied)
-
-
-def _link_or_copy(source: Path, target: Path) -> bool:
-    """Hard-link ``source`` as ``target``; copy across filesystems. True when linked."""
-    if not source.is_file():
-        raise ConfigError(f"{source}: shard listed in its part's manifest is missing")
-    try:
-        os.link(source, target)
-        return True
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-            raise
-    tmp = target.with_name(".tmp-" + target.name)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return False
+    return manifest
 
 
 def _sum_totals(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -119,7 +119,6 @@ def _shard_paths(victim: Path, part: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="#14: merge hard-links shard paths outside the part")
 @pytest.mark.parametrize("kind", ["absolute", "dotdot"])
 def test_merge_refuses_shard_paths_outside_the_part(tmp_path, tampered, victim, kind):
     path = _shard_paths(victim, tampered[1])[kind]
@@ -131,7 +130,6 @@ def test_merge_refuses_shard_paths_outside_the_part(tmp_path, tampered, victim, 
     assert not (out / MANIFEST).exists()
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect reads shard paths outside the output")
 @pytest.mark.parametrize("kind", ["absolute", "dotdot"])
 def test_inspect_refuses_shard_paths_outside_the_output(finished_copy, victim, kind):
     path = _shard_paths(victim, finished_copy)[kind]
@@ -139,7 +137,6 @@ def test_inspect_refuses_shard_paths_outside_the_output(finished_copy, victim, k
     assert_clean_failure(cli("inspect", finished_copy), (1, 2), mentions=[path])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: load_dataset reads shard paths outside the output")
 def test_load_dataset_refuses_shard_paths_outside_the_output(finished_copy, tmp_path):
     outside = tmp_path / "outside.parquet"
     shutil.copy(finished_copy / "data-00000.parquet", outside)
@@ -148,7 +145,6 @@ def test_load_dataset_refuses_shard_paths_outside_the_output(finished_copy, tmp_
         maskprep.load_dataset(finished_copy)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: verify reads shard paths outside the output")
 def test_verify_refuses_shard_paths_outside_the_output(finished_copy, tmp_path):
     outside = tmp_path / "outside.parquet"
     shutil.copy(finished_copy / "data-00000.parquet", outside)
@@ -182,25 +178,13 @@ BROKEN = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a malformed manifest gives a traceback in inspect")
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_inspect_of_a_malformed_manifest_is_one_line(finished_copy, kind):
     BROKEN[kind](finished_copy / MANIFEST)
     assert_clean_failure(cli("inspect", finished_copy), 1, mentions=[MANIFEST])
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                strict=True, reason="#14: a malformed part manifest: traceback or accepted"
-            ),
-        )
-        for k in sorted(BROKEN)
-    ],
-)
+@pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_merge_of_a_malformed_part_manifest_is_one_line(tmp_path, tampered, kind):
     BROKEN[kind](tampered[1] / MANIFEST)
     result = cli("merge", *tampered, "-o", tmp_path / "merged")
@@ -208,7 +192,6 @@ def test_merge_of_a_malformed_part_manifest_is_one_line(tmp_path, tampered, kind
     assert not (tmp_path / "merged" / MANIFEST).exists()
 
 
-@pytest.mark.xfail(strict=True, reason="#14: read_manifest returns a list / raises UnicodeError")
 @pytest.mark.parametrize("kind", ["list", "not_utf8"])
 def test_read_manifest_raises_a_maskprep_error_for_a_malformed_manifest(finished_copy, kind):
     BROKEN[kind](finished_copy / MANIFEST)
@@ -219,7 +202,6 @@ def test_read_manifest_raises_a_maskprep_error_for_a_malformed_manifest(finished
 # ----------------------------------------------------------------------------- merge's own messages
 
 
-@pytest.mark.xfail(strict=True, reason="#14: merge suggests --resume, which merge does not have")
 def test_merge_into_an_unfinished_looking_output_suggests_only_merge_options(tmp_path, parts):
     out = tmp_path / "merged"
     out.mkdir()
@@ -276,7 +258,6 @@ def _file_size_limit(limit: int):
     return apply
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a full disk mid-merge leaves a complete-looking shard")
 def test_disk_full_during_merge_leaves_no_complete_looking_shard(tmp_path, parts_elsewhere):
     sizes = [
         (p / read_json(p / MANIFEST)["shards"][0]["path"]).stat().st_size for p in parts_elsewhere

@@ -33,7 +33,6 @@ def _stale_or_refused(result, out, *, records: int, mentions: str) -> None:
         assert_clean_failure(result, 2, mentions=[mentions])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --resume returns a stale output after inputs changed")
 def test_resume_after_the_input_changed_is_not_the_old_output(tmp_path, llama_like):
     source = tmp_path / "in.jsonl"
     source.write_text(lines(20))
@@ -47,9 +46,6 @@ def test_resume_after_the_input_changed_is_not_the_old_output(tmp_path, llama_li
         assert read_json(out / MANIFEST)["inputs"][0]["sha256"] == sha256(source)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14: --resume returns a stale output after the tokenizer changed"
-)
 def test_resume_after_the_tokenizer_files_changed_is_not_the_old_output(
     tmp_path, jsonl_60, llama_like
 ):
@@ -77,9 +73,6 @@ def test_resume_of_an_unchanged_finished_output_returns_it_untouched(
     assert snapshot(finished_copy) == before
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14: --resume calls an output with a shard missing finished"
-)
 def test_resume_of_a_finished_output_with_a_shard_missing_restores_or_refuses(
     finished_copy, jsonl_60, llama_like
 ):
@@ -93,7 +86,6 @@ def test_resume_of_a_finished_output_with_a_shard_missing_restores_or_refuses(
         assert_clean_failure(result, (1, 2), mentions=["data-00001.parquet"])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --resume accepts shard paths outside the output")
 def test_resume_refuses_a_manifest_with_shard_paths_outside_the_output(
     finished_copy, tmp_path, jsonl_60, llama_like
 ):
@@ -118,7 +110,6 @@ MALFORMED = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --resume on a malformed manifest: traceback or exit 0")
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_resume_of_a_malformed_manifest_rebuilds_or_refuses(
     finished_copy, jsonl_60, llama_like, kind

@@ -1,0 +1,106 @@
+"""Whether a finished output is still what a build would make now, before ``resume`` returns it
+as it is: same options, the same bytes of every input, the same tokenizer files, and every shard
+its manifest lists still there.
+
+Inputs are compared by size first (free), then by the sha256 of their bytes, which the manifest
+holds: a file rewritten in place with the same size is caught too. The manifest records no
+modification times (they would make equal builds give different manifests), so a finished
+output's inputs are read once more to be hashed. Standard input cannot be read twice: an output
+built from it is returned on trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+from ..config import BuildConfig
+from ..errors import OutputError
+from ..sources.inputs import STDIN, expand_inputs
+from ..sources.parts import FileRange, open_range, plan_part
+from ..tokenizing.loading import tokenizer_file_hashes
+
+_CHUNK = 1 << 20
+
+
+def check_same_build(manifest: dict[str, Any], config: BuildConfig, where: str) -> None:
+    """Refuse a finished output made with other options or as another part."""
+    expected = json.loads(json.dumps(config.to_manifest()))
+    part = manifest.get("part")
+    same_part = (part is None and config.part is None) or (
+        isinstance(part, dict)
+        and config.part is not None
+        and (part.get("index"), part.get("count")) == (config.part.index, config.part.count)
+    )
+    if manifest.get("config") != expected or not same_part:
+        raise OutputError(
+            f"{where}: holds a finished build made with other options; overwrite it to replace it"
+        )
+
+
+def check_inputs_unchanged(manifest: dict[str, Any], config: BuildConfig, where: str) -> None:
+    """Refuse (naming the input) when an input is not the bytes the finished build read."""
+    if STDIN in config.source.inputs:
+        return
+    files = expand_inputs(config.source.inputs)
+    units = (
+        plan_part(files, config.part)
+        if config.part is not None
+        else [FileRange(path, 0, os.path.getsize(path), 1, whole=True) for path in files]
+    )
+    recorded = manifest.get("inputs")
+    if not isinstance(recorded, list) or len(recorded) != len(units):
+        count = len(recorded) if isinstance(recorded, list) else 0
+        raise _changed(where, units[0].path if units else "inputs", f"{len(units)} now, {count}")
+    for unit, entry in zip(units, recorded, strict=True):
+        if not isinstance(entry, dict) or entry.get("path") != unit.path:
+            was = entry.get("path") if isinstance(entry, dict) else None
+            raise _changed(where, unit.path, f"read in place of {was}")
+        size = os.path.getsize(unit.path) if unit.whole else unit.end - unit.start
+        if entry.get("size") != size:
+            raise _changed(where, unit.path, f"{size} bytes now, {entry.get('size')} then")
+        if entry.get("sha256") != _sha256(unit):
+            raise _changed(where, unit.path, "same size, other bytes")
+
+
+def _changed(where: str, path: str, detail: str) -> OutputError:
+    return OutputError(
+        f"{path}: changed since the build in {where} finished ({detail}); overwrite the output "
+        "to rebuild it"
+    )
+
+
+def _sha256(unit: FileRange) -> str:
+    digest = hashlib.sha256()
+    with open_range(unit) as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_tokenizer_unchanged(manifest: dict[str, Any], config: BuildConfig, where: str) -> None:
+    """Refuse when a file of a local tokenizer directory changed (or came or went) since the
+    finished build, or, for chat records rendered with a template file, when the template did."""
+    recorded = manifest.get("tokenizer")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    name = config.tokenizer.name_or_path
+    now = tokenizer_file_hashes(name)
+    then = recorded.get("files")
+    if now != then:
+        then = then if isinstance(then, dict) else {}
+        changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+        raise OutputError(
+            f"tokenizer {name}: {', '.join(changed) or 'its files'} changed since the build in "
+            f"{where} finished; overwrite the output to rebuild it"
+        )
+    if config.sft is not None and config.sft.chat_template is not None:
+        from ..tokenizing.prepare import prepare_tokenizer
+
+        fingerprint = prepare_tokenizer(config, None, None).info.fingerprint
+        if fingerprint != recorded.get("fingerprint"):
+            raise OutputError(
+                f"tokenizer {name} with chat template {config.sft.chat_template}: changed since "
+                f"the build in {where} finished; overwrite the output to rebuild it"
+            )
