@@ -41,7 +41,8 @@ class PartOutput:
 
 @dataclass(frozen=True)
 class MergeResult:
-    """What ``merge`` wrote: the output, its manifest, and how the shards got there."""
+    """What ``merge`` wrote: the output (as given: a path or a URL), its manifest, and how the
+    shards got there."""
 
     output: str
     manifest: dict[str, Any]
@@ -167,10 +168,13 @@ def merge_into(
     except BaseException:
         placed.abort()
         raise
-    location = session.location
-    where = os.path.realpath(location.path) if location.is_local else location.url
     return MergeResult(
-        where, manifest, len(parts), len(placed.shards), placed.linked, placed.copied
+        session.location.url,
+        manifest,
+        len(parts),
+        len(placed.shards),
+        placed.linked,
+        placed.copied,
     )
 
 
