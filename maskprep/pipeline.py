@@ -152,12 +152,13 @@ def build(
     try:
         with OutputSession.open(location, request) as output:
             if output.action is Action.FINISHED:
-                finished = finished_build(output, config)
+                finished = finished_build(output, config, storage_options)
                 if finished is not None:
                     return finished
             return _build_locked(
                 config,
                 output,
+                storage_options,
                 stdin=stdin,
                 on_progress=on_progress,
                 loaded=tokenizer,
@@ -170,7 +171,11 @@ def build(
         raise OutputError(f"{exc.url}: cannot write output: {exc.detail}") from None
 
 
-def finished_build(output: OutputSession, config: BuildConfig) -> BuildResult | None:
+def finished_build(
+    output: OutputSession,
+    config: BuildConfig,
+    storage_options: storage.StorageOptions | None = None,
+) -> BuildResult | None:
     """Resuming an output that already finished: its result, unchanged, when it is still what
     this build makes (same options and part, inputs and tokenizer files unchanged); refused when
     it is not. ``None`` when a shard it lists is gone: the output is then unfinished again (its
@@ -179,7 +184,7 @@ def finished_build(output: OutputSession, config: BuildConfig) -> BuildResult | 
     assert manifest is not None
     where = output.location.url
     check_same_build(manifest, config, where)
-    check_inputs_unchanged(manifest, config, where)
+    check_inputs_unchanged(manifest, config, where, storage_options)
     check_tokenizer_unchanged(manifest, config, where)
     if output.state.missing:
         output.unfinish()
@@ -212,6 +217,7 @@ def result_from_manifest(
 def _build_locked(
     config: BuildConfig,
     output: OutputSession,
+    storage_options: storage.StorageOptions | None,
     *,
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -221,7 +227,13 @@ def _build_locked(
 ) -> BuildResult:
     """The build proper, run while this process holds the output's lock."""
     started = time.perf_counter()
-    reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
+    reader = SourceReader(
+        config.source,
+        stdin=stdin,
+        sft=config.sft,
+        part=config.part,
+        storage_options=storage_options,
+    )
     tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache)
     info = tokenizing.info
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))

@@ -130,14 +130,14 @@ def build_with_ray(
     )
     with OutputSession.open(location, request) as output:
         if output.action is Action.FINISHED:
-            finished = finished_build(output, config)
+            finished = finished_build(output, config, storage_options)
             if finished is not None:
                 return finished
         if output.action is Action.RESUME:
             output.start_over()  # the parts are what resumes; the merge is redone
         # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
         # as a worker's failure with its traceback.
-        expand_inputs(config.source.inputs)
+        expand_inputs(config.source.inputs, storage_options)
         prepare_tokenizer(config, None, tokenizer_cache)  # and fills the cache for the workers
         root = location.parent.join(location.name + PARTS_SUFFIX)
         owned = not ray.is_initialized()

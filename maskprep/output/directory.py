@@ -213,7 +213,7 @@ def _list_remote(location: storage.Location) -> list[Entry] | None:
     """The top level of a prefix: objects, and the first component of deeper keys as
     directories. An object at the prefix itself means it is not a directory."""
     try:
-        found = list(storage.walk(location))
+        found = list(storage.walk(location, temporaries=True))
     except storage.NotFound as exc:
         if "bucket" in exc.detail:
             raise
@@ -221,6 +221,8 @@ def _list_remote(location: storage.Location) -> list[Entry] | None:
     entries: dict[str, Entry] = {}
     for info in found:
         relative = info.location.path[len(location.path) :].lstrip("/")
+        if not relative and info.size == 0:
+            continue  # a "folder" marker (an empty object named like the prefix)
         if not relative:
             raise OutputError(f"{location.url}: output exists and is not a prefix (an object)")
         top, _, rest = relative.partition("/")

@@ -19,7 +19,9 @@ from typing import Any
 from ..config import BuildConfig
 from ..errors import OutputError
 from ..sources.inputs import STDIN, expand_inputs
+from ..sources.locations import is_url, size_of
 from ..sources.parts import FileRange, open_range, plan_part
+from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes
 
 _CHUNK = 1 << 20
@@ -40,15 +42,20 @@ def check_same_build(manifest: dict[str, Any], config: BuildConfig, where: str) 
         )
 
 
-def check_inputs_unchanged(manifest: dict[str, Any], config: BuildConfig, where: str) -> None:
+def check_inputs_unchanged(
+    manifest: dict[str, Any],
+    config: BuildConfig,
+    where: str,
+    options: StorageOptions | None = None,
+) -> None:
     """Refuse (naming the input) when an input is not the bytes the finished build read."""
     if STDIN in config.source.inputs:
         return
-    files = expand_inputs(config.source.inputs)
+    files = expand_inputs(config.source.inputs, options)
     units = (
-        plan_part(files, config.part)
+        plan_part(files, config.part, options)
         if config.part is not None
-        else [FileRange(path, 0, os.path.getsize(path), 1, whole=True) for path in files]
+        else [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
     )
     recorded = manifest.get("inputs")
     if not isinstance(recorded, list) or len(recorded) != len(units):
@@ -58,10 +65,10 @@ def check_inputs_unchanged(manifest: dict[str, Any], config: BuildConfig, where:
         if not isinstance(entry, dict) or entry.get("path") != unit.path:
             was = entry.get("path") if isinstance(entry, dict) else None
             raise _changed(where, unit.path, f"read in place of {was}")
-        size = os.path.getsize(unit.path) if unit.whole else unit.end - unit.start
+        size = _size(unit.path, options) if unit.whole else unit.end - unit.start
         if entry.get("size") != size:
             raise _changed(where, unit.path, f"{size} bytes now, {entry.get('size')} then")
-        if entry.get("sha256") != _sha256(unit):
+        if entry.get("sha256") != _sha256(unit, options):
             raise _changed(where, unit.path, "same size, other bytes")
 
 
@@ -72,9 +79,13 @@ def _changed(where: str, path: str, detail: str) -> OutputError:
     )
 
 
-def _sha256(unit: FileRange) -> str:
+def _size(path: str, options: StorageOptions | None) -> int:
+    return size_of(path, options) if is_url(path) else os.path.getsize(path)
+
+
+def _sha256(unit: FileRange, options: StorageOptions | None) -> str:
     digest = hashlib.sha256()
-    with open_range(unit) as handle:
+    with open_range(unit, options) as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()

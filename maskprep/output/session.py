@@ -206,7 +206,7 @@ def _own_temporary(name: str) -> bool:
 
 def _walk(location: storage.Location) -> list[storage.ObjectInfo]:
     try:
-        return list(storage.walk(location))
+        return list(storage.walk(location, temporaries=True))
     except storage.NotFound:
         return []
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ConfigError
+from ..storage import StorageOptions
+from .locations import expand_url, is_url
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -33,15 +35,18 @@ _BZIP2_MAGIC = b"BZh"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
+def expand_inputs(inputs: Iterable[str], options: StorageOptions | None = None) -> list[str]:
     """Resolve paths, directories and globs to an ordered list of files (``-`` kept as is).
 
     Directories are searched recursively for files with a known extension, in sorted order, so the
-    same tree always gives the same order. A path or glob that matches nothing is an error.
+    same tree always gives the same order. A path or glob that matches nothing is an error. URLs
+    (``s3://…``) name objects, prefixes or globs of a store that ``options`` configures.
     """
     files: list[str] = []
     for item in inputs:
-        if item == STDIN:
+        if is_url(item):
+            files.extend(expand_url(item, options, _known_extension))
+        elif item == STDIN:
             files.append(item)
         elif os.path.isdir(item):
             found = sorted(

@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 from ..config import PartSpec
 from ..errors import ConfigError
+from ..storage import StorageOptions
+from .locations import is_url, open_url, size_of
 
 STDIN = "-"
 _MAGICS = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")
@@ -44,21 +46,32 @@ class FileRange:
         return asdict(self)
 
 
-def is_compressed(path: str) -> bool:
+def _open(path: str, options: StorageOptions | None) -> BinaryIO:
+    return open_url(path, options) if is_url(path) else open(path, "rb")
+
+
+def _size(path: str, options: StorageOptions | None) -> int:
+    return size_of(path, options) if is_url(path) else os.path.getsize(path)
+
+
+def is_compressed(path: str, options: StorageOptions | None = None) -> bool:
     """True when the file starts with a gzip, bzip2 or zstd magic number."""
-    with open(path, "rb") as handle:
+    with _open(path, options) as handle:
         head = handle.read(4)
     return any(head.startswith(magic) for magic in _MAGICS)
 
 
-def plan_part(files: list[str], spec: PartSpec) -> list[FileRange]:
+def plan_part(
+    files: list[str], spec: PartSpec, options: StorageOptions | None = None
+) -> list[FileRange]:
     """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``.
 
-    An empty list is a valid part: there may be more parts than lines.
+    An empty list is a valid part: there may be more parts than lines. Objects of a store
+    (URLs, configured by ``options``) are planned the same way, with ranged reads.
     """
     if STDIN in files:
         raise ConfigError("standard input ('-') cannot be split into parts; give files")
-    sizes = [os.path.getsize(f) for f in files]
+    sizes = [_size(f, options) for f in files]
     total = sum(sizes)
     low = spec.index * total // spec.count
     high = (spec.index + 1) * total // spec.count
@@ -68,11 +81,11 @@ def plan_part(files: list[str], spec: PartSpec) -> list[FileRange]:
         begin, offset = offset, offset + size
         if size == 0 or high <= begin or low >= offset:
             continue
-        if is_compressed(path):
+        if is_compressed(path, options):
             if low <= begin < high:
                 ranges.append(FileRange(path, 0, size, 1, whole=True))
             continue
-        with open(path, "rb") as handle:
+        with _open(path, options) as handle:
             start = _line_start_at_or_after(handle, max(low - begin, 0), size)
             end = _line_start_at_or_after(handle, min(high - begin, size), size)
             if start < end:
@@ -136,17 +149,20 @@ class _Window(io.RawIOBase):
         super().close()
 
 
-def open_range(file_range: FileRange) -> BinaryIO:
+def open_range(file_range: FileRange, options: StorageOptions | None = None) -> BinaryIO:
     """A binary stream of exactly the bytes of ``file_range``."""
+    if is_url(file_range.path):
+        end = None if file_range.whole else file_range.end
+        return open_url(file_range.path, options, file_range.start, end)
     if file_range.whole:
         return open(file_range.path, "rb")
     return _Window(file_range.path, file_range.start, file_range.end)  # type: ignore[return-value]
 
 
-def head_line(path: str) -> bytes | None:
+def head_line(path: str, options: StorageOptions | None = None) -> bytes | None:
     """The first non-blank line of an uncompressed file, for sniffing its format from its start
     even when a part begins in its middle."""
-    with open(path, "rb") as handle:
+    with _open(path, options) as handle:
         for line in handle:
             if line.strip():
                 return line

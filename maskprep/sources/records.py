@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from ..config import PartSpec, SFTConfig, SourceConfig
 from ..errors import ConfigError, DataError
+from ..storage import StorageOptions
 from .fields import json_type, string_field
 from .inputs import (
     STDIN,
@@ -27,6 +28,7 @@ from .inputs import (
     format_from_name,
     sniff_format,
 )
+from .locations import is_url, open_url, size_of
 from .parts import FileRange, head_line, open_range, plan_part
 from .sft import SFTPayload, sft_payload
 
@@ -90,15 +92,17 @@ class SourceReader:
         stdin: BinaryIO | None = None,
         sft: SFTConfig | None = None,
         part: PartSpec | None = None,
+        storage_options: StorageOptions | None = None,
     ) -> None:
         self.config = config
         self.sft = sft
-        self.files = expand_inputs(config.inputs)
+        self._options = storage_options
+        self.files = expand_inputs(config.inputs, storage_options)
         #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
         self.ranges: list[FileRange] | None = None
         self._range: FileRange | None = None
         if part is not None:
-            self.ranges = plan_part(self.files, part)
+            self.ranges = plan_part(self.files, part, storage_options)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
@@ -112,7 +116,9 @@ class SourceReader:
             return None
         if self.ranges is not None:
             return sum(r.end - r.start for r in self.ranges)
-        return sum(os.path.getsize(f) for f in self.files)
+        return sum(
+            size_of(f, self._options) if is_url(f) else os.path.getsize(f) for f in self.files
+        )
 
     @property
     def bytes_read(self) -> int:
@@ -132,8 +138,8 @@ class SourceReader:
             return self._stdin if self._stdin is not None else sys.stdin.buffer
         try:
             if self._range is not None:
-                return open_range(self._range)
-            return open(name, "rb")
+                return open_range(self._range, self._options)
+            return open_url(name, self._options) if is_url(name) else open(name, "rb")
         except OSError as exc:
             raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
 
@@ -151,7 +157,7 @@ class SourceReader:
             if fmt == "auto":
                 fmt = (None if name == STDIN else format_from_name(name)) or ""
             if not fmt and part is not None and part.start > 0:
-                fmt = sniff_format(head_line(name))  # as the whole file would be read
+                fmt = sniff_format(head_line(name, self._options))  # as the whole file reads
             pending: list[tuple[int, bytes]] = []
             if not fmt:
                 first = None
