@@ -189,6 +189,7 @@ def finished_build(
     if output.state.missing:
         output.unfinish()
         return None
+    output.tidy()
     return result_from_manifest(_result_path(output.location), manifest, 0.0, reused_all=True)
 
 

@@ -120,10 +120,15 @@ class OutputSession:
         if self._lock is not None:
             self._lock.keepalive()
 
+    def tidy(self) -> None:
+        """Remove a dead writer's leftovers (temporaries, staging directories)."""
+        self._remove(self.state.leftovers)
+        self.state.leftovers = []
+
     def begin(self) -> None:
         """Make room to write: remove a dead writer's leftovers, an overwritten unfinished
         build's files, and with an overwrite of a finished output, open a staging directory."""
-        self._remove(self.state.leftovers)
+        self.tidy()
         if self.action is Action.REPLACE:
             storage.delete_many(self.location.join(n) for n in self.state.owned())
         if self.action is Action.STAGE:
