@@ -77,15 +77,15 @@ def parse_manifest(data: bytes, url: str) -> dict[str, Any]:
                 f"{url}: shard path {path!r} is not a plain file name inside the output"
             )
         for key in _SHARD_COUNTS:
-            value = shard.get(key)
+            value = shard.get(key, 0)
             if type(value) is not int or value < 0:
                 raise DataError(f"{url}: shards[{index}].{key} is {value!r}, not a count")
-        if not isinstance(shard.get("sha256"), str):
+        if not isinstance(shard.get("sha256", ""), str):
             raise DataError(f"{url}: shards[{index}].sha256 is not a hex digest")
     return manifest
 
 
-#: The counts every shard entry holds.
+#: The counts a shard entry holds (each checked when present).
 _SHARD_COUNTS = ("rows", "positions", "real_tokens", "label_tokens")
 
 
