@@ -12,13 +12,13 @@ from typing import Any, BinaryIO
 from . import columns, storage
 from ._version import __version__
 from .config import BuildConfig
-from .errors import BadRecordError, DataError, OutputError
-from .output.directory import Action, os_reason
+from .errors import BadRecordError, DataError
+from .output.directory import Action
 from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
 from .output.lock import DEFAULT_LEASE_TTL
 from .output.manifest import MANIFEST_FORMAT
 from .output.rejects import RejectsWriter
-from .output.session import OutputRequest, OutputSession
+from .output.session import OutputRequest, OutputSession, write_failures
 from .output.shards import ShardInfo, ShardWriter, shard_info_dicts
 from .shaping.fill import FillStats
 from .shaping.fit import ShapeStats, check_room, loses_all_labels
@@ -149,26 +149,21 @@ def build(
     request = OutputRequest(
         overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
     )
-    try:
-        with OutputSession.open(location, request) as output:
-            if output.action is Action.FINISHED:
-                finished = finished_build(output, config, storage_options)
-                if finished is not None:
-                    return finished
-            return _build_locked(
-                config,
-                output,
-                storage_options,
-                stdin=stdin,
-                on_progress=on_progress,
-                loaded=tokenizer,
-                parallelism=parallelism or Parallelism(),
-                tokenizer_cache=tokenizer_cache,
-            )
-    except OSError as exc:
-        raise OutputError(f"{location.url}: cannot write output: {os_reason(exc)}") from None
-    except storage.NoSpace as exc:
-        raise OutputError(f"{exc.url}: cannot write output: {exc.detail}") from None
+    with write_failures(location), OutputSession.open(location, request) as output:
+        if output.action is Action.FINISHED:
+            finished = finished_build(output, config, storage_options)
+            if finished is not None:
+                return finished
+        return _build_locked(
+            config,
+            output,
+            storage_options,
+            stdin=stdin,
+            on_progress=on_progress,
+            loaded=tokenizer,
+            parallelism=parallelism or Parallelism(),
+            tokenizer_cache=tokenizer_cache,
+        )
 
 
 def finished_build(

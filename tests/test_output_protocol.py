@@ -237,3 +237,23 @@ def test_a_build_whose_lease_is_taken_over_stops_without_a_manifest(s3_bucket, s
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
     assert keys == [f"out/{LOCK_NAME}"]  # the thief's lock; no shard, no manifest
     assert json.loads(s3.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read())["pid"] == 1
+
+
+# ----------------------------------------------------------------------------- resume, finished
+
+
+def test_resume_of_a_finished_output_names_an_input_that_joined_its_directory(
+    tmp_path, llama_like
+):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_jsonl(inputs / "a.jsonl", [{"text": f"a {i}"} for i in range(5)])
+    out = tmp_path / "out"
+    build(make_config([inputs], llama_like, out, **OPTIONS))
+    before = {name: (out / name).read_bytes() for name in _names(out)}
+    again = build(make_config([inputs], llama_like, out, resume=True, **OPTIONS))
+    assert again.reused_shards == 1  # negative control: unchanged, returned as it is
+    write_jsonl(inputs / "b.jsonl", [{"text": "late"}])
+    with pytest.raises(OutputError, match=r"b\.jsonl: changed since the build .* a new input"):
+        build(make_config([inputs], llama_like, out, resume=True, **OPTIONS))
+    assert {name: (out / name).read_bytes() for name in _names(out)} == before

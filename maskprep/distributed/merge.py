@@ -22,7 +22,7 @@ from ..errors import ConfigError, DataError
 from ..output.lock import DEFAULT_LEASE_TTL
 from ..output.manifest import MANIFEST_FORMAT, read_manifest
 from ..output.names import MANIFEST_NAME, REJECTS_NAME
-from ..output.session import OutputRequest, OutputSession
+from ..output.session import OutputRequest, OutputSession, write_failures
 from .merge_output import place_parts
 
 
@@ -142,7 +142,7 @@ def merge(
     if totals["rows_written"] == 0:
         raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
     request = OutputRequest(overwrite=overwrite, merge=True, lease_ttl=lease_ttl)
-    with OutputSession.open(location, request) as session:
+    with write_failures(location), OutputSession.open(location, request) as session:
         return merge_into(session, parts, totals, engine)
 
 

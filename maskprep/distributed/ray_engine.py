@@ -27,7 +27,7 @@ from ..config import BuildConfig, PartSpec
 from ..errors import ConfigError, MaskprepError
 from ..output.directory import Action
 from ..output.lock import DEFAULT_LEASE_TTL
-from ..output.session import OutputRequest, OutputSession
+from ..output.session import OutputRequest, OutputSession, write_failures
 from ..sources.inputs import expand_inputs
 from ..tokenizing.cache import TokenizerCache
 from ..tokenizing.loading import load_tokenizer
@@ -128,7 +128,7 @@ def build_with_ray(
     request = OutputRequest(
         overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
     )
-    with OutputSession.open(location, request) as output:
+    with write_failures(location), OutputSession.open(location, request) as output:
         if output.action is Action.FINISHED:
             finished = finished_build(output, config, storage_options)
             if finished is not None:

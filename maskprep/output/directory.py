@@ -37,6 +37,7 @@ from .names import (
     LOCK_NAME,
     MANIFEST_NAME,
     REJECTS_NAME,
+    is_own_name,
     is_shard_name,
     is_staging_name,
     temporary_target,
@@ -148,9 +149,7 @@ def _sort(state: OutputState, entry: Entry, listed: set[str]) -> None:
         state.foreign.append(name)
     elif name == MANIFEST_NAME:
         return
-    elif temporary_target(name) in (MANIFEST_NAME, REJECTS_NAME) or is_shard_name(
-        temporary_target(name) or ""
-    ):
+    elif is_own_name(temporary_target(name) or ""):
         state.leftovers.append(name)
     elif state.manifest is not None:
         if name in listed:

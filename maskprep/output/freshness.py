@@ -58,13 +58,21 @@ def check_inputs_unchanged(
         else [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
     )
     recorded = manifest.get("inputs")
-    if not isinstance(recorded, list) or len(recorded) != len(units):
-        count = len(recorded) if isinstance(recorded, list) else 0
-        raise _changed(where, units[0].path if units else "inputs", f"{len(units)} now, {count}")
+    recorded = recorded if isinstance(recorded, list) else []
+    then = [entry.get("path") if isinstance(entry, dict) else None for entry in recorded]
+    now = [unit.path for unit in units]
+    if now != then:
+        added = [p for p in now if p not in then]
+        gone = [str(p) for p in then if p not in now]
+        name, detail = (
+            (added[0], "a new input")
+            if added
+            else (gone[0], "no longer an input")
+            if gone
+            else (now[0], "inputs in another order")
+        )
+        raise _changed(where, name, detail)
     for unit, entry in zip(units, recorded, strict=True):
-        if not isinstance(entry, dict) or entry.get("path") != unit.path:
-            was = entry.get("path") if isinstance(entry, dict) else None
-            raise _changed(where, unit.path, f"read in place of {was}")
         size = _size(unit.path, options) if unit.whole else unit.end - unit.start
         if entry.get("size") != size:
             raise _changed(where, unit.path, f"{size} bytes now, {entry.get('size')} then")

@@ -29,13 +29,14 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from .. import storage
 from ..errors import OutputError
-from .directory import Action, OutputState, check_unfinished_is_ours, plan, scan
+from .directory import Action, OutputState, check_unfinished_is_ours, os_reason, plan, scan
 from .lock import DEFAULT_LEASE_TTL, HeldLock, lock_output
 from .manifest import write_manifest
 from .names import MANIFEST_NAME, REJECTS_NAME, STAGING_PREFIX, is_own_name, temporary_target
@@ -202,6 +203,18 @@ class OutputSession:
         if exc_type is not None:
             self.abort()
         self.close()
+
+
+@contextlib.contextmanager
+def write_failures(location: storage.Location) -> Iterator[None]:
+    """Report a failure to write the output at ``location`` (a full disk, an unwritable file) as
+    one line naming it, instead of a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"{location.url}: cannot write output: {os_reason(exc)}") from None
+    except storage.NoSpace as exc:
+        raise OutputError(f"{exc.url}: cannot write output: {exc.detail}") from None
 
 
 def _own_temporary(name: str) -> bool:
