@@ -64,14 +64,13 @@ def check_inputs_unchanged(
     if now != then:
         added = [p for p in now if p not in then]
         gone = [str(p) for p in then if p not in now]
-        name, detail = (
-            (added[0], "a new input")
-            if added
-            else (gone[0], "no longer an input")
-            if gone
-            else (now[0], "inputs in another order")
-        )
-        raise _changed(where, name, detail)
+        if added:
+            problem = f"{added[0]}: an input the build in {where} did not read"
+        elif gone:
+            problem = f"{gone[0]}: read by the build in {where}, no longer an input"
+        else:
+            problem = f"{now[0]}: the inputs come in another order than in the build in {where}"
+        raise OutputError(f"{problem}; overwrite the output to rebuild it")
     for unit, entry in zip(units, recorded, strict=True):
         size = _size(unit.path, options) if unit.whole else unit.end - unit.start
         if entry.get("size") != size:
