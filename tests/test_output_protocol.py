@@ -255,3 +255,16 @@ def test_resume_of_a_finished_output_names_an_input_that_joined_its_directory(tm
     with pytest.raises(OutputError, match=r"b\.jsonl: an input the build in .* did not read"):
         build(make_config([inputs], llama_like, out, resume=True, **OPTIONS))
     assert {name: (out / name).read_bytes() for name in _names(out)} == before
+
+
+def test_resume_of_a_finished_merged_output_checks_every_parts_ranges(
+    tmp_path, source, llama_like, parts
+):
+    out = tmp_path / "merged"
+    merged = merge(parts, out)
+    result = build(make_config([source], llama_like, out, resume=True, **OPTIONS))
+    assert result.reused_shards == merged.shards  # returned as it is
+    with open(source, "a") as handle:
+        handle.write(json.dumps({"text": "appended"}) + "\n")
+    with pytest.raises(OutputError, match=r"in\.jsonl: changed since the build"):
+        build(make_config([source], llama_like, out, resume=True, **OPTIONS))

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any
 
-from ..config import BuildConfig
+from ..config import BuildConfig, PartSpec
 from ..errors import OutputError
 from ..sources.inputs import STDIN, expand_inputs
 from ..sources.locations import is_url, size_of
@@ -51,12 +51,7 @@ def check_inputs_unchanged(
     """Refuse (naming the input) when an input is not the bytes the finished build read."""
     if STDIN in config.source.inputs:
         return
-    files = expand_inputs(config.source.inputs, options)
-    units = (
-        plan_part(files, config.part, options)
-        if config.part is not None
-        else [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
-    )
+    units = _units(manifest, config, options)
     recorded = manifest.get("inputs")
     recorded = recorded if isinstance(recorded, list) else []
     then = [entry.get("path") if isinstance(entry, dict) else None for entry in recorded]
@@ -77,6 +72,21 @@ def check_inputs_unchanged(
             raise _changed(where, unit.path, f"{size} bytes now, {entry.get('size')} then")
         if entry.get("sha256") != _sha256(unit, options):
             raise _changed(where, unit.path, "same size, other bytes")
+
+
+def _units(
+    manifest: dict[str, Any], config: BuildConfig, options: StorageOptions | None
+) -> list[FileRange]:
+    """What the manifest's inputs describe, planned afresh from the inputs as they are now: a
+    part's byte ranges, every part's in turn for a merged output, else whole files."""
+    files = expand_inputs(config.source.inputs, options)
+    if config.part is not None:
+        return plan_part(files, config.part, options)
+    merged = manifest.get("merged_from")
+    if isinstance(merged, list) and merged:
+        count = len(merged)
+        return [r for i in range(count) for r in plan_part(files, PartSpec(i, count), options)]
+    return [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
 
 
 def _changed(where: str, path: str, detail: str) -> OutputError:
