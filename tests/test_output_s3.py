@@ -428,3 +428,8 @@ def test_storage_options_come_from_the_flag_or_the_variable(
     _refused(_cli(*_args(source, llama_like, out, "--resume")), 2, "MASKPREP_STORAGE_OPTIONS")
     monkeypatch.delenv("MASKPREP_STORAGE_OPTIONS")
     _refused(_cli(*_args(source, llama_like, out, "--storage-option", "novalue")), 2, "novalue")
+
+
+def test_an_output_in_a_missing_bucket_is_one_line(s3_server, source, llama_like):
+    result = _cli(*_args(source, llama_like, "s3://maskprep-no-such-bucket/out"))
+    _refused(result, 2, "s3://maskprep-no-such-bucket", "no such bucket")
