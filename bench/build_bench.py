@@ -8,15 +8,13 @@ In one invocation, on the same corpora and tokenizer, each pipeline runs as its 
   then ``to_parquet``;
 - ``loop``: a plain Python loop, ``tokenizer(batch, padding="max_length")``, NumPy labels,
   ``pyarrow.parquet.ParquetWriter`` (zstd);
-- ``maskprep pad|bucket|pack``: ``maskprep build`` end to end (default ``--num-proc 1``: the
-  tokenizer's threads on every core), and ``maskprep pad -n2``: ``--num-proc 2`` (two
-  single-threaded encoder processes instead). These use a tokenizer cache that the bench fills
-  before measuring (a fresh one per invocation, under ``--workdir``), as every build after the
-  first one does; ``maskprep pad cold`` runs with ``--no-tokenizer-cache``: what a first build
-  pays to load the tokenizer through transformers; ``maskprep pad s3``: input and output on an
-  S3-protocol server (moto, started on loopback by the bench, ``tests/s3_server.py``), the same
-  build reading ``s3://bench/CORPUS`` and writing ``s3://bench/…/`` (the server shares the
-  machine's CPUs with the build).
+- ``maskprep pad|bucket|pack``: ``maskprep build`` end to end. These use a tokenizer cache
+  (``--tokenizer-cache``) that the bench fills before measuring (a fresh one per invocation,
+  under ``--workdir``), as every build after the first one with a cache does; ``maskprep pad
+  cold`` runs without a cache (the default): what a build pays to load the tokenizer through
+  transformers; ``maskprep pad s3``: input and output on an S3-protocol server (moto, started on
+  loopback by the bench, ``tests/s3_server.py``), the same build reading ``s3://bench/CORPUS``
+  and writing ``s3://bench/…/`` (the server shares the machine's CPUs with the build).
 
 Real tokens are the non-pad tokens of the padded output (the same for every pipeline: each keeps
 every document, truncated to ``--max-length``). Each pipeline runs on the corpus (1x) and on
@@ -194,6 +192,8 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env["HF_DATASETS_CACHE"] = str(Path(out) / "hf-cache")  # fresh: no cached map results
     env["MASKPREP_TOKENIZER_CACHE"] = str(args.workdir / "tokenizer-cache")
+    if name.startswith("maskprep") and "cold" in name.split()[2:]:
+        del env["MASKPREP_TOKENIZER_CACHE"]
     if name.startswith("maskprep"):
         parts = name.split()
         target = str(Path(out) / "maskprep")
@@ -220,11 +220,6 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
             "--overwrite",
             "-q",
         ]
-        procs = [p.removeprefix("-n") for p in parts[2:] if p.startswith("-n")]
-        if procs or args.num_proc:
-            cmd += ["--num-proc", procs[0] if procs else str(args.num_proc)]
-        if "cold" in parts[2:]:
-            cmd.append("--no-tokenizer-cache")
         return cmd, env
     base = name.removesuffix("-1t")
     if name.endswith("-1t"):
@@ -371,7 +366,6 @@ ALL = [
     "maskprep pad",
     "maskprep bucket",
     "maskprep pack",
-    "maskprep pad -n2",
     "maskprep pad cold",
     "maskprep pad s3",
 ]
@@ -383,7 +377,6 @@ def main() -> None:
     parser.add_argument("--corpus", action="append", help="JSONL corpus (repeatable)")
     parser.add_argument("--tokenizer", default=None, help="default: the MiniLM tokenizer")
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--num-proc", type=int, default=None, help="maskprep --num-proc")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs")
     parser.add_argument(
         "--scale", type=int, default=4, help="copies of the corpus for the steady rate"

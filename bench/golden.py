@@ -143,7 +143,6 @@ def _cases(tok: str, chat_tok: str) -> list[tuple[str, list[str]]]:
         ),
         ("none", ["build", *docs, *base, "--strategy", "none", "-o", "out/none"]),
         ("text", ["build", "in/docs.txt", *base, "-o", "out/text"]),
-        ("numproc2", ["build", *docs, *base, "--num-proc", "2", "-o", "out/np2"]),
         (
             "skip",
             ["build", "in/broken.jsonl", *base, "--on-bad-record", "skip", "-o", "out/skip"],

@@ -35,7 +35,6 @@ _EXPORTS = {
     "MergeResult": "distributed.merge",
     "OutputConfig": "config",
     "OutputError": "errors",
-    "Parallelism": "tokenizing.pool",
     "PartSpec": "config",
     "Progress": "pipeline",
     "SFTConfig": "config",
@@ -67,7 +66,6 @@ __all__ = [
     "MergeResult",
     "OutputConfig",
     "OutputError",
-    "Parallelism",
     "PartSpec",
     "Progress",
     "SFTConfig",
@@ -123,4 +121,3 @@ if TYPE_CHECKING:
     from .probes.driver import verify
     from .probes.options import VerifyOptions
     from .probes.results import Check, VerifyResult
-    from .tokenizing.pool import Parallelism

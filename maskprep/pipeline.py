@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,7 +28,7 @@ from .sources.parts import part_manifest
 from .sources.records import Record, Rejected, SourceReader
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.encoder import EncodedDoc
-from .tokenizing.pool import EncodingPool, Parallelism
+from .tokenizing.pool import EncodingPool
 from .tokenizing.prepare import PreparedTokenizer, prepare_tokenizer
 
 
@@ -118,7 +118,6 @@ def build(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
-    parallelism: Parallelism | None = None,
     tokenizer_cache: TokenizerCache | None = None,
     storage_options: storage.StorageOptions | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
@@ -135,11 +134,9 @@ def build(
     the tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
     several parts loads it once).
 
-    ``parallelism`` sets how encoding is spread over cores (default: this process, the
-    tokenizer's threads on every core); it never changes the output. ``tokenizer_cache``, when
-    given, lets a plain-text build with a local tokenizer skip loading transformers once an
-    earlier build has cached that tokenizer (see :mod:`maskprep.tokenizing.cache`); it never
-    changes the output either.
+    ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
+    transformers once an earlier build has cached that tokenizer (see
+    :mod:`maskprep.tokenizing.cache`); without one nothing is cached. It never changes the output.
 
     ``config.output.directory`` is a local directory or an object-store URL (``s3://…``), whose
     filesystem ``storage_options`` configures; there the output's lock is a lease that lapses
@@ -161,7 +158,6 @@ def build(
             stdin=stdin,
             on_progress=on_progress,
             loaded=tokenizer,
-            parallelism=parallelism or Parallelism(),
             tokenizer_cache=tokenizer_cache,
         )
 
@@ -218,7 +214,6 @@ def _build_locked(
     stdin: BinaryIO | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     loaded: Any = None,
-    parallelism: Parallelism,
     tokenizer_cache: TokenizerCache | None = None,
 ) -> BuildResult:
     """The build proper, run while this process holds the output's lock."""
@@ -266,7 +261,7 @@ def _build_locked(
         fill.add(batch)
 
     spec = tokenizing.spec
-    pool = EncodingPool(spec, parallelism) if spec is not None else None
+    pool = EncodingPool(spec) if spec is not None else None
     batches = _batches(reader, config.batch_size, on_reject)
     encoded = _encoded(batches, pool, tokenizing, config, on_reject)
     try:
@@ -338,7 +333,7 @@ def _encoded(
     tokenizing: PreparedTokenizer,
     config: BuildConfig,
     on_reject: Callable[[Rejected], None],
-) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
+) -> Generator[tuple[list[Record], list[EncodedDoc]], None, None]:
     """Each batch of records with its encoded documents: through the pool when the fast path
     applies, else encoded here in turn."""
     if pool is not None:

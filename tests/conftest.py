@@ -38,7 +38,7 @@ CORPUS = [
 
 @pytest.fixture(scope="session", autouse=True)
 def tokenizer_cache_dir(tmp_path_factory):
-    """CLI builds cache tokenizers here, never in the user's ~/.cache."""
+    """CLI builds in the tests cache tokenizers here (the warm path), never in ~/.cache."""
     directory = tmp_path_factory.mktemp("tokenizer-cache")
     previous = os.environ.get("MASKPREP_TOKENIZER_CACHE")
     os.environ["MASKPREP_TOKENIZER_CACHE"] = str(directory)

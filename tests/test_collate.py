@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from rowkit import one_torch_thread, pack_rows, random_docs, tiny_config
 
 from maskprep.collate import Collator, block_mask, collate, positions_in_segments
 from maskprep.columns import IGNORE_INDEX
 from maskprep.errors import DataError
+
+torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 A, B = [10, 11, 12], [20, 21]
 PAD = 3

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 from conftest import make_config, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +25,8 @@ from maskprep.collate import (
 )
 from maskprep.columns import IGNORE_INDEX
 from maskprep.errors import ConfigError, DataError
+
+torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
 A, B, C = [10, 11, 12], [20, 21], [30, 31, 32, 33]
 PAD = 3

@@ -673,7 +673,16 @@ def test_json_schema_is_stable(out, runner):
     assert set(report["summary"]["lengths"]) == {"min", "mean", "p50", "p90", "p99", "max"}
     assert [c["name"] for c in report["checks"]] == [spec.name for spec in specs.CHECKS]
     for item in report["checks"]:
-        assert set(item) == {"name", "kind", "status", "count", "rows", "detail"}
+        assert set(item) == {
+            "name",
+            "kind",
+            "invariant",
+            "reference",
+            "status",
+            "count",
+            "rows",
+            "detail",
+        }
         assert item["status"] in {"pass", "fail", "warn", "skip"}
     bad = next(c for c in report["checks"] if c["name"] == "labels_on_padding")
     assert (bad["status"], bad["count"], bad["rows"]) == ("fail", 2, [1, 4])

@@ -1,25 +1,22 @@
-"""The fast encoding path equals ``tokenizer(...)``; builds do not depend on parallelism."""
+"""The fast encoding path equals ``tokenizer(...)``, on the background thread too."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
-from conftest import CORPUS, make_config, run_maskprep, write_jsonl
+from conftest import CORPUS, make_config, write_jsonl
 
 from maskprep import TokenizerConfig, build
 from maskprep.sources.records import Record
 from maskprep.tokenizing.encoder import Encoder
 from maskprep.tokenizing.fast import (
     BackendEncoder,
-    EncodedBatch,
     EncoderSpec,
     encoder_spec,
     frame_documents,
 )
 from maskprep.tokenizing.loading import load_tokenizer
-from maskprep.tokenizing.pool import EncodingPool, Parallelism
+from maskprep.tokenizing.pool import EncodingPool
 
 TEXTS = [
     *dict.fromkeys(CORPUS),
@@ -100,29 +97,39 @@ def test_frame_documents_adds_frame_and_missing_eos():
     assert docs == [[1, 5, 6, 2, 9, 8], [1, 2, 9, 8], [1, 7, 2, 9, 8], [1, 4, 2, 9, 8]]
 
 
-def test_encoded_batch_concat_keeps_order():
-    a = EncodedBatch(np.array([1, 2, 3], np.int32), np.array([0, 1, 3]))
-    b = EncodedBatch(np.array([4, 5], np.int32), np.array([0, 2]))
-    joined = EncodedBatch.concat([a, b])
-    assert joined.ids.tolist() == [1, 2, 3, 4, 5]
-    assert joined.offsets.tolist() == [0, 1, 3, 5]
-
-
-def test_pool_in_processes_gives_batches_in_order(with_pad):
+def test_pool_gives_batches_in_order(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
     records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 5, start=1)]
     batches = [records[i : i + 7] for i in range(0, len(records), 7)]
     local = BackendEncoder(spec)
-    settings = Parallelism(num_proc=2, process_after_chars=0, chunk_chars=50)
-    with EncodingPool(spec, settings, lookahead=1) as pool:
+    pool = EncodingPool(spec, lookahead=1)
+    try:
         out = list(pool.encode(iter(batches)))
-        assert pool.used_processes
+    finally:
+        pool.close()
     assert [r for r, _ in out] == batches
     for records_in, docs in out:
         want = local.encode([r.text for r in records_in])
         got = np.concatenate([d.ids for d in docs])
         assert got.tolist() == want.ids.tolist()
         assert [d.location for d in docs] == [r.location for r in records_in]
+
+
+def test_pool_hands_reading_errors_to_the_consumer(with_pad):
+    _, _, spec = _slow_and_fast(with_pad)
+
+    def batches():
+        yield [Record("fine", "f", 1)]
+        raise OSError("disk gone")
+
+    pool = EncodingPool(spec)
+    try:
+        encoded = pool.encode(batches())
+        assert next(encoded)[0][0].text == "fine"
+        with pytest.raises(OSError, match="disk gone"):
+            next(encoded)
+    finally:
+        pool.close()
 
 
 def _docs(n: int) -> list[dict]:
@@ -142,106 +149,20 @@ STRATEGIES = [
 
 
 @pytest.mark.parametrize("options", STRATEGIES, ids=lambda o: "-".join(o.values()))
-def test_parallel_and_single_process_builds_are_byte_identical(
+def test_fast_path_build_is_byte_identical_to_tokenizer_call(
     tmp_path, with_pad, options, monkeypatch
 ):
     data = write_jsonl(tmp_path / "in.jsonl", _docs(600))
     outputs = {}
-    settings = {
-        "processes": Parallelism(num_proc=2, process_after_chars=0, chunk_chars=300),
-        "thread": Parallelism(num_proc=1),
-    }
-    shape_options = dict(options)
-    for name, parallelism in settings.items():
+    for name in ("fast", "slow"):
         config = make_config(
-            [data],
-            with_pad,
-            tmp_path / name,
-            max_length=48,
-            batch_size=64,
-            add_eos=True,
-            **shape_options,
+            [data], with_pad, tmp_path / name, max_length=48, batch_size=64, add_eos=True, **options
         )
-        build(config, parallelism=parallelism)
+        if name == "slow":  # the reference: tokenizer(...) in this thread
+            import maskprep.tokenizing.prepare as prepare
+
+            monkeypatch.setattr(prepare, "encoder_spec", lambda tokenizer, encoder: None)
+        build(config)
         outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
-    # The reference: the slow path, tokenizer(...) in this process.
-    config = make_config(
-        [data],
-        with_pad,
-        tmp_path / "slow",
-        max_length=48,
-        batch_size=64,
-        add_eos=True,
-        **shape_options,
-    )
-    import maskprep.tokenizing.prepare as prepare
-
-    monkeypatch.setattr(prepare, "encoder_spec", lambda tokenizer, encoder: None)
-    build(config)
-    outputs["slow"] = {p.name: p.read_bytes() for p in sorted((tmp_path / "slow").iterdir())}
-    assert len(outputs["thread"]) >= 2
-    assert outputs["processes"] == outputs["thread"] == outputs["slow"]
-
-
-def test_sft_build_unchanged_by_num_proc(tmp_path, with_pad):
-    records = [{"prompt": f"question {i}?", "completion": f"answer {i}."} for i in range(50)]
-    data = write_jsonl(tmp_path / "sft.jsonl", records)
-    outputs = []
-    for n in (1, 2):
-        config = make_config([data], with_pad, tmp_path / f"o{n}", max_length=32, batch_size=8)
-        config = dataclasses.replace(config, sft=_sft())
-        build(config, parallelism=Parallelism(num_proc=n, process_after_chars=0))
-        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / f"o{n}").iterdir())})
-    assert outputs[0] == outputs[1]
-
-
-def _sft():
-    from maskprep import SFTConfig
-
-    return SFTConfig(prompt_field="prompt", completion_field="completion")
-
-
-def test_cli_num_proc(tmp_path, minilm):
-    data = write_jsonl(tmp_path / "in.jsonl", _docs(40))
-    results = []
-    for n in ("1", "2"):
-        out = tmp_path / f"cli{n}"
-        done = run_maskprep(
-            "build",
-            str(data),
-            "-t",
-            str(minilm),
-            "--max-length",
-            "64",
-            "--strategy",
-            "pack",
-            "-o",
-            str(out),
-            "--num-proc",
-            n,
-            "-q",
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        results.append((out / "data-00000.parquet").read_bytes())
-    assert results[0] == results[1]
-    done = run_maskprep(
-        "build",
-        str(data),
-        "-t",
-        str(minilm),
-        "--max-length",
-        "64",
-        "-o",
-        str(tmp_path / "bad"),
-        "--num-proc",
-        "0",
-    )
-    assert done.returncode == 2
-    assert "--num-proc" in done.stderr.decode()
-
-
-def test_parallelism_rejects_zero():
-    from maskprep import ConfigError
-
-    with pytest.raises(ConfigError, match="num_proc must be at least 1"):
-        Parallelism(num_proc=0)
+    assert len(outputs["fast"]) >= 2
+    assert outputs["fast"] == outputs["slow"]

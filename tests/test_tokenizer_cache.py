@@ -15,7 +15,7 @@ from conftest import CORPUS, ROOT, make_config, run_maskprep, write_jsonl
 from maskprep import TokenizerConfig, build
 from maskprep.config import SFTConfig
 from maskprep.tokenizing import prepare as prepare_module
-from maskprep.tokenizing.cache import TokenizerCache, default_cache_dir
+from maskprep.tokenizing.cache import TokenizerCache
 
 TEXTS = [*dict.fromkeys(CORPUS), "UPPER Case Words", "x" * 500, "ends with eos </s>"]
 
@@ -165,7 +165,8 @@ def test_path_that_transformers_matches_to_a_hub_id_keeps_its_own_class(tmp_path
         json.loads((tmp_path / name / "maskprep.json").read_text())["tokenizer"]["tokenizer_class"]
         for name in ("relative", "absolute")
     }
-    assert len(classes) == 2, "the premise: transformers loads the two names as two classes"
+    if len(classes) == 1:  # transformers 5.0 (CI's floor) does not match names to Hub ids yet
+        pytest.skip("the premise: this transformers loads the two names as two classes")
 
 
 def test_unreadable_entry_is_a_miss_and_is_rewritten(tmp_path, with_pad):
@@ -221,14 +222,6 @@ def test_weights_are_not_part_of_the_key(tmp_path, with_pad):
     assert cache.key(config) != before
 
 
-def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "maskprep" / "tokenizers"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_dir() == tmp_path / "home" / ".cache" / "maskprep" / "tokenizers"
-
-
 def test_cli_cache_options(tmp_path, runner, with_pad, monkeypatch):
     from maskprep.cli import main
 
@@ -251,6 +244,113 @@ def test_cli_cache_options(tmp_path, runner, with_pad, monkeypatch):
     assert json.loads(done.stdout)["tokenizer_cached"] is False
     assert not (tmp_path / "unused").exists()
     assert _files(tmp_path / "a") == _files(tmp_path / "b") == _files(tmp_path / "c")
+
+
+def test_cli_and_library_cache_nothing_by_default(tmp_path, runner, with_pad, monkeypatch):
+    from maskprep.cli import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.delenv("MASKPREP_TOKENIZER_CACHE")
+    base = ["build", str(_corpus(tmp_path)), "-t", str(with_pad), "--max-length", "32", "--json"]
+    for name in ("cli-1", "cli-2"):
+        done = runner.invoke(main, [*base, "-o", str(tmp_path / name)])
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["tokenizer_cached"] is False
+    library = _build(tmp_path, with_pad, "library")
+    assert not home.exists(), "nothing may be written outside the output by default"
+    assert library == _files(tmp_path / "cli-1")
+    # An empty variable is no cache too (how to turn a shell's setting off for one command).
+    monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", "")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    done = runner.invoke(main, [*base, "-o", str(tmp_path / "empty")])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["tokenizer_cached"] is False
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
+# Safety: an entry decides the ids a build writes, so only this user's private files are read.
+
+
+def _load_counter(monkeypatch):
+    """Count builds that loaded their tokenizer through transformers (cache misses)."""
+    calls = []
+    load = prepare_module.load_tokenizer
+
+    def counting(config):
+        calls.append(config.name_or_path)
+        return load(config)
+
+    monkeypatch.setattr(prepare_module, "load_tokenizer", counting)
+    return calls
+
+
+def _cached_once(tmp_path, tokenizer, monkeypatch):
+    cache = TokenizerCache(tmp_path / "cache")
+    reference = _build(tmp_path, tokenizer, "reference")
+    _build(tmp_path, tokenizer, "fill", cache)
+    (entry,) = _entries(cache)
+    return cache, entry, reference, _load_counter(monkeypatch)
+
+
+def test_entries_are_private_to_their_user(tmp_path, with_pad):
+    cache = TokenizerCache(tmp_path / "cache")
+    _build(tmp_path, with_pad, "out", cache)
+    (entry,) = _entries(cache)
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert cache.directory.stat().st_mode & 0o777 == 0o700
+
+
+def test_private_entry_is_a_hit(tmp_path, with_pad, monkeypatch):
+    # The negative control of the two below: the same entry, left as written, is used.
+    cache, _, reference, loads = _cached_once(tmp_path, with_pad, monkeypatch)
+    assert _build(tmp_path, with_pad, "warm", cache) == reference
+    assert loads == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_entry_owned_by_another_user_is_never_loaded(tmp_path, with_pad, monkeypatch):
+    import pwd
+
+    cache, entry, reference, loads = _cached_once(tmp_path, with_pad, monkeypatch)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(entry, nobody.pw_uid, nobody.pw_gid)
+    assert cache.get(entry.stem) is None
+    assert _build(tmp_path, with_pad, "warm", cache) == reference
+    assert loads == [str(with_pad)]
+    assert entry.stat().st_uid == os.geteuid(), "the miss is written again, as this user's"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777], ids=["world", "group", "sticky-world"])
+def test_cache_directory_writable_by_others_is_never_read_or_written(
+    tmp_path, with_pad, monkeypatch, mode
+):
+    cache, entry, reference, loads = _cached_once(tmp_path, with_pad, monkeypatch)
+    cache.directory.chmod(mode)
+    before = entry.stat().st_mtime_ns
+    assert _build(tmp_path, with_pad, "warm", cache) == reference
+    assert loads == [str(with_pad)]
+    assert entry.stat().st_mtime_ns == before, "nothing is written into an unsafe directory"
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620], ids=["world", "group"])
+def test_entry_writable_by_others_is_never_loaded(tmp_path, with_pad, monkeypatch, mode):
+    cache, entry, reference, loads = _cached_once(tmp_path, with_pad, monkeypatch)
+    entry.chmod(mode)
+    assert _build(tmp_path, with_pad, "warm", cache) == reference
+    assert loads == [str(with_pad)]
+
+
+def test_entry_that_is_a_symlink_is_never_followed(tmp_path, with_pad, monkeypatch):
+    cache, entry, reference, loads = _cached_once(tmp_path, with_pad, monkeypatch)
+    elsewhere = tmp_path / "elsewhere.json"
+    entry.rename(elsewhere)
+    entry.symlink_to(elsewhere)
+    assert cache.get(entry.stem) is None
+    assert _build(tmp_path, with_pad, "warm", cache) == reference
+    assert loads == [str(with_pad)]
 
 
 def test_only_files_transformers_may_read_are_keyed(tmp_path, with_pad, monkeypatch):

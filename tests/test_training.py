@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import ROOT, SAMPLE, write_jsonl
 from rowkit import one_torch_thread
 from training_kit import (
@@ -34,6 +33,8 @@ import maskprep
 from maskprep.collate import Collator, collate
 from maskprep.columns import IGNORE_INDEX
 from maskprep.errors import DataError
+
+torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extra)")
 

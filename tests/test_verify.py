@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import make_config, write_jsonl
 from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_config, write_output
 
@@ -15,6 +14,8 @@ from maskprep.cli import main
 from maskprep.probes.context import TOLERANCES
 from maskprep.probes.driver import verify_rows
 from maskprep.probes.model import load_model
+
+torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.dataset as ds
-import torch
+import pytest
 
 from maskprep import (
     BuildConfig,
@@ -21,6 +21,8 @@ from maskprep import (
     read_manifest,
 )
 from maskprep.columns import IGNORE_INDEX
+
+torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
 #: float32 on CPU: the tolerance the transformers test suite allows between attention
 #: implementations (1e-6 absolute on CUDA, looser on CPU), well under what a leak moves.

@@ -21,7 +21,7 @@ _COUNTED = ("positions", "real_tokens", "label_tokens")
 
 def hash_files(paths: dict[int, Path], stop: threading.Event) -> dict[int, str]:
     """sha256 of each shard file by shard number; gives up (incomplete) once ``stop`` is set."""
-    digests = {}
+    digests: dict[int, str] = {}
     for number, path in paths.items():
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
@@ -49,6 +49,7 @@ def shards_match_manifest(
     bad_rows = 0
     start = 0
     for number, (shard, entry) in enumerate(zip(shards, entries, strict=True)):
+        assert shard.rows is not None, "a shard file's row count is read from its footer"
         differs = []
         recorded = entry.get("sha256")
         if digests is not None and recorded and digests.get(number, recorded) != recorded:

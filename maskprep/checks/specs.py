@@ -35,19 +35,26 @@ LABEL_FRACTION = "label_fraction"
 
 @dataclass(frozen=True)
 class CheckSpec:
-    """What a check asserts; ``invariant`` is its number in the data contract (DESIGN.md)."""
+    """What a check asserts; ``invariant`` is its number in the column contract
+    (``docs/contract.md``), ``None`` for warnings."""
 
     name: str
     kind: Kind
     invariant: int | None
     description: str
 
+    @property
+    def reference(self) -> str:
+        """Where the rule is explained: the invariant's anchor in ``docs/contract.md``, or the
+        warning's in ``docs/inspect.md``."""
+        if self.invariant is not None:
+            return f"docs/contract.md#invariant-{self.invariant}"
+        return f"docs/inspect.md#check-{self.name}"
+
 
 #: Every check, in report order.
 CHECKS: tuple[CheckSpec, ...] = (
-    CheckSpec(
-        SHARDS_MATCH_MANIFEST, "invariant", None, "shard files are the ones the manifest lists"
-    ),
+    CheckSpec(SHARDS_MATCH_MANIFEST, "invariant", 6, "shard files are the ones the manifest lists"),
     CheckSpec(LIST_LENGTHS, "invariant", 1, "list columns of a row have one length"),
     CheckSpec(MASK_BINARY, "invariant", 1, "attention_mask holds only 0 and 1"),
     CheckSpec(LENGTH_MATCHES_MASK, "invariant", 1, "length == sum(attention_mask)"),

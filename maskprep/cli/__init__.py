@@ -8,6 +8,8 @@ command runs so that ``maskprep --help`` starts fast.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from .._version import __version__
@@ -18,6 +20,10 @@ from . import build, inspect, merge, verify
 @click.version_option(__version__, prog_name="maskprep")
 def main() -> None:
     """Turn raw text into padded, masked training shards, and check that nothing leaks."""
+    # transformers advises on import that it found no PyTorch: true and expected for build,
+    # inspect and merge, which need none, so not printed on every run. The command's process is
+    # the tool's own to configure (the library never sets variables).
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 main.add_command(build.build)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import config as cfg
 from .common import buckets_option, library_errors, size_option, storage_options_option
+
+if TYPE_CHECKING:
+    from ..tokenizing.cache import TokenizerCache
 
 
 @click.command()
@@ -164,26 +168,17 @@ from .common import buckets_option, library_errors, size_option, storage_options
     "RAY_ADDRESS, or a local one, and merge them.",
 )
 @click.option(
-    "--num-proc",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Encoding processes. 1: this process, the tokenizer's own threads on every core; "
-    "N: N single-threaded worker processes. Never changes the output.",
-)
-@click.option(
     "--tokenizer-cache",
     type=click.Path(file_okay=False),
     envvar="MASKPREP_TOKENIZER_CACHE",
     show_envvar=True,
-    help="Where local tokenizers are cached for plain-text builds, so that later builds start "
-    "without loading transformers. Never changes the output.  "
-    "[default: $XDG_CACHE_HOME/maskprep/tokenizers or ~/.cache/maskprep/tokenizers]",
+    help="Cache local tokenizers of plain-text builds in this directory, so that later builds "
+    "start without loading transformers. Never changes the output. Default: no cache.",
 )
 @click.option(
     "--no-tokenizer-cache",
     is_flag=True,
-    help="Load the tokenizer through transformers and cache nothing.",
+    help="Cache nothing, even with MASKPREP_TOKENIZER_CACHE set.",
 )
 @storage_options_option
 @library_errors
@@ -195,7 +190,6 @@ def build(**options: Any) -> None:
     is not trained) and length (packs add position_ids and seq_lens), then DIR/maskprep.json last.
     """
     from ..pipeline import build as run_build
-    from ..tokenizing.pool import Parallelism
     from .build_report import build_json, build_summary
     from .progress import ProgressReporter
 
@@ -253,7 +247,6 @@ def build(**options: Any) -> None:
             result = run_build(
                 config,
                 on_progress=reporter.callback,
-                parallelism=Parallelism(num_proc=options["num_proc"]),
                 tokenizer_cache=_tokenizer_cache(options),
                 storage_options=options["storage_options"],
             )
@@ -265,15 +258,13 @@ def build(**options: Any) -> None:
         Console(file=sys.stdout).print(build_summary(result))
 
 
-def _tokenizer_cache(options: dict[str, Any]) -> Any:
-    from pathlib import Path
+def _tokenizer_cache(options: dict[str, Any]) -> TokenizerCache | None:
+    from ..tokenizing.cache import TokenizerCache
 
-    from ..tokenizing.cache import TokenizerCache, default_cache_dir
-
-    if options["no_tokenizer_cache"]:
-        return None
     chosen = options["tokenizer_cache"]
-    return TokenizerCache(Path(chosen) if chosen else default_cache_dir())
+    if options["no_tokenizer_cache"] or not chosen:
+        return None
+    return TokenizerCache(Path(chosen))
 
 
 def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:

@@ -19,7 +19,8 @@ class _Failure(click.ClickException):
 
     def __init__(self, error: MaskprepError) -> None:
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        # click declares exit_code a class variable; this exception carries the error's own.
+        setattr(self, "exit_code", error.exit_code)  # noqa: B010
 
 
 def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:

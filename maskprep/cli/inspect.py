@@ -74,7 +74,7 @@ def inspect(**options: Any) -> None:
         row_indices=tuple(options["row_indices"]),
         check_hashes=not options["no_hash_check"],
     )
-    stdin = click.get_binary_stream("stdin") if options["path"] == "-" else None
+    stdin = sys.stdin.buffer if options["path"] == "-" else None
     result = run_inspect(options["path"], settings, stdin=stdin)
     strict = options["strict"]
     if options["as_json"]:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checks.results import BuildFacts, DecodedRow, InspectResult
-from ..checks.specs import CheckResult
+from ..checks.specs import SPECS, CheckResult
 from ..checks.summary import BucketStats, HistogramBin, LengthStats
 
 # ----------------------------------------------------------------------------- inspect
@@ -42,6 +42,8 @@ def inspect_json(result: InspectResult, strict: bool = False) -> dict[str, Any]:
             {
                 "name": c.name,
                 "kind": c.kind,
+                "invariant": SPECS[c.name].invariant,
+                "reference": SPECS[c.name].reference,
                 "status": c.status,
                 "count": c.count,
                 "rows": list(c.rows),
@@ -172,6 +174,7 @@ def checks_table(checks: tuple[CheckResult, ...]) -> Table:
     table = Table(title="checks", title_justify="left")
     table.add_column("status")
     table.add_column("check")
+    table.add_column("inv.", justify="right")  # its number in docs/contract.md
     table.add_column("rows", justify="right")
     table.add_column("first rows")
     table.add_column("what it asserts")
@@ -180,6 +183,7 @@ def checks_table(checks: tuple[CheckResult, ...]) -> Table:
         table.add_row(
             Text(label, style=_CHECK_STYLE[c.status]),
             c.name,
+            str(SPECS[c.name].invariant or "-"),
             f"{c.count:,}" if c.status != "skip" else "",
             ", ".join(str(r) for r in c.rows),
             c.detail,
@@ -233,7 +237,7 @@ def verdict(result: InspectResult, strict: bool) -> Text:
         if warned:
             line += f"; warnings: {', '.join(warned)}"
         return Text(line, style="bold green")
-    names = ", ".join(c.name for c in failed)
+    names = ", ".join(f"{c.name} ({SPECS[c.name].reference})" for c in failed)
     return Text(f"FAILED: {len(failed)} check(s): {names}", style="bold red")
 
 

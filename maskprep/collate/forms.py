@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from ..errors import ConfigError
+from ..extras import require_extra
 
 if TYPE_CHECKING:
     import torch
@@ -84,6 +85,7 @@ def emit(
     ``position_ids``, ``use_cache=False`` and the ``attention_mask`` of ``form`` (none for
     ``position_ids``). Emitted positions start at ``position_offset``.
     """
+    require_extra("torch", "train", "collate")
     import torch
 
     offset = position_offset

@@ -150,5 +150,5 @@ def _position_table(module: Any) -> tuple[int, int | None]:
 
 def _vocab_size(module: Any) -> int | None:
     getter = getattr(module, "get_input_embeddings", None)
-    embeddings = getter() if getter is not None else None
+    embeddings: Any = getter() if getter is not None else None
     return int(embeddings.num_embeddings) if hasattr(embeddings, "num_embeddings") else None

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..extras import require_extra
 from .manifest import read_manifest
 
 
@@ -16,7 +17,9 @@ def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
 
 
 def load_dataset(directory: str | os.PathLike[str]) -> Any:
-    """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped)."""
+    """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped); needs the
+    ``datasets`` extra."""
+    require_extra("datasets", "datasets", "load_dataset")
     import datasets
 
     paths = [str(p) for p in shard_paths(directory)]

@@ -240,7 +240,7 @@ class DigestSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         view = memoryview(data)
         self._digest.update(view)
         self._size += view.nbytes

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .. import columns
 from ..collate import collate, row_arrays
 from ..errors import DataError
+from ..extras import require_extra
 from .attention import (
     probe_causal,
     probe_cross_document,
@@ -168,6 +169,7 @@ def verify_rows(
     which is probed under each implementation it can switch to. ``pad_id`` and ``padding_side``
     are the ones the rows were built with (used to pad rows of unequal length).
     """
+    require_extra("torch", "verify", "verify")
     import torch
 
     started = time.perf_counter()

@@ -4,6 +4,7 @@ LEAK past tolerance, inconclusive when the planted leak was not seen, else pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Tally:
 
 def check_from_tally(probe: str, impl: str, form: str, tally: Tally, skip_reason: str) -> Check:
     """Turn a tally into a check: LEAK past tolerance, inconclusive when blind, else pass."""
-    common = {"probe": probe, "attn_implementation": impl, "form": form}
+    common: dict[str, Any] = {"probe": probe, "attn_implementation": impl, "form": form}
     if tally.positions == 0:
         return Check(**common, status="skipped", note=skip_reason, elapsed_s=tally.elapsed_s)
     diffs, tols = np.array(tally.diffs), np.array(tally.tols)

@@ -102,7 +102,7 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         # read1 returns what is there: a pipe's records are processed as they arrive, instead
         # of waiting for a whole buffer (or the end of the stream).
         read = getattr(self._raw, "read1", self._raw.read)
@@ -125,8 +125,8 @@ def decompressed(stream: io.BufferedReader) -> BinaryIO:
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-        return io.BufferedReader(reader)  # type: ignore[arg-type]
-    return stream  # type: ignore[return-value]
+        return io.BufferedReader(reader)
+    return stream
 
 
 def sniff_format(first_line: bytes | None) -> str:

@@ -153,7 +153,7 @@ class SourceReader:
             stream = decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
             part = self._range
             lines = enumerate(stream, start=part.first_line if part is not None else 1)
-            fmt = self.config.input_format
+            fmt: str = self.config.input_format
             if fmt == "auto":
                 fmt = (None if name == STDIN else format_from_name(name)) or ""
             if not fmt and part is not None and part.start > 0:

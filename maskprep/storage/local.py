@@ -74,7 +74,7 @@ def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInf
     def fail(exc: OSError) -> None:
         raise translate(exc, exc.filename or location.url)
 
-    relative_paths = []
+    relative_paths: list[str] = []
     for directory, _dirnames, filenames in os.walk(location.path, onerror=fail):
         relative = os.path.relpath(directory, location.path)
         prefix = "" if relative == "." else relative + "/"

@@ -60,7 +60,7 @@ class AtomicWriter(io.RawIOBase):
     def writable(self) -> bool:
         return self._sink is not None
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         """Write bytes (any buffer); they are hashed and counted on the way out."""
         if self._sink is None:
             raise ValueError(f"{self.location.url}: write to a finished writer")

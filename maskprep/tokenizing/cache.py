@@ -15,6 +15,11 @@ change how transformers loads tokenizers are installed. A later build whose key 
 the backend with ``tokenizers`` alone and writes byte-identical output. Hub names, remote code,
 supervised records, settings that name files below the top level and tokenizers without the fast
 path always load through transformers.
+
+An entry decides the ids a build writes, so it is trusted only as ssh trusts its files: the cache
+directory and the entry must belong to the user running the build and be writable by nobody else
+(no group or other write bit); anything else is a miss, never loaded. Entries are written 0600 in
+a directory created 0700.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +66,6 @@ OPTIONAL_PACKAGES = ("mistral_common", "sentencepiece", "tiktoken", "google.prot
 _REDIRECTS = {"tokenizer_config.json": "fast_tokenizer_files", "config.json": "configuration_files"}
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/maskprep/tokenizers``, or ``~/.cache/maskprep/tokenizers``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "maskprep" / "tokenizers"
-
-
 @dataclass(frozen=True)
 class CachedTokenizer:
     """A tokenizer as a plain-text build uses it: identity and fast-path spec."""
@@ -77,8 +77,8 @@ class CachedTokenizer:
 @dataclass(frozen=True)
 class TokenizerCache:
     """Cache entries in ``directory``, one JSON file per key. An entry that cannot be read or
-    parsed is a miss, and one that cannot be written is skipped. Entries are trusted as they
-    are: the directory must be writable only by those whose builds use it."""
+    parsed, or that this user does not own alone (see the module docstring), is a miss; one that
+    cannot be written is skipped."""
 
     directory: Path
 
@@ -118,7 +118,7 @@ class TokenizerCache:
     def get(self, key: str) -> CachedTokenizer | None:
         """The entry stored under ``key``, or ``None``."""
         try:
-            entry = json.loads((self.directory / f"{key}.json").read_text(encoding="utf-8"))
+            entry = json.loads(_read_private(self.directory, f"{key}.json"))
             if entry.get("format") != CACHE_FORMAT or entry.get("key") != key:
                 return None
             info = TokenizerInfo(**entry["info"])
@@ -141,9 +141,10 @@ class TokenizerCache:
         }
         temporary = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=self.directory)
-            os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide a shared cache from its users
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not _private(os.stat(self.directory)):
+                return False  # it would not be read back either
+            handle, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=self.directory)  # 0600
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 out.write(json.dumps(entry))
             os.replace(temporary, self.directory / f"{key}.json")
@@ -153,6 +154,33 @@ class TokenizerCache:
                     os.unlink(temporary)
             return False
         return True
+
+
+def _private(info: os.stat_result) -> bool:
+    """Whether a file or directory belongs to this user and nobody else may write it."""
+    return info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _read_private(directory: Path, name: str) -> str:
+    """The text of ``directory/name``; :class:`ValueError` unless both are private to this user
+    and the entry is a regular file (a symlink is not followed)."""
+    if not _private(os.stat(directory)):
+        raise ValueError(f"{directory}: owned by another user or writable by others")
+    handle = os.open(directory / name, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(handle, "rb") as entry:
+        info = os.fstat(entry.fileno())
+        if not stat.S_ISREG(info.st_mode) or not _private(info):
+            raise ValueError(f"{directory / name}: not a private regular file")
+        return entry.read().decode("utf-8")
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (``hashlib.file_digest`` is Python 3.11+)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _directory_hashes(root: Path) -> dict[str, str]:
@@ -172,8 +200,7 @@ def _directory_hashes(root: Path) -> dict[str, str]:
         if stat.st_size > LARGE_FILE:
             hashes[name] = f"size {stat.st_size}, modified {stat.st_mtime_ns}"
         else:
-            with open(path, "rb") as handle:
-                hashes[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+            hashes[name] = _sha256(path)
     return hashes
 
 

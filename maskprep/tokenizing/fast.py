@@ -55,18 +55,6 @@ class EncodedBatch:
     ids: np.ndarray
     offsets: np.ndarray
 
-    @classmethod
-    def concat(cls, parts: Sequence[EncodedBatch]) -> EncodedBatch:
-        """Join batches in order."""
-        if len(parts) == 1:
-            return parts[0]
-        ids = np.concatenate([p.ids for p in parts])
-        starts = np.cumsum([0] + [len(p.ids) for p in parts[:-1]])
-        offsets = np.concatenate(
-            [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, starts, strict=True)]
-        )
-        return cls(ids, offsets)
-
     def docs(self, locations: Sequence[str], head: int, tail: int) -> list[EncodedDoc]:
         """One :class:`EncodedDoc` per document; ``ids`` are views into this batch, and every
         ``trained`` flag is True (a read-only shared array, since plain documents train all)."""
@@ -110,6 +98,7 @@ def frame_documents(flat: np.ndarray, lengths: np.ndarray, spec: EncoderSpec) ->
     shift = np.repeat(starts + head - (ends - lengths), lengths)
     out[np.arange(len(flat)) + shift] = flat
     if eos.any():
+        assert spec.eos_id is not None, "append_eos is set only with an EOS id"
         out[(starts + head + lengths)[eos]] = spec.eos_id
     if tail:
         out[(offsets[1:, None] - tail + np.arange(tail)).ravel()] = np.tile(suffix, n)

@@ -49,7 +49,8 @@ def prepare_tokenizer(
     spec = encoder_spec(tokenizer, encoder)
     # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
     # the key of its former files.
-    fresh = cache is not None and key is not None and cache.key(config.tokenizer) == key
-    if fresh and spec is not None:
-        cache.put(key, CachedTokenizer(info, spec))
+    if cache is not None and key is not None and spec is not None:
+        fresh = cache.key(config.tokenizer) == key
+        if fresh:
+            cache.put(key, CachedTokenizer(info, spec))
     return PreparedTokenizer(info, spec, encoder)

@@ -160,15 +160,15 @@ class SFTEncoder:
                 docs.append(item)
                 continue
             ids, offsets = next(tokens)
-            offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-            trained = trained_token_mask(offsets, item.spans)
+            token_spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+            trained = trained_token_mask(token_spans, item.spans)
             if not trained.any():
                 raw = json.dumps(_payload(record, Conversation).as_json(), ensure_ascii=False)
                 reason = "the chat template rendered the turns to train as no tokens"
                 docs.append(Rejected(record.source, record.line, reason, raw, without_labels=True))
                 continue
             # The completion starts at the first token of the last trained turn's rendering.
-            prompt = int(np.searchsorted(offsets[:, 0], item.boundary, side="left"))
+            prompt = int(np.searchsorted(token_spans[:, 0], item.boundary, side="left"))
             ids_array = np.asarray(ids, dtype=np.int32)
             docs.append(EncodedDoc(ids_array, trained, 0, 0, record.location, prompt=prompt))
         return docs
@@ -265,13 +265,15 @@ class SFTEncoder:
     ) -> tuple[str, list[tuple[int, int]]]:
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        rendered, indices = render_jinja_template(
+        # Annotated as returning str, it returns (texts, spans) per conversation.
+        result: Any = render_jinja_template(
             conversations=[messages],
             chat_template=self.template,
             return_assistant_tokens_mask=spans,
             add_generation_prompt=add_generation_prompt,
             **self._template_kwargs,
         )
+        rendered, indices = result
         return rendered[0], [tuple(s) for s in indices[0]] if spans else []
 
 

@@ -8,6 +8,7 @@ moving about (issue #15).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from maskprep.cli import main
@@ -25,6 +27,12 @@ from maskprep.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "maskprep.json"
 LOCK = ".maskprep.lock"
+
+#: For tests of `maskprep verify` past its first step: without torch (CI's torch-free runs) it
+#: stops earlier, saying which extra to install.
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="verify needs torch (the verify extra)"
+)
 
 
 @dataclass(frozen=True)

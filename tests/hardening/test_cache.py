@@ -43,7 +43,6 @@ def test_a_private_cache_entry_is_used(tmp_path, cache, jsonl_60, llama_like):
     assert summary["tokenizer_cached"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a cache in a world-writable directory is trusted")
 def test_a_cache_in_a_world_writable_directory_is_not_trusted(
     tmp_path, cache, jsonl_60, llama_like
 ):
@@ -51,7 +50,6 @@ def test_a_cache_in_a_world_writable_directory_is_not_trusted(
     _not_trusted(_build(jsonl_60, llama_like, tmp_path / "second", cache))
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a world-writable cache entry is trusted")
 def test_a_world_writable_cache_entry_is_not_trusted(tmp_path, cache, jsonl_60, llama_like):
     for entry in cache.glob("*.json"):
         entry.chmod(0o666)
@@ -59,14 +57,12 @@ def test_a_world_writable_cache_entry_is_not_trusted(tmp_path, cache, jsonl_60, 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
-@pytest.mark.xfail(strict=True, reason="#14: a cache entry owned by another user is trusted")
 def test_a_cache_entry_owned_by_another_user_is_not_trusted(tmp_path, cache, jsonl_60, llama_like):
     for entry in cache.glob("*.json"):
         os.chown(entry, 65534, 65534)  # nobody
     _not_trusted(_build(jsonl_60, llama_like, tmp_path / "second", cache))
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a poisoned entry in a shared directory is used")
 def test_a_poisoned_entry_in_a_shared_directory_does_not_change_the_output(
     tmp_path, cache, jsonl_60, llama_like
 ):
