@@ -38,13 +38,12 @@ def expand_url(
         if not found:
             raise ConfigError(f"{item}: no object matches this pattern")
         return [i.location.url for i in found]
-    info = storage.stat(location)
-    if not info.is_dir:
+    if not storage.stat(location).is_dir:
         return [location.url]
-    found = [i.location.url for i in storage.walk(location) if keep(i.location.name)]
-    if not found:
+    below = [i.location.url for i in storage.walk(location) if keep(i.location.name)]
+    if not below:
         raise ConfigError(f"{item}: prefix holds no .txt or .jsonl objects")
-    return found
+    return below
 
 
 def size_of(name: str, options: storage.StorageOptions | None) -> int:
@@ -60,7 +59,7 @@ def open_url(
     handle = storage.open_read(location_of(name, options), start)
     if end is None:
         return handle
-    return io.BufferedReader(_Window(handle, end - start))  # type: ignore[arg-type]
+    return io.BufferedReader(_Window(handle, end - start))
 
 
 class _Window(io.RawIOBase):
@@ -74,7 +73,7 @@ class _Window(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         want = min(len(buffer), self._left)
         if want <= 0:
             return 0
