@@ -44,6 +44,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from maskprep.output.names import MANIFEST_NAME  # noqa: E402 - this checkout's, as the builds
+
 BATCH = 1000
 
 
@@ -271,7 +275,7 @@ def real_tokens(corpus: str, args: argparse.Namespace) -> tuple[int, int]:
     try:
         cmd, env = _command("maskprep pad", corpus, args, out)
         subprocess.run(cmd, env=env, check=True, capture_output=True)
-        totals = json.loads((Path(out) / "maskprep" / "maskprep.json").read_text())["totals"]
+        totals = json.loads((Path(out) / "maskprep" / MANIFEST_NAME).read_text())["totals"]
         return totals["records_read"], totals["real_tokens"]
     finally:
         shutil.rmtree(out, ignore_errors=True)

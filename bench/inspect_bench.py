@@ -25,7 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import maskprep
 from maskprep import columns
 from maskprep.columns import IGNORE_INDEX
-from maskprep.output.shards import sha256_file
+from maskprep.config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, TokenizerConfig
+from maskprep.output.manifest import Manifest, RecordedConfig, write_manifest
+from maskprep.output.shards import ShardInfo, sha256_file
+from maskprep.results import Totals
+from maskprep.shaping.fill import Fill
+from maskprep.shaping.fit import ShapeStats
+from maskprep.tokenizing.loading import TokenizerInfo
 
 EOS = PAD = 2
 
@@ -52,9 +58,7 @@ def synthetic_batch(rows: int, width: int, rng: np.random.Generator) -> pa.Recor
 
 
 def write_shards(directory: Path, fmt: str, rows: int, width: int, shard_rows: int) -> None:
-    """Shards plus a minimal manifest naming them, so the directory inspects like a build."""
-    import json
-
+    """Shards plus a manifest naming them, so the directory inspects like a build."""
     rng = np.random.default_rng(0)
     shards = []
     for index, start in enumerate(range(0, rows, shard_rows)):
@@ -74,17 +78,55 @@ def write_shards(directory: Path, fmt: str, rows: int, width: int, shard_rows: i
         else:
             with ipc.new_file(str(directory / name), batch.schema) as writer:
                 writer.write_batch(batch)
-        shards.append(
-            {"path": name, "rows": batch.num_rows, "sha256": sha256_file(directory / name)}
-        )
-    manifest = {
-        "format": 1,
-        "config": {"shape": {"strategy": "pad", "max_length": width}},
-        "tokenizer": {"pad_token_id": PAD, "eos_token_id": EOS, "padding_side": "right"},
-        "shards": shards,
-        "totals": {},
-    }
-    (directory / "maskprep.json").write_text(json.dumps(manifest))
+        real = int(np.asarray(batch.column(columns.LENGTH)).sum())
+        digest = sha256_file(directory / name)
+        shards.append(ShardInfo(name, batch.num_rows, batch.num_rows * width, real, real, digest))
+    write_manifest(directory, _manifest(shards, width, fmt))
+
+
+def _manifest(shards: list[ShardInfo], width: int, fmt: str) -> Manifest:
+    """What a pad build of these shards (pad == eos, EOS trained) would have recorded."""
+    config = BuildConfig(
+        SourceConfig(("synthetic.jsonl",)),
+        TokenizerConfig("synthetic"),
+        ShapeConfig(max_length=width),
+        OutputConfig("synthetic", format=fmt),  # type: ignore[arg-type]
+    )
+    tokenizer = TokenizerInfo(
+        name_or_path="synthetic",
+        revision=None,
+        tokenizer_class="none",
+        vocab_size=32000,
+        pad_token="</s>",
+        pad_token_id=PAD,
+        eos_token="</s>",
+        eos_token_id=EOS,
+        bos_token_id=1,
+        padding_side="right",
+        prefix_ids=[1],
+        suffix_ids=[],
+        fingerprint="",
+        files={},
+    )
+    rows = sum(s.rows for s in shards)
+    positions = sum(s.positions for s in shards)
+    real = sum(s.real_tokens for s in shards)
+    totals = Totals(
+        records_read=rows,
+        rows_written=rows,
+        positions=positions,
+        real_tokens=real,
+        label_tokens=real,
+        shape=ShapeStats(documents_written=rows),
+    )
+    return Manifest(
+        config=RecordedConfig.from_build(config),
+        tokenizer=tokenizer,
+        inputs=(),
+        shards=tuple(shards),
+        totals=totals,
+        fill=Fill("pad", rows, rows, positions, real),
+    )
 
 
 def main() -> None:

@@ -25,23 +25,25 @@ _EXPORTS = {
     "IGNORE_INDEX": "columns",
     "BadRecordError": "errors",
     "BuildConfig": "config",
-    "BuildResult": "pipeline",
+    "BuildResult": "results",
     "Check": "probes.results",
     "ConfigError": "errors",
     "DataError": "errors",
     "InspectOptions": "checks.options",
+    "IOFailure": "errors",
     "InspectResult": "checks.results",
+    "Manifest": "output.manifest",
     "MaskprepError": "errors",
     "MergeResult": "distributed.merge",
     "OutputConfig": "config",
     "OutputError": "errors",
     "PartSpec": "config",
-    "Progress": "pipeline",
+    "Progress": "results",
     "SFTConfig": "config",
     "ShapeConfig": "config",
     "SourceConfig": "config",
     "TokenizerConfig": "config",
-    "Totals": "pipeline",
+    "Totals": "results",
     "VerifyOptions": "probes.options",
     "VerifyResult": "probes.results",
     "build": "pipeline",
@@ -60,8 +62,10 @@ __all__ = [
     "Check",
     "ConfigError",
     "DataError",
+    "IOFailure",
     "InspectOptions",
     "InspectResult",
+    "Manifest",
     "MaskprepError",
     "MergeResult",
     "OutputConfig",
@@ -114,10 +118,18 @@ if TYPE_CHECKING:
         TokenizerConfig,
     )
     from .distributed.merge import MergeResult, merge
-    from .errors import BadRecordError, ConfigError, DataError, MaskprepError, OutputError
+    from .errors import (
+        BadRecordError,
+        ConfigError,
+        DataError,
+        IOFailure,
+        MaskprepError,
+        OutputError,
+    )
     from .output.dataset import load_dataset
-    from .output.manifest import read_manifest
-    from .pipeline import BuildResult, Progress, Totals, build
+    from .output.manifest import Manifest, read_manifest
+    from .pipeline import build
     from .probes.driver import verify
     from .probes.options import VerifyOptions
     from .probes.results import Check, VerifyResult
+    from .results import BuildResult, Progress, Totals

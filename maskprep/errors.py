@@ -1,18 +1,113 @@
-"""Exceptions maskprep raises; the CLI maps them to exit codes (1 data problem, 2 usage)."""
+"""Exceptions maskprep raises, and the exit code the CLI gives each.
+
+=====  ==========================================================================================
+exit   meaning
+=====  ==========================================================================================
+0      success
+1      the run failed: the data has a problem (:class:`DataError`: a bad record under the
+       ``fail`` policy, a failed ``inspect`` check, a leak found by ``verify``, a broken
+       manifest), or the machine failed an operation that should have worked
+       (:class:`IOFailure`: disk full, quota exceeded, an I/O error)
+2      usage, the command must change (:class:`ConfigError`: bad options, a missing input, an
+       unusable tokenizer, an output directory that is busy, holds an unfinished build, is not
+       empty or may not be overwritten)
+130    interrupted (SIGINT); 143 terminated (SIGTERM): 128 + the signal number, as shells report
+=====  ==========================================================================================
+
+An I/O failure is not a usage error: the same command may work on another machine or once space
+is freed, so it must not read as "fix the command" (2). It exits 1, "the run failed", rather than
+a code of its own: scripts and CI jobs test 0 / 1 / 2, and a new code would be read as a crash.
+The message says which failure it was, and the library raises its own class
+(:class:`IOFailure`, not a :class:`DataError`) for callers that retry.
+
+Library messages never name command-line flags (the library is also called from Python, where
+there are none). A message that suggests an option names it by its config field through an
+:class:`Option`; ``str(error)`` shows the field (``output.resume=True``) and the CLI shows the flag
+(``--resume``), see :meth:`MaskprepError.render`.
+"""
 
 from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """An option an error message suggests, named by its config field (``output.resume``,
+    ``tokenizer.pad_token``), with the value to give it (``None`` for a switch turned on)."""
+
+    field: str
+    value: str | None = None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return f"{self.field}=True"
+        return f"{self.field}={self.value!r}"
 
 
 class MaskprepError(Exception):
     """Base class of every error maskprep raises on purpose."""
 
     exit_code = 1
+    #: With :meth:`suggesting`: the message template and the values put into it.
+    template: str | None = None
+    values: Mapping[str, Any] = {}
+
+    @classmethod
+    def suggesting(cls, template: str, **values: Any) -> MaskprepError:
+        """An error whose message suggests options: ``template`` is a :meth:`str.format` string,
+        and each :class:`Option` among ``values`` is shown as its field here and as its flag by
+        the CLI (:meth:`render`)."""
+        error = cls(template.format(**values))
+        error.template = template
+        error.values = dict(values)
+        return error
+
+    @property
+    def options(self) -> tuple[Option, ...]:
+        """The options the message suggests, in no particular order."""
+        return tuple(v for v in self.values.values() if isinstance(v, Option))
+
+    def render(self, name: Callable[[Option], str]) -> str:
+        """The message with each suggested option shown by ``name`` (the CLI: its flag)."""
+        if self.template is None:
+            return str(self)
+        shown = {k: name(v) if isinstance(v, Option) else v for k, v in self.values.items()}
+        return self.template.format(**shown)
+
+    def __reduce__(self) -> Any:
+        # Rebuilt with its template when unpickled (a Ray worker's error reaching the driver).
+        if self.template is None:
+            return super().__reduce__()
+        return (_rebuild, (type(self), self.template, dict(self.values)))
+
+
+def _rebuild(cls: type[MaskprepError], template: str, values: dict[str, Any]) -> MaskprepError:
+    return cls.suggesting(template, **values)
 
 
 class DataError(MaskprepError):
     """The data has a problem: a bad record, a failed check, a leak."""
 
     exit_code = 1
+
+
+class ManifestError(DataError):
+    """A manifest cannot be used as it is: ``path`` names the file, ``field`` the entry at fault
+    (``shards[2].path``; empty when the file as a whole is unreadable)."""
+
+    def __init__(self, path: str, field: str, problem: str) -> None:
+        where = f"{path}: {field}" if field else path
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.field = field
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return (type(self), (self.path, self.field, self.problem))
 
 
 class ConfigError(MaskprepError):
@@ -35,5 +130,58 @@ class BadRecordError(DataError):
 
 
 class OutputError(ConfigError):
-    """The output cannot be written: another build holds it, it is unwritable or the disk is full,
-    or it holds an unfinished build. A usage-class error (exit 2): the data is not at fault."""
+    """The output directory cannot be used as asked: another build holds it, it holds an
+    unfinished build or files maskprep did not write, or it may not be overwritten. A usage error
+    (exit 2): the data is not at fault, and another directory or option would work."""
+
+
+class IOFailure(MaskprepError):
+    """The machine failed an operation that should have worked: the disk or quota is full, a
+    device reported an I/O error. Not a usage error: the same command may work elsewhere or
+    later (exit 1, see the module notes)."""
+
+    exit_code = 1
+
+
+#: ``errno`` values that say the request named an unusable place (a usage error), not that the
+#: machine failed.
+_USAGE_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
+
+
+def first_line(error: BaseException | str, default: str | None = None) -> str:
+    """The first non-blank line of an error message, for a one-line report; ``default`` (else
+    the exception's type name) when the message is blank."""
+    text = error if isinstance(error, str) else str(error)
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    if default is not None:
+        return default
+    return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+def os_reason(exc: OSError) -> str:
+    """An ``OSError`` as one line: its reason, and the file it names when it names one."""
+    reason = exc.strerror or first_line(exc)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
+def os_failure(where: object, doing: str, exc: OSError) -> MaskprepError:
+    """An ``OSError`` met while ``doing`` something at ``where`` as maskprep's error: a place
+    that cannot be used as asked (permissions, a read-only filesystem, a missing or wrong kind of
+    path) is an :class:`OutputError` (usage); anything else, such as a full disk, an
+    :class:`IOFailure`."""
+    kind: type[MaskprepError] = OutputError if exc.errno in _USAGE_ERRNOS else IOFailure
+    return kind(f"{where}: {doing}: {os_reason(exc)}")

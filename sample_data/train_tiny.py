@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> list[float]:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args(argv)
 
-    tokenizer = maskprep.read_manifest(args.output)["tokenizer"]
-    model = tiny_llama(tokenizer["vocab_size"], tokenizer["eos_token_id"])
+    tokenizer = maskprep.read_manifest(args.output).tokenizer
+    model = tiny_llama(tokenizer.vocab_size, tokenizer.eos_token_id)
     collator = Collator.for_output(args.output, model=model)
     print(f"collator: {collator}")
     with tempfile.TemporaryDirectory() as scratch:

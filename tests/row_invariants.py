@@ -32,8 +32,8 @@ def read_rows(directory: Path) -> list[dict[str, Any]]:
     """Every row of a finished output, in shard order, as plain Python dicts."""
     manifest = read_manifest(directory)
     rows: list[dict[str, Any]] = []
-    for shard in manifest["shards"]:
-        path = Path(directory) / shard["path"]
+    for shard in manifest.shards:
+        path = Path(directory) / shard.path
         if path.suffix == ".parquet":
             table = pq.read_table(path)
         else:

@@ -3,7 +3,6 @@ configs, and a finished-looking output directory around them."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,8 +10,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from maskprep import columns
+from maskprep import (
+    BuildConfig,
+    OutputConfig,
+    ShapeConfig,
+    SourceConfig,
+    TokenizerConfig,
+    Totals,
+    columns,
+)
 from maskprep.columns import IGNORE_INDEX
+from maskprep.output.manifest import Manifest, RecordedConfig, write_manifest
+from maskprep.output.shards import ShardInfo, sha256_file
+from maskprep.shaping.fill import Fill
+from maskprep.shaping.fit import ShapeStats
+from maskprep.tokenizing.loading import TokenizerInfo
 
 
 def pack_rows(rows_of_docs: Sequence[Sequence[Sequence[int]]], width: int, pad_id: int) -> pa.Table:
@@ -55,13 +67,54 @@ def pad_rows(docs: Sequence[Sequence[int]], width: int, pad_id: int, side: str) 
 def write_output(directory: Path, table: pa.Table, pad_id: int, padding_side: str) -> Path:
     """A directory shaped like a finished build: one shard and a manifest naming it."""
     directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, directory / "data-00000.parquet")
-    manifest = {
-        "format": 1,
-        "shards": [{"path": "data-00000.parquet", "rows": table.num_rows}],
-        "tokenizer": {"pad_token_id": pad_id, "padding_side": padding_side},
-    }
-    (directory / "maskprep.json").write_text(json.dumps(manifest), encoding="utf-8")
+    shard = directory / "data-00000.parquet"
+    pq.write_table(table, shard)
+    packed = columns.SEQ_LENS in table.column_names
+    rows = table.to_pylist()
+    width = max((len(r["input_ids"]) for r in rows), default=1)
+    positions = sum(len(r["attention_mask"]) for r in rows)
+    real = sum(r["length"] for r in rows)
+    trained = sum(sum(1 for v in r["labels"] if v != IGNORE_INDEX) for r in rows)
+    documents = sum(len(r[columns.SEQ_LENS]) for r in rows) if packed else len(rows)
+    strategy = "pack" if packed else "pad"
+    config = BuildConfig(
+        SourceConfig(("synthetic.jsonl",)),
+        TokenizerConfig("synthetic"),
+        ShapeConfig(max_length=width, strategy=strategy),
+        OutputConfig(str(directory)),
+    )
+    tokenizer = TokenizerInfo(
+        name_or_path="synthetic",
+        revision=None,
+        tokenizer_class="none",
+        # The smallest vocabulary that holds the rows' ids: no model is refused for it.
+        vocab_size=max((max(r["input_ids"], default=0) for r in rows), default=0) + 1,
+        pad_token="<pad>",
+        pad_token_id=pad_id,
+        eos_token=None,
+        eos_token_id=None,
+        bos_token_id=None,
+        padding_side=padding_side,
+        prefix_ids=[],
+        suffix_ids=[],
+        fingerprint="",
+        files={},
+    )
+    counts = dict(rows_written=len(rows), positions=positions, real_tokens=real)
+    manifest = Manifest(
+        config=RecordedConfig.from_build(config),
+        tokenizer=tokenizer,
+        inputs=(),
+        shards=(ShardInfo(shard.name, len(rows), positions, real, trained, sha256_file(shard)),),
+        totals=Totals(
+            records_read=documents,
+            label_tokens=trained,
+            shape=ShapeStats(documents_written=documents),
+            **counts,
+        ),
+        fill=Fill(strategy, len(rows), documents, positions, real),
+    )
+    write_manifest(directory, manifest)
     return directory
 
 

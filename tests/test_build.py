@@ -15,7 +15,7 @@ from conftest import make_config, run_maskprep, write_jsonl
 from row_invariants import check_rows
 from transformers import AutoTokenizer
 
-from maskprep import ConfigError, DataError, build
+from maskprep import ConfigError, DataError, build, read_manifest
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
@@ -137,7 +137,7 @@ def test_split_windows_match_the_tokenizer_overflow(tmp_path, minilm, stride):
     assert shape.documents_split == 2
     assert shape.rows_from_splits == len(expected) - 1
     assert result.totals.rows_written == len(expected)
-    assert result.manifest["totals"]["documents_split"] == 2
+    assert result.manifest.as_dict()["totals"]["documents_split"] == 2
 
 
 def test_truncate_and_drop_count_documents_and_tokens(tmp_path, minilm):
@@ -147,13 +147,13 @@ def test_truncate_and_drop_count_documents_and_tokens(tmp_path, minilm):
     over = [n for n in lengths if n > 8]
 
     truncated = build(make_config([src], minilm, tmp_path / "t", max_length=8))
-    totals = truncated.manifest["totals"]
+    totals = truncated.manifest.as_dict()["totals"]
     assert totals["documents_truncated"] == len(over) == 2
     assert totals["tokens_truncated"] == sum(n - 8 for n in over)
     assert totals["rows_written"] == 3
 
     dropped = build(make_config([src], minilm, tmp_path / "d", max_length=8, overflow="drop"))
-    totals = dropped.manifest["totals"]
+    totals = dropped.manifest.as_dict()["totals"]
     assert totals["documents_dropped"] == 2
     assert totals["tokens_dropped"] == sum(over)
     assert totals["rows_written"] == 1
@@ -183,7 +183,7 @@ def test_text_input_skips_and_counts_blank_lines(tmp_path, minilm):
     src = tmp_path / "notes.txt"
     src.write_text("first line\n\n   \nsecond line\r\nthird\n", encoding="utf-8")
     result = build(make_config([src], minilm, tmp_path / "o"))
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["records_read"] == 3
     assert totals["blank_lines"] == 2
     tokenizer = AutoTokenizer.from_pretrained(minilm)
@@ -214,7 +214,7 @@ def test_compressed_inputs_read_like_plain_ones(tmp_path, minilm, corpus, suffix
     build(make_config([plain], minilm, tmp_path / "a"))
     result = build(make_config([packed], minilm, tmp_path / "b"))
     assert read_rows(tmp_path / "a") == read_rows(tmp_path / "b")
-    assert result.manifest["inputs"][0]["size"] == packed.stat().st_size
+    assert result.manifest.as_dict()["inputs"][0]["size"] == packed.stat().st_size
 
 
 def test_directories_and_globs_expand_in_sorted_order(tmp_path, minilm):
@@ -225,10 +225,10 @@ def test_directories_and_globs_expand_in_sorted_order(tmp_path, minilm):
     (data / "sub" / "c.txt").write_text("charlie\n")
     (data / "ignored.csv").write_text("x\n")
     result = build(make_config([data], minilm, tmp_path / "o1"))
-    paths = [i["path"] for i in result.manifest["inputs"]]
+    paths = [i["path"] for i in result.manifest.as_dict()["inputs"]]
     assert [p.split("/")[-1] for p in paths] == ["a.jsonl", "b.txt", "c.txt"]
     result = build(make_config([str(data / "*.txt")], minilm, tmp_path / "o2"))
-    assert [i["path"].split("/")[-1] for i in result.manifest["inputs"]] == ["b.txt"]
+    assert [i["path"].split("/")[-1] for i in result.manifest.as_dict()["inputs"]] == ["b.txt"]
 
 
 def test_missing_input_is_a_usage_error(tmp_path, minilm, runner):
@@ -328,7 +328,7 @@ def test_skip_policy_writes_rejects_and_accounts_for_every_record(tmp_path, mini
     assert all(r["file"] == str(src) for r in rejects)
     assert rejects[0]["raw"] == '{"text": "unterminated'
     assert rejects[4]["raw"] == '{"text": "caf\\xe9"}'
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["records_read"] == len(BAD)
     assert totals["records_rejected"] == len(expected)
     assert totals["documents_written"] == 2
@@ -413,7 +413,7 @@ def test_shards_roll_by_size(tmp_path, minilm, corpus):
     out = tmp_path / "out"
     # A 32-wide row is 32*(4+1+4) bytes of values plus offsets: about 300 bytes.
     result = build(make_config([src], minilm, out, shard_size=3000))
-    rows = [s["rows"] for s in result.manifest["shards"]]
+    rows = [s["rows"] for s in result.manifest.as_dict()["shards"]]
     assert len(rows) > 2 and sum(rows) == len(corpus) * 4
     assert max(rows) <= 10
 
@@ -423,7 +423,8 @@ def test_manifest_describes_the_build(tmp_path, minilm, corpus):
     out = tmp_path / "out"
     result = build(make_config([src], minilm, out, shard_rows=4))
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest == result.manifest
+    assert manifest == result.manifest.as_dict()
+    assert read_manifest(out) == result.manifest  # the typed manifest reads back as written
     import hashlib
 
     for shard in manifest["shards"]:
@@ -507,17 +508,44 @@ def test_shard_size_option_reads_units_and_refuses_nonsense(tmp_path, minilm, ru
     assert result.exit_code == 2 and "cannot read 'lots' as a size" in result.output
 
 
-def test_interrupted_skip_build_leaves_no_temporary_rejects(tmp_path, minilm):
-    src = write_jsonl(tmp_path / "in.jsonl", [{"text": "fine"}, '{"broken'])
+def test_interrupted_skip_build_keeps_its_shards_but_no_rejects_and_resumes(tmp_path, minilm):
+    records = [{"text": f"document number {i}"} for i in range(12)]
+    src = write_jsonl(tmp_path / "in.jsonl", [*records[:3], '{"broken', *records[3:]])
     out = tmp_path / "out"
+    options = dict(on_bad_record="skip", shard_rows=2, batch_size=4)
+    calls = []
 
     def interrupt(progress):
-        raise KeyboardInterrupt
+        calls.append(progress)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build(make_config([src], minilm, out, on_bad_record="skip"), on_progress=interrupt)
-    assert sorted(p.name for p in out.iterdir()) == [REJECTS_NAME]
-    assert json.loads((out / REJECTS_NAME).read_text())["line"] == 2
+        build(make_config([src], minilm, out, **options), on_progress=interrupt)
+    left = sorted(p.name for p in out.iterdir())
+    # Complete shards stay for a resume, as after a kill; no rejects, temporaries or manifest.
+    assert left and all(n.startswith("data-") for n in left), left
+    resumed = build(make_config([src], minilm, out, resume=True, **options))
+    assert resumed.reused_shards == len(left)
+    assert json.loads((out / REJECTS_NAME).read_text())["line"] == 4
+    build(make_config([src], minilm, tmp_path / "whole", **options))
+    assert (out / MANIFEST_NAME).read_bytes() == (tmp_path / "whole" / MANIFEST_NAME).read_bytes()
+
+
+def test_a_failed_skip_build_leaves_only_the_rejects_that_explain_it(tmp_path, minilm):
+    src = write_jsonl(tmp_path / "in.jsonl", ['{"broken', {"body": "no text field"}])
+    with pytest.raises(DataError, match=r"no document could be used \(2 rejected"):
+        build(make_config([src], minilm, tmp_path / "out", on_bad_record="skip"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [REJECTS_NAME]
+    assert len((tmp_path / "out" / REJECTS_NAME).read_text().splitlines()) == 2
+    # Failing for another reason, the build leaves no rejects file (nor anything else).
+    src = write_jsonl(tmp_path / "long.jsonl", ['{"broken', {"text": LONG[0]}])
+    config = make_config(
+        [src], minilm, tmp_path / "other", on_bad_record="skip", max_length=8, overflow="error"
+    )
+    with pytest.raises(DataError, match="longer than max_length"):
+        build(config)
+    assert not (tmp_path / "other").exists()
 
 
 def test_every_document_dropped_is_a_data_error_that_says_why(tmp_path, minilm):

@@ -25,6 +25,7 @@ from maskprep.collate import (
 )
 from maskprep.columns import IGNORE_INDEX
 from maskprep.errors import ConfigError, DataError
+from maskprep.output.names import MANIFEST_NAME
 
 torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
@@ -228,7 +229,7 @@ def none_output(tmp_path_factory, llama_like, corpus):
 def test_none_output_is_padded_with_its_own_pad_id(none_output) -> None:
     import maskprep
 
-    assert maskprep.read_manifest(none_output)["tokenizer"]["pad_token_id"] == 2
+    assert maskprep.read_manifest(none_output).tokenizer.pad_token_id == 2
     rows = maskprep.load_dataset(none_output).select(range(4)).to_list()
     assert len({len(r["input_ids"]) for r in rows}) > 1
     with pytest.raises(DataError) as error:
@@ -372,9 +373,9 @@ def test_collator_options_are_checked() -> None:
 
 
 def _mark_packed(output) -> None:
-    path = output / "maskprep.json"
+    path = output / MANIFEST_NAME
     manifest = json.loads(path.read_text())
-    manifest["config"] = {"shape": {"strategy": "pack"}}
+    manifest["config"]["shape"]["strategy"] = "pack"
     path.write_text(json.dumps(manifest))
 
 

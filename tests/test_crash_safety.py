@@ -15,7 +15,7 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, build
 from maskprep.cli import main
-from maskprep.errors import OutputError
+from maskprep.errors import IOFailure, OutputError
 from maskprep.output.lock import LOCK_NAME, OutputLock
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.storage import writers
@@ -123,7 +123,7 @@ def test_disk_full_gives_one_line_and_leaves_no_complete_looking_shard(
     _fill_disk(monkeypatch, room=300)
     out = tmp_path / "out"
     result = runner.invoke(main, _cli(source, llama_like, out))
-    assert result.exit_code == 2
+    assert result.exit_code == IOFailure.exit_code == 1  # the machine failed, not the command
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert "cannot write output: No space left on device" in lines[0]
@@ -146,7 +146,7 @@ def test_disk_full_on_a_later_shard_removes_the_earlier_ones(
     _fill_disk(monkeypatch, room=0, applies=third_shard_on)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(OutputError, match="No space left on device"):
+    with pytest.raises(IOFailure, match="No space left on device"):
         build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
     assert len(shards) == 3  # two shards were complete before the disk filled
     assert list(out.iterdir()) == []
@@ -157,7 +157,7 @@ def test_manifest_that_does_not_fit_leaves_no_partial_manifest(
 ):
     _fill_disk(monkeypatch, room=10, applies=lambda name: name == MANIFEST_NAME)
     out = tmp_path / "out"
-    with pytest.raises(OutputError, match="No space left on device"):
+    with pytest.raises(IOFailure, match="No space left on device"):
         build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
     names = sorted(p.name for p in out.iterdir())
     assert MANIFEST_NAME not in names
@@ -218,8 +218,8 @@ def test_unfinished_output_is_refused_with_how_to_resume(tmp_path, source, llama
     (out / ".tmp-data-00009.parquet").write_bytes(b"half a shard")
     result = runner.invoke(main, _cli(source, llama_like, out))
     assert result.exit_code == 2
-    assert "unfinished build (7 complete shards and no maskprep.json)" in result.output
-    assert "resume it to finish it, or overwrite it to start over" in result.output
+    assert f"unfinished build (7 complete shards and no {MANIFEST_NAME})" in result.output
+    assert "--resume" in result.output and "--overwrite" in result.output
     result = runner.invoke(main, _cli(source, llama_like, out, "--overwrite"))
     assert result.exit_code == 0, result.output
     assert not (out / ".tmp-data-00009.parquet").exists()

@@ -170,7 +170,7 @@ def test_readme_library_snippet_runs(tmp_path, monkeypatch):
     code = snippet.replace('"out/library"', repr(str(tmp_path / "library")))
     assert code != snippet, "the snippet's output directory moved: update this test"
     exec(compile(code, "README.md", "exec"), {})
-    assert (tmp_path / "library" / "maskprep.json").is_file()
+    assert (tmp_path / "library" / "_maskprep.json").is_file()
 
 
 def test_every_command_has_help():

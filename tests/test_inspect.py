@@ -27,6 +27,7 @@ from maskprep.cli import main
 from maskprep.cli.inspect_report import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
 from maskprep.output.manifest import read_manifest
+from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
@@ -52,7 +53,7 @@ def out(built, tmp_path) -> Path:
 
 
 def shard(out: Path, index: int = 0) -> Path:
-    return out / read_manifest(out)["shards"][index]["path"]
+    return out / read_manifest(out).as_dict()["shards"][index]["path"]
 
 
 def rewrite(
@@ -80,7 +81,7 @@ def rewrite(
     else:
         with ipc.new_file(str(path), new.schema) as writer:
             writer.write_table(new)
-    manifest_path = path.parent / "maskprep.json"
+    manifest_path = path.parent / MANIFEST_NAME
     if update_manifest and manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         for entry in manifest["shards"]:
@@ -94,7 +95,20 @@ def rewrite(
                         sum(1 for label in r["labels"] if label != IGNORE_INDEX) for r in rows
                     ),
                 )
+        totals = manifest["totals"]
+        for total, key in TOTALS_OF_SHARDS:
+            totals[total] = sum(entry[key] for entry in manifest["shards"])
+        totals["pad_tokens"] = totals["positions"] - totals["real_tokens"]
         manifest_path.write_text(json.dumps(manifest))
+
+
+#: Totals a build sums over its shards: (totals key, shard key).
+TOTALS_OF_SHARDS = (
+    ("rows_written", "rows"),
+    ("positions", "positions"),
+    ("real_tokens", "real_tokens"),
+    ("label_tokens", "label_tokens"),
+)
 
 
 def failing(result) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -165,7 +179,7 @@ def test_build_output_passes_and_matches_the_manifest(built):
         "pad_fraction",
         "label_fraction",
     }
-    totals = read_manifest(built)["totals"]
+    totals = read_manifest(built).as_dict()["totals"]
     s = result.stats
     assert (s.rows, s.positions, s.real_tokens, s.label_tokens) == (
         totals["rows_written"],
@@ -220,14 +234,14 @@ def test_builds_of_every_strategy_pass(tmp_path, with_pad, corpus, options):
     result = maskprep.inspect(str(output))
     assert result.passes(strict=True), failing(result)
     manifest = read_manifest(output)
-    strategy = manifest["config"]["shape"]["strategy"]
+    strategy = manifest.config.strategy
     assert (result.layout.strategy, result.layout.strategy_source) == (strategy, "manifest")
     assert result.layout.pad_id == 3 and result.layout.eos_id == EOS
-    assert result.stats.rows == manifest["totals"]["rows_written"]
-    assert result.stats.real_tokens == manifest["totals"]["real_tokens"]
-    assert result.stats.label_tokens == manifest["totals"]["label_tokens"]
+    assert result.stats.rows == manifest.totals.rows_written
+    assert result.stats.real_tokens == manifest.totals.real_tokens
+    assert result.stats.label_tokens == manifest.totals.label_tokens
     if strategy == "pack":
-        assert result.stats.documents == manifest["totals"]["documents_written"]
+        assert result.stats.documents == manifest.totals.shape.documents_written
         assert result.stats.documents_per_row.max > 1
         assert check(result, "position_ids_restart").status == "pass"
     if strategy == "bucket":
@@ -602,7 +616,9 @@ def test_missing_column_is_a_data_error(tmp_path, runner):
 def test_unfinished_output_and_missing_path(tmp_path, runner):
     (tmp_path / "half").mkdir()
     outcome = runner.invoke(main, ["inspect", str(tmp_path / "half")])
-    assert outcome.exit_code == 1 and "no maskprep.json; the build did not finish" in outcome.output
+    assert (
+        outcome.exit_code == 1 and f"no {MANIFEST_NAME}; the build did not finish" in outcome.output
+    )
     outcome = runner.invoke(main, ["inspect", str(tmp_path / "nothing.parquet")])
     assert outcome.exit_code == 2 and "no such file or directory" in outcome.output
 

@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import make_config, write_jsonl
 
 from maskprep import build, storage
 from maskprep.distributed.merge import merge
-from maskprep.errors import ConfigError, OutputError
+from maskprep.errors import ConfigError, DataError, IOFailure, OutputError
 from maskprep.output import session as session_module
 from maskprep.output.directory import Action, plan, scan
 from maskprep.output.names import LOCK_NAME, MANIFEST_NAME
@@ -59,7 +60,21 @@ def test_a_signal_right_after_a_shard_is_renamed_leaves_no_orphan(
     _interrupt_after(monkeypatch, "replace", on_path="/data-00001.parquet")
     with pytest.raises(KeyboardInterrupt):
         build(make_config([source], llama_like, out, **OPTIONS))
-    assert _names(out) == []  # no shard, orphan or not, no temporary, no lock
+    # An interrupted build keeps the shards it had recorded complete (for a resume); the one
+    # whose rename the signal raced is not left behind unrecorded. No temporary, no lock.
+    assert _names(out) == ["data-00000.parquet"]
+    monkeypatch.undo()
+    _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused=1)
+
+
+def _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused: int) -> None:
+    resumed = build(make_config([source], llama_like, out, resume=True, **OPTIONS))
+    assert resumed.reused_shards == reused
+    clean = tmp_path / "clean"
+    build(make_config([source], llama_like, clean, **OPTIONS))
+    assert {n: (out / n).read_bytes() for n in _names(out)} == {
+        n: (clean / n).read_bytes() for n in _names(clean)
+    }
 
 
 def test_negative_control_the_race_point_is_reached(tmp_path, source, llama_like, monkeypatch):
@@ -82,7 +97,9 @@ def test_a_signal_while_a_temporary_is_being_opened_leaves_no_temporary(
     _interrupt_after(monkeypatch, "open", on_path="/.tmp-data-00001.parquet.")
     with pytest.raises(KeyboardInterrupt):
         build(make_config([source], llama_like, out, **OPTIONS))
-    assert _names(out) == []
+    assert _names(out) == ["data-00000.parquet"]  # the temporary went with the interrupt
+    monkeypatch.undo()
+    _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused=1)
 
 
 # ----------------------------------------------------------------------------- overwrite's swap
@@ -104,7 +121,7 @@ def test_a_crash_in_the_middle_of_the_swap_never_leaves_a_finished_looking_outpu
         real_move(source_location, target)
 
     monkeypatch.setattr(session_module, "_move", crash_on_second)
-    with pytest.raises(OutputError, match="Input/output error"):
+    with pytest.raises(IOFailure, match="Input/output error"):
         build(make_config([other], llama_like, out, overwrite=True, **OPTIONS))
     left = _names(out)
     assert MANIFEST_NAME not in left, left  # unfinished, never finished-looking
@@ -114,8 +131,9 @@ def test_a_crash_in_the_middle_of_the_swap_never_leaves_a_finished_looking_outpu
     monkeypatch.setattr(session_module, "_move", real_move)
     result = build(make_config([other], llama_like, out, overwrite=True, **OPTIONS))
     assert result.totals.records_read == 45
-    assert _names(out) == ["data-00000.parquet", "data-00001.parquet", "data-00002.parquet",
-                           MANIFEST_NAME]  # fmt: skip
+    assert _names(out) == sorted(
+        ["data-00000.parquet", "data-00001.parquet", "data-00002.parquet", MANIFEST_NAME]
+    )
 
 
 def test_a_dead_overwrites_staging_directory_is_removed_by_the_next_writer(
@@ -200,8 +218,11 @@ def test_a_failed_merge_overwrite_keeps_the_previous_merged_output(tmp_path, par
     out = tmp_path / "merged"
     merge(parts, out)
     before = {name: (out / name).read_bytes() for name in _names(out)}
-    (parts[1] / "data-00000.parquet").unlink()
-    with pytest.raises(ConfigError, match="is missing"):
+    # Part 1's shard rewritten (same rows, other bytes): found as it is placed, after part 0's.
+    shard = parts[1] / "data-00000.parquet"
+    pq.write_table(pq.read_table(shard), shard.with_name("x.parquet"), compression="gzip")
+    os.replace(shard.with_name("x.parquet"), shard)
+    with pytest.raises(DataError, match="does not match the sha256"):
         merge(parts, out, overwrite=True)
     assert {name: (out / name).read_bytes() for name in _names(out)} == before
 
@@ -211,7 +232,8 @@ def test_merge_overwrite_replaces_a_merged_output(tmp_path, parts):
     out = tmp_path / "merged"
     merge(parts, out)
     result = merge(parts, out, overwrite=True)
-    assert _names(out) == [f"data-0000{i}.parquet" for i in range(result.shards)] + [MANIFEST_NAME]
+    expected = [f"data-0000{i}.parquet" for i in range(result.shards)] + [MANIFEST_NAME]
+    assert _names(out) == sorted(expected)
 
 
 # ----------------------------------------------------------------------------- lease lost (S3)

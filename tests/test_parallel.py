@@ -7,7 +7,8 @@ import pytest
 from conftest import CORPUS, make_config, write_jsonl
 
 from maskprep import TokenizerConfig, build
-from maskprep.sources.records import Record
+from maskprep.sources.batches import Batch
+from maskprep.sources.records import Record, Rejected
 from maskprep.tokenizing.encoder import Encoder
 from maskprep.tokenizing.fast import (
     BackendEncoder,
@@ -100,15 +101,18 @@ def test_frame_documents_adds_frame_and_missing_eos():
 def test_pool_gives_batches_in_order(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
     records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 5, start=1)]
-    batches = [records[i : i + 7] for i in range(0, len(records), 7)]
+    batches = [Batch(records[i : i + 7]) for i in range(0, len(records), 7)]
+    batches.append(Batch([], [Rejected("f", 99, "bad", "raw")]))  # rejects only: no documents
     local = BackendEncoder(spec)
     pool = EncodingPool(spec, lookahead=1)
     try:
         out = list(pool.encode(iter(batches)))
     finally:
         pool.close()
-    assert [r for r, _ in out] == batches
-    for records_in, docs in out:
+    assert [b for b, _ in out] == batches
+    assert out[-1][1] == []
+    for batch, docs in out[:-1]:
+        records_in = batch.records
         want = local.encode([r.text for r in records_in])
         got = np.concatenate([d.ids for d in docs])
         assert got.tolist() == want.ids.tolist()
@@ -119,13 +123,13 @@ def test_pool_hands_reading_errors_to_the_consumer(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
 
     def batches():
-        yield [Record("fine", "f", 1)]
+        yield Batch([Record("fine", "f", 1)])
         raise OSError("disk gone")
 
     pool = EncodingPool(spec)
     try:
         encoded = pool.encode(batches())
-        assert next(encoded)[0][0].text == "fine"
+        assert next(encoded)[0].records[0].text == "fine"
         with pytest.raises(OSError, match="disk gone"):
             next(encoded)
     finally:

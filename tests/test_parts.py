@@ -132,11 +132,12 @@ def test_three_parts_merged_equal_a_single_build(tmp_path, two_files, llama_like
     result = merge(list(reversed(dirs)), tmp_path / "merged")  # any order
     assert _rows(tmp_path / "merged") == _rows(tmp_path / "single")
     merged = result.manifest
-    assert merged["totals"] == single.manifest["totals"]
-    assert merged["fill"] == single.manifest["fill"]
-    assert merged["config"] == single.manifest["config"]
-    assert merged["tokenizer"] == single.manifest["tokenizer"]
-    assert [p["index"] for p in merged["merged_from"]] == [0, 1, 2]
+    assert merged.totals == single.manifest.totals
+    assert merged.fill == single.manifest.fill
+    assert merged.config == single.manifest.config
+    assert merged.tokenizer == single.manifest.tokenizer
+    assert merged.merged_from is not None
+    assert [p.index for p in merged.merged_from] == [0, 1, 2]
     # Linked, not copied: the merged shard is the part's file.
     assert result.copied == 0 and result.linked == result.shards
     first_part_shard = (
@@ -149,11 +150,14 @@ def test_packed_parts_pack_per_part(tmp_path, two_files, llama_like):
     options = dict(pad_token="eos", strategy="pack", max_length=24)
     single = build(make_config(two_files, llama_like, tmp_path / "single", **options))
     dirs = _build_parts(two_files, llama_like, tmp_path, 3, **options)
-    merged = merge(dirs, tmp_path / "merged").manifest
+    merged = merge(dirs, tmp_path / "merged").manifest.as_dict()
     for key in ("records_read", "documents_written", "real_tokens", "label_tokens"):
-        assert merged["totals"][key] == single.manifest["totals"][key], key
+        assert merged["totals"][key] == single.manifest.as_dict()["totals"][key], key
     # Each part packs its own documents: at most one more row per part boundary.
-    rows, single_rows = merged["totals"]["rows_written"], single.manifest["totals"]["rows_written"]
+    rows, single_rows = (
+        merged["totals"]["rows_written"],
+        single.manifest.as_dict()["totals"]["rows_written"],
+    )
     assert single_rows <= rows <= single_rows + 2
     seq = sorted(n for row in _rows(tmp_path / "merged") for n in row["seq_lens"])
     assert seq == sorted(n for row in _rows(tmp_path / "single") for n in row["seq_lens"])
@@ -172,7 +176,10 @@ def test_a_part_rebuilt_is_byte_identical(tmp_path, two_files, llama_like):
         tmp_path / "b" / MANIFEST_NAME
     ).read_bytes()
     assert [s.sha256 for s in first.shards] == [s.sha256 for s in second.shards]
-    assert first.manifest["part"]["index"] == 1 and first.manifest["part"]["count"] == 3
+    assert (
+        first.manifest.as_dict()["part"]["index"] == 1
+        and first.manifest.as_dict()["part"]["count"] == 3
+    )
 
 
 def test_more_parts_than_records_merge_to_the_single_build(tmp_path, llama_like):
@@ -245,7 +252,7 @@ def test_merge_cli_reports_and_refuses_bad_sets(tmp_path, cli_parts, two_files, 
     assert runner.invoke(main, _cli_part(two_files[0], llama_like, whole, 0, 1)[:-4]).exit_code == 0
     refused(p0, str(whole), expect="a whole build, not a part")
     (cli_parts[1] / MANIFEST_NAME).unlink()
-    refused(p0, p1, p2, expect=f"{p1}: not a finished part (no maskprep.json)")
+    refused(p0, p1, p2, expect=f"{p1}: not a finished part (no {MANIFEST_NAME})")
 
 
 def test_merge_cli_success_line(cli_parts, tmp_path, runner):

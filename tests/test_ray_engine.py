@@ -81,9 +81,9 @@ def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file,
     assert _rows(out) == _rows(tmp_path / "local")
     manifest = json.loads((out / MANIFEST_NAME).read_text())
     assert manifest["engine"] == "ray"
-    assert manifest["totals"] == local.manifest["totals"]
-    assert manifest["fill"] == local.manifest["fill"]
-    assert set(manifest) - set(local.manifest) == {"engine", "merged_from"}
+    assert manifest["totals"] == local.manifest.as_dict()["totals"]
+    assert manifest["fill"] == local.manifest.as_dict()["fill"]
+    assert set(manifest) - set(local.manifest.as_dict()) == {"engine", "merged_from"}
     assert [p["index"] for p in manifest["merged_from"]] == [0, 1, 2]
     assert result.totals.rows_written == local.totals.rows_written
     assert not (tmp_path / "ray.parts").exists()
@@ -120,11 +120,11 @@ def test_ray_build_writes_its_parts_and_output_to_s3(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert not [k for k in keys if k.startswith("out.parts/")], keys  # parts removed
     rows = []
-    for shard in result.manifest["shards"]:
-        body = s3.get_object(Bucket=s3_bucket, Key=f"out/{shard['path']}")["Body"].read()
+    for shard in result.manifest.shards:
+        body = s3.get_object(Bucket=s3_bucket, Key=f"out/{shard.path}")["Body"].read()
         rows += pq.read_table(pa_buffer(body)).to_pylist()
     assert rows == _rows(tmp_path / "local")
-    assert result.manifest["totals"] == local.manifest["totals"]
+    assert result.manifest.totals == local.manifest.totals
 
 
 def pa_buffer(data: bytes):
@@ -141,7 +141,7 @@ def test_ray_pack_is_per_part_and_part_errors_are_one_line(
     options = dict(pad_token="eos", max_length=24, strategy="pack")
     out = tmp_path / "packed"
     result = build_with_ray(make_config([corpus_file], llama_like, out, **options), parts=2)
-    assert result.manifest["pack_scope"] == "part"
+    assert result.manifest.as_dict()["pack_scope"] == "part"
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
     assert result.totals.real_tokens == local.totals.real_tokens
 
@@ -193,7 +193,10 @@ def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_
     build_with_ray(resumed, parts=3)
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
     assert _rows(out) == _rows(tmp_path / "local")
-    assert json.loads((out / MANIFEST_NAME).read_text())["totals"] == local.manifest["totals"]
+    assert (
+        json.loads((out / MANIFEST_NAME).read_text())["totals"]
+        == local.manifest.as_dict()["totals"]
+    )
 
 
 def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
@@ -211,7 +214,7 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     assert len(list(cache.directory.glob("*.json"))) == 1
     assert _rows(out) == _rows(tmp_path / "local")
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["tokenizer"] == local.manifest["tokenizer"]
+    assert manifest["tokenizer"] == local.manifest.as_dict()["tokenizer"]
 
 
 def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(

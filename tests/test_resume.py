@@ -21,7 +21,7 @@ from maskprep import DataError, build
 from maskprep.cli import main
 from maskprep.errors import OutputError
 from maskprep.output.lock import LOCK_NAME
-from maskprep.output.names import MANIFEST_NAME
+from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 
 SHARD_ROWS = 5
 BATCH = 3
@@ -239,11 +239,11 @@ def test_random_input_is_accounted_for(tmp_path, llama_like, data, policy, fmt):
         assert "\n" not in str(error)
         assert MANIFEST_NAME not in os.listdir(out) if out.exists() else True
         return
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["records_read"] == (
         totals["documents_written"] + totals["records_rejected"] + totals["documents_dropped"]
     )
     assert totals["records_read"] + totals["blank_lines"] == _lines_in(data)
     if policy == "skip":
-        rejects = (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()
+        rejects = (out / REJECTS_NAME).read_text(encoding="utf-8").splitlines()
         assert len(rejects) == totals["records_rejected"]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from maskprep import IGNORE_INDEX, BadRecordError, DataError, SFTConfig, build, config
 from maskprep.cli import main
+from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 from maskprep.shaping.fit import ShapeStats, fit, truncation_keep
 from maskprep.tokenizing.encoder import EncodedDoc
 
@@ -321,7 +322,7 @@ def test_build_truncates_prompt_left_and_counts(tmp_path, chat_tok, hf_tok):
     eos, bos = hf_tok.eos_token_id, hf_tok.bos_token_id
     assert row["input_ids"] == [bos, *prompt_ids[cut:], *completion_ids, eos]
     assert [hf_tok.decode(r) for r in trained_runs(row)] == [record["completion"] + "</s>"]
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["prompts_truncated"] == 1 and totals["prompt_tokens_truncated"] == cut
     assert totals["completions_truncated"] == 0 and totals["completion_tokens_truncated"] == 0
 
@@ -330,7 +331,7 @@ def test_build_truncates_prompt_left_and_counts(tmp_path, chat_tok, hf_tok):
     (row,) = read_rows(tmp_path / "short")
     assert row["input_ids"] == [bos, *completion_ids[:2]]
     assert row["labels"] == [IGNORE_INDEX, *completion_ids[:2]]
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["prompt_tokens_truncated"] == len(prompt_ids)
     assert totals["completions_truncated"] == 1
     assert totals["completion_tokens_truncated"] == len(completion_ids) + 1 - 2
@@ -346,7 +347,7 @@ def test_chat_truncation_keeps_the_last_turn_with_its_header(tmp_path, chat_tok,
     (row,) = read_rows(tmp_path / "out")
     assert hf_tok.decode(row["input_ids"]).endswith(last)
     assert [hf_tok.decode(r) for r in trained_runs(row)] == [CONVERSATION[-1]["content"] + IM_END]
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     full = len(hf_tok.apply_chat_template(CONVERSATION)["input_ids"])
     assert totals["prompts_truncated"] == 1
     assert totals["prompt_tokens_truncated"] == full - max_length
@@ -359,7 +360,7 @@ def test_chat_truncation_keeps_the_last_turn_with_its_header(tmp_path, chat_tok,
     (row,) = read_rows(tmp_path / "short")
     assert row["input_ids"] == last_ids[:max_length]
     assert row["labels"] == [IGNORE_INDEX] * len(header) + last_ids[len(header) : max_length]
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["prompt_tokens_truncated"] == full - len(last_ids)
     assert totals["completion_tokens_truncated"] == len(last_ids) - max_length
 
@@ -422,16 +423,16 @@ def test_bad_chat_records(tmp_path, chat_tok, llama_like, hf_tok, case, policy):
         where = rf"chat\.jsonl:{bad_lines[0]}: "
         with pytest.raises(BadRecordError, match=where + reason):
             sft_build([data], tokenizer, out, sft, **options)
-        assert not (out / "maskprep.json").exists()
+        assert not (out / MANIFEST_NAME).exists()
         return
     if bad_lines == [1, 2]:
         with pytest.raises(DataError, match="no document could be used"):
             sft_build([data], tokenizer, out, sft, **options)
     else:
-        totals = sft_build([data], tokenizer, out, sft, **options).manifest["totals"]
+        totals = sft_build([data], tokenizer, out, sft, **options).manifest.as_dict()["totals"]
         assert totals["records_read"] == 2 and totals["documents_written"] == 1
         assert totals["records_rejected"] == 1 and totals["documents_without_labels"] == 1
-    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (out / REJECTS_NAME).read_text().splitlines()]
     assert [r["line"] for r in rejects] == bad_lines
     assert all(re.search(reason, r["reason"]) for r in rejects)
 
@@ -448,9 +449,9 @@ def test_bad_prompt_completion_records_are_counted(tmp_path, chat_tok):
     with pytest.raises(BadRecordError, match=r"pairs\.jsonl:2: field 'prompt' is number"):
         sft_build([data], chat_tok, tmp_path / "fail", sft)
     result = sft_build([data], chat_tok, tmp_path / "skip", sft, on_bad_record="skip")
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["records_rejected"] == totals["documents_without_labels"] == 3
-    rejects = (tmp_path / "skip" / "rejects.jsonl").read_text().splitlines()
+    rejects = (tmp_path / "skip" / REJECTS_NAME).read_text().splitlines()
     assert [json.loads(r)["reason"] for r in rejects] == [
         "field 'prompt' is number, expected string",
         "field 'completion' is empty: nothing to train on",
@@ -478,7 +479,7 @@ def test_cli_chat_build_and_bad_record(tmp_path, runner, chat_tok):
     assert result.exit_code == 0, result.output
     totals = json.loads(result.output)["totals"]
     assert totals["documents_without_labels"] == 1 and totals["documents_written"] == 1
-    manifest = json.loads((tmp_path / "skip" / "maskprep.json").read_text())
+    manifest = json.loads((tmp_path / "skip" / MANIFEST_NAME).read_text())
     assert manifest["config"]["sft"]["train_on"] == "last-assistant"
 
 

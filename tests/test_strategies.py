@@ -17,6 +17,7 @@ from transformers import AutoTokenizer
 from maskprep import IGNORE_INDEX, ConfigError, ShapeConfig, build
 from maskprep.cli import main
 from maskprep.config import resolve_buckets
+from maskprep.output.names import MANIFEST_NAME
 from maskprep.shaping.pack import PackShaper, best_fit_decreasing
 from maskprep.tokenizing.encoder import EncodedDoc
 
@@ -112,7 +113,7 @@ def test_none_rows_are_exactly_their_documents(data, texts, with_pad, tmp_path):
     rows = read_rows(tmp_path / "out")
     assert [len(r["input_ids"]) for r in rows] == [len(tokenizer(t)["input_ids"]) for t in texts]
     assert result.totals.pad_tokens == 0
-    assert result.manifest["totals"]["fill"] == 1.0
+    assert result.manifest.as_dict()["totals"]["fill"] == 1.0
 
 
 # --- invariants on every row of every strategy ---------------------------------------------------
@@ -139,7 +140,7 @@ def test_invariants_hold_on_every_row(name, overflow, padding_side, data, with_p
     buckets = (8, 16, 24, 32) if strategy == "bucket" else None
     violations = check_rows(rows, strategy, PAD, padding_side, max_length=32, buckets=buckets)
     assert violations == []
-    totals = result.manifest["totals"]
+    totals = result.manifest.as_dict()["totals"]
     assert totals["documents_written"] + totals["documents_dropped"] == totals["records_read"]
     if overflow == "drop":
         assert totals["documents_dropped"] > 0
@@ -236,7 +237,7 @@ def test_each_row_uses_the_smallest_bucket_that_holds_it(data, texts, with_pad, 
     widths = [len(r["input_ids"]) for r in rows]
     assert widths == [smallest_bucket(n, (8, 16, 40, 64)) for n in lengths]
     assert set(widths) == {8, 16, 40, 64}
-    fill = result.manifest["fill"]
+    fill = result.manifest.as_dict()["fill"]
     assert [b["length"] for b in fill["buckets"]] == [8, 16, 40, 64]
     for bucket in fill["buckets"]:
         mine = [n for n, w in zip(lengths, widths, strict=True) if w == bucket["length"]]
@@ -244,7 +245,7 @@ def test_each_row_uses_the_smallest_bucket_that_holds_it(data, texts, with_pad, 
         assert bucket["real_tokens"] == sum(mine)
         assert bucket["positions"] == len(mine) * bucket["length"]
     assert sum(b["rows"] for b in fill["buckets"]) == result.totals.rows_written
-    assert result.manifest["config"]["shape"]["buckets"] == [8, 16, 40, 64]
+    assert result.manifest.as_dict()["config"]["shape"]["buckets"] == [8, 16, 40, 64]
 
 
 def test_bucket_rows_follow_the_padding_side(data, with_pad, tmp_path):
@@ -459,7 +460,7 @@ def test_pack_rows_do_not_depend_on_the_encoding_batch_size(data, with_pad, tmp_
 def test_manifest_reports_pack_fill(data, with_pad, tmp_path):
     result = _build(data, with_pad, tmp_path / "out", **STRATEGY_OPTIONS["pack-bfd"])
     rows = read_rows(tmp_path / "out")
-    fill = result.manifest["fill"]
+    fill = result.manifest.as_dict()["fill"]
     real = sum(r["length"] for r in rows)
     assert fill["strategy"] == "pack"
     assert fill["rows"] == len(rows)
@@ -469,7 +470,7 @@ def test_manifest_reports_pack_fill(data, with_pad, tmp_path):
     assert fill["fill"] == round(real / (64 * len(rows)), 6)
     assert fill["documents_per_row"] == round(40 / len(rows), 6)
     assert "buckets" not in fill
-    shape = result.manifest["config"]["shape"]
+    shape = result.manifest.as_dict()["config"]["shape"]
     assert (shape["pack_algorithm"], shape["pack_window"]) == ("bfd", 7)
 
 
@@ -487,7 +488,7 @@ def test_cli_builds_each_strategy_and_prints_fill(data, with_pad, tmp_path, runn
          "--pack-window", "5"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    manifest = json.loads((tmp_path / "p" / "maskprep.json").read_text())
+    manifest = json.loads((tmp_path / "p" / MANIFEST_NAME).read_text())
     assert manifest["config"]["shape"]["pack_window"] == 5
     assert manifest["fill"]["documents_per_row"] > 1
     table = runner.invoke(main, [*args[:-1], "-o", str(tmp_path / "t"), "--strategy", "bucket"])

@@ -14,6 +14,7 @@ from conftest import CORPUS, ROOT, make_config, run_maskprep, write_jsonl
 
 from maskprep import TokenizerConfig, build
 from maskprep.config import SFTConfig
+from maskprep.output.names import MANIFEST_NAME
 from maskprep.tokenizing import prepare as prepare_module
 from maskprep.tokenizing.cache import TokenizerCache
 
@@ -134,7 +135,7 @@ def test_another_spelling_of_the_path_is_another_entry(tmp_path, with_pad, monke
     link = tmp_path / "link"
     link.symlink_to(with_pad, target_is_directory=True)
     assert _build(tmp_path, link, "second", cache) == _build(tmp_path, link, "reference")
-    manifest = json.loads((tmp_path / "second" / "maskprep.json").read_text())
+    manifest = json.loads((tmp_path / "second" / MANIFEST_NAME).read_text())
     assert manifest["tokenizer"]["name_or_path"] == str(link)
     assert len(_entries(cache)) == 2
 
@@ -162,7 +163,7 @@ def test_path_that_transformers_matches_to_a_hub_id_keeps_its_own_class(tmp_path
     absolute = run("absolute", str(directory), True)
     assert absolute == run("reference", str(directory), False)
     classes = {
-        json.loads((tmp_path / name / "maskprep.json").read_text())["tokenizer"]["tokenizer_class"]
+        json.loads((tmp_path / name / MANIFEST_NAME).read_text())["tokenizer"]["tokenizer_class"]
         for name in ("relative", "absolute")
     }
     if len(classes) == 1:  # transformers 5.0 (CI's floor) does not match names to Hub ids yet

@@ -11,6 +11,7 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_conf
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
+from maskprep.output.names import MANIFEST_NAME
 from maskprep.probes.context import TOLERANCES
 from maskprep.probes.driver import verify_rows
 from maskprep.probes.model import load_model
@@ -390,7 +391,7 @@ def test_cli_unfinished_output_exits_1(runner, configs, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     result = _cli(runner, str(tmp_path / "empty"), "-m", str(configs["llama"]), "--from-config")
     assert result.exit_code == 1
-    assert "no maskprep.json; the build did not finish" in result.output
+    assert f"no {MANIFEST_NAME}; the build did not finish" in result.output
 
 
 def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> None:

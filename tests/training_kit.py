@@ -116,7 +116,7 @@ def pack_lookup(output: Path) -> dict[tuple[int, ...], list[int]]:
     """Each packed row of ``output`` (its input ids) → its documents' lengths, from the shards:
     the ground truth, independent of what reached (or was derived by) any collator."""
     manifest = read_manifest(output)
-    paths = [str(output / s["path"]) for s in manifest["shards"]]
+    paths = [str(output / s.path) for s in manifest.shards]
     table = ds.dataset(paths, format="parquet").to_table(columns=["input_ids", "seq_lens"])
     return {tuple(r["input_ids"]): list(r["seq_lens"]) for r in table.to_pylist()}
 

@@ -37,6 +37,7 @@ from .specs import (
     LABELS_ON_PADDING,
     LENGTH_MATCHES_MASK,
     LIST_LENGTHS,
+    MANIFEST_CONSISTENT,
     MASK_BINARY,
     PAD_FRACTION,
     PADDING_CONTIGUOUS,
@@ -98,11 +99,13 @@ def conclude(
     thresholds: Thresholds = Thresholds(),
     listed: int = 5,
     shards_check: CheckResult | None = None,
+    manifest_check: CheckResult | None = None,
 ) -> tuple[Layout, DataStats, tuple[CheckResult, ...]]:
     """Turn the analysed parts into the data's layout, statistics and one result per check.
 
-    ``shards_check`` is the result of comparing the shard files with their manifest, which only
-    the caller can do (the rows do not know where they came from); without one it is skipped.
+    ``shards_check`` is the result of comparing the shard files with their manifest and
+    ``manifest_check`` whether the manifest adds up, which only the caller can tell (the rows do
+    not know where they came from); without them they are skipped.
     """
     data = merge_parts(list(parts)) if parts else empty_part()
     layout = resolve_layout(data, hints)
@@ -110,7 +113,9 @@ def conclude(
     stats = data_stats(data, layout)
     results: dict[str, CheckResult] = {
         SHARDS_MATCH_MANIFEST: shards_check
-        or CheckResult(SHARDS_MATCH_MANIFEST, "invariant", "skip", 0, (), "no manifest")
+        or CheckResult(SHARDS_MATCH_MANIFEST, "invariant", "skip", 0, (), "no manifest"),
+        MANIFEST_CONSISTENT: manifest_check
+        or CheckResult(MANIFEST_CONSISTENT, "invariant", "skip", 0, (), "no manifest"),
     }
     for name in (LIST_LENGTHS, MASK_BINARY, LENGTH_MATCHES_MASK, LABELS_ON_PADDING):
         results[name] = _result(name, data.flags[name], ids, listed)

@@ -17,11 +17,17 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, first_line
 from .analysis import PartStats, analyse
 from .conclude import Thresholds, conclude
 from .decode import decode_row
-from .manifest_facts import build_facts, hash_files, layout_hints, shards_match_manifest
+from .manifest_facts import (
+    build_facts,
+    hash_files,
+    layout_hints,
+    manifest_consistent,
+    shards_match_manifest,
+)
 from .options import InspectOptions
 from .readers import Shard, open_input, shard_batches
 from .results import InspectResult
@@ -96,8 +102,7 @@ def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first}") from None
+        raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first_line(exc)}") from None
 
 
 def inspect(
@@ -116,11 +121,13 @@ def inspect(
     """
     started = time.perf_counter()
     shards, manifest = open_input(path, stdin, whole=options.sample is not None)
-    tokenizer_facts = (manifest or {}).get("tokenizer", {})
-    tokenizer_name = options.tokenizer or tokenizer_facts.get("name_or_path")
-    revision = tokenizer_facts.get("revision") if options.tokenizer is None else None
+    recorded = manifest.tokenizer if manifest is not None else None
+    tokenizer_name = options.tokenizer or (recorded.name_or_path if recorded else None)
+    revision = recorded.revision if recorded and options.tokenizer is None else None
     wants_rows = options.show_rows > 0 or bool(options.row_indices)
-    eos_id = options.eos_id if options.eos_id is not None else tokenizer_facts.get("eos_token_id")
+    eos_id = options.eos_id
+    if eos_id is None and recorded is not None:
+        eos_id = recorded.eos_token_id
     tokenizer = None
     if wants_rows or (eos_id is None and options.tokenizer is not None):
         if tokenizer_name is None:
@@ -166,8 +173,9 @@ def inspect(
 
     hints = layout_hints(manifest, options, eos_id)
     thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
+    manifest_check = manifest_consistent(manifest, path) if manifest is not None else None
     layout, data_stats, checks = conclude(
-        scan.parts, hints, thresholds, options.listed, shards_check
+        scan.parts, hints, thresholds, options.listed, shards_check, manifest_check
     )
     shown = list(dict.fromkeys([*scan.first_rows, *options.row_indices]))
     decoded = tuple(decode_row(scan.kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()

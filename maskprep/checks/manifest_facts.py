@@ -1,20 +1,24 @@
 """What a build's manifest tells ``inspect``: whether the shard files are the ones it lists (sha256,
-rows, token counts), the layout the build recorded, and the build's own counts."""
+rows, token counts), whether the manifest adds up, the layout the build recorded, and the build's
+own counts."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..config import STRATEGIES
+from ..output.manifest import Manifest, manifest_problems
 from .layout import LayoutHints
 from .options import InspectOptions
 from .readers import Shard
 from .results import BuildFacts
-from .specs import SHARDS_MATCH_MANIFEST, STRATEGIES, CheckResult
+from .specs import MANIFEST_CONSISTENT, SHARDS_MATCH_MANIFEST, CheckResult
 
 _COUNTED = ("positions", "real_tokens", "label_tokens")
 
@@ -35,7 +39,7 @@ def hash_files(paths: dict[int, Path], stop: threading.Event) -> dict[int, str]:
 
 def shards_match_manifest(
     shards: list[Shard],
-    manifest: dict[str, Any],
+    manifest: Manifest,
     counts: np.ndarray | None,
     digests: dict[int, str] | None,
     listed: int,
@@ -43,7 +47,7 @@ def shards_match_manifest(
     """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
     row was read) positions, real and trained tokens. A shard copied short, replaced or edited
     since the build fails it; the rows it names are the first row of each such shard."""
-    entries = manifest.get("shards", [])
+    entries = manifest.shards
     problems: list[str] = []
     first_rows: list[int] = []
     bad_rows = 0
@@ -51,17 +55,18 @@ def shards_match_manifest(
     for number, (shard, entry) in enumerate(zip(shards, entries, strict=True)):
         assert shard.rows is not None, "a shard file's row count is read from its footer"
         differs = []
-        recorded = entry.get("sha256")
+        recorded = entry.sha256
         if digests is not None and recorded and digests.get(number, recorded) != recorded:
             differs.append("sha256")
-        if entry.get("rows", shard.rows) != shard.rows:
-            differs.append(f"rows {shard.rows:,} (manifest {entry['rows']:,})")
+        if entry.rows != shard.rows:
+            differs.append(f"rows {shard.rows:,} (manifest {entry.rows:,})")
         for column, key in enumerate(_COUNTED):
             found = None if counts is None else int(counts[number, column])
-            if found is not None and entry.get(key, found) != found:
-                differs.append(f"{key.replace('_', ' ')} {found:,} (manifest {entry[key]:,})")
+            if found is not None and getattr(entry, key) != found:
+                expected = getattr(entry, key)
+                differs.append(f"{key.replace('_', ' ')} {found:,} (manifest {expected:,})")
         if differs:
-            problems.append(f"{entry.get('path', shard.name)}: {', '.join(differs)}")
+            problems.append(f"{entry.path}: {', '.join(differs)}")
             first_rows.append(start)
             bad_rows += shard.rows
         start += shard.rows
@@ -92,20 +97,36 @@ def shards_match_manifest(
     )
 
 
-def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions, eos: int | None) -> Any:
-    shape = (manifest or {}).get("config", {}).get("shape", {})
-    tokenizer = (manifest or {}).get("tokenizer", {})
-    strategy = options.strategy or shape.get("strategy")
+def manifest_consistent(manifest: Manifest, directory: str | os.PathLike[str]) -> CheckResult:
+    """Whether the manifest adds up (see :func:`~maskprep.output.manifest.manifest_problems`):
+    a failure names the field at fault."""
+    problems = manifest_problems(manifest, directory)
+    if not problems:
+        detail = "totals account for every record and match the shards; strategy known"
+        return CheckResult(MANIFEST_CONSISTENT, "invariant", "pass", 0, (), detail)
+    detail = "; ".join(str(p) for p in problems)
+    return CheckResult(MANIFEST_CONSISTENT, "invariant", "fail", 0, (), detail)
+
+
+def layout_hints(
+    manifest: Manifest | None, options: InspectOptions, eos: int | None
+) -> LayoutHints:
+    recorded = manifest.config if manifest is not None else None
+    tokenizer = manifest.tokenizer if manifest is not None else None
+    strategy = options.strategy or (recorded.strategy if recorded else None)
     if strategy is not None and strategy not in STRATEGIES:
         strategy = None  # a strategy this version does not know: infer it from the data
-    buckets = options.buckets or (tuple(shape["buckets"]) if shape.get("buckets") else None)
-    pad_id = options.pad_id if options.pad_id is not None else tokenizer.get("pad_token_id")
+    buckets = options.buckets or (recorded.buckets if recorded and recorded.buckets else None)
+    pad_id = options.pad_id
+    if pad_id is None and tokenizer is not None:
+        pad_id = tokenizer.pad_token_id
+    side = tokenizer.padding_side if tokenizer is not None else None
     return LayoutHints(
         strategy=strategy,
-        max_length=shape.get("max_length"),
+        max_length=recorded.max_length if recorded else None,
         buckets=buckets,
         # Packed rows may be padded at the end whatever side the tokenizer pads on.
-        padding_side=tokenizer.get("padding_side") if strategy in ("pad", "bucket") else None,
+        padding_side=side if strategy in ("pad", "bucket") else None,
         pad_id=pad_id,
         eos_id=eos,
         strategy_source="option" if options.strategy else "manifest",
@@ -113,10 +134,9 @@ def layout_hints(manifest: dict[str, Any] | None, options: InspectOptions, eos: 
     )
 
 
-def build_facts(manifest: dict[str, Any]) -> BuildFacts:
-    totals = manifest.get("totals", {})
-    tokenizer = manifest.get("tokenizer", {})
-    lost = [totals[k] for k in ("tokens_truncated", "tokens_dropped") if k in totals]
+def build_facts(manifest: Manifest) -> BuildFacts:
+    totals = manifest.totals
+    tokenizer = asdict(manifest.tokenizer)
     keep = (
         "name_or_path",
         "revision",
@@ -131,14 +151,12 @@ def build_facts(manifest: dict[str, Any]) -> BuildFacts:
         "padding_side",
     )
     return BuildFacts(
-        maskprep_version=manifest.get("maskprep_version"),
-        documents_read=totals.get("records_read"),
-        documents_truncated=totals.get("documents_truncated"),
-        documents_dropped=totals.get("documents_dropped"),
-        documents_split=totals.get("documents_split"),
-        records_rejected=totals.get("records_rejected"),
-        tokens_lost=sum(v for v in lost if v is not None)
-        if any(v is not None for v in lost)
-        else None,
+        maskprep_version=manifest.maskprep_version,
+        documents_read=totals.records_read,
+        documents_truncated=totals.shape.documents_truncated,
+        documents_dropped=totals.shape.documents_dropped,
+        documents_split=totals.shape.documents_split,
+        records_rejected=totals.records_rejected,
+        tokens_lost=totals.shape.tokens_truncated + totals.shape.tokens_dropped,
         tokenizer={k: tokenizer[k] for k in keep if k in tokenizer},
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import STRATEGIES
 from ..errors import ConfigError
-from .specs import STRATEGIES
 
 
 @dataclass(frozen=True)

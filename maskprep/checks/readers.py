@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 
 from .. import columns
 from ..errors import ConfigError, DataError
-from ..output.manifest import read_manifest
+from ..output.manifest import Manifest, find_manifest, read_manifest
 from ..output.names import MANIFEST_NAME
+from ..sources.inputs import STDIN, STDIN_NAME
 from .kernels import missing_columns
 
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS
@@ -75,10 +76,10 @@ def _read_stream(stdin: BinaryIO, whole: bool) -> Shard:
         reader = ipc.open_stream(stdin)
         if whole:
             table = reader.read_all()
-            return Shard("<stdin>", table.num_rows, table=table)
+            return Shard(STDIN_NAME, table.num_rows, table=table)
     except pa.ArrowInvalid as exc:
-        raise DataError(f"<stdin>: not an Arrow IPC stream: {exc}") from None
-    return Shard("<stdin>", None, stream=reader)
+        raise DataError(f"{STDIN_NAME}: not an Arrow IPC stream: {exc}") from None
+    return Shard(STDIN_NAME, None, stream=reader)
 
 
 def shard_batches(
@@ -166,19 +167,19 @@ def _require_columns(name: str, present: list[str]) -> None:
 
 def open_input(
     path: str, stdin: BinaryIO | None, whole: bool
-) -> tuple[list[Shard], dict[str, Any] | None]:
-    if path == "-":
+) -> tuple[list[Shard], Manifest | None]:
+    if path == STDIN:
         if stdin is None:
             raise ConfigError("'-' reads an Arrow IPC stream from standard input; none was given")
         return [_read_stream(stdin, whole)], None
     target = Path(path)
     if target.is_dir():
-        if not (target / MANIFEST_NAME).is_file():
+        if find_manifest(target) is None:
             raise DataError(
                 f"{target}: no {MANIFEST_NAME}; the build did not finish (inspect a single "
                 "shard file to check it anyway)"
             )
         manifest = read_manifest(target)
-        shards = [_open_shard(target / s["path"]) for s in manifest.get("shards", [])]
+        shards = [_open_shard(target / s.path) for s in manifest.shards]
         return shards, manifest
     return [_open_shard(target)], None

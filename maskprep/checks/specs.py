@@ -7,14 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-STRATEGIES = ("pad", "bucket", "pack", "none")
-PADDING_SIDES = ("left", "right")
-
 Status = Literal["pass", "fail", "warn", "skip"]
 Kind = Literal["invariant", "warning"]
 
 # Check names: stable, they are part of the JSON output.
 SHARDS_MATCH_MANIFEST = "shards_match_manifest"
+MANIFEST_CONSISTENT = "manifest_consistent"
 LIST_LENGTHS = "list_lengths"
 MASK_BINARY = "mask_binary"
 LENGTH_MATCHES_MASK = "length_matches_mask"
@@ -55,6 +53,12 @@ class CheckSpec:
 #: Every check, in report order.
 CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(SHARDS_MATCH_MANIFEST, "invariant", 6, "shard files are the ones the manifest lists"),
+    CheckSpec(
+        MANIFEST_CONSISTENT,
+        "invariant",
+        6,
+        "the manifest's totals, strategy and shard list add up",
+    ),
     CheckSpec(LIST_LENGTHS, "invariant", 1, "list columns of a row have one length"),
     CheckSpec(MASK_BINARY, "invariant", 1, "attention_mask holds only 0 and 1"),
     CheckSpec(LENGTH_MATCHES_MASK, "invariant", 1, "length == sum(attention_mask)"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..shaping.fill import count_buckets, ratio
 from .analysis import PartStats
 from .layout import Layout
 
@@ -101,33 +102,31 @@ def data_stats(data: PartStats, layout: Layout) -> DataStats:
     buckets: list[BucketStats] = []
     if layout.strategy == "bucket":
         previous = 0
-        for width in np.unique(data.width):
-            in_bucket = data.width == width
-            reals = data.real[in_bucket]
-            rows = int(np.count_nonzero(in_bucket))
+        for width, bucket in count_buckets(data.width, data.real).items():
+            reals = data.real[data.width == width]
             lengths = length_stats(reals)
             assert lengths is not None
             buckets.append(
                 BucketStats(
-                    width=int(width),
-                    rows=rows,
-                    positions=rows * int(width),
-                    real_tokens=int(reals.sum()),
-                    fill=round(float(reals.sum()) / (rows * int(width)), 6) if width else 0.0,
+                    width=width,
+                    rows=bucket.rows,
+                    positions=bucket.positions,
+                    real_tokens=bucket.real_tokens,
+                    fill=bucket.fill,
                     lengths=lengths,
-                    histogram=histogram(reals, min(previous + 1, int(width)), int(width), 8),
+                    histogram=histogram(reals, min(previous + 1, width), width, 8),
                 )
             )
-            previous = int(width)
+            previous = width
     documents = data.documents if data.packed else None
     return DataStats(
         rows=len(data.row_ids),
         positions=positions,
         real_tokens=real_tokens,
         pad_tokens=positions - real_tokens,
-        pad_fraction=round((positions - real_tokens) / positions, 6) if positions else 0.0,
+        pad_fraction=ratio(positions - real_tokens, positions),
         label_tokens=label_tokens,
-        label_fraction=round(label_tokens / real_tokens, 6) if real_tokens else 0.0,
+        label_fraction=ratio(label_tokens, real_tokens),
         lengths=length_stats(data.real),
         histogram=histogram(data.real, 0, top),
         documents=int(documents.sum()) if documents is not None else None,

@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     type=click.Choice(cfg.BAD_RECORD_POLICIES),
     default="fail",
     show_default=True,
-    help="fail: stop at the first bad record; skip: write it to rejects.jsonl and go on.",
+    help="fail: stop at the first bad record; skip: write it to _rejects.jsonl and go on.",
 )
 @click.option("--revision", help="Tokenizer revision (branch, tag or commit) on the Hub.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the tokenizer's own code to run.")
@@ -187,7 +187,7 @@ def build(**options: Any) -> None:
 
     INPUT... are text or JSONL files, directories, globs, or - for stdin. Writes
     DIR/data-NNNNN.parquet shards with input_ids, attention_mask, labels (-100 where a position
-    is not trained) and length (packs add position_ids and seq_lens), then DIR/maskprep.json last.
+    is not trained) and length (packs add position_ids and seq_lens), then DIR/_maskprep.json last.
     """
     from ..pipeline import build as run_build
     from .build_report import build_json, build_summary

@@ -6,7 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from ..pipeline import BuildResult
+from ..results import BuildResult
+from ..shaping.fill import Fill
 from .progress import si
 
 
@@ -36,11 +37,11 @@ def build_summary(result: BuildResult) -> Table:
         ("fill (real / positions)", f"{totals['fill']:.1%}"),
         ("time", f"{result.elapsed_s:.2f} s ({si(rate)} tokens/s)"),
     ]
-    if result.manifest["config"].get("sft") is not None:
+    if result.manifest.config.supervised:
         without_labels, *cuts = _sft_rows(totals)
         rows[6:6] = cuts  # after the truncation counts
         rows[3:3] = [without_labels]  # under the rejected records
-    rows.extend(_fill_rows(result.manifest.get("fill")))
+    rows.extend(_fill_rows(result.manifest.fill))
     if result.reused_shards:
         rows.append(("shards reused (resume)", f"{result.reused_shards:,}"))
     if result.tokenizer_cached:
@@ -50,20 +51,13 @@ def build_summary(result: BuildResult) -> Table:
     return table
 
 
-def _fill_rows(fill: dict[str, Any] | None) -> list[tuple[str, str]]:
+def _fill_rows(fill: Fill) -> list[tuple[str, str]]:
     """Summary lines for the strategy: documents per packed row, or fill per bucket."""
-    if not fill:
-        return []
-    rows = [("strategy", fill["strategy"])]
-    if fill["strategy"] == "pack":
-        rows.append(("documents per row", f"{fill['documents_per_row']:.2f}"))
-    for bucket in fill.get("buckets", []):
-        rows.append(
-            (
-                f"  bucket {bucket['length']}",
-                f"{bucket['rows']:,} rows · fill {bucket['fill']:.1%}",
-            )
-        )
+    rows = [("strategy", fill.strategy)]
+    if fill.strategy == "pack":
+        rows.append(("documents per row", f"{fill.documents_per_row:.2f}"))
+    for bucket in fill.buckets or ():
+        rows.append((f"  bucket {bucket.length}", f"{bucket.rows:,} rows · fill {bucket.fill:.1%}"))
     return rows
 
 
@@ -88,9 +82,9 @@ def build_json(result: BuildResult) -> dict[str, Any]:
     return {
         "ok": True,
         "output": str(result.output),
-        "shards": [shard["path"] for shard in result.manifest["shards"]],
-        "totals": result.manifest["totals"],
-        "fill": result.manifest.get("fill"),
+        "shards": [shard.path for shard in result.manifest.shards],
+        "totals": result.manifest.totals.as_dict(),
+        "fill": result.manifest.fill.as_dict(),
         "elapsed_s": round(result.elapsed_s, 3),
         "reused_shards": result.reused_shards,
         "tokenizer_cached": result.tokenizer_cached,

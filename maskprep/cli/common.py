@@ -1,38 +1,94 @@
-"""Click helpers every command shares: library errors shown as one line with their exit code, and
-parsers of option values."""
+"""Click helpers every command shares: library errors shown as one line with their exit code,
+signals turned into a clean stop, parsers of option values, and the storage options of commands
+that take URLs."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Any
 
 import click
 
 from .. import config as cfg
-from ..errors import MaskprepError
+from ..errors import MaskprepError, Option
+
+#: Config fields whose command-line flag is not the field's own name.
+_FLAGS = {
+    "tokenizer.name_or_path": "--tokenizer",
+    "output.directory": "--output",
+    "output.format": "--format",
+}
+#: Exit status of a command stopped by a signal: 128 + the signal number, as shells report it.
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def flag(option: Option) -> str:
+    """An option a library error suggests, as the command line spells it:
+    ``output.resume`` → ``--resume``, ``tokenizer.pad_token`` = ``eos`` → ``--pad-token eos``."""
+    name = _FLAGS.get(option.field) or "--" + option.field.rsplit(".", 1)[-1].replace("_", "-")
+    return name if option.value is None else f"{name} {option.value}"
 
 
 class _Failure(click.ClickException):
     """A library error shown as one line on stderr, with its own exit code."""
 
     def __init__(self, error: MaskprepError) -> None:
-        super().__init__(str(error))
+        super().__init__(error.render(flag))
         # click declares exit_code a class variable; this exception carries the error's own.
         setattr(self, "exit_code", error.exit_code)  # noqa: B010
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a command stops as it does on Ctrl-C: the
+    library cleans up on the way out (a build keeps its complete shards for a resume)."""
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """While a command runs, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` /
+    :class:`Terminated` once; later ones are ignored, so the clean-up they start is not cut
+    short. The previous handlers come back after."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, signal.SIG_IGN)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    try:
+        previous = {n: signal.signal(n, stop) for n in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a command so that a :class:`~maskprep.errors.MaskprepError` it raises becomes one
-    line on stderr and the error's exit code."""
+    line on stderr and the error's exit code, and SIGINT / SIGTERM stop it cleanly with exit
+    130 / 143."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except MaskprepError as error:
-            raise _Failure(error) from None
+        with _stop_on_signals():
+            try:
+                return command(*args, **kwargs)
+            except MaskprepError as error:
+                raise _Failure(error) from None
+            except Terminated:
+                click.echo("Aborted: terminated (SIGTERM)", err=True)
+                raise click.exceptions.Exit(EXIT_SIGTERM) from None
+            except KeyboardInterrupt:
+                click.echo("Aborted: interrupted (SIGINT)", err=True)
+                raise click.exceptions.Exit(EXIT_SIGINT) from None
 
     return wrapper
 

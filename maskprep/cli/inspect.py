@@ -58,6 +58,7 @@ def inspect(**options: Any) -> None:
     """
     from ..checks.driver import inspect as run_inspect
     from ..checks.options import InspectOptions
+    from ..sources.inputs import STDIN
     from .inspect_report import inspect_json, print_inspect
 
     settings = InspectOptions(
@@ -74,7 +75,7 @@ def inspect(**options: Any) -> None:
         row_indices=tuple(options["row_indices"]),
         check_hashes=not options["no_hash_check"],
     )
-    stdin = sys.stdin.buffer if options["path"] == "-" else None
+    stdin = sys.stdin.buffer if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)
     strict = options["strict"]
     if options["as_json"]:

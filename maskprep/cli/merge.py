@@ -41,7 +41,7 @@ def merge(
         "shards": result.shards,
         "linked": result.linked,
         "copied": result.copied,
-        "rows_written": result.manifest["totals"]["rows_written"],
+        "rows_written": result.manifest.totals.rows_written,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))

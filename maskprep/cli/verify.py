@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, PACK_FORMS
 from .common import library_errors
 
 
@@ -42,14 +43,14 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 )
 @click.option(
     "--device",
-    type=click.Choice(("auto", "cuda", "cpu")),
+    type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
     help="auto: cuda when available.",
 )
 @click.option(
     "--dtype",
-    type=click.Choice(("auto", "float32", "bfloat16", "float16")),
+    type=click.Choice(DTYPES),
     default="auto",
     show_default=True,
     help="auto: bfloat16 (or float16) on cuda, float32 on cpu.",
@@ -57,14 +58,14 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 @click.option(
     "--attn-implementation",
     "attn_implementations",
-    default="eager,sdpa,flash_attention_2",
+    default=",".join(ATTN_IMPLEMENTATIONS),
     show_default=True,
-    callback=_name_list(("eager", "sdpa", "flash_attention_2")),
+    callback=_name_list(ATTN_IMPLEMENTATIONS),
     help="Comma-separated; each available one is probed, the others reported as skipped.",
 )
 @click.option(
     "--pack-forms",
-    callback=_name_list(("position_ids", "mask4d", "mask2d")),
+    callback=_name_list(PACK_FORMS),
     help="Collator forms probed on packed rows (default: position_ids,mask4d for decoders, "
     "mask4d for encoders; mask2d is the leaky diagnostic).",
 )

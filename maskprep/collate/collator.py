@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from .documents import check_labels, first_true
 from .forms import PACK_FORMS, PackForm, emit, torch_dtype
 from .models import ModelFacts, model_facts
 from .rows import PaddingSide, RowArrays, row_arrays
+
+if TYPE_CHECKING:
+    from ..output.manifest import Manifest
 
 #: The strategy a manifest records for packed outputs.
 _PACK = "pack"
@@ -208,24 +211,23 @@ def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) 
     return Collator(**{**settings, "causal": causal, "form": form, **options})
 
 
-def _read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+def _read_manifest(path: str | os.PathLike[str]) -> Manifest:
     # The one place the collator reads an output: it follows the manifest reader if that moves.
     from ..output.manifest import read_manifest
 
     return read_manifest(path)
 
 
-def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
+def _settings(manifest: Manifest) -> dict[str, Any]:
     """Pad id, padding side, packed, and the tokenizer's vocabulary size, from a manifest."""
-    tokenizer = manifest.get("tokenizer") or {}
-    strategy = ((manifest.get("config") or {}).get("shape") or {}).get("strategy")
-    pad_id = tokenizer.get("pad_token_id")
+    tokenizer = manifest.tokenizer
+    strategy = manifest.config.strategy
     return {
-        "pad_id": None if pad_id is None else int(pad_id),
+        "pad_id": tokenizer.pad_token_id,
         # Packs are padded at the end whatever side the tokenizer pads on.
-        "padding_side": None if strategy == _PACK else tokenizer.get("padding_side"),
-        "packed": None if strategy is None else strategy == _PACK,
-        "tokenizer_vocab": tokenizer.get("vocab_size"),
+        "padding_side": None if strategy == _PACK else tokenizer.padding_side,
+        "packed": strategy == _PACK,
+        "tokenizer_vocab": tokenizer.vocab_size,
     }
 
 

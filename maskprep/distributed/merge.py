@@ -6,6 +6,12 @@ normal, self-contained maskprep output whose files share storage with the parts.
 rather than paths into the part directories, because a link survives the parts being moved,
 deleted or rebuilt. Across filesystems a shard is copied; on an object store it is copied
 server-side (:mod:`.merge_output`).
+
+Before anything is written the parts are checked to be the N parts of one build: same config,
+tokenizer and version, every index once, the same version of every input (size and modification
+time as each part's plan saw them), and byte ranges that tile each input with no gap and no
+overlap. Each shard is hashed as it is placed, and one that no longer matches the sha256 its part
+recorded is refused.
 """
 
 from __future__ import annotations
@@ -14,38 +20,54 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import storage
-from .._version import __version__
 from ..errors import ConfigError, DataError
 from ..output.lock import DEFAULT_LEASE_TTL
-from ..output.manifest import MANIFEST_FORMAT, read_manifest
+from ..output.manifest import (
+    Manifest,
+    MergedPart,
+    find_manifest_at,
+    load_manifest,
+    manifest_problems,
+)
 from ..output.names import MANIFEST_NAME, REJECTS_NAME
 from ..output.session import OutputRequest, OutputSession, write_failures
+from ..results import Totals
+from ..shaping.fill import Fill
 from .merge_output import place_parts
+from .tiling import check_inputs
 
 
 @dataclass(frozen=True)
 class PartOutput:
-    """One finished part: its directory and manifest."""
+    """One finished part: its directory (or prefix) and manifest (which has a ``part`` entry)."""
 
     directory: storage.Location
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def index(self) -> int:
         """The part's index, 0-based."""
-        return int(self.manifest["part"]["index"])
+        assert self.manifest.part is not None
+        return self.manifest.part.index
+
+    @property
+    def count(self) -> int:
+        """How many parts the build has."""
+        assert self.manifest.part is not None
+        return self.manifest.part.count
 
 
 @dataclass(frozen=True)
 class MergeResult:
-    """What ``merge`` wrote: the output (as given: a path or a URL), its manifest, and how the
-    shards got there."""
+    """What ``merge`` wrote: the output (as given: a path, or the URL of an object-store
+    output), its manifest, and how the shards got there."""
 
-    output: str
-    manifest: dict[str, Any]
+    output: Path | str
+    manifest: Manifest
     parts: int
     shards: int
     linked: int
@@ -55,16 +77,21 @@ class MergeResult:
 def read_part(
     directory: str | os.PathLike[str], options: storage.StorageOptions | None = None
 ) -> PartOutput:
-    """Read a finished part's manifest; an unfinished output or a whole build is refused."""
+    """Read a finished part's manifest (a local directory or a URL); an unfinished output, a
+    whole build or a manifest that does not add up is refused."""
     location = storage.parse_location(directory, options)
-    if not storage.exists(location.join(MANIFEST_NAME)):
+    found = find_manifest_at(location)
+    if found is None:
         raise ConfigError(
             f"{location}: not a finished part (no {MANIFEST_NAME}); finish it (resume) before "
             "merging"
         )
-    manifest = read_manifest(location)
-    if "part" not in manifest:
+    manifest = load_manifest(found)
+    if manifest.part is None:
         raise ConfigError(f"{location}: a whole build, not a part (built without a part index)")
+    problems = manifest_problems(manifest, location)
+    if problems:
+        raise DataError(f"{found}: {problems[0]}")
     return PartOutput(location, manifest)
 
 
@@ -74,15 +101,17 @@ def check_parts(parts: Sequence[PartOutput]) -> list[PartOutput]:
     if not parts:
         raise ConfigError("no parts to merge")
     first = parts[0]
-    count = int(first.manifest["part"]["count"])
+    count = first.count
+    recorded = first.manifest.as_dict()
     for part in parts[1:]:
-        if int(part.manifest["part"]["count"]) != count:
+        if part.count != count:
             raise ConfigError(
-                f"{part.directory}: part of {part.manifest['part']['count']} parts, but "
-                f"{first.directory} is part of {count}"
+                f"{part.directory}: part of {part.count} parts, but {first.directory} is part "
+                f"of {count}"
             )
+        other = part.manifest.as_dict()
         for key in ("config", "tokenizer", "format", "maskprep_version"):
-            difference = _first_difference(first.manifest[key], part.manifest[key], key)
+            difference = _first_difference(recorded[key], other[key], key)
             if difference:
                 raise ConfigError(
                     f"{part.directory}: not from the same build as {first.directory}: {difference}"
@@ -115,6 +144,18 @@ def _first_difference(a: Any, b: Any, where: str) -> str | None:
     return None
 
 
+def checked_totals(parts: list[PartOutput]) -> Totals:
+    """The parts' summed totals, once their inputs are known to tile; refused when the parts
+    hold no document, or no row."""
+    check_inputs([(p.index, str(p.directory), p.manifest.part) for p in parts])  # type: ignore[misc]
+    totals = Totals.sum([p.manifest.totals for p in parts])
+    if totals.records_read == 0:
+        raise DataError(f"{len(parts)} parts: no documents in the input")
+    if totals.rows_written == 0:
+        raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
+    return totals
+
+
 def merge(
     part_dirs: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -128,19 +169,17 @@ def merge(
     ``engine`` (e.g. ``"ray"``) is recorded in the manifest when given. Parts and output are
     local directories or object-store URLs, configured by ``storage_options``.
 
-    Raises :class:`ConfigError` when a part is unfinished, missing, given twice or from another
-    build, and :class:`DataError` when the parts hold no rows at all.
+    Raises :class:`ConfigError` when a part is unfinished, missing, given twice, from another
+    build or read another version of an input than the others, and :class:`DataError` when a
+    part's manifest or shards are not what it built, or the parts hold no rows at all. On any
+    error (or an interrupt) the files the merge wrote are removed.
     """
     parts = check_parts([read_part(d, storage_options) for d in part_dirs])
     location = storage.parse_location(output, storage_options)
     for part in parts:
         if _same_place(part.directory, location):
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
-    totals = _sum_totals([p.manifest["totals"] for p in parts])
-    if totals["records_read"] == 0:
-        raise DataError(f"{len(parts)} parts: no documents in the input")
-    if totals["rows_written"] == 0:
-        raise DataError(f"{len(parts)} parts: no document could be used; see {REJECTS_NAME}")
+    totals = checked_totals(parts)
     request = OutputRequest(overwrite=overwrite, merge=True, lease_ttl=lease_ttl)
     with write_failures(location), OutputSession.open(location, request) as session:
         return merge_into(session, parts, totals, engine)
@@ -153,23 +192,21 @@ def _same_place(a: storage.Location, b: storage.Location) -> bool:
 
 
 def merge_into(
-    session: OutputSession,
-    parts: list[PartOutput],
-    totals: dict[str, Any],
-    engine: str | None = None,
+    session: OutputSession, parts: list[PartOutput], totals: Totals, engine: str | None = None
 ) -> MergeResult:
     """Write the merged output of ``parts`` through ``session`` (which holds its lock): shards
     and rejects placed, then the manifest, last."""
     session.begin()
     placed = place_parts(session, parts)
     try:
-        manifest = merged_manifest(parts, placed.shards, totals, engine)
+        manifest = merged_manifest(parts, placed, totals, engine)
         session.commit(manifest)
     except BaseException:
         placed.abort()
         raise
+    location = session.location
     return MergeResult(
-        session.location.url,
+        Path(location.path) if location.is_local else location.url,
         manifest,
         len(parts),
         len(placed.shards),
@@ -179,71 +216,23 @@ def merge_into(
 
 
 def merged_manifest(
-    parts: list[PartOutput],
-    shard_entries: list[dict[str, Any]],
-    totals: dict[str, Any],
-    engine: str | None,
-) -> dict[str, Any]:
+    parts: list[PartOutput], placed: Any, totals: Totals, engine: str | None
+) -> Manifest:
     """The merged output's manifest: the parts' config and tokenizer, every part's inputs and
     shards (renamed), summed totals and fill, and where each part came from."""
     first = parts[0].manifest
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "maskprep_version": __version__,
-        "config": first["config"],
-        "tokenizer": first["tokenizer"],
-        "inputs": [item for p in parts for item in p.manifest["inputs"]],
-        "shards": shard_entries,
-        "totals": totals,
-        "fill": _sum_fill([p.manifest["fill"] for p in parts]),
-        "merged_from": [
-            {
-                "index": p.index,
-                "directory": str(p.directory),
-                "ranges": p.manifest["part"]["ranges"],
-                "shards": len(p.manifest["shards"]),
-            }
+    return Manifest(
+        config=first.config,
+        tokenizer=first.tokenizer,
+        inputs=tuple(item for p in parts for item in p.manifest.inputs),
+        shards=tuple(placed.shards),
+        totals=totals,
+        fill=Fill.sum([p.manifest.fill for p in parts]),
+        merged_from=tuple(
+            MergedPart(p.index, str(p.directory), p.manifest.part.ranges, len(p.manifest.shards))  # type: ignore[union-attr]
             for p in parts
-        ],
-    }
-    if first["config"]["shape"]["strategy"] == "pack":
+        ),
         # Each part packed its own documents: no row holds documents of two parts.
-        manifest["pack_scope"] = "part"
-    if engine is not None:
-        manifest["engine"] = engine
-    return manifest
-
-
-def _sum_totals(items: list[dict[str, Any]]) -> dict[str, Any]:
-    summed: dict[str, Any] = {
-        k: sum(item[k] for item in items) for k, v in items[0].items() if isinstance(v, int)
-    }
-    positions = summed.get("positions", 0)
-    summed["fill"] = round(summed.get("real_tokens", 0) / positions, 6) if positions else 0.0
-    return summed
-
-
-def _ratio(part: int, whole: int) -> float:
-    return round(part / whole, 6) if whole else 0.0
-
-
-def _sum_fill(items: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rows", "documents", "positions", "real_tokens")
-    fill: dict[str, Any] = {"strategy": items[0]["strategy"]}
-    fill.update({k: sum(item[k] for item in items) for k in keys})
-    fill["fill"] = _ratio(fill["real_tokens"], fill["positions"])
-    fill["documents_per_row"] = _ratio(fill["documents"], fill["rows"])
-    if "buckets" in items[0]:
-        by_length: dict[int, dict[str, int]] = {}
-        for item in items:
-            for bucket in item["buckets"]:
-                into = by_length.setdefault(
-                    bucket["length"], {"rows": 0, "positions": 0, "real_tokens": 0}
-                )
-                for k in into:
-                    into[k] += bucket[k]
-        fill["buckets"] = [
-            {"length": length, **b, "fill": _ratio(b["real_tokens"], b["positions"])}
-            for length, b in sorted(by_length.items())
-        ]
-    return fill
+        pack_scope="part" if first.config.strategy == "pack" else None,
+        engine=engine,
+    )

@@ -24,24 +24,27 @@ from typing import Any
 
 from .. import storage
 from ..config import BuildConfig, PartSpec
-from ..errors import ConfigError, MaskprepError
+from ..errors import ConfigError, MaskprepError, Option, first_line
 from ..output.directory import Action
 from ..output.lock import DEFAULT_LEASE_TTL
 from ..output.session import OutputRequest, OutputSession, write_failures
-from ..sources.inputs import expand_inputs
+from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
 from ..tokenizing.loading import load_tokenizer
-from .merge import _sum_totals, check_parts, merge_into, read_part
+from .merge import check_parts, checked_totals, merge_into, read_part
 
 PARTS_SUFFIX = ".parts"
-RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'maskprep[ray]'"
+#: How messages name the Ray engine: ``--engine ray`` on the command line.
+ENGINE = Option("engine", "ray")
 
 
 def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError(RAY_MISSING) from None
+        raise ConfigError.suggesting(
+            "{engine} needs Ray, which is not installed: pip install 'maskprep[ray]'", engine=ENGINE
+        ) from None
     return ray
 
 
@@ -113,15 +116,18 @@ def build_with_ray(
     initialised in this process, uses that. ``parts`` defaults to the cluster's CPUs (pass it to
     get the same output on any cluster). With ``tokenizer_cache``, the driver fills it and the
     workers that see the same directory skip loading transformers. Returns a
-    :class:`~maskprep.pipeline.BuildResult`.
+    :class:`~maskprep.results.BuildResult`.
     """
-    from ..pipeline import finished_build, result_from_manifest
+    from ..pipeline import finished_build
+    from ..results import BuildResult
     from ..tokenizing.prepare import prepare_tokenizer
 
     ray = _import_ray()
     if config.part is not None:
-        raise ConfigError("--engine ray builds every part itself; leave out the part index")
-    if "-" in config.source.inputs:
+        raise ConfigError.suggesting(
+            "{engine} builds every part itself; leave out the part index", engine=ENGINE
+        )
+    if STDIN in config.source.inputs:
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
     location = _absolute(storage.parse_location(config.output.directory, storage_options))
@@ -153,11 +159,9 @@ def build_with_ray(
             if owned:
                 ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
         built = check_parts([read_part(c.output.directory, storage_options) for c in configs])
-        totals = _sum_totals([p.manifest["totals"] for p in built])
-        merged = merge_into(output, built, totals, engine="ray")
+        merged = merge_into(output, built, checked_totals(built), engine="ray")
     _remove_tree(root)  # a local merged output holds hard links to the part shards
-    where = Path(merged.output) if location.is_local else merged.output
-    return result_from_manifest(where, merged.manifest, time.perf_counter() - started)
+    return BuildResult(merged.output, merged.manifest, time.perf_counter() - started)
 
 
 def _absolute(location: storage.Location) -> storage.Location:
@@ -207,5 +211,5 @@ def _run_parts(
             raise exc.cause from None
         raise
     except ray.exceptions.RayActorError as exc:
-        first_line = (str(exc).strip().splitlines() or ["no reason given"])[0]
-        raise ConfigError(f"a Ray worker died while building a part: {first_line}") from None
+        reason = first_line(exc, default="no reason given")
+        raise ConfigError(f"a Ray worker died while building a part: {reason}") from None

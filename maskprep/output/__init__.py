@@ -7,9 +7,10 @@ directory or an object-store prefix alike.
   it holds and whom it belongs to.
 - :mod:`.lock`: one writer per output (a flock locally, a lease on an object store).
 - :mod:`.shards`: the rolling shard writer (atomic, hashed as it writes).
-- :mod:`.manifest`: ``maskprep.json``, created last; reading it back.
+- :mod:`.manifest`: the typed ``_maskprep.json``, created last; read back with validation
+  (:mod:`.decoding` reads JSON by the dataclasses' type hints).
 - :mod:`.freshness`: whether a finished output is still what a resumed build would make.
-- :mod:`.rejects`: ``rejects.jsonl``, the records rejected under the ``skip`` policy.
+- :mod:`.rejects`: ``_rejects.jsonl``, the records rejected under the ``skip`` policy.
 - :mod:`.dataset`: a finished output's shards, or the whole as a ``datasets.Dataset``.
 
 Writes the rows :mod:`maskprep.shaping` made; :mod:`maskprep.pipeline` runs the stages in turn.

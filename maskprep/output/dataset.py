@@ -13,7 +13,7 @@ from .manifest import read_manifest
 def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
     """Paths of a finished output's shards, in manifest order."""
     manifest = read_manifest(directory)
-    return [Path(directory) / shard["path"] for shard in manifest["shards"]]
+    return [Path(directory) / shard.path for shard in manifest.shards]
 
 
 def load_dataset(directory: str | os.PathLike[str]) -> Any:

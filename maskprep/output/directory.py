@@ -26,17 +26,17 @@ import json
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
 from .. import columns, storage
-from ..errors import ConfigError, OutputError
-from .manifest import parse_manifest
+from ..errors import ConfigError, Option, OutputError
+from .manifest import Manifest, load_manifest
 from .names import (
     LOCK_NAME,
     MANIFEST_NAME,
-    REJECTS_NAME,
+    MANIFEST_NAMES,
+    REJECTS_NAMES,
     is_own_name,
     is_shard_name,
     is_staging_name,
@@ -85,13 +85,15 @@ class OutputState:
 
     location: storage.Location
     exists: bool = False
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
+    #: The manifest files there (the current name and, from older versions, the legacy one).
+    manifests: list[str] = field(default_factory=list)
     #: Shards the manifest lists that are there, and those that are not.
     listed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     #: Without a manifest: files named as shards / rejects, maskprep's if their content is.
     shards: list[str] = field(default_factory=list)
-    rejects: bool = False
+    rejects: list[str] = field(default_factory=list)
     #: Temporaries and staging directories of a dead writer: maskprep's, removable.
     leftovers: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
@@ -105,16 +107,12 @@ class OutputState:
     @property
     def holds_output(self) -> bool:
         """Whether anything of a build is there (leftovers and the lock aside)."""
-        return self.finished or bool(self.shards) or self.rejects
+        return self.finished or bool(self.shards) or bool(self.rejects)
 
     def owned(self) -> list[str]:
         """Names of the files of the output that is there (not leftovers)."""
         names = list(self.listed if self.finished else self.shards)
-        if self.rejects:
-            names.append(REJECTS_NAME)
-        if self.finished:
-            names.append(MANIFEST_NAME)
-        return names
+        return names + self.rejects + self.manifests
 
 
 def scan(location: storage.Location) -> OutputState:
@@ -124,16 +122,15 @@ def scan(location: storage.Location) -> OutputState:
     if entries is None:
         return state
     state.exists = True
-    names = {e.name: e for e in entries}
-    manifest = names.get(MANIFEST_NAME)
-    if manifest is not None and manifest.kind is Kind.FILE:
-        state.manifest = _read_manifest(location)
-    listed = set(_listed(state.manifest)) if state.manifest is not None else set()
+    files = {e.name for e in entries if e.kind is Kind.FILE}
+    state.manifests = [name for name in MANIFEST_NAMES if name in files]
+    if state.manifests:
+        state.manifest = _read_manifest(location.join(state.manifests[0]))
+    listed = {s.path for s in state.manifest.shards} if state.manifest is not None else set()
     for entry in entries:
         _sort(state, entry, listed)
     if state.manifest is not None:
-        present = {e.name for e in entries if e.kind is Kind.FILE}
-        state.missing = [n for n in _listed(state.manifest) if n not in present]
+        state.missing = [s.path for s in state.manifest.shards if s.path not in files]
     return state
 
 
@@ -147,40 +144,30 @@ def _sort(state: OutputState, entry: Entry, listed: set[str]) -> None:
         (state.leftovers if is_staging_name(name) else state.foreign).append(name)
     elif entry.kind is not Kind.FILE:
         state.foreign.append(name)
-    elif name == MANIFEST_NAME:
+    elif name in state.manifests:
         return
     elif is_own_name(temporary_target(name) or ""):
         state.leftovers.append(name)
     elif state.manifest is not None:
         if name in listed:
             state.listed.append(name)
-        elif name == REJECTS_NAME and _skip_policy(state.manifest):
-            state.rejects = True
+        elif name in REJECTS_NAMES and state.manifest.config.on_bad_record == "skip":
+            state.rejects.append(name)
         else:
             state.foreign.append(name)
     elif is_shard_name(name):
         state.shards.append(name)
-    elif name == REJECTS_NAME:
-        state.rejects = True
+    elif name in REJECTS_NAMES:
+        state.rejects.append(name)
     else:
         state.foreign.append(name)
 
 
-def _listed(manifest: dict[str, Any]) -> list[str]:
-    return [shard["path"] for shard in manifest["shards"]]
-
-
-def _skip_policy(manifest: dict[str, Any]) -> bool:
-    return manifest["config"]["source"]["on_bad_record"] == "skip"
-
-
-def _read_manifest(location: storage.Location) -> dict[str, Any]:
-    manifest_location = location.join(MANIFEST_NAME)
+def _read_manifest(location: storage.Location) -> Manifest:
     try:
-        data = storage.read_bytes(manifest_location)
+        return load_manifest(location)
     except storage.StorageError as exc:
-        raise OutputError(f"{manifest_location.url}: cannot read: {exc.detail}") from None
-    return parse_manifest(data, manifest_location.url)
+        raise OutputError(f"{location.url}: cannot read: {exc.detail}") from None
 
 
 def _list_local(location: storage.Location) -> list[Entry] | None:
@@ -256,11 +243,24 @@ def plan(state: OutputState, *, overwrite: bool, resume: bool, merge: bool = Fal
     if overwrite:
         check_unfinished_is_ours(state)
         return Action.REPLACE
-    shards = len(state.shards)
-    finish = "" if merge else "resume it to finish it, or "
-    raise OutputError(
-        f"{url}: unfinished build ({shards} complete shards and no {MANIFEST_NAME}); "
-        f"{finish}overwrite it to start over"
+    if merge:
+        # A merge cannot resume (a build's way out): only replacing it is suggested.
+        raise OutputError.suggesting(
+            "{output}: holds an unfinished output ({shards} complete shards and no {manifest}); "
+            "overwrite it ({overwrite}) to replace it with the merge",
+            output=url,
+            shards=len(state.shards),
+            manifest=MANIFEST_NAME,
+            overwrite=Option("output.overwrite"),
+        )
+    raise OutputError.suggesting(
+        "{directory}: unfinished build ({shards} complete shards and no {manifest}); resume it "
+        "({resume}) to finish it, or overwrite it ({overwrite}) to start over",
+        directory=url,
+        shards=len(state.shards),
+        manifest=MANIFEST_NAME,
+        resume=Option("output.resume"),
+        overwrite=Option("output.overwrite"),
     )
 
 
@@ -273,8 +273,7 @@ def check_unfinished_is_ours(state: OutputState) -> None:
     """An unfinished output's shard-named files and rejects are maskprep's only if their content
     is: refuses (naming the first that is not) before anything is removed."""
     not_ours = [n for n in state.shards if not _is_maskprep_shard(state.location.join(n))]
-    if state.rejects and not _is_rejects_file(state.location.join(REJECTS_NAME)):
-        not_ours.append(REJECTS_NAME)
+    not_ours += [n for n in state.rejects if not _is_rejects_file(state.location.join(n))]
     if not_ours:
         raise OutputError(
             f"{state.location.url}: holds files maskprep did not write ({_names(not_ours)}); "
@@ -318,19 +317,12 @@ def _is_rejects_file(location: storage.Location) -> bool:
     return isinstance(record, dict) and set(record) == {"file", "line", "reason", "raw"}
 
 
-def os_reason(exc: OSError) -> str:
-    """An ``OSError`` as one line: its reason, and the file it names when it names one."""
-    reason = exc.strerror or str(exc)
-    return f"{reason} ({exc.filename})" if exc.filename else reason
-
-
 __all__ = [
     "Action",
     "Entry",
     "Kind",
     "OutputState",
     "check_unfinished_is_ours",
-    "os_reason",
     "plan",
     "scan",
 ]

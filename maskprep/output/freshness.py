@@ -12,9 +12,7 @@ built from it is returned on trust.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from typing import Any
 
 from ..config import BuildConfig, PartSpec
 from ..errors import OutputError
@@ -23,27 +21,27 @@ from ..sources.locations import is_url, size_of
 from ..sources.parts import FileRange, open_range, plan_part
 from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes
+from .manifest import Manifest, RecordedConfig
 
 _CHUNK = 1 << 20
 
 
-def check_same_build(manifest: dict[str, Any], config: BuildConfig, where: str) -> None:
+def check_same_build(manifest: Manifest, config: BuildConfig, where: str) -> None:
     """Refuse a finished output made with other options or as another part."""
-    expected = json.loads(json.dumps(config.to_manifest()))
-    part = manifest.get("part")
+    part = manifest.part
     same_part = (part is None and config.part is None) or (
-        isinstance(part, dict)
+        part is not None
         and config.part is not None
-        and (part.get("index"), part.get("count")) == (config.part.index, config.part.count)
+        and (part.index, part.count) == (config.part.index, config.part.count)
     )
-    if manifest.get("config") != expected or not same_part:
+    if manifest.config.raw != RecordedConfig.from_build(config).raw or not same_part:
         raise OutputError(
             f"{where}: holds a finished build made with other options; overwrite it to replace it"
         )
 
 
 def check_inputs_unchanged(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     config: BuildConfig,
     where: str,
     options: StorageOptions | None = None,
@@ -52,13 +50,12 @@ def check_inputs_unchanged(
     if STDIN in config.source.inputs:
         return
     units = _units(manifest, config, options)
-    recorded = manifest.get("inputs")
-    recorded = recorded if isinstance(recorded, list) else []
-    then = [entry.get("path") if isinstance(entry, dict) else None for entry in recorded]
+    recorded = manifest.inputs
+    then = [entry.path for entry in recorded]
     now = [unit.path for unit in units]
     if now != then:
         added = [p for p in now if p not in then]
-        gone = [str(p) for p in then if p not in now]
+        gone = [p for p in then if p not in now]
         if added:
             problem = f"{added[0]}: an input the build in {where} did not read"
         elif gone:
@@ -68,24 +65,24 @@ def check_inputs_unchanged(
         raise OutputError(f"{problem}; overwrite the output to rebuild it")
     for unit, entry in zip(units, recorded, strict=True):
         size = _size(unit.path, options) if unit.whole else unit.end - unit.start
-        if entry.get("size") != size:
-            raise _changed(where, unit.path, f"{size} bytes now, {entry.get('size')} then")
-        if entry.get("sha256") != _sha256(unit, options):
+        if entry.size != size:
+            raise _changed(where, unit.path, f"{size} bytes now, {entry.size} then")
+        if entry.sha256 != _sha256(unit, options):
             raise _changed(where, unit.path, "same size, other bytes")
 
 
 def _units(
-    manifest: dict[str, Any], config: BuildConfig, options: StorageOptions | None
+    manifest: Manifest, config: BuildConfig, options: StorageOptions | None
 ) -> list[FileRange]:
     """What the manifest's inputs describe, planned afresh from the inputs as they are now: a
     part's byte ranges, every part's in turn for a merged output, else whole files."""
     files = expand_inputs(config.source.inputs, options)
     if config.part is not None:
-        return plan_part(files, config.part, options)
-    merged = manifest.get("merged_from")
-    if isinstance(merged, list) and merged:
-        count = len(merged)
-        return [r for i in range(count) for r in plan_part(files, PartSpec(i, count), options)]
+        return plan_part(files, config.part, options=options)
+    if manifest.merged_from:
+        count = len(manifest.merged_from)
+        plans = (plan_part(files, PartSpec(i, count), options=options) for i in range(count))
+        return [r for plan in plans for r in plan]
     return [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
 
 
@@ -108,16 +105,13 @@ def _sha256(unit: FileRange, options: StorageOptions | None) -> str:
     return digest.hexdigest()
 
 
-def check_tokenizer_unchanged(manifest: dict[str, Any], config: BuildConfig, where: str) -> None:
+def check_tokenizer_unchanged(manifest: Manifest, config: BuildConfig, where: str) -> None:
     """Refuse when a file of a local tokenizer directory changed (or came or went) since the
     finished build, or, for chat records rendered with a template file, when the template did."""
-    recorded = manifest.get("tokenizer")
-    recorded = recorded if isinstance(recorded, dict) else {}
     name = config.tokenizer.name_or_path
     now = tokenizer_file_hashes(name)
-    then = recorded.get("files")
+    then = manifest.tokenizer.files
     if now != then:
-        then = then if isinstance(then, dict) else {}
         changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
         raise OutputError(
             f"tokenizer {name}: {', '.join(changed) or 'its files'} changed since the build in "
@@ -127,7 +121,7 @@ def check_tokenizer_unchanged(manifest: dict[str, Any], config: BuildConfig, whe
         from ..tokenizing.prepare import prepare_tokenizer
 
         fingerprint = prepare_tokenizer(config, None, None).info.fingerprint
-        if fingerprint != recorded.get("fingerprint"):
+        if fingerprint != manifest.tokenizer.fingerprint:
             raise OutputError(
                 f"tokenizer {name} with chat template {config.sft.chat_template}: changed since "
                 f"the build in {where} finished; overwrite the output to rebuild it"

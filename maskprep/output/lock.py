@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Protocol
 
 from .. import storage
-from ..errors import OutputError
+from ..errors import OutputError, os_failure
 from .names import LOCK_NAME
 
 __all__ = ["LOCK_NAME", "HeldLock", "OutputLease", "OutputLock", "lock_output"]
@@ -104,9 +104,7 @@ class OutputLock:
             os.write(self._fd, f"{os.getpid()}\n".encode())
         except OSError as exc:
             self.release()
-            raise OutputError(
-                f"{self.directory}: cannot write output: {exc.strerror or exc}"
-            ) from None
+            raise os_failure(self.directory, "cannot write output", exc) from None
 
     def _still_named(self, fd: int) -> bool:
         try:

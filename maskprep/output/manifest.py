@@ -1,27 +1,380 @@
-"""The manifest, ``maskprep.json``: the commit marker of an output, created last (never replaced:
-a create-only write, put-if-absent on an object store), so that an output holding one is
-finished; and read back."""
+"""The manifest, ``_maskprep.json``: a typed :class:`Manifest` composed by ``build`` and ``merge``,
+created last and never replaced (a create-only write: put-if-absent on an object store), so that
+an output holding one is finished; and read back with validation by everything that reads an
+output (``inspect``, ``verify``, ``merge``, resume, ``load_dataset``), from a local directory or
+an object-store prefix.
+
+Reading is strict where a wrong value would be acted on: a file that is not UTF-8 JSON, not an
+object, lacks a key, holds a value of the wrong type or names a shard by anything but a plain
+shard name in its own directory is a :class:`~maskprep.errors.ManifestError` naming the file and
+the field. What reads fine but does not add up (totals that break the accounting identity, a
+strategy this version does not know, shard files on disk that it does not list) is listed by
+:func:`manifest_problems`: ``inspect`` reports it as a failed check, ``merge`` and resume refuse.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..errors import DataError, OutputError
-from .names import MANIFEST_NAME
+from .._version import __version__
+from ..config import STRATEGIES, BuildConfig
+from ..errors import DataError, ManifestError, OutputError
+from ..results import Totals
+from ..shaping.fill import BucketFill, Fill
+from ..sources.parts import FileRange, PlannedFile
+from ..sources.records import InputStats
+from ..tokenizing.loading import TokenizerInfo
+from .decoding import decode, decode_fields, json_kind
+from .names import EXTENSIONS, MANIFEST_NAME, MANIFEST_NAMES, complete_shards, is_shard_name
+from .shards import ShardInfo
 
 MANIFEST_FORMAT = 1
 
 
-def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+@dataclass(frozen=True)
+class RecordedConfig:
+    """The resolved build configuration as the manifest records it.
+
+    ``raw`` is kept verbatim (a JSON object; do not change it), so that configs compare exactly
+    and a merge passes on every option, including those of another maskprep version. The values
+    readers act on are typed and checked when read.
+    """
+
+    raw: dict[str, Any]
+    strategy: str
+    max_length: int
+    buckets: tuple[int, ...] | None
+    shard_format: str
+    on_bad_record: str
+    #: Built from supervised (prompt/completion or chat) records.
+    supervised: bool
+
+    @classmethod
+    def from_build(cls, config: BuildConfig) -> RecordedConfig:
+        """The record of ``config`` (without its output path, see
+        :meth:`~maskprep.config.BuildConfig.to_manifest`)."""
+        return cls.from_dict(json.loads(json.dumps(config.to_manifest())), "<config>")
+
+    @classmethod
+    def from_dict(cls, raw: Any, path: str, where: str = "config") -> RecordedConfig:
+        """Read the ``config`` entry of the manifest at ``path``."""
+
+        def get(*keys: str, kind: Any) -> Any:
+            value = raw
+            for depth, key in enumerate(keys):
+                if not isinstance(value, dict):
+                    field = ".".join((where, *keys[:depth]))
+                    raise ManifestError(path, field, f"expected an object, got {json_kind(value)}")
+                if key not in value:
+                    raise ManifestError(path, ".".join((where, *keys[: depth + 1])), "missing")
+                value = value[key]
+            return decode(kind, value, path, ".".join((where, *keys)))
+
+        shard_format = get("output", "format", kind=str)
+        if shard_format not in EXTENSIONS:
+            field = f"{where}.output.format"
+            raise ManifestError(path, field, f"unknown shard format {shard_format!r}")
+        buckets = get("shape", "buckets", kind=tuple[int, ...] | None)
+        return cls(
+            raw=raw,
+            strategy=get("shape", "strategy", kind=str),
+            max_length=get("shape", "max_length", kind=int),
+            buckets=buckets,
+            shard_format=shard_format,
+            on_bad_record=get("source", "on_bad_record", kind=str),
+            supervised=get("sft", kind=dict[str, Any] | None) is not None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The recorded JSON object (a copy)."""
+        return json.loads(json.dumps(self.raw))
+
+
+@dataclass(frozen=True)
+class Part:
+    """Which part of how many a part's output is, the bytes it read, and (from this version on)
+    every input file of the build as its plan saw it."""
+
+    index: int
+    count: int
+    ranges: tuple[FileRange, ...]
+    files: tuple[PlannedFile, ...] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        data: dict[str, Any] = {
+            "index": self.index,
+            "count": self.count,
+            "ranges": [r.as_dict() for r in self.ranges],
+        }
+        if self.files is not None:
+            data["files"] = [f.as_dict() for f in self.files]
+        return data
+
+
+@dataclass(frozen=True)
+class MergedPart:
+    """One part a merged output was joined from: its index, directory, ranges and shard count."""
+
+    index: int
+    directory: str
+    ranges: tuple[FileRange, ...]
+    shards: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        return {
+            "index": self.index,
+            "directory": self.directory,
+            "ranges": [r.as_dict() for r in self.ranges],
+            "shards": self.shards,
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A finished output: how it was built, from what, and what it holds.
+
+    ``part`` is set for one part of an array build, ``merged_from`` (and for packs
+    ``pack_scope``) for a merge of parts, ``engine`` for a build run on Ray.
+    """
+
+    config: RecordedConfig
+    tokenizer: TokenizerInfo
+    inputs: tuple[InputStats, ...]
+    shards: tuple[ShardInfo, ...]
+    totals: Totals
+    fill: Fill
+    format: int = MANIFEST_FORMAT
+    maskprep_version: str = __version__
+    part: Part | None = None
+    merged_from: tuple[MergedPart, ...] | None = None
+    pack_scope: str | None = None
+    engine: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict; the entries that are not set are left out."""
+        data: dict[str, Any] = {
+            "format": self.format,
+            "maskprep_version": self.maskprep_version,
+            "config": self.config.as_dict(),
+            "tokenizer": asdict(self.tokenizer),
+            "inputs": [asdict(i) for i in self.inputs],
+            "shards": [asdict(s) for s in self.shards],
+            "totals": self.totals.as_dict(),
+            "fill": self.fill.as_dict(),
+        }
+        if self.part is not None:
+            data["part"] = self.part.as_dict()
+        if self.merged_from is not None:
+            data["merged_from"] = [p.as_dict() for p in self.merged_from]
+        if self.pack_scope is not None:
+            data["pack_scope"] = self.pack_scope
+        if self.engine is not None:
+            data["engine"] = self.engine
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str) -> Manifest:
+        """Read a parsed manifest; ``path`` names it in errors."""
+        if not isinstance(data, dict):
+            raise ManifestError(path, "", f"expected a JSON object, got {json_kind(data)}")
+        for key in ("format", "config", "totals", "fill"):
+            if key not in data:
+                raise ManifestError(path, key, "missing")
+        version = decode(int, data["format"], path, "format")
+        if version > MANIFEST_FORMAT:
+            raise ManifestError(
+                path, "format", f"{version} is newer than this maskprep reads ({MANIFEST_FORMAT})"
+            )
+        fill = data["fill"]
+        buckets = None
+        if isinstance(fill, dict) and "buckets" in fill:
+            buckets = decode(tuple[BucketFill, ...], fill["buckets"], path, "fill.buckets")
+        manifest = decode_fields(
+            cls,
+            data,
+            path,
+            "",
+            config=RecordedConfig.from_dict(data["config"], path),
+            totals=Totals.from_dict(data["totals"], path),
+            fill=decode_fields(Fill, fill, path, "fill", buckets=buckets),
+        )
+        _check_shard_names(manifest.shards, path)
+        return manifest
+
+
+def _check_shard_names(shards: tuple[ShardInfo, ...], path: str) -> None:
+    """Shards are plain names inside the output directory: never a path that could reach
+    outside it (absolute, ``..``, a subdirectory), and each listed once."""
+    seen: set[str] = set()
+    for number, shard in enumerate(shards):
+        if not is_shard_name(shard.path):
+            raise ManifestError(
+                path,
+                f"shards[{number}].path",
+                f"{shard.path!r} is not a plain shard name (data-NNNNN.parquet or .arrow in the "
+                "output directory itself)",
+            )
+        if shard.path in seen:
+            raise ManifestError(path, f"shards[{number}].path", f"{shard.path} listed twice")
+        seen.add(shard.path)
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """Something a manifest that reads fine gets wrong: ``field`` names the entry."""
+
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
+#: Totals that are sums over the listed shards: (totals field, shard field).
+_SHARD_SUMS = (
+    ("rows_written", "rows"),
+    ("positions", "positions"),
+    ("real_tokens", "real_tokens"),
+    ("label_tokens", "label_tokens"),
+)
+
+
+def manifest_problems(
+    manifest: Manifest, directory: str | os.PathLike[str] | storage.Location | None = None
+) -> list[ManifestProblem]:
+    """What does not add up in ``manifest``: a strategy this version does not know, totals that
+    break the accounting identity or disagree with the shards listed, and (given the output's
+    ``directory``) shards it lists that are missing, or shard files it does not list."""
+    problems = []
+    strategy = manifest.config.strategy
+    if strategy not in STRATEGIES:
+        known = ", ".join(STRATEGIES)
+        detail = f"unknown strategy {strategy!r} (this maskprep knows {known})"
+        problems.append(ManifestProblem("config.shape.strategy", detail))
+    totals = manifest.totals
+    if totals.records_read != totals.accounted:
+        detail = (
+            f"{totals.records_read:,} records read, but {totals.accounted:,} written, dropped or "
+            "rejected"
+        )
+        problems.append(ManifestProblem("totals.records_read", detail))
+    for total, column in _SHARD_SUMS:
+        recorded = getattr(totals, total)
+        summed = sum(getattr(s, column) for s in manifest.shards)
+        if recorded != summed:
+            detail = f"{recorded:,}, but the shards listed hold {summed:,}"
+            problems.append(ManifestProblem(f"totals.{total}", detail))
+    if directory is not None:
+        present = _names_in(directory)
+        for number, shard in enumerate(manifest.shards):
+            if shard.path not in present:
+                detail = f"{shard.path} is missing from the directory"
+                problems.append(ManifestProblem(f"shards[{number}].path", detail))
+        listed = {s.path for s in manifest.shards}
+        unlisted = [n for n in complete_shards(present) if n not in listed]
+        if unlisted:
+            shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
+            detail = f"{len(unlisted)} shard file(s) in the directory are not listed ({shown})"
+            problems.append(ManifestProblem("shards", detail))
+    return problems
+
+
+def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
+    """The names directly in a directory or under a prefix."""
+    if not isinstance(directory, storage.Location):
+        return os.listdir(directory)
+    if directory.is_local:
+        return os.listdir(directory.path)
+    return [info.name for info in storage.listdir(directory)]
+
+
+def find_manifest(directory: str | os.PathLike[str]) -> Path | None:
+    """The manifest file of a local ``directory`` (the current name, else the name outputs of
+    earlier versions have), or ``None`` when it has none: the build did not finish."""
+    for name in MANIFEST_NAMES:
+        path = Path(directory) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def find_manifest_at(directory: storage.Location) -> storage.Location | None:
+    """:func:`find_manifest` for a local directory or an object-store prefix."""
+    if directory.is_local:
+        found = find_manifest(directory.path)
+        return None if found is None else directory.join(found.name)
+    for name in MANIFEST_NAMES:
+        location = directory.join(name)
+        if storage.exists(location):
+            return location
+    return None
+
+
+def load_manifest(path: str | os.PathLike[str] | storage.Location) -> Manifest:
+    """Read and check the manifest file (or object) at ``path``."""
+    location = path if isinstance(path, storage.Location) else storage.parse_location(path)
+    name = location.url
+    try:
+        data = storage.read_bytes(location)
+    except storage.StorageError as exc:
+        raise DataError(f"{name}: cannot read manifest: {exc.detail}") from None
+    return parse_manifest(data, name)
+
+
+def parse_manifest(data: bytes, name: str) -> Manifest:
+    """Check a manifest's bytes; ``name`` names it in errors."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(name, "", f"not UTF-8 (byte {exc.start})") from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{name}:{exc.lineno}", "", f"not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ManifestError(name, "", "not valid JSON: nested too deeply") from None
+    return Manifest.from_dict(parsed, name)
+
+
+def read_manifest(
+    directory: str | os.PathLike[str] | storage.Location,
+    options: storage.StorageOptions | None = None,
+) -> Manifest:
+    """Read and check a finished output's manifest (a local directory, or a URL whose store
+    ``options`` configures); a missing one means the build did not finish
+    (:class:`~maskprep.errors.DataError`)."""
+    where = (
+        directory
+        if isinstance(directory, storage.Location)
+        else storage.parse_location(directory, options)
+    )
+    found = find_manifest_at(where)
+    if found is None:
+        raise DataError(f"{where.url}: no {MANIFEST_NAME}; the build did not finish")
+    return load_manifest(found)
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
     """The manifest as written: sorted keys, so equal builds give equal bytes."""
-    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    return (
+        json.dumps(manifest.as_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    ).encode("utf-8")
 
 
-def write_manifest(directory: storage.Location, manifest: dict[str, Any]) -> storage.Location:
-    """Create ``maskprep.json`` in ``directory``, atomically and only if it is absent."""
+def write_manifest(
+    directory: storage.Location | str | os.PathLike[str], manifest: Manifest
+) -> storage.Location:
+    """Create ``_maskprep.json`` in ``directory`` (a path or a location), atomically and only if
+    it is absent."""
+    if not isinstance(directory, storage.Location):
+        directory = storage.parse_location(directory)
     location = directory.join(MANIFEST_NAME)
     try:
         storage.put_if_absent(location, manifest_bytes(manifest))
@@ -31,63 +384,3 @@ def write_manifest(directory: storage.Location, manifest: dict[str, Any]) -> sto
             "the output); nothing was replaced"
         ) from None
     return location
-
-
-def read_manifest(
-    directory: str | os.PathLike[str] | storage.Location,
-    options: storage.StorageOptions | None = None,
-) -> dict[str, Any]:
-    """Read a finished output's manifest (a local directory or a URL); a missing one means the
-    build did not finish."""
-    where = (
-        directory
-        if isinstance(directory, storage.Location)
-        else storage.parse_location(directory, options)
-    )
-    location = where.join(MANIFEST_NAME)
-    try:
-        data = storage.read_bytes(location)
-    except storage.NotFound:
-        raise DataError(f"{where.url}: no {MANIFEST_NAME}; the build did not finish") from None
-    except storage.StorageError:
-        if location.is_local and os.path.isdir(location.path):
-            raise DataError(f"{location.url}: is a directory, not a manifest") from None
-        raise
-    return parse_manifest(data, location.url)
-
-
-def parse_manifest(data: bytes, url: str) -> dict[str, Any]:
-    """A manifest's bytes as a dict; :class:`DataError` naming ``url`` when they are not a
-    manifest (not UTF-8, not JSON, not an object, shards that are not plain names)."""
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{url}: manifest is not UTF-8 (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{url}:{exc.lineno}: manifest is not valid JSON: {exc.msg}") from None
-    if not isinstance(manifest, dict):
-        raise DataError(f"{url}: manifest is not a JSON object")
-    shards = manifest.get("shards")
-    if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
-        raise DataError(f"{url}: manifest has no list of shards")
-    for index, shard in enumerate(shards):
-        path = shard.get("path")
-        if not isinstance(path, str) or not _plain_name(path):
-            raise DataError(
-                f"{url}: shard path {path!r} is not a plain file name inside the output"
-            )
-        for key in _SHARD_COUNTS:
-            value = shard.get(key, 0)
-            if type(value) is not int or value < 0:
-                raise DataError(f"{url}: shards[{index}].{key} is {value!r}, not a count")
-        if not isinstance(shard.get("sha256", ""), str):
-            raise DataError(f"{url}: shards[{index}].sha256 is not a hex digest")
-    return manifest
-
-
-#: The counts a shard entry holds (each checked when present).
-_SHARD_COUNTS = ("rows", "positions", "real_tokens", "label_tokens")
-
-
-def _plain_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name

@@ -1,5 +1,6 @@
-"""``rejects.jsonl``: every record a build rejected under the ``skip`` policy, with its file,
-line, reason and raw text."""
+"""``_rejects.jsonl``: every record a build rejected under the ``skip`` policy, with its file,
+line, reason and raw text. Part of a finished output: published just before the manifest, and
+never left by a build that did not finish."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from .names import REJECTS_NAME
 
 
 class RejectsWriter:
-    """Streams rejected records to ``rejects.jsonl`` through an atomic writer (memory stays flat
-    however many there are; nothing appears under the final name before :meth:`publish`)."""
+    """Streams rejected records to ``_rejects.jsonl`` through an atomic writer (memory stays
+    flat however many there are; nothing appears under the final name before
+    :meth:`publish`)."""
 
     def __init__(self, directory: storage.Location) -> None:
         self.location = directory.join(REJECTS_NAME)
         self._writer = storage.write(self.location)
+        self._published = False
 
     def add(self, item: Rejected) -> None:
         """Append one rejected record."""
@@ -29,10 +32,13 @@ class RejectsWriter:
     def publish(self) -> None:
         """Move the file to its final name, complete."""
         self._writer.commit()
+        self._published = True
 
     def discard(self) -> None:
-        """Throw the file away; nothing appears under the final name."""
+        """Throw the file away, published or not: the build it belongs to did not finish."""
         self._writer.abort()
+        if self._published:
+            storage.delete(self.location)
 
 
 def _one_line_json(record: dict[str, Any]) -> str:

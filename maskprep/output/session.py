@@ -32,14 +32,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 from .. import storage
-from ..errors import OutputError
-from .directory import Action, OutputState, check_unfinished_is_ours, os_reason, plan, scan
+from ..errors import IOFailure, OutputError, os_failure
+from .directory import Action, OutputState, check_unfinished_is_ours, plan, scan
 from .lock import DEFAULT_LEASE_TTL, HeldLock, lock_output
-from .manifest import write_manifest
-from .names import MANIFEST_NAME, REJECTS_NAME, STAGING_PREFIX, is_own_name, temporary_target
+from .manifest import Manifest, write_manifest
+from .names import REJECTS_NAME, STAGING_PREFIX, is_own_name, temporary_target
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,8 @@ class OutputSession:
         """Resuming a finished output that is not whole (a listed shard is gone): its manifest
         is removed first, and the build resumes it as unfinished."""
         assert self.action is Action.FINISHED
-        storage.delete(self.location.join(MANIFEST_NAME))
-        self.state.manifest = None
+        storage.delete_many(self.location.join(n) for n in self.state.manifests)
+        self.state.manifest, self.state.manifests = None, []
         self.state.shards, self.state.listed = self.state.listed, []
         self.action = Action.RESUME
 
@@ -137,25 +136,28 @@ class OutputSession:
             storage.make_directory(self._staging)
             self.target = self._staging
 
-    def commit(self, manifest: dict[str, Any]) -> None:
+    def commit(self, manifest: Manifest) -> None:
         """Finish the output: swap a staged one in, then create the manifest, last."""
         self.keepalive()
         if self._staging is not None:
             self._promote(manifest)
         write_manifest(self.location, manifest)
-        if self._staging is not None:
-            self._remove([self._staging.name])
-            self._staging = None
+        # Finished from here: a staging directory that cannot be removed is a leftover the next
+        # writer removes, not a failure of this build.
+        staging, self._staging = self._staging, None
+        if staging is not None:
+            with contextlib.suppress(Exception):
+                self._remove([staging.name])
 
-    def _promote(self, manifest: dict[str, Any]) -> None:
+    def _promote(self, manifest: Manifest) -> None:
         assert self._staging is not None
-        new = [shard["path"] for shard in manifest["shards"]]
+        new = [shard.path for shard in manifest.shards]
         if storage.exists(self._staging.join(REJECTS_NAME)):
             new.append(REJECTS_NAME)
         # From the moment the old manifest is gone the output is unfinished: a crash from here
         # on leaves maskprep shards and no manifest, which resume or overwrite take up.
-        storage.delete(self.location.join(MANIFEST_NAME))
-        old = [n for n in self.state.owned() if n != MANIFEST_NAME and n not in new]
+        storage.delete_many(self.location.join(n) for n in self.state.manifests)
+        old = [n for n in self.state.owned() if n not in self.state.manifests and n not in new]
         storage.delete_many(self.location.join(n) for n in old)
         for name in new:
             self.keepalive()
@@ -212,9 +214,10 @@ def write_failures(location: storage.Location) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise OutputError(f"{location.url}: cannot write output: {os_reason(exc)}") from None
+        raise os_failure(location.url, "cannot write output", exc) from None
     except storage.NoSpace as exc:
-        raise OutputError(f"{exc.url}: cannot write output: {exc.detail}") from None
+        # The machine failed, not the command (exit 1, see maskprep.errors).
+        raise IOFailure(f"{exc.url}: cannot write output: {exc.detail}") from None
 
 
 def _own_temporary(name: str) -> bool:
@@ -250,7 +253,7 @@ def _make_directory(location: storage.Location) -> bool:
     except FileExistsError:
         return False  # another process made it between the check and here; the lock decides
     except OSError as exc:
-        raise OutputError(f"{path}: cannot create output directory: {exc.strerror}") from None
+        raise os_failure(path, "cannot create output directory", exc) from None
     return True
 
 

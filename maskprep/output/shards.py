@@ -14,7 +14,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,15 @@ class ShardWriter:
         self._reused.add(checking.name)
         self._record(checking.name, replayed)
 
+    def written(self) -> tuple[int, int]:
+        """Rows and real tokens written so far, the open shard's included (for progress)."""
+        rows = sum(s.rows for s in self.shards)
+        real = sum(s.real_tokens for s in self.shards)
+        if self._writer is not None:
+            rows += self._rows
+            real += self._counts[1]
+        return rows, real
+
     @property
     def reused(self) -> int:
         """How many complete shards of an interrupted build were checked and kept."""
@@ -210,9 +219,11 @@ class ShardWriter:
             )
         return self.shards
 
-    def abort(self) -> None:
+    def abort(self, keep_complete: bool = False) -> None:
         """Remove every file this writer made: an aborted build leaves nothing that looks done.
-        Shards of an interrupted build that were checked and kept stay."""
+        Shards of an interrupted build that were checked and kept stay; with ``keep_complete``
+        (an interrupted build), so do the complete shards this writer recorded, for a resume to
+        reuse, as after a kill. The shard being published when the abort came always goes."""
         sink, self._sink = self._sink, None
         if self._writer is not None:
             # The shard is being thrown away; closing its writer is best effort.
@@ -220,12 +231,19 @@ class ShardWriter:
                 self._writer.close()
         if isinstance(sink, storage.AtomicWriter):
             sink.abort()
-        made = [self.target.join(s.path) for s in self.shards if s.path not in self._reused]
-        if self._publishing is not None:
+        made = [
+            self.target.join(s.path)
+            for s in self.shards
+            if s.path not in self._reused and not keep_complete
+        ]
+        if self._publishing is not None and self._publishing.name not in self._recorded():
             made.append(self._publishing)
         storage.delete_many(made)
         self.shards = []
         self._writer = self._checking = self._publishing = None
+
+    def _recorded(self) -> set[str]:
+        return {s.path for s in self.shards}
 
 
 class DigestSink(io.RawIOBase):
@@ -252,8 +270,3 @@ class DigestSink(io.RawIOBase):
     def hexdigest(self) -> str:
         """Hex sha256 of everything written so far."""
         return self._digest.hexdigest()
-
-
-def shard_info_dicts(shards: list[ShardInfo]) -> list[dict[str, Any]]:
-    """Shard records as plain dicts for the manifest."""
-    return [asdict(s) for s in shards]

@@ -234,14 +234,13 @@ def verify(
     """
     from ..output.manifest import read_manifest
 
-    manifest = read_manifest(path)
-    tokenizer = manifest.get("tokenizer", {})
+    tokenizer = read_manifest(path).tokenizer
     table, row_ids = read_rows(Path(path), options.rows, options.seed)
     return verify_rows(
         table,
         model,
         options,
-        pad_id=int(tokenizer.get("pad_token_id", 0)),
-        padding_side=str(tokenizer.get("padding_side", "right")),
+        pad_id=tokenizer.pad_token_id,
+        padding_side=tokenizer.padding_side,
         row_ids=row_ids,
     )

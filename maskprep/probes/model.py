@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from .options import VerifyOptions
 
 
@@ -86,7 +86,7 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> tu
     try:
         config = AutoConfig.from_pretrained(name, **hub)
     except (OSError, ValueError) as error:
-        raise ConfigError(f"{name}: cannot load the model config: {_first_line(error)}") from None
+        raise ConfigError(f"{name}: cannot load the model config: {first_line(error)}") from None
     if options.num_layers is not None:
         config.num_hidden_layers = options.num_layers
     kind = model_kind(config)
@@ -105,13 +105,8 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> tu
             else:
                 model = cls.from_pretrained(name, config=config, dtype=torch_dtype, **hub)
         except (OSError, ValueError) as error:
-            raise ConfigError(f"{name}: cannot load the model: {_first_line(error)}") from None
+            raise ConfigError(f"{name}: cannot load the model: {first_line(error)}") from None
     return model.to(device).eval(), kind
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def set_implementation(model: Any, name: str, device: str, dtype: str) -> str | None:
@@ -134,5 +129,5 @@ def set_implementation(model: Any, name: str, device: str, dtype: str) -> str | 
     try:
         setter(name)
     except (ImportError, ValueError) as error:
-        return _first_line(error)
+        return first_line(error)
     return None

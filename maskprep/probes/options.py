@@ -9,6 +9,9 @@ from ..errors import ConfigError
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: How a collator may feed packed rows (see :mod:`maskprep.collate`); ``mask2d`` leaks, and is
+#: only probed as a diagnostic.
+PACK_FORMS = ("position_ids", "mask4d", "mask2d")
 PROBES = (
     "pad-invariance",
     "unpadded-reference",
@@ -58,10 +61,10 @@ class VerifyOptions:
                 f"not {', '.join(unknown) or 'none'}"
             )
         forms = self.pack_forms if self.pack_forms is not None else ("mask4d",)
-        bad_forms = [f for f in forms if f not in ("position_ids", "mask4d", "mask2d")]
+        bad_forms = [f for f in forms if f not in PACK_FORMS]
         if bad_forms or not forms:
             raise ConfigError(
-                f"pack forms must be among position_ids, mask4d, mask2d, not "
+                f"pack forms must be among {', '.join(PACK_FORMS)}, not "
                 f"{', '.join(bad_forms) or 'none'}"
             )
         for name in ("rows", "batch_size"):

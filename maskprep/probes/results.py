@@ -52,7 +52,3 @@ class VerifyResult:
     def ok(self) -> bool:
         """No check found a leak."""
         return not any(c.status == "LEAK" for c in self.checks)
-
-    def by_status(self, status: Status) -> list[Check]:
-        """The checks with ``status``."""
-        return [c for c in self.checks if c.status == status]

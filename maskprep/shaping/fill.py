@@ -1,7 +1,14 @@
-"""How full the written rows are: real tokens against positions, per strategy and per bucket."""
+"""How full rows are: real tokens against positions, per strategy and per bucket.
+
+One way to count it for everyone: :func:`count_buckets` (rows of each width and the real tokens
+they hold, vectorised) is what a build counts as it writes, what ``inspect`` finds in the shards,
+and, summed with :meth:`Fill.sum`, what a merge records; :func:`ratio` is the rounding every
+fraction maskprep reports uses.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,24 +20,128 @@ from ..config import ShapeConfig
 from .rows import RowBatch
 
 
-def _ratio(part: int, whole: int) -> float:
+def ratio(part: int | float, whole: int | float) -> float:
+    """``part / whole`` rounded to 6 digits, 0.0 when ``whole`` is 0: every fraction maskprep
+    records or reports (fill, pad and label fractions)."""
     return round(part / whole, 6) if whole else 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class BucketFill:
-    """Rows of one length (one bucket) and the real tokens they hold."""
+    """Rows of one width (one bucket) and the real tokens they hold."""
 
+    length: int
     rows: int = 0
     positions: int = 0
     real_tokens: int = 0
 
+    @property
+    def fill(self) -> float:
+        """Real tokens over positions."""
+        return ratio(self.real_tokens, self.positions)
+
+    def __add__(self, other: BucketFill) -> BucketFill:
+        if other.length != self.length:
+            raise ValueError(f"cannot add bucket {other.length} to bucket {self.length}")
+        return BucketFill(
+            self.length,
+            self.rows + other.rows,
+            self.positions + other.positions,
+            self.real_tokens + other.real_tokens,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        return {
+            "length": self.length,
+            "rows": self.rows,
+            "positions": self.positions,
+            "real_tokens": self.real_tokens,
+            "fill": self.fill,
+        }
+
+
+def count_buckets(widths: np.ndarray, real: np.ndarray) -> dict[int, BucketFill]:
+    """Rows grouped by width: for rows of widths ``widths`` holding ``real`` real tokens each,
+    one :class:`BucketFill` per distinct width."""
+    widths = np.asarray(widths, dtype=np.int64)
+    sizes, inverse, counts = np.unique(widths, return_inverse=True, return_counts=True)
+    tokens = np.bincount(inverse, weights=np.asarray(real, np.float64), minlength=len(sizes))
+    return {
+        size: BucketFill(size, count, count * size, int(total))
+        for size, count, total in zip(sizes.tolist(), counts.tolist(), tokens.tolist(), strict=True)
+    }
+
+
+def add_buckets(*groups: Mapping[int, BucketFill]) -> dict[int, BucketFill]:
+    """Buckets of several counts summed width by width, sorted by width."""
+    summed: dict[int, BucketFill] = {}
+    for group in groups:
+        for length, bucket in group.items():
+            summed[length] = summed[length] + bucket if length in summed else bucket
+    return dict(sorted(summed.items()))
+
+
+@dataclass(frozen=True)
+class Fill:
+    """How full a build's rows are, as the manifest records it: ``documents`` counts the pieces
+    placed in rows (several per packed row); ``buckets`` (strategy ``bucket`` only, else
+    ``None``) lists every configured bucket, shortest first, including empty ones."""
+
+    strategy: str
+    rows: int
+    documents: int
+    positions: int
+    real_tokens: int
+    buckets: tuple[BucketFill, ...] | None = None
+
+    @property
+    def fill(self) -> float:
+        """Real tokens over positions."""
+        return ratio(self.real_tokens, self.positions)
+
+    @property
+    def documents_per_row(self) -> float:
+        """Documents (pieces) per row."""
+        return ratio(self.documents, self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest, with the derived fractions."""
+        data: dict[str, Any] = {
+            "strategy": self.strategy,
+            "rows": self.rows,
+            "documents": self.documents,
+            "positions": self.positions,
+            "real_tokens": self.real_tokens,
+            "fill": self.fill,
+            "documents_per_row": self.documents_per_row,
+        }
+        if self.buckets is not None:
+            data["buckets"] = [b.as_dict() for b in self.buckets]
+        return data
+
+    @classmethod
+    def sum(cls, items: Sequence[Fill]) -> Fill:
+        """The fill of the parts ``items`` of one build taken together (``merge``)."""
+        buckets = None
+        if items[0].buckets is not None:
+            groups = [{b.length: b for b in item.buckets or ()} for item in items]
+            buckets = tuple(add_buckets(*groups).values())
+        return cls(
+            items[0].strategy,
+            sum(i.rows for i in items),
+            sum(i.documents for i in items),
+            sum(i.positions for i in items),
+            sum(i.real_tokens for i in items),
+            buckets,
+        )
+
 
 @dataclass
 class FillStats:
-    """What fill adds to a build's totals: ``documents`` counts the pieces placed in rows (several
-    per packed row); ``buckets`` splits the rows by length, kept for strategy ``bucket``. Rows,
-    positions and real tokens overall are the build's :class:`~maskprep.pipeline.Totals`."""
+    """Fill counted while a build writes: ``documents`` (pieces placed in rows) and, for strategy
+    ``bucket``, rows per width. Rows, positions and real tokens overall are the written shards'
+    (see :meth:`result`)."""
 
     strategy: str
     documents: int = 0
@@ -39,45 +150,17 @@ class FillStats:
     @classmethod
     def for_shape(cls, config: ShapeConfig) -> FillStats:
         """Empty counts for a build shaped by ``config``, with every configured bucket listed."""
-        return cls(config.strategy, buckets={size: BucketFill() for size in config.buckets or ()})
+        return cls(config.strategy, buckets={s: BucketFill(s) for s in config.buckets or ()})
 
     def add(self, batch: RowBatch) -> None:
         """Count one batch of rows."""
         seq_lens = batch.extra.get(columns.SEQ_LENS)
         self.documents += batch.num_rows if seq_lens is None else len(pc.list_flatten(seq_lens))
-        if self.strategy != "bucket":
-            return
-        widths = np.diff(batch.offsets.astype(np.int64))
-        sizes, inverse, counts = np.unique(widths, return_inverse=True, return_counts=True)
-        real = np.bincount(inverse, weights=batch.length, minlength=len(sizes))
-        for size, count, tokens in zip(sizes.tolist(), counts.tolist(), real.tolist(), strict=True):
-            bucket = self.buckets.setdefault(size, BucketFill())
-            bucket.rows += count
-            bucket.positions += count * size
-            bucket.real_tokens += int(tokens)
-
-    def as_dict(self, rows: int, positions: int, real_tokens: int) -> dict[str, Any]:
-        """Plain dict for the manifest, given the build's row, position and real-token totals:
-        counts, ``fill`` (real / positions), documents per row, and for buckets one entry per
-        configured bucket, shortest first."""
-        data: dict[str, Any] = {
-            "strategy": self.strategy,
-            "rows": rows,
-            "documents": self.documents,
-            "positions": positions,
-            "real_tokens": real_tokens,
-            "fill": _ratio(real_tokens, positions),
-            "documents_per_row": _ratio(self.documents, rows),
-        }
         if self.strategy == "bucket":
-            data["buckets"] = [
-                {
-                    "length": size,
-                    "rows": b.rows,
-                    "positions": b.positions,
-                    "real_tokens": b.real_tokens,
-                    "fill": _ratio(b.real_tokens, b.positions),
-                }
-                for size, b in sorted(self.buckets.items())
-            ]
-        return data
+            widths = np.diff(batch.offsets.astype(np.int64))
+            self.buckets = add_buckets(self.buckets, count_buckets(widths, batch.length))
+
+    def result(self, rows: int, positions: int, real_tokens: int) -> Fill:
+        """The :class:`Fill` of the build, given its row, position and real-token totals."""
+        buckets = tuple(self.buckets.values()) if self.strategy == "bucket" else None
+        return Fill(self.strategy, rows, self.documents, positions, real_tokens, buckets)

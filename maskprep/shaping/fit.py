@@ -4,12 +4,15 @@ error), counting what happens to it. Every strategy fits documents this way befo
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from ..config import ShapeConfig
 from ..errors import ConfigError, DataError
+from ..sources.records import Record, Rejected
 from ..tokenizing.encoder import EncodedDoc
 
 
@@ -83,6 +86,27 @@ def loses_all_labels(doc: EncodedDoc, config: ShapeConfig) -> bool:
         return not doc.trained.any()
     keep, _ = truncation_keep(doc, config.max_length)
     return not doc.trained[keep].any()
+
+
+def split_trainable(
+    records: Sequence[Record], items: Sequence[EncodedDoc | Rejected], config: ShapeConfig
+) -> tuple[list[EncodedDoc], list[Rejected]]:
+    """Encoded supervised records (``items``, one per record) split into the documents to shape
+    and the records rejected: those the encoder rejected, and those that fitting would leave
+    without a trained token (a supervised row that trains nothing is a bad record, not a row)."""
+    docs: list[EncodedDoc] = []
+    rejected: list[Rejected] = []
+    for record, item in zip(records, items, strict=True):
+        if isinstance(item, Rejected):
+            rejected.append(item)
+        elif loses_all_labels(item, config):
+            reason = f"no trained token left after truncation to max_length {config.max_length}"
+            payload = record.payload.as_json() if record.payload is not None else {}
+            raw = json.dumps(payload, ensure_ascii=False)
+            rejected.append(Rejected(record.source, record.line, reason, raw, without_labels=True))
+        else:
+            docs.append(item)
+    return docs, rejected
 
 
 def fit(doc: EncodedDoc, config: ShapeConfig, stats: ShapeStats) -> list[Piece]:

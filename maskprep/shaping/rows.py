@@ -51,12 +51,6 @@ class RowBatch:
         return pa.RecordBatch.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
-def pad_rows(pieces: Sequence[Piece], max_length: int, pad_id: int, padding_side: str) -> RowBatch:
-    """Pad pieces into rows of exactly ``max_length``; vectorised over the whole batch."""
-    widths = np.full(len(pieces), max_length, dtype=np.int64)
-    return pad_ragged(pieces, widths, pad_id, padding_side)
-
-
 def flatten_pieces(pieces: Sequence[Piece]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lengths of the pieces, and their ids and trained flags concatenated."""
     lengths = np.fromiter((len(p.ids) for p in pieces), dtype=np.int64, count=len(pieces))

@@ -33,6 +33,8 @@ COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst")
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: The magic numbers compressed inputs are recognised by: gzip, bzip2, zstd.
+COMPRESSION_MAGICS = (_GZIP_MAGIC, _BZIP2_MAGIC, _ZSTD_MAGIC)
 
 
 def expand_inputs(inputs: Iterable[str], options: StorageOptions | None = None) -> list[str]:

@@ -19,13 +19,13 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
+from .. import storage
 from ..config import PartSpec
 from ..errors import ConfigError
 from ..storage import StorageOptions
-from .locations import is_url, open_url, size_of
+from .inputs import COMPRESSION_MAGICS, STDIN
+from .locations import is_url, location_of, open_url
 
-STDIN = "-"
-_MAGICS = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")
 _CHUNK = 1 << 20
 
 
@@ -46,32 +46,62 @@ class FileRange:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PlannedFile:
+    """An input file as a part's plan saw it. Its size decides where every part begins and ends;
+    with its modification time it tells whether the file changed between the builds of two parts
+    (their ranges would no longer join)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for the manifest."""
+        return asdict(self)
+
+
 def _open(path: str, options: StorageOptions | None) -> BinaryIO:
     return open_url(path, options) if is_url(path) else open(path, "rb")
 
 
-def _size(path: str, options: StorageOptions | None) -> int:
-    return size_of(path, options) if is_url(path) else os.path.getsize(path)
-
-
 def is_compressed(path: str, options: StorageOptions | None = None) -> bool:
-    """True when the file starts with a gzip, bzip2 or zstd magic number."""
+    """True when the file (or object) starts with a gzip, bzip2 or zstd magic number."""
     with _open(path, options) as handle:
         head = handle.read(4)
-    return any(head.startswith(magic) for magic in _MAGICS)
+    return head.startswith(COMPRESSION_MAGICS)
+
+
+def _planned(path: str, options: StorageOptions | None) -> PlannedFile:
+    if is_url(path):
+        info = storage.stat(location_of(path, options))
+        # An object's modification time is the store's (S3: LastModified, to the second).
+        return PlannedFile(path, info.size, int((info.mtime or 0) * 1e9))
+    stat = os.stat(path)
+    return PlannedFile(path, stat.st_size, stat.st_mtime_ns)
+
+
+def planned_files(files: list[str], options: StorageOptions | None = None) -> list[PlannedFile]:
+    """Each of ``files`` with its size and modification time, as a plan uses them."""
+    if STDIN in files:
+        raise ConfigError("standard input ('-') cannot be split into parts; give files")
+    return [_planned(f, options) for f in files]
 
 
 def plan_part(
-    files: list[str], spec: PartSpec, options: StorageOptions | None = None
+    files: list[str],
+    spec: PartSpec,
+    planned: list[PlannedFile] | None = None,
+    options: StorageOptions | None = None,
 ) -> list[FileRange]:
-    """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``.
+    """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``;
+    ``planned`` are the files' sizes when already taken (:func:`planned_files`).
 
     An empty list is a valid part: there may be more parts than lines. Objects of a store
     (URLs, configured by ``options``) are planned the same way, with ranged reads.
     """
-    if STDIN in files:
-        raise ConfigError("standard input ('-') cannot be split into parts; give files")
-    sizes = [_size(f, options) for f in files]
+    planned = planned if planned is not None else planned_files(files, options)
+    sizes = [p.size for p in planned]
     total = sum(sizes)
     low = spec.index * total // spec.count
     high = (spec.index + 1) * total // spec.count
@@ -167,12 +197,3 @@ def head_line(path: str, options: StorageOptions | None = None) -> bytes | None:
             if line.strip():
                 return line
     return None
-
-
-def part_manifest(spec: PartSpec, ranges: list[FileRange]) -> dict[str, Any]:
-    """The manifest's ``part`` entry: which part of how many, and the bytes it read."""
-    return {
-        "index": spec.index,
-        "count": spec.count,
-        "ranges": [r.as_dict() for r in ranges],
-    }

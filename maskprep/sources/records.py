@@ -29,7 +29,7 @@ from .inputs import (
     sniff_format,
 )
 from .locations import is_url, open_url, size_of
-from .parts import FileRange, head_line, open_range, plan_part
+from .parts import FileRange, PlannedFile, head_line, open_range, plan_part, planned_files
 from .sft import SFTPayload, sft_payload
 
 
@@ -100,9 +100,12 @@ class SourceReader:
         self.files = expand_inputs(config.inputs, storage_options)
         #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
         self.ranges: list[FileRange] | None = None
+        #: With ``part``: every input file, with the size and modification time the plan used.
+        self.planned: list[PlannedFile] | None = None
         self._range: FileRange | None = None
         if part is not None:
-            self.ranges = plan_part(self.files, part, storage_options)
+            self.planned = planned_files(self.files, storage_options)
+            self.ranges = plan_part(self.files, part, self.planned, storage_options)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin

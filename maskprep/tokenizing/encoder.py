@@ -35,11 +35,6 @@ class EncodedDoc:
     location: str
     prompt: int | None = None
 
-    @property
-    def body_length(self) -> int:
-        """Number of tokens between the frame's head and tail."""
-        return len(self.ids) - self.head - self.tail
-
 
 def special_frame(tokenizer: Any, add_special_tokens: bool) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after a single sequence (``([CLS], [SEP])`` for BERT).

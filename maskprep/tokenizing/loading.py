@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TokenizerConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, Option, first_line
 from .encoder import special_frame
 
 #: Files whose bytes define a tokenizer's behaviour; hashed into the manifest.
@@ -64,8 +64,9 @@ def load_tokenizer(config: TokenizerConfig) -> Any:
             trust_remote_code=config.trust_remote_code,
         )
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot load tokenizer {config.name_or_path!r}: {first}") from None
+        raise ConfigError(
+            f"cannot load tokenizer {config.name_or_path!r}: {first_line(exc)}"
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             f"tokenizer {config.name_or_path!r} is not a fast (Rust) tokenizer; "
@@ -83,9 +84,12 @@ def _resolve_pad_token(tokenizer: Any, config: TokenizerConfig) -> None:
     wanted = config.pad_token
     if wanted is None:
         if tokenizer.pad_token_id is None:
-            raise ConfigError(
-                f"tokenizer {config.name_or_path!r} has no pad token; choose one: pad with EOS "
-                "(--pad-token eos) or with a token of its vocabulary (--pad-token TOKEN)"
+            raise ConfigError.suggesting(
+                "tokenizer {name!r} has no pad token; choose one: pad with EOS ({eos}) or with a "
+                "token of its vocabulary ({token})",
+                name=config.name_or_path,
+                eos=Option("tokenizer.pad_token", "eos"),
+                token=Option("tokenizer.pad_token", "TOKEN"),
             )
         return
     if wanted == "eos":

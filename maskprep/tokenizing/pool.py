@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from queue import Full, Queue
 from typing import Any
 
+from ..sources.batches import Batch
 from ..sources.records import Record
 from .encoder import EncodedDoc
 from .fast import BackendEncoder, EncodedBatch, EncoderSpec
@@ -35,8 +36,8 @@ class _Failed:
 class EncodingPool:
     """Encodes batches of records ahead of the caller, in order, with bounded memory.
 
-    :meth:`encode` turns an iterator of record batches into an iterator of ``(records, docs)``
-    pairs, at most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread.
+    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, docs)`` pairs, at
+    most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread.
     """
 
     def __init__(self, spec: EncoderSpec, lookahead: int = 2) -> None:
@@ -49,9 +50,7 @@ class EncodingPool:
         """Stop the encoding thread, dropping work not yet collected."""
         self._thread.shutdown(wait=True, cancel_futures=True)
 
-    def encode(
-        self, batches: Iterator[list[Record]]
-    ) -> Iterator[tuple[list[Record], list[EncodedDoc]]]:
+    def encode(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, list[EncodedDoc]]]:
         """Encoded documents for each batch of records, in the order the batches came.
 
         A reader thread pulls the batches (reading and JSON parsing) and submits them for
@@ -73,9 +72,14 @@ class EncodingPool:
 
         def produce() -> None:
             try:
-                for records in batches:
-                    texts = [r.text for r in records]
-                    if not put((records, self._thread.submit(self._encoder.encode, texts))):
+                for batch in batches:
+                    # A batch of rejected records only has nothing to encode.
+                    future = (
+                        self._thread.submit(self._encoder.encode, [r.text for r in batch.records])
+                        if batch.records
+                        else None
+                    )
+                    if not put((batch, future)):
                         return
                 put(_DONE)
             except BaseException as exc:  # re-raised in the consumer, where it belongs
@@ -90,14 +94,16 @@ class EncodingPool:
                     break
                 if isinstance(item, _Failed):
                     raise item.error
-                records, future = item
-                yield records, _docs(records, future, head, tail)
+                batch, future = item
+                yield batch, _docs(batch.records, future, head, tail)
         finally:
             stop.set()
             reader.join(timeout=1.0)
 
 
 def _docs(
-    records: list[Record], future: Future[EncodedBatch], head: int, tail: int
+    records: list[Record], future: Future[EncodedBatch] | None, head: int, tail: int
 ) -> list[EncodedDoc]:
+    if future is None:
+        return []
     return future.result().docs([r.location for r in records], head, tail)

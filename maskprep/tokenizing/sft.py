@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..config import SFTConfig, TokenizerConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, first_line
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .encoder import EncodedDoc, special_frame
@@ -224,8 +224,7 @@ class SFTEncoder:
         except _Unusable:
             raise
         except Exception as exc:  # Jinja raises many types, including the template's own errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise _Unusable(f"chat template failed: {first}") from None
+            raise _Unusable(f"chat template failed: {first_line(exc)}") from None
         # Where rendering up to the last trained message is not a prefix of the whole, fall back
         # to the first character of the last trained span.
         boundary = len(before) if text.startswith(before) else spans[-1][0]

@@ -25,7 +25,9 @@ from click.testing import CliRunner
 from maskprep.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = "maskprep.json"
+#: An output's manifest and rejects file (dataset readers skip names starting with "_").
+MANIFEST = "_maskprep.json"
+REJECTS = "_rejects.jsonl"
 LOCK = ".maskprep.lock"
 
 #: For tests of `maskprep verify` past its first step: without torch (CI's torch-free runs) it
@@ -184,7 +186,7 @@ def read_json(path: Path) -> dict:
 
 
 def edit_manifest(directory: Path, change: Callable[[dict], object]) -> None:
-    """Load ``DIRECTORY/maskprep.json``, let ``change`` edit it in place, write it back."""
+    """Load ``DIRECTORY/_maskprep.json``, let ``change`` edit it in place, write it back."""
     path = Path(directory) / MANIFEST
     manifest = read_json(path)
     change(manifest)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import assert_clean_failure, assert_ok, build_args, cli, read_json
+from .helpers import MANIFEST, assert_clean_failure, assert_ok, build_args, cli, read_json
 
 
 def _build(source, tokenizer, out, cache) -> dict:
@@ -76,7 +76,7 @@ def test_a_poisoned_entry_in_a_shared_directory_does_not_change_the_output(
     out = tmp_path / "second"
     summary = _build(jsonl_60, llama_like, out, cache)
     if not summary.get("refused"):
-        assert read_json(out / "maskprep.json")["tokenizer"]["pad_token_id"] == 2
+        assert read_json(out / MANIFEST)["tokenizer"]["pad_token_id"] == 2
         assert (out / "data-00000.parquet").read_bytes() == (
             tmp_path / "first" / "data-00000.parquet"
         ).read_bytes()

@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from .helpers import assert_ok, build_args, cli, read_json
+from .helpers import MANIFEST, assert_ok, build_args, cli, read_json
 
 BOS = 1
 # Starts with the BOS token, trains the assistant turns ({% generation %}).
@@ -37,7 +37,7 @@ def chat_rows(tmp_path, llama_like) -> list[dict]:
     args = build_args(source, llama_like, out, "--messages-field", "messages")
     args[args.index("--max-length") + 1] = "40"
     assert_ok(cli(*args, "--chat-template", template))
-    assert read_json(out / "maskprep.json")["totals"]["prompts_truncated"] == 1
+    assert read_json(out / MANIFEST)["totals"]["prompts_truncated"] == 1
     return pq.read_table(out / "data-00000.parquet").to_pylist()
 
 

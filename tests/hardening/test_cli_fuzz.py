@@ -388,7 +388,6 @@ def test_inspect_never_crashes(places, finished, kind, raw, mutation, options):
 # ----------------------------------------------------------------------------- merge
 
 
-@pytest.mark.xfail(strict=True, reason="#14: tracebacks in merge (see the examples)")
 @SETTINGS
 @given(
     raw=st.one_of(st.none(), st.binary(max_size=80)),

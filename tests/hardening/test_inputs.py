@@ -17,6 +17,7 @@ import zstandard
 from .helpers import (
     MANIFEST,
     PERMISSIONS_BITE,
+    REJECTS,
     Outcome,
     assert_clean_failure,
     assert_ok,
@@ -127,7 +128,7 @@ def test_hostile_record_is_skipped_as_a_bad_record(tmp_path, llama_like, kind):
     assert_ok(cli(*build_args(path, llama_like, out, "--on-bad-record", "skip")))
     totals = _totals(out)
     assert (totals["records_read"], totals["records_rejected"]) == (3, 1)
-    rejects = json_lines((out / "rejects.jsonl").read_text(encoding="utf-8"))
+    rejects = json_lines((out / REJECTS).read_text(encoding="utf-8"))
     assert [r["line"] for r in rejects] == [2]
 
 
@@ -196,7 +197,7 @@ def test_line_over_the_cap_is_skipped_and_counted(tmp_path, llama_like):
     totals = _totals(out)
     assert (totals["records_read"], totals["records_rejected"]) == (3, 1)
     # The reject names the line; the 200 kB of raw text need not be copied whole.
-    assert [r["line"] for r in json_lines((out / "rejects.jsonl").read_text())] == [2]
+    assert [r["line"] for r in json_lines((out / REJECTS).read_text())] == [2]
 
 
 def _memory_cap() -> None:

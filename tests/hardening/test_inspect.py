@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from .helpers import (
+    MANIFEST,
     assert_no_traceback,
     assert_ok,
     child_env,
@@ -92,7 +93,7 @@ def test_negative_token_ids_fail(finished_copy):
 
 @pytest.mark.xfail(strict=True, reason="#14: inspect passes ids >= the vocabulary size")
 def test_token_ids_past_the_vocabulary_fail(finished_copy):
-    vocab = read_json(finished_copy / "maskprep.json")["tokenizer"]["vocab_size"]
+    vocab = read_json(finished_copy / MANIFEST)["tokenizer"]["vocab_size"]
     _set_token(finished_copy, vocab + 5)
     result = cli("inspect", finished_copy, "--json")
     assert result.code == 1
@@ -104,7 +105,6 @@ def test_untampered_build_passes(finished):
     assert_ok(cli("inspect", finished, "--strict"))
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect passes a manifest listing no shards")
 def test_manifest_listing_no_shards_while_shards_are_on_disk_fails(finished_copy):
     edit_manifest(finished_copy, lambda m: m.update(shards=[]))
     result = cli("inspect", finished_copy)
@@ -112,7 +112,6 @@ def test_manifest_listing_no_shards_while_shards_are_on_disk_fails(finished_copy
     assert result.code == 1, result.text
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect passes totals that break the accounting")
 @pytest.mark.parametrize("key, delta", [("records_read", 7), ("rows_written", 3)])
 def test_totals_that_break_the_accounting_identity_fail(finished_copy, key, delta):
     edit_manifest(finished_copy, lambda m: m["totals"].update({key: m["totals"][key] + delta}))
@@ -121,7 +120,6 @@ def test_totals_that_break_the_accounting_identity_fail(finished_copy, key, delt
     assert result.code == 1, result.text
 
 
-@pytest.mark.xfail(strict=True, reason="#14: inspect passes an unknown strategy")
 def test_unknown_strategy_in_the_manifest_fails_naming_it(finished_copy):
     edit_manifest(finished_copy, lambda m: m["config"]["shape"].update(strategy="zigzag"))
     result = cli("inspect", finished_copy)

@@ -51,7 +51,6 @@ def _merged_rows(out: Path) -> int:
 # ----------------------------------------------------------------------------- inputs that changed
 
 
-@pytest.mark.xfail(strict=True, reason="#14: merge joins parts of an input that grew in between")
 def test_merge_refuses_parts_of_an_input_that_grew_between_builds(tmp_path, llama_like):
     source = tmp_path / "in.jsonl"
     source.write_text(lines(200))
@@ -64,7 +63,6 @@ def test_merge_refuses_parts_of_an_input_that_grew_between_builds(tmp_path, llam
     assert not (tmp_path / "merged" / MANIFEST).exists()
 
 
-@pytest.mark.xfail(strict=True, reason="#14: merge joins parts of an input rewritten in between")
 def test_merge_refuses_parts_of_an_input_rewritten_with_the_same_size(tmp_path, llama_like):
     source = tmp_path / "in.jsonl"
     source.write_text(lines(200))
@@ -154,7 +152,6 @@ def test_verify_refuses_shard_paths_outside_the_output(finished_copy, tmp_path):
     assert_clean_failure(result, (1, 2), mentions=["../outside.parquet"])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: merge keeps a part's stale sha256 for a changed shard")
 def test_merge_refuses_a_shard_whose_bytes_differ_from_its_sha256(tmp_path, tampered):
     import pyarrow.parquet as pq
 

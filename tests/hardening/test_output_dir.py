@@ -68,7 +68,9 @@ def test_overwrite_replaces_a_previous_maskprep_output(finished_copy, tmp_path, 
     other.write_text(lines(7, prefix="other"))
     assert_ok(cli(*build_args(other, llama_like, finished_copy, "--overwrite")))
     assert read_json(finished_copy / MANIFEST)["totals"]["records_read"] == 7
-    assert sorted(p.name for p in finished_copy.iterdir()) == ["data-00000.parquet", MANIFEST]
+    assert sorted(p.name for p in finished_copy.iterdir()) == sorted(
+        ["data-00000.parquet", MANIFEST]
+    )
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
@@ -103,11 +105,14 @@ def test_overwrite_replaces_a_build_killed_midway(tmp_path, llama_like):
 PLANTED = [
     LOCK,
     ".tmp-data-00000.parquet",
-    ".tmp-maskprep.json",
-    ".tmp-rejects.jsonl",
-    # Final names too: a link there must be refused or replaced, never written through.
+    ".tmp-_maskprep.json",
+    ".tmp-_rejects.jsonl",
+    # Final names too, current and legacy: a link there must be refused or replaced, never
+    # written through.
     MANIFEST,
     "data-00000.parquet",
+    "_rejects.jsonl",
+    "maskprep.json",
     "rejects.jsonl",
 ]
 

@@ -1,6 +1,6 @@
 """#14, signals: SIGINT exits 130 and SIGTERM 143, leaving an output that ``--resume`` finishes
-byte-identical to an uninterrupted build, with no stray files and no rejects.jsonl; a refused
-run leaves no rejects.jsonl either."""
+byte-identical to an uninterrupted build, with no stray files and no rejects file; a refused
+run leaves no rejects file either."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from .helpers import (
     LOCK,
     MANIFEST,
+    REJECTS,
     assert_clean_failure,
     assert_ok,
     build_args,
@@ -47,7 +48,7 @@ def _files(directory) -> dict[str, bytes]:
     return {
         p.name: p.read_bytes()
         for p in sorted(directory.iterdir())
-        if p.name.startswith("data-") or p.name == "rejects.jsonl"
+        if p.name.startswith("data-") or p.name == REJECTS
     }
 
 
@@ -81,7 +82,6 @@ def _interrupt(out, tokenizer, signum: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: SIGINT exits 1 and drops the complete shards")
 def test_sigint_exits_130_and_the_output_resumes_byte_identical(tmp_path, llama_like, reference):
     out = tmp_path / "out"
     stopped = _interrupt(out, llama_like, signal.SIGINT)
@@ -90,7 +90,6 @@ def test_sigint_exits_130_and_the_output_resumes_byte_identical(tmp_path, llama_
     _assert_resumable(out, llama_like, reference)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: SIGTERM leaves the lock and temporaries behind")
 def test_sigterm_exits_143_and_the_output_resumes_byte_identical(tmp_path, llama_like, reference):
     out = tmp_path / "out"
     stopped = _interrupt(out, llama_like, signal.SIGTERM)
@@ -103,7 +102,7 @@ def test_sigterm_exits_143_and_the_output_resumes_byte_identical(tmp_path, llama
 def _assert_resumable(out, tokenizer, reference: dict[str, bytes]) -> None:
     left = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     assert stray_files(out) == [], left
-    assert "rejects.jsonl" not in left, "an interrupted run published its rejects"
+    assert REJECTS not in left, "an interrupted run published its rejects"
     assert MANIFEST not in left
     assert all(name.startswith("data-") for name in left), left
     resumed = cli(*build_args("-", tokenizer, out, *OPTIONS, "--resume"), stdin=FIRST + REST)
@@ -136,7 +135,7 @@ def test_run_refused_by_a_locked_output_leaves_no_rejects(tmp_path, llama_like):
         holder.kill()
         holder.wait()
     assert_clean_failure(refused, 2, mentions=[str(out)])
-    assert not (out / "rejects.jsonl").exists()
+    assert not (out / REJECTS).exists()
 
 
 def test_run_refused_by_a_non_empty_output_leaves_no_rejects(tmp_path, llama_like):
@@ -150,5 +149,5 @@ def test_run_refused_by_a_non_empty_output_leaves_no_rejects(tmp_path, llama_lik
 
 def test_reference_build_has_rejects(reference):
     """The signal tests compare rejects too: make sure there are some."""
-    rejects = [json.loads(line) for line in reference["rejects.jsonl"].splitlines()]
+    rejects = [json.loads(line) for line in reference[REJECTS].splitlines()]
     assert len(rejects) == 8
