@@ -290,3 +290,10 @@ def test_resume_of_a_finished_merged_output_checks_every_parts_ranges(
         handle.write(json.dumps({"text": "appended"}) + "\n")
     with pytest.raises(OutputError, match=r"in\.jsonl: changed since the build"):
         build(make_config([source], llama_like, out, resume=True, **OPTIONS))
+
+
+def test_load_dataset_of_an_object_store_output_is_a_clear_error():
+    from maskprep.output.dataset import shard_paths
+
+    with pytest.raises(ConfigError, match=r"s3://bucket/out: a local output directory is needed"):
+        shard_paths("s3://bucket/out")

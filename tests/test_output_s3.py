@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -27,6 +26,12 @@ from maskprep import storage
 from maskprep.cli import main
 from maskprep.output.names import LOCK_NAME, MANIFEST_NAME
 from maskprep.storage.lease import LeaseRecord
+
+# The S3 tests need the test extra (s3fs, moto and boto3); without it they skip, saying so.
+pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
+pytest.importorskip("moto", reason="the S3 tests need the test extra (moto)")
+boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3)")
+
 
 pytestmark = pytest.mark.usefixtures("s3_server")
 
