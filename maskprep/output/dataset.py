@@ -27,9 +27,9 @@ def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
 def load_dataset(directory: str | os.PathLike[str]) -> Any:
     """Open a finished output as a Hugging Face ``datasets.Dataset`` (memory-mapped); needs the
     ``datasets`` extra."""
+    paths = [str(p) for p in shard_paths(directory)]  # a broken output is named first
     require_extra("datasets", "datasets", "load_dataset")
     import datasets
 
-    paths = [str(p) for p in shard_paths(directory)]
     kind = "parquet" if paths and paths[0].endswith(".parquet") else "arrow"
     return datasets.load_dataset(kind, data_files=paths, split="train")
