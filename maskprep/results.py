@@ -119,6 +119,12 @@ class BuildResult:
         """The shards written, in order (the manifest's)."""
         return self.manifest.shards
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should know about the output that is not an error, one line each
+        (see :func:`build_warnings`)."""
+        return build_warnings(self.manifest)
+
     @classmethod
     def finished(
         cls, directory: Path | str, manifest: Manifest, elapsed_s: float = 0.0
@@ -126,3 +132,17 @@ class BuildResult:
         """The result of an output that was already finished, returned as it is: every shard
         counts as reused."""
         return cls(directory, manifest, elapsed_s, reused_shards=len(manifest.shards))
+
+
+def build_warnings(manifest: Manifest) -> tuple[str, ...]:
+    """Warnings about a finished output, from its manifest: rows allowed longer than the
+    tokenizer's ``model_max_length`` (where the tokenizer sets one)."""
+    limit = manifest.tokenizer.model_max_length
+    max_length = manifest.config.max_length
+    if limit is None or max_length <= limit:
+        return ()
+    return (
+        f"max_length {max_length} exceeds the tokenizer's model_max_length {limit}: rows longer "
+        "than the model's positions fail on absolute-position models and run on untrained "
+        "positions on rotary ones; check the output against the model (maskprep verify)",
+    )

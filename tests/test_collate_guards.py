@@ -19,8 +19,10 @@ from maskprep.collate import (
     Collator,
     ModelFacts,
     collate,
+    for_model,
     for_output,
     model_facts,
+    model_task,
     row_arrays,
 )
 from maskprep.columns import IGNORE_INDEX
@@ -512,7 +514,12 @@ def test_model_facts_of_a_model_object_is_what_for_output_uses() -> None:
 
     facts = model_facts(LlamaForCausalLM(tiny_config("llama")))
     assert facts == ModelFacts(
-        name=facts.name, causal=True, dtype="float32", attn_implementation="sdpa", vocab_size=300
+        name=facts.name,
+        causal=True,
+        dtype="float32",
+        attn_implementation="sdpa",
+        vocab_size=300,
+        context_positions=128,  # rotary: no table, the config's context length
     )
 
 
@@ -537,3 +544,35 @@ def test_a_model_that_says_nothing_leaves_causal_to_the_caller(built) -> None:
         assert for_output(built["pack"], model=module).causal is True
     collator = for_output(built["pack"], model=module, causal=False)
     assert (collator.causal, collator.form, collator.vocab_size) == (False, "mask4d", None)
+
+
+def test_for_model_sets_up_what_for_output_does_for_rows_without_a_manifest(built) -> None:
+    for output, kind in ((built["pack"], "llama"), (built["pack"], "bert"), (built["pad"], "gpt2")):
+        expected = for_output(output, model=tiny_config(kind))
+        facts = model_facts(tiny_config(kind))
+        given = {"pad_id": expected.pad_id, "padding_side": expected.padding_side}
+        assert for_model(facts, **given, packed=expected.packed) == expected
+        assert Collator.for_model(tiny_config(kind), **given, packed=expected.packed) == expected
+    with pytest.raises(ConfigError, match=r"^unknown collator option\(s\): padding$"):
+        for_model(padding="left")
+    with pytest.raises(ConfigError, match=r"^packed rows for an encoder need form='mask4d'"):
+        for_model(tiny_config("bert"), form="position_ids")
+
+
+def test_model_task_reads_mappings_auto_map_and_architectures() -> None:
+    from transformers import BertConfig, LlamaConfig, PretrainedConfig
+
+    assert model_task(tiny_config("llama")) == "causal-lm"
+    assert model_task(tiny_config("bert")) == "masked-lm"  # in both mappings: masked
+    assert model_task(BertConfig(is_decoder=True)) == "causal-lm"
+    assert model_task(BertConfig(architectures=["BertLMHeadModel"])) == "causal-lm"
+    remote = PretrainedConfig(auto_map={"AutoConfig": "c.C", "AutoModelForCausalLM": "m.M"})
+    assert model_task(remote) == "causal-lm"
+    remote = PretrainedConfig(auto_map={"AutoConfig": "c.C", "AutoModel": "m.M"})
+    assert model_task(remote) == "base"
+    assert model_task(PretrainedConfig()) is None
+    # A remote-code decoder's config alone, its modules unbuilt: causal from its auto_map.
+    decoder = PretrainedConfig(auto_map={"AutoModelForCausalLM": "m.M"}, vocab_size=10)
+    assert model_facts(decoder).causal is True
+    assert model_facts(LlamaConfig(vocab_size=10, hidden_size=8, num_attention_heads=2,
+                                   num_hidden_layers=1, intermediate_size=8)).causal  # fmt: skip

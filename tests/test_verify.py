@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 PAD = 3
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
-FAST = VerifyOptions(from_config=True, attn_implementations=("eager", "sdpa"), rows=4)
+FAST = VerifyOptions(from_config=True, attn_implementations=("eager", "sdpa"), rows=4, longest=0)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,9 @@ def _status(result, probe: str) -> set[str]:
 def _assert_all_pass(result, *, allowed_skips: set[str]) -> None:
     assert result.ok, [c for c in result.checks if c.status != "pass"]
     for check in result.checks:
-        if check.status == "skipped":
+        if check.probe == "padding-attended":
+            assert check.status == "pass" and check.positions > 0, check
+        elif check.status == "skipped":
             assert check.probe in allowed_skips, check
         else:
             assert check.status == "pass", check
@@ -80,7 +82,7 @@ def test_correct_padded_data_passes(configs, padded_output, kind) -> None:
     result = verify(padded_output, configs[kind], FAST)
     skips = {"cross-document"} | ({"causal"} if kind == "bert" else set())
     _assert_all_pass(result, allowed_skips=skips)
-    assert {c.attn_implementation for c in result.checks} == {"eager", "sdpa"}
+    assert {c.attn_implementation for c in result.checks} == {"-", "eager", "sdpa"}
     assert result.kind == ("encoder" if kind == "bert" else "decoder")
     assert result.dtype == "float32" and result.device.startswith("cpu")
     assert len(result.rows) == 4
@@ -91,16 +93,16 @@ def test_arrow_shards_are_read_too(tmp_path, with_pad, corpus, configs) -> None:
 
     data = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in corpus])
     build(make_config([data], with_pad, tmp_path / "out", max_length=24, format="arrow"))
-    options = VerifyOptions(from_config=True, attn_implementations=("sdpa",), rows=2)
+    options = VerifyOptions(from_config=True, attn_implementations=("sdpa",), rows=2, longest=1)
     result = verify(tmp_path / "out", configs["gpt2"], options)
-    assert result.ok and len(result.rows) == 2
+    assert result.ok and len(result.rows) == 3 and len(result.longest) == 1
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "bert"])
 def test_correct_packed_data_passes_and_its_controls_see_leaks(configs, packed_output, kind):
     result = verify(packed_output, configs[kind], FAST)
     _assert_all_pass(result, allowed_skips={"causal"} if kind == "bert" else set())
-    forms = {c.form for c in result.checks}
+    forms = {c.form for c in result.checks} - {"-"}
     assert forms == ({"mask4d"} if kind == "bert" else {"mask4d", "position_ids"})
     for check in result.checks:
         if check.status != "skipped" and check.probe in ("cross-document", "unpadded-reference"):
@@ -112,7 +114,7 @@ def test_real_minilm_passes_padded_and_packed(minilm, tmp_path, corpus) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm))
     docs = [tokenizer(t)["input_ids"] for t in corpus[:6]]
-    options = VerifyOptions(attn_implementations=("eager", "sdpa"), rows=3)
+    options = VerifyOptions(attn_implementations=("eager", "sdpa"), rows=3, longest=0)
     pad_id = tokenizer.pad_token_id
     padded = write_output(
         tmp_path / "pad", pad_rows(docs[:3], 24, pad_id, "right"), pad_id, "right"
@@ -193,7 +195,7 @@ def test_labels_on_pads_are_caught_by_the_label_probe(tmp_path, configs) -> None
     output = write_output(
         tmp_path / "out", pa.Table.from_pylist(rows, schema=table.schema), PAD, "right"
     )
-    options = VerifyOptions(from_config=True, attn_implementations=("eager",), rows=6)
+    options = VerifyOptions(from_config=True, attn_implementations=("eager",), rows=6, longest=0)
     result = verify(output, configs["llama"], options)
     assert result.rows == (0, 1, 2, 3, 4, 5)
     assert _status(result, "labels-loss") == {"LEAK"}
@@ -205,6 +207,7 @@ def test_labels_on_pads_are_caught_by_the_label_probe(tmp_path, configs) -> None
     assert gradient.positions == sum(12 - r["length"] for r in rows)
     loss = next(c for c in result.checks if c.probe == "labels-loss")
     assert loss.worst_row == 4 and loss.leaking == 1
+    assert loss.fix == "labels" and "fix: labels must be IGNORE_INDEX at padding" in loss.note
 
 
 def test_first_token_labelled_under_left_padding_is_a_label_leak() -> None:
@@ -245,18 +248,31 @@ def test_position_ids_form_notes_the_cache_trap() -> None:
     assert "without use_cache=False this feed leaks" in check.note
 
 
-def test_left_padding_without_position_ids_is_caught_on_absolute_positions() -> None:
+def test_left_padding_on_absolute_positions_is_fed_as_the_collator_feeds_it() -> None:
+    """GPT-2 numbers positions from the padding unless given position_ids. verify feeds what
+    the collator feeds this model (position_ids counted over real tokens), and shows the plain
+    feed's leak as a note; fed without them, the leak is a LEAK that names its fix."""
     table = _pad_table("left")
     options = VerifyOptions(attn_implementations=("eager", "sdpa"))
     gpt2 = _model("gpt2")
     result = verify_rows(table, gpt2, options, pad_id=PAD, padding_side="left")
+    assert result.ok, result.checks
+    reference = [c for c in result.checks if c.probe == "unpadded-reference"]
+    assert {c.status for c in reference} == {"pass"}
+    assert all("fed without position_ids (as a plain collator" in c.note for c in reference)
+    plain = VerifyOptions(attn_implementations=("eager", "sdpa"), pad_position_ids=False)
+    result = verify_rows(table, gpt2, plain, pad_id=PAD, padding_side="left")
     assert _status(result, "unpadded-reference") == {"LEAK"}
     assert {c.leaking for c in result.checks if c.probe == "unpadded-reference"} == {4}
     assert _status(result, "pad-invariance") == {"pass"}
-    fixed = VerifyOptions(attn_implementations=("eager", "sdpa"), pad_position_ids=True)
-    assert verify_rows(table, gpt2, fixed, pad_id=PAD, padding_side="left").ok
+    leak = next(c for c in result.checks if c.status == "LEAK")
+    assert leak.fix == "pad_position_ids"
+    assert "fix: left padding shifts an absolute-position model's positions" in leak.note
+    assert "Collator(pad_position_ids=True)" in leak.note
     # Llama's rotary positions are relative: the shift left padding causes changes nothing.
-    assert verify_rows(table, _model("llama"), options, pad_id=PAD, padding_side="left").ok
+    llama = verify_rows(table, _model("llama"), plain, pad_id=PAD, padding_side="left")
+    assert llama.ok
+    assert not any("fed without position_ids" in c.note for c in llama.checks)
 
 
 def test_non_causal_decoder_is_caught_by_the_causal_probe() -> None:
@@ -292,10 +308,10 @@ def test_bfloat16_uses_its_own_tolerance(packed_output, configs) -> None:
 
 
 def test_num_layers_cuts_a_model_built_from_config(configs) -> None:
-    model, kind = load_model(
+    subject = load_model(
         str(configs["llama"]), VerifyOptions(from_config=True, num_layers=1), "float32", "cpu"
     )
-    assert kind == "decoder" and len(model.model.layers) == 1
+    assert subject.kind == "decoder" and len(subject.module.model.layers) == 1
 
 
 def _cli(runner, *args: str):
@@ -311,10 +327,13 @@ def test_cli_json_reports_checks_and_skipped_implementations(runner, configs, pa
         "--from-config",
         "--rows",
         "3",
+        "--attn-implementation",
+        "sdpa,flash_attention_2",
         "--json",
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    assert data["warnings"] == [] and data["reach"] == 24 and len(data["longest"]) == 2
     assert data["ok"] is True and data["dtype"] == "float32" and data["device"].startswith("cpu")
     flash = [c for c in data["checks"] if c["attn_implementation"] == "flash_attention_2"]
     assert flash == [
@@ -331,10 +350,12 @@ def test_cli_json_reports_checks_and_skipped_implementations(runner, configs, pa
             "leaking": 0,
             "note": "flash_attention_2 needs a CUDA device",
             "elapsed_s": 0.0,
+            "fix": "",
         }
     ]
     probes = {c["probe"] for c in data["checks"] if c["status"] == "pass"}
     assert probes == {
+        "padding-attended",
         "pad-invariance",
         "unpadded-reference",
         "labels-loss",
@@ -343,31 +364,18 @@ def test_cli_json_reports_checks_and_skipped_implementations(runner, configs, pa
     }
 
 
-def test_cli_exits_1_on_a_leak(runner, configs, tmp_path) -> None:
+def test_cli_exits_1_on_a_leak_and_names_the_option_that_fixes_it(runner, configs, tmp_path):
     output = write_output(tmp_path / "left", _pad_table("left"), PAD, "left")
-    result = _cli(
-        runner,
-        str(output),
-        "-m",
-        str(configs["gpt2"]),
-        "--from-config",
-        "--attn-implementation",
-        "eager",
-    )
+    args = [str(output), "-m", str(configs["gpt2"]), "--from-config", "--attn-implementation"]
+    result = _cli(runner, *args, "eager", "--no-pad-position-ids")
     assert result.exit_code == 1, result.output
     assert "LEAK FOUND" in result.stdout and "unpadded-reference" in result.stdout
-    fixed = _cli(
-        runner,
-        str(output),
-        "-m",
-        str(configs["gpt2"]),
-        "--from-config",
-        "--attn-implementation",
-        "eager",
-        "--pad-position-ids",
-    )
+    assert "fix to try: maskprep verify ... --pad-position-ids" in result.stdout
+    fixed = _cli(runner, *args, "eager", "--pad-position-ids")
     assert fixed.exit_code == 0, fixed.output
     assert "no leak found" in fixed.stdout
+    # By default verify feeds what the collator feeds GPT-2: position_ids, no leak.
+    assert _cli(runner, *args, "eager").exit_code == 0
 
 
 @pytest.mark.parametrize(
@@ -391,11 +399,24 @@ def test_cli_unfinished_output_exits_1(runner, configs, tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     result = _cli(runner, str(tmp_path / "empty"), "-m", str(configs["llama"]), "--from-config")
     assert result.exit_code == 1
-    assert f"no {MANIFEST_NAME}; the build did not finish" in result.output
+    assert f"no {MANIFEST_NAME}; the build did not finish, or this is not a data" in result.output
+    # Shards beside a temporary file: a build is running, or died, here.
+    half = write_output(tmp_path / "half", _pad_table(), PAD, "right")
+    (half / MANIFEST_NAME).unlink()
+    (half / ".tmp-data-00001.parquet").write_bytes(b"")
+    result = _cli(runner, str(half), "-m", str(configs["llama"]), "--from-config")
+    assert result.exit_code == 1
+    assert f"no {MANIFEST_NAME}; the build did not finish (a build is running" in result.output
 
 
 def test_cli_model_that_cannot_load_exits_2(runner, padded_output, tmp_path) -> None:
     result = _cli(runner, str(padded_output), "-m", str(tmp_path / "nowhere"), "--from-config")
+    assert (result.exit_code, result.output) == (
+        2,
+        f"Error: {tmp_path / 'nowhere'}: no such directory\n",
+    )
+    (tmp_path / "empty").mkdir()
+    result = _cli(runner, str(padded_output), "-m", str(tmp_path / "empty"), "--from-config")
     assert result.exit_code == 2
     assert "cannot load the model config" in result.output
 

@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import ConfigError, DataError, first_line
+from ..extras import require_extra
+from ..tokenizing.loading import TokenizerInfo
 from .analysis import PartStats, analyse
 from .conclude import Thresholds, conclude
 from .decode import decode_row
@@ -29,6 +31,7 @@ from .manifest_facts import (
     shards_match_manifest,
 )
 from .options import InspectOptions
+from .positions import PositionLimit, ReachScan, model_limit, tokenizer_limit
 from .readers import Shard, open_input, shard_batches
 from .results import InspectResult
 
@@ -46,9 +49,14 @@ class _Scan:
 
 
 def _scan(
-    shards: list[Shard], options: InspectOptions, chosen: np.ndarray | None, eos_id: int | None
+    shards: list[Shard],
+    options: InspectOptions,
+    chosen: np.ndarray | None,
+    eos_id: int | None,
+    reach: ReachScan | None = None,
 ) -> _Scan:
-    """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch."""
+    """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch; with
+    ``reach``, hold them against a model's positions and vocabulary too."""
     scan = _Scan([], np.zeros((len(shards), 3), dtype=np.int64), [], {})
     wanted = np.asarray(sorted(set(options.row_indices)), dtype=np.int64)
     shard_start = 0
@@ -76,6 +84,8 @@ def _scan(
                 if take.num_rows:
                     part = analyse(take, row_ids, eos_id)
                     scan.parts.append(part)
+                    if reach is not None:
+                        reach.add(take, row_ids)
                     scan.counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
             except DataError as error:
                 raise DataError(f"{shard.name}: {error}") from None
@@ -105,14 +115,41 @@ def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
         raise ConfigError(f"cannot load tokenizer {name_or_path!r}: {first_line(exc)}") from None
 
 
+def _reach_scan(
+    options: InspectOptions, recorded: TokenizerInfo | None, tokenizer: Any
+) -> ReachScan | None:
+    """The model limits the rows are held to, where known: the model's (``options.model``: its
+    position table or context length, and its vocabulary), else the tokenizer's
+    ``model_max_length`` (the one named, else the one the manifest ``recorded``)."""
+    limit: PositionLimit | None = None
+    vocab = None
+    if options.model is not None:
+        # The model's structure is read on torch's meta device.
+        require_extra("torch", "verify", "checking rows against a model")
+        from ..collate import model_facts
+
+        facts = model_facts(options.model)
+        limit, vocab = model_limit(facts), facts.vocab_size
+    if limit is None and tokenizer is not None:
+        name = options.tokenizer or (recorded.name_or_path if recorded else "(unnamed)")
+        limit = tokenizer_limit(getattr(tokenizer, "model_max_length", None), name)
+    if limit is None and recorded is not None:
+        limit = tokenizer_limit(recorded.model_max_length, recorded.name_or_path)
+    if limit is None and vocab is None:
+        return None
+    return ReachScan(limit=limit, vocab_size=vocab, listed=options.listed)
+
+
 def inspect(
     path: str,
     options: InspectOptions = InspectOptions(),
     *,
     stdin: BinaryIO | None = None,
 ) -> InspectResult:
-    """Check and summarise the rows at ``path``: a build output directory, a shard file, or
-    ``"-"`` for an Arrow IPC stream read from ``stdin``.
+    """Check and summarise the rows at ``path``: a build output directory, a directory of shards
+    without a manifest, a shard file, or ``"-"`` for Arrow IPC (stream or file) read from
+    ``stdin``. With a model (``options.model``) or a tokenizer that sets ``model_max_length``,
+    the rows are also held to the model's positions and vocabulary.
 
     Raises :class:`~maskprep.errors.ConfigError` for a missing path, a row number out of range or
     a tokenizer that cannot be loaded, and :class:`~maskprep.errors.DataError` for data that cannot
@@ -129,7 +166,8 @@ def inspect(
     if eos_id is None and recorded is not None:
         eos_id = recorded.eos_token_id
     tokenizer = None
-    if wants_rows or (eos_id is None and options.tokenizer is not None):
+    # A tokenizer named here is loaded for its model_max_length too.
+    if wants_rows or options.tokenizer is not None:
         if tokenizer_name is None:
             raise ConfigError(
                 "decoding rows needs a tokenizer, and the input has no manifest naming one"
@@ -156,7 +194,8 @@ def inspect(
             paths = {i: s.path for i, s in enumerate(shards) if s.path is not None}
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
-            scan = _scan(shards, options, chosen, eos_id)
+            reach = _reach_scan(options, recorded, tokenizer)
+            scan = _scan(shards, options, chosen, eos_id, reach)
             _check_row_indices(options.row_indices, scan.rows)
         except BaseException:
             stop_hashing.set()  # the error is reported now, not once every shard is hashed
@@ -177,6 +216,8 @@ def inspect(
     layout, data_stats, checks = conclude(
         scan.parts, hints, thresholds, options.listed, shards_check, manifest_check
     )
+    if reach is not None:
+        checks = checks + reach.checks()
     shown = list(dict.fromkeys([*scan.first_rows, *options.row_indices]))
     decoded = tuple(decode_row(scan.kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
     return InspectResult(

@@ -19,7 +19,8 @@ class InspectOptions:
     those rows of the whole data. ``listed`` is how many offending row indices a check reports.
     ``batch_rows`` bounds the rows analysed at once (and so the memory used). ``check_hashes``
     compares each shard's sha256 with the manifest's when every row is inspected (the files are
-    read once more, on a thread beside the analysis).
+    read once more, on a thread beside the analysis). ``model`` (Hub name or directory; only its
+    config is read) holds the rows to its position table (or context length) and vocabulary.
     """
 
     sample: int | None = None
@@ -36,6 +37,7 @@ class InspectOptions:
     listed: int = 5
     batch_rows: int = 32768
     check_hashes: bool = True
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.sample is not None and self.sample < 1:

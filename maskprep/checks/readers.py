@@ -1,14 +1,17 @@
-"""Reading rows to inspect: a build output directory (its manifest lists the shards), a single
-Parquet or Arrow shard (file or stream format, told apart by its first bytes), or an Arrow IPC
-stream on standard input. Rows come out as record batches of the contract's columns, Arrow files
-memory-mapped, so memory stays bounded by the batch size."""
+"""Reading rows to inspect or verify: a build output directory (its manifest lists the shards), a
+directory of shards without a manifest (data another tool wrote: its ``.parquet`` and ``.arrow``
+files, in name order), a single Parquet or Arrow shard (file or stream format, told apart by its
+first bytes), or Arrow IPC on standard input (a stream, read batch by batch, or a file, which needs
+its footer and so is read whole). Rows come out as record batches of the contract's columns, Arrow
+files memory-mapped, so memory stays bounded by the batch size."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -17,12 +20,15 @@ import pyarrow.parquet as pq
 
 from .. import columns
 from ..errors import ConfigError, DataError
+from ..output.lock import LOCK_NAME
 from ..output.manifest import Manifest, find_manifest, read_manifest
-from ..output.names import MANIFEST_NAME
+from ..output.names import EXTENSIONS, MANIFEST_NAME, TMP_PREFIX
 from ..sources.inputs import STDIN, STDIN_NAME
 from .kernels import missing_columns
 
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS
+#: What an Arrow IPC file (not stream) starts with.
+_ARROW_FILE_MAGIC = b"ARROW1"
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ def _kind(path: Path) -> str:
         head = handle.read(6)
     if head[:4] == b"PAR1":
         return "parquet"
-    if head == b"ARROW1":
+    if head == _ARROW_FILE_MAGIC:
         return "arrow-file"
     return "arrow-stream"
 
@@ -69,38 +75,73 @@ def _open_shard(path: Path) -> Shard:
         raise DataError(f"{path}: not a Parquet or Arrow file: {exc}") from None
 
 
-def _read_stream(stdin: BinaryIO, whole: bool) -> Shard:
-    """Standard input as a shard: read whole when ``whole`` (a sample needs the row count up
-    front), else streamed, so memory stays flat whatever its size."""
+class _Rejoined(io.RawIOBase):
+    """Standard input with the bytes already read from its head put back in front."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            count = min(len(view), len(self._head))
+            view[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        chunk = self._rest.read(len(view))
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def _read_stdin(stdin: BinaryIO, whole: bool) -> Shard:
+    """Standard input as a shard. An Arrow IPC file is read whole (its footer, at the end, says
+    where the batches are); a stream is read whole when ``whole`` (a sample needs the row count
+    up front), else streamed, so memory stays flat whatever its size."""
+    head = stdin.read(len(_ARROW_FILE_MAGIC))
     try:
-        reader = ipc.open_stream(stdin)
+        if head == _ARROW_FILE_MAGIC:
+            table = ipc.open_file(pa.py_buffer(head + stdin.read())).read_all()
+            return Shard(STDIN_NAME, table.num_rows, table=table)
+        reader = ipc.open_stream(io.BufferedReader(_Rejoined(head, stdin)))
         if whole:
             table = reader.read_all()
             return Shard(STDIN_NAME, table.num_rows, table=table)
-    except pa.ArrowInvalid as exc:
-        raise DataError(f"{STDIN_NAME}: not an Arrow IPC stream: {exc}") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{STDIN_NAME}: not an Arrow IPC stream or file: {exc}") from None
     return Shard(STDIN_NAME, None, stream=reader)
 
 
 def shard_batches(
-    shard: Shard, size: int, needed: np.ndarray | None = None
+    shard: Shard,
+    size: int,
+    needed: np.ndarray | None = None,
+    *,
+    read: Sequence[str] = _READ_COLUMNS,
+    required: Sequence[str] | None = None,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
     """The shard's contract columns in record batches of at most ``size`` rows, each with the
     shard row its first row is. With ``needed`` (sorted shard rows), Parquet row groups and Arrow
-    record batches holding none of them are skipped, not decoded."""
+    record batches holding none of them are skipped, not decoded. ``read`` names the columns
+    read where present (default: every contract column), ``required`` those that must be there
+    (default: the contract's required columns).
+    """
     if shard.stream is not None:
-        yield from _offsets(_stream_batches(shard, size))
+        yield from _offsets(_stream_batches(shard, size, read, required))
         return
     if shard.table is not None:
-        names = [n for n in _READ_COLUMNS if n in shard.table.schema.names]
-        _require_columns(shard.name, shard.table.schema.names)
+        names = [n for n in read if n in shard.table.schema.names]
+        _require_columns(shard.name, shard.table.schema.names, required)
         yield from _offsets(shard.table.select(names).to_batches(max_chunksize=size))
         return
     assert shard.path is not None
     if _kind(shard.path) == "parquet":
         file = pq.ParquetFile(shard.path, memory_map=True)
-        _require_columns(shard.name, file.schema_arrow.names)
-        names = [n for n in _READ_COLUMNS if n in file.schema_arrow.names]
+        _require_columns(shard.name, file.schema_arrow.names, required)
+        names = [n for n in read if n in file.schema_arrow.names]
         metadata = file.metadata
         sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         for group, first in enumerate(_wanted_parts(sizes, needed)):
@@ -111,8 +152,8 @@ def shard_batches(
         return
     with pa.memory_map(str(shard.path)) as source:
         reader = ipc.open_file(source)
-        _require_columns(shard.name, reader.schema.names)
-        names = [n for n in _READ_COLUMNS if n in reader.schema.names]
+        _require_columns(shard.name, reader.schema.names, required)
+        names = [n for n in read if n in reader.schema.names]
         sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
         for i, first in enumerate(_wanted_parts(sizes, needed)):
             if first is None:
@@ -120,6 +161,19 @@ def shard_batches(
             batch = reader.get_batch(i).select(names)
             for start in range(0, batch.num_rows, size):
                 yield first + start, batch.slice(start, size)
+
+
+def shard_columns(shard: Shard) -> list[str]:
+    """The names of the shard's columns (a file's schema is read, not its rows)."""
+    if shard.stream is not None:
+        return list(shard.stream.schema.names)
+    if shard.table is not None:
+        return list(shard.table.schema.names)
+    assert shard.path is not None
+    if _kind(shard.path) == "parquet":
+        return list(pq.ParquetFile(shard.path).schema_arrow.names)
+    with pa.memory_map(str(shard.path)) as source:
+        return list(ipc.open_file(source).schema.names)
 
 
 def _wanted_parts(sizes: list[int], needed: np.ndarray | None) -> list[int | None]:
@@ -140,10 +194,12 @@ def _offsets(
         first += batch.num_rows
 
 
-def _stream_batches(shard: Shard, size: int) -> Iterator[pa.RecordBatch]:
+def _stream_batches(
+    shard: Shard, size: int, read: Sequence[str], required: Sequence[str] | None
+) -> Iterator[pa.RecordBatch]:
     assert shard.stream is not None
-    _require_columns(shard.name, shard.stream.schema.names)
-    names = [n for n in _READ_COLUMNS if n in shard.stream.schema.names]
+    _require_columns(shard.name, shard.stream.schema.names, required)
+    names = [n for n in read if n in shard.stream.schema.names]
     while True:
         try:
             batch = shard.stream.read_next_batch()
@@ -156,8 +212,11 @@ def _stream_batches(shard: Shard, size: int) -> Iterator[pa.RecordBatch]:
             yield batch.slice(start, size)
 
 
-def _require_columns(name: str, present: list[str]) -> None:
-    missing = missing_columns(present)
+def _require_columns(name: str, present: list[str], required: Sequence[str] | None) -> None:
+    if required is None:
+        missing = missing_columns(present)
+    else:
+        missing = [column for column in required if column not in present]
     if missing:
         raise DataError(
             f"{name}: missing column(s) {', '.join(missing)}; a maskprep shard has "
@@ -168,18 +227,48 @@ def _require_columns(name: str, present: list[str]) -> None:
 def open_input(
     path: str, stdin: BinaryIO | None, whole: bool
 ) -> tuple[list[Shard], Manifest | None]:
+    """The shards at ``path`` and the manifest that lists them (``None`` where there is none).
+
+    ``path`` is a build output directory, a directory of shards another tool wrote, one shard
+    file, or ``"-"`` for Arrow IPC on ``stdin`` (read whole when ``whole``, else streamed).
+    """
     if path == STDIN:
         if stdin is None:
-            raise ConfigError("'-' reads an Arrow IPC stream from standard input; none was given")
-        return [_read_stream(stdin, whole)], None
+            raise ConfigError("'-' reads Arrow IPC from standard input; none was given")
+        return [_read_stdin(stdin, whole)], None
     target = Path(path)
     if target.is_dir():
         if find_manifest(target) is None:
-            raise DataError(
-                f"{target}: no {MANIFEST_NAME}; the build did not finish (inspect a single "
-                "shard file to check it anyway)"
-            )
+            return [_open_shard(p) for p in _directory_shards(target)], None
+        # The manifest reader admits only plain shard names in the directory itself.
         manifest = read_manifest(target)
         shards = [_open_shard(target / s.path) for s in manifest.shards]
         return shards, manifest
     return [_open_shard(target)], None
+
+
+def _directory_shards(directory: Path) -> list[Path]:
+    """The shard files of a directory without a manifest, in name order.
+
+    Names starting with ``_`` or ``.`` are skipped, as dataset readers skip them. A directory
+    where a maskprep build is running or was cut short (its lock or temporary files) is refused:
+    its shards are not all there.
+    """
+    names = sorted(p.name for p in directory.iterdir())
+    if LOCK_NAME in names or any(n.startswith(TMP_PREFIX) for n in names):
+        raise DataError(
+            f"{directory}: no {MANIFEST_NAME}; the build did not finish (a build is running or "
+            "was cut short here)"
+        )
+    suffixes = tuple(EXTENSIONS.values())
+    found = [
+        directory / n
+        for n in names
+        if n.endswith(suffixes) and not n.startswith(("_", ".")) and (directory / n).is_file()
+    ]
+    if not found:
+        raise DataError(
+            f"{directory}: no {MANIFEST_NAME}; the build did not finish, or this is not a data "
+            f"directory (it holds no {' or '.join(suffixes)} files)"
+        )
+    return found

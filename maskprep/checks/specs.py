@@ -29,6 +29,10 @@ EOS_NEVER_TRAINED = "eos_never_trained"
 ROWS_WITHOUT_LABELS = "rows_without_labels"
 PAD_FRACTION = "pad_fraction"
 LABEL_FRACTION = "label_fraction"
+# Checks against a model, run only when its limits are known (a model or tokenizer given).
+MODEL_POSITIONS = "model_positions"
+MODEL_CONTEXT = "model_context"
+MODEL_VOCABULARY = "model_vocabulary"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,14 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(PAD_FRACTION, "warning", None, "pad fraction at most the allowed maximum"),
     CheckSpec(LABEL_FRACTION, "warning", None, "label fraction at least the required minimum"),
 )
-SPECS = {spec.name: spec for spec in CHECKS}
+#: Checks against the model the data is for, reported after :data:`CHECKS` where the model's
+#: limits are known (see :mod:`.positions`).
+MODEL_CHECKS: tuple[CheckSpec, ...] = (
+    CheckSpec(MODEL_POSITIONS, "invariant", None, "rows fit the model's position embeddings"),
+    CheckSpec(MODEL_CONTEXT, "warning", None, "rows fit the model's context length"),
+    CheckSpec(MODEL_VOCABULARY, "invariant", None, "token ids are in the model's vocabulary"),
+)
+SPECS = {spec.name: spec for spec in CHECKS + MODEL_CHECKS}
 
 
 @dataclass(frozen=True)

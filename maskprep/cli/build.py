@@ -250,6 +250,8 @@ def build(**options: Any) -> None:
                 tokenizer_cache=_tokenizer_cache(options),
                 storage_options=options["storage_options"],
             )
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if options["as_json"]:
         click.echo(json.dumps(build_json(result), indent=2))
     elif not options["quiet"]:

@@ -46,6 +46,7 @@ def build_summary(result: BuildResult) -> Table:
         rows.append(("shards reused (resume)", f"{result.reused_shards:,}"))
     if result.tokenizer_cached:
         rows.append(("tokenizer", "from the tokenizer cache"))
+    rows.extend(("warning", text) for text in result.warnings)
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -88,4 +89,5 @@ def build_json(result: BuildResult) -> dict[str, Any]:
         "elapsed_s": round(result.elapsed_s, 3),
         "reused_shards": result.reused_shards,
         "tokenizer_cached": result.tokenizer_cached,
+        "warnings": list(result.warnings),
     }

@@ -26,6 +26,9 @@ from .common import buckets_option, library_errors
     "--row", "row_indices", type=click.IntRange(min=0), multiple=True, help="Decode row INDEX."
 )
 @click.option("-t", "--tokenizer", help="Tokenizer for decoding (default: the manifest's).")
+@click.option(
+    "--model", help="Hold rows to this model's positions and vocabulary (Hub name or directory)."
+)
 @click.option("--eos-id", type=int, help="EOS id (default: the manifest's or the tokenizer's).")
 @click.option("--pad-id", type=int, help="Pad id (default: the manifest's, else inferred).")
 @click.option(
@@ -53,8 +56,9 @@ from .common import buckets_option, library_errors
 def inspect(**options: Any) -> None:
     """Check shards against the data contract and show what they hold.
 
-    PATH is a build output directory, one .parquet/.arrow shard, or - for an Arrow IPC stream on
-    stdin. Exit code 1 when a check fails (or warns, with --strict).
+    PATH is a build output directory, a directory of shards without a manifest, one
+    .parquet/.arrow shard, or - for Arrow IPC (stream or file) on stdin. Exit code 1 when a check
+    fails (or warns, with --strict).
     """
     from ..checks.driver import inspect as run_inspect
     from ..checks.options import InspectOptions
@@ -74,6 +78,7 @@ def inspect(**options: Any) -> None:
         show_rows=options["show_rows"],
         row_indices=tuple(options["row_indices"]),
         check_hashes=not options["no_hash_check"],
+        model=options["model"],
     )
     stdin = sys.stdin.buffer if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)

@@ -31,7 +31,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 
 
 @click.command()
-@click.argument("path", type=click.Path(file_okay=False))
+@click.argument("path", metavar="PATH")
 @click.option("-m", "--model", required=True, help="Model: Hub name or local directory.")
 @click.option("--revision", help="Model revision (branch, tag or commit) on the Hub.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code to run.")
@@ -58,10 +58,9 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 @click.option(
     "--attn-implementation",
     "attn_implementations",
-    default=",".join(ATTN_IMPLEMENTATIONS),
-    show_default=True,
     callback=_name_list(ATTN_IMPLEMENTATIONS),
-    help="Comma-separated; each available one is probed, the others reported as skipped.",
+    help="Comma-separated; each available one is probed, the others reported as skipped "
+    "(default: all three on cuda; on cpu the one the model is set to).",
 )
 @click.option(
     "--pack-forms",
@@ -70,32 +69,59 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
     "mask4d for encoders; mask2d is the leaky diagnostic).",
 )
 @click.option(
-    "--pad-position-ids",
-    is_flag=True,
-    help="Feed padded rows position_ids counted over real tokens (left padding, absolute "
-    "positions).",
+    "--pad-position-ids/--no-pad-position-ids",
+    default=None,
+    help="Feed padded rows position_ids counted over real tokens (default: as the collator "
+    "does, for absolute-position models).",
 )
 @click.option(
     "--rows",
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Rows sampled from the output.",
+    help="Rows sampled at random.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and noise seed.")
+@click.option(
+    "--longest",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Rows added for reaching farthest into the model's positions.",
+)
+@click.option("--pad-id", type=click.IntRange(min=0), help="Pad id (default: manifest, rows).")
+@click.option(
+    "--padding-side",
+    type=click.Choice(("left", "right")),
+    help="Side padded rows are padded on (default: manifest, rows).",
+)
+@click.option(
+    "--packed/--no-packed",
+    default=None,
+    help="Whether rows are packs (default: manifest, else seq_lens/position_ids columns).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Sampling and noise seed.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @library_errors
 def verify(**options: Any) -> None:
-    """Prove on a real model that the masks of the shards in PATH do not leak.
+    """Prove on a real model that the masks of the rows at PATH do not leak.
 
-    Samples rows, feeds them through maskprep.collate as training would, and runs five probes
-    (pad invariance, unpadded reference, label leakage, cross-document, causal) under each
-    attention implementation. Exit 1 when any probe sees a leak.
+    PATH is what inspect reads: a build output directory, a directory of shards without a
+    manifest, one .parquet/.arrow shard, or - for Arrow IPC on stdin. Samples rows (and the
+    longest ones), checks they fit the model's positions and vocabulary, feeds them through
+    maskprep.collate as training would, and runs five probes (pad invariance, unpadded
+    reference, label leakage, cross-document, causal) under each attention implementation.
+    Exit 1 when any probe sees a leak or a row does not fit the model.
     """
     from ..probes.driver import verify as run_verify
     from ..probes.options import VerifyOptions
-    from .verify_report import verify_json, verify_table
+    from .verify_report import fix_lines, verify_json, verify_table
 
     settings = VerifyOptions(
         revision=options["revision"],
@@ -108,10 +134,18 @@ def verify(**options: Any) -> None:
         pack_forms=options["pack_forms"],
         pad_position_ids=options["pad_position_ids"],
         rows=options["rows"],
+        longest=options["longest"],
         seed=options["seed"],
         batch_size=options["batch_size"],
+        pad_id=options["pad_id"],
+        padding_side=options["padding_side"],
+        packed=options["packed"],
+        progress=sys.stderr.isatty(),
     )
-    result = run_verify(options["path"], options["model"], settings)
+    stdin = sys.stdin.buffer if options["path"] == "-" else None
+    result = run_verify(options["path"], options["model"], settings, stdin=stdin)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if options["as_json"]:
         click.echo(json.dumps(verify_json(result), indent=2))
     else:
@@ -120,5 +154,7 @@ def verify(**options: Any) -> None:
         # Logs and pipes get a wide table rather than rich's 80-column default.
         width = None if sys.stdout.isatty() else 160
         Console(file=sys.stdout, width=width).print(verify_table(result))
+        for line in fix_lines(result):
+            click.echo(line)
     if not result.ok:
         raise SystemExit(1)

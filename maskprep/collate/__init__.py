@@ -71,10 +71,10 @@ RoBERTa-family encoders number positions from ``padding_idx + 1``: ``position_of
 offset to every emitted position (``for_output`` reads it from the model).
 """
 
-from .collator import Collator, collate, for_output
+from .collator import Collator, collate, for_model, for_output
 from .documents import check_labels, positions_in_segments
 from .forms import PACK_FORMS, PackForm, additive_mask, block_mask
-from .models import ModelFacts, model_facts
+from .models import ModelFacts, Task, model_facts, model_task
 from .rows import COLLATE_COLUMNS, PaddingSide, RowArrays, row_arrays
 
 __all__ = [
@@ -85,12 +85,15 @@ __all__ = [
     "PackForm",
     "PaddingSide",
     "RowArrays",
+    "Task",
     "additive_mask",
     "block_mask",
     "check_labels",
     "collate",
+    "for_model",
     "for_output",
     "model_facts",
+    "model_task",
     "positions_in_segments",
     "row_arrays",
 ]

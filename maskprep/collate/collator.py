@@ -115,6 +115,11 @@ class Collator:
         """See :func:`for_output`."""
         return for_output(path, model, **options)
 
+    @classmethod
+    def for_model(cls, model: Any = None, **options: Any) -> Collator:
+        """See :func:`for_model`."""
+        return for_model(model, **options)
+
     def __call__(self, rows: Any) -> dict[str, Any]:
         """Collate ``rows`` (a list of row dicts, a dict of columns or an Arrow table)."""
         arrays = row_arrays(
@@ -167,25 +172,60 @@ def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) 
     """A :class:`Collator` for the maskprep output at ``path`` and the model it will feed.
 
     From the manifest: the pad id, the padding side, and whether the rows are packs (packed rows
-    that then arrive without ``seq_lens`` and ``position_ids`` are refused). From ``model`` (a
-    model object, its config, or a Hub name / local directory whose config is read): causal or
-    encoder, the mask dtype, the attention implementation, a RoBERTa-style position offset, the
-    position and vocabulary limits (absolute-position models also get ``pad_position_ids``).
-    Packs are fed ``mask4d`` (non-causal blocks) to encoders; to decoders ``position_ids`` under
-    flash attention, which takes no 4D mask, else ``mask4d``, which keeps documents apart in every
-    transformers version and for every attention that takes a mask. Any :class:`Collator` field
-    in ``options`` wins over what was read, but combinations that leak are refused. Without
-    ``model`` (or ``causal``) a decoder is assumed, with a warning for packed outputs: an
-    encoder's blocks are not causal.
+    that then arrive without ``seq_lens`` and ``position_ids`` are refused). From ``model``: what
+    :func:`for_model` reads. Any :class:`Collator` field in ``options`` wins over what was read,
+    but combinations that leak are refused.
     """
+    _refuse_unknown(options)
+    settings = _settings(_read_manifest(path))
+    tokenizer_vocab = settings.pop("tokenizer_vocab")
+    facts = _facts(model)
+    if facts is not None:
+        _check_vocabulary(path, tokenizer_vocab, facts)
+    return _collator(facts, settings, options, str(path))
+
+
+def for_model(model: Any = None, **options: Any) -> Collator:
+    """A :class:`Collator` for rows without a manifest (or whose facts you hold), set up for
+    ``model``: a model object, its config, a Hub name / local directory whose config is read, or
+    :class:`~maskprep.collate.ModelFacts` already read.
+
+    From the model: causal or encoder, the mask dtype, the attention implementation, a
+    RoBERTa-style position offset, the position and vocabulary limits (absolute-position models
+    also get ``pad_position_ids``). Packs are fed ``mask4d`` (non-causal blocks) to encoders; to
+    decoders ``position_ids`` under flash attention, which takes no 4D mask, else ``mask4d``,
+    which keeps documents apart in every transformers version and for every attention that takes
+    a mask. ``options`` are :class:`Collator` fields (``pad_id``, ``padding_side``, ``packed``,
+    ``form``, …) and win over what was read, but combinations that leak are refused. Without
+    ``model`` (or ``causal``) a decoder is assumed, with a warning unless the rows are known not
+    to be packs: an encoder's blocks are not causal.
+    """
+    _refuse_unknown(options)
+    settings = {name: options.pop(name, None) for name in ("pad_id", "padding_side", "packed")}
+    return _collator(_facts(model), settings, options, "the rows")
+
+
+def _refuse_unknown(options: dict[str, Any]) -> None:
     known = {f.name for f in fields(Collator)}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ConfigError(f"unknown collator option(s): {', '.join(unknown)}")
-    settings = _settings(_read_manifest(path))
-    facts = model_facts(model) if model is not None else None
+
+
+def _facts(model: Any) -> ModelFacts | None:
+    if model is None or isinstance(model, ModelFacts):
+        return model
+    return model_facts(model)
+
+
+def _collator(
+    facts: ModelFacts | None, settings: dict[str, Any], options: dict[str, Any], where: str
+) -> Collator:
+    """The collator for ``facts`` and the data's ``settings`` (pad id, padding side, packed),
+    ``options`` overriding both."""
+    settings = dict(settings)
+    options = dict(options)
     if facts is not None:
-        _check_vocabulary(path, settings.pop("tokenizer_vocab"), facts)
         settings.update(
             dtype=facts.dtype,
             position_offset=facts.position_offset,
@@ -193,20 +233,20 @@ def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) 
             vocab_size=facts.vocab_size,
             pad_position_ids=facts.absolute_positions,
         )
-    settings.pop("tokenizer_vocab", None)
     causal = options.pop("causal", facts.causal if facts is not None else None)
+    packed = options.get("packed", settings.get("packed"))
     if causal is None:
-        if settings["packed"] is not False:
+        if packed is not False:
             warnings.warn(
-                f"{path}: the model is not known, so its packed rows are fed to a decoder (causal "
+                f"{where}: the model is not known, so packed rows are fed to a decoder (causal "
                 "blocks); for an encoder give model= (the model, its config or its name) or "
                 "causal=False",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         causal = True
     form = options.pop("form", None) or _default_form(causal, facts)
-    if settings["packed"] is not False:
+    if packed is not False:
         _refuse_leaky_form(form, causal, facts)
     return Collator(**{**settings, "causal": causal, "form": form, **options})
 

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
 #: Names transformers gives an absolute position table (BERT, RoBERTa, … and GPT-2).
 _POSITION_TABLES = ("position_embeddings", "wpe")
+#: Config fields that give a model's context length when it has no position table (rotary,
+#: ALiBi): the first one present counts.
+_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+#: The head a model is loaded with: a causal LM, a masked LM, or the bare base model.
+Task = Literal["causal-lm", "masked-lm", "base"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,10 @@ class ModelFacts:
     ``causal`` is ``None`` when neither the modules nor a config tell (a bare ``torch.nn.Module``).
     ``position_offset`` is added to every position id fed to it (RoBERTa: ``padding_idx + 1``);
     ``max_positions`` is the size of an absolute position table (``None`` for rotary or relative
-    positions, which have no hard limit); ``vocab_size`` the number of token embeddings.
+    positions, which have no hard limit); ``context_positions`` is, for a model without such a
+    table, the context length its config names (``max_position_embeddings`` and the like): beyond
+    it the model runs, but on positions it was not trained on. ``vocab_size`` is the number of
+    token embeddings.
     """
 
     name: str
@@ -35,6 +44,7 @@ class ModelFacts:
     position_offset: int = 0
     max_positions: int | None = None
     vocab_size: int | None = None
+    context_positions: int | None = None
 
     @property
     def absolute_positions(self) -> bool:
@@ -76,12 +86,54 @@ def model_facts(model: Any) -> ModelFacts:
         position_offset=offset,
         max_positions=max_positions,
         vocab_size=_vocab_size(module),
+        context_positions=None if max_positions is not None else _context_length(config),
     )
+
+
+def model_task(config: Any) -> Task | None:
+    """The head to load the model of ``config`` with, or ``None`` when transformers has none.
+
+    A config counts as a causal LM or a masked LM when transformers' task mappings hold its class,
+    or its ``auto_map`` names ``AutoModelForCausalLM`` / ``AutoModelForMaskedLM`` (a model with its
+    own code). Where both apply (BERT), a masked LM, unless the config says it is a decoder
+    (``is_decoder``) or its ``architectures`` name only a causal LM class. Otherwise the base
+    model, when transformers or the ``auto_map`` has one.
+    """
+    from transformers import (
+        MODEL_FOR_CAUSAL_LM_MAPPING,
+        MODEL_FOR_MASKED_LM_MAPPING,
+        MODEL_MAPPING,
+    )
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    names = [str(a) for a in getattr(config, "architectures", None) or []]
+    causal = type(config) in MODEL_FOR_CAUSAL_LM_MAPPING or "AutoModelForCausalLM" in auto_map
+    masked = type(config) in MODEL_FOR_MASKED_LM_MAPPING or "AutoModelForMaskedLM" in auto_map
+    named_causal = any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names)
+    named_masked = any(n.endswith("ForMaskedLM") for n in names)
+    decoder = bool(getattr(config, "is_decoder", False)) or (named_causal and not named_masked)
+    if causal and (not masked or decoder):
+        return "causal-lm"
+    if masked:
+        return "masked-lm"
+    if type(config) in MODEL_MAPPING or "AutoModel" in auto_map:
+        return "base"
+    return None
+
+
+def missing_local_path(name: str) -> bool:
+    """Whether ``name`` is written as a local path (absolute, ``./``, ``../``, ``~``, or more than
+    the one ``/`` of a Hub id ``org/name``) that does not exist: transformers would take it for a
+    Hub id and say so, where the user needs to hear that the directory is not there."""
+    local = os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1
+    return local and not os.path.exists(os.path.expanduser(name))
 
 
 def _load_config(name: str) -> Any:
     from transformers import AutoConfig
 
+    if missing_local_path(name):
+        raise ConfigError(f"{name}: no such directory")
     try:
         return AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
@@ -111,7 +163,8 @@ def _module_dtype(module: Any) -> str:
 
 
 def _config_dtype(config: Any) -> str:
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    # transformers 5 warns on reading ``torch_dtype``; 4.x keeps the dtype only there.
+    dtype = getattr(config, "dtype", None) or vars(config).get("torch_dtype")
     name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
     return name if name in ("float32", "float16", "bfloat16", "float64") else "float32"
 
@@ -128,11 +181,15 @@ def _causal(module: Any, config: Any) -> bool | None:
         return True in flags
     if config is None:
         return None
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+    return model_task(config) == "causal-lm"
 
-    causal = type(config) in MODEL_FOR_CAUSAL_LM_MAPPING
-    masked = type(config) in MODEL_FOR_MASKED_LM_MAPPING
-    return causal and (not masked or bool(getattr(config, "is_decoder", False)))
+
+def _context_length(config: Any) -> int | None:
+    for name in _CONTEXT_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _position_table(module: Any) -> tuple[int, int | None]:

@@ -1,7 +1,14 @@
 """Leak probes: ``maskprep verify`` runs a real model on sampled rows and proves nothing leaks
 through the masks.
 
-Rows go through :func:`maskprep.collate.collate`, exactly as training feeds them. Each probe
+Rows are read as ``maskprep inspect`` reads them (an output directory, a directory of shards
+without a manifest, a shard file, Arrow IPC on stdin): a seeded random sample plus the rows that
+reach farthest into the model's positions. Before any forward pass every row of the data is held
+to the model's position table (a row beyond an absolute table is an error; beyond a rotary
+context, a warning) and the sample's token ids to its vocabulary. Rows then go through
+:func:`maskprep.collate.collate` set up exactly as :func:`maskprep.collate.for_model` sets the
+collator up for this model, so what is verified is what is trained. Beside the probes, a data
+check (``padding-attended``) finds runs of the pad id that the mask marks real. Each probe
 compares the model's outputs (logits, or the last hidden state of a base encoder) between two
 feeds that must agree if the masks are right:
 
@@ -20,22 +27,29 @@ feeds that must agree if the masks are right:
 
 Every probe also runs a *planted leak* (negative control): the same comparison on a feed that
 leaks by construction (attention mask dropped, an all-ones 2D mask on a pack, labels on every
-ignored position, a bidirectional mask). If the planted leak does not move the outputs beyond the
-tolerance on this model, the probe cannot see a leak and is reported ``inconclusive``, not
-``pass``. Where the data cannot leak by construction (a decoder's right padding comes after every
-real token and causal attention alone hides it) the control does not apply and the note says so.
+ignored position, a bidirectional mask), batch after batch until the planted leak has been seen
+once. If it never moves the outputs beyond the tolerance on this model, the probe cannot see a
+leak and is reported ``inconclusive``, not ``pass``. Where the data cannot leak by construction (a
+decoder's right padding comes after every real token and causal attention alone hides it) the
+control does not apply and the note says so. Where the feed a plain collator gives would leak
+(padded rows without ``position_ids``, a pack's ``position_ids`` form with the KV cache on), a note
+says by how much. A ``LEAK`` names its fix (:mod:`.fixes`).
 
 Tolerances (absolute + relative to the largest reference output of the row), chosen from the
-transformers test suite's practice of comparing attention implementations: float32 ``1e-5 +
-1e-5·max|ref|``; float16 ``5e-3 + 5e-3·max|ref|``; bfloat16 ``1e-2 + 2e-2·max|ref|``. Padded
-positions must have exactly no gradient (masked attention weights are exactly 0), allowing
-``1e-6`` (float32) or ``1e-4`` (half precision) of the largest real-position gradient. A probe
-always compares like with like: same model, dtype and attention implementation.
+transformers test suite's practice of comparing attention implementations: float32 (and
+float64) ``1e-5 + 1e-5·max|ref|``; float16 ``5e-3 + 5e-3·max|ref|``; bfloat16 ``1e-2 +
+2e-2·max|ref|``. Padded positions must have exactly no gradient (masked attention weights are
+exactly 0), allowing ``1e-6`` (float32) or ``1e-4`` (half precision) of the largest
+real-position gradient. A probe always compares like with like: same model, dtype and attention
+implementation.
 
 - :mod:`.options`: :class:`~.options.VerifyOptions` and the names it accepts.
 - :mod:`.results`: :class:`~.results.Check` and :class:`~.results.VerifyResult`.
-- :mod:`.model`: the device, dtype and attention implementation; loading the model.
-- :mod:`.sampling`: rows sampled from a finished output.
+- :mod:`.model`: the device, dtype and attention implementation; loading the model (its own code
+  too); a caller's model left as it was.
+- :mod:`.sampling`: rows sampled from the data, with its longest rows.
+- :mod:`.reach`: rows against the model's positions, before any forward pass.
+- :mod:`.fixes`: the fix a ``LEAK`` names.
 - :mod:`.context`: what every probe needs (the model under test, a collated batch, tolerances).
 - :mod:`.attention`: probes 1, 2, 4 and 5; :mod:`.labels`: probe 3.
 - :mod:`.tally`: per-row measurements → one :class:`~.results.Check`, with the planted-leak verdict.

@@ -11,6 +11,7 @@ from .context import (
     ProbeBatch,
     ProbeContext,
     leaky_2d,
+    memoised,
     outputs,
     pads_visible,
     perturb,
@@ -23,6 +24,10 @@ from .tally import Tally
 
 if TYPE_CHECKING:
     import torch
+
+#: Notes the probes make once, on the first batch that shows them.
+_PLAIN_FEED = "fed without position_ids"
+_CACHE_LEAK = "without use_cache=False this feed leaks"
 
 
 def probe_pad_invariance(
@@ -40,8 +45,10 @@ def probe_pad_invariance(
     if not visible.any():
         tally.note("padding only after real tokens: causal attention alone hides it")
         return
+    if tally.control_seen:
+        return
     leaky = leaky_2d(batch)
-    control_base = outputs(ctx, leaky)
+    control_base = memoised(ctx, batch, "all-ones mask", leaky)
     control = outputs(ctx, with_changes(leaky, input_ids=noisy))
     diff = row_max(control - control_base, batch.real)
     record_control(ctx, tally, diff, control_base, batch.real, visible)
@@ -71,16 +78,27 @@ def probe_unpadded_reference(
         if (~batch.real).any():
             tally.note("padding only after real tokens: causal attention alone hides it")
         return
-    control = outputs(ctx, leaky_2d(batch))
-    diff = row_max(control - reference, batch.real)
-    record_control(ctx, tally, diff, reference, batch.real, visible)
+    if not tally.control_seen:
+        control = memoised(ctx, batch, "all-ones mask", leaky_2d(batch))
+        diff = row_max(control - reference, batch.real)
+        record_control(ctx, tally, diff, reference, batch.real, visible)
+    padded_before = ((~batch.real).long().cummax(dim=-1).values.bool() & batch.real).any()
+    plain_feed = "position_ids" in batch.kwargs and not batch.arrays.packed
+    if plain_feed and bool(padded_before) and not tally.noted(_PLAIN_FEED):
+        # The feed a plain collator gives: no position_ids, the model counts from the padding.
+        plain = outputs(ctx, with_changes(batch.kwargs, position_ids=None))
+        leak = row_max(plain - reference, batch.real)
+        if float(leak.max()) > ctx.tolerance(reference[batch.real]):
+            tally.note(
+                f"{_PLAIN_FEED} (as a plain collator feeds padded rows) this leaks "
+                f"(max diff {float(leak.max()):.3g}): keep pad_position_ids"
+            )
 
 
 def probe_cross_document(
     ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally: Tally
 ) -> None:
     """Probe 4: perturbing a row's first document must not move its other documents."""
-    import torch
 
     first = batch.segments == 0
     others = batch.segments > 0
@@ -89,22 +107,33 @@ def probe_cross_document(
     noisy = perturb(ctx, batch.kwargs["input_ids"], first & others.any(dim=-1, keepdim=True))
     moved = outputs(ctx, with_changes(batch.kwargs, input_ids=noisy))
     record(ctx, tally, batch, row_max(moved - base, others), base, others)
+    if not tally.control_seen:
+        _plant_2d_pack_leak(ctx, batch, noisy, others, tally)
+    if ctx.form == "position_ids" and ctx.causal and not tally.noted(_CACHE_LEAK):
+        cached = with_changes(batch.kwargs, use_cache=None)
+        leak = row_max(
+            outputs(ctx, with_changes(cached, input_ids=noisy)) - outputs(ctx, cached), others
+        )
+        if float(leak.max()) > ctx.tolerance(base[others]):
+            tally.note(f"{_CACHE_LEAK} across documents (max diff {float(leak.max()):.3g})")
+
+
+def _plant_2d_pack_leak(
+    ctx: ProbeContext,
+    batch: ProbeBatch,
+    noisy: torch.Tensor,
+    others: torch.Tensor,
+    tally: Tally,
+) -> None:
+    """The cross-document control: the pack fed its 0/1 mask, as a plain collator feeds it."""
+    import torch
+
     leaky = with_changes(batch.kwargs, attention_mask=torch.from_numpy(batch.arrays.attention_mask))
     leaky = {k: v.to(ctx.device) if hasattr(v, "to") else v for k, v in leaky.items()}
     control_base = outputs(ctx, leaky)
     control = outputs(ctx, with_changes(leaky, input_ids=noisy))
     diff = row_max(control - control_base, others)
     record_control(ctx, tally, diff, control_base, others, others.any(dim=-1))
-    if ctx.form == "position_ids" and ctx.causal:
-        cached = with_changes(batch.kwargs, use_cache=None)
-        leak = row_max(
-            outputs(ctx, with_changes(cached, input_ids=noisy)) - outputs(ctx, cached), others
-        )
-        if float(leak.max()) > ctx.tolerance(base[others]):
-            tally.note(
-                f"without use_cache=False this feed leaks across documents "
-                f"(max diff {float(leak.max()):.3g})"
-            )
 
 
 def probe_causal(ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally: Tally) -> None:
@@ -123,6 +152,8 @@ def probe_causal(ctx: ProbeContext, batch: ProbeBatch, base: torch.Tensor, tally
     record(ctx, tally, batch, row_max(moved - base, earlier), base, earlier)
     if ctx.impl == "flash_attention_2":
         tally.note("no planted leak: flash attention takes no custom mask")
+        return
+    if tally.control_seen:
         return
     both = real[:, :, None] & real[:, None, :]
     allowed = both | torch.eye(real.shape[1], dtype=torch.bool, device=real.device)[None]

@@ -16,17 +16,30 @@ if TYPE_CHECKING:
 OUTPUT_COLUMNS = 2048
 #: (absolute, relative) tolerance on outputs, by dtype.
 TOLERANCES: dict[str, tuple[float, float]] = {
+    "float64": (1e-5, 1e-5),
     "float32": (1e-5, 1e-5),
     "float16": (5e-3, 5e-3),
     "bfloat16": (1e-2, 2e-2),
 }
 #: Largest gradient allowed at padded positions, relative to the largest real-position gradient.
-GRADIENT_TOLERANCES: dict[str, float] = {"float32": 1e-6, "float16": 1e-4, "bfloat16": 1e-4}
+GRADIENT_TOLERANCES: dict[str, float] = {
+    "float64": 1e-6,
+    "float32": 1e-6,
+    "float16": 1e-4,
+    "bfloat16": 1e-4,
+}
 
 
 @dataclass(frozen=True)
 class ProbeContext:
-    """What every probe needs about the model under test."""
+    """What every probe needs about the model under test.
+
+    ``head`` holds the model's output layer cut to :data:`OUTPUT_COLUMNS` seeded vocabulary
+    columns (parameter name → tensor), so that the attention probes' forward passes compute only
+    the logits they compare; ``None`` where the vocabulary is small or the output layer is not a
+    plain linear layer (the probes then cut the full logits). ``position_offset`` is the first
+    position id the model numbers from (RoBERTa: ``padding_idx + 1``).
+    """
 
     model: Any
     kind: str
@@ -37,6 +50,8 @@ class ProbeContext:
     vocab: int
     generator: torch.Generator
     columns: dict[int, torch.Tensor] = field(default_factory=dict)
+    head: dict[str, torch.Tensor] | None = None
+    position_offset: int = 0
 
     @property
     def causal(self) -> bool:
@@ -52,32 +67,78 @@ class ProbeContext:
 
 @dataclass(frozen=True)
 class ProbeBatch:
-    """One collated batch and what the probes need to know about its positions."""
+    """One collated batch and what the probes need to know about its positions; ``memo`` keeps
+    outputs of feeds that several probes compare against (the leaky controls)."""
 
     arrays: RowArrays
     kwargs: dict[str, Any]
     real: torch.Tensor
     segments: torch.Tensor
     row_ids: list[int]
+    memo: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def sliced_head(model: Any, vocab: int) -> dict[str, torch.Tensor] | None:
+    """The model's output layer cut to the :data:`OUTPUT_COLUMNS` columns :func:`outputs`
+    compares, as parameters for :func:`torch.func.functional_call`; ``None`` when the vocabulary
+    is not wider or the output layer is not a plain ``Linear``."""
+    import torch
+
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if getter is not None else None
+    if vocab <= OUTPUT_COLUMNS or type(head) is not torch.nn.Linear:
+        return None
+    if head.out_features != vocab:
+        return None
+    name = next((n for n, m in model.named_modules() if m is head), None)
+    if name is None:
+        return None
+    keep = _columns(vocab).to(head.weight.device)
+    params = {f"{name}.weight": head.weight.detach()[keep]}
+    if head.bias is not None:
+        params[f"{name}.bias"] = head.bias.detach()[keep]
+    return params
+
+
+def _columns(width: int) -> torch.Tensor:
+    """The seeded vocabulary columns compared for outputs ``width`` wide."""
+    import torch
+
+    order = torch.randperm(width, generator=torch.Generator().manual_seed(width))
+    return order[:OUTPUT_COLUMNS].sort().values
 
 
 def outputs(ctx: ProbeContext, kwargs: dict[str, Any]) -> torch.Tensor:
-    """The model's logits (or last hidden state), as float32, without gradients."""
+    """The model's logits (or last hidden state), as float32, without gradients.
+
+    With ``ctx.head`` the output layer computes only the compared columns (the model's own
+    forward runs, its output layer's parameters replaced for this call only).
+    """
     import torch
+    from torch.func import functional_call
 
     feed = {k: v for k, v in kwargs.items() if k != "labels"}
     with torch.no_grad():
-        out = ctx.model(**feed)
+        if ctx.head is not None:
+            out = functional_call(ctx.model, ctx.head, (), feed, tie_weights=False, strict=False)
+        else:
+            out = ctx.model(**feed)
     values = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
     width = values.shape[-1]
     if width > OUTPUT_COLUMNS:
         # A leak moves the hidden state, and so practically every logit: a fixed sample of
         # vocabulary columns sees it as well and keeps the float32 copies held here small.
         if width not in ctx.columns:
-            order = torch.randperm(width, generator=torch.Generator().manual_seed(width))
-            ctx.columns[width] = order[:OUTPUT_COLUMNS].sort().values.to(values.device)
+            ctx.columns[width] = _columns(width).to(values.device)
         values = values[..., ctx.columns[width]]
     return values.float()
+
+
+def memoised(ctx: ProbeContext, batch: ProbeBatch, name: str, kwargs: dict[str, Any]) -> Any:
+    """:func:`outputs` of the feed ``name`` of this batch, computed once."""
+    if name not in batch.memo:
+        batch.memo[name] = outputs(ctx, kwargs)
+    return batch.memo[name]
 
 
 def perturb(ctx: ProbeContext, ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:

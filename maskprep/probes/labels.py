@@ -28,12 +28,23 @@ def _trained_targets(ctx: ProbeContext, batch: ProbeBatch) -> torch.Tensor:
 
 
 def _model_loss(ctx: ProbeContext, batch: ProbeBatch, labels: torch.Tensor) -> tuple[Any, Any, Any]:
-    """Forward with gradients on the input embeddings; return (loss, logits, embeddings)."""
+    """Forward with gradients on the input embeddings only; return (loss, logits, gradient of
+    the loss with respect to the input embeddings, or ``None`` without a loss).
+
+    The gradient is taken with :func:`torch.autograd.grad`, so no parameter's ``.grad`` is
+    written (a caller's accumulated gradients stay as they are) and no weight gradient is
+    computed at all.
+    """
+    import torch
+
     embeddings = ctx.model.get_input_embeddings()(batch.kwargs["input_ids"]).detach()
     embeddings.requires_grad_(True)
     feed = with_changes(batch.kwargs, input_ids=None, inputs_embeds=embeddings, labels=labels)
     out = ctx.model(**feed)
-    return out.loss, out.logits, embeddings
+    if out.loss is None:
+        return None, out.logits, None
+    (grad,) = torch.autograd.grad(out.loss, embeddings)
+    return out.loss.detach(), out.logits.detach(), grad
 
 
 def _reference_loss(
@@ -66,7 +77,11 @@ def _takes_labels(model: Any) -> bool:
 def probe_labels(
     ctx: ProbeContext, batch: ProbeBatch, loss_tally: Tally, grad_tally: Tally
 ) -> None:
-    """Probe 3: the loss counts only trained positions; padded positions get no gradient."""
+    """Probe 3: the loss counts only trained positions; padded positions get no gradient.
+
+    The planted leak of both is one feed: a label on every ignored position (padding included),
+    whose loss must differ from the reference and whose gradient must reach the padding.
+    """
     import torch
 
     rows_ids = batch.row_ids
@@ -75,9 +90,10 @@ def probe_labels(
         grad_tally.note("the model computes no loss (base model without an LM head)")
         return
     labels = batch.kwargs["labels"]
-    loss, logits, embeddings = _model_loss(ctx, batch, labels)
+    loss, logits, grad = _model_loss(ctx, batch, labels)
     if loss is None:
         loss_tally.note("the model computes no loss (base model without an LM head)")
+        grad_tally.note("the model computes no loss (base model without an LM head)")
         return
     reference = _reference_loss(ctx, batch, logits)
     if reference is None:
@@ -87,23 +103,20 @@ def probe_labels(
     miscounted = _miscounted(ctx, batch)
     worst = rows_ids[int(torch.argmax(miscounted))] if miscounted.any() else rows_ids[0]
     counted = int((labels != IGNORE_INDEX).sum())
-    loss_tally.add(abs(float(loss.detach()) - float(reference)), tol, worst, counted)
+    loss_tally.add(abs(float(loss) - float(reference)), tol, worst, counted)
+    _record_gradient(ctx, batch, grad, grad_tally)
     ignored = labels == IGNORE_INDEX
-    if ignored.any():
-        planted = torch.where(ignored, batch.kwargs["input_ids"], labels)
-        with torch.no_grad():
-            planted_loss = ctx.model(**with_changes(batch.kwargs, labels=planted)).loss
-        loss_tally.control(abs(float(planted_loss) - float(reference)), tol)
-    loss.backward()
-    _record_gradient(ctx, batch, embeddings.grad, grad_tally)
     pads = ~batch.real
+    wanted = not loss_tally.control_seen or (bool(pads.any()) and not grad_tally.control_seen)
+    if not ignored.any() or not wanted:
+        return
+    planted = torch.where(ignored, batch.kwargs["input_ids"], labels)
+    planted_loss, _, planted_grad = _model_loss(ctx, batch, planted)
+    loss_tally.control(abs(float(planted_loss) - float(reference)), tol)
     if pads.any():
-        planted = torch.where(pads, batch.kwargs["input_ids"], labels)
-        planted_loss, _, planted_embeddings = _model_loss(ctx, batch, planted)
-        planted_loss.backward()
-        grad = planted_embeddings.grad.float().abs().amax(dim=-1)
-        scale = float(grad[batch.real].max()) if batch.real.any() else 0.0
-        grad_tally.control(float(grad[pads].max()), GRADIENT_TOLERANCES[ctx.dtype] * scale)
+        magnitude = planted_grad.float().abs().amax(dim=-1)
+        scale = float(magnitude[batch.real].max()) if batch.real.any() else 0.0
+        grad_tally.control(float(magnitude[pads].max()), GRADIENT_TOLERANCES[ctx.dtype] * scale)
 
 
 def _miscounted(ctx: ProbeContext, batch: ProbeBatch) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""How ``verify`` loads the model and feeds it: :class:`VerifyOptions`, and the names it accepts."""
+"""How ``verify`` loads the model, samples rows and feeds them: :class:`VerifyOptions`, and the
+names it accepts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ..errors import ConfigError
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+PADDING_SIDES = ("left", "right")
 #: How a collator may feed packed rows (see :mod:`maskprep.collate`); ``mask2d`` leaks, and is
 #: only probed as a diagnostic.
 PACK_FORMS = ("position_ids", "mask4d", "mask2d")
@@ -24,16 +26,23 @@ PROBES = (
 
 @dataclass(frozen=True)
 class VerifyOptions:
-    """How ``verify`` loads the model and feeds it.
+    """How ``verify`` loads the model, which rows it samples and how it feeds them.
 
     ``from_config`` builds the model from its configuration with random weights (seeded by
     ``seed``), ``num_layers`` cutting it to that many layers. ``attn_implementations`` are tried in
-    turn; unavailable ones are reported as skipped. ``pack_forms`` are the collator forms checked
-    on packed rows (``mask2d`` is the leaky diagnostic); ``None`` checks the forms that keep
-    documents apart for the model's kind: ``position_ids`` and ``mask4d`` for decoders, ``mask4d``
-    for encoders (which build no mask from ``position_ids``). ``pad_position_ids`` feeds padded rows
-    ``position_ids`` counted over real tokens, as a trainer using left padding with an
-    absolute-position model must.
+    turn, unavailable ones reported as skipped; ``None`` tries all three on a CUDA device and, on
+    a CPU, only the one the model is set to (what training on it runs). ``pack_forms`` are the
+    collator forms checked on packed rows (``mask2d`` is the leaky diagnostic); ``None`` checks
+    the forms that keep documents apart for the model's kind: ``position_ids`` and ``mask4d`` for
+    decoders, ``mask4d`` for encoders (which build no mask from ``position_ids``).
+    ``pad_position_ids`` feeds padded rows ``position_ids`` counted over real tokens; ``None``
+    does as :func:`maskprep.collate.for_model` does, which feeds them to absolute-position models.
+
+    ``rows`` rows are drawn at random (``seed``) and the ``longest`` rows of the data are added,
+    so that the rows reaching farthest into the model's positions are checked too. ``pad_id``,
+    ``padding_side`` and ``packed`` describe the rows; ``None`` takes them from the output's
+    manifest or, for data without one, from what the rows show (their padding, ``seq_lens`` or
+    ``position_ids``). ``progress`` lets transformers show its progress bars while loading.
     """
 
     revision: str | None = None
@@ -42,24 +51,30 @@ class VerifyOptions:
     num_layers: int | None = None
     device: str = "auto"
     dtype: str = "auto"
-    attn_implementations: tuple[str, ...] = ATTN_IMPLEMENTATIONS
+    attn_implementations: tuple[str, ...] | None = None
     pack_forms: tuple[str, ...] | None = None
-    pad_position_ids: bool = False
+    pad_position_ids: bool | None = None
     rows: int = 8
+    longest: int = 2
     seed: int = 0
     batch_size: int = 4
+    pad_id: int | None = None
+    padding_side: str | None = None
+    packed: bool | None = None
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
-        unknown = [a for a in self.attn_implementations if a not in ATTN_IMPLEMENTATIONS]
-        if unknown or not self.attn_implementations:
-            raise ConfigError(
-                f"attention implementations must be among {', '.join(ATTN_IMPLEMENTATIONS)}, "
-                f"not {', '.join(unknown) or 'none'}"
-            )
+        if self.attn_implementations is not None:
+            unknown = [a for a in self.attn_implementations if a not in ATTN_IMPLEMENTATIONS]
+            if unknown or not self.attn_implementations:
+                raise ConfigError(
+                    f"attention implementations must be among {', '.join(ATTN_IMPLEMENTATIONS)}, "
+                    f"not {', '.join(unknown) or 'none'}"
+                )
         forms = self.pack_forms if self.pack_forms is not None else ("mask4d",)
         bad_forms = [f for f in forms if f not in PACK_FORMS]
         if bad_forms or not forms:
@@ -70,7 +85,15 @@ class VerifyOptions:
         for name in ("rows", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.longest < 0:
+            raise ConfigError(f"longest must be 0 or more, not {self.longest}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be 0 or more, not {self.seed}")
         if self.num_layers is not None and self.num_layers < 1:
             raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
         if self.num_layers is not None and not self.from_config:
             raise ConfigError("num_layers only applies to a model built from its config")
+        if self.pad_id is not None and self.pad_id < 0:
+            raise ConfigError(f"pad_id must be a token id, not {self.pad_id}")
+        if self.padding_side not in (None, *PADDING_SIDES):
+            raise ConfigError(f"padding_side must be left or right, not {self.padding_side!r}")

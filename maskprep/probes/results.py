@@ -18,7 +18,9 @@ class Check:
     ``worst_row`` the dataset index of the row closest to (or furthest past) its bound, and
     ``control_diff`` what the planted leak moved (``None`` where no control applies).
     ``leaking`` counts the rows past their tolerance (batches, for ``labels-loss``, whose loss is
-    one number per batch).
+    one number per batch). A ``LEAK`` names its remedy in ``note``; ``fix`` is that remedy's
+    stable key where it is a setting (``pad_position_ids``, ``pack_form``, ``use_cache``) or a
+    change elsewhere (``labels``: the data; ``attention_mask``: the model's code or the data).
     """
 
     probe: str
@@ -33,11 +35,19 @@ class Check:
     leaking: int = 0
     note: str = ""
     elapsed_s: float = 0.0
+    fix: str = ""
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """Everything ``verify`` found. ``ok`` is false when any check reports a leak."""
+    """Everything ``verify`` found. ``ok`` is false when any check reports a leak.
+
+    ``rows`` are the probed rows' indices in the data, ``longest`` those of them added for their
+    length; ``reach`` is the most positions any row of the data uses (its width, or a pack's
+    longest document) and ``position_limit`` how many an absolute-position model holds (its table
+    less a RoBERTa-style offset), where it has such a table. ``warnings`` are
+    findings that are not leaks (rows beyond a rotary model's context length, …).
+    """
 
     model: str
     kind: str
@@ -47,6 +57,11 @@ class VerifyResult:
     packed: bool
     checks: tuple[Check, ...]
     elapsed_s: float
+    source: str = ""
+    longest: tuple[int, ...] = ()
+    reach: int | None = None
+    position_limit: int | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -1,32 +1,163 @@
-"""Rows to probe: a seeded sample drawn from a finished output."""
+"""Rows to probe: a seeded random sample of the data plus its longest rows, read with inspect's
+reader (an output directory, a directory of shards, one shard file, or Arrow IPC on stdin), and
+what the data says about its rows (pad id, padding side, packs) where a manifest says it."""
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
+from .. import columns
+from ..checks.positions import reach_columns, row_reach
+from ..checks.readers import Shard, open_input, shard_batches, shard_columns
 from ..errors import DataError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ..output.manifest import Manifest
 
-def read_rows(path: str | os.PathLike[str], rows: int, seed: int) -> tuple[pa.Table, list[int]]:
-    """Sample ``rows`` rows (without replacement, by ``seed``) from a finished output."""
-    import pyarrow.dataset as ds
+#: Rows read at once while looking for the longest rows.
+SCAN_ROWS = 65536
+#: The columns a row must have to be probed.
+PROBED_COLUMNS = (columns.INPUT_IDS, columns.ATTENTION_MASK)
+_READ = (*columns.REQUIRED_COLUMNS, *columns.PACK_COLUMNS)
 
-    from ..output.dataset import shard_paths
 
-    paths = [str(p) for p in shard_paths(path)]
-    if not paths:
-        raise DataError(f"{path}: the output has no shards")
-    kind = "parquet" if paths[0].endswith(".parquet") else "ipc"
-    dataset = ds.dataset(paths, format=kind)
-    total = dataset.count_rows()
+@dataclass(frozen=True)
+class DataFacts:
+    """What the data's manifest says about its rows; ``None`` where it says nothing (or there
+    is no manifest): the pad id, the padding side of padded rows, whether the rows are packs,
+    and the tokenizer's ``model_max_length``."""
+
+    pad_id: int | None = None
+    padding_side: str | None = None
+    packed: bool | None = None
+    model_max_length: int | None = None
+    tokenizer: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Rows drawn from the data: ``table`` holds them in data order, ``row_ids`` their indices in
+    the data and ``longest`` those added for their length. ``reach`` is the most positions any
+    row of the whole data uses (its width, or a pack's longest document), ``reach_row`` that
+    row."""
+
+    source: str
+    table: pa.Table
+    row_ids: tuple[int, ...]
+    longest: tuple[int, ...]
+    total_rows: int
+    reach: int
+    reach_row: int
+    facts: DataFacts
+
+
+def data_facts(manifest: Manifest | None) -> DataFacts:
+    """The :class:`DataFacts` a build's manifest records."""
+    if manifest is None:
+        return DataFacts()
+    tokenizer = manifest.tokenizer
+    strategy = manifest.config.strategy
+    return DataFacts(
+        pad_id=tokenizer.pad_token_id,
+        # Packs are padded at the end whatever side the tokenizer pads on.
+        padding_side=tokenizer.padding_side if strategy in ("pad", "bucket") else None,
+        packed=strategy == "pack",
+        model_max_length=tokenizer.model_max_length,
+        tokenizer=tokenizer.name_or_path,
+    )
+
+
+def sample_rows(
+    path: str, rows: int, longest: int, seed: int, stdin: BinaryIO | None = None
+) -> Sample:
+    """Draw ``rows`` rows at random (``seed``) and add the ``longest`` rows that reach farthest
+    (ties: most real tokens, then the first), from the data at ``path``."""
+    shards, manifest = open_input(path, stdin, whole=True)
+    sizes = [int(s.rows or 0) for s in shards]
+    total = sum(sizes)
     if total == 0:
-        raise DataError(f"{path}: the shards hold no rows")
+        raise DataError(f"{path}: the data holds no rows")
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    far = _farthest(shards, starts, longest)
     rng = np.random.default_rng(seed)
-    picked = np.sort(rng.choice(total, size=min(rows, total), replace=False))
-    return dataset.take(picked), [int(i) for i in picked]
+    picked = rng.choice(total, size=min(rows, total), replace=False)
+    longest_ids = far.rows[: min(longest, total)]
+    chosen = np.union1d(picked, longest_ids).astype(np.int64)
+    table = _take(shards, starts, chosen, path)
+    return Sample(
+        source=path,
+        table=table,
+        row_ids=tuple(int(i) for i in chosen),
+        longest=tuple(int(i) for i in longest_ids),
+        total_rows=total,
+        reach=far.reach,
+        reach_row=far.reach_row,
+        facts=data_facts(manifest),
+    )
+
+
+@dataclass(frozen=True)
+class _Farthest:
+    rows: np.ndarray
+    reach: int
+    reach_row: int
+
+
+def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> _Farthest:
+    """The ``keep`` rows reaching farthest (most real tokens among equals), scanning only the
+    columns that tell, in batches: a few numbers are kept whatever the size of the data."""
+    best_keys = np.zeros(0, np.int64)
+    best_rows = np.zeros(0, np.int64)
+    reach, reach_row = -1, 0
+    for shard, start in zip(shards, starts[:-1], strict=False):
+        read = reach_columns(shard_columns(shard))
+        for offset, batch in shard_batches(shard, SCAN_ROWS, read=read, required=PROBED_COLUMNS):
+            far, real, _ = row_reach(batch)
+            ids = np.arange(batch.num_rows, dtype=np.int64) + int(start) + offset
+            top = int(np.argmax(far))
+            if int(far[top]) > reach:
+                reach, reach_row = int(far[top]), int(ids[top])
+            if keep == 0:
+                continue
+            # Reach first, real tokens second; both fit 31 bits.
+            keys = np.concatenate((best_keys, (far << 32) + real))
+            rows = np.concatenate((best_rows, ids))
+            order = np.lexsort((rows, -keys))[:keep]
+            best_keys, best_rows = keys[order], rows[order]
+    return _Farthest(best_rows, max(reach, 0), reach_row)
+
+
+def _take(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path: str) -> pa.Table:
+    """The ``chosen`` rows (sorted data indices) of the shards, as one table."""
+    import pyarrow as pa
+
+    parts = []
+    names: dict[str, str] = {}
+    for shard, start, stop in zip(shards, starts[:-1], starts[1:], strict=False):
+        lo, hi = np.searchsorted(chosen, [start, stop])
+        if lo == hi:
+            continue
+        local = chosen[lo:hi] - start
+        for offset, batch in shard_batches(
+            shard, SCAN_ROWS, local, read=_READ, required=PROBED_COLUMNS
+        ):
+            inside = local[(local >= offset) & (local < offset + batch.num_rows)] - offset
+            if len(inside):
+                parts.append(pa.Table.from_batches([batch.take(pa.array(inside))]))
+                names[shard.name] = ",".join(batch.schema.names)
+    kinds = list(dict.fromkeys(names.values()))
+    if len(kinds) > 1:
+        first, second = (next(n for n, c in names.items() if c == kind) for kind in kinds[:2])
+        raise DataError(
+            f"{path}: shards with different columns: {first} has {kinds[0]}, "
+            f"{second} has {kinds[1]}"
+        )
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"{path}: the shards' columns do not agree in type: {exc}") from None

@@ -54,9 +54,27 @@ class Tally:
         if text not in self.notes:
             self.notes.append(text)
 
+    def noted(self, start: str) -> bool:
+        """Whether a note starting with ``start`` was made."""
+        return any(n.startswith(start) for n in self.notes)
 
-def check_from_tally(probe: str, impl: str, form: str, tally: Tally, skip_reason: str) -> Check:
-    """Turn a tally into a check: LEAK past tolerance, inconclusive when blind, else pass."""
+    @property
+    def control_seen(self) -> bool:
+        """A planted leak moved outputs past its tolerance: the probe can see a leak on this
+        model, so later batches need not plant one again (the verdict needs one sighting)."""
+        return any(c > t for c, t in zip(self.controls, self.control_tols, strict=True))
+
+
+def check_from_tally(
+    probe: str,
+    impl: str,
+    form: str,
+    tally: Tally,
+    skip_reason: str,
+    remedy: tuple[str, str] = ("", ""),
+) -> Check:
+    """Turn a tally into a check: LEAK past tolerance (its note naming the ``remedy``: a fix key
+    and its words), inconclusive when blind, else pass."""
     common: dict[str, Any] = {"probe": probe, "attn_implementation": impl, "form": form}
     if tally.positions == 0:
         return Check(**common, status="skipped", note=skip_reason, elapsed_s=tally.elapsed_s)
@@ -65,9 +83,11 @@ def check_from_tally(probe: str, impl: str, form: str, tally: Tally, skip_reason
     worst = int(np.argmax(ratio))
     control = max(tally.controls) if tally.controls else None
     notes = list(tally.notes)
+    fix = ""
     if ratio[worst] > 1:
         status: Status = "LEAK"
-        notes.insert(0, _LEAK_HINTS[probe])
+        fix, words = remedy
+        notes.insert(0, f"{_LEAK_HINTS[probe]}; fix: {words}" if words else _LEAK_HINTS[probe])
     elif tally.controls:
         seen = np.array(tally.controls) > np.array(tally.control_tols)
         status = "pass" if seen.any() else "inconclusive"
@@ -86,4 +106,5 @@ def check_from_tally(probe: str, impl: str, form: str, tally: Tally, skip_reason
         leaking=int((ratio > 1).sum()),
         note="; ".join(notes),
         elapsed_s=tally.elapsed_s,
+        fix=fix,
     )

@@ -41,7 +41,7 @@ from .fast import EncoderSpec
 from .loading import TokenizerInfo
 
 #: Bumped whenever what is stored, or how it is derived from the tokenizer, changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 #: Files transformers never reads to build a tokenizer (model weights and exports); large, so
 #: not hashed into the key.

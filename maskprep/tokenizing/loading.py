@@ -27,6 +27,9 @@ IDENTITY_FILES = (
     "spiece.model",
     "added_tokens.json",
 )
+#: transformers gives a tokenizer without a known limit ``int(1e30)`` (``VERY_LARGE_INTEGER``);
+#: no model has anywhere near this many positions.
+UNSET_MODEL_MAX_LENGTH = 10**18
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class TokenizerInfo:
     suffix_ids: list[int]
     fingerprint: str
     files: dict[str, str]
+    #: The tokenizer's ``model_max_length`` where it sets one (``None``: unset).
+    model_max_length: int | None = None
 
 
 def load_tokenizer(config: TokenizerConfig) -> Any:
@@ -123,7 +128,18 @@ def tokenizer_info(tokenizer: Any, config: TokenizerConfig) -> TokenizerInfo:
         suffix_ids=suffix,
         fingerprint=_fingerprint(tokenizer),
         files=tokenizer_file_hashes(config.name_or_path),
+        model_max_length=real_model_max_length(getattr(tokenizer, "model_max_length", None)),
     )
+
+
+def real_model_max_length(value: Any) -> int | None:
+    """A tokenizer's ``model_max_length``, or ``None`` where it is unset (transformers then holds
+    a huge sentinel) or not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not 0 < value < UNSET_MODEL_MAX_LENGTH or value != int(value):
+        return None
+    return int(value)
 
 
 def _fingerprint(tokenizer: Any) -> str:

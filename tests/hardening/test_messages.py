@@ -166,14 +166,12 @@ def test_inspect_with_a_missing_local_tokenizer_says_no_such_directory(tmp_path,
 
 
 @needs_torch
-@pytest.mark.xfail(strict=True, reason="#14: a missing local model says 'Repo id must be…'")
 def test_verify_with_a_missing_local_model_says_no_such_directory(tmp_path, finished):
     path = str(tmp_path / "no" / "model")
     result = cli("verify", finished, "-m", path, "--device", "cpu")
     _no_such_directory(assert_clean_failure(result, 2, [path]))
 
 
-@pytest.mark.xfail(strict=True, reason="#14 (found): verify --seed -1: traceback")
 def test_verify_negative_seed_is_a_usage_error(finished, llama_like):
     assert_clean_failure(cli("verify", finished, "-m", llama_like, "--seed", "-1"), 2)
 

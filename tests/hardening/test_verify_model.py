@@ -54,21 +54,16 @@ def test_verify_ran_in_the_dtype_asked_for(probed):
     assert any(c.status != "skipped" for c in result.checks)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: verify converts the caller's model to its dtype")
 def test_verify_leaves_the_callers_dtype(probed):
     before, after, _ = probed
     assert after["dtype"] == before["dtype"] == torch.bfloat16
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14: verify leaves the caller's model on its last attention"
-)
 def test_verify_leaves_the_callers_attention_implementation(probed):
     before, after, _ = probed
     assert after["attn"] == before["attn"] == "sdpa"
 
 
-@pytest.mark.xfail(strict=True, reason="#14 (found): verify leaves the caller's model in eval mode")
 def test_verify_leaves_the_callers_train_mode(probed):
     before, after, _ = probed
     assert after["training"] is before["training"] is True
@@ -85,7 +80,6 @@ def test_verify_leaves_the_callers_device_weights_and_gradients(probed):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.xfail(strict=True, reason="#14: verify moves the caller's model to its device")
 def test_verify_on_cuda_leaves_a_cpu_model_on_the_cpu(finished):
     config = transformers.LlamaConfig(
         vocab_size=512,

@@ -1,0 +1,66 @@
+"""What to change when a probe finds a leak: the remedy a ``LEAK`` names, from what the rows and
+the feed were."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_PACK_FORM = (
+    "pack_form",
+    "feed packs form='mask4d' (or 'position_ids' to a decoder): Collator.for_output picks the "
+    "form this model takes",
+)
+_LABELS = (
+    "labels",
+    "labels must be IGNORE_INDEX at padding and at each packed document's first token, and not "
+    "shifted: rebuild the data with maskprep build, or let Collator(check_labels=True) refuse such "
+    "rows",
+)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What a remedy depends on: the rows (``packed``, some ``left_padded``) and the feed (with
+    ``position_ids``, the pack ``form``) of a model (``causal``, ``absolute`` positions)."""
+
+    packed: bool
+    left_padded: bool
+    position_ids: bool
+    form: str
+    causal: bool
+    absolute: bool
+
+
+def remedy(probe: str, feed: Feed) -> tuple[str, str]:
+    """``(key, text)``: the :attr:`~.results.Check.fix` key and the words naming the fix for a
+    leak that ``probe`` found on ``feed``."""
+    if probe in ("labels-loss", "labels-gradient"):
+        return _LABELS
+    if probe in ("unpadded-reference", "cross-document") and feed.packed:
+        if feed.form == "mask2d":
+            return _PACK_FORM
+        if feed.form == "position_ids" and not feed.causal:
+            return (
+                "pack_form",
+                "encoders build no attention mask from position_ids: feed packs form='mask4d'",
+            )
+    shifted = feed.left_padded and feed.absolute and not feed.position_ids
+    if probe == "unpadded-reference" and shifted:
+        return (
+            "pad_position_ids",
+            "left padding shifts an absolute-position model's positions: feed position_ids "
+            "counted over real tokens (Collator(pad_position_ids=True), as Collator.for_output "
+            "does for this model)",
+        )
+    if probe == "causal":
+        return (
+            "attention_mask",
+            "the model's forward replaces its causal mask (a bidirectional mask given or built)",
+        )
+    text = (
+        "the model does not apply the attention mask it is given: check its forward (a wrapper "
+        "or its own code dropping attention_mask)"
+    )
+    if feed.causal and feed.left_padded and not feed.packed:
+        text += "; padded on the right, a decoder's real tokens never see the padding"
+    return "attention_mask", text
