@@ -12,7 +12,9 @@ In one invocation, on the same corpora and tokenizer, each pipeline runs as its 
   (``--tokenizer-cache``) that the bench fills before measuring (a fresh one per invocation,
   under ``--workdir``), as every build after the first one with a cache does; ``maskprep pad
   cold`` runs without a cache (the default): what a build pays to load the tokenizer through
-  transformers.
+  transformers; ``maskprep pad s3``: input and output on an S3-protocol server (moto, started on
+  loopback by the bench, ``tests/s3_server.py``), the same build reading ``s3://bench/CORPUS``
+  and writing ``s3://bench/…/`` (the server shares the machine's CPUs with the build).
 
 Real tokens are the non-pad tokens of the padded output (the same for every pipeline: each keeps
 every document, truncated to ``--max-length``). Each pipeline runs on the corpus (1x) and on
@@ -150,6 +152,46 @@ PIPELINES = {"ceiling": run_ceiling, "datasets": run_datasets, "loop": run_loop}
 # The driver -------------------------------------------------------------------------------------
 
 
+class _S3:
+    """The S3-protocol server the ``s3`` pipelines read from and write to, started on first use:
+    moto on loopback, a bucket ``bench``, the corpora uploaded once."""
+
+    BUCKET = "bench"
+
+    def __init__(self, workdir: Path) -> None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from s3_server import S3Server
+
+        self.server = S3Server.start(Path(tempfile.mkdtemp(dir=workdir)))
+        self.env = self.server.client_env(Path(tempfile.mkdtemp(dir=workdir)))
+        self._client().create_bucket(Bucket=self.BUCKET)
+        self._uploaded: set[str] = set()
+
+    def _client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server has used so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.server.process.pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+    def url(self, corpus: str) -> str:
+        """The corpus's URL on the server (uploaded the first time)."""
+        key = Path(corpus).name
+        if key not in self._uploaded:
+            self._client().upload_file(corpus, self.BUCKET, key)
+            self._uploaded.add(key)
+        return f"s3://{self.BUCKET}/{key}"
+
+
 def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tuple[list[str], dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env["HF_DATASETS_CACHE"] = str(Path(out) / "hf-cache")  # fresh: no cached map results
@@ -158,6 +200,13 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
         del env["MASKPREP_TOKENIZER_CACHE"]
     if name.startswith("maskprep"):
         parts = name.split()
+        target = str(Path(out) / "maskprep")
+        if "s3" in parts[2:]:
+            if args.s3 is None:
+                args.s3 = _S3(args.workdir)
+            env.update(args.s3.env)
+            corpus = args.s3.url(corpus)
+            target = f"s3://{_S3.BUCKET}/{Path(out).name}/maskprep"
         cmd = [
             sys.executable,
             "-m",
@@ -171,7 +220,7 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
             "--strategy",
             parts[1],
             "-o",
-            str(Path(out) / "maskprep"),
+            target,
             "--overwrite",
             "-q",
         ]
@@ -202,6 +251,7 @@ def measure(name: str, corpus: str, args: argparse.Namespace) -> tuple[float, fl
     out = tempfile.mkdtemp(prefix="maskprep-bench-")
     try:
         cmd, env = _command(name, corpus, args, out)
+        server = args.s3.cpu_seconds() if args.s3 is not None and "s3" in name.split() else None
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -210,6 +260,9 @@ def measure(name: str, corpus: str, args: argparse.Namespace) -> tuple[float, fl
         err = proc.stderr.read().decode() if proc.stderr else ""
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed ({proc.returncode}):\n{err[-3000:]}")
+        if server is not None:
+            used = args.s3.cpu_seconds() - server
+            print(f"    ({name}: the S3 server used {used:.2f} CPU s beside it)", flush=True)
         return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -318,6 +371,7 @@ ALL = [
     "maskprep bucket",
     "maskprep pack",
     "maskprep pad cold",
+    "maskprep pad s3",
 ]
 
 
@@ -339,6 +393,7 @@ def main() -> None:
     parser.add_argument("--run", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.s3 = None
     args.tokenizer = args.tokenizer or default_tokenizer()
     if args.run:
         PIPELINES[args.run](args.corpus[0], args.tokenizer, args.max_length, args.out)
@@ -368,10 +423,14 @@ def main() -> None:
         f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), "
         f"load average {os.getloadavg()[0]:.2f}; tokenizer {args.tokenizer}"
     )
-    for corpus in corpora:
-        bench_corpus(corpus, args, args.workdir)
-    if not args.no_memory_check:
-        memory_check(corpora[0], args, args.workdir)
+    try:
+        for corpus in corpora:
+            bench_corpus(corpus, args, args.workdir)
+        if not args.no_memory_check:
+            memory_check(corpora[0], args, args.workdir)
+    finally:
+        if args.s3 is not None:
+            args.s3.server.stop()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from maskprep import columns
+from maskprep import columns, storage
 from maskprep.config import OutputConfig, ShapeConfig
 from maskprep.output.shards import ShardWriter
 from maskprep.shaping.shaper import make_shaper
@@ -58,7 +58,7 @@ def shape_and_write(
     """Real tokens written, wall seconds and CPU seconds for one strategy."""
     shaper = make_shaper(ShapeConfig(max_length=max_length, strategy=strategy), 0, "right")
     schema = columns.schema(packed=strategy == "pack")
-    writer = ShardWriter(out, OutputConfig(directory=str(out)), schema)
+    writer = ShardWriter(storage.parse_location(str(out)), OutputConfig(directory=str(out)), schema)
     real = 0
     cpu, wall = time.process_time(), time.perf_counter()
     for docs in batches:

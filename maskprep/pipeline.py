@@ -10,21 +10,21 @@ and tokens from the shards written.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import columns
+from . import columns, storage
 from .config import BuildConfig, RejectLimit
-from .errors import BadRecordError, DataError, os_failure
-from .output.directory import finished_manifest, make_output_directory, prepare_output
-from .output.lock import OutputLock
-from .output.manifest import Manifest, Part, RecordedConfig, manifest_problems, write_manifest
-from .output.names import MANIFEST_NAME, TMP_PREFIX
+from .errors import BadRecordError, DataError
+from .output.directory import Action
+from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
+from .output.lock import DEFAULT_LEASE_TTL
+from .output.manifest import Manifest, Part, RecordedConfig, manifest_problems
 from .output.rejects import RejectsWriter
+from .output.session import OutputRequest, OutputSession, write_failures
 from .output.shards import ShardInfo, ShardWriter
 from .results import BuildResult, Progress, Totals
 from .shaping.fill import Fill, FillStats
@@ -46,6 +46,8 @@ def build(
     on_progress: Callable[[Progress], None] | None = None,
     tokenizer: Any = None,
     tokenizer_cache: TokenizerCache | None = None,
+    storage_options: storage.StorageOptions | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -65,39 +67,61 @@ def build(
     ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
     transformers once an earlier build has cached that tokenizer (see
     :mod:`maskprep.tokenizing.cache`); it never changes the output either.
+
+    ``config.output.directory`` is a local directory or an object-store URL (``s3://…``), whose
+    filesystem ``storage_options`` configures; there the output's lock is a lease that lapses
+    ``lease_ttl`` seconds after its holder stops renewing it (see docs/storage.md). The output is
+    written by the commit protocol of :mod:`maskprep.output.session`.
     """
-    directory = Path(config.output.directory)
-    created = make_output_directory(directory)
-    try:
-        with OutputLock(directory):
-            finished = finished_build(directory, config)
+    location = storage.parse_location(config.output.directory, storage_options)
+    request = OutputRequest(
+        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
+    )
+    with write_failures(location), OutputSession.open(location, request) as output:
+        if output.action is Action.FINISHED:
+            finished = finished_build(output, config, storage_options)
             if finished is not None:
                 return finished
-            return _build_locked(
-                config,
-                stdin=stdin,
-                on_progress=on_progress,
-                loaded=tokenizer,
-                tokenizer_cache=tokenizer_cache,
-            )
-    except OSError as exc:
-        raise os_failure(directory, "cannot write output", exc) from None
-    finally:
-        if created and directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
+        return _build_locked(
+            config,
+            output,
+            storage_options,
+            stdin=stdin,
+            on_progress=on_progress,
+            loaded=tokenizer,
+            tokenizer_cache=tokenizer_cache,
+        )
 
 
-def finished_build(directory: Path, config: BuildConfig) -> BuildResult | None:
-    """Resuming an output that already finished: its result, unchanged, when it was built with
-    this config (and part); ``None`` when there is nothing finished to return. A finished output
-    whose manifest does not add up is refused (:class:`~maskprep.errors.DataError`)."""
-    manifest = finished_manifest(directory, config)
-    if manifest is None:
+def finished_build(
+    output: OutputSession,
+    config: BuildConfig,
+    storage_options: storage.StorageOptions | None = None,
+) -> BuildResult | None:
+    """Resuming an output that already finished: its result, unchanged, when it is still what
+    this build makes (same options and part, inputs and tokenizer files unchanged); refused when
+    it is not, or when its manifest does not add up (:class:`~maskprep.errors.DataError`).
+    ``None`` when a shard it lists is gone: the output is then unfinished again (its manifest
+    removed) and the build resumes it."""
+    manifest = output.state.manifest
+    assert manifest is not None
+    where = output.location.url
+    check_same_build(manifest, config, where)
+    check_inputs_unchanged(manifest, config, where, storage_options)
+    check_tokenizer_unchanged(manifest, config, where)
+    if output.state.missing:
+        output.unfinish()
         return None
-    problems = manifest_problems(manifest, directory)
+    problems = manifest_problems(manifest, output.location)
     if problems:
-        raise DataError(f"{directory}: the finished build's manifest is wrong: {problems[0]}")
-    return BuildResult.finished(directory, manifest)
+        raise DataError(f"{where}: the finished build's manifest is wrong: {problems[0]}")
+    output.tidy()
+    return BuildResult.finished(_result_path(output.location), manifest)
+
+
+def _result_path(location: storage.Location) -> Path | str:
+    """Where a build wrote, as :class:`BuildResult` gives it: a path, or the URL."""
+    return Path(location.path) if location.is_local else location.url
 
 
 class RejectsPastLimit(DataError):
@@ -110,10 +134,13 @@ class RejectsPastLimit(DataError):
 class _Read:
     """What the read side counts, and the bad-record policy applied to the rejected records as
     they arrive in the stream: ``fail`` (no ``rejects``) raises at the first one, ``skip`` writes
-    each to ``rejects`` and counts it, up to ``limit``."""
+    each to ``rejects`` and counts it, up to ``limit``. ``staged``: the build writes beside a
+    finished output it would replace, which a failed build leaves as it was, rejects file and
+    all (this build's rejects go with its staging)."""
 
     rejects: RejectsWriter | None
     limit: RejectLimit | None = None
+    staged: bool = False
     documents: int = 0
     rejected: int = 0
     without_labels: int = 0
@@ -140,34 +167,53 @@ class _Read:
         if not limit.exceeded(self.rejected, read):
             return
         share = f" of {read:,} read ({100 * self.rejected / read:.1f}%)" if finished else ""
+        after = (
+            "the finished output there is left as it was"
+            if self.staged
+            else "the rejects file says why each was"
+        )
         raise RejectsPastLimit(
             f"{where}: {self.rejected:,} records rejected{share}, more than the max_rejects "
-            f"limit of {limit}; the rejects file says why each was"
+            f"limit of {limit}; {after}"
         )
 
 
 def _build_locked(
     config: BuildConfig,
+    output: OutputSession,
+    storage_options: storage.StorageOptions | None,
     *,
     stdin: BinaryIO | None,
     on_progress: Callable[[Progress], None] | None,
     loaded: Any,
     tokenizer_cache: TokenizerCache | None,
 ) -> BuildResult:
-    """The build proper, run while this process holds the output directory's lock."""
+    """The build proper, run while this process holds the output's lock."""
     started = time.perf_counter()
-    reader = SourceReader(config.source, stdin=stdin, sft=config.sft, part=config.part)
+    reader = SourceReader(
+        config.source,
+        stdin=stdin,
+        sft=config.sft,
+        part=config.part,
+        storage_options=storage_options,
+    )
     tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache)
     info = tokenizing.info
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
-    directory = prepare_output(config.output)
+    output.begin()
     packed = config.shape.strategy == "pack"
-    writer = ShardWriter(directory, config.output, columns.schema(packed=packed))
+    writer = ShardWriter(
+        output.target,
+        config.output,
+        columns.schema(packed=packed),
+        existing=output.existing_shards,
+        keepalive=output.keepalive,
+    )
     skip = config.source.on_bad_record == "skip"
-    rejects = RejectsWriter(directory) if skip else None
-    read = _Read(rejects, config.source.max_rejects)
+    rejects = RejectsWriter(output.target) if skip else None
+    read = _Read(rejects, config.source.max_rejects, staged=output.staged)
 
     def progress() -> None:
         if on_progress is not None:
@@ -223,15 +269,12 @@ def _build_locked(
         )
         if rejects is not None:
             rejects.publish()
-        write_manifest(directory, manifest)  # last: the output is finished from here on
+        output.commit(manifest)  # last: the output is finished from here on
         committed = True
     except BaseException as exc:
         if committed:
             raise  # finished: an interrupt just after the manifest takes nothing back
         stream.close()  # stops the reader thread before the files it feeds are closed
-        # A manifest found here was put by a write that then failed: it goes before the shards.
-        with contextlib.suppress(OSError):
-            (directory / MANIFEST_NAME).unlink(missing_ok=True)
         # Interrupted, or failing once every shard is complete (a full disk at the manifest),
         # the complete shards stay for a resume, as after a kill.
         writer.abort(keep_complete=complete or not isinstance(exc, Exception))
@@ -242,13 +285,10 @@ def _build_locked(
             rejects.publish()
         elif rejects is not None:
             rejects.discard()
-        _remove_temporaries(directory)
-        if isinstance(exc, OSError):
-            raise os_failure(directory, "cannot write output", exc) from None
-        raise
+        raise  # the session removes its staging and temporaries on the way out
     elapsed = time.perf_counter() - started
     return BuildResult(
-        directory,
+        _result_path(output.location),
         manifest,
         elapsed,
         reused_shards=writer.reused,
@@ -301,15 +341,3 @@ def _unusable(totals: Totals, reader: SourceReader, config: BuildConfig) -> str 
 def _names(reader: SourceReader) -> str:
     names = [s.path for s in reader.stats]
     return names[0] if len(names) == 1 else f"{len(names)} inputs"
-
-
-def _remove_temporaries(directory: Path) -> None:
-    """Remove every temporary file in ``directory``: this build holds its lock, so any there is
-    this build's or a dead build's, and none may outlive an abort."""
-    try:
-        names = [p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX)]
-    except OSError:
-        return
-    for path in names:
-        with contextlib.suppress(OSError):  # the original error is the one to report
-            path.unlink(missing_ok=True)

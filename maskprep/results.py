@@ -98,9 +98,10 @@ class Totals:
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What a build produced: where, the manifest written, and how long it took."""
+    """What a build produced: where (a path, or the URL of an object-store output), the
+    manifest written, and how long it took."""
 
-    output: Path
+    output: Path | str
     manifest: Manifest
     elapsed_s: float
     #: With resume: complete shards of the interrupted build that were checked and kept.
@@ -125,7 +126,9 @@ class BuildResult:
         return build_warnings(self.manifest)
 
     @classmethod
-    def finished(cls, directory: Path, manifest: Manifest, elapsed_s: float = 0.0) -> BuildResult:
+    def finished(
+        cls, directory: Path | str, manifest: Manifest, elapsed_s: float = 0.0
+    ) -> BuildResult:
         """The result of an output that was already finished, returned as it is: every shard
         counts as reused."""
         return cls(directory, manifest, elapsed_s, reused_shards=len(manifest.shards))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import subprocess
 import sys
@@ -17,9 +16,9 @@ from conftest import make_config, write_jsonl
 from maskprep import ConfigError, build
 from maskprep.cli import main
 from maskprep.errors import IOFailure, OutputError
-from maskprep.output import shards
 from maskprep.output.lock import LOCK_NAME, OutputLock
 from maskprep.output.names import MANIFEST_NAME
+from maskprep.storage import writers
 
 
 @pytest.fixture
@@ -97,22 +96,31 @@ def test_lock_held_by_another_process_exits_2_and_dies_with_it(
     assert (out / MANIFEST_NAME).is_file()
 
 
-class _DiskThatFills(io.FileIO):
-    """A shard file on a disk with ``room`` bytes left."""
+def _fill_disk(monkeypatch, room: int, applies=lambda name: True) -> list[str]:
+    """Local writes of files whose final name ``applies`` fail with ENOSPC past ``room`` bytes,
+    as on a full disk; returns the names of the files opened for writing, in order."""
+    opened: list[str] = []
+    real_init, real_write = writers._LocalSink.__init__, writers._LocalSink.write
 
-    room = 300
+    def init(self, location, exclusive):
+        real_init(self, location, exclusive)
+        opened.append(os.path.basename(location.path))
 
-    def write(self, data) -> int:
-        if self.tell() + len(data) > self.room:
+    def write(self, data) -> None:
+        if applies(os.path.basename(self.final)) and self.file.tell() + len(data) > room:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return super().write(data)
+        real_write(self, data)
+
+    monkeypatch.setattr(writers._LocalSink, "__init__", init)
+    monkeypatch.setattr(writers._LocalSink, "write", write)
+    return opened
 
 
 def test_disk_full_gives_one_line_and_leaves_no_complete_looking_shard(
     tmp_path, source, llama_like, runner, monkeypatch
 ):
     before = (_digest(source), source.stat().st_mtime_ns)
-    monkeypatch.setattr(shards, "open", _DiskThatFills, raising=False)
+    _fill_disk(monkeypatch, room=300)
     out = tmp_path / "out"
     result = runner.invoke(main, _cli(source, llama_like, out))
     assert result.exit_code == IOFailure.exit_code == 1  # the machine failed, not the command
@@ -128,41 +136,26 @@ def test_disk_full_gives_one_line_and_leaves_no_complete_looking_shard(
 def test_disk_full_on_a_later_shard_removes_the_earlier_ones(
     tmp_path, source, llama_like, monkeypatch
 ):
-    opened = []
+    shards: list[str] = []
 
-    class FillsOnThird(io.FileIO):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            opened.append(self.name)
+    def third_shard_on(name: str) -> bool:
+        if name.startswith("data-") and name not in shards:
+            shards.append(name)
+        return len(shards) >= 3
 
-        def write(self, data) -> int:
-            if len(opened) >= 3:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return super().write(data)
-
-    monkeypatch.setattr(shards, "open", FillsOnThird, raising=False)
+    _fill_disk(monkeypatch, room=0, applies=third_shard_on)
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(IOFailure, match="No space left on device"):
         build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
-    assert len(opened) == 3  # two shards were complete before the disk filled
+    assert len(shards) == 3  # two shards were complete before the disk filled
     assert list(out.iterdir()) == []
 
 
 def test_manifest_that_does_not_fit_leaves_no_partial_manifest(
     tmp_path, source, llama_like, monkeypatch
 ):
-    real_open = open
-
-    class AlmostFull(_DiskThatFills):
-        room = 10
-
-    def open_full_for_manifest(path, mode="r", *args, **kwargs):
-        if str(path).endswith(MANIFEST_NAME) and "w" in mode:
-            return AlmostFull(path, mode)
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(shards, "open", open_full_for_manifest, raising=False)
+    _fill_disk(monkeypatch, room=10, applies=lambda name: name == MANIFEST_NAME)
     out = tmp_path / "out"
     with pytest.raises(IOFailure, match="No space left on device"):
         build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))

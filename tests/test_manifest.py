@@ -3,6 +3,7 @@ file names that dataset readers skip and the old ones outputs of earlier version
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -102,7 +103,8 @@ def test_an_old_name_output_is_inspected_loaded_and_resumed(outputs, tmp_path, d
     old = _as_old_version(outputs["pad"], tmp_path / "old")
     assert inspect(str(old)).ok
     assert read_manifest(old) == read_manifest(outputs["pad"])
-    assert len(load_dataset(old)) == read_manifest(old).totals.rows_written
+    if importlib.util.find_spec("datasets") is not None:  # the datasets extra
+        assert len(load_dataset(old)) == read_manifest(old).totals.rows_written
     resumed = _build(old, docs, llama_like, shard_rows=10, resume=True)
     assert resumed.reused_shards == len(resumed.shards)
     assert not (old / MANIFEST_NAME).exists()  # returned as it is, not rewritten

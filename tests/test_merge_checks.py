@@ -13,10 +13,11 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, DataError, PartSpec, build, merge, read_manifest
 from maskprep.cli import main
-from maskprep.distributed import merge as merging
+from maskprep.distributed import merge_output
 from maskprep.distributed.tiling import check_inputs
 from maskprep.output.manifest import Part
 from maskprep.output.names import MANIFEST_NAME
+from maskprep.output.shards import sha256_file
 from maskprep.sources.parts import FileRange, PlannedFile
 
 A = PlannedFile("a.jsonl", 100, 1_000)
@@ -170,7 +171,7 @@ def across_filesystems(monkeypatch):
     def no_link(source, target):
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
 
-    monkeypatch.setattr(merging.os, "link", no_link)
+    monkeypatch.setattr(merge_output, "hard_link", no_link)
 
 
 def test_copied_shards_are_hashed_and_equal_to_linked_ones(
@@ -180,7 +181,7 @@ def test_copied_shards_are_hashed_and_equal_to_linked_ones(
     result = merge(parts, tmp_path / "m")
     assert result.linked == 0 and result.copied == result.shards > 2
     for shard in result.manifest.shards:
-        assert merging.sha256_file(result.output / shard.path) == shard.sha256
+        assert sha256_file(result.output / shard.path) == shard.sha256
     assert not [p.name for p in result.output.iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -194,5 +195,6 @@ def test_a_copied_shard_that_changed_since_its_part_is_refused_and_nothing_kept(
     shutil.copyfile(other, victim)  # a valid shard, but not the one the part recorded
     with pytest.raises(DataError, match="does not match the sha256 its part's manifest records"):
         merge(parts, tmp_path / "m")
-    left = sorted(p.name for p in (tmp_path / "m").iterdir())
+    out = tmp_path / "m"  # the merge made it, and removes it again when it leaves it empty
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
     assert left == [], left

@@ -90,6 +90,49 @@ def test_ray_build_has_the_rows_of_a_local_build(cluster, tmp_path, corpus_file,
     assert cluster.is_initialized()  # a cluster it did not start is left running
 
 
+def test_ray_build_writes_its_parts_and_output_to_s3(
+    cluster, s3_server, s3_bucket, tmp_path, corpus_file, llama_like
+):
+    """Workers read the input from the store and write their parts there; the driver merges
+    server-side. The store is named by explicit storage options (workers do not inherit the
+    driver's AWS variables), as --storage-option gives them."""
+    import boto3
+    import pyarrow.parquet as pq
+
+    from maskprep import storage
+    from maskprep.distributed.ray_engine import build_with_ray
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="in.jsonl", Body=corpus_file.read_bytes())
+    options = storage.parse_option_items(
+        [
+            f"s3:endpoint_url={s3_server.endpoint}",
+            f"s3:key={os.environ['AWS_ACCESS_KEY_ID']}",
+            f"s3:secret={os.environ['AWS_SECRET_ACCESS_KEY']}",
+        ]
+    )
+    shape = dict(pad_token="eos", max_length=12, shard_rows=6)
+    config = make_config([f"s3://{s3_bucket}/in.jsonl"], llama_like, f"s3://{s3_bucket}/out",
+                         **shape)  # fmt: skip
+    result = build_with_ray(config, parts=2, storage_options=options)
+    assert result.output == f"s3://{s3_bucket}/out"
+    local = build(make_config([corpus_file], llama_like, tmp_path / "local", **shape))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert not [k for k in keys if k.startswith("out.parts/")], keys  # parts removed
+    rows = []
+    for shard in result.manifest.shards:
+        body = s3.get_object(Bucket=s3_bucket, Key=f"out/{shard.path}")["Body"].read()
+        rows += pq.read_table(pa_buffer(body)).to_pylist()
+    assert rows == _rows(tmp_path / "local")
+    assert result.manifest.totals == local.manifest.totals
+
+
+def pa_buffer(data: bytes):
+    import pyarrow as pa
+
+    return pa.BufferReader(data)
+
+
 def test_ray_pack_is_per_part_and_part_errors_are_one_line(
     cluster, tmp_path, corpus_file, llama_like
 ):

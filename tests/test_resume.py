@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, make_config
@@ -65,8 +67,9 @@ def _start(tokenizer, out) -> subprocess.Popen:
 
 
 def _wait_for(path, process, timeout=60.0):
+    """Wait until ``path`` exists; a name with ``*`` waits for any file matching it."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not (any(path.parent.glob(path.name)) if "*" in path.name else path.exists()):
         if process.poll() is not None:
             raise AssertionError(f"build ended early: {process.stderr.read().decode()}")
         if time.monotonic() > deadline:
@@ -94,7 +97,8 @@ def _kill_during_encoding(process, out):
 
 def _kill_mid_shard(process, out):
     _feed(process, LINES[:9])  # three batches: shard 0 complete, shard 1 holds 4 of 5 rows
-    _wait_for(out / ".tmp-data-00001.parquet", process)
+    # The writer's temporary: .tmp-data-00001.parquet.<16 hex>
+    _wait_for(out / ".tmp-data-00001.parquet.*", process)
 
 
 def _kill_between_shards(process, out):
@@ -215,7 +219,8 @@ def _lines_in(data: bytes) -> int:
     fmt=st.sampled_from(["auto", "text", "jsonl"]),
 )
 def test_random_input_is_accounted_for(tmp_path, llama_like, data, policy, fmt):
-    out = tmp_path / "out"
+    # A fresh directory per example: a failed overwrite keeps the previous example's output.
+    out = Path(tempfile.mkdtemp(dir=tmp_path)) / "out"
     config = make_config(
         ["-"],
         llama_like,

@@ -11,7 +11,13 @@ import click
 
 from .. import config as cfg
 from .command import Command, Report
-from .common import buckets_option, library_errors, reject_limit_option, size_option
+from .common import (
+    buckets_option,
+    library_errors,
+    reject_limit_option,
+    size_option,
+    storage_options_option,
+)
 
 if TYPE_CHECKING:
     from ..tokenizing.cache import TokenizerCache
@@ -20,7 +26,13 @@ if TYPE_CHECKING:
 @click.command(cls=Command)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="DIR|URL",
+    help="Output directory, or an object-store prefix (s3://bucket/out).",
+)
 @click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
 @click.option(
     "--strategy",
@@ -185,6 +197,7 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Cache nothing, even with MASKPREP_TOKENIZER_CACHE set.",
 )
+@storage_options_option
 @library_errors
 def build(**options: Any) -> Report:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
@@ -243,7 +256,10 @@ def build(**options: Any) -> Report:
         if options["shard_index"] is not None:
             raise click.UsageError("--shard-index does not apply to --engine ray")
         result = build_with_ray(
-            config, parts=options["num_shards"], tokenizer_cache=_tokenizer_cache(options)
+            config,
+            parts=options["num_shards"],
+            tokenizer_cache=_tokenizer_cache(options),
+            storage_options=options["storage_options"],
         )
     else:
         with ProgressReporter(quiet=quiet) as reporter:
@@ -251,6 +267,7 @@ def build(**options: Any) -> Report:
                 config,
                 on_progress=reporter.callback,
                 tokenizer_cache=_tokenizer_cache(options),
+                storage_options=options["storage_options"],
             )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -1,8 +1,10 @@
 """Click helpers every command shares: library errors shown as one line with their exit code,
-signals turned into a clean stop, and parsers of option values."""
+signals turned into a clean stop, parsers of option values, and the storage options of commands
+that take URLs."""
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,5 +124,37 @@ def reject_limit_option(
         return None
     try:
         return cfg.parse_reject_limit(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+#: Storage options every command that takes a path or URL reads before its own flags.
+STORAGE_OPTIONS_VARIABLE = "MASKPREP_STORAGE_OPTIONS"
+
+
+def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--storage-option KEY=VALUE`` (repeatable) to a command: fsspec options for the
+    filesystems of its URLs, on top of those in ``$MASKPREP_STORAGE_OPTIONS``. The command
+    receives them as ``storage_options``, a :class:`maskprep.storage.StorageOptions`."""
+    return click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=_storage_options,
+        help="Option of the filesystem of s3://, gs://... paths (repeatable), e.g. "
+        "endpoint_url=http://host:9000 or s3:anon=true; added to $"
+        + STORAGE_OPTIONS_VARIABLE
+        + ".",
+    )(command)
+
+
+def _storage_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+    from ..storage import parse_option_items, parse_options_text
+
+    try:
+        text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
+        base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
+        return base.merged(parse_option_items(value, source="--storage-option"))
     except MaskprepError as error:
         raise click.BadParameter(str(error)) from None

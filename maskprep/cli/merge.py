@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from .command import Command, Report
-from .common import library_errors
+from .common import library_errors, storage_options_option
 
 
 @click.command(cls=Command)
 @click.argument("parts", nargs=-1, required=True, metavar="PART_DIR...")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output dir.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="DIR|URL",
+    help="Output directory, or an object-store prefix (s3://bucket/out).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@storage_options_option
 @library_errors
-def merge(parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool) -> Report:
+def merge(
+    parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool, storage_options: Any
+) -> Report:
     """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
 
-    Shards are hard-linked, not copied (copied only across filesystems); the parts must come from
-    one config and tokenizer, every part 0..N-1 exactly once.
+    Shards are hard-linked, not copied (copied only across filesystems, and server-side on an
+    object store); the parts must come from one config and tokenizer, every part 0..N-1 exactly
+    once. Parts and output may be object-store URLs (s3://bucket/part-0).
     """
     from ..distributed.merge import merge as run_merge
 
-    result = run_merge(parts, output, overwrite=overwrite)
+    result = run_merge(parts, output, overwrite=overwrite, storage_options=storage_options)
     summary = {
         "output": str(result.output),
         "parts": result.parts,

@@ -1,7 +1,8 @@
 """The manifest, ``_maskprep.json``: a typed :class:`Manifest` composed by ``build`` and ``merge``,
-written last and atomically (an output directory holding one is finished), and read back with
-validation by everything that reads an output (``inspect``, ``verify``, ``merge``, resume,
-``load_dataset``).
+created last and never replaced (a create-only write: put-if-absent on an object store), so that
+an output holding one is finished; and read back with validation by everything that reads an
+output (``inspect``, ``verify``, ``merge``, resume, ``load_dataset``), from a local directory or
+an object-store prefix.
 
 Reading is strict where a wrong value would be acted on: a file that is not UTF-8 JSON, not an
 object, lacks a key, holds a value of the wrong type or names a shard by anything but a plain
@@ -19,9 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import storage
 from .._version import __version__
 from ..config import STRATEGIES, BuildConfig
-from ..errors import DataError, ManifestError
+from ..errors import DataError, ManifestError, OutputError
 from ..results import Totals
 from ..shaping.fill import BucketFill, Fill
 from ..sources.parts import FileRange, PlannedFile
@@ -29,7 +31,7 @@ from ..sources.records import InputStats
 from ..tokenizing.loading import TokenizerInfo
 from .decoding import decode, decode_fields, json_kind
 from .names import EXTENSIONS, MANIFEST_NAME, MANIFEST_NAMES, complete_shards, is_shard_name
-from .shards import ShardInfo, atomic_write_bytes
+from .shards import ShardInfo
 
 MANIFEST_FORMAT = 1
 
@@ -245,7 +247,7 @@ _SHARD_SUMS = (
 
 
 def manifest_problems(
-    manifest: Manifest, directory: str | os.PathLike[str] | None = None
+    manifest: Manifest, directory: str | os.PathLike[str] | storage.Location | None = None
 ) -> list[ManifestProblem]:
     """What does not add up in ``manifest``: a strategy this version does not know, totals that
     break the accounting identity or disagree with the shards listed, and (given the output's
@@ -270,7 +272,7 @@ def manifest_problems(
             detail = f"{recorded:,}, but the shards listed hold {summed:,}"
             problems.append(ManifestProblem(f"totals.{total}", detail))
     if directory is not None:
-        present = os.listdir(directory)
+        present = _names_in(directory)
         for number, shard in enumerate(manifest.shards):
             if shard.path not in present:
                 detail = f"{shard.path} is missing from the directory"
@@ -284,9 +286,18 @@ def manifest_problems(
     return problems
 
 
+def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
+    """The names directly in a directory or under a prefix."""
+    if not isinstance(directory, storage.Location):
+        return os.listdir(directory)
+    if directory.is_local:
+        return os.listdir(directory.path)
+    return [info.name for info in storage.listdir(directory)]
+
+
 def find_manifest(directory: str | os.PathLike[str]) -> Path | None:
-    """The manifest file of ``directory`` (the current name, else the name outputs of earlier
-    versions have), or ``None`` when it has none: the build did not finish."""
+    """The manifest file of a local ``directory`` (the current name, else the name outputs of
+    earlier versions have), or ``None`` when it has none: the build did not finish."""
     for name in MANIFEST_NAMES:
         path = Path(directory) / name
         if path.is_file():
@@ -294,36 +305,82 @@ def find_manifest(directory: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
-    """Read and check the manifest file at ``path``."""
-    name = str(path)
+def find_manifest_at(directory: storage.Location) -> storage.Location | None:
+    """:func:`find_manifest` for a local directory or an object-store prefix."""
+    if directory.is_local:
+        found = find_manifest(directory.path)
+        return None if found is None else directory.join(found.name)
+    for name in MANIFEST_NAMES:
+        location = directory.join(name)
+        if storage.exists(location):
+            return location
+    return None
+
+
+def load_manifest(path: str | os.PathLike[str] | storage.Location) -> Manifest:
+    """Read and check the manifest file (or object) at ``path``."""
+    location = path if isinstance(path, storage.Location) else storage.parse_location(path)
+    name = location.url
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        data = storage.read_bytes(location)
+    except storage.StorageError as exc:
+        raise DataError(f"{name}: cannot read manifest: {exc.detail}") from None
+    return parse_manifest(data, name)
+
+
+def parse_manifest(data: bytes, name: str) -> Manifest:
+    """Check a manifest's bytes; ``name`` names it in errors."""
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError(name, "", f"not UTF-8 (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{name}: cannot read manifest: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{name}:{exc.lineno}", "", f"not valid JSON: {exc.msg}") from None
     except RecursionError:
         raise ManifestError(name, "", "not valid JSON: nested too deeply") from None
-    return Manifest.from_dict(data, name)
+    return Manifest.from_dict(parsed, name)
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
-    """Read and check a finished output's manifest; a missing one means the build did not
-    finish (:class:`~maskprep.errors.DataError`)."""
-    path = find_manifest(directory)
-    if path is None:
-        raise DataError(f"{directory}: no {MANIFEST_NAME}; the build did not finish")
-    return load_manifest(path)
+def read_manifest(
+    directory: str | os.PathLike[str] | storage.Location,
+    options: storage.StorageOptions | None = None,
+) -> Manifest:
+    """Read and check a finished output's manifest (a local directory, or a URL whose store
+    ``options`` configures); a missing one means the build did not finish
+    (:class:`~maskprep.errors.DataError`)."""
+    where = (
+        directory
+        if isinstance(directory, storage.Location)
+        else storage.parse_location(directory, options)
+    )
+    found = find_manifest_at(where)
+    if found is None:
+        raise DataError(f"{where.url}: no {MANIFEST_NAME}; the build did not finish")
+    return load_manifest(found)
 
 
-def write_manifest(directory: Path, manifest: Manifest) -> Path:
-    """Write ``_maskprep.json`` atomically; sorted keys so equal builds give equal bytes."""
-    path = directory / MANIFEST_NAME
-    text = json.dumps(manifest.as_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"))
-    return path
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The manifest as written: sorted keys, so equal builds give equal bytes."""
+    return (
+        json.dumps(manifest.as_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    ).encode("utf-8")
+
+
+def write_manifest(
+    directory: storage.Location | str | os.PathLike[str], manifest: Manifest
+) -> storage.Location:
+    """Create ``_maskprep.json`` in ``directory`` (a path or a location), atomically and only if
+    it is absent."""
+    if not isinstance(directory, storage.Location):
+        directory = storage.parse_location(directory)
+    location = directory.join(MANIFEST_NAME)
+    try:
+        storage.put_if_absent(location, manifest_bytes(manifest))
+    except storage.AlreadyExists:
+        raise OutputError(
+            f"{location.url}: appeared while this build was writing (another writer finished "
+            "the output); nothing was replaced"
+        ) from None
+    return location

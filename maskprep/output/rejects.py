@@ -5,44 +5,40 @@ never left by a build that did not finish."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
+from .. import storage
 from ..sources.records import Rejected
-from .names import REJECTS_NAME, TMP_PREFIX
+from .names import REJECTS_NAME
 
 
 class RejectsWriter:
-    """Streams rejected records to ``_rejects.jsonl`` under a temporary name (memory stays flat
-    however many there are), published atomically at the end."""
+    """Streams rejected records to ``_rejects.jsonl`` through an atomic writer (memory stays
+    flat however many there are; nothing appears under the final name before
+    :meth:`publish`)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / REJECTS_NAME
-        self._tmp = directory / (TMP_PREFIX + REJECTS_NAME)
-        self._handle = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed in publish
+    def __init__(self, directory: storage.Location) -> None:
+        self.location = directory.join(REJECTS_NAME)
+        self._writer = storage.write(self.location)
         self._published = False
 
     def add(self, item: Rejected) -> None:
         """Append one rejected record."""
         record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        self._handle.write(_one_line_json(record) + "\n")
+        # A lone surrogate cannot be UTF-8: written as its JSON escape, which reads back as it.
+        line = _one_line_json(record) + "\n"
+        self._writer.write(line.encode("utf-8", errors="backslashreplace"))
 
     def publish(self) -> None:
-        """Flush, fsync and move the file to its final name."""
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(self._tmp, self.path)
+        """Move the file to its final name, complete."""
+        self._writer.commit()
         self._published = True
 
     def discard(self) -> None:
-        """Close and remove the file, published or not: the build it belongs to did not
-        finish."""
-        self._handle.close()
-        self._tmp.unlink(missing_ok=True)
+        """Throw the file away, published or not: the build it belongs to did not finish."""
+        self._writer.abort()
         if self._published:
-            self.path.unlink(missing_ok=True)
+            storage.delete(self.location)
 
 
 def _one_line_json(record: dict[str, Any]) -> str:

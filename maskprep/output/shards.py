@@ -1,29 +1,36 @@
-"""Writing shards atomically.
+"""Writing shards atomically, hashed as the bytes stream out.
 
-A shard appears under its final name only when complete: it is written under a hidden temporary
-name, fsynced, then renamed. The manifest (:mod:`.manifest`) is written last the same way, so an
-output directory without it is unfinished.
+A shard appears under its final name only when complete: each goes through a
+:class:`maskprep.storage.AtomicWriter` (a local temporary file opened ``O_EXCL | O_NOFOLLOW``,
+fsynced and renamed; a multipart upload completed last on S3), which hashes the bytes as they
+pass, so the manifest's sha256 never needs a read-back. The manifest (:mod:`.manifest`) is
+written last, so an output without it is unfinished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .. import columns
+from .. import columns, storage
 from ..columns import IGNORE_INDEX
 from ..config import OutputConfig
 from ..errors import OutputError
-from .names import EXTENSIONS, SHARD_PREFIX, TMP_PREFIX, complete_shards
+from .names import shard_name
+
+#: Bytes per read when a shard is hashed back.
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -39,35 +46,17 @@ class ShardInfo:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
+    """Hex sha256 of a local file's bytes, read in chunks."""
+    return sha256_of(storage.parse_location(os.fspath(path)))
+
+
+def sha256_of(location: storage.Location) -> str:
+    """Hex sha256 of a file's or object's bytes, streamed."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
+    with storage.open_read(location) as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
-    tmp = path.with_name(TMP_PREFIX + path.name)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave a truncated copy behind
-        raise
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class ShardWriter:
@@ -75,25 +64,42 @@ class ShardWriter:
 
     Byte sizes are the batches' uncompressed Arrow sizes, so the roll points depend only on the
     data, and the same input always gives the same shards.
+
+    Resuming (``existing``: the complete shards an interrupted build left), a shard already there
+    is not rewritten: its bytes are replayed through a hash only and compared with the shard's.
+    ``keepalive`` is called as shards open and close (the output's lock renews itself there).
     """
 
-    def __init__(self, directory: Path, config: OutputConfig, schema: pa.Schema) -> None:
-        self.directory = directory
+    def __init__(
+        self,
+        target: storage.Location,
+        config: OutputConfig,
+        schema: pa.Schema,
+        *,
+        existing: Collection[str] = (),
+        keepalive: Callable[[], None] | None = None,
+    ) -> None:
+        self.target = target
         self.config = config
         self.schema = schema
         self.shards: list[ShardInfo] = []
+        self._existing = frozenset(existing)
+        self._keepalive = keepalive or (lambda: None)
         self._writer: Any = None
-        self._sink: Any = None
-        self._tmp: Path | None = None
+        self._sink: storage.AtomicWriter | DigestSink | None = None
         self._rows = self._bytes = 0
         self._counts = [0, 0, 0]
-        #: Resuming: the complete shard the open one is being checked against, and the shards
-        #: reused (found complete and identical; never removed by :meth:`abort`).
-        self._checking: Path | None = None
+        #: The shard being replayed against the complete one an interrupted build left.
+        self._checking: storage.Location | None = None
+        #: Shards found complete and identical; never removed by :meth:`abort`.
         self._reused: set[str] = set()
+        #: The shard being published: set before its rename, so that an abort (a signal may
+        #: land between the rename and the bookkeeping) removes it whichever side it fell on.
+        self._publishing: storage.Location | None = None
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch, splitting it across shard boundaries as needed."""
+        self._keepalive()
         bytes_per_row = batch.nbytes / max(batch.num_rows, 1)
         offset = 0
         while offset < batch.num_rows:
@@ -130,19 +136,17 @@ class ShardWriter:
         self._counts[1] += int(np.count_nonzero(mask))
         self._counts[2] += int(np.count_nonzero(labels != IGNORE_INDEX))
 
-    def _shard_name(self, index: int) -> str:
-        return f"{SHARD_PREFIX}{index:05d}{EXTENSIONS[self.config.format]}"
-
     def _open_shard(self) -> None:
-        name = self._shard_name(len(self.shards))
-        self._tmp = self.directory / (TMP_PREFIX + name)
-        if self.config.resume and (self.directory / name).is_file():
+        self._keepalive()
+        name = shard_name(len(self.shards), self.config.format)
+        location = self.target.join(name)
+        if name in self._existing:
             # Replayed, not rewritten: the bytes only go through a hash, compared at close with
             # the shard an interrupted build left complete.
-            self._checking = self.directory / name
+            self._checking = location
             self._sink = DigestSink()
         else:
-            self._sink = DigestSink(open(self._tmp, "wb"))  # noqa: SIM115 - closed at close
+            self._sink = storage.write(location)
         if self.config.format == "parquet":
             # Without dictionary pages: token ids and masks came out smaller and ~25 % cheaper
             # to write than with them (bench/build_bench.py's corpus, pad and pack).
@@ -157,39 +161,37 @@ class ShardWriter:
     def _close_shard(self) -> None:
         if self._writer is None:
             return
-        if self._checking is not None:
-            self._reuse_shard()
-            return
         self._writer.close()
-        self._sink.sync_and_close()
-        assert self._tmp is not None
-        final = self.directory / self._tmp.name.removeprefix(TMP_PREFIX)
-        os.replace(self._tmp, final)
-        _fsync_dir(self.directory)
+        sink = self._sink
+        if isinstance(sink, DigestSink):
+            self._reuse_shard(sink.hexdigest())
+            return
+        assert isinstance(sink, storage.AtomicWriter)
+        self._publishing = sink.location
+        digest = sink.commit().sha256
+        assert digest is not None, "the writer hashes every byte it publishes"
+        self._record(sink.location.name, digest)
+        self._publishing = None
+
+    def _record(self, name: str, digest: str) -> None:
         positions, real, trained = self._counts
-        self.shards.append(
-            ShardInfo(final.name, self._rows, positions, real, trained, self._sink.hexdigest())
-        )
-        self._writer = self._sink = self._tmp = None
+        self.shards.append(ShardInfo(name, self._rows, positions, real, trained, digest))
+        self._writer = self._sink = self._checking = None
         # A batch may go on into the next shard; it must see an empty one, not this full one.
         self._rows = self._bytes = 0
+        self._keepalive()
 
-    def _reuse_shard(self) -> None:
-        assert self._checking is not None
-        self._writer.close()
-        replayed = self._sink.hexdigest()
-        if sha256_file(self._checking) != replayed:
+    def _reuse_shard(self, replayed: str) -> None:
+        checking = self._checking
+        assert checking is not None
+        if sha256_of(checking) != replayed:
             raise OutputError(
-                f"{self._checking}: differs from the shard this build writes there (the inputs, "
+                f"{checking.url}: differs from the shard this build writes there (the inputs, "
                 "options or maskprep version changed since the interrupted build); overwrite to "
                 "start over"
             )
-        positions, real, trained = self._counts
-        name = self._checking.name
-        self.shards.append(ShardInfo(name, self._rows, positions, real, trained, replayed))
-        self._reused.add(name)
-        self._writer = self._sink = self._tmp = self._checking = None
-        self._rows = self._bytes = 0
+        self._reused.add(checking.name)
+        self._record(checking.name, replayed)
 
     def written(self) -> tuple[int, int]:
         """Rows and real tokens written so far, the open shard's included (for progress)."""
@@ -208,50 +210,48 @@ class ShardWriter:
     def close(self) -> list[ShardInfo]:
         """Finish the open shard and return every shard written."""
         self._close_shard()
-        if self.config.resume:
-            self._check_no_stale_shards()
-        return self.shards
-
-    def _check_no_stale_shards(self) -> None:
-        """Resuming: a complete shard past the last one this build writes means the interrupted
-        build read other inputs; its leftover temporary files are removed."""
-        names = [p.name for p in self.directory.iterdir()]
         written = {s.path for s in self.shards}
-        stale = [n for n in complete_shards(names) if n not in written]
+        stale = sorted(self._existing - written)
         if stale:
             raise OutputError(
-                f"{self.directory / stale[0]}: left by the interrupted build but not written by "
-                "this one (the inputs or options changed); overwrite to start over"
+                f"{self.target.join(stale[0]).url}: left by the interrupted build but not "
+                "written by this one (the inputs or options changed); overwrite to start over"
             )
-        for name in names:
-            if name.startswith(TMP_PREFIX + SHARD_PREFIX):
-                (self.directory / name).unlink(missing_ok=True)
+        return self.shards
 
     def abort(self, keep_complete: bool = False) -> None:
         """Remove every file this writer made: an aborted build leaves nothing that looks done.
-        With ``keep_complete`` (an interrupted build), complete shards stay for a resume to
-        reuse, as after a kill; only the open shard's temporary file goes."""
+        Shards of an interrupted build that were checked and kept stay; with ``keep_complete``
+        (an interrupted build), so do the complete shards this writer recorded, for a resume to
+        reuse, as after a kill. The shard being published when the abort came always goes."""
+        sink, self._sink = self._sink, None
         if self._writer is not None:
-            try:
+            # The shard is being thrown away; closing its writer is best effort.
+            with contextlib.suppress(Exception):
                 self._writer.close()
-                self._sink.sync_and_close()
-            except Exception:  # the shard is being thrown away; closing it is best effort
-                pass
-        if self._tmp is not None and self._checking is None:
-            self._tmp.unlink(missing_ok=True)
-        for shard in [] if keep_complete else self.shards:
-            if shard.path not in self._reused:
-                (self.directory / shard.path).unlink(missing_ok=True)
+        if isinstance(sink, storage.AtomicWriter):
+            sink.abort()
+        made = [
+            self.target.join(s.path)
+            for s in self.shards
+            if s.path not in self._reused and not keep_complete
+        ]
+        if self._publishing is not None and self._publishing.name not in self._recorded():
+            made.append(self._publishing)
+        storage.delete_many(made)
         self.shards = []
-        self._writer = self._sink = self._tmp = self._checking = None
+        self._writer = self._checking = self._publishing = None
+
+    def _recorded(self) -> set[str]:
+        return {s.path for s in self.shards}
 
 
 class DigestSink(io.RawIOBase):
-    """A write-only stream that hashes (sha256) what is written to it and, when given a file,
-    writes it there too: a shard's hash comes with writing it, not from reading it back."""
+    """A write-only stream that only hashes (sha256) what is written to it: a resumed build
+    replays a shard through it to compare with the one already there."""
 
-    def __init__(self, file: BinaryIO | None = None) -> None:
-        self._file = file
+    def __init__(self) -> None:
+        super().__init__()
         self._digest = hashlib.sha256()
         self._size = 0
 
@@ -260,8 +260,6 @@ class DigestSink(io.RawIOBase):
 
     def write(self, data) -> int:
         view = memoryview(data)
-        if self._file is not None:
-            self._file.write(view)
         self._digest.update(view)
         self._size += view.nbytes
         return view.nbytes
@@ -272,10 +270,3 @@ class DigestSink(io.RawIOBase):
     def hexdigest(self) -> str:
         """Hex sha256 of everything written so far."""
         return self._digest.hexdigest()
-
-    def sync_and_close(self) -> None:
-        """Flush the file to disk and close it (nothing to do without a file)."""
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()

@@ -84,8 +84,7 @@ def decompressed(stream: io.BufferedReader) -> BinaryIO:
     return stream
 
 
-def is_compressed(path: str) -> bool:
-    """True when the file starts with a gzip, bzip2 or zstd magic number."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    return head.startswith(MAGICS)
+def is_compressed(handle: BinaryIO) -> bool:
+    """True when an input opened at its start begins with a gzip, bzip2 or zstd magic number
+    (the stream is left after those bytes)."""
+    return handle.read(4).startswith(MAGICS)

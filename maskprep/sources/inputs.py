@@ -2,8 +2,9 @@
 formats from their extensions; and a reader that hashes the raw bytes as they pass.
 
 Inputs are files, directories (searched recursively for known extensions), globs, or ``-`` for
-standard input. Compression is recognised by magic bytes (:mod:`.compressed`), so a misnamed or
-piped compressed stream still reads.
+standard input; URLs (``s3://…``) are found on their store by :mod:`.locations`. Compression is
+recognised by magic bytes (:mod:`.compressed`), so a misnamed or piped compressed stream still
+reads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ConfigError
+from ..storage import StorageOptions
+from .locations import expand_url, is_url
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -25,16 +28,19 @@ JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst")
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
+def expand_inputs(inputs: Iterable[str], options: StorageOptions | None = None) -> list[str]:
     """Resolve paths, directories and globs to an ordered list of files (``-`` kept as is).
 
     Directories are searched recursively for files with a known extension, in sorted order, so the
     same tree always gives the same order (see :func:`directory_files`). A path or glob that
-    matches nothing is an error.
+    matches nothing is an error. URLs (``s3://…``) name objects, prefixes or globs of a store
+    that ``options`` configures (a store has no symbolic links to follow).
     """
     files: list[str] = []
     for item in inputs:
-        if item == STDIN:
+        if is_url(item):
+            files.extend(expand_url(item, options, _known_extension))
+        elif item == STDIN:
             files.append(item)
         elif os.path.isdir(item):
             files.extend(directory_files(item))

@@ -9,7 +9,8 @@ records whose line *starts* in bytes ``[I*T//N, (I+1)*T//N)``. So:
   it for ``file:line`` numbers), so N parts cost about one read of the input, not N;
 - the plan needs only file sizes, so any machine computes the same parts with no coordinator;
 - a compressed file cannot be entered in the middle: it goes whole to the part its first byte
-  falls in. Standard input cannot be split.
+  falls in. Standard input cannot be split;
+- objects of a store (URLs) are planned alike, from their sizes, and read with ranged requests.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
+from .. import storage
 from ..config import PartSpec
 from ..errors import ConfigError
+from ..storage import StorageOptions
 from .compressed import is_compressed
 from .inputs import STDIN
 from .lines import Overlong, capped_lines, sample
+from .locations import is_url, location_of, open_url
 
 _CHUNK = 1 << 20
 
@@ -61,30 +65,46 @@ class PlannedFile:
         return asdict(self)
 
 
-def planned_files(files: list[str]) -> list[PlannedFile]:
-    """Each of ``files`` with its size and modification time, as a plan uses them."""
+def _open(path: str, options: StorageOptions | None) -> BinaryIO:
+    return open_url(path, options) if is_url(path) else open(path, "rb")
+
+
+def _planned(path: str, options: StorageOptions | None) -> PlannedFile:
+    if is_url(path):
+        info = storage.stat(location_of(path, options))
+        # An object's modification time is the store's (S3: LastModified, to the second).
+        return PlannedFile(path, info.size, int((info.mtime or 0) * 1e9))
+    local = os.stat(path)
+    if not stat.S_ISREG(local.st_mode):
+        # A pipe or device has no size to split by: each part would read from its start.
+        raise ConfigError(
+            f"{path}: not a regular file (a pipe or a device): it cannot be split into "
+            "parts, as standard input cannot; give regular files"
+        )
+    return PlannedFile(path, local.st_size, local.st_mtime_ns)
+
+
+def planned_files(files: list[str], options: StorageOptions | None = None) -> list[PlannedFile]:
+    """Each of ``files`` with its size and modification time, as a plan uses them; objects of a
+    store (URLs) are described by the store that ``options`` configures."""
     if STDIN in files:
         raise ConfigError("standard input ('-') cannot be split into parts; give files")
-    stats = [os.stat(f) for f in files]
-    for path, info in zip(files, stats, strict=True):
-        if not stat.S_ISREG(info.st_mode):
-            # A pipe or device has no size to split by: each part would read from its start.
-            raise ConfigError(
-                f"{path}: not a regular file (a pipe or a device): it cannot be split into "
-                "parts, as standard input cannot; give regular files"
-            )
-    return [PlannedFile(f, s.st_size, s.st_mtime_ns) for f, s in zip(files, stats, strict=True)]
+    return [_planned(f, options) for f in files]
 
 
 def plan_part(
-    files: list[str], spec: PartSpec, planned: list[PlannedFile] | None = None
+    files: list[str],
+    spec: PartSpec,
+    planned: list[PlannedFile] | None = None,
+    options: StorageOptions | None = None,
 ) -> list[FileRange]:
     """The byte ranges of ``files`` (in order) that make up part ``spec.index`` of ``spec.count``;
     ``planned`` are the files' sizes when already taken (:func:`planned_files`).
 
-    An empty list is a valid part: there may be more parts than lines.
+    An empty list is a valid part: there may be more parts than lines. Objects of a store
+    (URLs, configured by ``options``) are planned the same way, with ranged reads.
     """
-    planned = planned if planned is not None else planned_files(files)
+    planned = planned if planned is not None else planned_files(files, options)
     sizes = [p.size for p in planned]
     total = sum(sizes)
     low = spec.index * total // spec.count
@@ -95,11 +115,11 @@ def plan_part(
         begin, offset = offset, offset + size
         if size == 0 or high <= begin or low >= offset:
             continue
-        if is_compressed(path):
-            if low <= begin < high:
-                ranges.append(FileRange(path, 0, size, 1, whole=True))
-            continue
-        with open(path, "rb") as handle:
+        with _open(path, options) as handle:
+            if is_compressed(handle):
+                if low <= begin < high:
+                    ranges.append(FileRange(path, 0, size, 1, whole=True))
+                continue
             start = _line_start_at_or_after(handle, max(low - begin, 0), size)
             end = _line_start_at_or_after(handle, min(high - begin, size), size)
             if start < end:
@@ -163,15 +183,21 @@ class _Window(io.RawIOBase):
         super().close()
 
 
-def open_range(file_range: FileRange) -> BinaryIO:
+def open_range(file_range: FileRange, options: StorageOptions | None = None) -> BinaryIO:
     """A binary stream of exactly the bytes of ``file_range``."""
+    if is_url(file_range.path):
+        end = None if file_range.whole else file_range.end
+        return open_url(file_range.path, options, file_range.start, end)
     if file_range.whole:
         return open(file_range.path, "rb")
     return _Window(file_range.path, file_range.start, file_range.end)  # type: ignore[return-value]
 
 
-def head_sample(path: str, limit: int) -> list[bytes | Overlong]:
-    """The first lines of an uncompressed file as :func:`~.lines.sample` takes them, for sniffing
-    its format from its start (every part of it decides alike, wherever the part begins)."""
-    with open(path, "rb") as handle:
+def head_sample(
+    path: str, limit: int, options: StorageOptions | None = None
+) -> list[bytes | Overlong]:
+    """The first lines of an uncompressed file (or object) as :func:`~.lines.sample` takes them,
+    for sniffing its format from its start (every part of it decides alike, wherever the part
+    begins)."""
+    with _open(path, options) as handle:
         return sample(capped_lines(handle, limit))

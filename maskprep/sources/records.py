@@ -1,8 +1,8 @@
 """Records from text and JSONL inputs, each with its ``file:line`` provenance.
 
 Every line is accounted for: it becomes a :class:`Record`, a :class:`Rejected` (the caller applies
-the bad-record policy) or a counted blank line. Inputs are found and opened by :mod:`.inputs`;
-supervised records are parsed by :mod:`.sft`.
+the bad-record policy) or a counted blank line. Inputs are found by :mod:`.inputs` (objects of a
+store by :mod:`.locations`); supervised records are parsed by :mod:`.sft`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from typing import BinaryIO
 
 from ..config import PartSpec, SFTConfig, SourceConfig
 from ..errors import ConfigError, DataError
+from ..storage import StorageOptions
 from .compressed import decompressed
 from .fields import JSONProblem, json_type, lone_surrogate, parse_json, string_field
 from .inputs import STDIN, STDIN_NAME, HashingReader, expand_inputs, format_from_name
 from .lines import Overlong, capped_lines, sample, sniff_format
+from .locations import is_url, open_url, size_of
 from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
 from .sft import SFTPayload, payload_surrogate, sft_payload
 
@@ -83,18 +85,20 @@ class SourceReader:
         stdin: BinaryIO | None = None,
         sft: SFTConfig | None = None,
         part: PartSpec | None = None,
+        storage_options: StorageOptions | None = None,
     ) -> None:
         self.config = config
         self.sft = sft
-        self.files = expand_inputs(config.inputs)
+        self._options = storage_options
+        self.files = expand_inputs(config.inputs, storage_options)
         #: With ``part``: the byte ranges this reader reads, one per entry of ``files``.
         self.ranges: list[FileRange] | None = None
         #: With ``part``: every input file, with the size and modification time the plan used.
         self.planned: list[PlannedFile] | None = None
         self._range: FileRange | None = None
         if part is not None:
-            self.planned = planned_files(self.files)
-            self.ranges = plan_part(self.files, part, self.planned)
+            self.planned = planned_files(self.files, storage_options)
+            self.ranges = plan_part(self.files, part, self.planned, storage_options)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
         self._stdin = stdin
@@ -110,7 +114,9 @@ class SourceReader:
             return None
         if self.ranges is not None:
             return sum(r.end - r.start for r in self.ranges)
-        return sum(os.path.getsize(f) for f in self.files)
+        return sum(
+            size_of(f, self._options) if is_url(f) else os.path.getsize(f) for f in self.files
+        )
 
     @property
     def bytes_read(self) -> int:
@@ -131,8 +137,8 @@ class SourceReader:
             return stream
         try:
             if self._range is not None:
-                return open_range(self._range)
-            return open(name, "rb")
+                return open_range(self._range, self._options)
+            return open_url(name, self._options) if is_url(name) else open(name, "rb")
         except OSError as exc:
             raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
 
@@ -190,7 +196,8 @@ class SourceReader:
         part = self._range
         if part is not None and not part.whole:
             # From the file's start, as the whole file is read: every part decides alike.
-            return sniff_format(head_sample(name, self.config.max_record_bytes)), []
+            limit = self.config.max_record_bytes
+            return sniff_format(head_sample(name, limit, self._options)), []
         pending = sample(lines)
         return sniff_format(pending), pending
 

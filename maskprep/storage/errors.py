@@ -8,6 +8,7 @@ Callers that have a better word for it (an output held by another build) catch a
 from __future__ import annotations
 
 import errno
+import os
 
 from ..errors import ConfigError
 
@@ -43,6 +44,10 @@ class VersionMismatch(StorageError):
 
 class Unsupported(StorageError):
     """The store cannot do what was asked (a conditional write, writing to a read-only store)."""
+
+
+class NoSpace(StorageError):
+    """The disk (or a quota, or a file size limit) is full: nothing more can be written."""
 
 
 class MissingExtra(ConfigError):
@@ -114,6 +119,6 @@ def translate(exc: BaseException, url: str) -> StorageError:
         return StorageError(url, "is a directory")
     if isinstance(exc, NotADirectoryError):
         return StorageError(url, "a parent is not a directory")
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return StorageError(url, "no space left on device")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return NoSpace(url, os.strerror(exc.errno))
     return StorageError(url, _reason(exc))

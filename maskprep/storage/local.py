@@ -64,10 +64,10 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def walk(location: Location) -> Iterator[ObjectInfo]:
+def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
     """Every file below a directory, in path order (as an object store lists keys),
-    temporaries left out. Symlinked directories are not followed (a loop would never end); an
-    unreadable one is an error."""
+    temporaries left out unless asked for. Symlinked directories are not followed (a loop would
+    never end); an unreadable one is an error."""
     if not os.path.isdir(location.path):
         raise NotFound(location.url, "no such directory")
 
@@ -78,7 +78,9 @@ def walk(location: Location) -> Iterator[ObjectInfo]:
     for directory, _dirnames, filenames in os.walk(location.path, onerror=fail):
         relative = os.path.relpath(directory, location.path)
         prefix = "" if relative == "." else relative + "/"
-        relative_paths.extend(prefix + name for name in filenames if not is_temporary(name))
+        relative_paths.extend(
+            prefix + name for name in filenames if temporaries or not is_temporary(name)
+        )
     for relative_path in sorted(relative_paths):
         child = location.join(relative_path)
         try:

@@ -69,9 +69,12 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return local.listdir(location) if location.is_local else remote.listdir(location)
 
 
-def walk(location: Location) -> Iterator[ObjectInfo]:
-    """Every file or object below a directory or prefix, in path order."""
-    return local.walk(location) if location.is_local else remote.walk(location)
+def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
+    """Every file or object below a directory or prefix, in path order; writers' temporaries
+    left out unless ``temporaries`` (a writer cleaning up after a dead one needs them)."""
+    if location.is_local:
+        return local.walk(location, temporaries=temporaries)
+    return remote.walk(location, temporaries=temporaries)
 
 
 def glob(pattern: Location) -> list[ObjectInfo]:

@@ -121,15 +121,15 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def walk(location: Location) -> Iterator[ObjectInfo]:
-    """Every object under a prefix, in key order, temporaries left out."""
+def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, in key order, temporaries left out unless asked for."""
     fs = filesystem(location)
     with _errors(location.url):
         found = fs.find(location.path, detail=True)
     if not found:
         raise NotFound(location.url, "no such file, object or prefix")
     for name in sorted(found):
-        if not is_temporary(posixpath.basename(name)):
+        if temporaries or not is_temporary(posixpath.basename(name)):
             yield _info(_child(location, name), found[name])
 
 

@@ -94,6 +94,12 @@ class AtomicWriter(io.RawIOBase):
             with contextlib.suppress(Exception):
                 sink.abort()
             raise translate(exc, self.location.url) from None
+        except BaseException:
+            # A signal (KeyboardInterrupt) mid-commit: the temporary goes; the final name may
+            # already be published, which the caller, told nothing was, removes.
+            with contextlib.suppress(Exception):
+                sink.abort()
+            raise
         finally:
             super().close()
         self.result = WriteResult(self.location, self._size, self.hexdigest(), etag)
@@ -179,7 +185,12 @@ class _LocalSink:
             raise NotFound(location.parent.url, "no such directory") from None
         except OSError as exc:
             raise translate(exc, location.url) from None
-        self.file = os.fdopen(fd, "wb")
+        try:
+            self.file = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            os.unlink(self.tmp)
+            raise
 
     def write(self, data: memoryview) -> None:
         self.file.write(data)

@@ -132,7 +132,7 @@ def tokenizer_info(tokenizer: Any, config: TokenizerConfig) -> TokenizerInfo:
         prefix_ids=prefix,
         suffix_ids=suffix,
         fingerprint=_fingerprint(tokenizer),
-        files=_file_hashes(config.name_or_path),
+        files=tokenizer_file_hashes(config.name_or_path),
         model_max_length=real_model_max_length(getattr(tokenizer, "model_max_length", None)),
     )
 
@@ -161,7 +161,8 @@ def _fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _file_hashes(name_or_path: str) -> dict[str, str]:
+def tokenizer_file_hashes(name_or_path: str) -> dict[str, str]:
+    """sha256 of each identity file of a local tokenizer directory (empty for a Hub name)."""
     directory = Path(name_or_path)
     if not directory.is_dir():
         return {}

@@ -22,6 +22,7 @@ from .helpers import (
     message_lines,
     needs_torch,
     proc,
+    snapshot,
 )
 
 
@@ -352,6 +353,27 @@ def test_max_rejects_failure_leaves_no_finished_looking_output(
     assert not (out / MANIFEST).exists()
     assert not list(out.glob("data-*"))
     assert len((out / REJECTS).read_text().splitlines()) == 2
+
+
+def test_max_rejects_failure_of_an_overwrite_keeps_the_finished_output(
+    tmp_path, three_bad_of_ten, llama_like
+):
+    """An overwrite builds beside the finished output it would replace: past the limit, that
+    output stays as it was (manifest, shards and all), and the message does not point at a
+    rejects file that went with the failed build's staging."""
+    out = tmp_path / "out"
+    good = tmp_path / "good.jsonl"
+    good.write_text(lines(10))
+    assert_ok(cli(*build_args(good, llama_like, out)))
+    before = snapshot(out)
+    args = build_args(three_bad_of_ten, llama_like, out, "--on-bad-record", "skip", "--overwrite")
+    line = assert_clean_failure(cli(*args, "--max-rejects", "1"), 1, ["max_rejects"])
+    assert "left as it was" in line and "rejects file" not in line, line
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no staging left either
+    # Negative control: within the limit the overwrite replaces the output.
+    assert_ok(cli(*args, "--max-rejects", "3"))
+    assert snapshot(out)[MANIFEST] != before[MANIFEST] and (out / REJECTS).exists()
 
 
 def test_max_rejects_needs_the_skip_policy(tmp_path, three_bad_of_ten, llama_like):

@@ -41,7 +41,6 @@ def _assert_intact(out, before: dict[str, bytes]) -> None:
 # ----------------------------------------------------------------------------- ownership
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --overwrite deletes foreign files named like shards")
 def test_overwrite_refuses_foreign_files_named_like_shards(tmp_path, jsonl_60, llama_like):
     out = tmp_path / "out"
     out.mkdir()
@@ -53,9 +52,6 @@ def test_overwrite_refuses_foreign_files_named_like_shards(tmp_path, jsonl_60, l
     assert snapshot(out) == before
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14: --overwrite deletes shard-named files no manifest lists"
-)
 def test_overwrite_refuses_a_shard_named_file_the_manifest_does_not_list(
     finished_copy, jsonl_60, llama_like
 ):
@@ -106,27 +102,25 @@ def test_overwrite_replaces_a_build_killed_midway(tmp_path, llama_like):
 
 # ----------------------------------------------------------------------------- planted symlinks
 
-PLANTED = [LOCK, ".tmp-data-00000.parquet", ".tmp-_maskprep.json", ".tmp-_rejects.jsonl"]
-# (name, mode) pairs that write through the link today.
-WRITTEN_THROUGH = {
-    (LOCK, "plain"),
-    (LOCK, "resume"),
-    (LOCK, "overwrite"),
-    (".tmp-data-00000.parquet", "resume"),
-    (".tmp-_maskprep.json", "resume"),
-    (".tmp-_rejects.jsonl", "resume"),
-}
+PLANTED = [
+    LOCK,
+    ".tmp-data-00000.parquet",
+    ".tmp-_maskprep.json",
+    ".tmp-_rejects.jsonl",
+    # Final names too, current and legacy: a link there must be refused or replaced, never
+    # written through.
+    MANIFEST,
+    "data-00000.parquet",
+    "_rejects.jsonl",
+    "maskprep.json",
+    "rejects.jsonl",
+]
 
 
 def _planted_cases():
     for name in PLANTED:
         for mode in ("plain", "resume", "overwrite"):
-            marks = []
-            if (name, mode) in WRITTEN_THROUGH:
-                marks.append(
-                    pytest.mark.xfail(strict=True, reason=f"#14: {name} symlink written through")
-                )
-            yield pytest.param(name, mode, marks=marks, id=f"{name}-{mode}")
+            yield pytest.param(name, mode, id=f"{name}-{mode}")
 
 
 @pytest.mark.parametrize("name, mode", _planted_cases())
@@ -148,7 +142,6 @@ def test_symlink_planted_in_the_output_is_never_written_through(
         assert not [p.name for p in out.iterdir() if p.is_symlink() and p.name != name]
 
 
-@pytest.mark.xfail(strict=True, reason="#14: merge writes through a .maskprep.lock symlink")
 def test_merge_never_writes_through_a_planted_lock_symlink(tmp_path, parts):
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"precious\n")
@@ -164,7 +157,6 @@ def test_merge_never_writes_through_a_planted_lock_symlink(tmp_path, parts):
 # ----------------------------------------------------------------------------- failed --overwrite
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a failed --overwrite destroys the previous output")
 def test_failed_overwrite_keeps_the_previous_output(finished_copy, tmp_path, llama_like):
     before = snapshot(finished_copy)
     bad = tmp_path / "bad.jsonl"
@@ -174,7 +166,6 @@ def test_failed_overwrite_keeps_the_previous_output(finished_copy, tmp_path, lla
     _assert_intact(finished_copy, before)
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a killed --overwrite destroys the previous output")
 def test_killed_overwrite_keeps_the_previous_output(finished_copy, tmp_path, llama_like):
     """The new build reads a FIFO: our open for writing returns exactly when the build opens its
     input, after it has prepared the output directory. It is killed there, mid-build."""
@@ -211,7 +202,6 @@ def _disk_full() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
 
-@pytest.mark.xfail(strict=True, reason="#14: a full disk leaves the lock file behind")
 def test_full_disk_leaves_no_lock_file(tmp_path, jsonl_60, llama_like):
     out = tmp_path / "out"
     result = proc(*build_args(jsonl_60, llama_like, out), preexec=_disk_full, timeout=120)

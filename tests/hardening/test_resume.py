@@ -33,7 +33,6 @@ def _stale_or_refused(result, out, *, records: int, mentions: str) -> None:
         assert_clean_failure(result, 2, mentions=[mentions])
 
 
-@pytest.mark.xfail(strict=True, reason="#14: --resume returns a stale output after inputs changed")
 def test_resume_after_the_input_changed_is_not_the_old_output(tmp_path, llama_like):
     source = tmp_path / "in.jsonl"
     source.write_text(lines(20))
@@ -47,9 +46,6 @@ def test_resume_after_the_input_changed_is_not_the_old_output(tmp_path, llama_li
         assert read_json(out / MANIFEST)["inputs"][0]["sha256"] == sha256(source)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="#14: --resume returns a stale output after the tokenizer changed"
-)
 def test_resume_after_the_tokenizer_files_changed_is_not_the_old_output(
     tmp_path, jsonl_60, llama_like
 ):

@@ -1,0 +1,128 @@
+"""Whether a finished output is still what a build would make now, before ``resume`` returns it
+as it is: same options, the same bytes of every input, the same tokenizer files, and every shard
+its manifest lists still there.
+
+Inputs are compared by size first (free), then by the sha256 of their bytes, which the manifest
+holds: a file rewritten in place with the same size is caught too. The manifest records no
+modification times (they would make equal builds give different manifests), so a finished
+output's inputs are read once more to be hashed. Standard input cannot be read twice: an output
+built from it is returned on trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ..config import BuildConfig, PartSpec
+from ..errors import OutputError
+from ..sources.inputs import STDIN, expand_inputs
+from ..sources.locations import is_url, size_of
+from ..sources.parts import FileRange, open_range, plan_part
+from ..storage import StorageOptions
+from ..tokenizing.loading import tokenizer_file_hashes
+from .manifest import Manifest, RecordedConfig
+
+_CHUNK = 1 << 20
+
+
+def check_same_build(manifest: Manifest, config: BuildConfig, where: str) -> None:
+    """Refuse a finished output made with other options or as another part."""
+    part = manifest.part
+    same_part = (part is None and config.part is None) or (
+        part is not None
+        and config.part is not None
+        and (part.index, part.count) == (config.part.index, config.part.count)
+    )
+    if manifest.config.raw != RecordedConfig.from_build(config).raw or not same_part:
+        raise OutputError(
+            f"{where}: holds a finished build made with other options; overwrite it to replace it"
+        )
+
+
+def check_inputs_unchanged(
+    manifest: Manifest,
+    config: BuildConfig,
+    where: str,
+    options: StorageOptions | None = None,
+) -> None:
+    """Refuse (naming the input) when an input is not the bytes the finished build read."""
+    if STDIN in config.source.inputs:
+        return
+    units = _units(manifest, config, options)
+    recorded = manifest.inputs
+    then = [entry.path for entry in recorded]
+    now = [unit.path for unit in units]
+    if now != then:
+        added = [p for p in now if p not in then]
+        gone = [p for p in then if p not in now]
+        if added:
+            problem = f"{added[0]}: an input the build in {where} did not read"
+        elif gone:
+            problem = f"{gone[0]}: read by the build in {where}, no longer an input"
+        else:
+            problem = f"{now[0]}: the inputs come in another order than in the build in {where}"
+        raise OutputError(f"{problem}; overwrite the output to rebuild it")
+    for unit, entry in zip(units, recorded, strict=True):
+        size = _size(unit.path, options) if unit.whole else unit.end - unit.start
+        if entry.size != size:
+            raise _changed(where, unit.path, f"{size} bytes now, {entry.size} then")
+        if entry.sha256 != _sha256(unit, options):
+            raise _changed(where, unit.path, "same size, other bytes")
+
+
+def _units(
+    manifest: Manifest, config: BuildConfig, options: StorageOptions | None
+) -> list[FileRange]:
+    """What the manifest's inputs describe, planned afresh from the inputs as they are now: a
+    part's byte ranges, every part's in turn for a merged output, else whole files."""
+    files = expand_inputs(config.source.inputs, options)
+    if config.part is not None:
+        return plan_part(files, config.part, options=options)
+    if manifest.merged_from:
+        count = len(manifest.merged_from)
+        plans = (plan_part(files, PartSpec(i, count), options=options) for i in range(count))
+        return [r for plan in plans for r in plan]
+    return [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
+
+
+def _changed(where: str, path: str, detail: str) -> OutputError:
+    return OutputError(
+        f"{path}: changed since the build in {where} finished ({detail}); overwrite the output "
+        "to rebuild it"
+    )
+
+
+def _size(path: str, options: StorageOptions | None) -> int:
+    return size_of(path, options) if is_url(path) else os.path.getsize(path)
+
+
+def _sha256(unit: FileRange, options: StorageOptions | None) -> str:
+    digest = hashlib.sha256()
+    with open_range(unit, options) as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_tokenizer_unchanged(manifest: Manifest, config: BuildConfig, where: str) -> None:
+    """Refuse when a file of a local tokenizer directory changed (or came or went) since the
+    finished build, or, for chat records rendered with a template file, when the template did."""
+    name = config.tokenizer.name_or_path
+    now = tokenizer_file_hashes(name)
+    then = manifest.tokenizer.files
+    if now != then:
+        changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+        raise OutputError(
+            f"tokenizer {name}: {', '.join(changed) or 'its files'} changed since the build in "
+            f"{where} finished; overwrite the output to rebuild it"
+        )
+    if config.sft is not None and config.sft.chat_template is not None:
+        from ..tokenizing.prepare import prepare_tokenizer
+
+        fingerprint = prepare_tokenizer(config, None, None).info.fingerprint
+        if fingerprint != manifest.tokenizer.fingerprint:
+            raise OutputError(
+                f"tokenizer {name} with chat template {config.sft.chat_template}: changed since "
+                f"the build in {where} finished; overwrite the output to rebuild it"
+            )
