@@ -100,8 +100,10 @@ class ManifestError(DataError):
     (``shards[2].path``; empty when the file as a whole is unreadable)."""
 
     def __init__(self, path: str, field: str, problem: str) -> None:
+        # The field path holds the manifest's own keys and the problem its values: either may
+        # hold a newline, and the message must stay one line wherever it is shown.
         where = f"{path}: {field}" if field else path
-        super().__init__(f"{where}: {problem}")
+        super().__init__(escaped(f"{where}: {problem}"))
         self.path = path
         self.field = field
         self.problem = problem
@@ -158,6 +160,14 @@ _USAGE_ERRNOS = frozenset(
         errno.ELOOP,
     }
 )
+
+
+def escaped(text: str) -> str:
+    """``text`` with its control and other unprintable characters escaped (``\\n``, ``\\x1b``,
+    ``\\u2028``), so a message stays one line whatever the names and values in it hold."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def first_line(error: BaseException | str, default: str | None = None) -> str:

@@ -192,6 +192,15 @@ BROKEN = {
         lambda m: m["tokenizer"].update(pad_token_id="0"),
         'tokenizer.pad_token_id: expected an integer, got "0"',
     ),
+    # Characters str.splitlines breaks at that JSON leaves as they are: escaped in the message.
+    "line separators in a value": (
+        lambda m: m["shards"][0].update(rows="a\u2028b\x85c\x1ed"),
+        'shards[0].rows: expected an integer, got "a\\u2028b\\x85c\\u001ed"',
+    ),
+    "newline in a value shown as it is": (
+        lambda m: m["config"]["output"].update(format="csv\nx"),
+        "config.output.format: unknown shard format 'csv\\nx'",
+    ),
 }
 
 
@@ -203,9 +212,21 @@ def test_a_broken_manifest_is_one_error_naming_the_file_and_field(outputs, tmp_p
         read_manifest(out)
     assert str(out / MANIFEST_NAME) in str(raised.value)
     assert message in str(raised.value)
-    assert "\n" not in str(raised.value)
+    assert len(str(raised.value).splitlines()) == 1, str(raised.value)
     with pytest.raises(ManifestError, match=re.escape(message)):
         inspect(str(out))
+
+
+def test_a_manifest_error_is_one_line_whatever_the_file_is_called(outputs, tmp_path):
+    out = tmp_path / "we\nird\u2028name"
+    shutil.copytree(outputs["pad"], out)
+    manifest = out / MANIFEST_NAME
+    manifest.write_text(manifest.read_text().replace('"format": 1', '"format": "one"'))
+    with pytest.raises(ManifestError) as raised:
+        read_manifest(out)
+    assert len(str(raised.value).splitlines()) == 1, str(raised.value)
+    assert "we\\nird\\u2028name" in str(raised.value)
+    assert raised.value.path == str(manifest)  # the attribute keeps the name as it is
 
 
 def test_the_shard_name_rule():

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from ..errors import BadRecordError, MaskprepError
+from ..errors import BadRecordError, MaskprepError, escaped
 
 #: The flag that asks a command for JSON on stdout.
 JSON_FLAG = "--json"
@@ -33,14 +33,6 @@ class Report:
     data: dict[str, Any]
     show: Callable[[], None] | None = None
     ok: bool = True
-
-
-def escaped(text: str) -> str:
-    """``text`` with its control and other unprintable characters escaped (``\\n``, ``\\x1b``,
-    ``\\u2028``), so a message stays one line on a terminal whatever the names in it hold."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _error_json(error: click.ClickException, cause: BaseException | None) -> dict[str, Any]:
