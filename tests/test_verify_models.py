@@ -365,3 +365,49 @@ def test_a_missing_local_model_is_no_such_directory(runner, tmp_path) -> None:
         )
     negative = runner.invoke(main, ["verify", str(path), "-m", str(missing), "--seed", "-1"])
     assert negative.exit_code == 2 and "--seed" in negative.output
+
+
+def test_inspect_reads_a_remote_code_model_only_when_trusted(runner, remote, tmp_path) -> None:
+    """``inspect --model`` takes ``--trust-remote-code`` and ``--revision`` as ``verify`` does."""
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pad_rows(random_docs(5, 3), 12, PAD, "right"), path)
+    untrusted = runner.invoke(main, ["inspect", str(path), "--model", str(remote["masked"])])
+    assert untrusted.exit_code == 2, untrusted.output
+    assert untrusted.output.startswith(f"Error: {remote['masked']}: cannot load the model config")
+    assert untrusted.output.count("\n") == 1
+    args = ["inspect", str(path), "--model", str(remote["masked"]), "--trust-remote-code"]
+    trusted = runner.invoke(main, [*args, "--revision", "main", "--json"])
+    assert trusted.exit_code == 0, trusted.output
+    checks = {c["name"]: c for c in json.loads(trusted.stdout)["checks"]}
+    # Rows without a manifest or tokenizer: only the model read can give a context length.
+    assert checks["model_context"]["status"] == "pass"
+
+
+def test_inspect_passes_the_revision_to_transformers(runner, remote, tmp_path, monkeypatch):
+    from transformers import AutoConfig
+
+    asked: list[dict] = []
+    load = AutoConfig.from_pretrained
+
+    def recording(name, **kwargs):
+        asked.append(kwargs)
+        return load(name, **kwargs)
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", recording)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pad_rows(random_docs(6, 3), 12, PAD, "right"), path)
+    args = ["--model", str(remote["masked"]), "--trust-remote-code", "--revision", "v1.0"]
+    result = runner.invoke(main, ["inspect", str(path), *args])
+    assert result.exit_code == 0, result.output
+    assert {"revision": "v1.0", "trust_remote_code": True}.items() <= asked[0].items()
+
+
+def test_inspect_model_options_without_a_model_are_a_usage_error(runner, tmp_path) -> None:
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pad_rows(random_docs(7, 3), 12, PAD, "right"), path)
+    for extra in (["--trust-remote-code"], ["--revision", "main"]):
+        result = runner.invoke(main, ["inspect", str(path), *extra])
+        assert result.exit_code == 2, result.output
+        assert result.output == (
+            "Error: a model revision or trusting its code needs a model to check against\n"
+        )

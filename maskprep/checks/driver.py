@@ -131,7 +131,11 @@ def _reach_scan(
         require_extra("torch", "verify", "checking rows against a model")
         from ..collate import model_facts
 
-        facts = model_facts(options.model)
+        facts = model_facts(
+            options.model,
+            revision=options.model_revision,
+            trust_remote_code=options.trust_remote_code,
+        )
         limit, vocab = model_limit(facts), facts.vocab_size
     if limit is None and tokenizer is not None:
         name = options.tokenizer or (recorded.name_or_path if recorded else "(unnamed)")

@@ -24,7 +24,9 @@ class InspectOptions:
     ``batch_rows`` bounds the rows analysed at once (and so the memory used). ``check_hashes``
     compares each shard's sha256 with the manifest's when every row is inspected (the files are
     read once more, on a thread beside the analysis). ``model`` (Hub name or directory; only its
-    config is read) holds the rows to its position table (or context length) and vocabulary.
+    config is read, at ``model_revision``; a model with its own code only with
+    ``trust_remote_code``) holds the rows to its position table (or context length) and
+    vocabulary.
     """
 
     sample: int | None = None
@@ -43,6 +45,8 @@ class InspectOptions:
     batch_rows: int = 32768
     check_hashes: bool = True
     model: str | None = None
+    model_revision: str | None = None
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if self.sample is not None and self.sample < 1:
@@ -67,5 +71,9 @@ class InspectOptions:
                 raise ConfigError(f"{name} must lie between 0 and 1, not {value}")
         if self.show_rows < 0 or any(i < 0 for i in self.row_indices):
             raise ConfigError("row numbers must not be negative")
+        if self.model is None and (self.model_revision is not None or self.trust_remote_code):
+            raise ConfigError(
+                "a model revision or trusting its code needs a model to check against"
+            )
         if self.listed < 0 or self.batch_rows < 1:
             raise ConfigError("listed must be >= 0 and batch_rows >= 1")

@@ -32,6 +32,8 @@ from .common import buckets_option, library_errors
 @click.option(
     "--model", help="Hold rows to this model's positions and vocabulary (Hub name or directory)."
 )
+@click.option("--revision", help="Revision of --model (branch, tag or commit) on the Hub.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow --model's own config code to run.")
 @click.option(
     "--eos-id",
     type=click.IntRange(0, MAX_TOKEN_ID),
@@ -96,6 +98,8 @@ def inspect(**options: Any) -> Report:
         row_indices=tuple(options["row_indices"]),
         check_hashes=not options["no_hash_check"],
         model=options["model"],
+        model_revision=options["revision"],
+        trust_remote_code=options["trust_remote_code"],
     )
     stdin = sys.stdin.buffer if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)

@@ -53,16 +53,21 @@ class ModelFacts:
         return self.max_positions is not None
 
 
-def model_facts(model: Any) -> ModelFacts:
+def model_facts(
+    model: Any, *, revision: str | None = None, trust_remote_code: bool = False
+) -> ModelFacts:
     """Read :class:`ModelFacts` from a model object, its config, or a Hub name / local directory.
 
-    For a config or a name only the configuration is loaded; the model's structure is built on
-    PyTorch's meta device (no memory, no weights). Encoder-decoder models are refused.
+    For a config or a name only the configuration is loaded (a name at ``revision``; a model with
+    its own code, through its ``auto_map``, only with ``trust_remote_code``); the model's
+    structure is built on PyTorch's meta device (no memory, no weights). Encoder-decoder models
+    are refused.
     """
     import torch
 
     if isinstance(model, (str, os.PathLike)):
-        config, module = _load_config(str(model)), None
+        config = _load_config(str(model), revision, trust_remote_code)
+        module = None
     elif isinstance(model, torch.nn.Module):
         config, module = getattr(model, "config", None), model
     elif hasattr(model, "model_type") and hasattr(model, "to_dict"):
@@ -75,7 +80,7 @@ def model_facts(model: Any) -> ModelFacts:
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
     dtype = _module_dtype(module) if module is not None else _config_dtype(config)
     if module is None:
-        module = _skeleton(config)
+        module = _skeleton(config, trust_remote_code)
     offset, max_positions = _position_table(module)
     return ModelFacts(
         name=str(getattr(config, "name_or_path", "") or type(model).__name__),
@@ -122,25 +127,27 @@ def model_task(config: Any) -> Task | None:
     return None
 
 
-def _load_config(name: str) -> Any:
+def _load_config(name: str, revision: str | None, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
     check_local(name, "model")
     try:
-        return AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as error:
+        return AutoConfig.from_pretrained(
+            name, revision=revision, trust_remote_code=trust_remote_code
+        )
+    except Exception as error:  # a broken config, or the model's own code, may raise anything
         raise ConfigError(f"{name}: cannot load the model config: {one_line(error)}") from None
 
 
-def _skeleton(config: Any) -> Any:
+def _skeleton(config: Any, trust_remote_code: bool = False) -> Any:
     """The model's module tree on the meta device, or ``None`` when transformers cannot build it
-    from the config (a remote-code class not registered here)."""
+    from the config (a remote-code class not registered here, or not trusted)."""
     import torch
     from transformers import AutoModel
 
     try:
         with torch.device("meta"):
-            return AutoModel.from_config(config)
+            return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, ImportError, TypeError):
         return None
 
