@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 from ..config import STRATEGIES
 from ..errors import ConfigError
-
-#: The largest token id an int32 column holds.
-MAX_TOKEN_ID = (1 << 31) - 1
+from ..token_ids import MAX_TOKEN_ID, check_token_id
 
 
 @dataclass(frozen=True)
@@ -53,10 +51,8 @@ class InspectOptions:
             raise ConfigError(f"sample must be at least 1 row, not {self.sample}")
         if self.seed < 0:
             raise ConfigError(f"seed must not be negative, not {self.seed}")
-        for name in ("pad_id", "eos_id"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= MAX_TOKEN_ID:
-                raise ConfigError(f"{name} {value} is no token id (0 to {MAX_TOKEN_ID})")
+        check_token_id("pad_id", self.pad_id)
+        check_token_id("eos_id", self.eos_id)
         if self.vocab_size is not None and not 1 <= self.vocab_size <= MAX_TOKEN_ID + 1:
             raise ConfigError(f"vocab_size {self.vocab_size} is not 1 to {MAX_TOKEN_ID + 1}")
         if self.strategy is not None and self.strategy not in STRATEGIES:

@@ -15,6 +15,7 @@ import click
 
 from .. import config as cfg
 from ..errors import MaskprepError, Option
+from ..token_ids import token_id_problem
 
 #: Config fields whose command-line flag is not the field's own name.
 _FLAGS = {
@@ -92,6 +93,30 @@ def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 raise click.exceptions.Exit(EXIT_SIGINT) from None
 
     return wrapper
+
+
+class TokenId(click.ParamType):
+    """A token id option (``--pad-id``, ``--eos-id``): an integer an int32 column holds, checked
+    as the library checks one (:func:`maskprep.token_ids.token_id_problem`)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """``value`` as a token id; a usage error naming the option otherwise."""
+        number = value
+        if isinstance(value, str):
+            try:
+                number = int(value.strip())
+            except ValueError:
+                number = value
+        problem = token_id_problem(number)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return number
+
+
+#: The type of every option that takes a token id.
+TOKEN_ID = TokenId()
 
 
 def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:

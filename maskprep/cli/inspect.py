@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from .. import config as cfg
-from ..checks.options import MAX_TOKEN_ID
+from ..token_ids import MAX_TOKEN_ID
 from .command import Command, Report
-from .common import buckets_option, library_errors
+from .common import TOKEN_ID, buckets_option, library_errors
 
 
 @click.command(cls=Command)
@@ -36,12 +36,12 @@ from .common import buckets_option, library_errors
 @click.option("--trust-remote-code", is_flag=True, help="Allow --model's own config code to run.")
 @click.option(
     "--eos-id",
-    type=click.IntRange(0, MAX_TOKEN_ID),
+    type=TOKEN_ID,
     help="EOS id (default: the manifest's or the tokenizer's).",
 )
 @click.option(
     "--pad-id",
-    type=click.IntRange(0, MAX_TOKEN_ID),
+    type=TOKEN_ID,
     help="Pad id (default: the manifest's or the tokenizer's, else inferred).",
 )
 @click.option(

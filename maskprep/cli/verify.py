@@ -10,7 +10,7 @@ import click
 
 from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, PACK_FORMS
 from .command import Command, Report
-from .common import library_errors
+from .common import TOKEN_ID, library_errors
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -88,7 +88,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
     show_default=True,
     help="Rows added for reaching farthest into the model's positions.",
 )
-@click.option("--pad-id", type=click.IntRange(min=0), help="Pad id (default: manifest, rows).")
+@click.option("--pad-id", type=TOKEN_ID, help="Pad id (default: manifest, rows).")
 @click.option(
     "--padding-side",
     type=click.Choice(("left", "right")),

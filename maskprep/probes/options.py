@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..token_ids import check_token_id
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
@@ -93,7 +94,6 @@ class VerifyOptions:
             raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
         if self.num_layers is not None and not self.from_config:
             raise ConfigError("num_layers only applies to a model built from its config")
-        if self.pad_id is not None and self.pad_id < 0:
-            raise ConfigError(f"pad_id must be a token id, not {self.pad_id}")
+        check_token_id("pad_id", self.pad_id)
         if self.padding_side not in (None, *PADDING_SIDES):
             raise ConfigError(f"padding_side must be left or right, not {self.padding_side!r}")
