@@ -176,3 +176,10 @@ def test_readme_library_snippet_runs(tmp_path, monkeypatch):
 def test_every_command_has_help():
     for name, command in _commands(main):
         assert command.help, name
+
+
+def test_inspect_tokenizer_help_says_what_inspect_uses_it_for():
+    option = next(p for p in main.commands["inspect"].params if p.name == "tokenizer")
+    text = " ".join((option.help or "").split())
+    for use in ("decodes --rows/--row", "EOS id", "vocabulary size", "model_max_length"):
+        assert use in text, (use, text)

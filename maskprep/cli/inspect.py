@@ -28,7 +28,13 @@ from .common import TOKEN_ID, buckets_option, library_errors
 @click.option(
     "--row", "row_indices", type=click.IntRange(min=0), multiple=True, help="Decode row INDEX."
 )
-@click.option("-t", "--tokenizer", help="Tokenizer for decoding (default: the manifest's).")
+@click.option(
+    "-t",
+    "--tokenizer",
+    help="Tokenizer (default: the manifest's): decodes --rows/--row; gives the EOS id and "
+    "vocabulary size where the manifest has none, and without --model its model_max_length "
+    "limits the rows.",
+)
 @click.option(
     "--model", help="Hold rows to this model's positions and vocabulary (Hub name or directory)."
 )
