@@ -8,7 +8,7 @@ from rowkit import one_torch_thread, pack_rows, random_docs, tiny_config
 
 from maskprep.collate import Collator, block_mask, collate, positions_in_segments
 from maskprep.columns import IGNORE_INDEX
-from maskprep.errors import DataError
+from maskprep.errors import DataError, MaskprepError
 
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
@@ -118,9 +118,10 @@ def test_seq_lens_that_disagree_with_the_mask_are_an_error() -> None:
         collate([row])
 
 
-def test_unknown_form_is_an_error() -> None:
-    with pytest.raises(DataError, match="form must be one of"):
+def test_unknown_form_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="form must be one of") as raised:
         collate(pack_rows([[A]], 4, PAD), form="flat")  # type: ignore[arg-type]
+    assert not isinstance(raised.value, MaskprepError)  # the caller's code, not the data
 
 
 def test_positions_in_segments_restart_per_document() -> None:

@@ -4,6 +4,7 @@ refused with a one-line error naming the fix, and options read from the output a
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,7 @@ from maskprep.collate import (
     row_arrays,
 )
 from maskprep.columns import IGNORE_INDEX
-from maskprep.errors import ConfigError, DataError
+from maskprep.errors import ConfigError, DataError, ManifestError, MaskprepError
 from maskprep.output.names import MANIFEST_NAME
 
 torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
@@ -355,20 +356,39 @@ def test_the_leaky_2d_form_is_only_emitted_by_name(tmp_path) -> None:
     assert named["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0]]
 
 
-def test_collator_options_are_checked() -> None:
-    with pytest.raises(
-        ConfigError, match=r"^form must be one of position_ids, mask4d, mask2d, not 'flat'$"
-    ):
-        Collator(form="flat")  # type: ignore[arg-type]
-    with pytest.raises(
-        ConfigError, match=r"^dtype must be a floating-point torch dtype, not 'int8'$"
-    ):
-        Collator(dtype="int8")
-    with pytest.raises(ConfigError, match=r"^padding_side must be left or right, not 'up'$"):
-        Collator(padding_side="up")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"^pad_id must be a token id, not -1$"):
-        Collator(pad_id=-1)
+def test_collator_options_are_checked_as_programming_errors() -> None:
+    """Options come from the caller's code: a wrong one raises what Python raises for a wrong
+    argument (ValueError, TypeError), never a maskprep error that reads as a data problem."""
+    forms = "position_ids, mask4d, mask2d"
+    cases = [
+        (ValueError, rf"^form must be one of {forms}, not 'flat'$", {"form": "flat"}),
+        (ValueError, r"^dtype must be a floating-point torch dtype, not 'int8'", {"dtype": "int8"}),
+        (ValueError, r"^padding_side must be left or right, not 'up'$", {"padding_side": "up"}),
+        (ValueError, r"^pad_id: -1 is not a token id \(0 to 2147483647\)$", {"pad_id": -1}),
+        (ValueError, r"^pad_id: 2147483648 is not a token id", {"pad_id": 2**31}),
+        (TypeError, r"^pad_id: '3' is not a token id", {"pad_id": "3"}),
+        (ValueError, r"^position_offset must be 0 or more, not -1$", {"position_offset": -1}),
+        (ValueError, r"^vocab_size must be at least 1, not 0$", {"vocab_size": 0}),
+    ]
+    for kind, message, options in cases:
+        with pytest.raises(kind, match=message) as raised:
+            Collator(**options)  # type: ignore[arg-type]
+        assert not isinstance(raised.value, MaskprepError), options
+    with pytest.raises(ValueError, match=r"^padding_side must be left or right, not 'up'$"):
+        row_arrays(pad_rows([A], 4, PAD, "right"), padding_side="up")  # type: ignore[arg-type]
     assert Collator(dtype=torch.bfloat16).dtype == "bfloat16"
+    assert Collator(pad_id=2**31 - 1).pad_id == 2**31 - 1  # the largest id is fine
+
+
+def test_a_manifest_pad_id_that_is_no_token_id_is_a_manifest_error(built, tmp_path) -> None:
+    """The pad id for_output takes from the data is checked as data."""
+    out = tmp_path / "out"
+    shutil.copytree(built["pad"], out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["tokenizer"]["pad_token_id"] = -7
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"tokenizer.pad_token_id: -7 is not a token id"):
+        for_output(out, model=tiny_config("llama"))
 
 
 # --------------------------------------------------------------------------- for_output
@@ -456,12 +476,12 @@ def test_flash_attention_decoders_get_the_position_ids_form(built) -> None:
     config._attn_implementation = "flash_attention_2"
     collator = for_output(built["pack"], model=config)
     assert collator.form == "position_ids"
-    with pytest.raises(ConfigError, match=r"^flash_attention_2 takes no 4D mask"):
+    with pytest.raises(ValueError, match=r"^flash_attention_2 takes no 4D mask"):
         for_output(built["pack"], model=config, form="mask4d")
 
 
 def test_for_output_refuses_forms_that_leak(built, monkeypatch) -> None:
-    with pytest.raises(ConfigError, match=r"^packed rows for an encoder need form='mask4d'"):
+    with pytest.raises(ValueError, match=r"^packed rows for an encoder need form='mask4d'"):
         for_output(built["pack"], model=tiny_config("bert"), form="position_ids")
     assert (
         for_output(built["pack"], model=tiny_config("llama"), form="position_ids").form
@@ -470,12 +490,12 @@ def test_for_output_refuses_forms_that_leak(built, monkeypatch) -> None:
     from transformers import masking_utils
 
     monkeypatch.delattr(masking_utils, "find_packed_sequence_indices")
-    with pytest.raises(ConfigError, match=r"builds no block-diagonal mask from position_ids"):
+    with pytest.raises(ValueError, match=r"builds no block-diagonal mask from position_ids"):
         for_output(built["pack"], model=tiny_config("llama"), form="position_ids")
 
 
 def test_for_output_refuses_what_the_model_cannot_take(built) -> None:
-    with pytest.raises(ConfigError, match=r"unknown collator option\(s\): padding$"):
+    with pytest.raises(TypeError, match=r"unknown collator option\(s\): padding$"):
         for_output(built["pad"], padding="left")
     small = tiny_config("llama", vocab_size=100)
     with pytest.raises(
@@ -486,7 +506,7 @@ def test_for_output_refuses_what_the_model_cannot_take(built) -> None:
 
     with pytest.raises(ConfigError, match=r"^t5: encoder-decoder models are not supported$"):
         for_output(built["pad"], model=T5Config(vocab_size=300, d_model=32, num_layers=1))
-    with pytest.raises(ConfigError, match=r"^model must be a model, its config or its name"):
+    with pytest.raises(TypeError, match=r"^model must be a model, its config or its name"):
         for_output(built["pad"], model=42)
 
 
@@ -553,9 +573,9 @@ def test_for_model_sets_up_what_for_output_does_for_rows_without_a_manifest(buil
         given = {"pad_id": expected.pad_id, "padding_side": expected.padding_side}
         assert for_model(facts, **given, packed=expected.packed) == expected
         assert Collator.for_model(tiny_config(kind), **given, packed=expected.packed) == expected
-    with pytest.raises(ConfigError, match=r"^unknown collator option\(s\): padding$"):
+    with pytest.raises(TypeError, match=r"^unknown collator option\(s\): padding$"):
         for_model(padding="left")
-    with pytest.raises(ConfigError, match=r"^packed rows for an encoder need form='mask4d'"):
+    with pytest.raises(ValueError, match=r"^packed rows for an encoder need form='mask4d'"):
         for_model(tiny_config("bert"), form="position_ids")
 
 

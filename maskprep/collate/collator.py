@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..token_ids import token_id_problem
 from .documents import check_labels, first_true
 from .forms import PACK_FORMS, PackForm, emit, torch_dtype
 from .models import ModelFacts, model_facts
@@ -50,7 +51,7 @@ def collate(
     refuses labels that break the contract and feeds the model cannot take.
     """
     if form not in PACK_FORMS:
-        raise DataError(f"form must be one of {', '.join(PACK_FORMS)}, not {form!r}")
+        raise ValueError(f"form must be one of {', '.join(PACK_FORMS)}, not {form!r}")
     arrays = row_arrays(rows, pad_id=pad_id, padding_side=padding_side, packed=packed)
     return emit(
         arrays,
@@ -94,19 +95,23 @@ class Collator:
     check_labels: bool = True
 
     def __post_init__(self) -> None:
+        # Options come from the caller's code (the data's own come through for_output, checked
+        # as data there): a wrong one is a programming error, raised as Python raises those.
         if self.form not in PACK_FORMS:
-            raise ConfigError(f"form must be one of {', '.join(PACK_FORMS)}, not {self.form!r}")
+            raise ValueError(f"form must be one of {', '.join(PACK_FORMS)}, not {self.form!r}")
         if self.padding_side not in (None, "left", "right"):
-            raise ConfigError(f"padding_side must be left or right, not {self.padding_side!r}")
+            raise ValueError(f"padding_side must be left or right, not {self.padding_side!r}")
         object.__setattr__(self, "dtype", str(torch_dtype(self.dtype)).removeprefix("torch."))
-        if self.pad_id is not None and self.pad_id < 0:
-            raise ConfigError(f"pad_id must be a token id, not {self.pad_id}")
+        problem = None if self.pad_id is None else token_id_problem(self.pad_id)
+        if problem is not None:
+            kind = ValueError if isinstance(self.pad_id, int) else TypeError
+            raise kind(f"pad_id: {problem}")
         if self.position_offset < 0:
-            raise ConfigError(f"position_offset must be 0 or more, not {self.position_offset}")
+            raise ValueError(f"position_offset must be 0 or more, not {self.position_offset}")
         for name in ("max_positions", "vocab_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, not {value}")
+                raise ValueError(f"{name} must be at least 1, not {value}")
 
     @classmethod
     def for_output(
@@ -209,7 +214,7 @@ def _refuse_unknown(options: dict[str, Any]) -> None:
     known = {f.name for f in fields(Collator)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ConfigError(f"unknown collator option(s): {', '.join(unknown)}")
+        raise TypeError(f"unknown collator option(s): {', '.join(unknown)}")
 
 
 def _facts(model: Any) -> ModelFacts | None:
@@ -294,17 +299,17 @@ def _default_form(causal: bool, facts: ModelFacts | None) -> str:
 def _refuse_leaky_form(form: str, causal: bool, facts: ModelFacts | None) -> None:
     """Refuse the forms that would let packed documents see each other on this model."""
     if form == "position_ids" and not causal:
-        raise ConfigError(
+        raise ValueError(
             "packed rows for an encoder need form='mask4d': encoders build no attention mask from "
             "position_ids, so the documents would see each other"
         )
     if form == "mask4d" and _flash(facts):
-        raise ConfigError(
+        raise ValueError(
             f"{facts.attn_implementation if facts else 'flash attention'} takes no 4D mask: use "
             "form='position_ids' for packed rows"
         )
     if form == "position_ids" and not _flash(facts) and not _derives_block_mask():
-        raise ConfigError(
+        raise ValueError(
             "this transformers version builds no block-diagonal mask from position_ids outside "
             "flash attention: use form='mask4d' for packed rows"
         )

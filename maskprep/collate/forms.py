@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..extras import require_extra
 
 if TYPE_CHECKING:
@@ -57,7 +56,7 @@ def torch_dtype(dtype: Any) -> torch.dtype:
         return dtype
     found = getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(found, torch.dtype) or not found.is_floating_point:
-        raise ConfigError(f"dtype must be a floating-point torch dtype, not {dtype!r}")
+        raise ValueError(f"dtype must be a floating-point torch dtype, not {dtype!r}")
     return found
 
 

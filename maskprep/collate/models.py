@@ -73,7 +73,7 @@ def model_facts(
     elif hasattr(model, "model_type") and hasattr(model, "to_dict"):
         config, module = model, None
     else:
-        raise ConfigError(
+        raise TypeError(
             f"model must be a model, its config or its name, not {type(model).__name__}"
         )
     if config is not None and getattr(config, "is_encoder_decoder", False):

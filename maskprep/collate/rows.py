@@ -146,7 +146,7 @@ def row_arrays(
     (``None``, from the columns).
     """
     if padding_side not in (None, "left", "right"):
-        raise DataError(f"padding_side must be left or right, not {padding_side!r}")
+        raise ValueError(f"padding_side must be left or right, not {padding_side!r}")
     cols = _columns_of(rows)
     lengths = _check_columns(cols)
     is_packed = _is_packed(cols, packed)

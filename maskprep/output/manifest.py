@@ -28,6 +28,7 @@ from ..results import Totals
 from ..shaping.fill import BucketFill, Fill
 from ..sources.parts import FileRange, PlannedFile
 from ..sources.records import InputStats
+from ..token_ids import token_id_problem
 from ..tokenizing.loading import TokenizerInfo
 from .decoding import decode, decode_fields, json_kind
 from .names import EXTENSIONS, MANIFEST_NAME, MANIFEST_NAMES, complete_shards, is_shard_name
@@ -206,7 +207,17 @@ class Manifest:
             fill=decode_fields(Fill, fill, path, "fill", buckets=buckets),
         )
         _check_shard_names(manifest.shards, path)
+        _check_token_ids(manifest, path)
         return manifest
+
+
+def _check_token_ids(manifest: Manifest, path: str) -> None:
+    """The recorded pad and EOS ids are token ids: readers hand them to collators and checks."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(manifest.tokenizer, name)
+        problem = None if value is None else token_id_problem(value)
+        if problem is not None:
+            raise ManifestError(path, f"tokenizer.{name}", problem)
 
 
 def _check_shard_names(shards: tuple[ShardInfo, ...], path: str) -> None:
