@@ -15,6 +15,9 @@ PackAlgorithm = Literal["greedy", "bfd"]
 Overflow = Literal["truncate", "drop", "split", "error"]
 PaddingSide = Literal["left", "right"]
 ShardFormat = Literal["parquet", "arrow"]
+#: How a collator feeds packed rows (see :mod:`maskprep.collate`); ``mask2d`` lets the documents
+#: of a pack attend to each other: a diagnostic, only ever emitted when asked for by that name.
+PackForm = Literal["position_ids", "mask4d", "mask2d"]
 
 INPUT_FORMATS = ("auto", "text", "jsonl")
 BAD_RECORD_POLICIES = ("fail", "skip")
@@ -25,6 +28,7 @@ DEFAULT_PACK_WINDOW = 1000
 OVERFLOWS = ("truncate", "drop", "split", "error")
 PADDING_SIDES = ("left", "right")
 SHARD_FORMATS = ("parquet", "arrow")
+PACK_FORMS: tuple[str, ...] = ("position_ids", "mask4d", "mask2d")
 TrainOn = Literal["assistant", "last-assistant", "all"]
 TRAIN_ON = ("assistant", "last-assistant", "all")
 #: Default cap on one input line (one record), in bytes. The longest real documents (a book, a

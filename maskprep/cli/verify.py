@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, PACK_FORMS
+from ..config import PACK_FORMS
+from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES
 from .command import Command, Report
 from .common import TOKEN_ID, library_errors
 

@@ -71,11 +71,12 @@ RoBERTa-family encoders number positions from ``padding_idx + 1``: ``position_of
 offset to every emitted position (``for_output`` reads it from the model).
 """
 
+from ..config import PACK_FORMS, PackForm, PaddingSide
 from .collator import Collator, collate, for_model, for_output
 from .documents import check_labels, positions_in_segments
-from .forms import PACK_FORMS, PackForm, additive_mask, block_mask
+from .forms import additive_mask, block_mask
 from .models import ModelFacts, Task, model_facts, model_task
-from .rows import COLLATE_COLUMNS, PaddingSide, RowArrays, row_arrays
+from .rows import COLLATE_COLUMNS, RowArrays, row_arrays
 
 __all__ = [
     "COLLATE_COLUMNS",

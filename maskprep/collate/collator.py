@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..config import PACK_FORMS, PADDING_SIDES, PackForm, PaddingSide
 from ..errors import ConfigError, DataError
 from ..token_ids import token_id_problem
 from .documents import check_labels, first_true
-from .forms import PACK_FORMS, PackForm, emit, torch_dtype
+from .forms import emit, torch_dtype
 from .models import ModelFacts, model_facts
-from .rows import PaddingSide, RowArrays, row_arrays
+from .rows import RowArrays, row_arrays
 
 if TYPE_CHECKING:
     from ..output.manifest import Manifest
@@ -99,7 +100,7 @@ class Collator:
         # as data there): a wrong one is a programming error, raised as Python raises those.
         if self.form not in PACK_FORMS:
             raise ValueError(f"form must be one of {', '.join(PACK_FORMS)}, not {self.form!r}")
-        if self.padding_side not in (None, "left", "right"):
+        if self.padding_side not in (None, *PADDING_SIDES):
             raise ValueError(f"padding_side must be left or right, not {self.padding_side!r}")
         object.__setattr__(self, "dtype", str(torch_dtype(self.dtype)).removeprefix("torch."))
         problem = None if self.pad_id is None else token_id_problem(self.pad_id)

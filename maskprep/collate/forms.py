@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,11 +14,6 @@ if TYPE_CHECKING:
     import torch
 
     from .rows import RowArrays
-
-PackForm = Literal["position_ids", "mask4d", "mask2d"]
-#: ``mask2d`` lets the documents of a pack attend to each other: a diagnostic, only ever emitted
-#: when asked for by that name.
-PACK_FORMS: tuple[str, ...] = ("position_ids", "mask4d", "mask2d")
 
 
 def block_mask(segments: np.ndarray, *, causal: bool = True) -> np.ndarray:

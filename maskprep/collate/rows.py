@@ -6,19 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import columns
 from ..columns import IGNORE_INDEX
+from ..config import PADDING_SIDES, PaddingSide
 from ..errors import DataError
 from .documents import documents, first_true, positions_in_segments
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-PaddingSide = Literal["left", "right"]
 #: The columns the collator reads. A trainer that drops columns must keep these.
 COLLATE_COLUMNS: tuple[str, ...] = (
     columns.INPUT_IDS,
@@ -145,7 +145,7 @@ def row_arrays(
     ``seq_lens`` or ``position_ids`` survived to split them), must not be (``False``), or either
     (``None``, from the columns).
     """
-    if padding_side not in (None, "left", "right"):
+    if padding_side not in (None, *PADDING_SIDES):
         raise ValueError(f"padding_side must be left or right, not {padding_side!r}")
     cols = _columns_of(rows)
     lengths = _check_columns(cols)

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import PACK_FORMS, PADDING_SIDES
 from ..errors import ConfigError
 from ..token_ids import check_token_id
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-PADDING_SIDES = ("left", "right")
-#: How a collator may feed packed rows (see :mod:`maskprep.collate`); ``mask2d`` leaks, and is
-#: only probed as a diagnostic.
-PACK_FORMS = ("position_ids", "mask4d", "mask2d")
 PROBES = (
     "pad-invariance",
     "unpadded-reference",
