@@ -147,3 +147,58 @@ def test_rejected_records_travel_with_the_batch_they_were_read_in():
     ]
     assert list(batched(items[:3], 2)) == [Batch([items[0], items[2]], [items[1]])]
     assert list(batched([items[1]], 2)) == [Batch([], [items[1]])]
+
+
+def test_the_ray_engine_message_names_the_option_not_the_flag(monkeypatch, runner, tmp_path):
+    import sys
+
+    from maskprep.distributed import ray_engine
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ConfigError) as raised:
+        ray_engine._import_ray()
+    assert str(raised.value).startswith("engine='ray' needs Ray, which is not installed")
+    assert raised.value.render(flag).startswith("--engine ray needs Ray")
+
+
+def _string_constants(tree):
+    """String literals of a module (f-string parts included), docstrings left out."""
+    import ast
+
+    docstrings = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        first = body[0] if isinstance(body, list) and body else None
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            docstrings.add(id(first.value))
+    for node in ast.walk(tree):
+        text = isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if text and id(node) not in docstrings:
+            yield node
+
+
+def test_no_library_string_names_a_command_line_flag():
+    """Messages suggest options through Option (rendered as flags by the CLI only)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import maskprep
+
+    root = Path(maskprep.__file__).parent
+    flagged = []
+    for path in sorted(root.rglob("*.py")):
+        if "cli" in path.relative_to(root).parts:
+            continue
+        for node in _string_constants(ast.parse(path.read_text(encoding="utf-8"))):
+            if re.search(r"(^|[\s(])--[a-z]", node.value):
+                flagged.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    assert not flagged, flagged
+
+
+def test_the_flag_scan_sees_a_flag():
+    import ast
+
+    tree = ast.parse('"""Doc --resume."""\nx = f"use --resume {1}"\n')
+    found = [n.value for n in _string_constants(tree)]
+    assert "use --resume " in found and "Doc --resume." not in found
