@@ -23,7 +23,7 @@ from typing import Any
 from .. import storage
 from .._version import __version__
 from ..config import STRATEGIES, BuildConfig
-from ..errors import DataError, ManifestError, OutputError
+from ..errors import DataError, IOFailure, ManifestError, OutputError
 from ..results import Totals
 from ..shaping.fill import BucketFill, Fill
 from ..sources.parts import FileRange, PlannedFile
@@ -334,6 +334,8 @@ def load_manifest(path: str | os.PathLike[str] | storage.Location) -> Manifest:
     name = location.url
     try:
         data = storage.read_bytes(location)
+    except storage.StorageFailure as exc:  # the store failed: the same read may work later
+        raise IOFailure(f"{name}: cannot read manifest: {exc.detail}") from None
     except storage.StorageError as exc:
         raise DataError(f"{name}: cannot read manifest: {exc.detail}") from None
     return parse_manifest(data, name)

@@ -221,7 +221,7 @@ def write_failures(location: storage.Location) -> Iterator[None]:
         yield
     except OSError as exc:
         raise os_failure(location.url, "cannot write output", exc) from None
-    except storage.NoSpace as exc:
+    except storage.StorageFailure as exc:
         # The machine failed, not the command (exit 1, see maskprep.errors).
         raise IOFailure(f"{exc.url}: cannot write output: {exc.detail}") from None
 

@@ -24,6 +24,7 @@ from .errors import (
     NoSpace,
     NotFound,
     StorageError,
+    StorageFailure,
     Unsupported,
     VersionMismatch,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "NotFound",
     "ObjectInfo",
     "StorageError",
+    "StorageFailure",
     "StorageOptions",
     "Unsupported",
     "VersionMismatch",

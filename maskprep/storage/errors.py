@@ -1,8 +1,13 @@
 """Errors of the storage layer: one line naming the URL, typed so callers can react.
 
-Every class derives from :class:`maskprep.errors.ConfigError` (exit 2): a missing object, a denied
-request or a lost race is a problem with the request or the environment, never with the data.
-Callers that have a better word for it (an output held by another build) catch and re-raise.
+A missing object or bucket, a denied request (credentials, permissions: on an input as on an
+output), a lost race, an unknown protocol or a bad option is a problem with the request: those
+classes derive from :class:`maskprep.errors.ConfigError` (exit 2). The store or the machine
+failing an operation that should have worked (a full disk or quota, a network error or timeout,
+a 5xx answer such as ``InternalError`` or ``SlowDown``) is a :class:`StorageFailure`, also an
+:class:`maskprep.errors.IOFailure` (exit 1): the same command may work later. An error the store
+raises that is none of these stays a plain :class:`StorageError` (exit 2). Callers that have a
+better word for it (an output held by another build) catch and re-raise.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..errors import ConfigError
+from ..errors import ConfigError, IOFailure, first_line
 
 
 class StorageError(ConfigError):
@@ -46,7 +51,14 @@ class Unsupported(StorageError):
     """The store cannot do what was asked (a conditional write, writing to a read-only store)."""
 
 
-class NoSpace(StorageError):
+class StorageFailure(StorageError, IOFailure):
+    """The store or the machine failed an operation that should have worked (network, timeout,
+    a 5xx answer, a full disk): exit 1, as every :class:`~maskprep.errors.IOFailure`."""
+
+    exit_code = 1
+
+
+class NoSpace(StorageFailure):
     """The disk (or a quota, or a file size limit) is full: nothing more can be written."""
 
 
@@ -66,15 +78,47 @@ class MissingExtra(ConfigError):
         return (type(self), (self.url, self.package, self.extra))
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line.strip()
+#: ``errno`` values of an operation the machine or the network failed.
+_FAILURE_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.EREMOTEIO,
+        errno.EBUSY,
+        errno.EAGAIN,
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+        errno.ECONNREFUSED,
+        errno.ECONNABORTED,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EPIPE,
+    }
+)
+#: S3 error codes of a store that failed (HTTP 5xx, throttling, a request that timed out).
+_FAILURE_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+    | {"500", "502", "503", "504"}
+)
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         return exc.strerror  # the URL already names the file; no need to repeat it
-    return _first_line(str(exc)) or type(exc).__name__
+    return first_line(exc)
+
+
+def _failed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store, the network or the machine failed, not the request."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _FAILURE_ERRNOS:
+        return True
+    if _s3_code(exc) in _FAILURE_CODES:
+        return True
+    # HTTP clients' own connection and timeout errors (botocore, aiohttp) are no OSError.
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    return any("Connect" in name or "Timeout" in name for name in names)
 
 
 def _s3_code(exc: BaseException) -> str | None:
@@ -121,4 +165,6 @@ def translate(exc: BaseException, url: str) -> StorageError:
         return StorageError(url, "a parent is not a directory")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return NoSpace(url, os.strerror(exc.errno))
+    if _failed(exc):
+        return StorageFailure(url, _reason(exc))
     return StorageError(url, _reason(exc))
