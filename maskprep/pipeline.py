@@ -55,12 +55,17 @@ def build(
     Raises :class:`~maskprep.errors.ConfigError` for unusable options, inputs or tokenizers,
     :class:`~maskprep.errors.OutputError` (a ``ConfigError``) when another build holds the output
     directory or it cannot be used as asked, :class:`~maskprep.errors.IOFailure` when writing
-    fails (a full disk), and :class:`~maskprep.errors.DataError` for bad data under the ``fail``
-    policy. On an error the shards this call wrote are removed, so nothing left behind looks
-    finished. Interrupted (``KeyboardInterrupt``, or any exception that is not an ``Exception``,
-    such as a signal turned into one), it keeps its complete shards as a kill would, for
-    ``config.output.resume`` to reuse, and removes its temporary files; the rejects file is only
-    ever part of a finished output. ``tokenizer`` is the tokenizer
+    fails (a full disk, a store that fails), and :class:`~maskprep.errors.DataError` for bad data:
+    a :class:`~maskprep.errors.BadRecordError` at the first bad record under the ``fail`` policy,
+    or, under ``skip``, a :class:`RejectsPastLimit` once more records are rejected than
+    ``config.source.max_rejects`` allows (a count as soon as it is passed, a percentage once the
+    input is read). On an error the shards this call wrote are removed and no manifest is
+    written, so nothing left behind looks finished; past ``max_rejects`` the rejects file is kept
+    to say why, and an output this call was to overwrite is left as it was (the failed build's
+    rejects go with its staging). Interrupted (``KeyboardInterrupt``, or any exception that is
+    not an ``Exception``, such as a signal turned into one), it keeps its complete shards as a
+    kill would, for ``config.output.resume`` to reuse, and removes its temporary files.
+    ``tokenizer`` is the tokenizer
     ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building several parts
     loads it once).
 

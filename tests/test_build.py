@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import dataclasses
 import gzip
 import importlib.util
 import json
@@ -18,6 +19,7 @@ from transformers import AutoTokenizer
 from maskprep import ConfigError, DataError, build, read_manifest
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
+from maskprep.config import RejectLimit
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 
 
@@ -581,3 +583,25 @@ def test_arrow_helpers_refuse_what_they_would_corrupt():
     assert columns.to_numpy(sliced.slice(0, 0), np.int32).tolist() == []
     with pytest.raises(TypeError):
         columns.to_numpy(pa.array([1, 2], pa.int64()), np.int32)
+
+
+@pytest.mark.parametrize("limit", [RejectLimit(count=1), RejectLimit(percent=10.0)])
+def test_past_max_rejects_the_build_fails_as_its_docstring_says(tmp_path, llama_like, limit):
+    """pipeline.build's docstring: RejectsPastLimit (a DataError), shards removed, no manifest,
+    the rejects file kept to say why."""
+    from maskprep.pipeline import RejectsPastLimit
+
+    lines = [{"text": f"good {i}"} for i in range(8)] + ["{broken", "{also broken"]
+    src = write_jsonl(tmp_path / "in.jsonl", lines)
+    config = make_config([src], llama_like, tmp_path / "out", pad_token="eos", shard_rows=2)
+    config = dataclasses.replace(
+        config,
+        source=dataclasses.replace(config.source, on_bad_record="skip", max_rejects=limit),
+    )
+    with pytest.raises(RejectsPastLimit) as raised:
+        build(config)
+    assert isinstance(raised.value, DataError)
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "_rejects.jsonl" in left and "_maskprep.json" not in left
+    assert not [name for name in left if name.startswith("data-")], left
+    assert len((tmp_path / "out" / "_rejects.jsonl").read_text().splitlines()) == 2
