@@ -247,3 +247,29 @@ def test_random_input_is_accounted_for(tmp_path, llama_like, data, policy, fmt):
     if policy == "skip":
         rejects = (out / REJECTS_NAME).read_text(encoding="utf-8").splitlines()
         assert len(rejects) == totals["records_rejected"]
+
+
+def test_resuming_a_finished_output_built_from_a_named_pipe_says_what_to_do(tmp_path, llama_like):
+    """A FIFO cannot be read again to check it: one line naming it and what to do, not a claim
+    that it changed (it reads as 0 bytes)."""
+    import threading
+
+    fifo = tmp_path / "feed"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(DATA))
+    writer.start()
+    out = tmp_path / "out"
+    build(make_config([fifo], llama_like, out, **OPTIONS))
+    writer.join(timeout=30)
+    with pytest.raises(OutputError) as raised:
+        build(make_config([fifo], llama_like, out, resume=True, **OPTIONS))
+    message = str(raised.value)
+    assert message.startswith(f"{fifo}: a pipe or device, which cannot be read again")
+    assert message.endswith("a regular file, or overwrite the output to rebuild it")
+    assert "changed" not in message and len(message.splitlines()) == 1
+    # A regular file with the same bytes resumes as the finished output it is.
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(DATA)
+    again = tmp_path / "again"
+    build(make_config([plain], llama_like, again, **OPTIONS))
+    assert build(make_config([plain], llama_like, again, resume=True, **OPTIONS)).reused_shards

@@ -6,13 +6,15 @@ Inputs are compared by size first (free), then by the sha256 of their bytes, whi
 holds: a file rewritten in place with the same size is caught too. The manifest records no
 modification times (they would make equal builds give different manifests), so a finished
 output's inputs are read once more to be hashed. Standard input cannot be read twice: an output
-built from it is returned on trust.
+built from it is returned on trust. A named pipe (or a device) given as an input cannot be read
+twice either, and is not standard input the user knowingly gave: it is refused, naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 from ..config import BuildConfig, PartSpec
 from ..errors import OutputError
@@ -50,6 +52,13 @@ def check_inputs_unchanged(
     if STDIN in config.source.inputs:
         return
     units = _units(manifest, config, options)
+    for unit in units:
+        if not is_url(unit.path) and not stat.S_ISREG(os.stat(unit.path).st_mode):
+            raise OutputError(
+                f"{unit.path}: a pipe or device, which cannot be read again to check it holds "
+                f"what the build in {where} read; give the data as a regular file, or overwrite "
+                "the output to rebuild it"
+            )
     recorded = manifest.inputs
     then = [entry.path for entry in recorded]
     now = [unit.path for unit in units]
