@@ -61,11 +61,12 @@ def open_url(
     handle = storage.open_read(location_of(name, options), start)
     if end is None:
         return io.BufferedReader(handle)  # type: ignore[type-var]  # an fsspec file is raw I/O
-    return io.BufferedReader(_Window(handle, end - start))
+    return io.BufferedReader(Window(handle, end - start))
 
 
-class _Window(io.RawIOBase):
-    """At most ``left`` bytes of an open stream, then its end."""
+class Window(io.RawIOBase):
+    """At most ``left`` bytes of an open stream (an object's, or a local file's seeked to where
+    a part starts), then its end; closing it closes the stream."""
 
     def __init__(self, handle: BinaryIO, left: int) -> None:
         super().__init__()

@@ -28,7 +28,7 @@ from ..storage import StorageOptions
 from .compressed import is_compressed
 from .inputs import STDIN
 from .lines import Overlong, capped_lines, sample
-from .locations import is_url, location_of, open_url
+from .locations import Window, is_url, location_of, open_url
 
 _CHUNK = 1 << 20
 
@@ -158,31 +158,6 @@ def _count_newlines(handle: BinaryIO, end: int) -> int:
     return count
 
 
-class _Window(io.RawIOBase):
-    """Reads bytes ``[start, end)`` of a file, and nothing past ``end``."""
-
-    def __init__(self, path: str, start: int, end: int) -> None:
-        self._handle = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._handle.seek(start)
-        self._left = end - start
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        want = min(len(buffer), self._left)
-        if want <= 0:
-            return 0
-        data = self._handle.read(want)
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._handle.close()
-        super().close()
-
-
 def open_range(file_range: FileRange, options: StorageOptions | None = None) -> BinaryIO:
     """A binary stream of exactly the bytes of ``file_range``."""
     if is_url(file_range.path):
@@ -190,7 +165,13 @@ def open_range(file_range: FileRange, options: StorageOptions | None = None) -> 
         return open_url(file_range.path, options, file_range.start, end)
     if file_range.whole:
         return open(file_range.path, "rb")
-    return _Window(file_range.path, file_range.start, file_range.end)  # type: ignore[return-value]
+    handle = open(file_range.path, "rb")  # noqa: SIM115 - closed with the window
+    try:
+        handle.seek(file_range.start)
+    except BaseException:
+        handle.close()
+        raise
+    return io.BufferedReader(Window(handle, file_range.end - file_range.start))
 
 
 def head_sample(
