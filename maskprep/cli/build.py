@@ -14,6 +14,7 @@ from .command import Command, Report
 from .common import (
     buckets_option,
     library_errors,
+    output_option,
     reject_limit_option,
     size_option,
     storage_options_option,
@@ -26,13 +27,7 @@ if TYPE_CHECKING:
 @click.command(cls=Command)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-t", "--tokenizer", required=True, help="Hub name or local directory.")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    metavar="DIR|URL",
-    help="Output directory, or an object-store prefix (s3://bucket/out).",
-)
+@output_option
 @click.option("--max-length", required=True, type=click.IntRange(min=1), help="Row length.")
 @click.option(
     "--strategy",

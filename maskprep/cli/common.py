@@ -95,6 +95,16 @@ def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: ``-o/--output`` of the commands that write an output (``build``, ``merge``).
+output_option = click.option(
+    "-o",
+    "--output",
+    required=True,
+    metavar="DIR|URL",
+    help="Output directory, or an object-store prefix (s3://bucket/out).",
+)
+
+
 class TokenId(click.ParamType):
     """A token id option (``--pad-id``, ``--eos-id``): an integer an int32 column holds, checked
     as the library checks one (:func:`maskprep.token_ids.token_id_problem`)."""

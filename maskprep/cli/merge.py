@@ -7,18 +7,12 @@ from typing import Any
 import click
 
 from .command import Command, Report
-from .common import library_errors, storage_options_option
+from .common import library_errors, output_option, storage_options_option
 
 
 @click.command(cls=Command)
 @click.argument("parts", nargs=-1, required=True, metavar="PART_DIR...")
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    metavar="DIR|URL",
-    help="Output directory, or an object-store prefix (s3://bucket/out).",
-)
+@output_option
 @click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @storage_options_option
