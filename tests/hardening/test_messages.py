@@ -221,6 +221,8 @@ def test_tokenizer_without_chat_template_is_a_usage_error_before_reading(
     args = build_args(chat_input, llama_like, tmp_path / "out", "--messages-field", "messages")
     line = assert_clean_failure(cli(*args), 2)
     assert "chat template" in line
+    # The command line names its flag, never the library's field name.
+    assert "--chat-template FILE" in line and "chat_template" not in line
     assert "chat.jsonl:1" not in line
 
 
