@@ -198,7 +198,9 @@ def test_corrupt_tokenizer_json_is_one_line(tmp_path, jsonl_60, llama_like):
     tokenizer = shutil.copytree(llama_like, tmp_path / "corrupt")
     (tokenizer / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
     args = build_args(jsonl_60, tokenizer, tmp_path / "out", "--no-tokenizer-cache")
-    assert_clean_failure(cli(*args), 2, [str(tokenizer)])
+    line = assert_clean_failure(cli(*args), 2, [str(tokenizer)])
+    # transformers raises KeyError('added_tokens'): a bare "'added_tokens'" explains nothing.
+    assert "missing key 'added_tokens'" in line
 
 
 # ----------------------------------------------------------------------------- chat template
