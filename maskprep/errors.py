@@ -7,7 +7,8 @@ exit   meaning
 1      the run failed: the data has a problem (:class:`DataError`: a bad record under the
        ``fail`` policy, a failed ``inspect`` check, a leak found by ``verify``, a broken
        manifest), or the machine failed an operation that should have worked
-       (:class:`IOFailure`: disk full, quota exceeded, an I/O error)
+       (:class:`IOFailure`: disk full, quota exceeded, an I/O error, an object store or the
+       network failing)
 2      usage, the command must change (:class:`ConfigError`: bad options, a missing input, an
        unusable tokenizer, an output directory that is busy, holds an unfinished build, is not
        empty or may not be overwritten)
