@@ -217,22 +217,24 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     assert manifest["tokenizer"] == local.manifest.as_dict()["tokenizer"]
 
 
-def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(
+def test_a_part_loads_nothing_when_the_cache_holds_the_tokenizer(
     tmp_path, corpus_file, llama_like, monkeypatch
 ):
+    from maskprep import PartSpec
     from maskprep.distributed import ray_engine
+    from maskprep.tokenizing import prepare
     from maskprep.tokenizing.cache import TokenizerCache
 
     cache = TokenizerCache(tmp_path / "cache")
-    config = make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos")
-    assert ray_engine._PartBuilder(config, cache)._tokenizer is not None  # cold: loads it
-    build(config, tokenizer_cache=cache)
+    build(make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos"),
+          tokenizer_cache=cache)  # fmt: skip
 
     def refuse(config):
         raise AssertionError("the cache holds this tokenizer")
 
-    monkeypatch.setattr(ray_engine, "load_tokenizer", refuse)
-    builder = ray_engine._PartBuilder(config, cache)
-    part = make_config([corpus_file], llama_like, tmp_path / "second", pad_token="eos")
-    assert builder._tokenizer is None
-    assert builder.build_part(part) == str(tmp_path / "second")
+    monkeypatch.setattr(prepare, "load_tokenizer", refuse)
+    out = tmp_path / "second"
+    part = make_config([corpus_file], llama_like, out, pad_token="eos", part=PartSpec(0, 2))
+    run = ray_engine.build_part(part, cache, node_id="n1")
+    assert (run.index, run.node_id, run.pid, run.reused_shards) == (0, "n1", os.getpid(), 0)
+    assert (out / MANIFEST_NAME).exists()
