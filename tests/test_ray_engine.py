@@ -238,3 +238,49 @@ def test_a_part_loads_nothing_when_the_cache_holds_the_tokenizer(
     run = ray_engine.build_part(part, cache, node_id="n1")
     assert (run.index, run.node_id, run.pid, run.reused_shards) == (0, "n1", os.getpid(), 0)
     assert (out / MANIFEST_NAME).exists()
+
+
+def test_a_part_whose_worker_dies_is_rerun_and_resumes(cluster, tmp_path, llama_like):
+    """The worker building a part is killed (SIGKILL) once it has written a shard: Ray reruns the
+    part, the rerun keeps the dead attempt's complete shards, and the output is the local
+    build's."""
+    import signal
+    import threading
+    import time
+
+    from maskprep.distributed.ray_engine import build_with_ray
+    from maskprep.output.names import LOCK_NAME
+
+    texts = [f"document {i}: " + "word " * (5 + i % 30) for i in range(4000)]
+    corpus = write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
+    options = dict(pad_token="eos", max_length=24, shard_rows=20)
+    out = tmp_path / "ray"
+    victim = tmp_path / "ray.parts" / "part-00000"
+    killed: list[int] = []
+
+    def kill_part_zero() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            names = {p.name for p in victim.iterdir()} if victim.is_dir() else set()
+            if any(n.startswith("data-") for n in names) and MANIFEST_NAME not in names:
+                pid = (victim / LOCK_NAME).read_text().strip()
+                if pid.isdigit():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+            time.sleep(0.005)
+
+    runs = {}
+    watcher = threading.Thread(target=kill_part_zero, daemon=True)
+    watcher.start()
+    config = make_config([corpus], llama_like, out, **options)
+    build_with_ray(config, parts=2, on_part=lambda run: runs.setdefault(run.index, run))
+    watcher.join()
+    assert killed, "part 0 was never seen mid-build"
+    assert runs[0].pid != killed[0]  # finished by another worker process
+    assert runs[0].reused_shards >= 1  # and resumed what the dead one finished
+    local = build(make_config([corpus], llama_like, tmp_path / "local", **options))
+    assert _rows(out) == _rows(tmp_path / "local")
+    assert (
+        json.loads((out / MANIFEST_NAME).read_text())["totals"]
+        == local.manifest.as_dict()["totals"]
+    )
