@@ -284,3 +284,55 @@ def test_a_part_whose_worker_dies_is_rerun_and_resumes(cluster, tmp_path, llama_
         json.loads((out / MANIFEST_NAME).read_text())["totals"]
         == local.manifest.as_dict()["totals"]
     )
+
+
+def test_ray_overwrite_removes_leftover_parts_but_never_foreign_files(
+    cluster, tmp_path, corpus_file, llama_like
+):
+    from maskprep import OutputError, PartSpec
+    from maskprep.distributed.ray_engine import build_with_ray
+
+    out = tmp_path / "out"
+    left = tmp_path / "out.parts" / "part-00001"
+    other = make_config([corpus_file], llama_like, left, pad_token="eos", max_length=8,
+                        part=PartSpec(1, 3))  # fmt: skip
+    build(other)  # a part of another build (another max_length): never resumed by this one
+    config = make_config([corpus_file], llama_like, out, pad_token="eos", overwrite=True)
+    build_with_ray(config, parts=3)
+    build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
+    assert _rows(out) == _rows(tmp_path / "local")
+
+    foreign = tmp_path / "out.parts" / "part-00002" / "notes.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("mine")
+    with pytest.raises(OutputError, match="part-00002: holds files maskprep did not write"):
+        build_with_ray(config, parts=3)
+    assert foreign.read_text() == "mine"
+    assert _rows(out) == _rows(tmp_path / "local")  # the finished output is untouched
+
+
+def test_a_rerun_part_waits_for_the_dead_attempts_lease_on_s3(
+    s3_server, s3_bucket, tmp_path, corpus_file, llama_like
+):
+    """A part rerun after its node died finds the dead attempt's lock object on the store: it
+    waits until the lease lapses, takes it over and builds the part (without waiting it would
+    fail at once: another writer holds the lease)."""
+    import time
+
+    from maskprep import PartSpec, storage
+    from maskprep.distributed.ray_engine import build_part
+    from maskprep.output.names import LOCK_NAME
+
+    part = storage.parse_location(f"s3://{s3_bucket}/out.parts/part-00000")
+    dead = storage.Lease(part.join(LOCK_NAME), ttl=2.0)
+    dead.acquire()  # and never renewed: its holder died
+    config = make_config([corpus_file], llama_like, part.url, pad_token="eos",
+                         part=PartSpec(0, 2), resume=True)  # fmt: skip
+    started = time.monotonic()
+    run = build_part(config, lease_ttl=2.0, node_id="n2")
+    assert time.monotonic() - started >= 1.0  # it waited for the lease to lapse
+    assert (run.index, run.node_id, run.reused_shards) == (0, "n2", 0)
+    local = build(make_config([corpus_file], llama_like, tmp_path / "p0", pad_token="eos",
+                              part=PartSpec(0, 2)))  # fmt: skip
+    manifest = json.loads(storage.read_bytes(part.join(MANIFEST_NAME)))
+    assert manifest["totals"] == local.manifest.as_dict()["totals"]
