@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import STRATEGIES
 from ..errors import ConfigError
+from ..storage.options import StorageOptions
 
 #: The largest token id an int32 column holds.
 MAX_TOKEN_ID = (1 << 31) - 1
@@ -25,6 +26,7 @@ class InspectOptions:
     compares each shard's sha256 with the manifest's when every row is inspected (the files are
     read once more, on a thread beside the analysis). ``model`` (Hub name or directory; only its
     config is read) holds the rows to its position table (or context length) and vocabulary.
+    ``storage_options`` configures the filesystem of a URL input (``s3://...``).
     """
 
     sample: int | None = None
@@ -43,6 +45,7 @@ class InspectOptions:
     batch_rows: int = 32768
     check_hashes: bool = True
     model: str | None = None
+    storage_options: StorageOptions = field(default_factory=StorageOptions)
 
     def __post_init__(self) -> None:
         if self.sample is not None and self.sample < 1:

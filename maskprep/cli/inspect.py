@@ -11,7 +11,7 @@ import click
 from .. import config as cfg
 from ..checks.options import MAX_TOKEN_ID
 from .command import Command, Report
-from .common import buckets_option, library_errors
+from .common import buckets_option, library_errors, storage_options_option
 
 
 @click.command(cls=Command)
@@ -68,6 +68,7 @@ from .common import buckets_option, library_errors
     is_flag=True,
     help="Do not compare each shard's sha256 with the manifest (saves reading the files twice).",
 )
+@storage_options_option
 @library_errors
 def inspect(**options: Any) -> Report:
     """Check shards against the data contract and show what they hold.
@@ -96,6 +97,7 @@ def inspect(**options: Any) -> Report:
         row_indices=tuple(options["row_indices"]),
         check_hashes=not options["no_hash_check"],
         model=options["model"],
+        storage_options=options["storage_options"],
     )
     stdin = sys.stdin.buffer if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)

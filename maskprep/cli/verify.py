@@ -10,7 +10,7 @@ import click
 
 from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, PACK_FORMS
 from .command import Command, Report
-from .common import library_errors
+from .common import library_errors, storage_options_option
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -108,6 +108,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@storage_options_option
 @library_errors
 def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the rows at PATH do not leak.
@@ -141,6 +142,7 @@ def verify(**options: Any) -> Report:
         padding_side=options["padding_side"],
         packed=options["packed"],
         progress=sys.stderr.isatty(),
+        storage_options=options["storage_options"],
     )
     stdin = sys.stdin.buffer if options["path"] == "-" else None
     result = run_verify(options["path"], options["model"], settings, stdin=stdin)

@@ -3,9 +3,10 @@ names it accepts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..storage.options import StorageOptions
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
@@ -62,6 +63,8 @@ class VerifyOptions:
     padding_side: str | None = None
     packed: bool | None = None
     progress: bool = False
+    #: Configures the filesystem of a URL input (``s3://...``).
+    storage_options: StorageOptions = field(default_factory=StorageOptions)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
