@@ -148,7 +148,7 @@ def test_a_shard_object_missing_from_its_output_is_one_line(outputs, s3_bucket):
 
 
 def test_inspect_reads_one_shard_object_and_a_prefix_of_shards(outputs, s3_bucket):
-    remote, local = outputs
+    remote, _ = outputs
     one = _report(_cli("inspect", f"{remote}/data-00001.parquet", "--json"))
     assert one["summary"]["rows_total"] == 20 and one["summary"]["build"] is None
     # Another tool's prefix of shards, no manifest: read in name order.
@@ -165,7 +165,6 @@ def test_inspect_reads_one_shard_object_and_a_prefix_of_shards(outputs, s3_bucke
 
 def test_an_unfinished_s3_output_is_refused(outputs, s3_bucket):
     """Shards and a lease object, no manifest: a build is running or died here."""
-    _, _ = outputs
     _put(s3_bucket, "half/data-00000.parquet", _get(s3_bucket, "out/data-00000.parquet"))
     _put(s3_bucket, f"half/{LOCK_NAME}", b"{}")
     _one_line(_cli("inspect", f"s3://{s3_bucket}/half"), 1, "did not finish")
