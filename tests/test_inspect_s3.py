@@ -247,3 +247,34 @@ def test_verify_reads_an_s3_output_and_catches_a_leak_there(
                          *VERIFY), 1)  # fmt: skip
     assert leaky["ok"] is False
     _one_line(_cli("verify", f"s3://{s3_bucket}/none", "-m", gpt2, *VERIFY), 2, "/none")
+
+
+# ----------------------------------------------------------------------------- load_dataset
+
+
+def test_load_dataset_reads_an_s3_output(outputs, s3_bucket, s3_server, monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets", reason="needs the datasets extra")
+    import maskprep
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    remote, local = outputs
+    expected = maskprep.load_dataset(local).to_list()
+    # The tests run with HF_HUB_OFFLINE=1, which datasets takes as "no remote file at all".
+    with pytest.raises(maskprep.ConfigError, match="HF_DATASETS_OFFLINE=0"):
+        maskprep.load_dataset(remote)
+    # What HF_DATASETS_OFFLINE=0 gives (datasets reads it once, at import).
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    assert maskprep.load_dataset(remote).to_list() == expected
+    # Through storage options alone, as datasets takes them (a dict) or as maskprep parses them.
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    endpoint = {"endpoint_url": s3_server.endpoint}
+    assert maskprep.load_dataset(remote, endpoint).num_rows == len(expected)
+    from maskprep.storage import parse_option_items
+
+    parsed = parse_option_items([f"s3:endpoint_url={s3_server.endpoint}"])
+    assert maskprep.load_dataset(remote, parsed).num_rows == len(expected)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    # An unfinished output is named before datasets is asked for anything.
+    boto3.client("s3").delete_object(Bucket=s3_bucket, Key=f"out/{MANIFEST_NAME}")
+    with pytest.raises(maskprep.DataError, match="did not finish"):
+        maskprep.load_dataset(remote)
