@@ -48,6 +48,9 @@ class Shard:
     location: storage.Location | None = None
     table: pa.Table | None = None
     stream: ipc.RecordBatchStreamReader | None = None
+    #: ``"parquet"`` or ``"arrow-file"`` for a file read in batches (its first bytes, read once:
+    #: on a store each look is a request).
+    kind: str | None = None
 
 
 def _kind(location: storage.Location) -> str:
@@ -99,12 +102,12 @@ def _open_shard(location: storage.Location) -> Shard:
         if kind == "parquet":
             with _parquet(location) as file:
                 rows = file.metadata.num_rows
-            return Shard(name, rows, location=location)
+            return Shard(name, rows, location=location, kind=kind)
         if kind == "arrow-file":
             with _source(location) as source:
                 reader = ipc.open_file(source)
                 rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-            return Shard(name, rows, location=location)
+            return Shard(name, rows, location=location, kind=kind)
         # A stream file (what `datasets` caches) has no footer: read it (memory-mapped locally).
         with _source(location) as source:
             table = ipc.open_stream(source).read_all()
@@ -176,7 +179,7 @@ def shard_batches(
         yield from _offsets(shard.table.select(names).to_batches(max_chunksize=size))
         return
     assert shard.location is not None
-    if _kind(shard.location) == "parquet":
+    if (shard.kind or _kind(shard.location)) == "parquet":
         with _parquet(shard.location) as file:
             _require_columns(shard.name, file.schema_arrow.names, required)
             names = [n for n in read if n in file.schema_arrow.names]
@@ -208,7 +211,7 @@ def shard_columns(shard: Shard) -> list[str]:
     if shard.table is not None:
         return list(shard.table.schema.names)
     assert shard.location is not None
-    if _kind(shard.location) == "parquet":
+    if (shard.kind or _kind(shard.location)) == "parquet":
         with _parquet(shard.location) as file:
             return list(file.schema_arrow.names)
     with _source(shard.location) as source:

@@ -74,8 +74,8 @@ def inspect(**options: Any) -> Report:
     """Check shards against the data contract and show what they hold.
 
     PATH is a build output directory, a directory of shards without a manifest, one
-    .parquet/.arrow shard, or - for Arrow IPC (stream or file) on stdin. Exit code 1 when a check
-    fails (or warns, with --strict).
+    .parquet/.arrow shard (each may be a URL: s3://bucket/out), or - for Arrow IPC (stream or
+    file) on stdin. Exit code 1 when a check fails (or warns, with --strict).
     """
     from ..checks.driver import inspect as run_inspect
     from ..checks.options import InspectOptions

@@ -114,7 +114,8 @@ def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the rows at PATH do not leak.
 
     PATH is what inspect reads: a build output directory, a directory of shards without a
-    manifest, one .parquet/.arrow shard, or - for Arrow IPC on stdin. Samples rows (and the
+    manifest, one .parquet/.arrow shard (each may be a URL: s3://bucket/out), or - for Arrow IPC
+    on stdin. Samples rows (and the
     longest ones), checks they fit the model's positions and vocabulary, feeds them through
     maskprep.collate as training would, and runs five probes (pad invariance, unpadded
     reference, label leakage, cross-document, causal) under each attention implementation.
