@@ -105,8 +105,7 @@ def _open_shard(location: storage.Location) -> Shard:
             return Shard(name, rows, location=location, kind=kind)
         if kind == "arrow-file":
             with _source(location) as source:
-                reader = ipc.open_file(source)
-                rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+                rows = _count_rows(ipc.open_file(source))
             return Shard(name, rows, location=location, kind=kind)
         # A stream file (what `datasets` caches) has no footer: read it (memory-mapped locally).
         with _source(location) as source:
@@ -114,6 +113,15 @@ def _open_shard(location: storage.Location) -> Shard:
         return Shard(name, table.num_rows, location=location, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{name}: not a Parquet or Arrow file: {exc}") from None
+
+
+def _count_rows(reader: ipc.RecordBatchFileReader) -> int:
+    """The rows of an Arrow IPC file: from the batches' metadata where pyarrow can (not their
+    bodies, which on a store would be downloaded), else by reading each batch."""
+    count = getattr(reader, "count_rows", None)
+    if count is not None:
+        return int(count())
+    return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
 
 
 class _Rejoined(io.RawIOBase):
@@ -195,13 +203,19 @@ def shard_batches(
         reader = ipc.open_file(source)
         _require_columns(shard.name, reader.schema.names, required)
         names = [n for n in read if n in reader.schema.names]
-        sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        for i, first in enumerate(_wanted_parts(sizes, needed)):
-            if first is None:
-                continue
-            batch = reader.get_batch(i).select(names)
-            for start in range(0, batch.num_rows, size):
-                yield first + start, batch.slice(start, size)
+        # Each record batch is fetched once (from a store, a second look is a second download):
+        # its size is known only once it is read.
+        first = 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            if (
+                _wanted_parts([batch.num_rows], None if needed is None else needed - first)[0]
+                is not None
+            ):
+                batch = batch.select(names)
+                for start in range(0, batch.num_rows, size):
+                    yield first + start, batch.slice(start, size)
+            first += batch.num_rows
 
 
 def shard_columns(shard: Shard) -> list[str]:
