@@ -196,4 +196,6 @@ def one_line(error: BaseException | str, limit: int = 400) -> str:
     joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
     if not joined:
         return type(error).__name__ if isinstance(error, BaseException) else ""
+    if isinstance(error, KeyError):  # str(KeyError) is the bare key: say what it means
+        joined = f"missing key {joined}"
     return joined if len(joined) <= limit else joined[: limit - 1].rstrip() + "…"

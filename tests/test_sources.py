@@ -54,7 +54,9 @@ def test_the_default_cap_is_generous_and_applies(tmp_path, llama_like):
         handle.write(b"x" * (DEFAULT_MAX_RECORD_BYTES + 1) + b"\n")
         handle.write(b"short last line\n")
     config = make_config([path], llama_like, tmp_path / "out", pad_token="eos")
-    with pytest.raises(DataError, match=rf"{path}:2: line longer than 67,108,864 bytes"):
+    with pytest.raises(
+        DataError, match=rf"{path}:2: line longer than the record limit of 67,108,864"
+    ):
         maskprep.build(config)
     out = tmp_path / "skip"
     skip = make_config([path], llama_like, out, pad_token="eos", on_bad_record="skip")

@@ -206,7 +206,7 @@ class SourceReader:
             raw = line.head.decode("utf-8", errors="backslashreplace") + "…"
             limit = self.config.max_record_bytes
             return Rejected(
-                source, number, f"line longer than {limit:,} bytes (max_record_bytes)", raw
+                source, number, f"line longer than the record limit of {limit:,} bytes", raw
             )
         body = line.rstrip(b"\n").rstrip(b"\r")
         if number == 1:

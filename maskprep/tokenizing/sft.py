@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import storage
 from ..config import SFTConfig, TokenizerConfig
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, Option, one_line
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .encoder import EncodedDoc, special_frame
@@ -117,9 +117,11 @@ class SFTEncoder:
             self.template = self.template.get("default")
         if sft.is_chat and not self.template:
             # Refused before any record is read: every chat record would be rejected for it.
-            raise ConfigError(
-                f"tokenizer {config.name_or_path!r} has no chat template to render chat "
-                "records with; give one (a Jinja file) as chat_template"
+            raise ConfigError.suggesting(
+                "tokenizer {name!r} has no chat template to render chat records with; give one "
+                "(a Jinja file) with {option}",
+                name=config.name_or_path,
+                option=Option("sft.chat_template", "FILE"),
             )
         self._template_kwargs = dict(tokenizer.special_tokens_map)
 

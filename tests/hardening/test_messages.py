@@ -198,7 +198,9 @@ def test_corrupt_tokenizer_json_is_one_line(tmp_path, jsonl_60, llama_like):
     tokenizer = shutil.copytree(llama_like, tmp_path / "corrupt")
     (tokenizer / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
     args = build_args(jsonl_60, tokenizer, tmp_path / "out", "--no-tokenizer-cache")
-    assert_clean_failure(cli(*args), 2, [str(tokenizer)])
+    line = assert_clean_failure(cli(*args), 2, [str(tokenizer)])
+    # transformers raises KeyError('added_tokens'): a bare "'added_tokens'" explains nothing.
+    assert "missing key 'added_tokens'" in line
 
 
 # ----------------------------------------------------------------------------- chat template
@@ -221,6 +223,8 @@ def test_tokenizer_without_chat_template_is_a_usage_error_before_reading(
     args = build_args(chat_input, llama_like, tmp_path / "out", "--messages-field", "messages")
     line = assert_clean_failure(cli(*args), 2)
     assert "chat template" in line
+    # The command line names its flag, never the library's field name.
+    assert "--chat-template FILE" in line and "chat_template" not in line
     assert "chat.jsonl:1" not in line
 
 
