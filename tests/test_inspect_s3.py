@@ -278,3 +278,55 @@ def test_load_dataset_reads_an_s3_output(outputs, s3_bucket, s3_server, monkeypa
     boto3.client("s3").delete_object(Bucket=s3_bucket, Key=f"out/{MANIFEST_NAME}")
     with pytest.raises(maskprep.DataError, match="did not finish"):
         maskprep.load_dataset(remote)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def _gets(server, key: str) -> int:
+    """GET requests the server has logged for ``key``."""
+    return server.log.read_text(errors="replace").count(f'"GET /{key} ')
+
+
+def test_inspect_fetches_what_it_reads_not_the_whole_object(s3_server, s3_bucket):
+    """Read through small read-ahead blocks (a storage option), a sample of one row touches the
+    object's first bytes, its footer and one row group: a few ranged requests, where reading
+    every row takes many."""
+    import numpy as np
+
+    from maskprep import columns
+
+    rng = np.random.default_rng(0)
+    rows, width = 20_000, 64
+    ids = rng.integers(3, 30_000, size=(rows, width), dtype=np.int32)
+    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * width)
+    table = pa.table(
+        {
+            "input_ids": pa.ListArray.from_arrays(offsets, pa.array(ids.ravel())),
+            "attention_mask": pa.ListArray.from_arrays(
+                offsets, pa.array(np.ones(ids.size, np.int8))
+            ),
+            "labels": pa.ListArray.from_arrays(offsets, pa.array(ids.ravel())),
+            "length": pa.array(np.full(rows, width, np.int32)),
+        },
+        schema=columns.schema(),
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=500, compression="zstd")
+    size = len(sink.getvalue())
+    key = f"{s3_bucket}/big/data-00000.parquet"
+    _put(s3_bucket, "big/data-00000.parquet", sink.getvalue())
+    block = 64 << 10
+    small = ("--storage-option", f"s3:default_block_size={block}", "--json")
+    before = _gets(s3_server, key)
+    _report(_cli("inspect", f"s3://{key}", "--sample", 1, *small))
+    sampled = _gets(s3_server, key) - before
+    before = _gets(s3_server, key)
+    whole = _report(_cli("inspect", f"s3://{key}", *small))
+    read_all = _gets(s3_server, key) - before
+    assert whole["summary"]["rows_total"] == rows
+    # Control: reading every row fetches the object in many ranged requests (about one per
+    # column chunk: 40 row groups; one download of the whole object would be one)...
+    assert read_all >= 20, (read_all, size, sampled)
+    # ...and the sample a small part of it.
+    assert sampled * 5 < read_all, (sampled, read_all)
