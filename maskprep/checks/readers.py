@@ -17,6 +17,7 @@ import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -84,6 +85,12 @@ def _parquet(location: storage.Location) -> Iterator[pq.ParquetFile]:
         yield file
 
 
+def _shown(location: storage.Location) -> str:
+    """How a shard or directory is named in results and errors: a URL, or a local path as
+    pathlib spells it (no ``./``, no ``//``), as it always was."""
+    return str(PurePath(location.path)) if location.is_local else location.url
+
+
 def _is_file(location: storage.Location) -> bool:
     if location.is_local:
         return os.path.isfile(location.path)
@@ -95,8 +102,8 @@ def _is_file(location: storage.Location) -> bool:
 
 def _open_shard(location: storage.Location) -> Shard:
     if not _is_file(location):
-        raise ConfigError(f"{location.url}: no such file or directory")
-    name = location.url
+        raise ConfigError(f"{_shown(location)}: no such file or directory")
+    name = _shown(location)
     try:
         kind = _kind(location)
         if kind == "parquet":
@@ -335,8 +342,8 @@ def _directory_shards(directory: storage.Location) -> list[storage.Location]:
     names = sorted(entries)
     if LOCK_NAME in names or any(n.startswith(TMP_PREFIX) for n in names):
         raise DataError(
-            f"{directory.url}: no {MANIFEST_NAME}; the build did not finish (a build is running "
-            "or was cut short here)"
+            f"{_shown(directory)}: no {MANIFEST_NAME}; the build did not finish (a build is "
+            "running or was cut short here)"
         )
     suffixes = tuple(EXTENSIONS.values())
     found = [
@@ -346,7 +353,7 @@ def _directory_shards(directory: storage.Location) -> list[storage.Location]:
     ]
     if not found:
         raise DataError(
-            f"{directory.url}: no {MANIFEST_NAME}; the build did not finish, or this is not a "
+            f"{_shown(directory)}: no {MANIFEST_NAME}; the build did not finish, or this is not a "
             f"data directory (it holds no {' or '.join(suffixes)} files)"
         )
     return found
