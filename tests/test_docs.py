@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import click
@@ -176,3 +177,153 @@ def test_readme_library_snippet_runs(tmp_path, monkeypatch):
 def test_every_command_has_help():
     for name, command in _commands(main):
         assert command.help, name
+
+
+# The recipes of docs/operations.md (KubeRay, a Kubernetes indexed job, Slurm): every `maskprep`
+# command in them parses with the real command line, and the part index comes from the variable
+# the platform sets.
+OPERATIONS = ROOT / "docs" / "operations.md"
+RECIPES = "## Recipes: KubeRay, Kubernetes indexed jobs, Slurm"
+_BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+_VARIABLE = re.compile(r"\$\{?(\w+)\}?")
+#: What each platform sets for the index of a task (Kubernetes' Job controller in every pod of an
+#: Indexed Job; Slurm in every task of an array job).
+K8S_INDEX = "JOB_COMPLETION_INDEX"
+SLURM_INDEX = "SLURM_ARRAY_TASK_ID"
+
+
+def _recipe_blocks(text: str) -> dict[str, list[str]]:
+    """The fenced blocks of the recipes section, by language."""
+    start = text.index(RECIPES)
+    end = text.find("\n## ", start + len(RECIPES))
+    blocks: dict[str, list[str]] = {}
+    for language, body in _BLOCK.findall(text[start : end if end > 0 else None]):
+        blocks.setdefault(language, []).append(body)
+    return blocks
+
+
+def _maskprep_argvs(script: str) -> list[list[str]]:
+    """The arguments of every `maskprep` command in a shell script (continued lines joined),
+    also inside a quoted string such as `sbatch --wrap "maskprep ..."`."""
+    found = []
+    for line in script.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        for i, word in enumerate(words):
+            if word == "maskprep":
+                found.append(words[i + 1 :])
+                break
+            if word.startswith("maskprep "):
+                found += _maskprep_argvs(word)
+    return found
+
+
+def _parse(argv: list[str], variables: dict[str, str]) -> click.Context:
+    """Parse a `maskprep` command line with the real CLI, without running it, after putting in
+    the variables a task would see (any other variable is an error: nothing would set it)."""
+
+    def value(match: re.Match) -> str:
+        if match.group(1) not in variables:
+            raise AssertionError(f"${match.group(1)} is not set where this runs: {argv}")
+        return variables[match.group(1)]
+
+    name, *args = [_VARIABLE.sub(value, word) for word in argv]
+    return main.commands[name].make_context(name, args)
+
+
+def _container_argvs(container: dict) -> list[list[str]]:
+    command = [*container.get("command", []), *container.get("args", [])]
+    if command[:2] == ["sh", "-c"]:
+        return _maskprep_argvs(command[2])
+    assert command[0] == "maskprep", command
+    return [command[1:]]
+
+
+def _check_kuberay(document: dict) -> click.Context:
+    assert (document["apiVersion"], document["kind"]) == ("ray.io/v1", "RayJob")
+    spec = document["spec"]
+    cluster = spec["rayClusterSpec"]
+    # No CPUs on the head: the parts run on the workers.
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert cluster["workerGroupSpecs"] and all(
+        g["replicas"] >= 1 for g in cluster["workerGroupSpecs"]
+    )
+    (argv,) = _maskprep_argvs(spec["entrypoint"])
+    build = _parse(argv, {})
+    assert build.command.name == "build" and build.params["engine"] == "ray"
+    assert build.params["output"].startswith("s3://")
+    assert all(i.startswith("s3://") for i in build.params["inputs"])
+    return build
+
+
+def _check_indexed_job(parts: dict, merge: dict) -> None:
+    assert (parts["apiVersion"], parts["kind"]) == ("batch/v1", "Job")
+    assert parts["spec"]["completionMode"] == "Indexed"
+    count = parts["spec"]["completions"]
+    (container,) = parts["spec"]["template"]["spec"]["containers"]
+    (argv,) = _container_argvs(container)
+    outputs = []
+    for index in range(count):
+        build = _parse(argv, {K8S_INDEX: str(index)})
+        assert build.command.name == "build"
+        assert (build.params["num_shards"], build.params["shard_index"]) == (count, index)
+        outputs.append(build.params["output"])
+    assert len(set(outputs)) == count  # one output per part
+    (container,) = merge["spec"]["template"]["spec"]["containers"]
+    (argv,) = _container_argvs(container)
+    merged = _parse(argv, {})
+    assert merged.command.name == "merge" and list(merged.params["parts"]) == outputs
+
+
+def _check_slurm(array_script: str, submit_script: str) -> None:
+    (array,) = re.findall(r"^#SBATCH --array=(\d+)-(\d+)$", array_script, re.MULTILINE)
+    indices = range(int(array[0]), int(array[1]) + 1)
+    (argv,) = _maskprep_argvs(array_script)
+    outputs = []
+    for index in indices:
+        build = _parse(argv, {SLURM_INDEX: str(index)})
+        assert build.command.name == "build"
+        assert (build.params["num_shards"], build.params["shard_index"]) == (len(indices), index)
+        outputs.append(build.params["output"])
+    assert re.search(r"sbatch --dependency=afterok:\S+ .*--wrap", submit_script)
+    (argv,) = _maskprep_argvs(submit_script)
+    merged = _parse(argv, {})
+    assert merged.command.name == "merge" and list(merged.params["parts"]) == outputs
+
+
+def _check_recipes(text: str) -> None:
+    yaml = pytest.importorskip("yaml")  # PyYAML: installed with transformers
+    blocks = _recipe_blocks(text)
+    documents = [d for block in blocks["yaml"] for d in yaml.safe_load_all(block)]
+    kinds = [d["kind"] for d in documents]
+    assert kinds == ["RayJob", "Job", "Job"], kinds
+    _check_kuberay(documents[0])
+    _check_indexed_job(documents[1], documents[2])
+    scripts = [b for b in blocks["bash"] if "sbatch" in b]
+    assert len(scripts) == 2, scripts
+    _check_slurm(*scripts)
+
+
+def test_the_cluster_recipes_parse_and_use_the_platform_index():
+    _check_recipes(OPERATIONS.read_text())
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        ('--shard-index "$SLURM', '--shard-idx "$SLURM', click.NoSuchOption),  # misspelt flag
+        ("--engine ray --num", "--engine rey --num", click.BadParameter),  # not a choice
+        ('"$JOB_COMPLETION_INDEX"', '"$JOB_INDEX"', AssertionError),  # nothing sets it
+        ("  completionMode: Indexed", "  completionMode: NonIndexed", AssertionError),
+        ("#SBATCH --array=0-3", "#SBATCH --array=0-4", AssertionError),  # 5 tasks for 4 parts
+        ("  - s3://my-bucket/parts/3\n", "\n", AssertionError),  # the merge misses a part
+        ("sbatch --dependency=afterok:", "sbatch --dependency=after:", AssertionError),
+    ],
+)
+def test_the_recipe_check_catches_a_broken_recipe(old, new, error):
+    text = OPERATIONS.read_text()
+    start = text.index(RECIPES)
+    end = text.index("\n## ", start + len(RECIPES))
+    recipes = text[start:end]
+    assert recipes.count(old) == 1, old
+    with pytest.raises(error):
+        _check_recipes(text[:start] + recipes.replace(old, new) + text[end:])

@@ -217,22 +217,122 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     assert manifest["tokenizer"] == local.manifest.as_dict()["tokenizer"]
 
 
-def test_part_builder_loads_nothing_when_the_cache_holds_the_tokenizer(
+def test_a_part_loads_nothing_when_the_cache_holds_the_tokenizer(
     tmp_path, corpus_file, llama_like, monkeypatch
 ):
+    from maskprep import PartSpec
     from maskprep.distributed import ray_engine
+    from maskprep.tokenizing import prepare
     from maskprep.tokenizing.cache import TokenizerCache
 
     cache = TokenizerCache(tmp_path / "cache")
-    config = make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos")
-    assert ray_engine._PartBuilder(config, cache)._tokenizer is not None  # cold: loads it
-    build(config, tokenizer_cache=cache)
+    build(make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos"),
+          tokenizer_cache=cache)  # fmt: skip
 
     def refuse(config):
         raise AssertionError("the cache holds this tokenizer")
 
-    monkeypatch.setattr(ray_engine, "load_tokenizer", refuse)
-    builder = ray_engine._PartBuilder(config, cache)
-    part = make_config([corpus_file], llama_like, tmp_path / "second", pad_token="eos")
-    assert builder._tokenizer is None
-    assert builder.build_part(part) == str(tmp_path / "second")
+    monkeypatch.setattr(prepare, "load_tokenizer", refuse)
+    out = tmp_path / "second"
+    part = make_config([corpus_file], llama_like, out, pad_token="eos", part=PartSpec(0, 2))
+    run = ray_engine.build_part(part, cache, node_id="n1")
+    assert (run.index, run.node_id, run.pid, run.reused_shards) == (0, "n1", os.getpid(), 0)
+    assert (out / MANIFEST_NAME).exists()
+
+
+def test_a_part_whose_worker_dies_is_rerun_and_resumes(cluster, tmp_path, llama_like):
+    """The worker building a part is killed (SIGKILL) once it has written a shard: Ray reruns the
+    part, the rerun keeps the dead attempt's complete shards, and the output is the local
+    build's."""
+    import signal
+    import threading
+    import time
+
+    from maskprep.distributed.ray_engine import build_with_ray
+    from maskprep.output.names import LOCK_NAME
+
+    texts = [f"document {i}: " + "word " * (5 + i % 30) for i in range(4000)]
+    corpus = write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
+    options = dict(pad_token="eos", max_length=24, shard_rows=20)
+    out = tmp_path / "ray"
+    victim = tmp_path / "ray.parts" / "part-00000"
+    killed: list[int] = []
+
+    def kill_part_zero() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            names = {p.name for p in victim.iterdir()} if victim.is_dir() else set()
+            if any(n.startswith("data-") for n in names) and MANIFEST_NAME not in names:
+                pid = (victim / LOCK_NAME).read_text().strip()
+                if pid.isdigit():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+            time.sleep(0.005)
+
+    runs = {}
+    watcher = threading.Thread(target=kill_part_zero, daemon=True)
+    watcher.start()
+    config = make_config([corpus], llama_like, out, **options)
+    build_with_ray(config, parts=2, on_part=lambda run: runs.setdefault(run.index, run))
+    watcher.join()
+    assert killed, "part 0 was never seen mid-build"
+    assert runs[0].pid != killed[0]  # finished by another worker process
+    assert runs[0].reused_shards >= 1  # and resumed what the dead one finished
+    local = build(make_config([corpus], llama_like, tmp_path / "local", **options))
+    assert _rows(out) == _rows(tmp_path / "local")
+    assert (
+        json.loads((out / MANIFEST_NAME).read_text())["totals"]
+        == local.manifest.as_dict()["totals"]
+    )
+
+
+def test_ray_overwrite_removes_leftover_parts_but_never_foreign_files(
+    cluster, tmp_path, corpus_file, llama_like
+):
+    from maskprep import OutputError, PartSpec
+    from maskprep.distributed.ray_engine import build_with_ray
+
+    out = tmp_path / "out"
+    left = tmp_path / "out.parts" / "part-00001"
+    other = make_config([corpus_file], llama_like, left, pad_token="eos", max_length=8,
+                        part=PartSpec(1, 3))  # fmt: skip
+    build(other)  # a part of another build (another max_length): never resumed by this one
+    config = make_config([corpus_file], llama_like, out, pad_token="eos", overwrite=True)
+    build_with_ray(config, parts=3)
+    build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
+    assert _rows(out) == _rows(tmp_path / "local")
+
+    foreign = tmp_path / "out.parts" / "part-00002" / "notes.txt"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text("mine")
+    with pytest.raises(OutputError, match="part-00002: holds files maskprep did not write"):
+        build_with_ray(config, parts=3)
+    assert foreign.read_text() == "mine"
+    assert _rows(out) == _rows(tmp_path / "local")  # the finished output is untouched
+
+
+def test_a_rerun_part_waits_for_the_dead_attempts_lease_on_s3(
+    s3_server, s3_bucket, tmp_path, corpus_file, llama_like
+):
+    """A part rerun after its node died finds the dead attempt's lock object on the store: it
+    waits until the lease lapses, takes it over and builds the part (without waiting it would
+    fail at once: another writer holds the lease)."""
+    import time
+
+    from maskprep import PartSpec, storage
+    from maskprep.distributed.ray_engine import build_part
+    from maskprep.output.names import LOCK_NAME
+
+    part = storage.parse_location(f"s3://{s3_bucket}/out.parts/part-00000")
+    dead = storage.Lease(part.join(LOCK_NAME), ttl=2.0)
+    dead.acquire()  # and never renewed: its holder died
+    config = make_config([corpus_file], llama_like, part.url, pad_token="eos",
+                         part=PartSpec(0, 2), resume=True)  # fmt: skip
+    started = time.monotonic()
+    run = build_part(config, lease_ttl=2.0, node_id="n2")
+    assert time.monotonic() - started >= 1.0  # it waited for the lease to lapse
+    assert (run.index, run.node_id, run.reused_shards) == (0, "n2", 0)
+    local = build(make_config([corpus_file], llama_like, tmp_path / "p0", pad_token="eos",
+                              part=PartSpec(0, 2)))  # fmt: skip
+    manifest = json.loads(storage.read_bytes(part.join(MANIFEST_NAME)))
+    assert manifest["totals"] == local.manifest.as_dict()["totals"]

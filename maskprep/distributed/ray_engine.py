@@ -1,10 +1,11 @@
 """``maskprep build --engine ray``: the array-job parts of :mod:`maskprep.sources.parts`, run on a
 Ray cluster, then merged by the driver.
 
-Plain Ray actors, not Ray Data: a part is already the unit of work (deterministic, finished by
-its own manifest), so the driver plans N parts, a pool of actors (one CPU each, the tokenizer
-loaded once per actor, or read from the tokenizer cache the driver filled) builds them, and the
-driver merges them and writes the manifest last — the same code path as
+Plain Ray tasks, not Ray Data: a part is already the unit of work (deterministic, finished by
+its own manifest), so the driver plans N parts, one task each (one CPU, the tokenizer loaded by
+the task or read from the tokenizer cache the driver filled) builds them, Ray reruns a part
+whose worker or node died (the rerun resumes what the dead attempt finished), and the driver
+merges them and writes the manifest last — the same code path as
 ``--num-shards``/``merge``, so a Ray build and an array build of the same parts give the same
 output. Parts are written next to the output, in ``DIR.parts/`` (``s3://…/out.parts/`` for an
 output on an object store, which every worker reaches itself), and removed after the merge. The
@@ -19,18 +20,18 @@ import dataclasses
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..config import BuildConfig, PartSpec
+from ..config import BuildConfig, OutputConfig, PartSpec
 from ..errors import ConfigError, MaskprepError, Option, first_line
-from ..output.directory import Action
+from ..output.directory import Action, plan, scan
 from ..output.lock import DEFAULT_LEASE_TTL
 from ..output.session import OutputRequest, OutputSession, write_failures
 from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
-from ..tokenizing.loading import load_tokenizer
 from .merge import check_parts, checked_totals, merge_into, read_part
 
 PARTS_SUFFIX = ".parts"
@@ -57,47 +58,75 @@ def part_configs(
     configs = []
     for index in range(count):
         directory = root.join(f"part-{index:05d}").url
-        output = dataclasses.replace(config.output, directory=directory)
+        # Every attempt resumes its part: a retried part keeps what the attempt that died
+        # finished (see build_part); leftovers of other builds are dealt with before.
+        output = dataclasses.replace(
+            config.output, directory=directory, resume=True, overwrite=False
+        )
         configs.append(dataclasses.replace(config, part=PartSpec(index, count), output=output))
     return configs
 
 
-class _PartBuilder:
-    """A Ray actor body: loads the tokenizer once, then builds any number of parts. With a
-    tokenizer cache that holds the tokenizer, nothing is loaded: each part reads the cache and
-    the actor never imports transformers."""
-
-    def __init__(
-        self,
-        config: BuildConfig,
-        cache: TokenizerCache | None = None,
-        storage_options: storage.StorageOptions | None = None,
-        lease_ttl: float = DEFAULT_LEASE_TTL,
-    ) -> None:
-        self._cache = cache
-        self._storage_options = storage_options
-        self._lease_ttl = lease_ttl
-        self._tokenizer = None if _cached(config, cache) else load_tokenizer(config.tokenizer)
-
-    def build_part(self, config: BuildConfig) -> str:
-        from ..pipeline import build
-
-        built = build(
-            config,
-            tokenizer=self._tokenizer,
-            tokenizer_cache=self._cache,
-            storage_options=self._storage_options,
-            lease_ttl=self._lease_ttl,
-        )
-        return str(built.output)
+#: How often Ray reruns a part whose worker or node died (a part that raises is not rerun: the
+#: same input would fail the same way).
+PART_RETRIES = 3
 
 
-def _cached(config: BuildConfig, cache: TokenizerCache | None) -> bool:
-    """Whether builds of ``config`` would take their tokenizer from ``cache``."""
-    if cache is None or config.sft is not None:
-        return False
-    key = cache.key(config.tokenizer)
-    return key is not None and cache.get(key) is not None
+@dataclasses.dataclass(frozen=True)
+class PartRun:
+    """Where and how one part was built, as its last (successful) attempt reports it."""
+
+    index: int
+    #: The Ray node the part was built on (``ray.get_runtime_context().get_node_id()``).
+    node_id: str
+    #: The worker process that built it.
+    pid: int
+    #: Complete shards an earlier attempt left, checked and kept (a retried part resumes).
+    reused_shards: int
+
+
+def build_part(
+    config: BuildConfig,
+    cache: TokenizerCache | None = None,
+    storage_options: storage.StorageOptions | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    node_id: str = "",
+) -> PartRun:
+    """Build one part (the body of a Ray task). ``config`` resumes its part directory: what is
+    there was left by an earlier attempt of this same build (the driver refused or removed
+    anything else before the first attempt), whose complete shards are kept. On an object store
+    the attempt that died may still hold the part's lease; it is waited for until it lapses
+    (``lease_ttl`` after its last renewal), then taken over."""
+    from ..pipeline import build
+
+    deadline = time.monotonic() + 2 * lease_ttl + 5
+    while True:
+        try:
+            built = build(
+                config,
+                tokenizer_cache=cache,
+                storage_options=storage_options,
+                lease_ttl=lease_ttl,
+            )
+        except storage.LeaseHeld:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(min(1.0, lease_ttl / 10))
+            continue
+        assert config.part is not None
+        return PartRun(config.part.index, node_id, os.getpid(), built.reused_shards)
+
+
+def _remote_part(
+    config: BuildConfig,
+    cache: TokenizerCache | None,
+    storage_options: storage.StorageOptions | None,
+    lease_ttl: float,
+) -> PartRun:
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    return build_part(config, cache, storage_options, lease_ttl, node_id=node_id)
 
 
 def build_with_ray(
@@ -107,6 +136,7 @@ def build_with_ray(
     tokenizer_cache: TokenizerCache | None = None,
     storage_options: storage.StorageOptions | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
+    on_part: Callable[[PartRun], None] | None = None,
 ) -> Any:
     """Build ``config`` as ``parts`` parts on Ray and merge them into ``config.output.directory``
     (a local directory, which the workers must see, or an object-store URL).
@@ -115,7 +145,10 @@ def build_with_ray(
     (``address="local"``), and shuts down only a cluster it started; if Ray is already
     initialised in this process, uses that. ``parts`` defaults to the cluster's CPUs (pass it to
     get the same output on any cluster). With ``tokenizer_cache``, the driver fills it and the
-    workers that see the same directory skip loading transformers. Returns a
+    workers that see the same directory skip loading transformers. A part whose worker or node
+    dies is rerun by Ray (up to :data:`PART_RETRIES` times), on any node, resuming what the dead
+    attempt finished; ``on_part`` is called with each part's :class:`PartRun` as it finishes.
+    Returns a
     :class:`~maskprep.results.BuildResult`.
     """
     from ..pipeline import finished_build
@@ -155,8 +188,9 @@ def build_with_ray(
         try:
             count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
             configs = part_configs(config, count, root)
+            _clear_leftover_parts(configs, root, config.output)
             builder = (tokenizer_cache, storage_options, lease_ttl)
-            _run_parts(ray, config, configs, builder, output.keepalive)
+            _run_parts(ray, configs, builder, output.keepalive, on_part)
         finally:
             if owned:
                 ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
@@ -181,37 +215,73 @@ def _remove_tree(root: storage.Location) -> None:
         storage.delete_many([info.location for info in storage.walk(root)])
 
 
+def _clear_leftover_parts(
+    configs: list[BuildConfig], root: storage.Location, request: OutputConfig
+) -> None:
+    """Before the first attempt: parts an earlier build left under ``root`` are resumed only
+    when the user asked to resume, removed when they asked to overwrite (if they are all
+    maskprep's), and refused otherwise, each with the message a build of that part would give."""
+    if request.resume:
+        return
+    with contextlib.suppress(storage.NotFound):
+        if next(iter(storage.walk(root, temporaries=True)), None) is None:
+            return
+    for part in configs:
+        location = storage.parse_location(part.output.directory, root.options)
+        plan(scan(location), overwrite=request.overwrite, resume=False)
+    _remove_tree(root)
+
+
 def _run_parts(
     ray: Any,
-    config: BuildConfig,
     configs: list[BuildConfig],
     builder: tuple[TokenizerCache | None, storage.StorageOptions | None, float],
-    keepalive: Any,
+    keepalive: Callable[[], None],
+    on_part: Callable[[PartRun], None] | None,
 ) -> None:
-    """Build every part on a pool of one-CPU actors sized to the cluster, at most one per part,
-    calling ``keepalive`` (the output's lease) while it waits.
+    """Build every part as a one-CPU Ray task, calling ``keepalive`` (the output's lease) while
+    it waits and ``on_part`` as each part finishes.
 
-    Tokenizers run single-threaded in each actor: the actors are the parallelism, and N actors
-    with N threads each on N CPUs would only contend.
+    Tasks rather than actors: Ray reruns a task whose worker or node died on any node with a
+    free CPU, where an actor would have to be restarted first and a pool of them sized to the
+    cluster would leave the restarted one no CPU. Tokenizers run single-threaded in each task:
+    the tasks are the parallelism, and N tasks with N threads each on N CPUs would only contend.
     """
-    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
-    workers = min(cpus, len(configs))
-    actor = ray.remote(num_cpus=1)(_PartBuilder).options(
-        runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    task = ray.remote(_remote_part).options(
+        num_cpus=1,
+        max_retries=PART_RETRIES,
+        retry_exceptions=False,
+        runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}},
     )
-    pool = ray.util.ActorPool([actor.remote(config, *builder) for _ in range(workers)])
-    for part in configs:
-        pool.submit(lambda a, c: a.build_part.remote(c), part)
+    pending = [task.remote(part, *builder) for part in configs]
     wait = max(1.0, builder[2] / 6)
     try:
-        while pool.has_next():
-            with contextlib.suppress(TimeoutError):
-                pool.get_next_unordered(timeout=wait)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=wait)
+            for ref in done:
+                run = ray.get(ref)
+                if on_part is not None:
+                    on_part(run)
             keepalive()
     except ray.exceptions.RayTaskError as exc:
+        _cancel(ray, pending)
         if isinstance(exc.cause, MaskprepError):
             raise exc.cause from None
         raise
-    except ray.exceptions.RayActorError as exc:
+    except ray.exceptions.RayError as exc:
+        _cancel(ray, pending)
         reason = first_line(exc, default="no reason given")
-        raise ConfigError(f"a Ray worker died while building a part: {reason}") from None
+        raise ConfigError(
+            f"a Ray worker died while building a part, {PART_RETRIES + 1} times: {reason}"
+        ) from None
+    except BaseException:
+        _cancel(ray, pending)
+        raise
+
+
+def _cancel(ray: Any, pending: list[Any]) -> None:
+    """Stop the parts still running: on a cluster the driver did not start they would go on
+    writing after the build has failed."""
+    for ref in pending:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
