@@ -9,12 +9,18 @@ peak memory. Writing the data is not timed.
 narrow Parquet shard (8 positions a row, where what is kept per row weighs most) of each size,
 each in a fresh process, with its peak RSS and the growth per million rows between the first and
 the last. Inspect keeps counts and the first offending rows, so the growth should be near zero.
+
+``--s3`` also uploads each format's directory to an S3-protocol server on loopback (moto, started
+here as the tests start it: ``tests/s3_server.py``) and inspects ``s3://bench/FORMAT`` the same
+ways, adding to each row the client's CPU seconds, the server's, and the requests the server saw
+(GET and HEAD, from its log): where the gap to the local row goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -170,6 +176,62 @@ def memory_check(tmp: Path, sizes: list[int]) -> list[str]:
     return lines
 
 
+class S3Bench:
+    """moto on loopback, the client variables set in this process, a bucket ``bench``."""
+
+    BUCKET = "bench"
+
+    def __init__(self, workdir: Path) -> None:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from s3_server import FOREIGN_AWS_VARIABLES, S3Server
+
+        (workdir / "moto").mkdir()
+        (workdir / "aws").mkdir()
+        self.server = S3Server.start(workdir / "moto")
+        for name in FOREIGN_AWS_VARIABLES:
+            os.environ.pop(name, None)
+        os.environ.update(self.server.client_env(workdir / "aws"))
+        import boto3
+
+        self.client = boto3.client("s3")
+        self.client.create_bucket(Bucket=self.BUCKET)
+
+    def upload(self, directory: Path) -> str:
+        """Every file of ``directory`` under ``s3://bench/NAME/``; the URL."""
+        for path in sorted(directory.iterdir()):
+            self.client.upload_file(str(path), self.BUCKET, f"{directory.name}/{path.name}")
+        return f"s3://{self.BUCKET}/{directory.name}"
+
+    def requests(self) -> int:
+        """GET and HEAD requests the server has logged so far."""
+        return len(re.findall(r'"(?:GET|HEAD) ', self.server.log.read_text(errors="replace")))
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server has used so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.server.process.pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_inspect(where: str, options: maskprep.InspectOptions, s3: S3Bench | None) -> str:
+    """One inspect of ``where``: the table's columns (and, with a server, its costs)."""
+    requests = s3.requests() if s3 else 0
+    server = s3.cpu_seconds() if s3 else 0.0
+    cpu = time.process_time()
+    started = time.perf_counter()
+    result = maskprep.inspect(where, options)
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    positions = result.stats.positions
+    line = (
+        f"{result.stats.rows:>10,} {positions:>14,} {seconds:>8.2f} "
+        f"{positions / seconds / 1e6:>8.1f} {'yes' if result.ok else 'NO':>4} {cpu:>7.2f}"
+    )
+    if s3 is not None and where.startswith("s3://"):
+        line += f" {s3.cpu_seconds() - server:>10.2f} {s3.requests() - requests:>9,}"
+    return line
+
+
 def main() -> None:
     """Parse arguments, write the data, inspect it and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,11 +246,18 @@ def main() -> None:
     parser.add_argument(
         "--memory-rows", default="", help="comma-separated row counts for the memory check"
     )
+    parser.add_argument(
+        "--s3", action="store_true", help="also inspect the shards on an S3 server on loopback"
+    )
     args = parser.parse_args()
 
-    header = f"{'format':8} {'rows':>10} {'positions':>14} {'seconds':>8} {'Mpos/s':>8} {'ok':>4}"
+    header = (
+        f"{'where':8} {'format':8} {'rows':>10} {'positions':>14} {'seconds':>8} {'Mpos/s':>8} "
+        f"{'ok':>4} {'CPU s':>7}" + (f" {'server CPU':>10} {'requests':>9}" if args.s3 else "")
+    )
     lines = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        s3 = S3Bench(Path(tmp)) if args.s3 else None
         if args.memory_rows:
             sizes = [int(n) for n in args.memory_rows.split(",")]
             print("\n".join(memory_check(Path(tmp), sizes)))
@@ -204,20 +273,21 @@ def main() -> None:
             ]
             for n in args.sample:
                 runs.append((f"sample {n}", maskprep.InspectOptions(sample=n)))
+            places = [("local", str(directory))]
+            if s3 is not None:
+                places.append(("s3", s3.upload(directory)))
             for label, options in runs:
-                started = time.perf_counter()
-                result = maskprep.inspect(str(directory), options)
-                seconds = time.perf_counter() - started
-                positions = result.stats.positions
-                lines.append(
-                    f"{fmt:8} {result.stats.rows:>10,} {positions:>14,} {seconds:>8.2f} "
-                    f"{positions / seconds / 1e6:>8.1f} {'yes' if result.ok else 'NO':>4}"
-                    f"   ({label}; writing took {written:.1f} s)"
-                )
+                for place, where in places:
+                    row = timed_inspect(where, options, s3)
+                    lines.append(
+                        f"{place:8} {fmt:8} {row}   ({label}; writing took {written:.1f} s)"
+                    )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(header)
     print("\n".join(lines))
     print(f"peak RSS {peak_mb:,.0f} MB")
+    if s3 is not None:
+        s3.server.stop()
 
 
 if __name__ == "__main__":

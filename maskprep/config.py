@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .storage.location import local_form
 
 InputFormat = Literal["auto", "text", "jsonl"]
 BadRecordPolicy = Literal["fail", "skip"]
@@ -111,6 +112,8 @@ class SourceConfig:
     def __post_init__(self) -> None:
         if not self.inputs:
             raise ConfigError("no input given")
+        # A file:// URL is its local path: the manifest records the same bytes either way.
+        object.__setattr__(self, "inputs", tuple(local_form(i) for i in self.inputs))
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         _check_choice("on_bad_record", self.on_bad_record, BAD_RECORD_POLICIES)
         if not self.text_field or any(not part for part in self.text_field.split(".")):

@@ -113,7 +113,7 @@ def finished_build(
     where = output.location.url
     check_same_build(manifest, config, where)
     check_inputs_unchanged(manifest, config, where, storage_options)
-    check_tokenizer_unchanged(manifest, config, where)
+    check_tokenizer_unchanged(manifest, config, where, storage_options)
     if output.state.missing:
         output.unfinish()
         return None
@@ -202,7 +202,7 @@ def _build_locked(
         part=config.part,
         storage_options=storage_options,
     )
-    tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache)
+    tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache, storage_options)
     info = tokenizing.info
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .. import storage
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
 from ..tokenizing.loading import TokenizerInfo
@@ -164,7 +165,9 @@ def inspect(
     Failed checks are not errors: they are in the result.
     """
     started = time.perf_counter()
-    shards, manifest = open_input(path, stdin, whole=options.sample is not None)
+    shards, manifest = open_input(
+        path, stdin, whole=options.sample is not None, options=options.storage_options
+    )
     recorded = manifest.tokenizer if manifest is not None else None
     tokenizer_name = options.tokenizer or (recorded.name_or_path if recorded else None)
     revision = recorded.revision if recorded and options.tokenizer is None else None
@@ -196,7 +199,7 @@ def inspect(
         digests = None
         # A sample is a quick look: hashing would read every byte of every shard.
         if manifest is not None and options.check_hashes and chosen is None:
-            paths = {i: s.path for i, s in enumerate(shards) if s.path is not None}
+            paths = {i: s.location for i, s in enumerate(shards) if s.location is not None}
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
             reach = _reach_scan(options, recorded, tokenizer)
@@ -216,7 +219,10 @@ def inspect(
             )
 
     thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
-    manifest_check = manifest_consistent(manifest, path) if manifest is not None else None
+    manifest_check = None
+    if manifest is not None:
+        where = storage.parse_location(path, options.storage_options)
+        manifest_check = manifest_consistent(manifest, where)
     layout, data_stats, checks = conclude(
         scan.gathered, hints, thresholds, shards_check, manifest_check
     )

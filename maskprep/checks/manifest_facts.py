@@ -9,11 +9,11 @@ import hashlib
 import os
 import threading
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import storage
 from ..config import STRATEGIES
 from ..output.manifest import Manifest, manifest_problems
 from .layout import LayoutHints
@@ -25,12 +25,13 @@ from .specs import MANIFEST_CONSISTENT, SHARDS_MATCH_MANIFEST, CheckResult
 _COUNTED = ("positions", "real_tokens", "label_tokens")
 
 
-def hash_files(paths: dict[int, Path], stop: threading.Event) -> dict[int, str]:
-    """sha256 of each shard file by shard number; gives up (incomplete) once ``stop`` is set."""
+def hash_files(paths: dict[int, storage.Location], stop: threading.Event) -> dict[int, str]:
+    """sha256 of each shard file (or object, streamed) by shard number; gives up (incomplete)
+    once ``stop`` is set."""
     digests: dict[int, str] = {}
     for number, path in paths.items():
         digest = hashlib.sha256()
-        with open(path, "rb") as handle:
+        with storage.open_read(path) as handle:
             while chunk := handle.read(1 << 20):
                 if stop.is_set():
                     return digests
@@ -99,7 +100,9 @@ def shards_match_manifest(
     )
 
 
-def manifest_consistent(manifest: Manifest, directory: str | os.PathLike[str]) -> CheckResult:
+def manifest_consistent(
+    manifest: Manifest, directory: str | os.PathLike[str] | storage.Location
+) -> CheckResult:
     """Whether the manifest adds up (see :func:`~maskprep.output.manifest.manifest_problems`):
     a failure names the field at fault."""
     problems = manifest_problems(manifest, directory)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import STRATEGIES
 from ..errors import ConfigError
+from ..storage.options import StorageOptions
 from ..token_ids import MAX_TOKEN_ID, check_token_id
 
 
@@ -25,6 +26,7 @@ class InspectOptions:
     config is read, at ``model_revision``; a model with its own code only with
     ``trust_remote_code``) holds the rows to its position table (or context length) and
     vocabulary.
+    ``storage_options`` configures the filesystem of a URL input (``s3://...``).
     """
 
     sample: int | None = None
@@ -45,6 +47,7 @@ class InspectOptions:
     model: str | None = None
     model_revision: str | None = None
     trust_remote_code: bool = False
+    storage_options: StorageOptions = field(default_factory=StorageOptions)
 
     def __post_init__(self) -> None:
         if self.sample is not None and self.sample < 1:

@@ -3,14 +3,21 @@ directory of shards without a manifest (data another tool wrote: its ``.parquet`
 files, in name order), a single Parquet or Arrow shard (file or stream format, told apart by its
 first bytes), or Arrow IPC on standard input (a stream, read batch by batch, or a file, which needs
 its footer and so is read whole). Rows come out as record batches of the contract's columns, Arrow
-files memory-mapped, so memory stays bounded by the batch size."""
+files memory-mapped, so memory stays bounded by the batch size.
+
+Any of these may be a URL (``s3://bucket/out``, ``file:///data/out``) read through
+:mod:`maskprep.storage`: a local path or ``file://`` URL keeps the memory-mapped path; an object
+is read with ranged requests as pyarrow asks for its footer and column chunks, never downloaded
+whole first (an Arrow *stream* file has no footer and is read whole, as it is locally)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -18,10 +25,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .. import columns
+from .. import columns, storage
 from ..errors import ConfigError, DataError
 from ..output.lock import LOCK_NAME
-from ..output.manifest import Manifest, find_manifest, read_manifest
+from ..output.manifest import Manifest, find_manifest_at, read_manifest
 from ..output.names import EXTENSIONS, MANIFEST_NAME, TMP_PREFIX
 from ..sources.inputs import STDIN, STDIN_NAME
 from .kernels import missing_columns
@@ -33,20 +40,22 @@ _ARROW_FILE_MAGIC = b"ARROW1"
 
 @dataclass(frozen=True)
 class Shard:
-    """One readable table: a file on disk (``path``), read in batches or, for a stream file,
-    already read into ``table``; or stdin, read into ``table`` or, when the number of rows is
-    not needed up front, streamed batch by batch from ``stream`` (``rows`` is then ``None``)."""
+    """One readable table: a file or object (``location``), read in batches or, for a stream
+    file, already read into ``table``; or stdin, read into ``table`` or, when the number of rows
+    is not needed up front, streamed batch by batch from ``stream`` (``rows`` is then ``None``)."""
 
     name: str
     rows: int | None
-    path: Path | None = None
+    location: storage.Location | None = None
     table: pa.Table | None = None
     stream: ipc.RecordBatchStreamReader | None = None
+    #: ``"parquet"`` or ``"arrow-file"`` for a file read in batches (its first bytes, read once:
+    #: on a store each look is a request).
+    kind: str | None = None
 
 
-def _kind(path: Path) -> str:
-    with open(path, "rb") as handle:
-        head = handle.read(6)
+def _kind(location: storage.Location) -> str:
+    head = storage.read_range(location, 0, len(_ARROW_FILE_MAGIC))
     if head[:4] == b"PAR1":
         return "parquet"
     if head == _ARROW_FILE_MAGIC:
@@ -54,25 +63,72 @@ def _kind(path: Path) -> str:
     return "arrow-stream"
 
 
-def _open_shard(path: Path) -> Shard:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file or directory")
+@contextlib.contextmanager
+def _source(location: storage.Location) -> Iterator[Any]:
+    """The bytes of a shard for pyarrow: a local file memory-mapped, an object as a seekable
+    stream that fetches what pyarrow reads (its footer, then the column chunks asked for)."""
+    if location.is_local:
+        with pa.memory_map(location.path) as mapped:
+            yield mapped
+    else:
+        with storage.open_read(location) as handle:
+            yield handle
+
+
+@contextlib.contextmanager
+def _parquet(location: storage.Location) -> Iterator[pq.ParquetFile]:
+    if location.is_local:
+        with pq.ParquetFile(location.path, memory_map=True) as file:
+            yield file
+        return
+    with _source(location) as handle, pq.ParquetFile(handle) as file:
+        yield file
+
+
+def _shown(location: storage.Location) -> str:
+    """How a shard or directory is named in results and errors: a URL, or a local path as
+    pathlib spells it (no ``./``, no ``//``), as it always was."""
+    return str(PurePath(location.path)) if location.is_local else location.url
+
+
+def _is_file(location: storage.Location) -> bool:
+    if location.is_local:
+        return os.path.isfile(location.path)
     try:
-        kind = _kind(path)
+        return not storage.stat(location).is_dir
+    except storage.NotFound:
+        return False
+
+
+def _open_shard(location: storage.Location) -> Shard:
+    if not _is_file(location):
+        raise ConfigError(f"{_shown(location)}: no such file or directory")
+    name = _shown(location)
+    try:
+        kind = _kind(location)
         if kind == "parquet":
-            rows = pq.ParquetFile(path).metadata.num_rows
-            return Shard(str(path), rows, path=path)
+            with _parquet(location) as file:
+                rows = file.metadata.num_rows
+            return Shard(name, rows, location=location, kind=kind)
         if kind == "arrow-file":
-            with pa.memory_map(str(path)) as source:
-                reader = ipc.open_file(source)
-                rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-            return Shard(str(path), rows, path=path)
-        # A stream file (what `datasets` caches) has no footer: read it, memory-mapped.
-        with pa.memory_map(str(path)) as source:
+            with _source(location) as source:
+                rows = _count_rows(ipc.open_file(source))
+            return Shard(name, rows, location=location, kind=kind)
+        # A stream file (what `datasets` caches) has no footer: read it (memory-mapped locally).
+        with _source(location) as source:
             table = ipc.open_stream(source).read_all()
-        return Shard(str(path), table.num_rows, path=path, table=table)
+        return Shard(name, table.num_rows, location=location, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a Parquet or Arrow file: {exc}") from None
+        raise DataError(f"{name}: not a Parquet or Arrow file: {exc}") from None
+
+
+def _count_rows(reader: ipc.RecordBatchFileReader) -> int:
+    """The rows of an Arrow IPC file: from the batches' metadata where pyarrow can (not their
+    bodies, which on a store would be downloaded), else by reading each batch."""
+    count = getattr(reader, "count_rows", None)
+    if count is not None:
+        return int(count())
+    return sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
 
 
 class _Rejoined(io.RawIOBase):
@@ -137,30 +193,36 @@ def shard_batches(
         _require_columns(shard.name, shard.table.schema.names, required)
         yield from _offsets(shard.table.select(names).to_batches(max_chunksize=size))
         return
-    assert shard.path is not None
-    if _kind(shard.path) == "parquet":
-        file = pq.ParquetFile(shard.path, memory_map=True)
-        _require_columns(shard.name, file.schema_arrow.names, required)
-        names = [n for n in read if n in file.schema_arrow.names]
-        metadata = file.metadata
-        sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-        for group, first in enumerate(_wanted_parts(sizes, needed)):
-            if first is None:
-                continue
-            batches = file.iter_batches(batch_size=size, row_groups=[group], columns=names)
-            yield from _offsets(batches, first)
+    assert shard.location is not None
+    if (shard.kind or _kind(shard.location)) == "parquet":
+        with _parquet(shard.location) as file:
+            _require_columns(shard.name, file.schema_arrow.names, required)
+            names = [n for n in read if n in file.schema_arrow.names]
+            metadata = file.metadata
+            sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+            for group, first in enumerate(_wanted_parts(sizes, needed)):
+                if first is None:
+                    continue
+                batches = file.iter_batches(batch_size=size, row_groups=[group], columns=names)
+                yield from _offsets(batches, first)
         return
-    with pa.memory_map(str(shard.path)) as source:
+    with _source(shard.location) as source:
         reader = ipc.open_file(source)
         _require_columns(shard.name, reader.schema.names, required)
         names = [n for n in read if n in reader.schema.names]
-        sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        for i, first in enumerate(_wanted_parts(sizes, needed)):
-            if first is None:
-                continue
-            batch = reader.get_batch(i).select(names)
-            for start in range(0, batch.num_rows, size):
-                yield first + start, batch.slice(start, size)
+        # Each record batch is fetched once (from a store, a second look is a second download):
+        # its size is known only once it is read.
+        first = 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            if (
+                _wanted_parts([batch.num_rows], None if needed is None else needed - first)[0]
+                is not None
+            ):
+                batch = batch.select(names)
+                for start in range(0, batch.num_rows, size):
+                    yield first + start, batch.slice(start, size)
+            first += batch.num_rows
 
 
 def shard_columns(shard: Shard) -> list[str]:
@@ -169,10 +231,11 @@ def shard_columns(shard: Shard) -> list[str]:
         return list(shard.stream.schema.names)
     if shard.table is not None:
         return list(shard.table.schema.names)
-    assert shard.path is not None
-    if _kind(shard.path) == "parquet":
-        return list(pq.ParquetFile(shard.path).schema_arrow.names)
-    with pa.memory_map(str(shard.path)) as source:
+    assert shard.location is not None
+    if (shard.kind or _kind(shard.location)) == "parquet":
+        with _parquet(shard.location) as file:
+            return list(file.schema_arrow.names)
+    with _source(shard.location) as source:
         return list(ipc.open_file(source).schema.names)
 
 
@@ -225,50 +288,72 @@ def _require_columns(name: str, present: list[str], required: Sequence[str] | No
 
 
 def open_input(
-    path: str, stdin: BinaryIO | None, whole: bool
+    path: str,
+    stdin: BinaryIO | None,
+    whole: bool,
+    options: storage.StorageOptions | None = None,
 ) -> tuple[list[Shard], Manifest | None]:
     """The shards at ``path`` and the manifest that lists them (``None`` where there is none).
 
     ``path`` is a build output directory, a directory of shards another tool wrote, one shard
-    file, or ``"-"`` for Arrow IPC on ``stdin`` (read whole when ``whole``, else streamed).
+    file (each a local path or a URL, whose store ``options`` configures), or ``"-"`` for Arrow
+    IPC on ``stdin`` (read whole when ``whole``, else streamed).
     """
     if path == STDIN:
         if stdin is None:
             raise ConfigError("'-' reads Arrow IPC from standard input; none was given")
         return [_read_stdin(stdin, whole)], None
-    target = Path(path)
-    if target.is_dir():
-        if find_manifest(target) is None:
+    target = storage.parse_location(path, options)
+    if _is_directory(target):
+        if find_manifest_at(target) is None:
             return [_open_shard(p) for p in _directory_shards(target)], None
         # The manifest reader admits only plain shard names in the directory itself.
         manifest = read_manifest(target)
-        shards = [_open_shard(target / s.path) for s in manifest.shards]
+        shards = [_open_shard(target.join(s.path)) for s in manifest.shards]
         return shards, manifest
     return [_open_shard(target)], None
 
 
-def _directory_shards(directory: Path) -> list[Path]:
-    """The shard files of a directory without a manifest, in name order.
+def _is_directory(location: storage.Location) -> bool:
+    if location.is_local:
+        return os.path.isdir(location.path)
+    try:
+        return storage.stat(location).is_dir
+    except storage.NotFound:
+        return False
+
+
+def _entries(directory: storage.Location) -> dict[str, bool]:
+    """The names directly in a directory or under a prefix, each with whether it is a file."""
+    if directory.is_local:
+        with os.scandir(directory.path) as entries:
+            return {entry.name: entry.is_file() for entry in entries}
+    return {info.name: not info.is_dir for info in storage.listdir(directory)}
+
+
+def _directory_shards(directory: storage.Location) -> list[storage.Location]:
+    """The shard files of a directory (or prefix) without a manifest, in name order.
 
     Names starting with ``_`` or ``.`` are skipped, as dataset readers skip them. A directory
     where a maskprep build is running or was cut short (its lock or temporary files) is refused:
     its shards are not all there.
     """
-    names = sorted(p.name for p in directory.iterdir())
+    entries = _entries(directory)
+    names = sorted(entries)
     if LOCK_NAME in names or any(n.startswith(TMP_PREFIX) for n in names):
         raise DataError(
-            f"{directory}: no {MANIFEST_NAME}; the build did not finish (a build is running or "
-            "was cut short here)"
+            f"{_shown(directory)}: no {MANIFEST_NAME}; the build did not finish (a build is "
+            "running or was cut short here)"
         )
     suffixes = tuple(EXTENSIONS.values())
     found = [
-        directory / n
+        directory.join(n)
         for n in names
-        if n.endswith(suffixes) and not n.startswith(("_", ".")) and (directory / n).is_file()
+        if n.endswith(suffixes) and not n.startswith(("_", ".")) and entries[n]
     ]
     if not found:
         raise DataError(
-            f"{directory}: no {MANIFEST_NAME}; the build did not finish, or this is not a data "
-            f"directory (it holds no {' or '.join(suffixes)} files)"
+            f"{_shown(directory)}: no {MANIFEST_NAME}; the build did not finish, or this is not a "
+            f"data directory (it holds no {' or '.join(suffixes)} files)"
         )
     return found

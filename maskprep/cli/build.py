@@ -182,6 +182,7 @@ if TYPE_CHECKING:
 @click.option(
     "--tokenizer-cache",
     type=click.Path(file_okay=False),
+    callback=lambda ctx, param, value: _local_directory(value),
     envvar="MASKPREP_TOKENIZER_CACHE",
     show_envvar=True,
     help="Cache local tokenizers of plain-text builds in this directory, so that later builds "
@@ -273,6 +274,27 @@ def build(**options: Any) -> Report:
         Console(file=sys.stdout).print(build_summary(result))
 
     return Report(build_json(result), None if options["quiet"] else show)
+
+
+def _local_directory(value: str | None) -> str | None:
+    """The tokenizer cache's directory: local (a ``file://`` URL names one). A store URL is
+    refused: the cache is read before anything else, to spare loading transformers, so a remote
+    one would cost about the time it saves, and its writes rely on local renames and flock."""
+    if value is None:
+        return None
+    from ..errors import MaskprepError
+    from ..storage import local_form, parse_location
+
+    try:
+        path = local_form(value)
+        local = parse_location(path).is_local
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+    if not local:
+        raise click.BadParameter(
+            f"{value}: the tokenizer cache must be a local directory (each machine keeps its own)"
+        )
+    return path
 
 
 def _tokenizer_cache(options: dict[str, Any]) -> TokenizerCache | None:

@@ -11,7 +11,7 @@ import click
 from .. import config as cfg
 from ..token_ids import MAX_TOKEN_ID
 from .command import Command, Report
-from .common import TOKEN_ID, buckets_option, library_errors
+from .common import TOKEN_ID, buckets_option, library_errors, storage_options_option
 
 
 @click.command(cls=Command)
@@ -76,13 +76,14 @@ from .common import TOKEN_ID, buckets_option, library_errors
     is_flag=True,
     help="Do not compare each shard's sha256 with the manifest (saves reading the files twice).",
 )
+@storage_options_option
 @library_errors
 def inspect(**options: Any) -> Report:
     """Check shards against the data contract and show what they hold.
 
     PATH is a build output directory, a directory of shards without a manifest, one
-    .parquet/.arrow shard, or - for Arrow IPC (stream or file) on stdin. Exit code 1 when a check
-    fails (or warns, with --strict).
+    .parquet/.arrow shard (each may be a URL: s3://bucket/out), or - for Arrow IPC (stream or
+    file) on stdin. Exit code 1 when a check fails (or warns, with --strict).
     """
     from ..checks.driver import inspect as run_inspect
     from ..checks.options import InspectOptions
@@ -106,6 +107,7 @@ def inspect(**options: Any) -> Report:
         model=options["model"],
         model_revision=options["revision"],
         trust_remote_code=options["trust_remote_code"],
+        storage_options=options["storage_options"],
     )
     stdin = sys.stdin.buffer if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)

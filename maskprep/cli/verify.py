@@ -11,7 +11,7 @@ import click
 from ..config import PACK_FORMS
 from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES
 from .command import Command, Report
-from .common import TOKEN_ID, library_errors
+from .common import TOKEN_ID, library_errors, storage_options_option
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -109,12 +109,14 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@storage_options_option
 @library_errors
 def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the rows at PATH do not leak.
 
     PATH is what inspect reads: a build output directory, a directory of shards without a
-    manifest, one .parquet/.arrow shard, or - for Arrow IPC on stdin. Samples rows (and the
+    manifest, one .parquet/.arrow shard (each may be a URL: s3://bucket/out), or - for Arrow IPC
+    on stdin. Samples rows (and the
     longest ones), checks they fit the model's positions and vocabulary, feeds them through
     maskprep.collate as training would, and runs five probes (pad invariance, unpadded
     reference, label leakage, cross-document, causal) under each attention implementation.
@@ -142,6 +144,7 @@ def verify(**options: Any) -> Report:
         padding_side=options["padding_side"],
         packed=options["packed"],
         progress=sys.stderr.isatty(),
+        storage_options=options["storage_options"],
     )
     stdin = sys.stdin.buffer if options["path"] == "-" else None
     result = run_verify(options["path"], options["model"], settings, stdin=stdin)

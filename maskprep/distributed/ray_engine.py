@@ -177,7 +177,8 @@ def build_with_ray(
         # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
         # as a worker's failure with its traceback.
         expand_inputs(config.source.inputs, storage_options)
-        prepare_tokenizer(config, None, tokenizer_cache)  # and fills the cache for the workers
+        # This also fills the tokenizer cache for the workers.
+        prepare_tokenizer(config, None, tokenizer_cache, storage_options)
         root = location.parent.join(location.name + PARTS_SUFFIX)
         owned = not ray.is_initialized()
         if owned:

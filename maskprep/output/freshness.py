@@ -114,7 +114,12 @@ def _sha256(unit: FileRange, options: StorageOptions | None) -> str:
     return digest.hexdigest()
 
 
-def check_tokenizer_unchanged(manifest: Manifest, config: BuildConfig, where: str) -> None:
+def check_tokenizer_unchanged(
+    manifest: Manifest,
+    config: BuildConfig,
+    where: str,
+    storage_options: StorageOptions | None = None,
+) -> None:
     """Refuse when a file of a local tokenizer directory changed (or came or went) since the
     finished build, or, for chat records rendered with a template file, when the template did."""
     name = config.tokenizer.name_or_path
@@ -129,7 +134,7 @@ def check_tokenizer_unchanged(manifest: Manifest, config: BuildConfig, where: st
     if config.sft is not None and config.sft.chat_template is not None:
         from ..tokenizing.prepare import prepare_tokenizer
 
-        fingerprint = prepare_tokenizer(config, None, None).info.fingerprint
+        fingerprint = prepare_tokenizer(config, None, None, storage_options).info.fingerprint
         if fingerprint != manifest.tokenizer.fingerprint:
             raise OutputError(
                 f"tokenizer {name} with chat template {config.sft.chat_template}: changed since "

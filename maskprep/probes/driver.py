@@ -82,7 +82,9 @@ def verify(
     outside its vocabulary) and :class:`~maskprep.errors.ConfigError` for a model that cannot be
     loaded.
     """
-    sample = sample_rows(str(path), options.rows, options.longest, options.seed, stdin)
+    sample = sample_rows(
+        str(path), options.rows, options.longest, options.seed, stdin, options.storage_options
+    )
     facts = DataFacts(
         pad_id=options.pad_id if options.pad_id is not None else sample.facts.pad_id,
         padding_side=options.padding_side or sample.facts.padding_side,

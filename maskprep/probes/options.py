@@ -3,10 +3,11 @@ names it accepts."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import PACK_FORMS, PADDING_SIDES
 from ..errors import ConfigError
+from ..storage.options import StorageOptions
 from ..token_ids import check_token_id
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
@@ -60,6 +61,8 @@ class VerifyOptions:
     padding_side: str | None = None
     packed: bool | None = None
     progress: bool = False
+    #: Configures the filesystem of a URL input (``s3://...``).
+    storage_options: StorageOptions = field(default_factory=StorageOptions)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

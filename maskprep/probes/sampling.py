@@ -13,6 +13,7 @@ from .. import columns
 from ..checks.positions import reach_columns, row_reach
 from ..checks.readers import Shard, open_input, shard_batches, shard_columns
 from ..errors import DataError
+from ..storage.options import StorageOptions
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -73,11 +74,17 @@ def data_facts(manifest: Manifest | None) -> DataFacts:
 
 
 def sample_rows(
-    path: str, rows: int, longest: int, seed: int, stdin: BinaryIO | None = None
+    path: str,
+    rows: int,
+    longest: int,
+    seed: int,
+    stdin: BinaryIO | None = None,
+    storage_options: StorageOptions | None = None,
 ) -> Sample:
     """Draw ``rows`` rows at random (``seed``) and add the ``longest`` rows that reach farthest
-    (ties: most real tokens, then the first), from the data at ``path``."""
-    shards, manifest = open_input(path, stdin, whole=True)
+    (ties: most real tokens, then the first), from the data at ``path`` (a path or a URL, whose
+    store ``storage_options`` configures)."""
+    shards, manifest = open_input(path, stdin, whole=True, options=storage_options)
     sizes = [int(s.rows or 0) for s in shards]
     total = sum(sizes)
     if total == 0:

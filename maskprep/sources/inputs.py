@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import storage
 from ..errors import ConfigError
 from ..storage import StorageOptions
 from .locations import expand_url, is_url
@@ -37,7 +38,9 @@ def expand_inputs(inputs: Iterable[str], options: StorageOptions | None = None) 
     that ``options`` configures (a store has no symbolic links to follow).
     """
     files: list[str] = []
-    for item in inputs:
+    for given in inputs:
+        # A file:// URL is its local path from here on: read, named and recorded as that path.
+        item = storage.local_form(given)
         if is_url(item):
             files.extend(expand_url(item, options, _known_extension))
         elif item == STDIN:

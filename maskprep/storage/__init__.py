@@ -29,7 +29,7 @@ from .errors import (
     VersionMismatch,
 )
 from .lease import Lease, LeaseHeld, LeaseLost, LeaseRecord
-from .location import Location, parse_location
+from .location import Location, local_form, parse_location
 from .objects import ObjectInfo, WriteResult, is_temporary
 from .operations import (
     copy,
@@ -84,6 +84,7 @@ __all__ = [
     "glob",
     "is_temporary",
     "listdir",
+    "local_form",
     "make_directory",
     "open_read",
     "parse_location",

@@ -96,3 +96,11 @@ def parse_location(text: str | os.PathLike[str], options: StorageOptions | None 
     if not path or path.startswith("/"):
         raise ConfigError(f"{raw}: no bucket or path after {protocol}://")
     return Location(protocol, path, options)
+
+
+def local_form(text: str) -> str:
+    """A ``file://`` URL as the plain local path it names (so it is read, named and recorded as
+    that path); anything else unchanged."""
+    if text[:7].lower() == "file://":
+        return parse_location(text).path
+    return text

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import BuildConfig
+from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
 from .encoder import Encoder
 from .fast import EncoderSpec, encoder_spec
@@ -28,10 +29,14 @@ class PreparedTokenizer:
 
 
 def prepare_tokenizer(
-    config: BuildConfig, loaded: Any, cache: TokenizerCache | None
+    config: BuildConfig,
+    loaded: Any,
+    cache: TokenizerCache | None,
+    storage_options: StorageOptions | None = None,
 ) -> PreparedTokenizer:
     """Load what the build encodes with: from the tokenizer cache when it holds this plain-text
-    build's tokenizer, else through transformers (storing it in the cache for the next build)."""
+    build's tokenizer, else through transformers (storing it in the cache for the next build).
+    ``storage_options`` configures the store of a chat template given as a URL."""
     key = None
     if loaded is None and config.sft is None and cache is not None:
         key = cache.key(config.tokenizer)
@@ -40,7 +45,7 @@ def prepare_tokenizer(
             return PreparedTokenizer(cached.info, cached.spec, cached=True)
     tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
     if config.sft is not None and config.sft.chat_template is not None:
-        use_chat_template_file(tokenizer, config.sft.chat_template)
+        use_chat_template_file(tokenizer, config.sft.chat_template, storage_options)
     info = tokenizer_info(tokenizer, config.tokenizer)
     encoder = Encoder(tokenizer, config.tokenizer)
     if config.sft is not None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import storage
 from ..config import SFTConfig, TokenizerConfig
 from ..errors import ConfigError, Option, one_line
 from ..sources.records import Record, Rejected
@@ -53,13 +54,22 @@ class ChatSpans:
     boundary: int
 
 
-def use_chat_template_file(tokenizer: Any, path: str) -> None:
-    """Replace the tokenizer's chat template with the Jinja file at ``path``.
+def use_chat_template_file(
+    tokenizer: Any, path: str, options: storage.StorageOptions | None = None
+) -> None:
+    """Replace the tokenizer's chat template with the Jinja file at ``path``: a local path or a
+    URL (``s3://bucket/chat.jinja``, read whole through the store ``options`` configure).
 
     Set on the tokenizer so that its fingerprint in the manifest covers the template used.
     """
+    location = storage.parse_location(path, options)
     try:
-        template = Path(path).read_text(encoding="utf-8")
+        if location.is_local:
+            template = Path(location.path).read_text(encoding="utf-8")
+        else:
+            template = storage.read_bytes(location).decode("utf-8")
+    except storage.StorageError as exc:
+        raise ConfigError(f"{path}: cannot read chat template: {exc.detail}") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"{path}: cannot read chat template: {reason}") from None
