@@ -49,7 +49,14 @@ FAILURES = {
     "botocore endpoint": EndpointConnectionError("Could not connect to the endpoint URL"),
     "aiohttp timeout": ServerTimeoutError("Timeout on reading data from socket"),
 }
+
+
+class OfflineModeIsEnabled(ConnectionError):
+    """Named as huggingface_hub names it: offline mode, set by the environment."""
+
+
 USAGE = {
+    "hub offline mode": (OfflineModeIsEnabled("offline mode is enabled"), StorageError),
     "not found": (FileNotFoundError(errno.ENOENT, "No such file"), NotFound),
     "access denied": (PermissionError(errno.EACCES, "Access Denied"), AccessDenied),
     "bad argument": (OSError(errno.EINVAL, "Invalid argument"), StorageError),
@@ -101,3 +108,15 @@ def test_a_blank_message_names_the_exception():
     error = translate(ValueError(""), URL)
     assert str(error) == f"{URL}: ValueError"
     assert not hasattr(storage_errors, "_first_line")  # one first-line helper: errors.first_line
+
+
+def test_a_store_failure_reading_a_chat_template_is_an_io_failure(monkeypatch):
+    from maskprep import storage
+    from maskprep.tokenizing import sft
+
+    def failing(location):
+        raise translate(TimeoutError("read timed out"), location.url)
+
+    monkeypatch.setattr(storage, "read_bytes", failing)
+    with pytest.raises(IOFailure, match=r"^s3://b/chat.jinja: cannot read chat template: read"):
+        sft.use_chat_template_file(object(), "s3://b/chat.jinja")

@@ -4,7 +4,8 @@ A missing object or bucket, a denied request (credentials, permissions: on an in
 output), a lost race, an unknown protocol or a bad option is a problem with the request: those
 classes derive from :class:`maskprep.errors.ConfigError` (exit 2). The store or the machine
 failing an operation that should have worked (a full disk or quota, a network error or timeout,
-a 5xx answer such as ``InternalError`` or ``SlowDown``) is a :class:`StorageFailure`, also an
+a 5xx answer such as ``InternalError`` or ``SlowDown``; an endpoint nothing answers at, which may
+be a wrong option as well as a network down) is a :class:`StorageFailure`, also an
 :class:`maskprep.errors.IOFailure` (exit 1): the same command may work later. An error the store
 raises that is none of these stays a plain :class:`StorageError` (exit 2). Callers that have a
 better word for it (an output held by another build) catch and re-raise.
@@ -110,6 +111,11 @@ def _reason(exc: BaseException) -> str:
 
 def _failed(exc: BaseException) -> bool:
     """Whether ``exc`` says the store, the network or the machine failed, not the request."""
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    if "OfflineModeIsEnabled" in names:
+        # huggingface_hub's offline mode (a ConnectionError) is the environment's setting: the
+        # request must change, it will not work later by itself.
+        return False
     if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, OSError) and exc.errno in _FAILURE_ERRNOS:
@@ -117,7 +123,6 @@ def _failed(exc: BaseException) -> bool:
     if _s3_code(exc) in _FAILURE_CODES:
         return True
     # HTTP clients' own connection and timeout errors (botocore, aiohttp) are no OSError.
-    names = [cls.__name__ for cls in type(exc).__mro__]
     return any("Connect" in name or "Timeout" in name for name in names)
 
 

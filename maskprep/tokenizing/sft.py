@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import storage
 from ..config import SFTConfig, TokenizerConfig
-from ..errors import ConfigError, Option, one_line
+from ..errors import ConfigError, IOFailure, Option, one_line
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .encoder import EncodedDoc, special_frame
@@ -68,6 +68,8 @@ def use_chat_template_file(
             template = Path(location.path).read_text(encoding="utf-8")
         else:
             template = storage.read_bytes(location).decode("utf-8")
+    except storage.StorageFailure as exc:  # the store failed: the same read may work later
+        raise IOFailure(f"{path}: cannot read chat template: {exc.detail}") from None
     except storage.StorageError as exc:
         raise ConfigError(f"{path}: cannot read chat template: {exc.detail}") from None
     except (OSError, UnicodeDecodeError) as exc:
