@@ -452,6 +452,8 @@ def test_non_empty_output_is_refused_unless_overwrite(tmp_path, minilm, runner):
     assert runner.invoke(main, args).exit_code == 0
     again = runner.invoke(main, args)
     assert again.exit_code == 2 and "output directory is not empty" in again.output
+    # The way out, as the command line spells it.
+    assert "overwrite it (--overwrite) to replace its contents" in again.output
     assert runner.invoke(main, [*args, "--overwrite"]).exit_code == 0
     (out / "notes.md").write_text("mine")
     refused = runner.invoke(main, [*args, "--overwrite"])

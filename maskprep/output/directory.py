@@ -235,8 +235,11 @@ def plan(state: OutputState, *, overwrite: bool, resume: bool, merge: bool = Fal
             return Action.FINISHED
         if overwrite:
             return Action.STAGE
-        raise OutputError(
-            f"{url}: output directory is not empty; pass overwrite to replace its contents"
+        raise OutputError.suggesting(
+            "{output}: output directory is not empty (a finished output); overwrite it "
+            "({overwrite}) to replace its contents",
+            output=url,
+            overwrite=Option("output.overwrite"),
         )
     if resume:
         return Action.RESUME
