@@ -44,6 +44,14 @@ def remedy(probe: str, feed: Feed) -> tuple[str, str]:
                 "pack_form",
                 "encoders build no attention mask from position_ids: feed packs form='mask4d'",
             )
+        if feed.form == "position_ids":
+            # The form itself leaked, so suggesting it (as for mask2d) would send the user round.
+            return (
+                "pack_form",
+                "this decoder does not keep packed documents apart by their position_ids (its "
+                "attention builds no block mask from them, or a KV cache is on): feed packs "
+                "form='mask4d'",
+            )
     shifted = feed.left_padded and feed.absolute and not feed.position_ids
     if probe == "unpadded-reference" and shifted:
         return (
