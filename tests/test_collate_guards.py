@@ -451,6 +451,19 @@ def test_for_output_takes_the_form_and_limits_from_the_model(built, tmp_path) ->
         assert for_output(built["pack"], model=model) == collator
 
 
+def test_a_config_no_module_can_be_built_from_still_gives_its_vocabulary() -> None:
+    from transformers import PretrainedConfig
+
+    class Unregistered(PretrainedConfig):
+        model_type = "maskprep-unregistered"
+
+    # transformers cannot build this one (remote code not here): the config's own size is used.
+    assert model_facts(Unregistered(vocab_size=77)).vocab_size == 77
+    assert model_facts(Unregistered()).vocab_size is None  # none said: no limit invented
+    # Where a module is built, its embedding table is read (the same size for a plain config).
+    assert model_facts(tiny_config("bert")).vocab_size == tiny_config("bert").vocab_size
+
+
 def test_model_facts_read_the_structure() -> None:
     from transformers import RobertaConfig
 

@@ -91,7 +91,7 @@ def model_facts(
         ),
         position_offset=offset,
         max_positions=max_positions,
-        vocab_size=_vocab_size(module),
+        vocab_size=_vocab_size(module) if module is not None else _config_vocab_size(config),
         context_positions=None if max_positions is not None else _context_length(config),
     )
 
@@ -201,6 +201,12 @@ def _position_table(module: Any) -> tuple[int, int | None]:
             offset = 0 if child.padding_idx is None else child.padding_idx + 1
             return offset, int(child.num_embeddings)
     return 0, None
+
+
+def _config_vocab_size(config: Any) -> int | None:
+    # Only when no module could be built: the embedding table, where there is one, is the truth.
+    size = getattr(config, "vocab_size", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def _vocab_size(module: Any) -> int | None:
