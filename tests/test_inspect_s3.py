@@ -15,6 +15,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_kit import assert_one_line, assert_ran
 from click.testing import CliRunner
 from conftest import write_jsonl
 
@@ -39,23 +40,8 @@ def _build(source, tokenizer, out: object, *extra: object):
     )  # fmt: skip
 
 
-def _ok(result) -> None:
-    assert result.exit_code == 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
 def _one_line(result, code: int, *mentions: str) -> str:
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [
-        line
-        for line in result.stderr.splitlines()
-        if line.strip() and not line.startswith(("Usage: ", "Try '"))
-    ]
-    assert len(lines) == 1, lines
-    for needle in mentions:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line(result, code, *mentions, stream="stderr")
 
 
 def _report(result, code: int = 0) -> dict:
@@ -85,8 +71,8 @@ def source(tmp_path):
 @pytest.fixture
 def outputs(s3_bucket, source, llama_like, tmp_path) -> tuple[str, str]:
     """The same build written to ``s3://BUCKET/out`` and to a local directory."""
-    _ok(_build(source, llama_like, f"s3://{s3_bucket}/out"))
-    _ok(_build(source, llama_like, tmp_path / "local"))
+    assert_ran(_build(source, llama_like, f"s3://{s3_bucket}/out"))
+    assert_ran(_build(source, llama_like, tmp_path / "local"))
     return f"s3://{s3_bucket}/out", str(tmp_path / "local")
 
 
@@ -229,7 +215,7 @@ def test_verify_reads_an_s3_output_and_catches_a_leak_there(
 
     next(one_torch_thread())
     out = f"s3://{s3_bucket}/v"
-    _ok(_build(source, with_pad, out))
+    assert_ran(_build(source, with_pad, out))
     report = _report(_cli("verify", out, "-m", gpt2, *VERIFY))
     assert report["ok"] is True
     # The same through --storage-option only.

@@ -19,6 +19,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+from cli_kit import assert_one_line, assert_ran
 from click.testing import CliRunner
 from conftest import ROOT, write_jsonl
 
@@ -57,25 +58,6 @@ def _args(source: object, tokenizer, out: str, *extra: object) -> list[str]:
         "-q",
         *map(str, extra),
     ]
-
-
-def _ok(result) -> None:
-    assert result.exit_code == 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
-def _refused(result, code: int, *mentions: str) -> str:
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [
-        line
-        for line in result.output.splitlines()
-        if line.strip() and not line.startswith(("Usage: ", "Try '"))  # Click's frame
-    ]
-    assert len(lines) == 1, lines
-    for needle in mentions:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _objects(bucket: str, prefix: str) -> dict[str, bytes]:
@@ -126,7 +108,7 @@ def source(tmp_path):
 @pytest.fixture
 def finished(s3_bucket, source, llama_like) -> str:
     """A finished build of ``source`` at ``s3://BUCKET/out``."""
-    _ok(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
+    assert_ran(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
     return f"s3://{s3_bucket}/out"
 
 
@@ -134,8 +116,8 @@ def finished(s3_bucket, source, llama_like) -> str:
 
 
 def test_s3_output_is_byte_identical_to_a_local_build(s3_bucket, source, llama_like, tmp_path):
-    _ok(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out/")))
-    _ok(_cli(*_args(source, llama_like, str(tmp_path / "local"))))
+    assert_ran(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out/")))
+    assert_ran(_cli(*_args(source, llama_like, str(tmp_path / "local"))))
     remote, local = _objects(s3_bucket, "out"), _local(tmp_path / "local")
     assert sorted(remote) == sorted(
         ["data-00000.parquet", "data-00001.parquet", "data-00002.parquet", MANIFEST_NAME]
@@ -155,8 +137,8 @@ def test_s3_input_and_output_give_the_shards_of_a_local_build(
 ):
     _put(s3_bucket, "in/data.jsonl", source.read_bytes())
     url = f"s3://{s3_bucket}/in/data.jsonl"
-    _ok(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/out")))
-    _ok(_cli(*_args(source, llama_like, str(tmp_path / "local"))))
+    assert_ran(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/out")))
+    assert_ran(_cli(*_args(source, llama_like, str(tmp_path / "local"))))
     remote, local = _objects(s3_bucket, "out"), _local(tmp_path / "local")
     assert {k: v for k, v in remote.items() if k != MANIFEST_NAME} == {
         k: v for k, v in local.items() if k != MANIFEST_NAME
@@ -172,7 +154,7 @@ def test_s3_input_and_output_give_the_shards_of_a_local_build(
 def test_bad_record_in_an_s3_input_names_the_url_and_line(s3_bucket, llama_like):
     _put(s3_bucket, "in.jsonl", b'{"text": "fine"}\nnot json\n')
     result = _cli(*_args(f"s3://{s3_bucket}/in.jsonl", llama_like, f"s3://{s3_bucket}/out"))
-    _refused(result, 1, f"s3://{s3_bucket}/in.jsonl:2: invalid JSON")
+    assert_one_line(result, 1, f"s3://{s3_bucket}/in.jsonl:2: invalid JSON")
     assert _objects(s3_bucket, "out") == {}  # nothing left: no lock, no shard, no manifest
 
 
@@ -181,14 +163,14 @@ def test_s3_inputs_by_prefix_and_glob_are_read_in_key_order(s3_bucket, llama_lik
         _put(s3_bucket, f"in/{name}", json.dumps({"text": text}).encode() + b"\n")
     for given in (f"s3://{s3_bucket}/in/", f"s3://{s3_bucket}/in/*.jsonl"):
         out = f"s3://{s3_bucket}/out-{len(given)}"
-        _ok(_cli(*_args(given, llama_like, out)))
+        assert_ran(_cli(*_args(given, llama_like, out)))
         manifest = json.loads(_objects(s3_bucket, out.split("/", 3)[3])[MANIFEST_NAME])
         assert [i["path"] for i in manifest["inputs"]] == [
             f"s3://{s3_bucket}/in/a.jsonl",
             f"s3://{s3_bucket}/in/b.jsonl",
         ]
     missing = _cli(*_args(f"s3://{s3_bucket}/nope/*.jsonl", llama_like, f"s3://{s3_bucket}/x"))
-    _refused(missing, 2, f"s3://{s3_bucket}/nope/*.jsonl")
+    assert_one_line(missing, 2, f"s3://{s3_bucket}/nope/*.jsonl")
 
 
 # ----------------------------------------------------------------------------- input rules
@@ -215,16 +197,16 @@ def test_a_line_over_the_cap_in_an_s3_input_is_a_bad_record(s3_bucket, llama_lik
     _put(s3_bucket, "in.jsonl", body)
     url = f"s3://{s3_bucket}/in.jsonl"
     cap = ["--max-record-bytes", "1K"]
-    _refused(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/failed", *cap)), 1, f"{url}:2")
+    assert_one_line(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/failed", *cap)), 1, f"{url}:2")
     out = f"s3://{s3_bucket}/out"
-    _ok(_cli(*_args(url, llama_like, out, *cap, "--on-bad-record", "skip")))
+    assert_ran(_cli(*_args(url, llama_like, out, *cap, "--on-bad-record", "skip")))
     files = _objects(s3_bucket, "out")
     [reject] = [json.loads(line) for line in files["_rejects.jsonl"].splitlines()]
     assert (reject["file"], reject["line"]) == (url, 2)
     assert "longer than the record limit of 1,024 bytes" in reject["reason"]
     assert len(reject["raw"]) < 1100  # the head of the line, not all 6 kB of it
     # Negative control: under the default cap the same object is three good records.
-    _ok(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/whole")))
+    assert_ran(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/whole")))
     totals = json.loads(_objects(s3_bucket, "whole")[MANIFEST_NAME])["totals"]
     assert (totals["records_read"], totals["records_rejected"]) == (3, 0)
 
@@ -233,12 +215,14 @@ def test_a_truncated_multi_frame_zst_object_fails_naming_it(s3_bucket, source, l
     whole = _zst_frames(source.read_bytes(), 3)
     _put(s3_bucket, "cut.jsonl.zst", whole[:-5])  # the last frame cut short
     url = f"s3://{s3_bucket}/cut.jsonl.zst"
-    line = _refused(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/out")), 1, url)
+    line = assert_one_line(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/out")), 1, url)
     assert "invalid JSON" not in line and "zstd frame" in line, line
     assert _objects(s3_bucket, "out") == {}
     # Negative control: the same frames, whole, give every record.
     _put(s3_bucket, "whole.jsonl.zst", whole)
-    _ok(_cli(*_args(f"s3://{s3_bucket}/whole.jsonl.zst", llama_like, f"s3://{s3_bucket}/ok")))
+    assert_ran(
+        _cli(*_args(f"s3://{s3_bucket}/whole.jsonl.zst", llama_like, f"s3://{s3_bucket}/ok"))
+    )
     totals = json.loads(_objects(s3_bucket, "ok")[MANIFEST_NAME])["totals"]
     assert totals["records_read"] == 50
 
@@ -249,9 +233,9 @@ def test_an_s3_object_without_extension_is_sniffed_by_the_local_rule(s3_bucket, 
     records = b"".join(json.dumps({"text": f"r{i}"}).encode() + b"\n" for i in range(6))
     _put(s3_bucket, "broken-first", b"not json\n" + records)
     url = f"s3://{s3_bucket}/broken-first"
-    _refused(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/out")), 1, f"{url}:1", "JSON")
+    assert_one_line(_cli(*_args(url, llama_like, f"s3://{s3_bucket}/out")), 1, f"{url}:1", "JSON")
     _put(s3_bucket, "prose", b"first line\nsecond line\n" + records[:20] + b"\nlast line\n")
-    _ok(_cli(*_args(f"s3://{s3_bucket}/prose", llama_like, f"s3://{s3_bucket}/text")))
+    assert_ran(_cli(*_args(f"s3://{s3_bucket}/prose", llama_like, f"s3://{s3_bucket}/text")))
     manifest = json.loads(_objects(s3_bucket, "text")[MANIFEST_NAME])
     assert manifest["inputs"][0]["format"] == "text"
 
@@ -272,11 +256,15 @@ def test_parts_of_an_s3_object_reach_it_through_the_storage_options(
     rows = []
     for index in range(2):
         part = tmp_path / f"part{index}"
-        _ok(_cli(*_args(url, llama_like, part, *flag, "--num-shards", 2, "--shard-index", index)))
+        assert_ran(
+            _cli(*_args(url, llama_like, part, *flag, "--num-shards", 2, "--shard-index", index))
+        )
         manifest = json.loads((part / MANIFEST_NAME).read_text())
         assert manifest["inputs"][0]["format"] == "text", index
         rows += _rows(_local(part))
-    _ok(_cli(*_args(tmp_path / "mixed", llama_like, tmp_path / "single", "--input-format", "text")))
+    assert_ran(
+        _cli(*_args(tmp_path / "mixed", llama_like, tmp_path / "single", "--input-format", "text"))
+    )
     assert rows == _rows(_local(tmp_path / "single"))
 
 
@@ -287,16 +275,16 @@ def test_a_second_build_into_a_finished_s3_output_is_refused(
     finished, s3_bucket, source, llama_like
 ):
     before = _etags(s3_bucket, "out")
-    _refused(_cli(*_args(source, llama_like, finished)), 2, finished)
+    assert_one_line(_cli(*_args(source, llama_like, finished)), 2, finished)
     assert _etags(s3_bucket, "out") == before
     # Negative control: resuming returns it untouched.
-    _ok(_cli(*_args(source, llama_like, finished, "--resume")))
+    assert_ran(_cli(*_args(source, llama_like, finished, "--resume")))
     assert _etags(s3_bucket, "out") == before
 
 
 def test_overwrite_replaces_a_finished_s3_output(finished, s3_bucket, tmp_path, llama_like):
     other = write_jsonl(tmp_path / "other.jsonl", [{"text": f"other {i}"} for i in range(7)])
-    _ok(_cli(*_args(other, llama_like, finished, "--overwrite")))
+    assert_ran(_cli(*_args(other, llama_like, finished, "--overwrite")))
     files = _objects(s3_bucket, "out")
     assert sorted(files) == sorted(["data-00000.parquet", MANIFEST_NAME])  # no staging, no lock
     assert json.loads(files[MANIFEST_NAME])["totals"]["records_read"] == 7
@@ -308,7 +296,7 @@ def test_a_failed_overwrite_keeps_the_finished_s3_output(finished, s3_bucket, tm
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({"text": f"new {i}"}) + "\n" for i in range(45)) + "{\n")
     result = _cli(*_args(bad, llama_like, finished, "--overwrite"))
-    _refused(result, 1, f"{bad}:46")
+    assert_one_line(result, 1, f"{bad}:46")
     assert _objects(s3_bucket, "out") == before  # old output intact, no staging keys left
     assert _open_uploads(s3_bucket) == []
 
@@ -319,7 +307,7 @@ def test_resume_of_a_finished_s3_output_whose_input_changed_is_refused(
     with open(source, "a") as handle:
         handle.write(json.dumps({"text": "appended"}) + "\n")
     result = _cli(*_args(source, llama_like, finished, "--resume"))
-    _refused(result, 2, str(source), "changed since the build")
+    assert_one_line(result, 2, str(source), "changed since the build")
 
 
 # ----------------------------------------------------------------------------- hostile prefixes
@@ -335,7 +323,7 @@ def test_foreign_keys_in_the_output_prefix_refuse_every_mode(
     _put(s3_bucket, f"out/{key}", b"someone else's")
     extra = {"plain": [], "overwrite": ["--overwrite"], "resume": ["--resume"]}[mode]
     result = _cli(*_args(source, llama_like, f"s3://{s3_bucket}/out", *extra))
-    _refused(result, 2, key.split("/")[0])
+    assert_one_line(result, 2, key.split("/")[0])
     assert _objects(s3_bucket, "out") == {key: b"someone else's"}
 
 
@@ -344,7 +332,9 @@ def test_foreign_key_in_a_finished_s3_output_refuses_overwrite(
 ):
     _put(s3_bucket, "out/data-00099.parquet", b"not from this build")
     before = _objects(s3_bucket, "out")
-    _refused(_cli(*_args(source, llama_like, finished, "--overwrite")), 2, "data-00099.parquet")
+    assert_one_line(
+        _cli(*_args(source, llama_like, finished, "--overwrite")), 2, "data-00099.parquet"
+    )
     assert _objects(s3_bucket, "out") == before
 
 
@@ -354,16 +344,18 @@ def test_a_partial_object_under_a_shard_name_is_never_taken_for_a_shard(
     partial = b"PAR1" + b"\0" * 100  # the head of a Parquet file, cut short
     _put(s3_bucket, "out/data-00000.parquet", partial)
     out = f"s3://{s3_bucket}/out"
-    _refused(_cli(*_args(source, llama_like, out)), 2, "unfinished build")
-    _refused(_cli(*_args(source, llama_like, out, "--overwrite")), 2, "data-00000.parquet")
-    _refused(_cli(*_args(source, llama_like, out, "--resume")), 2, "data-00000.parquet: differs")
+    assert_one_line(_cli(*_args(source, llama_like, out)), 2, "unfinished build")
+    assert_one_line(_cli(*_args(source, llama_like, out, "--overwrite")), 2, "data-00000.parquet")
+    assert_one_line(
+        _cli(*_args(source, llama_like, out, "--resume")), 2, "data-00000.parquet: differs"
+    )
     assert _objects(s3_bucket, "out") == {"data-00000.parquet": partial}
 
 
 def test_a_dead_writers_temporary_key_is_removed_and_the_build_runs(s3_bucket, source, llama_like):
     # What a writer to a store without staged uploads leaves when it dies mid-shard.
     _put(s3_bucket, "out/.tmp-data-00000.parquet.0123456789abcdef", b"half a shard")
-    _ok(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
+    assert_ran(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
     assert ".tmp-data-00000.parquet.0123456789abcdef" not in _objects(s3_bucket, "out")
 
 
@@ -371,7 +363,7 @@ def test_an_aborted_build_leaves_nothing_on_s3(s3_bucket, tmp_path, llama_like):
     # 60 good records (three shards published) then a bad one: the build fails at the end.
     bad = tmp_path / "bad.jsonl"
     bad.write_text("".join(json.dumps({"text": f"r {i}"}) + "\n" for i in range(60)) + "{\n")
-    _refused(_cli(*_args(bad, llama_like, f"s3://{s3_bucket}/out")), 1, f"{bad}:61")
+    assert_one_line(_cli(*_args(bad, llama_like, f"s3://{s3_bucket}/out")), 1, f"{bad}:61")
     assert _objects(s3_bucket, "out") == {}
     assert _open_uploads(s3_bucket) == []
 
@@ -385,11 +377,11 @@ def test_a_second_writer_is_refused_while_the_lease_is_held(s3_bucket, source, l
     lease.acquire()
     try:
         result = _cli(*_args(source, llama_like, out))
-        _refused(result, 2, f"{out}/{LOCK_NAME}", "held by another writer")
+        assert_one_line(result, 2, f"{out}/{LOCK_NAME}", "held by another writer")
         assert list(_objects(s3_bucket, "out")) == [LOCK_NAME]
     finally:
         lease.release()
-    _ok(_cli(*_args(source, llama_like, out)))  # negative control: released, it runs
+    assert_ran(_cli(*_args(source, llama_like, out)))  # negative control: released, it runs
     assert LOCK_NAME not in _objects(s3_bucket, "out")
 
 
@@ -401,7 +393,7 @@ def _plant_lock(bucket: str, ttl: float) -> None:
 def test_a_stale_lock_of_a_dead_writer_is_taken_over(s3_bucket, source, llama_like):
     _plant_lock(s3_bucket, ttl=1.0)
     time.sleep(2.5)  # S3 LastModified has one-second resolution
-    _ok(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
+    assert_ran(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
     assert LOCK_NAME not in _objects(s3_bucket, "out")
 
 
@@ -409,7 +401,7 @@ def test_a_fresh_lock_is_not_taken_over(s3_bucket, source, llama_like):
     """Negative control for the stale lock: the same record, not lapsed, refuses the build."""
     _plant_lock(s3_bucket, ttl=3600.0)
     result = _cli(*_args(source, llama_like, f"s3://{s3_bucket}/out"))
-    _refused(result, 2, LOCK_NAME, "pid 4242")
+    assert_one_line(result, 2, LOCK_NAME, "pid 4242")
     assert list(_objects(s3_bucket, "out")) == [LOCK_NAME]
 
 
@@ -481,24 +473,26 @@ def test_three_s3_parts_merge_on_s3_into_the_single_builds_rows(
     url = f"s3://{s3_bucket}/in.jsonl"
     parts = [f"s3://{s3_bucket}/part{i}" for i in range(3)]
     for index, part in enumerate(parts):
-        _ok(_cli(*_args(url, llama_like, part, "--num-shards", 3, "--shard-index", index)))
+        assert_ran(_cli(*_args(url, llama_like, part, "--num-shards", 3, "--shard-index", index)))
     merged = f"s3://{s3_bucket}/merged"
     result = _cli("merge", *parts, "-o", merged, "--json")
-    _ok(result)
+    assert_ran(result)
     summary = json.loads(result.output)
     assert summary["copied"] == summary["shards"] and summary["linked"] == 0  # server-side
-    _ok(_cli(*_args(source, llama_like, str(tmp_path / "single"))))
+    assert_ran(_cli(*_args(source, llama_like, str(tmp_path / "single"))))
     files, single = _objects(s3_bucket, "merged"), _local(tmp_path / "single")
     assert _rows(files) == _rows(single)
     assert json.loads(files[MANIFEST_NAME])["totals"] == json.loads(single[MANIFEST_NAME])["totals"]
     # The merged output is finished: a second merge into it is refused.
-    _refused(_cli("merge", *parts, "-o", merged), 2, merged)
+    assert_one_line(_cli("merge", *parts, "-o", merged), 2, merged)
 
 
 def test_a_failed_merge_on_s3_leaves_no_complete_looking_shard(s3_bucket, source, llama_like):
     parts = [f"s3://{s3_bucket}/part{i}" for i in range(2)]
     for index, part in enumerate(parts):
-        _ok(_cli(*_args(source, llama_like, part, "--num-shards", 2, "--shard-index", index)))
+        assert_ran(
+            _cli(*_args(source, llama_like, part, "--num-shards", 2, "--shard-index", index))
+        )
     # Part 1's shard rewritten after its manifest (same rows, other bytes): the merge finds it
     # as it copies it, after part 0's shard was already copied.
     s3 = boto3.client("s3")
@@ -508,7 +502,7 @@ def test_a_failed_merge_on_s3_leaves_no_complete_looking_shard(s3_bucket, source
     pq.write_table(table, rewritten, compression="gzip")
     _put(s3_bucket, key, rewritten.getvalue())
     result = _cli("merge", *parts, "-o", f"s3://{s3_bucket}/merged")
-    _refused(result, 1, "part1/data-00000.parquet", "sha256")
+    assert_one_line(result, 1, "part1/data-00000.parquet", "sha256")
     assert _objects(s3_bucket, "merged") == {}
 
 
@@ -521,15 +515,19 @@ def test_storage_options_come_from_the_flag_or_the_variable(
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     out = f"s3://{s3_bucket}/out"
     flag = ["--storage-option", f"s3:endpoint_url={s3_server.endpoint}"]
-    _ok(_cli(*_args(source, llama_like, out, *flag)))
+    assert_ran(_cli(*_args(source, llama_like, out, *flag)))
     monkeypatch.setenv("MASKPREP_STORAGE_OPTIONS", json.dumps({"endpoint_url": s3_server.endpoint}))
-    _ok(_cli(*_args(source, llama_like, out, "--resume")))
+    assert_ran(_cli(*_args(source, llama_like, out, "--resume")))
     monkeypatch.setenv("MASKPREP_STORAGE_OPTIONS", "{not json")
-    _refused(_cli(*_args(source, llama_like, out, "--resume")), 2, "MASKPREP_STORAGE_OPTIONS")
+    assert_one_line(
+        _cli(*_args(source, llama_like, out, "--resume")), 2, "MASKPREP_STORAGE_OPTIONS"
+    )
     monkeypatch.delenv("MASKPREP_STORAGE_OPTIONS")
-    _refused(_cli(*_args(source, llama_like, out, "--storage-option", "novalue")), 2, "novalue")
+    assert_one_line(
+        _cli(*_args(source, llama_like, out, "--storage-option", "novalue")), 2, "novalue"
+    )
 
 
 def test_an_output_in_a_missing_bucket_is_one_line(s3_server, source, llama_like):
     result = _cli(*_args(source, llama_like, "s3://maskprep-no-such-bucket/out"))
-    _refused(result, 2, "s3://maskprep-no-such-bucket", "no such bucket")
+    assert_one_line(result, 2, "s3://maskprep-no-such-bucket", "no such bucket")

@@ -9,6 +9,7 @@ import importlib.util
 import json
 
 import pytest
+from cli_kit import assert_one_line
 from click.testing import CliRunner
 from conftest import run_maskprep, write_jsonl
 from test_sft import CHATML_PLAIN, SECOND, chat_tok  # noqa: F401 - chat_tok is a fixture
@@ -18,20 +19,6 @@ from maskprep.cli import main
 
 def _cli(*args: object):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _one_line(result, code: int, *mentions: str) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [
-        line
-        for line in result.output.splitlines()
-        if line.strip() and not line.startswith(("Usage: ", "Try '"))
-    ]
-    assert len(lines) == 1, lines
-    for needle in mentions:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _chat_build(data, tokenizer, out, *extra: object):
@@ -73,12 +60,12 @@ def test_a_chat_template_is_read_from_s3(s3_bucket, tmp_path, chat_tok):  # noqa
 
     # Careless: a template that is not there, or not text.
     missing = _chat_build(data, chat_tok, tmp_path / "m", "--chat-template", url + ".nope")
-    _one_line(missing, 2, url + ".nope", "cannot read chat template")
+    assert_one_line(missing, 2, url + ".nope", "cannot read chat template")
     s3.put_object(Bucket=s3_bucket, Key="bad.jinja", Body=b"\xff\xfe{{ x }}")
     bad = _chat_build(
         data, chat_tok, tmp_path / "b", "--chat-template", f"s3://{s3_bucket}/bad.jinja"
     )
-    _one_line(bad, 2, "bad.jinja", "not UTF-8")
+    assert_one_line(bad, 2, "bad.jinja", "not UTF-8")
     assert not (tmp_path / "m").exists() and not (tmp_path / "b").exists()
 
 
@@ -98,9 +85,9 @@ def test_a_tokenizer_cache_on_a_store_is_refused(llama_like, tmp_path, monkeypat
     monkeypatch.chdir(ROOT)
     for url in ("s3://bucket/cache", "gs://bucket/cache"):
         result = _plain_build(llama_like, tmp_path / "x", "--tokenizer-cache", url)
-        _one_line(result, 2, url, "must be a local directory")
+        assert_one_line(result, 2, url, "must be a local directory")
     monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", "s3://bucket/cache")
-    _one_line(_plain_build(llama_like, tmp_path / "x"), 2, "MASKPREP_TOKENIZER_CACHE")
+    assert_one_line(_plain_build(llama_like, tmp_path / "x"), 2, "MASKPREP_TOKENIZER_CACHE")
     assert not (tmp_path / "x").exists()
     # Control: a file:// URL is the local directory it names, and fills it.
     monkeypatch.delenv("MASKPREP_TOKENIZER_CACHE")
@@ -123,16 +110,16 @@ def test_a_store_without_its_filesystem_names_the_extra(
         pytest.skip(f"{package} is installed here")
     url = f"{scheme}://bucket/out"
     hint = f"pip install 'maskprep[{extra}]'"
-    _one_line(_cli("inspect", url), 2, url, hint)
-    _one_line(_cli("verify", url, "-m", "gpt2"), 2, url, hint)
-    _one_line(_cli("merge", url, "-o", tmp_path / "m"), 2, url, hint)
+    assert_one_line(_cli("inspect", url), 2, url, hint)
+    assert_one_line(_cli("verify", url, "-m", "gpt2"), 2, url, hint)
+    assert_one_line(_cli("merge", url, "-o", tmp_path / "m"), 2, url, hint)
     source = write_jsonl(tmp_path / "in.jsonl", [{"text": "a few words"}])
     build = ("build", "-t", llama_like, "--max-length", 16, "--pad-token", "eos", "-q")
-    _one_line(_cli(*build, f"{url}/in.jsonl", "-o", tmp_path / "b"), 2, hint)
-    _one_line(_cli(*build, source, "-o", url), 2, hint)
+    assert_one_line(_cli(*build, f"{url}/in.jsonl", "-o", tmp_path / "b"), 2, hint)
+    assert_one_line(_cli(*build, source, "-o", url), 2, hint)
     assert not (tmp_path / "b").exists()
     # Control: memory:// needs no extra, so its error says nothing of one.
-    line = _one_line(_cli("inspect", "memory://bucket/out"), 2, "memory://bucket/out")
+    line = assert_one_line(_cli("inspect", "memory://bucket/out"), 2, "memory://bucket/out")
     assert "pip install" not in line
 
 

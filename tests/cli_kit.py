@@ -1,0 +1,29 @@
+"""Assertions on what a command run through Click's runner ended with, shared by the tests of
+the command line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def assert_ran(result: Any) -> None:
+    """The command exited 0 and raised nothing but Click's own exit."""
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def assert_one_line(result: Any, code: int, *mentions: str, stream: str = "output") -> str:
+    """The command exited ``code`` with no traceback, its ``stream`` holds one line (Click's
+    Usage/Try frame aside) and that line contains every one of ``mentions``; returns the line."""
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [
+        line
+        for line in getattr(result, stream).splitlines()
+        if line.strip() and not line.startswith(("Usage: ", "Try '"))  # Click's frame
+    ]
+    assert len(lines) == 1, lines
+    for needle in mentions:
+        assert needle in lines[0], lines[0]
+    return lines[0]
