@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -204,7 +203,7 @@ class S3Bench:
 
     def requests(self) -> int:
         """GET and HEAD requests the server has logged so far."""
-        return len(re.findall(r'"(?:GET|HEAD) ', self.server.log.read_text(errors="replace")))
+        return self.server.requests("GET|HEAD")
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the server has used so far (Linux ``/proc``)."""

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
+#: Terminal colour codes, which werkzeug writes into its request log.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: Variables that could point a client elsewhere (a real account, a profile) and are cleared.
 FOREIGN_AWS_VARIABLES = (
     "AWS_PROFILE",
@@ -59,6 +62,13 @@ class S3Server:
         self.process = process
         self.port = port
         self.log = log
+
+    def requests(self, method: str, path: str = "") -> int:
+        """Requests of ``method`` (a regular expression: ``"GET|HEAD"``) the server has logged so
+        far, for paths starting with ``/path`` when given. Werkzeug colours a request line by its
+        status (a 206 range answer in magenta) even in a file, so the codes are taken out first."""
+        text = _ANSI.sub("", self.log.read_text(errors="replace"))
+        return len(re.findall(rf'"(?:{method}) /{re.escape(path)}', text))
 
     @property
     def endpoint(self) -> str:
