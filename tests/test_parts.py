@@ -253,6 +253,8 @@ def test_merge_cli_reports_and_refuses_bad_sets(tmp_path, cli_parts, two_files, 
     refused(p0, str(whole), expect="a whole build, not a part")
     (cli_parts[1] / MANIFEST_NAME).unlink()
     refused(p0, p1, p2, expect=f"{p1}: not a finished part (no {MANIFEST_NAME})")
+    # merge has no --resume of its own: the way out is to finish the part's build with it.
+    refused(p0, p1, p2, expect="finish its build (--resume) before merging")
 
 
 def test_merge_cli_success_line(cli_parts, tmp_path, runner):

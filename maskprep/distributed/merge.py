@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, Option
 from ..output.lock import DEFAULT_LEASE_TTL
 from ..output.manifest import (
     Manifest,
@@ -82,9 +82,12 @@ def read_part(
     location = storage.parse_location(directory, options)
     found = find_manifest_at(location)
     if found is None:
-        raise ConfigError(
-            f"{location}: not a finished part (no {MANIFEST_NAME}); finish it (resume) before "
-            "merging"
+        raise ConfigError.suggesting(
+            "{part}: not a finished part (no {manifest}); finish its build ({resume}) before "
+            "merging",
+            part=location,
+            manifest=MANIFEST_NAME,
+            resume=Option("output.resume"),
         )
     manifest = load_manifest(found)
     if manifest.part is None:
