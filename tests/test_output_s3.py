@@ -485,6 +485,11 @@ def test_three_s3_parts_merge_on_s3_into_the_single_builds_rows(
     assert json.loads(files[MANIFEST_NAME])["totals"] == json.loads(single[MANIFEST_NAME])["totals"]
     # The merged output is finished: a second merge into it is refused.
     assert_one_line(_cli("merge", *parts, "-o", merged), 2, merged)
+    # The parts' bytes, read again from the store, are what they recorded; then one is not.
+    assert_ran(_cli("merge", *parts, "-o", f"{merged}-checked", "--check-input-bytes"))
+    _put(s3_bucket, "in.jsonl", source.read_bytes().replace(b"e", b"E", 1))
+    result = _cli("merge", *parts, "-o", f"{merged}-stale", "--check-input-bytes")
+    assert_one_line(result, 2, url, "part 0")
 
 
 def test_a_failed_merge_on_s3_leaves_no_complete_looking_shard(s3_bucket, source, llama_like):

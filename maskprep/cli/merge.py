@@ -14,11 +14,23 @@ from .common import library_errors, output_option, storage_options_option
 @click.argument("parts", nargs=-1, required=True, metavar="PART_DIR...")
 @output_option
 @click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
+@click.option(
+    "--check-input-bytes",
+    is_flag=True,
+    help="Read every input again and check the bytes each part read against the sha256 it "
+    "recorded (one full read of the inputs): catches an input rewritten between part builds "
+    "with its size and modification time kept.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @storage_options_option
 @library_errors
 def merge(
-    parts: tuple[str, ...], output: str, overwrite: bool, as_json: bool, storage_options: Any
+    parts: tuple[str, ...],
+    output: str,
+    overwrite: bool,
+    check_input_bytes: bool,
+    as_json: bool,
+    storage_options: Any,
 ) -> Report:
     """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
 
@@ -28,7 +40,13 @@ def merge(
     """
     from ..distributed.merge import merge as run_merge
 
-    result = run_merge(parts, output, overwrite=overwrite, storage_options=storage_options)
+    result = run_merge(
+        parts,
+        output,
+        overwrite=overwrite,
+        storage_options=storage_options,
+        check_input_bytes=check_input_bytes,
+    )
     summary = {
         "output": str(result.output),
         "parts": result.parts,

@@ -37,6 +37,7 @@ from ..output.names import MANIFEST_NAME, REJECTS_NAME
 from ..output.session import OutputRequest, OutputSession, write_failures
 from ..results import Totals
 from ..shaping.fill import Fill
+from .input_bytes import check_input_bytes as verify_input_bytes
 from .merge_output import place_parts
 from .tiling import check_inputs
 
@@ -167,10 +168,16 @@ def merge(
     engine: str | None = None,
     storage_options: storage.StorageOptions | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
+    check_input_bytes: bool = False,
 ) -> MergeResult:
     """Join the finished parts in ``part_dirs`` (any order) into one output at ``output``;
     ``engine`` (e.g. ``"ray"``) is recorded in the manifest when given. Parts and output are
     local directories or object-store URLs, configured by ``storage_options``.
+
+    The parts must have read one version of the inputs: their plans' sizes and modification
+    times are compared always; ``check_input_bytes`` also reads every input again and holds each
+    part's bytes to the sha256 it recorded (:mod:`.input_bytes`), which catches a rewrite that
+    kept both.
 
     Raises :class:`ConfigError` when a part is unfinished, missing, given twice, from another
     build or read another version of an input than the others, and :class:`DataError` when a
@@ -183,6 +190,8 @@ def merge(
         if _same_place(part.directory, location):
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
     totals = checked_totals(parts)
+    if check_input_bytes:
+        verify_input_bytes(parts, storage_options)
     request = OutputRequest(overwrite=overwrite, merge=True, lease_ttl=lease_ttl)
     with write_failures(location), OutputSession.open(location, request) as session:
         return merge_into(session, parts, totals, engine)

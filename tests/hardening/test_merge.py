@@ -74,6 +74,81 @@ def test_merge_refuses_parts_of_an_input_rewritten_with_the_same_size(tmp_path, 
     assert_clean_failure(result, (1, 2), mentions=[str(source)])
 
 
+def _rewrite_keeping_size_and_mtime(source: Path, text: str) -> None:
+    """What ``cp -p`` or ``rsync -t`` of an edited copy does: other bytes, same size and
+    modification time."""
+    before = source.stat()
+    assert len(text.encode()) == before.st_size
+    source.write_text(text)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+@pytest.mark.parametrize("edited_part", [0, 1])
+def test_check_input_bytes_refuses_a_rewrite_that_kept_size_and_mtime(
+    tmp_path, llama_like, edited_part
+):
+    source = tmp_path / "in.jsonl"
+    source.write_text(lines(200))
+    original = lines(200)
+    # Edit a record in the range of the part built first (0) or of the one built second (1).
+    needle = "document 1 " if edited_part == 0 else "document 190 "
+    edited = original.replace(needle, needle.upper(), 1)
+    assert edited != original
+    first, second = (0, 1) if edited_part == 0 else (1, 0)
+    parts = {first: _part(source, llama_like, tmp_path / f"p{first}", first)}
+    _rewrite_keeping_size_and_mtime(source, edited)
+    parts[second] = _part(source, llama_like, tmp_path / f"p{second}", second)
+    # The quick check cannot see it (the documented limit): merge accepts the parts.
+    assert_ok(cli("merge", parts[0], parts[1], "-o", tmp_path / "quick"))
+    line = assert_clean_failure(
+        cli("merge", parts[0], parts[1], "-o", tmp_path / "merged", "--check-input-bytes"),
+        2,
+        mentions=[str(source), f"part {first}", "rebuild every part"],
+    )
+    assert "bytes 0 to" in line if first == 0 else "bytes 0 to" not in line
+    assert not (tmp_path / "merged" / MANIFEST).exists()
+
+
+def test_check_input_bytes_passes_an_unchanged_input_of_several_files(tmp_path, llama_like):
+    """Negative control, across files and a compressed one (read whole by one part)."""
+    import gzip
+
+    first, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    first.write_text(lines(150))
+    packed.write_bytes(gzip.compress(lines(40).encode(), mtime=0))
+    parts = []
+    for index in range(3):
+        out = tmp_path / f"p{index}"
+        split = ("--num-shards", "3", "--shard-index", str(index))
+        assert_ok(cli(*build_args([first, packed], llama_like, out, *split)))
+        parts.append(out)
+    assert_ok(cli("merge", *parts, "-o", tmp_path / "merged", "--check-input-bytes"))
+    assert _merged_rows(tmp_path / "merged") == 190
+    # ...and the compressed file rewritten (same size, same mtime) is caught too.
+    data = bytearray(packed.read_bytes())
+    data[-5] ^= 0xFF  # inside the gzip trailer: the part read these bytes, whole
+    stat = packed.stat()
+    packed.write_bytes(bytes(data))
+    os.utime(packed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert_clean_failure(
+        cli("merge", *parts, "-o", tmp_path / "again", "--check-input-bytes"),
+        2,
+        mentions=[str(packed)],
+    )
+
+
+def test_check_input_bytes_names_an_input_that_is_gone(tmp_path, llama_like):
+    source = tmp_path / "in.jsonl"
+    source.write_text(lines(100))
+    parts = [_part(source, llama_like, tmp_path / f"p{i}", i) for i in range(2)]
+    source.unlink()
+    assert_clean_failure(
+        cli("merge", *parts, "-o", tmp_path / "merged", "--check-input-bytes"),
+        2,
+        mentions=[str(source)],
+    )
+
+
 def test_merge_of_parts_of_an_unchanged_input_equals_one_build(tmp_path, llama_like):
     """Negative control: parts of an unchanged input merge into the single build's rows."""
     source = tmp_path / "in.jsonl"
