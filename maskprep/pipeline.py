@@ -11,7 +11,8 @@ and tokens from the shards written.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,14 +80,9 @@ def build(
     written by the commit protocol of :mod:`maskprep.output.session`.
     """
     location = storage.parse_location(config.output.directory, storage_options)
-    request = OutputRequest(
-        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
-    )
-    with write_failures(location), OutputSession.open(location, request) as output:
-        if output.action is Action.FINISHED:
-            finished = finished_build(output, config, storage_options)
-            if finished is not None:
-                return finished
+    with build_output(config, location, storage_options, lease_ttl) as (output, finished):
+        if finished is not None:
+            return finished
         return _build_locked(
             config,
             output,
@@ -96,6 +92,26 @@ def build(
             loaded=tokenizer,
             tokenizer_cache=tokenizer_cache,
         )
+
+
+@contextmanager
+def build_output(
+    config: BuildConfig,
+    location: storage.Location,
+    storage_options: storage.StorageOptions | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+) -> Iterator[tuple[OutputSession, BuildResult | None]]:
+    """The output a build of ``config`` writes at ``location``, opened and locked as its options
+    ask (write failures as one line); with the finished build's result (:func:`finished_build`)
+    when a resume finds the output finished and still what this build makes, else ``None``."""
+    request = OutputRequest(
+        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
+    )
+    with write_failures(location), OutputSession.open(location, request) as output:
+        finished = None
+        if output.action is Action.FINISHED:
+            finished = finished_build(output, config, storage_options)
+        yield output, finished
 
 
 def finished_build(

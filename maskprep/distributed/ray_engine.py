@@ -29,7 +29,6 @@ from ..config import BuildConfig, OutputConfig, PartSpec
 from ..errors import ConfigError, MaskprepError, Option, first_line
 from ..output.directory import Action, plan, scan
 from ..output.lock import DEFAULT_LEASE_TTL
-from ..output.session import OutputRequest, OutputSession, write_failures
 from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
 from .merge import check_parts, checked_totals, merge_into, read_part
@@ -151,7 +150,7 @@ def build_with_ray(
     Returns a
     :class:`~maskprep.results.BuildResult`.
     """
-    from ..pipeline import finished_build
+    from ..pipeline import build_output
     from ..results import BuildResult
     from ..tokenizing.prepare import prepare_tokenizer
 
@@ -164,14 +163,9 @@ def build_with_ray(
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
     location = _absolute(storage.parse_location(config.output.directory, storage_options))
-    request = OutputRequest(
-        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
-    )
-    with write_failures(location), OutputSession.open(location, request) as output:
-        if output.action is Action.FINISHED:
-            finished = finished_build(output, config, storage_options)
-            if finished is not None:
-                return finished
+    with build_output(config, location, storage_options, lease_ttl) as (output, finished):
+        if finished is not None:
+            return finished
         if output.action is Action.RESUME:
             output.start_over()  # the parts are what resumes; the merge is redone
         # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
