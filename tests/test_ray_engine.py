@@ -166,7 +166,17 @@ def test_ray_cli_connects_to_ray_address_and_leaves_the_cluster_up(
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     summary = json.loads(done.stdout)
     assert summary["totals"]["records_read"] == 40
+    assert b"maskprep: part" not in done.stderr  # --json is quiet on stderr too
     assert cluster.cluster_resources().get("CPU") == 2  # still up after the CLI disconnected
+    # Without --json, each part says where it was built as it finishes.
+    args = [a for a in args if a != "--json"] + ["--overwrite"]
+    done = subprocess.run(
+        [sys.executable, "-m", "maskprep", *args], capture_output=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = [line for line in done.stderr.decode().splitlines() if "maskprep: part" in line]
+    assert sorted(line.split()[2] for line in lines) == ["0", "1"], lines
+    assert all(" built on node " in line for line in lines), lines
 
 
 def test_ray_unusable_tokenizer_is_a_one_line_error_before_any_work(cluster, tmp_path, corpus_file):

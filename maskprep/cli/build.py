@@ -21,6 +21,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..distributed.ray_engine import PartRun
     from ..tokenizing.cache import TokenizerCache
 
 
@@ -256,6 +257,7 @@ def build(**options: Any) -> Report:
             parts=options["num_shards"],
             tokenizer_cache=_tokenizer_cache(options),
             storage_options=options["storage_options"],
+            on_part=None if quiet else _report_part,
         )
     else:
         with ProgressReporter(quiet=quiet) as reporter:
@@ -274,6 +276,17 @@ def build(**options: Any) -> Report:
         Console(file=sys.stdout).print(build_summary(result))
 
     return Report(build_json(result), None if options["quiet"] else show)
+
+
+def _report_part(run: PartRun) -> None:
+    """A line on stderr as each Ray part finishes: on a cluster, parts are the progress."""
+    resumed = (
+        f", {run.reused_shards} shard(s) kept from a failed attempt" if run.reused_shards else ""
+    )
+    click.echo(
+        f"maskprep: part {run.index} built on node {run.node_id[:8]} (pid {run.pid}){resumed}",
+        err=True,
+    )
 
 
 def _local_directory(value: str | None) -> str | None:
