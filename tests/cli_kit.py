@@ -27,3 +27,22 @@ def assert_one_line(result: Any, code: int, *mentions: str, stream: str = "outpu
     for needle in mentions:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def build_args(inputs: object, tokenizer: object, out: object, *extra: object) -> list[str]:
+    """``build`` arguments with test-friendly defaults (16 wide, padded with EOS, quiet)."""
+    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    return [
+        "build",
+        *map(str, items),
+        "-t",
+        str(tokenizer),
+        "-o",
+        str(out),
+        "--max-length",
+        "16",
+        "--pad-token",
+        "eos",
+        "-q",
+        *map(str, extra),
+    ]

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from cli_kit import build_args
 from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, build
@@ -31,22 +32,7 @@ def _digest(path) -> str:
 
 
 def _cli(source, tokenizer, out, *extra):
-    return [
-        "build",
-        str(source),
-        "-t",
-        str(tokenizer),
-        "-o",
-        str(out),
-        "--max-length",
-        "16",
-        "--pad-token",
-        "eos",
-        "--shard-rows",
-        "5",
-        "-q",
-        *extra,
-    ]
+    return build_args(source, tokenizer, out, "--shard-rows", 5, *extra)
 
 
 def test_a_second_build_into_a_locked_directory_fails_at_once(tmp_path, source, llama_like):

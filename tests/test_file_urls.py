@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_kit import build_args
 from click.testing import CliRunner
 from conftest import write_jsonl
 
@@ -23,10 +24,7 @@ def _ok(result):
 
 
 def _build(source: object, tokenizer, out: object, *extra: object):
-    return _cli(
-        "build", source, "-t", tokenizer, "-o", out, "--max-length", 16, "--pad-token", "eos",
-        "--shard-rows", 20, "-q", *extra,
-    )  # fmt: skip
+    return _cli(*build_args(source, tokenizer, out, "--shard-rows", 20, *extra))
 
 
 def _files(directory) -> dict[str, bytes]:

@@ -15,7 +15,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cli_kit import assert_one_line, assert_ran
+from cli_kit import assert_one_line, assert_ran, build_args
 from click.testing import CliRunner
 from conftest import write_jsonl
 
@@ -34,10 +34,7 @@ def _cli(*args: object):
 
 
 def _build(source, tokenizer, out: object, *extra: object):
-    return _cli(
-        "build", source, "-t", tokenizer, "-o", out, "--max-length", 16, "--pad-token", "eos",
-        "--shard-rows", 20, "-q", *extra,
-    )  # fmt: skip
+    return _cli(*build_args(source, tokenizer, out, "--shard-rows", 20, *extra))
 
 
 def _one_line(result, code: int, *mentions: str) -> str:

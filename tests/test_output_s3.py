@@ -19,7 +19,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from cli_kit import assert_one_line, assert_ran
+from cli_kit import assert_one_line, assert_ran, build_args
 from click.testing import CliRunner
 from conftest import ROOT, write_jsonl
 
@@ -42,22 +42,7 @@ def _cli(*args: object, stdin: bytes | None = None):
 
 
 def _args(source: object, tokenizer, out: str, *extra: object) -> list[str]:
-    return [
-        "build",
-        str(source),
-        "-t",
-        str(tokenizer),
-        "-o",
-        out,
-        "--max-length",
-        "16",
-        "--pad-token",
-        "eos",
-        "--shard-rows",
-        "20",
-        "-q",
-        *map(str, extra),
-    ]
+    return build_args(source, tokenizer, out, "--shard-rows", 20, *extra)
 
 
 def _objects(bucket: str, prefix: str) -> dict[str, bytes]:

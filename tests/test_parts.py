@@ -7,6 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from cli_kit import build_args
 from conftest import make_config, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -193,24 +194,7 @@ def test_more_parts_than_records_merge_to_the_single_build(tmp_path, llama_like)
 
 
 def _cli_part(src, tokenizer, out, index, count, *extra):
-    return [
-        "build",
-        str(src),
-        "-t",
-        str(tokenizer),
-        "-o",
-        str(out),
-        "--max-length",
-        "16",
-        "--pad-token",
-        "eos",
-        "-q",
-        "--num-shards",
-        str(count),
-        "--shard-index",
-        str(index),
-        *extra,
-    ]
+    return build_args(src, tokenizer, out, "--num-shards", count, "--shard-index", index, *extra)
 
 
 @pytest.fixture

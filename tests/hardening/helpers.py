@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_kit import build_args as build_args  # shared with the other CLI tests
 from click.testing import CliRunner
 
 from maskprep.cli import main
@@ -108,25 +109,6 @@ def start(*args: object, **popen: object) -> subprocess.Popen:
         env=child_env(),
         **popen,
     )
-
-
-def build_args(inputs: object, tokenizer: Path, out: Path, *extra: object) -> list[str]:
-    """``build`` arguments with test-friendly defaults (16 wide, padded with EOS, quiet)."""
-    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    return [
-        "build",
-        *map(str, items),
-        "-t",
-        str(tokenizer),
-        "-o",
-        str(out),
-        "--max-length",
-        "16",
-        "--pad-token",
-        "eos",
-        "-q",
-        *map(str, extra),
-    ]
 
 
 _CLICK_FRAME = re.compile(r"^(Usage: |Try '.*' for help\.$)")
