@@ -40,6 +40,18 @@ pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate 
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 PAD = 3
+#: Trainer/SFTTrainer arguments of every run here: two steps on the CPU, nothing saved or shown.
+TWO_QUIET_STEPS: dict = {
+    "max_steps": 2,
+    "per_device_train_batch_size": 4,
+    "learning_rate": 1e-3,
+    "report_to": [],
+    "save_strategy": "no",
+    "logging_strategy": "no",
+    "disable_tqdm": True,
+    "use_cpu": True,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +78,7 @@ def _train(model, output: Path, collator, tmp_path: Path, **arguments):
     fed = record_feeds(model)
     args = TrainingArguments(
         output_dir=str(tmp_path / "trainer"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
+        **TWO_QUIET_STEPS,
         **arguments,
     )
     trainer = Trainer(
@@ -295,15 +299,7 @@ def _sft_trainer(model, output: Path, collator, tmp_path: Path, **arguments):
 
     args = trl.SFTConfig(
         output_dir=str(tmp_path / "sft"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
+        **TWO_QUIET_STEPS,
         dataset_kwargs={"skip_prepare_dataset": True},
         # SFTConfig trains in bfloat16 by default, and accelerate leaves the model's forward
         # wrapped in autocast after training: float32 here keeps the float32 tolerances.
