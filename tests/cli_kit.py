@@ -1,8 +1,13 @@
-"""Assertions on what a command run through Click's runner ended with, shared by the tests of
-the command line."""
+"""Shared by the tests of the command line: the arguments of a test build, assertions on what a
+command run through Click's runner ended with, and another process holding an output's lock."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -46,3 +51,27 @@ def build_args(inputs: object, tokenizer: object, out: object, *extra: object) -
         "-q",
         *map(str, extra),
     ]
+
+
+@contextmanager
+def lock_held_elsewhere(lock: Path) -> Iterator[None]:
+    """``lock`` flock'ed by another process while the body runs; that process is then killed
+    with SIGKILL, so it cleans nothing up (its lock file stays on disk)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, time\n"
+            f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -6,12 +6,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import subprocess
-import sys
 import time
 
 import pytest
-from cli_kit import build_args
+from cli_kit import build_args, lock_held_elsewhere
 from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, build
@@ -54,28 +52,12 @@ def test_lock_held_by_another_process_exits_2_and_dies_with_it(
 ):
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            f"fd = os.open({str(out / LOCK_NAME)!r}, os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout.readline() == b"locked\n"
+    with lock_held_elsewhere(out / LOCK_NAME):  # then SIGKILLed: its lock file stays on disk
         result = runner.invoke(main, _cli(source, llama_like, out))
         assert result.exit_code == 2
         assert "another maskprep process is writing to this directory" in result.output
         assert "Traceback" not in result.output
         assert not (out / MANIFEST_NAME).exists()
-    finally:
-        holder.kill()  # SIGKILL: the process cannot clean up, its lock file stays on disk
-        holder.wait()
     assert (out / LOCK_NAME).exists()
     result = runner.invoke(main, _cli(source, llama_like, out))
     assert result.exit_code == 0, result.output

@@ -4,15 +4,14 @@ run leaves no rejects file either."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+from cli_kit import lock_held_elsewhere
 
 from .helpers import (
     LOCK,
@@ -116,24 +115,8 @@ def _assert_resumable(out, tokenizer, reference: dict[str, bytes]) -> None:
 def test_run_refused_by_a_locked_output_leaves_no_rejects(tmp_path, llama_like):
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            f"fd = os.open({str(out / LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
-            f"fcntl.flock(fd, {fcntl.LOCK_EX})\n"
-            "print('locked', flush=True)\n"
-            "time.sleep(600)\n",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert holder.stdout.readline() == b"locked\n"
+    with lock_held_elsewhere(out / LOCK):
         refused = cli(*build_args("-", llama_like, out, *OPTIONS), stdin=FIRST)
-    finally:
-        holder.kill()
-        holder.wait()
     assert_clean_failure(refused, 2, mentions=[str(out)])
     assert not (out / REJECTS).exists()
 
