@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_config, write_jsonl
 from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_config, write_output
+from upstream import BERT_MASKS_FROM_POSITION_IDS, bidirectional_mask_takes_position_ids
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
@@ -171,7 +172,8 @@ def _pad_table(side: str = "right"):
 
 
 def test_wrapper_dropping_the_mask_is_caught_by_pad_invariance() -> None:
-    options = VerifyOptions(attn_implementations=("eager", "sdpa"))
+    """Fed no position_ids, a wrapper that drops the mask leaks on every transformers version."""
+    options = VerifyOptions(attn_implementations=("eager", "sdpa"), pad_position_ids=False)
     result = verify_rows(_pad_table(), _DropMask(_model("bert")), options, pad_id=PAD)
     assert _status(result, "pad-invariance") == {"LEAK"}
     assert _status(result, "causal") == {"skipped"}
@@ -182,6 +184,43 @@ def test_wrapper_dropping_the_mask_is_caught_by_pad_invariance() -> None:
     assert "attention mask is not applied" in leak.note
     # The same model unwrapped passes: the leak is the wrapper's.
     assert verify_rows(_pad_table(), _model("bert"), options, pad_id=PAD).ok
+
+
+@pytest.mark.parametrize(
+    "safer",
+    [
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(
+                not BERT_MASKS_FROM_POSITION_IDS, reason="transformers 5.25 and later"
+            ),
+            id="transformers>=5.25",
+        ),
+        pytest.param(
+            False,
+            marks=pytest.mark.skipif(
+                BERT_MASKS_FROM_POSITION_IDS, reason="transformers before 5.25"
+            ),
+            id="transformers<5.25",
+        ),
+    ],
+)
+def test_wrapper_dropping_the_mask_of_a_feed_with_position_ids(safer) -> None:
+    """What the collator feeds BERT (position_ids counted over real tokens): from transformers
+    5.25 BERT builds its mask from them, so dropping the mask hides the padding all the same.
+    Then the probe's planted leak (an all-ones mask, which the wrapper drops too) cannot get
+    through either, and it says ``inconclusive`` (shown, not a failure), never ``pass``; before
+    5.25 it is a leak."""
+    options = VerifyOptions(attn_implementations=("sdpa",))
+    result = verify_rows(_pad_table(), _DropMask(_model("bert")), options, pad_id=PAD)
+    probe = next(c for c in result.checks if c.probe == "pad-invariance")
+    if safer:
+        assert probe.status == "inconclusive"
+        assert probe.max_diff <= probe.tolerance and probe.control_diff <= probe.tolerance
+        assert "planted leak did not move outputs" in probe.note
+    else:
+        assert probe.status == "LEAK" and probe.max_diff > probe.tolerance
+        assert not result.ok
 
 
 def test_labels_on_pads_are_caught_by_the_label_probe(tmp_path, configs) -> None:
@@ -458,13 +497,29 @@ def test_rows_of_unequal_length_are_padded_per_batch_and_pass() -> None:
     assert gradient.positions == sum(longest - len(d) for d in docs)
 
 
-def test_encoder_packs_fed_position_ids_leak_across_documents() -> None:
-    """BERT builds no block mask from position_ids: only mask4d keeps its documents apart."""
+def test_encoder_packs_fed_position_ids_follow_the_transformers_version() -> None:
+    """mask4d keeps BERT's packed documents apart on every version; position_ids alone do from
+    transformers 5.25 on (BERT builds the block mask from them), and leak before."""
     table = pack_rows([random_docs(2, 3)], 26, PAD)
     options = VerifyOptions(attn_implementations=("sdpa",), pack_forms=("position_ids", "mask4d"))
     result = verify_rows(table, _model("bert"), options, pad_id=PAD)
-    statuses = {c.form: c.status for c in result.checks if c.probe == "cross-document"}
-    assert statuses == {"position_ids": "LEAK", "mask4d": "pass"}
+    checks = {c.form: c for c in result.checks if c.probe == "cross-document"}
+    expected = "pass" if BERT_MASKS_FROM_POSITION_IDS else "LEAK"
+    assert {form: c.status for form, c in checks.items()} == {
+        "position_ids": expected,
+        "mask4d": "pass",
+    }
+    # Either way the probe saw its planted leak (the pack fed its 2D mask).
+    assert all(c.control_diff > c.tolerance for c in checks.values())
+    if expected == "LEAK":
+        assert "does not keep packed documents apart by their position_ids" in (
+            checks["position_ids"].note
+        )
+
+
+def test_the_version_gate_names_what_the_installed_code_does() -> None:
+    """The gate above is the installed code's own signature, not a guess about releases."""
+    assert bidirectional_mask_takes_position_ids() == BERT_MASKS_FROM_POSITION_IDS
 
 
 def test_token_ids_outside_the_model_vocabulary_are_a_data_error(configs, tmp_path) -> None:

@@ -55,18 +55,24 @@ derives it only under ``flash_attention_2``.
 feeds. It is a diagnostic, emitted only when asked for by this name: it lets every document attend
 to the ones before it.
 
-Which form keeps documents apart (decoders, transformers 5.x; checked by ``maskprep verify``):
+Which form keeps a pack's documents apart is a fact of the model *and* of the installed
+transformers, and it moves between releases; ``maskprep verify`` measures it on your model and
+version. Measured on a CPU with tiny random Llama, GPT-2 and BERT models and the real MiniLM,
+transformers 5.24 and 5.25 (flash attention, which needs a GPU, from its documentation):
 
-=====================  =========================  ==================================
-attention              ``mask4d``                 ``position_ids`` (+ ``use_cache=False``)
-=====================  =========================  ==================================
-``eager``              yes                        yes (mask built from position_ids)
-``sdpa``               yes                        yes (mask built from position_ids)
-``flash_attention_2``  no (takes no 4D mask)      yes (variable-length kernel)
-=====================  =========================  ==================================
+======================  ===================  ============================================
+model, attention        ``mask4d``           ``position_ids`` (+ ``use_cache=False``)
+======================  ===================  ============================================
+decoder, eager or sdpa  yes                  yes on 5.x (the mask is built from the restarts)
+decoder, flash          no (no 4D mask)      yes (read as variable-length sequences)
+encoder (BERT family)   yes                  from 5.25 on; before 5.25 the documents leak
+======================  ===================  ============================================
 
-``mask2d`` keeps documents apart under none of them. Encoders such as BERT build no mask from
-``position_ids``: for packed encoder rows only ``mask4d`` with ``causal=False`` separates documents.
+The collator feeds the form that holds on every supported version: ``mask4d`` to encoders and
+to decoders under eager or sdpa attention, ``position_ids`` under flash attention. It refuses
+``position_ids`` for an encoder whatever the version (whether an encoder builds the block mask
+from them depends on its ``forward`` and the release), and outside flash attention on a
+transformers that builds no block mask from them. ``mask2d`` keeps documents apart under none.
 RoBERTa-family encoders number positions from ``padding_idx + 1``: ``position_offset`` adds that
 offset to every emitted position (``for_output`` reads it from the model).
 """

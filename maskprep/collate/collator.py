@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 
 #: The strategy a manifest records for packed outputs.
 _PACK = "pack"
+#: Why an encoder's packs are fed ``mask4d``: it holds on every transformers version, where
+#: ``position_ids`` alone keep documents apart only on some encoders and releases.
+_ENCODER_PACKS = (
+    "need form='mask4d': it keeps documents apart on every transformers version, where "
+    "position_ids alone do only for some encoders and releases (BERT-family models from "
+    "transformers 5.25 on), which verify measures on yours when asked to probe that form"
+)
 
 
 def collate(
@@ -132,10 +139,7 @@ class Collator:
             rows, pad_id=self.pad_id, padding_side=self.padding_side, packed=self.packed
         )
         if arrays.packed and not self.causal and self.form == "position_ids":
-            raise ConfigError(
-                "packed rows for an encoder (causal=False) need form='mask4d': encoders build no "
-                "attention mask from position_ids, so the documents would see each other"
-            )
+            raise ConfigError(f"packed rows for an encoder (causal=False) {_ENCODER_PACKS}")
         if self.check_labels:
             check_labels(arrays, causal=self.causal)
         out = emit(
@@ -300,10 +304,7 @@ def _default_form(causal: bool, facts: ModelFacts | None) -> str:
 def _refuse_leaky_form(form: str, causal: bool, facts: ModelFacts | None) -> None:
     """Refuse the forms that would let packed documents see each other on this model."""
     if form == "position_ids" and not causal:
-        raise ValueError(
-            "packed rows for an encoder need form='mask4d': encoders build no attention mask from "
-            "position_ids, so the documents would see each other"
-        )
+        raise ValueError(f"packed rows for an encoder {_ENCODER_PACKS}")
     if form == "mask4d" and _flash(facts):
         raise ValueError(
             f"{facts.attn_implementation if facts else 'flash attention'} takes no 4D mask: use "

@@ -39,18 +39,15 @@ def remedy(probe: str, feed: Feed) -> tuple[str, str]:
     if probe in ("unpadded-reference", "cross-document") and feed.packed:
         if feed.form == "mask2d":
             return _PACK_FORM
-        if feed.form == "position_ids" and not feed.causal:
-            return (
-                "pack_form",
-                "encoders build no attention mask from position_ids: feed packs form='mask4d'",
-            )
         if feed.form == "position_ids":
             # The form itself leaked, so suggesting it (as for mask2d) would send the user round.
+            # Why it leaked depends on the model and the transformers release: say what was seen.
+            cause = "a KV cache is on, or " if feed.causal else ""
             return (
                 "pack_form",
-                "this decoder does not keep packed documents apart by their position_ids (its "
-                "attention builds no block mask from them, or a KV cache is on): feed packs "
-                "form='mask4d'",
+                f"this {'decoder' if feed.causal else 'encoder'} does not keep packed documents "
+                f"apart by their position_ids here ({cause}its attention builds no block mask "
+                "from them in this transformers version): feed packs form='mask4d'",
             )
     shifted = feed.left_padded and feed.absolute and not feed.position_ids
     if probe == "unpadded-reference" and shifted:
