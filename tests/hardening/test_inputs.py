@@ -8,7 +8,9 @@ import gzip
 import json
 import os
 import resource
+import shlex
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -253,7 +255,7 @@ def test_fifo_input_without_parts_still_builds(tmp_path, llama_like):
 def test_closed_stdin_is_a_usage_error(tmp_path, llama_like):
     args = " ".join(f"'{a}'" for a in build_args("-", llama_like, tmp_path / "out"))
     completed = subprocess.run(
-        ["bash", "-c", f"exec python -m maskprep {args} <&-"],
+        ["bash", "-c", f"exec {shlex.quote(sys.executable)} -m maskprep {args} <&-"],
         capture_output=True,
         env=child_env(),
         timeout=60,
