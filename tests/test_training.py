@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, SAMPLE, write_jsonl
@@ -31,7 +35,6 @@ from training_kit import (
 
 import maskprep
 from maskprep.collate import Collator, collate
-from maskprep.columns import IGNORE_INDEX
 from maskprep.errors import DataError
 
 torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
@@ -211,67 +214,6 @@ def test_roberta_fed_zero_based_positions_drifts(outputs) -> None:
     assert worst_document_diff(model, ours, docs, feed=model_inputs(zero_based)) > LEAK
 
 
-@pytest.mark.parametrize("strategy", ["pad", "bucket", "pack"])
-@pytest.mark.parametrize("kind", ["llama", "bert"])
-def test_dataloader_recipe(kind, strategy, outputs) -> None:
-    from torch.utils.data import DataLoader
-
-    output = outputs[strategy]
-    model = tiny_model(kind)
-    loader = DataLoader(
-        maskprep.load_dataset(output),
-        batch_size=4,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(0),
-        collate_fn=Collator.for_output(output, model=model),
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    losses = []
-    for _, batch in zip(range(2), loader, strict=False):
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(loss.item())
-    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
-    packs = pack_lookup(output) if strategy == "pack" else None
-    assert_documents_alone(model, batch, documents_in(batch, packs))
-
-
-def test_minilm_masked_lm_recipe(minilm, corpus, tmp_path) -> None:
-    """The real MiniLM encoder, packed, trained as a masked LM: transformers' masking applied to
-    what the maskprep collator emits, never to pads or to documents' first tokens."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling
-    from transformers.utils import logging
-
-    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in corpus])
-    output = build_output(tmp_path / "pack", [docs], minilm, "pack", max_length=64)
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
-    logging.set_verbosity_error()  # the masked-LM head is new: transformers says so at length
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(str(minilm))
-    finally:
-        logging.set_verbosity_warning()
-    collator = Collator.for_output(output, model=model)
-    masking = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
-    generator = torch.Generator().manual_seed(0)
-    masking.generator = generator
-
-    def masked_lm(rows):
-        batch = collator(rows)
-        skip = batch["labels"] == IGNORE_INDEX
-        batch["input_ids"], batch["labels"] = masking.torch_mask_tokens(batch["input_ids"], skip)
-        return batch
-
-    result, fed = _train(model, output, masked_lm, tmp_path)
-    assert math.isfinite(result.training_loss)
-    packs = pack_lookup(output)
-    for batch in fed.calls:
-        assert (batch["labels"] != IGNORE_INDEX).any()
-        assert_documents_alone(model, batch, documents_in(batch, packs, masked_lm=True))
-
-
 def _trl():
     return pytest.importorskip("trl", reason="TRL is in the test extra")
 
@@ -313,22 +255,6 @@ def _sft_trainer(model, output: Path, collator, tmp_path: Path, **arguments):
         data_collator=collator,
         processing_class=AutoTokenizer.from_pretrained(str(SAMPLE / "tokenizer")),
     )
-
-
-@pytest.mark.filterwarnings("ignore::FutureWarning")  # TRL's own gradient_checkpointing default
-def test_sft_trainer_recipe(sft_pack, tmp_path) -> None:
-    model = tiny_model("llama", vocab_size=600)
-    fed = record_feeds(model)
-    collator = Collator.for_output(sft_pack, model=model, form="position_ids")
-    trainer = _sft_trainer(model, sft_pack, collator, tmp_path, remove_unused_columns=False)
-    assert math.isfinite(trainer.train().training_loss)
-    fed.stop()
-    packs = pack_lookup(sft_pack)
-    for batch in fed.calls:
-        batch = {k: v for k, v in batch.items() if k != "fused_lm_head"}
-        docs = documents_in(batch, packs)
-        assert len(docs) > batch["input_ids"].shape[0]
-        assert_documents_alone(model, batch, docs)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -380,3 +306,220 @@ def test_sample_training_script_trains_on_the_quick_start_output(
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     printed = capsys.readouterr().out
     assert "step 3: loss" in printed
+
+
+# The recipes of docs/training.md, each Python block run verbatim (no second copy here that could
+# drift from the page) in a folder holding what its placeholders name, with every training
+# forward pass recorded and each document of the first batches compared with itself run alone.
+TRAINING_DOC = ROOT / "docs" / "training.md"
+_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+#: Batches checked document by document per recipe (every one would take minutes on MiniLM).
+CHECKED_BATCHES = 3
+
+
+def _recipes() -> list[tuple[str, str]]:
+    """(``training.md:LINE``, code) of every Python block of the page."""
+    text = TRAINING_DOC.read_text(encoding="utf-8")
+    return [
+        (f"training.md:{text.count(chr(10), 0, m.start()) + 2}", m.group(1))
+        for m in _PYTHON_BLOCK.finditer(text)
+    ]
+
+
+def _recipe_cases() -> list:
+    cases = []
+    for where, code in _recipes():
+        strategies = ("pad", "bucket", "pack") if '"out/data"' in code else (None,)
+        for strategy in strategies:
+            name = where if strategy is None else f"{where}-{strategy}"
+            cases.append(pytest.param(where, code, strategy, id=name))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def recipe_material(tmp_path_factory, minilm) -> Path:
+    """What the recipes' placeholders name: ``path/to/model`` (a tiny random Llama sized to the
+    sample tokenizer, which is saved beside it), ``path/to/encoder`` (the real MiniLM), and
+    ``out/packed`` (MiniLM, packed) and ``out/sft`` (prompt/completion, packed) built from
+    ``sample_data``."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("recipes")
+    (root / "path" / "to").mkdir(parents=True)
+    tiny_model("llama", vocab_size=600).save_pretrained(root / "path" / "to" / "model")
+    AutoTokenizer.from_pretrained(str(SAMPLE / "tokenizer")).save_pretrained(
+        root / "path" / "to" / "model"
+    )
+    (root / "path" / "to" / "encoder").symlink_to(minilm, target_is_directory=True)
+    notes = [str(SAMPLE / "notes.txt")]
+    build_output(root / "out" / "packed", notes, minilm, "pack", max_length=64)
+    maskprep.build(
+        maskprep.BuildConfig(
+            source=maskprep.SourceConfig(inputs=(str(SAMPLE / "instructions.jsonl"),)),
+            tokenizer=maskprep.TokenizerConfig(str(SAMPLE / "tokenizer"), pad_token="eos"),
+            shape=maskprep.ShapeConfig(max_length=64, strategy="pack"),
+            output=maskprep.OutputConfig(str(root / "out" / "sft")),
+            sft=maskprep.SFTConfig(prompt_field="prompt", completion_field="completion"),
+        )
+    )
+    return root
+
+
+def _recipe_folder(material: Path, tmp_path: Path, strategy: str | None) -> Path:
+    """A folder for one recipe: the shared material linked in, and ``out/data`` built from
+    ``sample_data`` with ``strategy`` (bucket outputs padded on the left, so that rows of two
+    buckets meet in a batch and the collator pads the short ones)."""
+    folder = tmp_path / "recipe"
+    (folder / "out").mkdir(parents=True)
+    (folder / "path").symlink_to(material / "path", target_is_directory=True)
+    for name in ("packed", "sft"):
+        (folder / "out" / name).symlink_to(material / "out" / name, target_is_directory=True)
+    if strategy is not None:
+        options = {"pad_token": "eos", "add_eos": True, "max_length": 64}
+        if strategy == "bucket":
+            options.update(buckets=(32, 64), padding_side="left")
+        inputs = [SAMPLE / "instructions.jsonl", SAMPLE / "notes.txt"]
+        build_output(folder / "out" / "data", inputs, SAMPLE / "tokenizer", strategy, **options)
+    return folder
+
+
+@contextmanager
+def _training_forwards():
+    """Every training-mode forward of a transformers model while open: (model, kwargs)."""
+    from transformers import PreTrainedModel
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    depth = 0
+
+    def call(self, *args, **kwargs):
+        nonlocal depth
+        if depth == 0 and self.training:
+            kept = {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+            calls.append((self, kept))
+        depth += 1
+        try:
+            return torch.nn.Module.__call__(self, *args, **kwargs)
+        finally:
+            depth -= 1
+
+    PreTrainedModel.__call__ = call
+    try:
+        yield calls
+    finally:
+        del PreTrainedModel.__call__
+
+
+def _run_recipe(where: str, code: str, folder: Path, monkeypatch) -> list:
+    """Run ``code`` as a program of its own in ``folder``; the training forwards it made."""
+    monkeypatch.chdir(folder)
+    with _training_forwards() as calls:
+        exec(compile(code, where, "exec"), {"__name__": "__main__"})
+    return calls
+
+
+def _assert_recipe_fed_documents_alone(calls: list, folder: Path) -> None:
+    assert calls, "the recipe never ran a training forward pass"
+    packs: dict[tuple[int, ...], list[int]] = {}
+    for output in (folder / "out").iterdir():
+        if maskprep.read_manifest(output).config.strategy == "pack":
+            packs.update(pack_lookup(output))
+    for model, fed in calls[:CHECKED_BATCHES]:
+        batch = {k: v for k, v in fed.items() if k != "fused_lm_head"}
+        mask = batch.get("attention_mask")
+        packed = mask is None or mask.dim() == 4
+        # Labels restore masked-LM corruption; elsewhere they are the ids or IGNORE_INDEX.
+        docs = documents_in(batch, packs if packed else None, masked_lm=True)
+        assert_documents_alone(model, batch, docs)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # TRL's own gradient_checkpointing default
+@pytest.mark.parametrize(("where", "code", "strategy"), _recipe_cases())
+def test_every_training_recipe_runs_verbatim_and_feeds_documents_alone(
+    where, code, strategy, recipe_material, tmp_path, monkeypatch
+) -> None:
+    folder = _recipe_folder(recipe_material, tmp_path, strategy)
+    calls = _run_recipe(where, code, folder, monkeypatch)
+    _assert_recipe_fed_documents_alone(calls, folder)
+
+
+def test_the_page_has_the_recipes_this_file_runs() -> None:
+    """Trainer, masked LM, DataLoader and SFTTrainer, each a whole program (its own imports)."""
+    recipes = [code for _, code in _recipes()]
+    assert len(recipes) == 4
+    for needle in ("Trainer(", "torch_mask_tokens", "DataLoader(", "SFTTrainer("):
+        assert sum(needle in code for code in recipes) >= 1, needle
+    for code in recipes:
+        assert "import maskprep" in code and "Collator.for_output(" in code
+
+
+def test_the_recipe_check_sees_a_leaky_collator(recipe_material, tmp_path, monkeypatch) -> None:
+    """Negative control: the Trainer recipe with transformers' default collator on a pack runs,
+    and the documents-alone comparison fails."""
+    ((where, code),) = [
+        (w, c) for w, c in _recipes() if "trainer = Trainer(" in c and "out/data" in c
+    ]
+    leaky = code.replace(
+        'Collator.for_output("out/data", model=model)', "default_data_collator"
+    ).replace("from transformers import", "from transformers import default_data_collator,")
+    assert leaky != code
+    folder = _recipe_folder(recipe_material, tmp_path, "pack")
+    calls = _run_recipe(where, leaky, folder, monkeypatch)
+    with pytest.raises(AssertionError, match="Tensor-likes are not close"):
+        _assert_recipe_fed_documents_alone(calls, folder)
+
+
+def _installed_by(name: str, extras: frozenset[str]) -> set[str]:
+    """The distributions ``pip install name[extras]`` brings, transitively (canonical names)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    todo = [(name, extras)]
+    while todo:
+        dist, wanted = todo.pop()
+        if canonicalize_name(dist) in found and not wanted:
+            continue
+        found.add(canonicalize_name(dist))
+        try:
+            lines = metadata.requires(dist) or []
+        except metadata.PackageNotFoundError:
+            continue
+        environments = [{"extra": e} for e in wanted] or [{"extra": ""}]
+        for line in lines:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate(env) for env in environments):
+                todo.append((req.name, frozenset(req.extras)))
+    return found
+
+
+def test_the_train_extra_installs_what_the_recipes_import() -> None:
+    """Each module the recipes and sample_data/train_tiny.py import comes with maskprep[train]."""
+    import ast
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    installed = _installed_by("maskprep", frozenset({"train"}))
+    owners = metadata.packages_distributions()
+    sources = [code for _, code in _recipes()] + [(SAMPLE / "train_tiny.py").read_text()]
+    imported = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+        if "maskprep.load_dataset(" in source:
+            imported.add("datasets")  # what maskprep.load_dataset imports
+    imported -= set(sys.stdlib_module_names) | {"maskprep", "__future__"}
+    assert {"torch", "transformers", "datasets", "trl"} <= imported
+    missing = {
+        module
+        for module in imported
+        if not {canonicalize_name(d) for d in owners.get(module, [])} & installed
+    }
+    assert not missing, f"the training recipes import {missing}, which maskprep[train] lacks"
+    # The check can fail: the plain install brings none of torch, datasets, accelerate, trl.
+    assert not {"torch", "datasets", "accelerate", "trl"} & _installed_by("maskprep", frozenset())
