@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from rowkit import one_torch_thread, pack_rows, random_docs, tiny_config
+from upstream import DECODER_PACKS_LEAK_WITH_A_CACHE, measured_fact
 
 from maskprep.collate import Collator, block_mask, collate, positions_in_segments
 from maskprep.columns import IGNORE_INDEX
@@ -184,13 +185,23 @@ def test_each_document_of_a_pack_gives_its_logits_alone(llama, attn, form) -> No
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_negative_controls_leak(llama, attn) -> None:
-    """An all-ones 2D mask, and position_ids with the cache left on, both let documents mix."""
+def test_negative_control_leaks(llama, attn) -> None:
+    """An all-ones 2D mask lets documents mix: the comparison above can see a leak."""
     llama.set_attn_implementation(attn)
     docs = random_docs(7, 4)
     rows = [docs[:2], docs[2:]]
     table = pack_rows(rows, 20, PAD)
     assert _worst_document_diff(llama, rows, collate(table, form="mask2d")) > 1e-2
-    cached = collate(table, form="position_ids")
+
+
+@measured_fact
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_position_ids_with_the_cache_left_on_leak(llama, attn) -> None:
+    """Why the position_ids form carries use_cache=False (DECODER_PACKS_LEAK_WITH_A_CACHE)."""
+    llama.set_attn_implementation(attn)
+    docs = random_docs(7, 4)
+    rows = [docs[:2], docs[2:]]
+    cached = collate(pack_rows(rows, 20, PAD), form="position_ids")
     del cached["use_cache"]
-    assert _worst_document_diff(llama, rows, cached) > 1e-2
+    leaked = _worst_document_diff(llama, rows, cached) > 1e-2
+    assert leaked == DECODER_PACKS_LEAK_WITH_A_CACHE

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import make_config, write_jsonl
 from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_config, write_output
-from upstream import BERT_MASKS_FROM_POSITION_IDS, bidirectional_mask_takes_position_ids
+from upstream import (
+    BERT_MASKS_FROM_POSITION_IDS,
+    DECODER_PACKS_LEAK_WITH_A_CACHE,
+    bidirectional_mask_takes_position_ids,
+    measured_fact,
+)
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
@@ -278,13 +283,15 @@ def test_pack_fed_a_2d_mask_leaks_across_documents() -> None:
     assert not result.ok
 
 
+@measured_fact
 def test_position_ids_form_notes_the_cache_trap() -> None:
     table = pack_rows([random_docs(2, 3)], 26, PAD)
     options = VerifyOptions(attn_implementations=("sdpa",), pack_forms=("position_ids",))
     result = verify_rows(table, _model("llama"), options, pad_id=PAD)
     check = next(c for c in result.checks if c.probe == "cross-document")
     assert check.status == "pass"
-    assert "without use_cache=False this feed leaks" in check.note
+    noted = "without use_cache=False this feed leaks" in check.note
+    assert noted == DECODER_PACKS_LEAK_WITH_A_CACHE
 
 
 def test_left_padding_on_absolute_positions_is_fed_as_the_collator_feeds_it() -> None:
