@@ -83,7 +83,7 @@ def probe_unpadded_reference(
         diff = row_max(control - reference, batch.real)
         record_control(ctx, tally, diff, reference, batch.real, visible)
     padded_before = ((~batch.real).long().cummax(dim=-1).values.bool() & batch.real).any()
-    plain_feed = "position_ids" in batch.kwargs and not batch.arrays.packed
+    plain_feed = "position_ids" in batch.kwargs and not batch.arrays.packed and not ctx.foreign
     if plain_feed and bool(padded_before) and not tally.noted(_PLAIN_FEED):
         # The feed a plain collator gives: no position_ids, the model counts from the padding.
         plain = outputs(ctx, with_changes(batch.kwargs, position_ids=None))
@@ -109,7 +109,8 @@ def probe_cross_document(
     record(ctx, tally, batch, row_max(moved - base, others), base, others)
     if not tally.control_seen:
         _plant_2d_pack_leak(ctx, batch, noisy, others, tally)
-    if ctx.form == "position_ids" and ctx.causal and not tally.noted(_CACHE_LEAK):
+    own_form = ctx.form == "position_ids" and not ctx.foreign
+    if own_form and ctx.causal and not tally.noted(_CACHE_LEAK):
         cached = with_changes(batch.kwargs, use_cache=None)
         leak = row_max(
             outputs(ctx, with_changes(cached, input_ids=noisy)) - outputs(ctx, cached), others
