@@ -25,6 +25,8 @@ from .tally import Tally
 if TYPE_CHECKING:
     import torch
 
+#: Documents of one length run alone in one forward pass, at most this many.
+REFERENCE_BATCH = 32
 #: Notes the probes make once, on the first batch that shows them.
 _PLAIN_FEED = "fed without position_ids"
 _CACHE_LEAK = "without use_cache=False this feed leaks"
@@ -62,15 +64,21 @@ def probe_unpadded_reference(
 
     reference = torch.zeros_like(base)
     ids = batch.kwargs["input_ids"]
+    # Documents of one length run alone together: stacked, unpadded, each is still alone.
+    by_length: dict[int, list[tuple[int, torch.Tensor]]] = {}
     for i in range(ids.shape[0]):
         for segment in torch.unique(batch.segments[i]).tolist():
-            if segment < 0:
-                continue
-            where = batch.segments[i] == segment
-            alone = {"input_ids": ids[i][where][None]}
+            if segment >= 0:
+                where = batch.segments[i] == segment
+                by_length.setdefault(int(where.sum()), []).append((i, where))
+    for group in by_length.values():
+        for start in range(0, len(group), REFERENCE_BATCH):
+            part = group[start : start + REFERENCE_BATCH]
+            alone = {"input_ids": torch.stack([ids[i][where] for i, where in part])}
             if ctx.causal:
                 alone["use_cache"] = False
-            reference[i, where] = outputs(ctx, alone)[0]
+            for (i, where), out in zip(part, outputs(ctx, alone), strict=True):
+                reference[i, where] = out
     record(ctx, tally, batch, row_max(base - reference, batch.real), reference, batch.real)
     multi = batch.segments.amax(dim=-1) > 0
     visible = pads_visible(ctx, batch) | multi
