@@ -4,7 +4,7 @@ from later tokens (5, ``causal``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..collate import additive_mask
 from .context import (
@@ -74,7 +74,7 @@ def probe_unpadded_reference(
     for group in by_length.values():
         for start in range(0, len(group), REFERENCE_BATCH):
             part = group[start : start + REFERENCE_BATCH]
-            alone = {"input_ids": torch.stack([ids[i][where] for i, where in part])}
+            alone: dict[str, Any] = {"input_ids": torch.stack([ids[i][where] for i, where in part])}
             if ctx.causal:
                 alone["use_cache"] = False
             for (i, where), out in zip(part, outputs(ctx, alone), strict=True):

@@ -132,7 +132,7 @@ def fed_batches(
                 "reorders, cuts or rewrites rows cannot be judged"
             )
         arrays = truth_in_feed(truth, placed, fed_ids)
-        _check_positions(feed.name, kwargs, arrays, ids, facts)
+        check_positions(feed.name, kwargs, arrays, ids, facts)
         yield FedBatch(kwargs, arrays, fed_labels, ids, warnings)
 
 
@@ -141,7 +141,7 @@ def on_device(ctx: ProbeContext, fed: FedBatch) -> ProbeBatch:
     return _probe_batch(ctx, fed.truth, fed.kwargs, fed.row_ids)
 
 
-def _check_positions(
+def check_positions(
     name: str, kwargs: dict[str, Any], truth: RowArrays, ids: list[int], facts: ModelFacts
 ) -> None:
     """Refuse a feed that needs a position the model's absolute table does not have: the forward

@@ -27,6 +27,7 @@ from .attention import (
 from .batches import FedBatch, fed_batches, on_device, own_batches
 from .context import ProbeBatch, ProbeContext, outputs, sliced_head
 from .fed_labels import LabelTally, label_checks
+from .fed_mask import MaskTally, mask_check
 from .feed import CollateFeed, collate_feed, handed_columns
 from .fixes import Feed, collator_remedy, remedy
 from .labels import probe_labels
@@ -334,10 +335,12 @@ class _FormRunner:
         assert self.feed is not None
         causal = self.subject.kind == "decoder"
         tally = LabelTally()
+        masks = MaskTally()
         warned: dict[str, None] = {}
         fed_labels = False
         for fed in self._fed():
             warned.update(dict.fromkeys(fed.warnings))
+            masks.add(fed.kwargs.get("attention_mask"), fed.truth, fed.row_ids, causal=causal)
             if fed.labels is not None:
                 fed_labels = True
                 tally.add(
@@ -349,10 +352,12 @@ class _FormRunner:
         elif not fed_labels:
             skipped = f"{self.feed.name} returns no labels"
         eos = self.rows.facts.eos_id
-        checks = label_checks(
+        source = self.rows.source or "OUT"
+        checks = [mask_check(masks, collator_remedy("cross-document", source, "", self.packed))]
+        checks += label_checks(
             tally,
             causal=causal,
-            fix=collator_remedy("labels", self.rows.source or "OUT", "", self.packed),
+            fix=collator_remedy("labels", source, "", self.packed),
             skipped=skipped,
             pad_is_eos=eos is not None and eos == pad_id,
         )

@@ -141,7 +141,7 @@ def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> Check:
         what = "padding and tokens the output leaves untrained" if causal else "padding"
         return _check(LABELS_EXTRA, "pass", note=f"no label on {what}", **common)
     key, words = fix
-    note = f"the feed trains what the output does not: {'; '.join(parts)}; fix: {words}"
+    note = f"the feed trains what the output does not: {'; '.join(parts)}{_fix(words)}"
     return _check(LABELS_EXTRA, "LEAK", note=note, fix=key, worst_row=tally.extra_rows[0], **common)
 
 
@@ -176,8 +176,12 @@ def _missing(tally: LabelTally, causal: bool, fix: tuple[str, str], pad_is_eos: 
     return _check(
         LABELS_MISSING,
         "LEAK",
-        note=f"{note}; fix: {words}",
+        note=note + _fix(words),
         fix=key,
         worst_row=tally.missing_rows[0],
         **common,
     )
+
+
+def _fix(words: str) -> str:
+    return f"; fix: {words}" if words else ""

@@ -136,7 +136,7 @@ def sample_rows(
     picked = rng.choice(total, size=min(rows, total), replace=False)
     longest_ids = far.rows[: min(longest, total)]
     chosen = np.union1d(picked, longest_ids).astype(np.int64)
-    table = _take(shards, starts, chosen, path)
+    table = take_rows(shards, starts, chosen, path)
     return Sample(
         source=path,
         table=table,
@@ -180,7 +180,7 @@ def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> _Farthest:
     return _Farthest(best_rows, max(reach, 0), reach_row)
 
 
-def _take(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path: str) -> pa.Table:
+def take_rows(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path: str) -> pa.Table:
     """The ``chosen`` rows (sorted data indices) of the shards, as one table."""
     import pyarrow as pa
 
