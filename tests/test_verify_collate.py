@@ -91,6 +91,9 @@ def test_default_data_collator_on_a_pack_leaks_and_names_the_fix(runner, pack) -
         assert isinstance(check["worst_row"], int) and check["worst_row"] in report["rows"]
         assert f"Collator.for_output({str(pack)!r}, model=model)" in check["note"]
         assert "a 2D attention_mask" in check["note"]
+    structure = checks["mask-structure"]
+    assert structure["status"] == "LEAK" and "fed a 2D mask" in structure["note"]
+    assert "see tokens of another document" in structure["note"]
     # The labels of a plain stack are the output's own: nothing to say about them.
     assert checks["labels-extra"]["status"] == checks["labels-missing"]["status"] == "pass"
     shown = runner.invoke(
@@ -177,10 +180,11 @@ def test_minilm_fed_causal_blocks_is_caught(runner, minilm, minilm_pack, tmp_pat
     report = _report(_run(runner, minilm_pack, minilm, causal, "--rows", "2", "--longest", "0"), 1)
     reference = _checks(report)["unpadded-reference"]
     assert reference["status"] == "LEAK" and reference["max_diff"] > 1
-    assert (
-        "full blocks for an encoder" in reference["note"]
-        and "4D attention_mask" in reference["note"]
-    )
+    assert "full blocks for an encoder" in reference["note"]
+    assert "4D attention_mask" in reference["note"]
+    structure = _checks(report)["mask-structure"]
+    assert structure["status"] == "LEAK"
+    assert "hidden tokens of their own document" in structure["note"]
 
 
 def test_a_masked_lm_feed_is_judged_on_its_restored_tokens(minilm, minilm_pack) -> None:
