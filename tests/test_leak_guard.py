@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE
 from rowkit import one_torch_thread
+from training_kit import TWO_QUIET_STEPS as STEPS
 from training_kit import build_output, tiny_model
 
 import maskprep
@@ -22,17 +23,6 @@ pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate 
 from maskprep.training import LeakError, LeakGuard  # noqa: E402
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
-STEPS: dict = {
-    "max_steps": 2,
-    "per_device_train_batch_size": 4,
-    "learning_rate": 1e-3,
-    "report_to": [],
-    "save_strategy": "no",
-    "logging_strategy": "no",
-    "disable_tqdm": True,
-    "use_cpu": True,
-    "seed": 0,
-}
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from conftest import ROOT, SAMPLE, write_jsonl
 from rowkit import one_torch_thread
 from training_kit import (
     LEAK,
+    TWO_QUIET_STEPS,
     assert_documents_alone,
     build_output,
     documents_in,
@@ -43,18 +44,6 @@ pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate 
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 PAD = 3
-#: Trainer/SFTTrainer arguments of every run here: two steps on the CPU, nothing saved or shown.
-TWO_QUIET_STEPS: dict = {
-    "max_steps": 2,
-    "per_device_train_batch_size": 4,
-    "learning_rate": 1e-3,
-    "report_to": [],
-    "save_strategy": "no",
-    "logging_strategy": "no",
-    "disable_tqdm": True,
-    "use_cpu": True,
-    "seed": 0,
-}
 
 
 @pytest.fixture(scope="module")

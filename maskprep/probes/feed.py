@@ -138,7 +138,8 @@ def _load_file(spec: str, where: str) -> Any:
             f"collate {spec}: loading {where} raised {_raised(error, resolved)}"
         ) from None
     finally:
-        sys.path.remove(str(resolved.parent))
+        if str(resolved.parent) in sys.path:  # the file's own code may have taken it out
+            sys.path.remove(str(resolved.parent))
     return module
 
 

@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from transformers import TrainerCallback
@@ -55,6 +55,9 @@ from ..probes.results import Check
 from ..probes.scan import with_labels
 from ..probes.tally import Tally, check_from_tally
 from .lookup import OutputRows
+
+if TYPE_CHECKING:
+    from ..config import PaddingSide
 
 #: Keyword arguments trainers add for the loss or their own metrics: not the feed under test.
 BOOKKEEPING = ("num_items_in_batch", "fused_lm_head", "output_router_logits", "return_dict")
@@ -256,8 +259,8 @@ class LeakGuard(TrainerCallback):
         row_ids = [int(r) for r in found if r is not None]
         facts = rows.facts
         table = with_labels(rows.take(row_ids))
-        side = facts.padding_side if facts.padding_side in ("left", "right") else None
-        truth = row_arrays(table, pad_id=facts.pad_id, padding_side=side, packed=facts.packed)  # type: ignore[arg-type]
+        side = cast("PaddingSide | None", facts.padding_side)
+        truth = row_arrays(table, pad_id=facts.pad_id, padding_side=side, packed=facts.packed)
         placed = place_rows(truth, fed_ids, fed_labels)
         if isinstance(placed, Misplaced):  # the lookup matched a hash, not the tokens
             raise self._stop(
