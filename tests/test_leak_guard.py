@@ -141,6 +141,8 @@ def test_trainer_with_maskprep_collator_trains_and_the_guard_checked(pack, tmp_p
         "positions", "mask-structure", "labels-extra", "labels-missing", "unpadded-reference"
     )  # fmt: skip
     assert guard._handle is None, "the hook outlived the batches it checks"
+    trainer.train()  # a second run is watched again
+    assert len(guard.reports) == 2 and guard._handle is None
 
 
 def test_language_modeling_collator_with_pad_eos_stops_naming_the_eos(pack, tmp_path) -> None:

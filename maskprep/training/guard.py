@@ -113,6 +113,7 @@ class LeakGuard(TrainerCallback):
         self._handle: Any = None
         self._busy = False
         self._half: str | None = None
+        self._left = 0
 
     # --- transformers.TrainerCallback
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -131,6 +132,7 @@ class LeakGuard(TrainerCallback):
         """Check the first ``batches`` training-mode forward calls of ``model`` (a forward
         pre-hook, removed once they are checked)."""
         self.unwatch()
+        self._left = self.batches
         self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def unwatch(self) -> None:
@@ -142,12 +144,9 @@ class LeakGuard(TrainerCallback):
     def _hook(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self._busy or not module.training:
             return
-        if len(self.reports) >= self.batches:
-            self.unwatch()
-            return
-        fed = _bound(module, args, kwargs)
-        self.check(fed, module)
-        if len(self.reports) >= self.batches:
+        self.check(_bound(module, args, kwargs), module)
+        self._left -= 1
+        if self._left <= 0:
             self.unwatch()
 
     def check(self, batch: Mapping[str, Any], model: Any) -> GuardReport:
@@ -173,7 +172,8 @@ class LeakGuard(TrainerCallback):
 
     def _stop(self, leaks: list[str], rows: list[int] | None = None) -> LeakError:
         where = f" (rows {', '.join(map(str, rows))} of {self.output})" if rows else ""
-        number = len(self.reports) + 1
+        watching = self._handle is not None
+        number = self.batches - self._left + 1 if watching else len(self.reports) + 1
         return LeakError(f"LeakGuard: batch {number}{where}: {' | '.join(leaks)}")
 
     def _check(self, kwargs: dict[str, Any], model: Any) -> GuardReport:
