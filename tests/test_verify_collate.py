@@ -257,6 +257,15 @@ def test_a_spec_file_need_not_be_importable(runner, pack, tmp_path) -> None:
     assert _checks(report)["cross-document"]["status"] == "LEAK"
 
 
+def test_a_module_of_the_working_directory_is_found(runner, pack, tmp_path, monkeypatch) -> None:
+    """The console script does not put the working directory on sys.path: module:NAME of a file
+    there still loads."""
+    _spec(tmp_path, "from transformers import default_data_collator as collate\n", "feeds_21a.py")
+    monkeypatch.chdir(tmp_path)
+    report = _report(_run(runner, pack, TINY_LLAMA, "feeds_21a:collate", *FAST), 1)
+    assert _checks(report)["cross-document"]["status"] == "LEAK"
+
+
 @pytest.mark.parametrize(
     ("body", "name", "expected"),
     [

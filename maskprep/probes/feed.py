@@ -5,7 +5,8 @@ A SPEC is ``path/to/file.py:NAME`` or ``package.module:NAME``; ``NAME`` (dotted 
 of an attribute) is a collate function, what ``DataLoader(collate_fn=)`` and
 ``Trainer(data_collator=)`` take: a list of row dicts → a dict of model keyword arguments. A file
 is loaded as ``python file.py`` would load it (its folder first on ``sys.path`` while it runs), so
-it needs to be importable from nowhere; a module is imported. Every failure to load or call it is
+it need not be importable; a module is imported (one of the working directory that
+is not on ``sys.path`` is loaded as its file). Every failure to load or call it is
 one line naming the SPEC (:class:`~maskprep.errors.ConfigError`, exit 2).
 
 Which columns the function is handed (:data:`~maskprep.probes.options.COLLATE_COLUMNS`):
@@ -147,6 +148,11 @@ def _import(spec: str, where: str) -> Any:
     try:
         return importlib.import_module(where)
     except ModuleNotFoundError as error:
+        local = Path(*where.split(".")).with_suffix(".py")
+        if error.name is not None and where.startswith(error.name) and local.is_file():
+            # The console script does not put the working directory on sys.path, as python -m
+            # does: a module of the working directory is loaded as its file.
+            return _load_file(spec, str(local))
         if error.name is not None and where.startswith(error.name):
             raise ConfigError(
                 f"collate {spec}: no module named {error.name!r} (a file is path/to/file.py:NAME)"
