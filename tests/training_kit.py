@@ -24,6 +24,18 @@ from maskprep.columns import IGNORE_INDEX
 
 torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
+#: Trainer/SFTTrainer arguments of the test runs: two steps on the CPU, nothing saved or shown.
+TWO_QUIET_STEPS: dict = {
+    "max_steps": 2,
+    "per_device_train_batch_size": 4,
+    "learning_rate": 1e-3,
+    "report_to": [],
+    "save_strategy": "no",
+    "logging_strategy": "no",
+    "disable_tqdm": True,
+    "use_cpu": True,
+    "seed": 0,
+}
 #: float32 on CPU: the tolerance the transformers test suite allows between attention
 #: implementations (1e-6 absolute on CUDA, looser on CPU), well under what a leak moves.
 ATOL, RTOL = 1e-5, 1e-4

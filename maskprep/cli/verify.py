@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..config import PACK_FORMS
-from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES
+from ..probes.options import ATTN_IMPLEMENTATIONS, COLLATE_COLUMNS, DEVICES, DTYPES, ROWS_ALL
 from .command import Command, Report
 from .common import TOKEN_ID, library_errors, storage_options_option
 
@@ -29,6 +29,27 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
         return names
 
     return parse
+
+
+class _Rows(click.ParamType):
+    """``--rows``: a number of rows (at least 1), or ``all``."""
+
+    name = "N|all"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """``value`` as an int of at least 1, or ``"all"``."""
+        if isinstance(value, int) or str(value).strip() == ROWS_ALL:
+            return value if isinstance(value, int) else ROWS_ALL
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of rows nor {ROWS_ALL!r}", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1 (or {ROWS_ALL!r})", param, ctx)
+        return number
+
+
+_ROWS = _Rows()
 
 
 @click.command(cls=Command)
@@ -77,10 +98,11 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 )
 @click.option(
     "--rows",
-    type=click.IntRange(min=1),
-    default=8,
+    type=_ROWS,
+    default="8",
     show_default=True,
-    help="Rows sampled at random.",
+    help="Rows sampled at random, or 'all' to probe every row (each costs what a sampled one "
+    "does).",
 )
 @click.option(
     "--longest",
@@ -108,6 +130,22 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
     help="Sampling and noise seed.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--collate",
+    metavar="SPEC",
+    help="Probe the batches of this collate function instead of maskprep's collator: "
+    "path/to/file.py:NAME or package.module:NAME (a list of row dicts -> model keyword "
+    "arguments, as Trainer(data_collator=) takes).",
+)
+@click.option(
+    "--collate-columns",
+    type=click.Choice(COLLATE_COLUMNS),
+    default="forward",
+    show_default=True,
+    help="Columns --collate's function is handed: those model.forward names, as "
+    "transformers.Trainer hands them at its defaults, or all (a DataLoader, or "
+    "remove_unused_columns=False).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @storage_options_option
 @library_errors
@@ -120,12 +158,26 @@ def verify(**options: Any) -> Report:
     longest ones), checks they fit the model's positions and vocabulary, feeds them through
     maskprep.collate as training would, and runs five probes (pad invariance, unpadded
     reference, label leakage, cross-document, causal) under each attention implementation.
-    Exit 1 when any probe sees a leak or a row does not fit the model.
+    With --collate, the batches of your collate function are probed instead, against what
+    the output says each row holds. Exit 1 when any probe sees a leak or a row does not fit the
+    model.
     """
     from ..probes.driver import verify as run_verify
     from ..probes.options import VerifyOptions
     from .verify_report import fix_lines, verify_json, verify_table
 
+    if options["collate"] is not None:
+        for name, flag in (
+            ("pack_forms", "--pack-forms"),
+            ("pad_position_ids", "--pad-position-ids"),
+        ):
+            if options[name] is not None:
+                raise click.UsageError(
+                    f"{flag} sets up maskprep's collator; with --collate your function decides "
+                    "what the model is fed"
+                )
+    elif options["collate_columns"] != "forward":
+        raise click.UsageError("--collate-columns needs --collate")
     settings = VerifyOptions(
         revision=options["revision"],
         trust_remote_code=options["trust_remote_code"],
@@ -145,9 +197,12 @@ def verify(**options: Any) -> Report:
         packed=options["packed"],
         progress=sys.stderr.isatty(),
         storage_options=options["storage_options"],
+        collate_columns=options["collate_columns"],
     )
     stdin = sys.stdin.buffer if options["path"] == "-" else None
-    result = run_verify(options["path"], options["model"], settings, stdin=stdin)
+    result = run_verify(
+        options["path"], options["model"], settings, stdin=stdin, collate=options["collate"]
+    )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
 

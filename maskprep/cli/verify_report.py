@@ -21,9 +21,8 @@ def _num(value: float | None) -> str:
 def verify_table(result: Any) -> Table:
     """One line per check of a :class:`maskprep.probes.results.VerifyResult`."""
     verdict = "no leak found" if result.ok else "LEAK FOUND"
-    rows = f"{len(result.rows)} rows"
-    if result.longest:
-        rows += f" ({len(result.longest)} longest)"
+    rows = rows_probed(result)
+    fed = f" · fed by {result.collate}" if result.collate else ""
     reach = ""
     if result.reach is not None:
         reach = f" · reach {result.reach}"
@@ -32,7 +31,7 @@ def verify_table(result: Any) -> Table:
     table = Table(
         title=(
             f"{verdict} · maskprep verify · {result.model} ({result.kind}) · {result.device} · "
-            f"{result.dtype} · {rows}{reach} · {result.elapsed_s:.1f} s"
+            f"{result.dtype}{fed} · {rows}{reach} · {result.elapsed_s:.1f} s"
         ),
         title_justify="left",
     )
@@ -59,17 +58,42 @@ def verify_table(result: Any) -> Table:
     return table
 
 
+def rows_probed(result: Any) -> str:
+    """How many rows were probed, of how many, and whether they were a sample: ``sampled 10 of
+    190 rows (2 longest)``, ``all 190 rows``."""
+    longest = f" ({len(result.longest)} longest)" if result.longest else ""
+    if result.total_rows is None:
+        return f"{len(result.rows)} rows{longest}"
+    if not result.sampled:
+        return f"all {result.total_rows:,} rows"
+    return f"sampled {len(result.rows):,} of {result.total_rows:,} rows{longest}"
+
+
 def fix_lines(result: Any) -> list[str]:
-    """One line per verify option that tries the fix a LEAK names, for under the table."""
-    options = {
-        FIX_OPTIONS[c.fix] for c in result.checks if c.status == "LEAK" and c.fix in FIX_OPTIONS
-    }
-    return [f"fix to try: maskprep verify ... {option}" for option in sorted(options)]
+    """Lines for under the table: the verify option that tries the fix a LEAK names, the
+    collator to train with when a caller's collate function leaked, and what a sample cannot
+    see."""
+    leaks = [c for c in result.checks if c.status == "LEAK"]
+    options = {FIX_OPTIONS[c.fix] for c in leaks if c.fix in FIX_OPTIONS}
+    lines = [f"fix to try: maskprep verify ... {option}" for option in sorted(options)]
+    if result.collate and any(c.fix == "collator" for c in leaks):
+        source = result.source or "OUT"
+        lines.append(
+            f"fix: train with Collator.for_output({source!r}, model=model) (maskprep verify "
+            f"{source} --model ... checks that feed)"
+        )
+    if result.sampled:
+        lines.append(
+            f"{rows_probed(result)}: a defect in one row is seen only if that row is drawn; "
+            "--rows all probes every row"
+        )
+    return lines
 
 
 def verify_json(result: Any) -> dict[str, Any]:
     """The object ``maskprep verify --json`` prints (``ok`` added by the command): model, kind,
-    device, dtype, rows, reach, warnings, checks."""
+    device, dtype, the collate function probed, rows (which, of how many, sampled or not),
+    reach, warnings, checks."""
     from dataclasses import asdict
 
     return {
@@ -77,7 +101,10 @@ def verify_json(result: Any) -> dict[str, Any]:
         "kind": result.kind,
         "device": result.device,
         "dtype": result.dtype,
+        "collate": result.collate or None,
         "packed": result.packed,
+        "sampled": result.sampled,
+        "total_rows": result.total_rows,
         "rows": list(result.rows),
         "longest": list(result.longest),
         "reach": result.reach,

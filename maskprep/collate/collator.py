@@ -184,7 +184,9 @@ def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) 
     From the manifest: the pad id, the padding side, and whether the rows are packs (packed rows
     that then arrive without ``seq_lens`` and ``position_ids`` are refused). From ``model``: what
     :func:`for_model` reads. Any :class:`Collator` field in ``options`` wins over what was read,
-    but combinations that leak are refused.
+    but combinations that leak are refused. A packed output needs ``model`` (or ``causal=``):
+    its blocks are causal for a decoder and full for an encoder, and a guess is refused
+    (``ValueError``) rather than taken.
     """
     _refuse_unknown(options)
     settings = _settings(_read_manifest(path))
@@ -207,8 +209,10 @@ def for_model(model: Any = None, **options: Any) -> Collator:
     which keeps documents apart in every transformers version and for every attention that takes
     a mask. ``options`` are :class:`Collator` fields (``pad_id``, ``padding_side``, ``packed``,
     ``form``, …) and win over what was read, but combinations that leak are refused. Without
-    ``model`` (or ``causal``) a decoder is assumed, with a warning unless the rows are known not
-    to be packs: an encoder's blocks are not causal.
+    ``model`` (or ``causal``), rows known to be packs (``packed=True``) are refused
+    (``ValueError``): an encoder's blocks are not causal. Rows not known to be packs
+    (``packed=None``) are fed as a decoder's, with a warning; padded rows (``packed=False``)
+    need no model.
     """
     _refuse_unknown(options)
     settings = {name: options.pop(name, None) for name in ("pad_id", "padding_side", "packed")}
@@ -246,7 +250,16 @@ def _collator(
     causal = options.pop("causal", facts.causal if facts is not None else None)
     packed = options.get("packed", settings.get("packed"))
     if causal is None:
-        if packed is not False:
+        if packed:
+            # A guess here is what leaked: causal blocks fed to an encoder cut each document's
+            # tokens off from the ones after them, and nothing downstream can tell.
+            raise ValueError(
+                f"{where} holds packed rows, whose documents need a mask built for the model "
+                "(causal blocks for a decoder, full blocks for an encoder), and the model is not "
+                "known: give model= (the model, its config or its name), or causal=True for a "
+                "decoder, causal=False for an encoder"
+            )
+        if packed is None:
             warnings.warn(
                 f"{where}: the model is not known, so packed rows are fed to a decoder (causal "
                 "blocks); for an encoder give model= (the model, its config or its name) or "

@@ -7,7 +7,9 @@ reach farthest into the model's positions. Before any forward pass every row of 
 to the model's position table (a row beyond an absolute table is an error; beyond a rotary
 context, a warning) and the sample's token ids to its vocabulary. Rows then go through
 :func:`maskprep.collate.collate` set up exactly as :func:`maskprep.collate.for_model` sets the
-collator up for this model, so what is verified is what is trained. Beside the probes, a data
+collator up for this model, so what is verified is what is trained; with ``collate=`` (``verify
+--collate SPEC``) they go through the caller's collate function instead, whose batches are judged
+against what the output says each row holds (:mod:`.feed`). Beside the probes, a data
 check (``padding-attended``) finds runs of the pad id that the mask marks real. Each probe
 compares the model's outputs (logits, or the last hidden state of a base encoder) between two
 feeds that must agree if the masks are right:
@@ -47,7 +49,14 @@ implementation.
 - :mod:`.results`: :class:`~.results.Check` and :class:`~.results.VerifyResult`.
 - :mod:`.model`: the device, dtype and attention implementation; loading the model (its own code
   too); a caller's model left as it was.
-- :mod:`.sampling`: rows sampled from the data, with its longest rows.
+- :mod:`.sampling`: rows sampled from the data, with its longest rows (or every row).
+- :mod:`.scan`: one pass over the rows before any forward pass (vocabulary, widths, the
+  ``padding-attended`` data check).
+- :mod:`.feed`: a caller's collate function (``verify --collate SPEC``): loading it, handing it
+  rows as a trainer does, checking what it returns; :mod:`.alignment`: the output's truth laid
+  out where the function put each row's tokens; :mod:`.fed_mask` and :mod:`.fed_labels`: its
+  mask and labels held to that truth without a forward pass.
+- :mod:`.batches`: the batches the probes run on, maskprep's collator's or the function's.
 - :mod:`.reach`: rows against the model's positions, before any forward pass.
 - :mod:`.fixes`: the fix a ``LEAK`` names.
 - :mod:`.context`: what every probe needs (the model under test, a collated batch, tolerances).

@@ -4,7 +4,7 @@ from later tokens (5, ``causal``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..collate import additive_mask
 from .context import (
@@ -25,6 +25,8 @@ from .tally import Tally
 if TYPE_CHECKING:
     import torch
 
+#: Documents of one length run alone in one forward pass, at most this many.
+REFERENCE_BATCH = 32
 #: Notes the probes make once, on the first batch that shows them.
 _PLAIN_FEED = "fed without position_ids"
 _CACHE_LEAK = "without use_cache=False this feed leaks"
@@ -62,15 +64,21 @@ def probe_unpadded_reference(
 
     reference = torch.zeros_like(base)
     ids = batch.kwargs["input_ids"]
+    # Documents of one length run alone together: stacked, unpadded, each is still alone.
+    by_length: dict[int, list[tuple[int, torch.Tensor]]] = {}
     for i in range(ids.shape[0]):
         for segment in torch.unique(batch.segments[i]).tolist():
-            if segment < 0:
-                continue
-            where = batch.segments[i] == segment
-            alone = {"input_ids": ids[i][where][None]}
+            if segment >= 0:
+                where = batch.segments[i] == segment
+                by_length.setdefault(int(where.sum()), []).append((i, where))
+    for group in by_length.values():
+        for start in range(0, len(group), REFERENCE_BATCH):
+            part = group[start : start + REFERENCE_BATCH]
+            alone: dict[str, Any] = {"input_ids": torch.stack([ids[i][where] for i, where in part])}
             if ctx.causal:
                 alone["use_cache"] = False
-            reference[i, where] = outputs(ctx, alone)[0]
+            for (i, where), out in zip(part, outputs(ctx, alone), strict=True):
+                reference[i, where] = out
     record(ctx, tally, batch, row_max(base - reference, batch.real), reference, batch.real)
     multi = batch.segments.amax(dim=-1) > 0
     visible = pads_visible(ctx, batch) | multi
@@ -83,7 +91,7 @@ def probe_unpadded_reference(
         diff = row_max(control - reference, batch.real)
         record_control(ctx, tally, diff, reference, batch.real, visible)
     padded_before = ((~batch.real).long().cummax(dim=-1).values.bool() & batch.real).any()
-    plain_feed = "position_ids" in batch.kwargs and not batch.arrays.packed
+    plain_feed = "position_ids" in batch.kwargs and not batch.arrays.packed and not ctx.foreign
     if plain_feed and bool(padded_before) and not tally.noted(_PLAIN_FEED):
         # The feed a plain collator gives: no position_ids, the model counts from the padding.
         plain = outputs(ctx, with_changes(batch.kwargs, position_ids=None))
@@ -109,7 +117,8 @@ def probe_cross_document(
     record(ctx, tally, batch, row_max(moved - base, others), base, others)
     if not tally.control_seen:
         _plant_2d_pack_leak(ctx, batch, noisy, others, tally)
-    if ctx.form == "position_ids" and ctx.causal and not tally.noted(_CACHE_LEAK):
+    own_form = ctx.form == "position_ids" and not ctx.foreign
+    if own_form and ctx.causal and not tally.noted(_CACHE_LEAK):
         cached = with_changes(batch.kwargs, use_cache=None)
         leak = row_max(
             outputs(ctx, with_changes(cached, input_ids=noisy)) - outputs(ctx, cached), others

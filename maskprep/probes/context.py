@@ -38,7 +38,9 @@ class ProbeContext:
     columns (parameter name → tensor), so that the attention probes' forward passes compute only
     the logits they compare; ``None`` where the vocabulary is small or the output layer is not a
     plain linear layer (the probes then cut the full logits). ``position_offset`` is the first
-    position id the model numbers from (RoBERTa: ``padding_idx + 1``).
+    position id the model numbers from (RoBERTa: ``padding_idx + 1``). ``foreign``: the batches
+    are a caller's collate function's, not maskprep's collator's, so the notes about
+    maskprep's own feed options do not apply.
     """
 
     model: Any
@@ -52,6 +54,7 @@ class ProbeContext:
     columns: dict[int, torch.Tensor] = field(default_factory=dict)
     head: dict[str, torch.Tensor] | None = None
     position_offset: int = 0
+    foreign: bool = False
 
     @property
     def causal(self) -> bool:

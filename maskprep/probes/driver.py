@@ -1,24 +1,22 @@
-"""``maskprep.verify``: rows sampled from the data, collated exactly as
-:func:`maskprep.collate.for_model` sets the collator up for the model, checked against the model's
-positions and vocabulary, and every probe run under each attention implementation and feed form.
+"""``maskprep.verify``: rows sampled from the data (or every row), collated exactly as
+:func:`maskprep.collate.for_model` sets the collator up for the model, or by a caller's collate
+function (:mod:`.feed`), checked against the model's positions and vocabulary, and every probe run
+under each attention implementation and feed form.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from .. import columns
 from ..checks.positions import model_limit, row_reach, tokenizer_limit
-from ..collate import Collator, collate, for_model, row_arrays
-from ..columns import IGNORE_INDEX
-from ..errors import ConfigError, DataError
+from ..collate import Collator, for_model
+from ..errors import ConfigError, DataError, one_line
 from ..extras import require_extra
 from .attention import (
     probe_causal,
@@ -26,8 +24,12 @@ from .attention import (
     probe_pad_invariance,
     probe_unpadded_reference,
 )
+from .batches import FedBatch, fed_batches, on_device, own_batches
 from .context import ProbeBatch, ProbeContext, outputs, sliced_head
-from .fixes import Feed, remedy
+from .fed_labels import LabelTally, label_checks
+from .fed_mask import MaskTally, mask_check
+from .feed import CollateFeed, collate_feed, handed_columns
+from .fixes import Feed, collator_remedy, remedy
 from .labels import probe_labels
 from .model import (
     Subject,
@@ -37,31 +39,34 @@ from .model import (
     quiet_transformers,
     set_implementation,
 )
-from .options import ATTN_IMPLEMENTATIONS, PROBES, VerifyOptions
+from .options import ATTN_IMPLEMENTATIONS, PROBES, ROWS_ALL, VerifyOptions
 from .reach import reach_findings
 from .results import Check, VerifyResult
 from .sampling import DataFacts, sample_rows
+from .scan import padding_attended, scan_rows
 from .tally import Tally, check_from_tally
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-#: The data check that runs beside the probes: runs of the pad id that the mask marks real.
-PADDING_ATTENDED = "padding-attended"
+#: Rows read at once when every row of the data is probed.
+CHUNK_ROWS = 1024
 
 
 @dataclass(frozen=True)
 class _Rows:
-    """The rows to probe and what is known about them."""
+    """The rows to probe and what is known about them: ``chunks(size)`` gives them in tables
+    of at most ``size`` rows with their indices in the data (``row_ids`` lists them all), out of
+    ``total`` rows in the data."""
 
-    table: pa.Table
-    row_ids: list[int]
+    chunks: Callable[[int], Iterator[tuple[pa.Table, list[int]]]]
+    row_ids: tuple[int, ...]
+    total: int
     facts: DataFacts
     reach: int
     reach_row: int
     longest: tuple[int, ...] = ()
     source: str = ""
-    labelled: bool = True
 
 
 def verify(
@@ -70,20 +75,33 @@ def verify(
     options: VerifyOptions = VerifyOptions(),
     *,
     stdin: BinaryIO | None = None,
+    collate: Any = None,
 ) -> VerifyResult:
-    """Sample rows from the data at ``path`` and probe ``model`` with them.
+    """Sample rows from the data at ``path`` (every row with ``options.rows="all"``) and probe
+    ``model`` with them.
 
     ``path`` is what ``maskprep inspect`` reads: a build output directory, a directory of shards
     without a manifest (data another tool made), one Parquet or Arrow shard, or ``"-"`` for Arrow
     IPC (stream or file) on ``stdin``. ``model`` is a Hub name, a local directory or a model
-    object (see :func:`verify_rows`). Returns a :class:`VerifyResult`; ``result.ok`` is false when
-    any probe saw a leak. Raises :class:`~maskprep.errors.DataError` for data that cannot be
-    probed (no rows, an unfinished build, a row beyond the model's position table, token ids
-    outside its vocabulary) and :class:`~maskprep.errors.ConfigError` for a model that cannot be
-    loaded.
+    object (see :func:`verify_rows`). ``collate`` judges a collate function's batches instead of
+    maskprep's collator's: a function (a list of row dicts → a dict of model keyword arguments,
+    as ``Trainer(data_collator=)`` takes), or a SPEC string ``path/to/file.py:NAME`` /
+    ``package.module:NAME`` naming one; it is handed the columns ``options.collate_columns``
+    says. Returns a :class:`VerifyResult`; ``result.ok`` is false when any probe saw a leak.
+    Raises :class:`~maskprep.errors.DataError` for data that cannot be probed (no rows, an
+    unfinished build, a row beyond the model's position table, token ids outside its
+    vocabulary) and :class:`~maskprep.errors.ConfigError` for a model that cannot be loaded, or a
+    collate function that cannot be loaded, raises or returns what no model takes.
     """
+    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
+    every = options.rows == ROWS_ALL
     sample = sample_rows(
-        str(path), options.rows, options.longest, options.seed, stdin, options.storage_options
+        str(path),
+        None if every else int(options.rows),
+        options.longest,
+        options.seed,
+        stdin,
+        options.storage_options,
     )
     facts = DataFacts(
         pad_id=options.pad_id if options.pad_id is not None else sample.facts.pad_id,
@@ -91,17 +109,19 @@ def verify(
         packed=options.packed if options.packed is not None else sample.facts.packed,
         model_max_length=sample.facts.model_max_length,
         tokenizer=sample.facts.tokenizer,
+        eos_id=sample.facts.eos_id,
     )
     rows = _Rows(
-        table=sample.table,
-        row_ids=list(sample.row_ids),
+        chunks=sample.chunks,
+        row_ids=sample.row_ids,
+        total=sample.total_rows,
         facts=facts,
         reach=sample.reach,
         reach_row=sample.reach_row,
         longest=sample.longest,
         source=str(path),
     )
-    return _verify(rows, model, options, None)
+    return _verify(rows, model, options, None, feed)
 
 
 def verify_rows(
@@ -113,6 +133,8 @@ def verify_rows(
     padding_side: str | None = None,
     row_ids: list[int] | None = None,
     model_name: str | None = None,
+    collate: Any = None,
+    eos_id: int | None = None,
 ) -> VerifyResult:
     """Run every probe on ``table`` (rows in maskprep's columns) with ``model``.
 
@@ -122,7 +144,8 @@ def verify_rows(
     probed then); its parameters, gradients, train/eval mode and attention implementation are as
     they were when this returns. ``pad_id`` and ``padding_side`` (else ``options``', else what
     the rows' padding shows) are the ones the rows were built with, used to pad rows of unequal
-    length.
+    length. ``collate`` is as :func:`verify` takes it; ``eos_id`` lets its label check count
+    the real EOS the feed trains.
     """
     reach, _, _ = row_reach(table)
     widest = int(np.argmax(reach)) if len(reach) else 0
@@ -133,30 +156,45 @@ def verify_rows(
         pad_id=pad_id if pad_id is not None else options.pad_id,
         padding_side=padding_side or options.padding_side,
         packed=options.packed,
+        eos_id=eos_id,
     )
+
+    def chunks(size: int) -> Iterator[tuple[pa.Table, list[int]]]:
+        for start in range(0, table.num_rows, size):
+            yield table.slice(start, size), ids[start : start + size]
+
+    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
     rows = _Rows(
-        table=table,
-        row_ids=ids,
+        chunks=chunks,
+        row_ids=tuple(ids),
+        total=table.num_rows,
         facts=facts,
         reach=int(reach[widest]) if len(reach) else 0,
         reach_row=ids[widest] if ids else 0,
     )
-    return _verify(rows, model, options, model_name)
+    return _verify(rows, model, options, model_name, feed)
 
 
 def _verify(
-    rows: _Rows, model: Any, options: VerifyOptions, model_name: str | None
+    rows: _Rows,
+    model: Any,
+    options: VerifyOptions,
+    model_name: str | None,
+    feed: CollateFeed | None,
 ) -> VerifyResult:
     started = time.perf_counter()
-    if rows.table.num_rows == 0:
+    if not rows.row_ids:
         raise DataError(f"{rows.source or 'the table'}: no rows to probe")
     require_extra("torch", "verify", "verify")
     import torch
 
-    rows = _with_labels(rows)
     with quiet_transformers(options.progress), model_under_test(model, options) as subject:
         name = model_name or subject.name
-        packed = _packed(rows)
+        vocab = subject.facts.vocab_size
+        if vocab is None:
+            raise ConfigError(f"{name}: the model has no input embeddings to look token ids up in")
+        scan = scan_rows(lambda: rows.chunks(CHUNK_ROWS), vocab, name, rows.facts.pad_id)
+        packed = rows.facts.packed if rows.facts.packed is not None else scan.packed
         limit = model_limit(subject.facts)
         findings = reach_findings(
             limit,
@@ -164,12 +202,8 @@ def _verify(
             rows.reach,
             rows.reach_row,
             packed,
-            _width(rows.table),
+            scan.width,
         )
-        vocab = subject.facts.vocab_size
-        if vocab is None:
-            raise ConfigError(f"{name}: the model has no input embeddings to look token ids up in")
-        _check_vocabulary(rows.table, rows.row_ids, vocab, name)
         collator = for_model(
             subject.facts,
             pad_id=rows.facts.pad_id,
@@ -179,15 +213,25 @@ def _verify(
         )
         if options.pad_position_ids is not None:
             collator = replace(collator, pad_position_ids=options.pad_position_ids)
-        pad_id = collator.pad_id if collator.pad_id is not None else _seen_pad_id(rows.table)
-        checks = [_padding_attended(rows, pad_id)]
+        pad_id = collator.pad_id if collator.pad_id is not None else scan.seen_pad_id()
+        checks = [padding_attended(scan, pad_id)]
+        runner = _FormRunner(rows, options, collator, subject, packed, scan.labelled)
+        if feed is not None:
+            runner = replace(
+                runner,
+                feed=feed,
+                kept=handed_columns(subject.module, list(scan.names), feed.handed),
+            )
+            fed_checks, warned = runner.static_checks(pad_id)
+            checks.extend(fed_checks)
+            findings += warned
         head = sliced_head(subject.module, vocab)
         for impl in _implementations(options, subject):
             why = set_implementation(subject.module, impl, subject.device, subject.dtype)
             if why is not None:
                 checks.append(_skipped(impl, "-", why))
                 continue
-            for form, form_why in _forms(packed, options, impl, subject.kind):
+            for form, form_why in _forms(packed, options, impl, subject.kind, feed):
                 if form_why is not None:
                     checks.append(_skipped(impl, form, form_why))
                     continue
@@ -202,14 +246,15 @@ def _verify(
                     torch.Generator().manual_seed(options.seed),
                     head=head,
                     position_offset=collator.position_offset,
+                    foreign=feed is not None,
                 )
-                checks.extend(_run_form(ctx, rows, options, collator, subject, packed))
+                checks.extend(runner.run(ctx))
     return VerifyResult(
         model=name,
         kind=subject.kind,
         device=device_name(subject.device),
         dtype=subject.dtype,
-        rows=tuple(rows.row_ids),
+        rows=rows.row_ids,
         packed=packed,
         checks=tuple(c for c in checks if c is not None),
         elapsed_s=time.perf_counter() - started,
@@ -218,39 +263,9 @@ def _verify(
         reach=rows.reach,
         position_limit=limit.positions if limit is not None and limit.hard else None,
         warnings=findings,
+        total_rows=rows.total,
+        collate=feed.name if feed is not None else "",
     )
-
-
-def _with_labels(rows: _Rows) -> _Rows:
-    """Rows without a ``labels`` column (data another tool made, labelled by its collator) get
-    labels that train nothing: the attention probes still run, the label probes are skipped."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if columns.LABELS in rows.table.schema.names:
-        return rows
-    ids = rows.table.column(columns.INPUT_IDS).combine_chunks()
-    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
-    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
-    values = np.full(int(offsets[-1]), IGNORE_INDEX, dtype=np.int32)
-    labels = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
-    table = rows.table.append_column(columns.LABELS, labels)
-    return replace(rows, table=table, labelled=False)
-
-
-def _packed(rows: _Rows) -> bool:
-    """Whether the rows are packs: as known, else from their columns."""
-    if rows.facts.packed is not None:
-        return rows.facts.packed
-    names = rows.table.schema.names
-    return columns.SEQ_LENS in names or columns.POSITION_IDS in names
-
-
-def _width(table: pa.Table) -> int:
-    import pyarrow.compute as pc
-
-    widths = pc.list_value_length(table.column(columns.INPUT_IDS))
-    return int(pc.max(widths).as_py() or 0)
 
 
 def _implementations(options: VerifyOptions, subject: Subject) -> tuple[str, ...]:
@@ -267,56 +282,13 @@ def _skipped(impl: str, form: str, why: str) -> Check:
     return Check(probe="all", attn_implementation=impl, form=form, status="skipped", note=why)
 
 
-def _batches(
-    rows: _Rows, ctx: ProbeContext, size: int, collator: Collator, packed: bool
-) -> Iterator[ProbeBatch]:
-    """The rows in batches, collated as ``collator`` does for the context's form (the label
-    checks aside: faulty labels are the label probes' to find)."""
-    import torch
-
-    for start in range(0, rows.table.num_rows, size):
-        part = rows.table.slice(start, size)
-        batch_ids = rows.row_ids[start : start + size]
-        settings = {
-            "pad_id": collator.pad_id,
-            "padding_side": collator.padding_side,
-            "packed": packed,
-        }
-        try:
-            arrays = row_arrays(part, **settings)  # type: ignore[arg-type]
-            kwargs = collate(
-                part,
-                **settings,  # type: ignore[arg-type]
-                form=ctx.form if packed else "position_ids",  # type: ignore[arg-type]
-                causal=ctx.causal,
-                dtype=ctx.dtype,
-                pad_position_ids=collator.pad_position_ids,
-                position_offset=collator.position_offset,
-            )
-        except DataError as error:
-            raise DataError(_name_row(str(error), batch_ids)) from None
-        kwargs = {k: v.to(ctx.device) if hasattr(v, "to") else v for k, v in kwargs.items()}
-        yield ProbeBatch(
-            arrays=arrays,
-            kwargs=kwargs,
-            real=torch.from_numpy(arrays.attention_mask > 0).to(ctx.device),
-            segments=torch.from_numpy(arrays.segments).to(ctx.device),
-            row_ids=batch_ids,
-        )
-
-
-def _name_row(message: str, batch_ids: list[int]) -> str:
-    """A collator's message about row ``i`` of a batch, naming the row in the data instead."""
-    found = re.match(r"row (\d+)\b", message)
-    if found is None or int(found.group(1)) >= len(batch_ids):
-        return message
-    return f"row {batch_ids[int(found.group(1))]}{message[found.end() :]}"
-
-
 def _forms(
-    packed: bool, options: VerifyOptions, impl: str, kind: str
+    packed: bool, options: VerifyOptions, impl: str, kind: str, feed: CollateFeed | None
 ) -> list[tuple[str, str | None]]:
-    """(form, why skipped) pairs to run under ``impl``."""
+    """(form, why skipped) pairs to run under ``impl``: a caller's collate function is one
+    form, named after it."""
+    if feed is not None:
+        return [(feed.name.rpartition(":")[2] or feed.name, None)]
     if not packed:
         return [("padded", None)]
     forms = options.pack_forms
@@ -331,144 +303,171 @@ def _forms(
     return out
 
 
-def _run_form(
-    ctx: ProbeContext,
-    rows: _Rows,
-    options: VerifyOptions,
-    collator: Collator,
-    subject: Subject,
-    packed: bool,
-) -> list[Check]:
-    import torch
+@dataclass(frozen=True)
+class _FormRunner:
+    """Runs every probe on the rows under one context (attention implementation and form): on
+    maskprep's collator's batches, or on ``feed``'s (handed the columns ``kept``)."""
 
-    tallies = {probe: Tally() for probe in PROBES}
-    left_padded = False
-    fed_positions = False
-    for batch in _batches(rows, ctx, options.batch_size, collator, packed):
-        pads_first = (~batch.real).long().cummax(dim=-1).values.bool() & batch.real
-        left_padded |= bool(pads_first.any())
-        fed_positions |= "position_ids" in batch.kwargs
-        base = outputs(ctx, batch.kwargs)
-        timed = [
-            ("pad-invariance", probe_pad_invariance),
-            ("unpadded-reference", probe_unpadded_reference),
+    rows: _Rows
+    options: VerifyOptions
+    collator: Collator
+    subject: Subject
+    packed: bool
+    labelled: bool
+    feed: CollateFeed | None = None
+    kept: list[str] = field(default_factory=list)
+
+    def _fed(self) -> Iterator[FedBatch]:
+        assert self.feed is not None
+        return fed_batches(
+            self.rows.chunks,
+            self.options.batch_size,
+            self.feed,
+            self.kept,
+            self.collator,
+            self.packed,
+            self.subject.module,
+            self.subject.facts,
+        )
+
+    def static_checks(self, pad_id: int | None) -> tuple[list[Check], tuple[str, ...]]:
+        """The feed's label checks (no forward pass), and warnings about what it returns."""
+        assert self.feed is not None
+        causal = self.subject.kind == "decoder"
+        tally = LabelTally()
+        masks = MaskTally()
+        warned: dict[str, None] = {}
+        fed_labels = False
+        for fed in self._fed():
+            warned.update(dict.fromkeys(fed.warnings))
+            masks.add(fed.kwargs.get("attention_mask"), fed.truth, fed.row_ids, causal=causal)
+            if fed.labels is not None:
+                fed_labels = True
+                tally.add(
+                    fed.labels, fed.truth, fed.row_ids, causal=causal, eos_id=self.rows.facts.eos_id
+                )
+        skipped = None
+        if not self.labelled:
+            skipped = "the rows have no labels column"
+        elif not fed_labels:
+            skipped = f"{self.feed.name} returns no labels"
+        eos = self.rows.facts.eos_id
+        source = self.rows.source or "OUT"
+        checks = [mask_check(masks, collator_remedy("cross-document", source, "", self.packed))]
+        checks += label_checks(
+            tally,
+            causal=causal,
+            fix=collator_remedy("labels", source, "", self.packed),
+            skipped=skipped,
+            pad_is_eos=eos is not None and eos == pad_id,
+        )
+        return checks, tuple(warned)
+
+    def _batches(self, ctx: ProbeContext) -> Iterator[ProbeBatch]:
+        if self.feed is None:
+            yield from own_batches(
+                self.rows.chunks, ctx, self.options.batch_size, self.collator, self.packed
+            )
+            return
+        for fed in self._fed():
+            yield on_device(ctx, fed)
+
+    def run(self, ctx: ProbeContext) -> list[Check]:
+        """Every probe's :class:`Check` under ``ctx``."""
+        import torch
+
+        tallies = {probe: Tally() for probe in PROBES}
+        left_padded = False
+        fed_positions = False
+        fed_labels = False
+        shapes: dict[str, None] = {}
+        for batch in self._batches(ctx):
+            pads_first = (~batch.real).long().cummax(dim=-1).values.bool() & batch.real
+            left_padded |= bool(pads_first.any())
+            fed_positions |= "position_ids" in batch.kwargs
+            shapes[describe_feed(batch.kwargs)] = None
+            base = self._base(ctx, batch)
+            timed = [
+                ("pad-invariance", probe_pad_invariance),
+                ("unpadded-reference", probe_unpadded_reference),
+            ]
+            if self.packed:
+                timed.append(("cross-document", probe_cross_document))
+            if ctx.causal:
+                timed.append(("causal", probe_causal))
+            for name, probe in timed:
+                t0 = time.perf_counter()
+                probe(ctx, batch, base, tallies[name])
+                tallies[name].elapsed_s += time.perf_counter() - t0
+            if self.labelled and "labels" in batch.kwargs:
+                fed_labels = True
+                t0 = time.perf_counter()
+                with torch.enable_grad():
+                    probe_labels(ctx, batch, tallies["labels-loss"], tallies["labels-gradient"])
+                tallies["labels-loss"].elapsed_s += time.perf_counter() - t0
+        reasons = {
+            "pad-invariance": "rows have no padding",
+            "unpadded-reference": "rows have no real tokens",
+            "labels-loss": "no trained positions, or the model computes no loss",
+            "labels-gradient": "rows have no padding",
+            "cross-document": "no row holds two documents"
+            if self.packed
+            else "rows are not packed",
+            "causal": "rows too short" if ctx.causal else "encoder: attention is bidirectional",
+        }
+        if not self.labelled or not fed_labels:
+            why = "the rows have no labels column"
+            if self.labelled and self.feed is not None:
+                why = f"{self.feed.name} returns no labels"
+            reasons.update({"labels-loss": why, "labels-gradient": why})
+        if self.feed is not None:
+            fed = "; ".join(shapes)
+            fixes = {
+                probe: collator_remedy(probe, self.rows.source or "OUT", fed, self.packed)
+                for probe in PROBES
+            }
+        else:
+            shape = Feed(
+                packed=self.packed,
+                left_padded=left_padded,
+                position_ids=fed_positions,
+                form=ctx.form,
+                causal=ctx.causal,
+                absolute=self.subject.facts.absolute_positions,
+            )
+            fixes = {probe: remedy(probe, shape) for probe in PROBES}
+        return [
+            check_from_tally(
+                probe, ctx.impl, ctx.form, tallies[probe], reasons[probe], fixes[probe]
+            )
+            for probe in PROBES
         ]
-        if packed:
-            timed.append(("cross-document", probe_cross_document))
-        if ctx.causal:
-            timed.append(("causal", probe_causal))
-        for name, probe in timed:
-            t0 = time.perf_counter()
-            probe(ctx, batch, base, tallies[name])
-            tallies[name].elapsed_s += time.perf_counter() - t0
-        if rows.labelled:
-            t0 = time.perf_counter()
-            with torch.enable_grad():
-                probe_labels(ctx, batch, tallies["labels-loss"], tallies["labels-gradient"])
-            tallies["labels-loss"].elapsed_s += time.perf_counter() - t0
-    no_labels = "the rows have no labels column"
-    reasons = {
-        "pad-invariance": "rows have no padding",
-        "unpadded-reference": "rows have no real tokens",
-        "labels-loss": "no trained positions, or the model computes no loss",
-        "labels-gradient": "rows have no padding",
-        "cross-document": "no row holds two documents" if packed else "rows are not packed",
-        "causal": "rows too short" if ctx.causal else "encoder: attention is bidirectional",
-    }
-    if not rows.labelled:
-        reasons.update({"labels-loss": no_labels, "labels-gradient": no_labels})
-    feed = Feed(
-        packed=packed,
-        left_padded=left_padded,
-        position_ids=fed_positions,
-        form=ctx.form,
-        causal=ctx.causal,
-        absolute=subject.facts.absolute_positions,
-    )
-    return [
-        check_from_tally(
-            probe, ctx.impl, ctx.form, tallies[probe], reasons[probe], remedy(probe, feed)
-        )
-        for probe in PROBES
-    ]
+
+    def _base(self, ctx: ProbeContext, batch: ProbeBatch) -> Any:
+        """The outputs of the batch as fed; a caller's feed the model cannot run is one line."""
+        if self.feed is None:
+            return outputs(ctx, batch.kwargs)
+        try:
+            return outputs(ctx, batch.kwargs)
+        except Exception as error:  # the feed is the caller's: the model may refuse it anyhow
+            raise ConfigError(
+                f"{self.feed.name}: the model's forward pass raised {type(error).__name__} on "
+                f"what it returned for rows {', '.join(map(str, batch.row_ids[:4]))}: "
+                f"{one_line(error)}"
+            ) from None
 
 
-def _check_vocabulary(table: pa.Table, row_ids: list[int], vocab: int, model: str) -> None:
-    """Fail in one line when a token id cannot be looked up in the model's embeddings."""
-    import pyarrow.compute as pc
-
-    ids = table.column(columns.INPUT_IDS)
-    flat = pc.list_flatten(ids)
-    largest, smallest = pc.max(flat).as_py(), pc.min(flat).as_py()
-    if largest is None or (largest < vocab and smallest >= 0):
-        return
-    per_row = [(max(r), min(r)) if r else (0, 0) for r in ids.to_pylist()]
-    row, bad = next(
-        (i, high if high >= vocab else low)
-        for i, (high, low) in enumerate(per_row)
-        if high >= vocab or low < 0
-    )
-    raise DataError(
-        f"row {row_ids[row]}: token id {bad} is outside the {vocab}-id vocabulary of {model}; "
-        f"were the rows built with this model's tokenizer?"
-    )
-
-
-def _seen_pad_id(table: pa.Table) -> int | None:
-    """The one id the rows' padding (mask 0) holds; ``None`` when none or several show."""
-    import pyarrow.compute as pc
-
-    ids = pc.list_flatten(table.column(columns.INPUT_IDS)).to_numpy(zero_copy_only=False)
-    mask = pc.list_flatten(table.column(columns.ATTENTION_MASK)).to_numpy(zero_copy_only=False)
-    if len(ids) != len(mask):
-        return None
-    seen = np.unique(ids[mask == 0])
-    return int(seen[0]) if len(seen) == 1 else None
-
-
-def _padding_attended(rows: _Rows, pad_id: int | None) -> Check | None:
-    """Rows whose mask is 1 over a run of two or more pad ids at their end (or start): the model
-    attends to padding that the probes, which take the mask's word for what is real, cannot see.
-    A single pad id at an end is allowed: with ``pad == eos`` it is the real EOS. ``None`` when
-    the pad id is not known."""
-    if pad_id is None:
-        return None
-    ids = rows.table.column(columns.INPUT_IDS).to_pylist()
-    masks = rows.table.column(columns.ATTENTION_MASK).to_pylist()
-    offenders: list[tuple[int, int]] = []
-    for row, (row_ids, mask) in zip(rows.row_ids, zip(ids, masks, strict=True), strict=True):
-        attended_pad = (np.asarray(row_ids) == pad_id) & (np.asarray(mask) != 0)
-        run = max(_run_length(attended_pad), _run_length(attended_pad[::-1]))
-        if run >= 2:
-            offenders.append((row, run))
-    if not offenders:
-        return Check(
-            probe=PADDING_ATTENDED,
-            attn_implementation="-",
-            form="-",
-            status="pass",
-            positions=sum(len(r) for r in ids),
-            note=f"no run of pad id {pad_id} attended",
-        )
-    positions = sum(run for _, run in offenders)
-    return Check(
-        probe=PADDING_ATTENDED,
-        attn_implementation="-",
-        form="-",
-        status="LEAK",
-        positions=positions,
-        worst_row=offenders[0][0],
-        leaking=len(offenders),
-        note=(
-            f"attention_mask is 1 over {positions} positions holding the pad id {pad_id} at the "
-            "ends of rows: the model attends to padding; fix: the mask must be 0 at padding "
-            "(maskprep build derives it from positions, never from ids)"
-        ),
-        fix="attention_mask",
-    )
-
-
-def _run_length(flags: np.ndarray) -> int:
-    """How many of ``flags`` are true from its end."""
-    false = np.flatnonzero(~flags)
-    return int(len(flags) - 1 - false[-1]) if len(false) else len(flags)
+def describe_feed(kwargs: dict[str, Any]) -> str:
+    """What a batch gave the model, in words: its attention mask and position arguments."""
+    mask = kwargs.get("attention_mask")
+    parts = []
+    if mask is None:
+        parts.append("no attention_mask")
+    elif getattr(mask, "dim", lambda: 0)() == 2:
+        parts.append("a 2D attention_mask")
+    else:
+        parts.append(f"a {mask.dim()}D attention_mask")
+    parts.append("position_ids" if "position_ids" in kwargs else "no position_ids")
+    if "use_cache" in kwargs:
+        parts.append(f"use_cache={kwargs['use_cache']}")
+    return ", ".join(parts)

@@ -69,3 +69,25 @@ def remedy(probe: str, feed: Feed) -> tuple[str, str]:
     if feed.causal and feed.left_padded and not feed.packed:
         text += "; padded on the right, a decoder's real tokens never see the padding"
     return "attention_mask", text
+
+
+#: The fix key of every leak found in a caller's collate function's batches.
+COLLATOR = "collator"
+
+
+def collator_remedy(probe: str, source: str, fed: str, packed: bool) -> tuple[str, str]:
+    """``(key, text)`` for a leak ``probe`` found in a caller's collate function's batches of
+    the output at ``source``; ``fed`` says what the function gave the model (``attention_mask``
+    2D, ``position_ids``, …)."""
+    call = f"Collator.for_output({source!r}, model=model)"
+    why = {
+        "unpadded-reference": (
+            "which builds the mask from the output's documents for this model (causal blocks "
+            "for a decoder, full blocks for an encoder)"
+            if packed
+            else "which masks padding and numbers positions as this model needs"
+        ),
+        "cross-document": "which keeps the documents apart",
+    }.get(probe, "whose labels are the output's" if probe.startswith("labels") else None)
+    text = f"train with {call}" + (f", {why}" if why else "")
+    return COLLATOR, f"{text} (the feed gave {fed})" if fed else text

@@ -4,6 +4,7 @@ names it accepts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..config import PACK_FORMS, PADDING_SIDES
 from ..errors import ConfigError
@@ -13,6 +14,10 @@ from ..token_ids import check_token_id
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: ``VerifyOptions.rows`` that probes every row.
+ROWS_ALL = "all"
+#: Which columns a caller's collate function is handed (see :mod:`maskprep.probes.feed`).
+COLLATE_COLUMNS = ("forward", "all")
 PROBES = (
     "pad-invariance",
     "unpadded-reference",
@@ -38,7 +43,11 @@ class VerifyOptions:
     does as :func:`maskprep.collate.for_model` does, which feeds them to absolute-position models.
 
     ``rows`` rows are drawn at random (``seed``) and the ``longest`` rows of the data are added,
-    so that the rows reaching farthest into the model's positions are checked too. ``pad_id``,
+    so that the rows reaching farthest into the model's positions are checked too; ``"all"``
+    probes every row, read in batches as they are probed (each row costs what a sampled one
+    does). ``collate_columns`` is which columns a caller's collate function is handed
+    (``verify(..., collate=...)``): ``forward``, those ``model.forward`` names (and the label
+    columns), as ``transformers.Trainer`` hands them at its defaults, or ``all``. ``pad_id``,
     ``padding_side`` and ``packed`` describe the rows; ``None`` takes them from the output's
     manifest or, for data without one, from what the rows show (their padding, ``seq_lens`` or
     ``position_ids``). ``progress`` lets transformers show its progress bars while loading.
@@ -53,7 +62,7 @@ class VerifyOptions:
     attn_implementations: tuple[str, ...] | None = None
     pack_forms: tuple[str, ...] | None = None
     pad_position_ids: bool | None = None
-    rows: int = 8
+    rows: int | Literal["all"] = 8
     longest: int = 2
     seed: int = 0
     batch_size: int = 4
@@ -61,6 +70,7 @@ class VerifyOptions:
     padding_side: str | None = None
     packed: bool | None = None
     progress: bool = False
+    collate_columns: str = "forward"
     #: Configures the filesystem of a URL input (``s3://...``).
     storage_options: StorageOptions = field(default_factory=StorageOptions)
 
@@ -83,9 +93,17 @@ class VerifyOptions:
                 f"pack forms must be among {', '.join(PACK_FORMS)}, not "
                 f"{', '.join(bad_forms) or 'none'}"
             )
-        for name in ("rows", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.rows != ROWS_ALL and (
+            not isinstance(self.rows, int) or isinstance(self.rows, bool) or self.rows < 1
+        ):
+            raise ConfigError(f"rows must be at least 1, or {ROWS_ALL!r}, not {self.rows!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.collate_columns not in COLLATE_COLUMNS:
+            raise ConfigError(
+                f"collate_columns must be one of {', '.join(COLLATE_COLUMNS)}, not "
+                f"{self.collate_columns!r}"
+            )
         if self.longest < 0:
             raise ConfigError(f"longest must be 0 or more, not {self.longest}")
         if self.seed < 0:

@@ -47,6 +47,9 @@ class VerifyResult:
     longest document) and ``position_limit`` how many an absolute-position model holds (its table
     less a RoBERTa-style offset), where it has such a table. ``warnings`` are
     findings that are not leaks (rows beyond a rotary model's context length, …).
+    ``total_rows`` is how many rows the data holds (:attr:`sampled` when fewer were probed);
+    ``collate`` names the caller's collate function whose batches were probed (``""``:
+    maskprep's collator).
     """
 
     model: str
@@ -62,6 +65,14 @@ class VerifyResult:
     reach: int | None = None
     position_limit: int | None = None
     warnings: tuple[str, ...] = ()
+    total_rows: int | None = None
+    collate: str = ""
+
+    @property
+    def sampled(self) -> bool:
+        """Only some rows of the data were probed: a defect in one row is found only if that
+        row was drawn."""
+        return self.total_rows is not None and len(self.rows) < self.total_rows
 
     @property
     def ok(self) -> bool:

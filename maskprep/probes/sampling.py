@@ -4,6 +4,7 @@ what the data says about its rows (pad id, padding side, packs) where a manifest
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -31,30 +32,57 @@ _READ = (*columns.REQUIRED_COLUMNS, *columns.PACK_COLUMNS)
 class DataFacts:
     """What the data's manifest says about its rows; ``None`` where it says nothing (or there
     is no manifest): the pad id, the padding side of padded rows, whether the rows are packs,
-    and the tokenizer's ``model_max_length``."""
+    the tokenizer's ``model_max_length`` and name, and its EOS id."""
 
     pad_id: int | None = None
     padding_side: str | None = None
     packed: bool | None = None
     model_max_length: int | None = None
     tokenizer: str | None = None
+    eos_id: int | None = None
 
 
 @dataclass(frozen=True)
 class Sample:
-    """Rows drawn from the data: ``table`` holds them in data order, ``row_ids`` their indices in
+    """Rows drawn from the data: ``table`` holds them in data order (``None`` when every row is
+    taken: they are then read from ``shards`` as they are probed), ``row_ids`` their indices in
     the data and ``longest`` those added for their length. ``reach`` is the most positions any
     row of the whole data uses (its width, or a pack's longest document), ``reach_row`` that
     row."""
 
     source: str
-    table: pa.Table
+    table: pa.Table | None
     row_ids: tuple[int, ...]
     longest: tuple[int, ...]
     total_rows: int
     reach: int
     reach_row: int
     facts: DataFacts
+    shards: tuple[Shard, ...] = ()
+
+    def chunks(self, size: int) -> Iterator[tuple[pa.Table, list[int]]]:
+        """The rows in tables of at most ``size`` rows, each with the rows' indices in the data."""
+        if self.table is not None:
+            for start in range(0, self.table.num_rows, size):
+                yield self.table.slice(start, size), list(self.row_ids[start : start + size])
+            return
+        import pyarrow as pa
+
+        first_names: tuple[str, str] | None = None
+        start = 0
+        for shard in self.shards:
+            for offset, batch in shard_batches(shard, size, read=_READ, required=PROBED_COLUMNS):
+                names = ",".join(batch.schema.names)
+                if first_names is None:
+                    first_names = (shard.name, names)
+                elif names != first_names[1]:
+                    raise DataError(
+                        f"{self.source}: shards with different columns: {first_names[0]} has "
+                        f"{first_names[1]}, {shard.name} has {names}"
+                    )
+                ids = list(range(start + offset, start + offset + batch.num_rows))
+                yield pa.Table.from_batches([batch]), ids
+            start += int(shard.rows or 0)
 
 
 def data_facts(manifest: Manifest | None) -> DataFacts:
@@ -70,20 +98,21 @@ def data_facts(manifest: Manifest | None) -> DataFacts:
         packed=strategy == "pack",
         model_max_length=tokenizer.model_max_length,
         tokenizer=tokenizer.name_or_path,
+        eos_id=tokenizer.eos_token_id,
     )
 
 
 def sample_rows(
     path: str,
-    rows: int,
+    rows: int | None,
     longest: int,
     seed: int,
     stdin: BinaryIO | None = None,
     storage_options: StorageOptions | None = None,
 ) -> Sample:
-    """Draw ``rows`` rows at random (``seed``) and add the ``longest`` rows that reach farthest
-    (ties: most real tokens, then the first), from the data at ``path`` (a path or a URL, whose
-    store ``storage_options`` configures)."""
+    """Draw ``rows`` rows at random (``seed``; ``None``: every row) and add the ``longest`` rows
+    that reach farthest (ties: most real tokens, then the first), from the data at ``path`` (a
+    path or a URL, whose store ``storage_options`` configures)."""
     shards, manifest = open_input(path, stdin, whole=True, options=storage_options)
     sizes = [int(s.rows or 0) for s in shards]
     total = sum(sizes)
@@ -91,11 +120,23 @@ def sample_rows(
         raise DataError(f"{path}: the data holds no rows")
     starts = np.concatenate(([0], np.cumsum(sizes)))
     far = _farthest(shards, starts, longest)
+    if rows is None:
+        return Sample(
+            source=path,
+            table=None,
+            row_ids=tuple(range(total)),
+            longest=tuple(int(i) for i in far.rows[: min(longest, total)]),
+            total_rows=total,
+            reach=far.reach,
+            reach_row=far.reach_row,
+            facts=data_facts(manifest),
+            shards=tuple(shards),
+        )
     rng = np.random.default_rng(seed)
     picked = rng.choice(total, size=min(rows, total), replace=False)
     longest_ids = far.rows[: min(longest, total)]
     chosen = np.union1d(picked, longest_ids).astype(np.int64)
-    table = _take(shards, starts, chosen, path)
+    table = take_rows(shards, starts, chosen, path)
     return Sample(
         source=path,
         table=table,
@@ -139,7 +180,7 @@ def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> _Farthest:
     return _Farthest(best_rows, max(reach, 0), reach_row)
 
 
-def _take(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path: str) -> pa.Table:
+def take_rows(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path: str) -> pa.Table:
     """The ``chosen`` rows (sorted data indices) of the shards, as one table."""
     import pyarrow as pa
 
