@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..config import PACK_FORMS
-from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES
+from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, MAX_SEED
 from .command import Command, Report
 from .common import TOKEN_ID, library_errors, storage_options_option
 
@@ -102,7 +102,7 @@ def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_SEED),
     default=0,
     show_default=True,
     help="Sampling and noise seed.",

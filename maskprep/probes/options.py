@@ -13,6 +13,8 @@ from ..token_ids import check_token_id
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: The largest seed: torch seeds its generators with an unsigned 64-bit integer.
+MAX_SEED = (1 << 64) - 1
 PROBES = (
     "pad-invariance",
     "unpadded-reference",
@@ -88,8 +90,8 @@ class VerifyOptions:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.longest < 0:
             raise ConfigError(f"longest must be 0 or more, not {self.longest}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be 0 or more, not {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be 0 to {MAX_SEED}, not {self.seed}")
         if self.num_layers is not None and self.num_layers < 1:
             raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
         if self.num_layers is not None and not self.from_config:
