@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..column_values import outside_ids
 from ..config import PACK_FORMS, PADDING_SIDES, PackForm, PaddingSide
 from ..errors import ConfigError, DataError
 from ..token_ids import token_id_problem
@@ -153,8 +154,8 @@ class Collator:
         """Refuse ids and positions the model has no embedding for: on a GPU they end in a
         device-side assert, far from the row that caused it."""
         ids = arrays.input_ids
-        if self.vocab_size is not None and ((ids < 0) | (ids >= self.vocab_size)).any():
-            row, col = first_true((ids < 0) | (ids >= self.vocab_size))
+        if self.vocab_size is not None and outside_ids(ids, self.vocab_size).any():
+            row, col = first_true(outside_ids(ids, self.vocab_size))
             raise DataError(
                 f"row {row}: token id {ids[row, col]} is outside the model's "
                 f"{self.vocab_size}-id vocabulary; were the rows built with its tokenizer?"

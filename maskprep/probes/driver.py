@@ -17,6 +17,7 @@ import numpy as np
 from .. import columns
 from ..checks.positions import model_limit, row_reach, tokenizer_limit
 from ..collate import Collator, collate, for_model, row_arrays
+from ..column_values import list_values, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
@@ -274,6 +275,7 @@ def _batches(
     checks aside: faulty labels are the label probes' to find)."""
     import torch
 
+    size = min(size, rows.table.num_rows)  # Arrow slices take a C long; the rows are fewer
     for start in range(0, rows.table.num_rows, size):
         part = rows.table.slice(start, size)
         batch_ids = rows.row_ids[start : start + size]
@@ -395,22 +397,15 @@ def _run_form(
 
 def _check_vocabulary(table: pa.Table, row_ids: list[int], vocab: int, model: str) -> None:
     """Fail in one line when a token id cannot be looked up in the model's embeddings."""
-    import pyarrow.compute as pc
-
-    ids = table.column(columns.INPUT_IDS)
-    flat = pc.list_flatten(ids)
-    largest, smallest = pc.max(flat).as_py(), pc.min(flat).as_py()
-    if largest is None or (largest < vocab and smallest >= 0):
+    values, offsets = list_values(table.column(columns.INPUT_IDS), columns.INPUT_IDS, row_ids)
+    bad = outside_ids(values, vocab)
+    if not bad.any():
         return
-    per_row = [(max(r), min(r)) if r else (0, 0) for r in ids.to_pylist()]
-    row, bad = next(
-        (i, high if high >= vocab else low)
-        for i, (high, low) in enumerate(per_row)
-        if high >= vocab or low < 0
-    )
+    at = int(np.argmax(bad))
+    row = int(np.searchsorted(offsets, at, side="right")) - 1
     raise DataError(
-        f"row {row_ids[row]}: token id {bad} is outside the {vocab}-id vocabulary of {model}; "
-        f"were the rows built with this model's tokenizer?"
+        f"row {row_ids[row]}: token id {values[at]} is outside the {vocab}-id vocabulary of "
+        f"{model}; were the rows built with this model's tokenizer?"
     )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from .. import columns
 from ..checks.positions import reach_columns, row_reach
 from ..checks.readers import Shard, open_input, shard_batches, shard_columns
+from ..column_values import check_columns
 from ..errors import DataError
 from ..storage.options import StorageOptions
 
@@ -96,6 +97,10 @@ def sample_rows(
     longest_ids = far.rows[: min(longest, total)]
     chosen = np.union1d(picked, longest_ids).astype(np.int64)
     table = _take(shards, starts, chosen, path)
+    try:
+        check_columns(table, chosen)  # as inspect and the collator check them
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
     return Sample(
         source=path,
         table=table,
@@ -124,8 +129,12 @@ def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> _Farthest:
     for shard, start in zip(shards, starts[:-1], strict=False):
         read = reach_columns(shard_columns(shard))
         for offset, batch in shard_batches(shard, SCAN_ROWS, read=read, required=PROBED_COLUMNS):
-            far, real, _ = row_reach(batch)
             ids = np.arange(batch.num_rows, dtype=np.int64) + int(start) + offset
+            try:
+                check_columns(batch, ids)
+            except DataError as error:
+                raise DataError(f"{shard.name}: {error}") from None
+            far, real, _ = row_reach(batch)
             top = int(np.argmax(far))
             if int(far[top]) > reach:
                 reach, reach_row = int(far[top]), int(ids[top])
