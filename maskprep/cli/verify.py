@@ -11,7 +11,7 @@ import click
 from ..config import PACK_FORMS
 from ..probes.options import ATTN_IMPLEMENTATIONS, DEVICES, DTYPES, MAX_SEED
 from .command import Command, Report
-from .common import TOKEN_ID, library_errors, storage_options_option
+from .common import TOKEN_ID, library_errors, standard_input, storage_options_option
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -143,10 +143,10 @@ def verify(**options: Any) -> Report:
         pad_id=options["pad_id"],
         padding_side=options["padding_side"],
         packed=options["packed"],
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr is not None and sys.stderr.isatty(),
         storage_options=options["storage_options"],
     )
-    stdin = sys.stdin.buffer if options["path"] == "-" else None
+    stdin = standard_input() if options["path"] == "-" else None
     result = run_verify(options["path"], options["model"], settings, stdin=stdin)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
