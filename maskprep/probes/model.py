@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..collate import ModelFacts, model_facts, model_task
+from ..collate.models import check_config_sizes
 from ..errors import ConfigError, first_line, one_line
 from ..hub import check_local
 from .options import VerifyOptions
@@ -117,6 +118,7 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
         raise ConfigError(f"{name}: cannot load the model config: {one_line(error)}") from None
     if getattr(config, "is_encoder_decoder", False):
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
+    check_config_sizes(config)
     if options.num_layers is not None:
         config.num_hidden_layers = _kept_layers(name, config, options.num_layers)
     task = model_task(config)
