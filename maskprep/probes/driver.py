@@ -432,6 +432,8 @@ def _padding_attended(rows: _Rows, pad_id: int | None) -> Check | None:
     masks = rows.table.column(columns.ATTENTION_MASK).to_pylist()
     offenders: list[tuple[int, int]] = []
     for row, (row_ids, mask) in zip(rows.row_ids, zip(ids, masks, strict=True), strict=True):
+        if len(row_ids) != len(mask):
+            continue  # the collator refuses the row, naming it, when the probes feed it
         attended_pad = (np.asarray(row_ids) == pad_id) & (np.asarray(mask) != 0)
         run = max(_run_length(attended_pad), _run_length(attended_pad[::-1]))
         if run >= 2:

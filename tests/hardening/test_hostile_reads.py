@@ -138,8 +138,8 @@ def test_the_unbroken_config_is_read(finished, configs):
 @needs_torch
 @pytest.mark.parametrize("side", ["middle", "", "LEFT"])
 def test_for_output_of_a_manifest_padded_on_no_side_is_a_manifest_error(finished_copy, side):
-    from maskprep.errors import ManifestError
     from maskprep.collate import Collator
+    from maskprep.errors import ManifestError
 
     edit_manifest(finished_copy, lambda m: m["tokenizer"].update(padding_side=side))
     with pytest.raises(ManifestError) as caught:
@@ -238,3 +238,29 @@ def test_a_local_template_keeps_reading_universal_newlines(tmp_path, llama_like)
         fingerprints.append(manifest["tokenizer"]["fingerprint"])
     assert fingerprints[0] == fingerprints[1]
     shutil.rmtree(lf)
+
+
+# ----------------------------------------------------------------------------- misaligned rows
+
+
+@needs_torch
+@pytest.mark.parametrize("column", ["input_ids", "attention_mask"])
+def test_verify_of_rows_whose_lists_disagree_is_one_line(tmp_path, configs, column):
+    """A row whose input_ids and attention_mask differ in length: verify's padding check broke
+    on it (ValueError from NumPy) before the collator could name it."""
+    from rowkit import pad_rows
+
+    table = pad_rows([[5, 6, 7], [8, 9], [10, 11, 12, 13]], 6, 2, "right")
+    rows = table.column(column).to_pylist()
+    rows[1] = []
+    table = table.set_column(table.schema.get_field_index(column), column, pa.array(rows))
+    shard = tmp_path / "rows.parquet"
+    pq.write_table(table, shard)
+    result = cli("verify", shard, "-m", configs["gpt2"], "--from-config", "--pad-id", "2")
+    line = assert_clean_failure(result, 1)
+    lengths = (
+        "attention_mask has 6 values, input_ids 0"
+        if column == "input_ids"
+        else ("attention_mask has 0 values, input_ids 6")
+    )
+    assert line == f"Error: row 1: {lengths}"
