@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from rowkit import pad_rows, tiny_config
 
-from maskprep import DataError, InspectOptions, inspect
+from maskprep import ConfigError, DataError, InspectOptions, inspect
 from maskprep.cli import main
 from maskprep.column_values import list_values, outside_ids, row_values
 from maskprep.columns import IGNORE_INDEX
@@ -382,3 +382,53 @@ def test_outside_ids_is_the_one_range():
     assert outside_ids(ids, 6).tolist() == [True, False, False, True, True]
     values, offsets = list_values(pa.array([[1, 2], [], [3]]), "input_ids", [10, 11, 12])
     assert values.tolist() == [1, 2, 3] and offsets.tolist() == [0, 2, 2, 3]
+
+
+# ----------------------------------------------------------------------------- collator options
+
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True),
+    st.text(max_size=6),
+    st.sampled_from(["left", "right", "mask4d", "position_ids", "mask2d", "bfloat16", "int8"]),
+    st.builds(np.int64, st.integers(0, 10)),
+)
+_FIELDS = [
+    "pad_id",
+    "padding_side",
+    "form",
+    "causal",
+    "dtype",
+    "pad_position_ids",
+    "packed",
+    "position_offset",
+    "max_positions",
+    "vocab_size",
+    "check_labels",
+]
+
+
+@ROWS
+@given(st.dictionaries(st.sampled_from(_FIELDS), _ANY, max_size=4))
+def test_collator_options_are_taken_as_given_or_refused_as_programming_errors(options):
+    """An option of the wrong type or range raises TypeError/ValueError when the collator is
+    made (never later, as if the data were at fault); one it takes, it keeps as given."""
+    try:
+        collator = Collator(**options)
+    except (TypeError, ValueError) as error:
+        assert "\n" not in str(error)
+        return
+    for name, value in options.items():
+        if name != "dtype":
+            assert getattr(collator, name) is value or getattr(collator, name) == value
+    for name in ("causal", "pad_position_ids", "check_labels"):
+        assert isinstance(getattr(collator, name), bool)
+    rows = [{"input_ids": [5, 6], "attention_mask": [1, 1], "labels": [IGNORE_INDEX, 6]}]
+    try:
+        out = collator(rows)
+    except (DataError, ConfigError) as error:
+        assert "\n" not in str(error)
+        return
+    assert out["input_ids"].tolist() == [[5, 6]]

@@ -15,7 +15,7 @@ import numpy as np
 from ..column_values import outside_ids
 from ..config import PACK_FORMS, PADDING_SIDES, PackForm, PaddingSide
 from ..errors import ConfigError, DataError
-from ..token_ids import token_id_problem
+from ..token_ids import MAX_TOKEN_ID, token_id_problem
 from .documents import check_labels, first_true
 from .forms import emit, torch_dtype
 from .models import ModelFacts, model_facts
@@ -108,8 +108,20 @@ class Collator:
         if problem is not None:
             kind = ValueError if isinstance(self.pad_id, int) else TypeError
             raise kind(f"pad_id: {problem}")
-        if self.position_offset < 0:
-            raise ValueError(f"position_offset must be 0 or more, not {self.position_offset}")
+        for name in ("causal", "pad_position_ids", "check_labels", "packed"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "packed" and value is None):
+                raise TypeError(f"{name} must be True or False, not {value!r}")
+        for name in ("position_offset", "max_positions", "vocab_size"):
+            value = getattr(self, name)
+            if value is None and name != "position_offset":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 0 <= self.position_offset <= MAX_TOKEN_ID:
+            raise ValueError(
+                f"position_offset must be 0 to {MAX_TOKEN_ID}, not {self.position_offset}"
+            )
         for name in ("max_positions", "vocab_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
