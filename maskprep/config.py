@@ -314,8 +314,12 @@ class PartSpec:
     count: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.count <= MAX_PARTS:
-            raise ConfigError(f"the number of parts must be 1 to {MAX_PARTS:,}, not {self.count}")
+        if self.count < 1:
+            raise ConfigError(f"the number of parts must be at least 1, not {self.count}")
+        if self.count > MAX_PARTS:
+            raise ConfigError(
+                f"the number of parts must be at most {MAX_PARTS:,}, not {self.count}"
+            )
         if not 0 <= self.index < self.count:
             raise ConfigError(
                 f"part index {self.index} is outside 0..{self.count - 1} for {self.count} parts"

@@ -70,7 +70,11 @@ def use_chat_template_file(
     location = storage.parse_location(path, options)
     try:
         # Bounded: a file that never ends (/dev/zero) is read no further than the limit.
-        data = storage.read_range(location, 0, MAX_CHAT_TEMPLATE_BYTES + 1)
+        if location.is_local:
+            with open(location.path, "rb") as handle:
+                data = handle.read(MAX_CHAT_TEMPLATE_BYTES + 1)
+        else:
+            data = storage.read_range(location, 0, MAX_CHAT_TEMPLATE_BYTES + 1)
         if len(data) > MAX_CHAT_TEMPLATE_BYTES:
             raise ConfigError(
                 f"{path}: chat template is larger than {MAX_CHAT_TEMPLATE_BYTES:,} bytes (1 MiB), "
