@@ -35,7 +35,10 @@ def main() -> None:
     """Run the ``maskprep`` command line in a process made ready as the module notes say."""
     signal.signal(signal.SIGINT, _interrupted)
     _reserve_standard_descriptors()
-    sys.stderr = DroppingStream(sys.stderr)
+    # A closed stderr is now /dev/null under descriptor 2: a stream on it serves code that asks
+    # for sys.stderr.fileno() (faulthandler, subprocesses) as well as code that writes.
+    stderr = sys.stderr if sys.stderr is not None else open(2, "w", closefd=False)  # noqa: SIM115
+    sys.stderr = DroppingStream(stderr)
     from .cli import main as command_line
 
     command_line()
@@ -64,38 +67,37 @@ def _reserve_standard_descriptors() -> None:
 
 
 class DroppingStream:
-    """A text stream over ``stream`` (``None``: a closed one) that drops what it cannot write:
-    after the first failure (``OSError``, or ``ValueError`` from a closed file) it writes
-    nothing more. Anything else is the wrapped stream's."""
+    """A text stream over ``stream`` that drops what it cannot write: after the first failure
+    (``OSError``, or ``ValueError`` from a closed file) it writes nothing more. Anything else is
+    the wrapped stream's."""
 
     def __init__(self, stream: Any) -> None:
-        self._stream = stream
+        self._stream: Any = stream
+        self._failed = False
 
     def write(self, text: str) -> int:
         """Write ``text``, or drop it."""
-        if self._stream is not None:
+        if not self._failed:
             try:
                 return int(self._stream.write(text))
             except (OSError, ValueError):
-                self._stream = None
+                self._failed = True
         return len(text)
 
     def flush(self) -> None:
         """Flush, or drop what is pending."""
-        if self._stream is not None:
+        if not self._failed:
             try:
                 self._stream.flush()
             except (OSError, ValueError):
-                self._stream = None
+                self._failed = True
 
     def isatty(self) -> bool:
-        """Whether the stream is a terminal (a dropped one is not)."""
+        """Whether the stream is a terminal that still takes writes."""
         try:
-            return self._stream is not None and bool(self._stream.isatty())
+            return not self._failed and bool(self._stream.isatty())
         except (OSError, ValueError):
             return False
 
     def __getattr__(self, name: str) -> Any:
-        if self._stream is None:
-            raise AttributeError(f"stderr is closed: no {name}")
         return getattr(self._stream, name)
