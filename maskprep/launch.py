@@ -39,9 +39,20 @@ def main() -> None:
     # for sys.stderr.fileno() (faulthandler, subprocesses) as well as code that writes.
     stderr = sys.stderr if sys.stderr is not None else open(2, "w", closefd=False)  # noqa: SIM115
     sys.stderr = DroppingStream(stderr)
+    if sys.stdout is not None:
+        sys.stdout = ReportStream(sys.stdout)
     from .cli import main as command_line
 
-    command_line()
+    try:
+        command_line()
+    except StdoutError as error:
+        # What Click writes itself (--help, --version) escapes it when stdout cannot take it.
+        from .cli.command import discard_stdout
+        from .errors import os_reason
+
+        discard_stdout()
+        sys.stderr.write(f"Error: cannot write to stdout: {os_reason(error)}\n")
+        sys.exit(1)
 
 
 def _interrupted(signum: int, frame: Any) -> None:
@@ -98,6 +109,36 @@ class DroppingStream:
             return not self._failed and bool(self._stream.isatty())
         except (OSError, ValueError):
             return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class StdoutError(OSError):
+    """A write to stdout failed (a full disk, an I/O error, a reader gone)."""
+
+
+class ReportStream:
+    """A text stream over stdout whose failed writes raise :class:`StdoutError`, so that a
+    failure to write what the program reports is told from any other ``OSError``. Anything else
+    is the wrapped stream's."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream: Any = stream
+
+    def write(self, text: str) -> int:
+        """Write ``text``."""
+        try:
+            return int(self._stream.write(text))
+        except OSError as error:
+            raise StdoutError(error.errno, error.strerror) from None
+
+    def flush(self) -> None:
+        """Flush."""
+        try:
+            self._stream.flush()
+        except OSError as error:
+            raise StdoutError(error.errno, error.strerror) from None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -68,7 +68,7 @@ def _print(report: Report, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def _discard_stdout() -> None:
+def discard_stdout() -> None:
     """After a failed write, point descriptor 1 at ``/dev/null``: what stdout still buffers is
     then dropped at exit, where flushing it again would fail once more (Python would print
     "Exception ignored" and exit 120)."""
@@ -125,7 +125,7 @@ class Command(click.Command):
             except OSError as error:
                 if error.errno == errno.EPIPE:
                     raise  # the reader left (| head): Click ends quietly, exit 1
-                _discard_stdout()
+                discard_stdout()
                 unwritten = IOFailure(f"cannot write the report to stdout: {os_reason(error)}")
                 failure = click.ClickException(str(unwritten))
                 failure.exit_code = unwritten.exit_code  # type: ignore[misc]
@@ -144,7 +144,7 @@ class Command(click.Command):
             try:
                 click.echo(json.dumps(_error_json(error, cause), indent=2))
             except OSError:  # stdout unusable: the message on stderr still tells the failure
-                _discard_stdout()
+                discard_stdout()
 
     def _asked_json(self, args: Sequence[str], parent: click.Context | None) -> bool:
         """Whether ``args`` ask for ``--json``, found by parsing them leniently (they failed to

@@ -144,3 +144,20 @@ def test_reading_a_closed_stdin_is_a_usage_error(command):
     code, _, stderr = run([command, "-", *extra], close=(0,))
     assert code == 2, stderr
     assert stderr.strip() == "Error: standard input is closed; '-' reads the input from it"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["build", "--help"]])
+def test_what_click_prints_itself_on_a_full_device_is_one_line(args):
+    """--help and --version are written by Click before any command runs: an OSError traceback
+    on a full device."""
+    with open("/dev/full", "w") as full:
+        code, _, stderr = run(args, stdout=full)
+    assert code == 1
+    assert stderr.strip() == "Error: cannot write to stdout: No space left on device"
+
+
+def test_help_on_a_working_stdout_is_unchanged():
+    """The negative control: the wrapped stdout writes what Click writes."""
+    code, stdout, stderr = run(["--version"])
+    assert code == 0 and stderr == ""
+    assert stdout.startswith("maskprep, version ")
