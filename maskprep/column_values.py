@@ -126,9 +126,11 @@ def row_values(value: Any, name: str, row: int) -> np.ndarray:
     array, a tensor), as an int64 array, refusing what the module notes say: floats, strings,
     ``None``, booleans (outside ``attention_mask``), nested lists, values past int64. Nothing is
     converted that is not already an integer."""
-    if isinstance(value, (list, tuple)):
-        array = _list_row(value, name, row)
-    elif isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+    if isinstance(value, (list, tuple)) and (name not in FLAG_COLUMNS or not value):
+        array = _list_row(value, name, row)  # an empty list too: NumPy would make it floats
+    elif isinstance(value, (list, tuple, np.ndarray)) or hasattr(value, "__array__"):
+        # A flag column may mix booleans and integers, so NumPy's own reading of the list is
+        # exact there: anything but integers and booleans gives another dtype, refused below.
         try:
             array = np.asarray(value)
         except (TypeError, ValueError, RuntimeError) as error:  # a GPU tensor, ragged arrays

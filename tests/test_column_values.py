@@ -160,7 +160,7 @@ REFUSED = {
     ),
     "float-mask": (
         [{**_row([1, 2]), "attention_mask": [1.0, 1.0]}],
-        "row 0: attention_mask: position 0 holds the float 1.0, not an integer or a boolean",
+        "row 0: attention_mask: float64 values, not integers or booleans",
     ),
     "float-length": ([_row([1, 2], length=2.0)], "row 0: length: the float 2.0, not an integer"),
     "a-list-for-a-row": ([_row([1, 2]), [1, 2]], "row 1: list, not a row (a dict of columns)"),
