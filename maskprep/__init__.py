@@ -15,13 +15,13 @@ The stages live in subpackages whose tree is the data flow: :mod:`maskprep.sourc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from ._version import __version__
+# Nothing is imported here before it is asked for, typing included: the ``maskprep`` program
+# handles SIGINT from its first line (maskprep.launch), and importing this package comes first.
+TYPE_CHECKING = False
 
 #: Each public name and the module that defines it.
 _EXPORTS = {
+    "__version__": "_version",
     "IGNORE_INDEX": "columns",
     "BadRecordError": "errors",
     "BuildConfig": "config",
@@ -91,6 +91,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     """Import a public name from its module the first time it is asked for."""
+    import importlib
+
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -104,6 +106,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ._version import __version__
     from .checks.driver import inspect
     from .checks.options import InspectOptions
     from .checks.results import InspectResult

@@ -1,7 +1,7 @@
-"""``python -m maskprep`` runs the command line."""
+"""``python -m maskprep`` runs the command line, as the ``maskprep`` program does
+(:func:`maskprep.launch.main`)."""
 
-from .cli import main
+from .launch import main
 
-# Guarded: encoding worker processes are spawned, and spawn imports this module again.
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from decimal import Context, Decimal, DecimalException
 from typing import Any, Literal
 
 from .errors import ConfigError
@@ -40,6 +41,12 @@ TRAIN_ON = ("assistant", "last-assistant", "all")
 DEFAULT_MAX_RECORD_BYTES = 64 << 20
 #: Positions one Arrow list column can hold in one record batch: its offsets are int32.
 MAX_BATCH_POSITIONS = (1 << 31) - 1
+#: The largest byte size a size option takes (1 EiB): far past any disk or line, and small enough
+#: that every size fits the 64-bit integers files and buffers are measured in.
+MAX_SIZE = 1 << 60
+#: The most parts one build may be split into: each is a task and an output folder of its own
+#: (Kubernetes indexed jobs stop at 100,000 completions, Slurm arrays at a few million).
+MAX_PARTS = 1_000_000
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -118,8 +125,7 @@ class SourceConfig:
         _check_choice("on_bad_record", self.on_bad_record, BAD_RECORD_POLICIES)
         if not self.text_field or any(not part for part in self.text_field.split(".")):
             raise ConfigError(f"text_field {self.text_field!r} is not a valid dotted path")
-        if self.max_record_bytes < 1:
-            raise ConfigError(f"max_record_bytes must be at least 1, not {self.max_record_bytes}")
+        _check_size("max_record_bytes", self.max_record_bytes)
         if self.max_rejects is not None and self.on_bad_record != "skip":
             raise ConfigError(
                 "max_rejects limits the records skipped; it applies with on_bad_record 'skip' "
@@ -249,10 +255,10 @@ class OutputConfig:
         _check_choice("format", self.format, SHARD_FORMATS)
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: resume keeps shards")
-        for name in ("shard_rows", "shard_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, not {value}")
+        if self.shard_rows is not None and self.shard_rows < 1:
+            raise ConfigError(f"shard_rows must be at least 1, not {self.shard_rows}")
+        if self.shard_size is not None:
+            _check_size("shard_size", self.shard_size)
 
 
 def _check_field_path(name: str, value: str | None) -> None:
@@ -310,6 +316,10 @@ class PartSpec:
     def __post_init__(self) -> None:
         if self.count < 1:
             raise ConfigError(f"the number of parts must be at least 1, not {self.count}")
+        if self.count > MAX_PARTS:
+            raise ConfigError(
+                f"the number of parts must be at most {MAX_PARTS:,}, not {self.count}"
+            )
         if not 0 <= self.index < self.count:
             raise ConfigError(
                 f"part index {self.index} is outside 0..{self.count - 1} for {self.count} parts"
@@ -383,7 +393,8 @@ def _check_sft_combination(config: BuildConfig) -> None:
 
 
 def parse_size(text: str) -> int:
-    """Parse a byte size such as ``512``, ``64K``, ``256M`` or ``1G`` (powers of 1024)."""
+    """Parse a byte size such as ``512``, ``64K``, ``256M`` or ``1G`` (powers of 1024), rounded
+    down to whole bytes; from 1 byte to :data:`MAX_SIZE`."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
     multiplier = 1
@@ -391,10 +402,24 @@ def parse_size(text: str) -> int:
         multiplier = units[cleaned[-1]]
         cleaned = cleaned[:-1]
     try:
-        value = float(cleaned)
-    except ValueError:
+        # Decimal, not float: exact for every size, and NaN or infinity is caught here rather
+        # than by int() later.
+        number = Decimal(cleaned.strip())
+    except (DecimalException, ValueError):
         raise ConfigError(f"cannot read {text!r} as a size; use e.g. 500M or 2G") from None
-    size = int(value * multiplier)
-    if size < 1:
-        raise ConfigError(f"size {text!r} must be positive")
-    return size
+    if not number.is_finite():
+        raise ConfigError(f"size {text!r} is not a number of bytes; use e.g. 500M or 2G")
+    # Compared before multiplying: 1e999999999 is finite, and its product would overflow.
+    if number > MAX_SIZE // multiplier:
+        raise ConfigError(f"size {text!r} is past the largest size, {MAX_SIZE:,} bytes (1 EiB)")
+    if number < Decimal(1) / multiplier:  # 1/2**k: exact in 28 digits
+        raise ConfigError(f"size {text!r} is less than 1 byte")
+    # Exact (no rounding up to the next byte): the product needs at most 13 more digits.
+    return int(Context(prec=len(number.as_tuple().digits) + 13).multiply(number, multiplier))
+
+
+def _check_size(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number of bytes, not {value!r}")
+    if not 1 <= value <= MAX_SIZE:
+        raise ConfigError(f"{name} must be 1 to {MAX_SIZE:,} bytes, not {value}")

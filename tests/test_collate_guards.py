@@ -367,8 +367,19 @@ def test_collator_options_are_checked_as_programming_errors() -> None:
         (ValueError, r"^pad_id: -1 is not a token id \(0 to 2147483647\)$", {"pad_id": -1}),
         (ValueError, r"^pad_id: 2147483648 is not a token id", {"pad_id": 2**31}),
         (TypeError, r"^pad_id: '3' is not a token id", {"pad_id": "3"}),
-        (ValueError, r"^position_offset must be 0 or more, not -1$", {"position_offset": -1}),
+        (ValueError, r"^position_offset must be 0 to 2147483647, not -1$", {"position_offset": -1}),
+        (
+            ValueError,
+            r"^position_offset must be 0 to 2147483647, not 1000",
+            {"position_offset": 10**30},
+        ),
         (ValueError, r"^vocab_size must be at least 1, not 0$", {"vocab_size": 0}),
+        # A wrong type was taken as it came (causal="no" is true) or failed later as data.
+        (TypeError, r"^vocab_size must be an integer, not 1.5$", {"vocab_size": 1.5}),
+        (TypeError, r"^max_positions must be an integer, not '7'$", {"max_positions": "7"}),
+        (TypeError, r"^causal must be True or False, not 'no'$", {"causal": "no"}),
+        (TypeError, r"^packed must be True or False, not 'yes'$", {"packed": "yes"}),
+        (TypeError, r"^check_labels must be True or False, not 0$", {"check_labels": 0}),
     ]
     for kind, message, options in cases:
         with pytest.raises(kind, match=message) as raised:

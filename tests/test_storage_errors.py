@@ -114,9 +114,9 @@ def test_a_store_failure_reading_a_chat_template_is_an_io_failure(monkeypatch):
     from maskprep import storage
     from maskprep.tokenizing import sft
 
-    def failing(location):
+    def failing(location, start, end):
         raise translate(TimeoutError("read timed out"), location.url)
 
-    monkeypatch.setattr(storage, "read_bytes", failing)
+    monkeypatch.setattr(storage, "read_range", failing)  # the template is read bounded
     with pytest.raises(IOFailure, match=r"^s3://b/chat.jinja: cannot read chat template: read"):
         sft.use_chat_template_file(object(), "s3://b/chat.jinja")

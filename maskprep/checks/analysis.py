@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
+from ..column_values import check_columns, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
 from .kernels import (
@@ -122,6 +123,7 @@ def analyse(
     if missing:
         raise DataError(f"missing column(s) {', '.join(missing)}")
     row_ids = np.asarray(row_ids, np.int64)
+    check_columns(batch, row_ids)  # a column at fault is named with its row in the data
     ids = list_column(batch, columns.INPUT_IDS)
     widths = np.diff(ids.offsets)
     aligned = np.ones(len(widths), bool)
@@ -147,11 +149,9 @@ def _lengths(batch: pa.RecordBatch, mask: np.ndarray, offsets: np.ndarray) -> np
 
 
 def _ids_outside(ids: np.ndarray, offsets: np.ndarray, vocab_size: int | None) -> np.ndarray:
-    """Per row: an input id below 0, or at or past ``vocab_size`` when it is known."""
-    outside = ids < 0
-    if vocab_size is not None:
-        outside |= ids >= vocab_size
-    return segment_any(outside, offsets)
+    """Per row: an input id that is no token id (below 0, past the int32 maximum), or at or
+    past ``vocab_size`` when it is known."""
+    return segment_any(outside_ids(ids, vocab_size), offsets)
 
 
 def _analyse_misaligned(batch: pa.RecordBatch, row_ids: np.ndarray, facts: ScanFacts) -> PartStats:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..token_ids import MAX_TOKEN_ID
 from .analysis import SIDE_LEFT, SIDE_NEITHER, SIDE_RIGHT, analyse
 from .gathered import Gathered
 from .layout import Layout, LayoutHints, resolve_layout
@@ -137,10 +138,11 @@ def _vocabulary(data: Gathered, hints: LayoutHints) -> CheckResult:
     bad = data.flags[IDS_IN_VOCABULARY]
     if hints.vocab_size is None:
         if bad.count:
-            return _result(IDS_IN_VOCABULARY, bad, "input ids are >= 0 (vocabulary size unknown)")
+            text = f"input ids are 0 to {MAX_TOKEN_ID} (vocabulary size unknown)"
+            return _result(IDS_IN_VOCABULARY, bad, text)
         return _skip(
             IDS_IN_VOCABULARY,
-            "no id below 0; vocabulary size unknown for the upper bound",
+            f"no id below 0 or past {MAX_TOKEN_ID}; vocabulary size unknown for the upper bound",
             unknown="vocabulary size",
         )
     text = f"input ids are >= 0 and below {hints.vocab_size} ({hints.vocab_source})"

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
-from ..errors import DataError
+from ..column_values import int_values, list_values
 
 
 @dataclass(frozen=True)
@@ -24,34 +24,15 @@ class ListColumn:
 
 
 def list_column(batch: pa.RecordBatch, name: str) -> ListColumn:
-    array = batch.column(name)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if not pa.types.is_list(array.type) and not pa.types.is_large_list(array.type):
-        raise DataError(f"column {name}: expected a list of integers, found {array.type}")
-    if not pa.types.is_integer(array.type.value_type) and not pa.types.is_boolean(
-        array.type.value_type
-    ):
-        raise DataError(f"column {name}: expected a list of integers, found {array.type}")
-    if array.null_count:
-        first = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"column {name}: row {first} is null")
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    # .values ignores a slice's offset; cutting it by the offsets keeps zero-copy reads.
-    values = array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-    if values.null_count:
-        raise DataError(f"column {name}: holds null values")
-    return ListColumn(values.to_numpy(zero_copy_only=False), offsets - offsets[0])
+    """The list column ``name`` of ``batch``, checked as every reader of rows checks it
+    (:func:`maskprep.column_values.list_values`)."""
+    values, offsets = list_values(batch.column(name), name)
+    return ListColumn(values, offsets)
 
 
 def int_column(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    array = batch.column(name)
-    if not pa.types.is_integer(array.type):
-        raise DataError(f"column {name}: expected integers, found {array.type}")
-    if array.null_count:
-        first = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"column {name}: row {first} is null")
-    return array.to_numpy(zero_copy_only=False).astype(np.int64)
+    """The integer column ``name`` (``length``) of ``batch`` as int64, checked likewise."""
+    return int_values(batch.column(name), name)
 
 
 #: Columns a shard needs to be checked: ``length``, the fourth required column, is computed from

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import STRATEGIES
+from ..config import MAX_BATCH_POSITIONS, STRATEGIES
 from ..errors import ConfigError
 from ..storage.options import StorageOptions
 from ..token_ids import MAX_TOKEN_ID, check_token_id
@@ -62,8 +62,13 @@ class InspectOptions:
             raise ConfigError(
                 f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}"
             )
-        if self.buckets is not None and (not self.buckets or min(self.buckets) < 1):
-            raise ConfigError(f"bucket widths must be positive, not {self.buckets}")
+        if self.buckets is not None and (
+            not self.buckets
+            or not 1 <= min(self.buckets) <= max(self.buckets) <= MAX_BATCH_POSITIONS
+        ):
+            raise ConfigError(
+                f"bucket widths must be 1 to {MAX_BATCH_POSITIONS:,}, not {self.buckets}"
+            )
         for name in ("max_pad_fraction", "min_label_fraction"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:

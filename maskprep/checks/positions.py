@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
+from ..column_values import check_columns, outside_ids
 from ..tokenizing.loading import real_model_max_length
 from .kernels import list_column, segment_any, segment_extreme, segment_sum
 from .specs import (
@@ -153,6 +154,7 @@ class ReachScan:
         """Add a batch of rows; ``row_ids`` place them in the whole data."""
         if batch.num_rows == 0:
             return
+        check_columns(batch, row_ids)
         reach, _, packed = row_reach(batch)
         self.packed |= packed
         widest = int(np.argmax(reach))
@@ -164,7 +166,7 @@ class ReachScan:
             self._list(self.beyond_rows, row_ids[over])
         if self.vocab_size is not None and columns.INPUT_IDS in batch.schema.names:
             ids = list_column(batch, columns.INPUT_IDS)
-            bad = (ids.values < 0) | (ids.values >= self.vocab_size)
+            bad = outside_ids(ids.values, self.vocab_size)
             if bad.any():
                 rows = segment_any(bad, ids.offsets)
                 self.bad_ids += int(np.count_nonzero(rows))

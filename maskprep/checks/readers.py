@@ -26,7 +26,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .. import columns, storage
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, first_line, os_failure
 from ..output.lock import LOCK_NAME
 from ..output.manifest import Manifest, find_manifest_at, read_manifest
 from ..output.names import EXTENSIONS, MANIFEST_NAME, TMP_PREFIX
@@ -268,8 +268,12 @@ def _stream_batches(
             batch = shard.stream.read_next_batch()
         except StopIteration:
             return
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"{shard.name}: broken Arrow IPC stream: {exc}") from None
+        except (pa.ArrowInvalid, OSError) as exc:
+            # A stream cut short inside a batch is an Arrow IOError (an OSError without errno);
+            # the pipe itself failing is an OSError with one.
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise os_failure(shard.name, "reading", exc) from None
+            raise DataError(f"{shard.name}: broken Arrow IPC stream: {first_line(exc)}") from None
         batch = batch.select(names)
         for start in range(0, batch.num_rows, size):
             yield batch.slice(start, size)

@@ -164,7 +164,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--num-shards",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, cfg.MAX_PARTS),
     help="Array jobs: split the input into this many parts (with --shard-index).",
 )
 @click.option(

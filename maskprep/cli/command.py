@@ -11,14 +11,17 @@ document.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from ..errors import BadRecordError, MaskprepError, escaped
+from ..errors import BadRecordError, IOFailure, MaskprepError, escaped, os_reason
 
 #: The flag that asks a command for JSON on stdout.
 JSON_FLAG = "--json"
@@ -50,6 +53,33 @@ def _error_json(error: click.ClickException, cause: BaseException | None) -> dic
     if isinstance(cause, BadRecordError):
         detail["location"] = escaped(cause.location)
     return {"ok": False, "error": detail}
+
+
+def _print(report: Report, as_json: bool) -> None:
+    """Write ``report`` on stdout, flushed, so that a failing write fails here."""
+    if not as_json and report.show is None:
+        return
+    if sys.stdout is None:  # closed by the caller (>&-): Python leaves no stream
+        raise OSError(errno.EBADF, "it is closed")
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, **report.data}, indent=2))
+    elif report.show is not None:
+        report.show()
+    sys.stdout.flush()
+
+
+def discard_stdout() -> None:
+    """After a failed write, point descriptor 1 at ``/dev/null``: what stdout still buffers is
+    then dropped at exit, where flushing it again would fail once more (Python would print
+    "Exception ignored" and exit 120)."""
+    try:
+        if sys.stdout is None or sys.stdout.fileno() != 1:
+            return  # not the process's descriptor (a test runner's buffer)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    os.dup2(null, 1)
+    os.close(null)
 
 
 class Command(click.Command):
@@ -90,10 +120,16 @@ class Command(click.Command):
             self._tell(failure, cause, as_json)
             raise failure from None
         if isinstance(report, Report):
-            if as_json:
-                click.echo(json.dumps({"ok": report.ok, **report.data}, indent=2))
-            elif report.show is not None:
-                report.show()
+            try:
+                _print(report, as_json)
+            except OSError as error:
+                if error.errno == errno.EPIPE:
+                    raise  # the reader left (| head): Click ends quietly, exit 1
+                discard_stdout()
+                unwritten = IOFailure(f"cannot write the report to stdout: {os_reason(error)}")
+                failure = click.ClickException(str(unwritten))
+                failure.exit_code = unwritten.exit_code  # type: ignore[misc]
+                raise failure from None
             if not report.ok:
                 ctx.exit(1)
         return report
@@ -105,7 +141,10 @@ class Command(click.Command):
         # Changed in place: Click shows this very exception, with its Usage/Try lines.
         error.message = escaped(error.message)  # type: ignore[misc]
         if as_json:
-            click.echo(json.dumps(_error_json(error, cause), indent=2))
+            try:
+                click.echo(json.dumps(_error_json(error, cause), indent=2))
+            except OSError:  # stdout unusable: the message on stderr still tells the failure
+                discard_stdout()
 
     def _asked_json(self, args: Sequence[str], parent: click.Context | None) -> bool:
         """Whether ``args`` ask for ``--json``, found by parsing them leniently (they failed to

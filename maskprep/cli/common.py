@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
 from .. import config as cfg
-from ..errors import MaskprepError, Option
+from ..errors import ConfigError, MaskprepError, Option
 from ..token_ids import token_id_problem
 
 #: Config fields whose command-line flag is not the field's own name.
@@ -80,19 +81,29 @@ def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _stop_on_signals():
-            try:
+        # The handlers are installed inside the try: a signal the moment after they are (or
+        # while they are put back) is caught here too, not by Click ("Aborted!", exit 1).
+        try:
+            with _stop_on_signals():
                 return command(*args, **kwargs)
-            except MaskprepError as error:
-                raise _Failure(error) from None
-            except Terminated:
-                click.echo("Aborted: terminated (SIGTERM)", err=True)
-                raise click.exceptions.Exit(EXIT_SIGTERM) from None
-            except KeyboardInterrupt:
-                click.echo("Aborted: interrupted (SIGINT)", err=True)
-                raise click.exceptions.Exit(EXIT_SIGINT) from None
+        except MaskprepError as error:
+            raise _Failure(error) from None
+        except Terminated:
+            click.echo("Aborted: terminated (SIGTERM)", err=True)
+            raise click.exceptions.Exit(EXIT_SIGTERM) from None
+        except KeyboardInterrupt:
+            click.echo("Aborted: interrupted (SIGINT)", err=True)
+            raise click.exceptions.Exit(EXIT_SIGINT) from None
 
     return wrapper
+
+
+def standard_input() -> BinaryIO:
+    """This process's standard input as bytes, for a ``-`` argument; a usage error when the
+    caller closed it (``<&-``), as ``build -`` says."""
+    if sys.stdin is None:
+        raise ConfigError("standard input is closed; '-' reads the input from it")
+    return sys.stdin.buffer
 
 
 #: ``-o/--output`` of the commands that write an output (``build``, ``merge``).

@@ -11,7 +11,13 @@ import click
 from .. import config as cfg
 from ..token_ids import MAX_TOKEN_ID
 from .command import Command, Report
-from .common import TOKEN_ID, buckets_option, library_errors, storage_options_option
+from .common import (
+    TOKEN_ID,
+    buckets_option,
+    library_errors,
+    standard_input,
+    storage_options_option,
+)
 
 
 @click.command(cls=Command)
@@ -109,7 +115,7 @@ def inspect(**options: Any) -> Report:
         trust_remote_code=options["trust_remote_code"],
         storage_options=options["storage_options"],
     )
-    stdin = sys.stdin.buffer if options["path"] == STDIN else None
+    stdin = standard_input() if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)
     strict = options["strict"]
 

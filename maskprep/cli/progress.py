@@ -25,8 +25,9 @@ class ProgressReporter:
     otherwise, nothing when quiet. Use as a context manager; ``update`` is the callback."""
 
     def __init__(self, quiet: bool, stream: TextIO | None = None, interval: float = 10.0) -> None:
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        # No stderr at all (a process started without one): nothing to show progress on.
+        self.quiet = quiet or self.stream is None
         self.interval = interval
         self._last: float | None = None
         self._bar: Any = None

@@ -9,9 +9,16 @@ from typing import Any
 import click
 
 from ..config import PACK_FORMS
-from ..probes.options import ATTN_IMPLEMENTATIONS, COLLATE_COLUMNS, DEVICES, DTYPES, ROWS_ALL
+from ..probes.options import (
+    ATTN_IMPLEMENTATIONS,
+    COLLATE_COLUMNS,
+    DEVICES,
+    DTYPES,
+    MAX_SEED,
+    ROWS_ALL,
+)
 from .command import Command, Report
-from .common import TOKEN_ID, library_errors, storage_options_option
+from .common import TOKEN_ID, library_errors, standard_input, storage_options_option
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -124,7 +131,7 @@ _ROWS = _Rows()
 )
 @click.option(
     "--seed",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_SEED),
     default=0,
     show_default=True,
     help="Sampling and noise seed.",
@@ -195,11 +202,11 @@ def verify(**options: Any) -> Report:
         pad_id=options["pad_id"],
         padding_side=options["padding_side"],
         packed=options["packed"],
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr is not None and sys.stderr.isatty(),
         storage_options=options["storage_options"],
         collate_columns=options["collate_columns"],
     )
-    stdin = sys.stdin.buffer if options["path"] == "-" else None
+    stdin = standard_input() if options["path"] == "-" else None
     result = run_verify(
         options["path"], options["model"], settings, stdin=stdin, collate=options["collate"]
     )

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..column_values import outside_ids
 from ..config import PACK_FORMS, PADDING_SIDES, PackForm, PaddingSide
 from ..errors import ConfigError, DataError
-from ..token_ids import token_id_problem
+from ..token_ids import MAX_TOKEN_ID, token_id_problem
 from .documents import check_labels, first_true
 from .forms import emit, torch_dtype
 from .models import ModelFacts, model_facts
@@ -114,8 +115,20 @@ class Collator:
         if problem is not None:
             kind = ValueError if isinstance(self.pad_id, int) else TypeError
             raise kind(f"pad_id: {problem}")
-        if self.position_offset < 0:
-            raise ValueError(f"position_offset must be 0 or more, not {self.position_offset}")
+        for name in ("causal", "pad_position_ids", "check_labels", "packed"):
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "packed" and value is None):
+                raise TypeError(f"{name} must be True or False, not {value!r}")
+        for name in ("position_offset", "max_positions", "vocab_size"):
+            value = getattr(self, name)
+            if value is None and name != "position_offset":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+        if not 0 <= self.position_offset <= MAX_TOKEN_ID:
+            raise ValueError(
+                f"position_offset must be 0 to {MAX_TOKEN_ID}, not {self.position_offset}"
+            )
         for name in ("max_positions", "vocab_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -157,8 +170,8 @@ class Collator:
         """Refuse ids and positions the model has no embedding for: on a GPU they end in a
         device-side assert, far from the row that caused it."""
         ids = arrays.input_ids
-        if self.vocab_size is not None and ((ids < 0) | (ids >= self.vocab_size)).any():
-            row, col = first_true((ids < 0) | (ids >= self.vocab_size))
+        if self.vocab_size is not None and outside_ids(ids, self.vocab_size).any():
+            row, col = first_true(outside_ids(ids, self.vocab_size))
             raise DataError(
                 f"row {row}: token id {ids[row, col]} is outside the model's "
                 f"{self.vocab_size}-id vocabulary; were the rows built with its tokenizer?"

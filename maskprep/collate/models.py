@@ -80,6 +80,7 @@ def model_facts(
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
     dtype = _module_dtype(module) if module is not None else _config_dtype(config)
     if module is None:
+        check_config_sizes(config)
         module = _skeleton(config, trust_remote_code)
     offset, max_positions = _position_table(module)
     return ModelFacts(
@@ -139,9 +140,23 @@ def _load_config(name: str, revision: str | None, trust_remote_code: bool) -> An
         raise ConfigError(f"{name}: cannot load the model config: {one_line(error)}") from None
 
 
+def check_config_sizes(config: Any) -> None:
+    """Raise :class:`~maskprep.errors.ConfigError` for a config whose vocabulary or context has
+    no size (``vocab_size`` -1): no model can be built from it, and the limits read from it
+    would be wrong."""
+    for name in ("vocab_size", *_CONTEXT_FIELDS):
+        value = getattr(config, name, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{_name(config)}: config {name} {value!r} is not a positive size")
+
+
 def _skeleton(config: Any, trust_remote_code: bool = False) -> Any:
     """The model's module tree on the meta device, or ``None`` when transformers cannot build it
-    from the config (a remote-code class not registered here, or not trusted)."""
+    from the config (a remote-code class not registered here, or not trusted). A config it
+    cannot be built from for any other reason (sizes that make no tensor) is a
+    :class:`~maskprep.errors.ConfigError`."""
     import torch
     from transformers import AutoModel
 
@@ -150,6 +165,14 @@ def _skeleton(config: Any, trust_remote_code: bool = False) -> Any:
             return AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, ImportError, TypeError):
         return None
+    except Exception as error:  # a broken config, or the model's own code, may raise anything
+        raise ConfigError(
+            f"{_name(config)}: cannot build the model from its config: {one_line(error)}"
+        ) from None
+
+
+def _name(config: Any) -> str:
+    return str(getattr(config, "name_or_path", "") or getattr(config, "model_type", "model"))
 
 
 def _module_dtype(module: Any) -> str:

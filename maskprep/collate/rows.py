@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import columns
+from ..column_values import int_values, length_value, list_values, outside_ids, row_values
 from ..columns import IGNORE_INDEX
 from ..config import PADDING_SIDES, PaddingSide
 from ..errors import DataError
+from ..token_ids import MAX_TOKEN_ID
 from .documents import documents, first_true, positions_in_segments
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ class RowArrays:
 
 
 def _columns_of(rows: Any) -> dict[str, list[np.ndarray]]:
-    """Each column the collator reads, as a list of per-row 1D arrays (``length``: scalars).
+    """Each column the collator reads, as a list of per-row int64 arrays (``length``: scalars),
+    checked by the one rule of :mod:`maskprep.column_values`.
 
     ``rows`` is a list of row dicts, a dict of columns (a ``datasets`` batch) or an Arrow
     table/batch. Rows of one batch must carry the same columns: rows of two outputs mixed in one
@@ -63,50 +66,64 @@ def _columns_of(rows: Any) -> dict[str, list[np.ndarray]]:
     if hasattr(rows, "schema") and hasattr(rows, "column"):
         return _arrow_columns(rows)
     if isinstance(rows, Mapping) and columns.INPUT_IDS in rows:
-        names = [n for n in _READ if n in rows]
-        return {n: [_int_row(v, n, i) for i, v in enumerate(rows[n])] for n in names}
+        return _dict_columns(rows)
     if not isinstance(rows, Sequence) or not rows or not isinstance(rows[0], Mapping):
         raise DataError(
             "collate needs a non-empty list of rows, a dict of columns or an Arrow table"
         )
     first = [n for n in _READ if n in rows[0]]
     for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataError(f"row {index}: {type(row).__name__}, not a row (a dict of columns)")
         present = [n for n in _READ if n in row]
         if present != first:
             raise DataError(
                 f"row {index} has the columns {', '.join(present)} but row 0 has "
                 f"{', '.join(first)}: rows of different outputs in one batch?"
             )
-    return {n: [_int_row(row[n], n, i) for i, row in enumerate(rows)] for n in first}
+    return {n: [_value(row[n], n, i) for i, row in enumerate(rows)] for n in first}
 
 
-def _int_row(value: Any, name: str, index: int) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"row {index}: {name} is not a list of integers") from None
-    if array.ndim != (0 if name == columns.LENGTH else 1):
-        raise DataError(f"row {index}: {name} has shape {array.shape}, not one value per token")
-    return array
+def _dict_columns(rows: Mapping[str, Any]) -> dict[str, list[np.ndarray]]:
+    """A dict of columns, each a sequence of rows of one length."""
+    names = [n for n in _READ if n in rows]
+    counts = {}
+    for name in names:
+        column = rows[name]
+        if isinstance(column, (str, bytes, Mapping)) or not hasattr(column, "__len__"):
+            raise DataError(f"column {name}: {type(column).__name__}, not a list of rows")
+        counts[name] = len(column)
+    rows_in = counts[columns.INPUT_IDS]
+    if rows_in == 0:
+        raise DataError("collate needs at least one row; the columns hold none")
+    for name, count in counts.items():
+        if count != rows_in:
+            raise DataError(
+                f"column {name} has {count} rows but input_ids has {rows_in}: columns of "
+                "different batches?"
+            )
+    return {n: [_value(v, n, i) for i, v in enumerate(rows[n])] for n in names}
+
+
+def _value(value: Any, name: str, index: int) -> np.ndarray:
+    """One row's value of a column: a list of integers, or one integer for ``length``."""
+    if name == columns.LENGTH:
+        return length_value(value, index)
+    return row_values(value, name, index)
 
 
 def _arrow_columns(table: pa.Table | pa.RecordBatch) -> dict[str, list[np.ndarray]]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    if table.num_rows == 0:
+        raise DataError("collate needs at least one row; the table holds none")
     out: dict[str, list[np.ndarray]] = {}
     for name in _READ:
         if name not in table.schema.names:
             continue
-        column = table.column(name)
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
         if name == columns.LENGTH:
-            out[name] = list(column.to_numpy(zero_copy_only=False).astype(np.int64))
+            out[name] = list(int_values(table.column(name), name))
             continue
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-        values = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-        out[name] = np.split(values, np.cumsum(lengths)[:-1])
+        values, offsets = list_values(table.column(name), name)
+        out[name] = np.split(values.astype(np.int64, copy=False), offsets[1:-1])
     if not out:
         raise DataError(
             "collate needs a non-empty list of rows, a dict of columns or an Arrow table"
@@ -191,6 +208,7 @@ def _check_columns(cols: dict[str, list[np.ndarray]]) -> np.ndarray:
         for i, seq in enumerate(cols.get(name, ())):
             if len(seq) != lengths[i]:
                 raise DataError(f"row {i}: {name} has {len(seq)} values, input_ids {lengths[i]}")
+    _check_ids(cols[columns.INPUT_IDS], cols[columns.LABELS], lengths)
     mask = pad_matrix(cols[columns.ATTENTION_MASK], int(lengths.max()), 0, "right")
     if ((mask != 0) & (mask != 1)).any():
         raise DataError(
@@ -205,6 +223,27 @@ def _check_columns(cols: dict[str, list[np.ndarray]]) -> np.ndarray:
             i = int(np.argmax(stated != real))
             raise DataError(f"row {i}: length is {stated[i]} but the row has {real[i]} real tokens")
     return lengths
+
+
+def _check_ids(ids: list[np.ndarray], labels: list[np.ndarray], lengths: np.ndarray) -> None:
+    """Every input id is a token id and every label a token id or ``IGNORE_INDEX``: nothing else
+    can be looked up in an embedding, whatever the model (the model's own vocabulary is held to
+    by the :class:`~maskprep.collate.Collator` given ``vocab_size``)."""
+    flat_ids = np.concatenate(ids)
+    flat_labels = np.concatenate(labels)
+    for name, flat, bad in (
+        (columns.INPUT_IDS, flat_ids, outside_ids(flat_ids)),
+        (columns.LABELS, flat_labels, outside_ids(flat_labels) & (flat_labels != IGNORE_INDEX)),
+    ):
+        if bad.any():
+            at = int(np.argmax(bad))
+            row = int(np.searchsorted(np.cumsum(lengths), at, side="right"))
+            position = at - int(lengths[:row].sum())
+            what = "a token id" if name == columns.INPUT_IDS else f"{IGNORE_INDEX} or a token id"
+            raise DataError(
+                f"row {row}: {name}: position {position} holds {flat[at]}, not {what} "
+                f"(0 to {MAX_TOKEN_ID})"
+            )
 
 
 def _is_packed(cols: dict[str, list[np.ndarray]], packed: bool | None) -> bool:

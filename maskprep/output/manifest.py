@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import storage
 from .._version import __version__
-from ..config import STRATEGIES, BuildConfig
+from ..config import PADDING_SIDES, STRATEGIES, BuildConfig
 from ..errors import DataError, IOFailure, ManifestError, OutputError
 from ..results import Totals
 from ..shaping.fill import BucketFill, Fill
@@ -212,12 +212,16 @@ class Manifest:
 
 
 def _check_token_ids(manifest: Manifest, path: str) -> None:
-    """The recorded pad and EOS ids are token ids: readers hand them to collators and checks."""
+    """The recorded pad and EOS ids are token ids and the padding side is one: readers hand them
+    to collators and checks."""
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(manifest.tokenizer, name)
         problem = None if value is None else token_id_problem(value)
         if problem is not None:
             raise ManifestError(path, f"tokenizer.{name}", problem)
+    side = manifest.tokenizer.padding_side
+    if side not in PADDING_SIDES:
+        raise ManifestError(path, "tokenizer.padding_side", f"{side!r} is not left or right")
 
 
 def _check_shard_names(shards: tuple[ShardInfo, ...], path: str) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..collate import ModelFacts, model_facts, model_task
+from ..collate.models import check_config_sizes
 from ..errors import ConfigError, first_line, one_line
 from ..hub import check_local
 from .options import VerifyOptions
@@ -117,8 +118,9 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
         raise ConfigError(f"{name}: cannot load the model config: {one_line(error)}") from None
     if getattr(config, "is_encoder_decoder", False):
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
+    check_config_sizes(config)
     if options.num_layers is not None:
-        config.num_hidden_layers = options.num_layers
+        config.num_hidden_layers = _kept_layers(name, config, options.num_layers)
     task = model_task(config)
     if task is None:
         raise ConfigError(
@@ -143,6 +145,15 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
     module = model.to(device).eval()
     facts = model_facts(module)
     return Subject(module, name, _kind(facts, name), device, dtype, facts)
+
+
+def _kept_layers(name: str, config: Any, wanted: int) -> int:
+    """The layers a model built from ``config`` keeps: ``wanted`` cuts it, and may not grow it (a
+    model of 10**30 layers would be built until the memory runs out)."""
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int) and wanted > layers:
+        raise ConfigError(f"{name}: num_layers {wanted} is more than the {layers} layers it has")
+    return wanted
 
 
 def _placement(model: Any) -> tuple[str, str]:

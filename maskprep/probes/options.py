@@ -18,6 +18,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 ROWS_ALL = "all"
 #: Which columns a caller's collate function is handed (see :mod:`maskprep.probes.feed`).
 COLLATE_COLUMNS = ("forward", "all")
+#: The largest seed: torch seeds its generators with an unsigned 64-bit integer.
+MAX_SEED = (1 << 64) - 1
 PROBES = (
     "pad-invariance",
     "unpadded-reference",
@@ -106,8 +108,8 @@ class VerifyOptions:
             )
         if self.longest < 0:
             raise ConfigError(f"longest must be 0 or more, not {self.longest}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be 0 or more, not {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be 0 to {MAX_SEED}, not {self.seed}")
         if self.num_layers is not None and self.num_layers < 1:
             raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
         if self.num_layers is not None and not self.from_config:

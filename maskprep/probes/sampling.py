@@ -13,6 +13,7 @@ import numpy as np
 from .. import columns
 from ..checks.positions import reach_columns, row_reach
 from ..checks.readers import Shard, open_input, shard_batches, shard_columns
+from ..column_values import check_columns
 from ..errors import DataError
 from ..storage.options import StorageOptions
 
@@ -62,6 +63,7 @@ class Sample:
 
     def chunks(self, size: int) -> Iterator[tuple[pa.Table, list[int]]]:
         """The rows in tables of at most ``size`` rows, each with the rows' indices in the data."""
+        size = min(size, max(self.total_rows, 1))  # Arrow takes a C long; the rows are fewer
         if self.table is not None:
             for start in range(0, self.table.num_rows, size):
                 yield self.table.slice(start, size), list(self.row_ids[start : start + size])
@@ -81,6 +83,10 @@ class Sample:
                         f"{first_names[1]}, {shard.name} has {names}"
                     )
                 ids = list(range(start + offset, start + offset + batch.num_rows))
+                try:
+                    check_columns(batch, ids)  # as the sampled rows are checked
+                except DataError as error:
+                    raise DataError(f"{shard.name}: {error}") from None
                 yield pa.Table.from_batches([batch]), ids
             start += int(shard.rows or 0)
 
@@ -137,6 +143,10 @@ def sample_rows(
     longest_ids = far.rows[: min(longest, total)]
     chosen = np.union1d(picked, longest_ids).astype(np.int64)
     table = take_rows(shards, starts, chosen, path)
+    try:
+        check_columns(table, chosen)  # as inspect and the collator check them
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from None
     return Sample(
         source=path,
         table=table,
@@ -165,8 +175,12 @@ def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> _Farthest:
     for shard, start in zip(shards, starts[:-1], strict=False):
         read = reach_columns(shard_columns(shard))
         for offset, batch in shard_batches(shard, SCAN_ROWS, read=read, required=PROBED_COLUMNS):
-            far, real, _ = row_reach(batch)
             ids = np.arange(batch.num_rows, dtype=np.int64) + int(start) + offset
+            try:
+                check_columns(batch, ids)
+            except DataError as error:
+                raise DataError(f"{shard.name}: {error}") from None
+            far, real, _ = row_reach(batch)
             top = int(np.argmax(far))
             if int(far[top]) > reach:
                 reach, reach_row = int(far[top]), int(ids[top])

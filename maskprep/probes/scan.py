@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import columns
+from ..column_values import list_values, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
 from .results import Check
@@ -132,6 +133,8 @@ def _attended(scan: Scan, table: pa.Table, row_ids: list[int], pad_id: int) -> N
     masks = table.column(columns.ATTENTION_MASK).to_pylist()
     for row, (row_ids_, mask) in zip(row_ids, zip(ids, masks, strict=True), strict=True):
         scan.positions += len(row_ids_)
+        if len(row_ids_) != len(mask):
+            continue  # the collator refuses the row, naming it, when the probes feed it
         attended_pad = (np.asarray(row_ids_) == pad_id) & (np.asarray(mask) != 0)
         run = max(_run_length(attended_pad), _run_length(attended_pad[::-1]))
         if run >= 2:
@@ -146,20 +149,13 @@ def _run_length(flags: np.ndarray) -> int:
 
 def _check_vocabulary(table: pa.Table, row_ids: list[int], vocab: int, model: str) -> None:
     """Fail in one line when a token id cannot be looked up in the model's embeddings."""
-    import pyarrow.compute as pc
-
-    ids = table.column(columns.INPUT_IDS)
-    flat = pc.list_flatten(ids)
-    largest, smallest = pc.max(flat).as_py(), pc.min(flat).as_py()
-    if largest is None or (largest < vocab and smallest >= 0):
+    values, offsets = list_values(table.column(columns.INPUT_IDS), columns.INPUT_IDS, row_ids)
+    bad = outside_ids(values, vocab)
+    if not bad.any():
         return
-    per_row = [(max(r), min(r)) if r else (0, 0) for r in ids.to_pylist()]
-    row, bad = next(
-        (i, high if high >= vocab else low)
-        for i, (high, low) in enumerate(per_row)
-        if high >= vocab or low < 0
-    )
+    at = int(np.argmax(bad))
+    row = int(np.searchsorted(offsets, at, side="right")) - 1
     raise DataError(
-        f"row {row_ids[row]}: token id {bad} is outside the {vocab}-id vocabulary of {model}; "
-        f"were the rows built with this model's tokenizer?"
+        f"row {row_ids[row]}: token id {values[at]} is outside the {vocab}-id vocabulary of "
+        f"{model}; were the rows built with this model's tokenizer?"
     )

@@ -21,11 +21,11 @@ the way transformers builds its assistant mask.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,11 @@ from ..sources.sft import Conversation, PromptCompletion
 from .encoder import EncodedDoc, special_frame
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+#: The most bytes of a chat template file read. Real templates are a few KiB (tool-calling ones
+#: some 15 KiB); what is larger is another file, or one that never ends.
+MAX_CHAT_TEMPLATE_BYTES = 1 << 20
 
 
 class _Unusable(Exception):
@@ -64,10 +69,21 @@ def use_chat_template_file(
     """
     location = storage.parse_location(path, options)
     try:
+        # Bounded: a file that never ends (/dev/zero) is read no further than the limit.
         if location.is_local:
-            template = Path(location.path).read_text(encoding="utf-8")
+            with open(location.path, "rb") as handle:
+                data = handle.read(MAX_CHAT_TEMPLATE_BYTES + 1)
         else:
-            template = storage.read_bytes(location).decode("utf-8")
+            data = storage.read_range(location, 0, MAX_CHAT_TEMPLATE_BYTES + 1)
+        if len(data) > MAX_CHAT_TEMPLATE_BYTES:
+            raise ConfigError(
+                f"{path}: chat template is larger than {MAX_CHAT_TEMPLATE_BYTES:,} bytes (1 MiB), "
+                "the most read; is it the template file?"
+            )
+        if location.is_local:  # as Path.read_text reads it: universal newlines
+            template = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8").read()
+        else:
+            template = data.decode("utf-8")
     except storage.StorageFailure as exc:  # the store failed: the same read may work later
         raise IOFailure(f"{path}: cannot read chat template: {exc.detail}") from None
     except storage.StorageError as exc:

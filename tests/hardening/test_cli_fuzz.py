@@ -155,7 +155,11 @@ BUILD_OPTIONS = {
     "--pad-token": (["eos", "<s>", "<unk>"], ["zzz", ""]),
     "--format": (["parquet", "arrow"], []),
     "--shard-rows": COUNTS,
-    "--shard-size": (["1", "1K", "1M"], ["0", "x", "99999999999999999999T", "-3M"]),
+    "--shard-size": (
+        ["1", "1K", "1M"],
+        ["0", "x", "99999999999999999999T", "-3M", "nan", "inf", "9e99", "1e999999999"],
+    ),
+    "--max-record-bytes": (["64K", "1M", "1e3"], ["nan", "-inf", "9e99", "0.5", "x"]),
     "--batch-size": COUNTS,
     "--train-on": (["assistant", "last-assistant", "all"], []),
     "--num-shards": COUNTS,

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +21,7 @@ from .helpers import (
     assert_clean_failure,
     assert_ok,
     build_args,
+    child_env,
     cli,
     lines,
     start,
@@ -134,3 +136,119 @@ def test_reference_build_has_rejects(reference):
     """The signal tests compare rejects too: make sure there are some."""
     rejects = [json.loads(line) for line in reference[REJECTS].splitlines()]
     assert len(rejects) == 8
+
+
+# ----------------------------------------------------------------------------- SIGINT at start-up
+
+#: The one line a SIGINT leaves on stderr, whenever it comes.
+ABORTED = "Aborted: interrupted (SIGINT)"
+#: Imports on the way from the program's start to a finished build: the handler of
+#: maskprep.launch covers the first ones, the command's own handler the later ones.
+IMPORT_POINTS = [
+    "maskprep.cli",
+    "click",
+    "maskprep.config",
+    "maskprep.cli.build",
+    "maskprep.pipeline",
+    "pyarrow",
+    "tokenizers",
+    "maskprep.shaping",
+]
+#: A child that sends itself SIGINT the moment it is about to import ``sys.argv[1]``, then runs
+#: ``maskprep`` as the console script does.
+TRIPWIRE = """
+import os, signal, sys
+target = sys.argv[1]
+class Tripwire:
+    def find_spec(self, name, path=None, target_=None):
+        if name == target:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Tripwire())
+sys.argv = ["maskprep", *sys.argv[2:]]
+from maskprep.launch import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module", IMPORT_POINTS)
+def test_sigint_while_importing_exits_130_without_a_traceback(
+    tmp_path, jsonl_60, llama_like, module
+):
+    out = tmp_path / "out"
+    args = build_args(jsonl_60, llama_like, out, "--no-tokenizer-cache")
+    child = subprocess.run(
+        [sys.executable, "-c", TRIPWIRE, module, *map(str, args)],
+        capture_output=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    stderr = child.stderr.decode("utf-8", "replace")
+    assert child.returncode == 130, f"exit {child.returncode}: {stderr[-1500:]}"
+    assert stderr.splitlines() == [ABORTED]
+    assert not (out / MANIFEST).exists()
+
+
+def test_the_tripwire_trips_only_on_an_import_the_build_makes(tmp_path, jsonl_60, llama_like):
+    """The negative control: a module the build never imports lets it finish."""
+    args = build_args(jsonl_60, llama_like, tmp_path / "out")
+    child = subprocess.run(
+        [sys.executable, "-c", TRIPWIRE, "no.such.module", *map(str, args)],
+        capture_output=True,
+        env=child_env(),
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr.decode()[-1500:]
+
+
+#: Seconds after the start at which SIGINT is sent: the interpreter's own start-up, the imports,
+#: the command. The last ones are past any start-up on this machine, however loaded.
+DELAYS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("delay", DELAYS)
+def test_sigint_at_any_early_moment_exits_130_or_dies_by_it(tmp_path, jsonl_60, llama_like, delay):
+    """Before maskprep's first line runs, the interpreter's start-up is exposed: SIGINT kills it
+    (the shell shows 130 either way) or interrupts ``site`` with a traceback of the
+    interpreter's own. From maskprep's first line on: exit 130, one line, no traceback."""
+    out = tmp_path / "out"
+    child = start(*build_args(jsonl_60, llama_like, out), stdin=subprocess.DEVNULL)
+    time.sleep(delay)
+    child.send_signal(signal.SIGINT)
+    _, stderr_bytes = child.communicate(timeout=120)
+    stderr = stderr_bytes.decode("utf-8", "replace")
+    if child.returncode == 0:
+        return  # finished before the signal came (a fast machine at the last delays)
+    frames = [line.strip() for line in stderr.splitlines() if line.strip().startswith("File ")]
+    if child.returncode == -signal.SIGINT and not frames:
+        assert delay < 0.5, "the interpreter was still starting after half a second?"
+        return  # killed before the interpreter installed its handler: no output at all
+    if frames:
+        # Only the interpreter's start-up (site, .pth files, runpy) and the bodies of the
+        # modules imported before maskprep.launch.main runs may show in one.
+        ours = [
+            f for f in frames if any(p in f for p in ("/maskprep/", "/click/", 'bin/maskprep"'))
+        ]
+        inside = [f for f in ours if not (f.endswith("in <module>") and _before_main(f))]
+        assert not inside, stderr[-3000:]
+        assert delay < 0.5, stderr[-3000:]
+        return
+    assert child.returncode == 130, f"exit {child.returncode}: {stderr[-1500:]}"
+    assert stderr.splitlines() == [ABORTED]
+
+
+def _before_main(frame: str) -> bool:
+    """Whether a traceback frame is one that runs before maskprep.launch.main: the package's
+    ``__init__`` and ``__main__``, the launch module's body, the console script."""
+    return any(
+        part in frame
+        for part in (
+            'maskprep/__init__.py"',
+            'maskprep/__main__.py"',
+            'maskprep/launch.py"',
+            'bin/maskprep"',
+        )
+    )
