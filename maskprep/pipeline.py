@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from . import columns, storage
 from .config import BuildConfig, RejectLimit
+from .contract import ShardContract
 from .errors import BadRecordError, DataError
 from .output.directory import Action
 from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
@@ -225,10 +226,14 @@ def _build_locked(
     fill = FillStats.for_shape(config.shape)
     output.begin()
     packed = config.shape.strategy == "pack"
+    # Every shard carries what its rows are, for readers that get it without the manifest.
+    schema = columns.schema(packed=packed).with_metadata(
+        ShardContract.of_build(config, info).metadata()
+    )
     writer = ShardWriter(
         output.target,
         config.output,
-        columns.schema(packed=packed),
+        schema,
         existing=output.existing_shards,
         keepalive=output.keepalive,
     )

@@ -411,12 +411,19 @@ def test_planted_defect_fails_the_right_check(out, what, plant, expected):
 
 
 def test_planted_defect_found_without_a_manifest(out, tmp_path):
-    """The same defects in a lone shard: the pad id and width are inferred from the data."""
+    """The same defects in a lone shard that carries no metadata (another tool's): the pad id
+    and width are inferred from the data."""
     path = tmp_path / "lone.parquet"
+    shutil.copy(shard(out), path)
+    rewrite(path, _wrong_pad_id, columns.schema())
+    result = maskprep.inspect(str(path))
+    assert result.build is None and result.layout.pad_id_source == "inferred"
+    assert failing(result) == {"padding_holds_pad_id": (2, (1, 6))}
+    # The same shard as maskprep wrote it says its pad id itself: nothing is inferred.
     shutil.copy(shard(out), path)
     rewrite(path, _wrong_pad_id)
     result = maskprep.inspect(str(path))
-    assert result.build is None and result.layout.pad_id_source == "inferred"
+    assert result.layout.pad_id_source == "shard metadata"
     assert failing(result) == {"padding_holds_pad_id": (2, (1, 6))}
 
 
