@@ -178,6 +178,7 @@ def test_build_output_passes_and_matches_the_manifest(built):
         "document_start_label",
         "pad_fraction",
         "label_fraction",
+        "pad_attended_at_edge",  # pad == EOS here: a real EOS ends the run
     }
     totals = read_manifest(built).as_dict()["totals"]
     s = result.stats
@@ -209,8 +210,8 @@ BUILDS = {
     "pad left, arrow, 3 rows a shard": {"padding_side": "left", "format": "arrow", "shard_rows": 3},
     "pad, split windows": {"overflow": "split", "stride": 2, "max_length": 12},
     "bucket": {"strategy": "bucket", "buckets": (8, 16, 32)},
-    "pack greedy": {"strategy": "pack", "max_length": 96},
-    "pack bfd": {"strategy": "pack", "max_length": 96, "pack_algorithm": "bfd"},
+    "pack greedy": {"strategy": "pack", "max_length": 96, "pack_algorithm": "greedy"},
+    "pack bfd": {"strategy": "pack", "max_length": 96},
     "none": {"strategy": "none"},
 }
 

@@ -221,7 +221,8 @@ def test_plain_pad_outputs_with_eos_are_no_false_alarm(
     output = build(config).output
     result = maskprep.inspect(str(output))
     assert _check(result, "undeclared_packs").status == "pass"
-    assert _check(result, "pad_attended_at_edge").status == "pass"
+    # pad == EOS: the token before the padding is the document's own EOS, not judged.
+    assert _check(result, "pad_attended_at_edge").status == ("skip" if pad_token else "pass")
     assert result.passes(strict=True), result.failures(strict=True)
 
 
@@ -365,13 +366,20 @@ def test_pad_equal_to_eos_does_not_warn_for_a_real_eos_at_the_end() -> None:
         "attention_mask": [1, 1, 1, 0, 0],
         "labels": [5, 6, EOS, I, I],
     }
-    assert _edge([row], pad_id=EOS, eos_id=EOS).status == "pass"
+    check = _edge([row], pad_id=EOS, eos_id=EOS)
+    assert (check.status, check.unknown) == ("skip", None)  # does not apply: strict passes
+    assert check.detail == "pad id 2 is EOS: the token next to a row's padding may be a real EOS"
     # The same row where EOS is not the pad id: a pad (3) at the end of the run is still caught.
     planted = {**row, "input_ids": [5, 6, PAD, PAD, PAD]}
     assert _edge([planted], pad_id=PAD, eos_id=EOS).status == "warn"
-    # A left-padded row opening with BOS == pad id, or EOS == pad id, is not judged either.
+    # A left-padded row opening with BOS == pad id is not judged; its right-padded rows are.
     left = {"input_ids": [BOS, BOS, 5, 6], "attention_mask": [0, 1, 1, 1], "labels": [I, I, 5, 6]}
-    assert _edge([left], pad_id=BOS, eos_id=EOS, bos_id=BOS).status == "pass"
+    check = _edge([left], pad_id=BOS, eos_id=EOS, bos_id=BOS)
+    assert check.status == "pass" and check.detail.endswith(
+        "(left-padded rows not judged: it is BOS)"
+    )
+    right = {"input_ids": [5, 6, BOS, BOS], "attention_mask": [1, 1, 1, 0], "labels": [5, 6, I, I]}
+    assert _edge([left, right], pad_id=BOS, eos_id=EOS, bos_id=BOS).rows == (1,)
 
 
 def test_pad_at_the_edge_with_the_eos_id_unknown_is_not_run() -> None:

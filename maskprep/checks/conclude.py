@@ -232,8 +232,15 @@ def _pad_attended_at_edge(data: Gathered, layout: Layout, hints: LayoutHints) ->
     if pad is None:
         return _result(PAD_ATTENDED_AT_EDGE, Offenders(data.listed), "no padded row to judge")
     eos, bos = layout.eos_id, hints.bos_id
-    end = data.edge_end.of(pad) if pad != eos else Offenders(data.listed)
-    start = data.edge_start.of(pad) if pad not in (eos, bos) else Offenders(data.listed)
+    judge_end, judge_start = pad != eos, pad not in (eos, bos)
+    if not judge_end:
+        # Then pad == EOS, and so neither edge can be judged.
+        return _skip(
+            PAD_ATTENDED_AT_EDGE,
+            f"pad id {pad} is EOS: the token next to a row's padding may be a real EOS",
+        )
+    end = data.edge_end.of(pad)
+    start = data.edge_start.of(pad) if judge_start else Offenders(data.listed)
     bad = end.merged(start)  # a row is padded on one side only
     if bad.count and eos is None and not hints.no_eos:
         return _skip(
@@ -246,6 +253,7 @@ def _pad_attended_at_edge(data: Gathered, layout: Layout, hints: LayoutHints) ->
         "mask marks a pad as real (a left-padded row's first real tokens see it)"
         if bad.count
         else f"no padded row attends pad id {pad} next to its padding"
+        + ("" if judge_start else " (left-padded rows not judged: it is BOS)")
     )
     return _result(PAD_ATTENDED_AT_EDGE, bad, detail)
 
