@@ -410,3 +410,22 @@ def test_pad_attended_at_edge_in_a_real_left_padded_build(tmp_path, with_pad, co
     check = _check(result, "pad_attended_at_edge")
     assert (check.status, check.rows) == ("warn", (padded,))
     assert not result.passes(strict=True)
+
+
+def test_verify_and_the_collator_refuse_a_declared_pack_that_lost_its_columns(packs, tmp_path):
+    from maskprep import DataError
+    from maskprep.collate import Collator
+    from maskprep.probes.sampling import sample_rows
+
+    stripped = _strip(_shard(packs["pad3"]), tmp_path / "stripped.parquet", keep_metadata=True)
+    expected = (
+        f"{stripped}: declared packed rows, but seq_lens and position_ids are gone (dropped by a "
+        "pipeline?): the documents of a row cannot be kept apart; restore both columns or rebuild"
+    )
+    for read in (
+        lambda: sample_rows(str(stripped), 4, 0, 0),
+        lambda: Collator.for_output(stripped),
+    ):
+        with pytest.raises(DataError) as raised:
+            read()
+        assert str(raised.value) == expected

@@ -82,11 +82,17 @@ def _stripped(shards: Sequence[Shard], contract: ShardContract) -> tuple[str, ..
 
 def refuse_conflicts(shards: Sequence[Shard], found: Declared) -> None:
     """Raise :class:`~maskprep.errors.DataError` for the first shard whose metadata contradicts
-    its manifest (readers that act on the facts: verify, the collator)."""
-    if not found.conflicts:
-        return
-    number = min(found.conflicts)
-    raise DataError(
-        f"{shards[number].name}: its {found.conflicts[number]}; not the shard this build wrote "
-        "(copied in from another output?)"
-    )
+    its manifest, or that is declared a pack and lost its pack columns (readers that act on the
+    facts: verify, the collator)."""
+    if found.conflicts:
+        number = min(found.conflicts)
+        raise DataError(
+            f"{shards[number].name}: its {found.conflicts[number]}; not the shard this build "
+            "wrote (copied in from another output?)"
+        )
+    if found.stripped:
+        raise DataError(
+            f"{found.stripped[0]}: declared packed rows, but seq_lens and position_ids are gone "
+            "(dropped by a pipeline?): the documents of a row cannot be kept apart; restore both "
+            "columns or rebuild"
+        )
