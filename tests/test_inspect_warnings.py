@@ -10,10 +10,13 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_config, write_jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import maskprep
 from maskprep import SFTConfig, build, columns, read_manifest
@@ -429,3 +432,51 @@ def test_verify_and_the_collator_refuse_a_declared_pack_that_lost_its_columns(pa
         with pytest.raises(DataError) as raised:
             read()
         assert str(raised.value) == expected
+
+
+def _several_by_hand(ids, mask, labels, eos, bos) -> bool:
+    """The rule of undeclared_packs for one row, written plainly."""
+    real = [i for i, m in enumerate(mask) if m]
+    if not real:
+        return False
+    inside = [i for i in real if i - 1 in real and i + 1 in real]
+    ends = {i for i in inside if ids[i] == eos}
+    opens = {i for i in inside if bos is not None and ids[i] == bos}
+    if not ends and not opens:
+        return False
+    starts = {i for i in real if i - 1 not in real} | {i + 1 for i in ends} | opens
+    return all(labels[i] != I or i in starts for i in real)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.lists(st.sampled_from([EOS, BOS, 5, 6]), min_size=0, max_size=9),
+            st.integers(0, 3),  # padding
+            st.sampled_from(["right", "left"]),
+            st.lists(st.booleans(), min_size=12, max_size=12),  # trained flags
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    bos=st.sampled_from([None, BOS, EOS]),
+)
+def test_several_documents_matches_the_rule_written_plainly(rows, bos) -> None:
+    from maskprep.checks.analysis import ScanFacts, analyse
+
+    table, expected = [], []
+    for real_ids, pad, side, trained in rows:
+        mask = [1] * len(real_ids) + [0] * pad
+        ids = real_ids + [PAD] * pad
+        if side == "left":
+            mask, ids = mask[::-1], [PAD] * pad + real_ids
+        labels = [
+            t if m and trained[i] else I for i, (t, m) in enumerate(zip(ids, mask, strict=True))
+        ]
+        table.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+        expected.append(_several_by_hand(ids, mask, labels, EOS, bos))
+    (part,) = analyse(
+        _table(table).to_batches()[0], np.arange(len(table)), ScanFacts(EOS, PAD, bos)
+    )
+    assert part.several_documents.tolist() == expected

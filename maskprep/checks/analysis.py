@@ -342,26 +342,48 @@ def _several_documents(
     strictly inside the row's real run; plain text trains every real token but the first of
     each document, which a pack leaves untrained. Prompt/completion and chat rows, whose
     untrained prompts and user turns lie inside documents, are not flagged: a turn of a chat may
-    end with EOS. A BOS that doubles as EOS opening the row (GPT-2) ends nothing."""
-    n = len(ids)
-    nothing = np.zeros(len(offsets) - 1, bool)
-    if (facts.eos_id is None and facts.bos_id is None) or n == 0:
-        return nothing
-    starts = row_starts(offsets)
-    ends = offsets[1:][offsets[1:] > offsets[:-1]] - 1
-    prev_real = np.zeros(n, bool)
-    next_real = np.zeros(n, bool)
-    prev_real[1:] = real_pos[:-1]
-    next_real[:-1] = real_pos[1:]
-    prev_real[starts] = False
-    next_real[ends] = False
-    inner = real_pos & prev_real & next_real
-    ends_doc = inner & (ids == facts.eos_id) if facts.eos_id is not None else np.zeros(n, bool)
-    opens_doc = inner & (ids == facts.bos_id) if facts.bos_id is not None else np.zeros(n, bool)
-    doc_start = (real_pos & ~prev_real) | opens_doc
-    doc_start[1:] |= ends_doc[:-1]  # an inner EOS is never a row's last position
-    untrained_inside = real_pos & ~trained_pos & ~doc_start
-    return segment_any(ends_doc | opens_doc, offsets) & ~segment_any(untrained_inside, offsets)
+    end with EOS. A BOS that doubles as EOS opening the row (GPT-2) ends nothing.
+
+    Worked on the few positions that matter (real EOS and BOS, untrained real tokens), not on
+    every position: a batch without a document boundary inside a row costs two comparisons."""
+    rows = np.zeros(len(offsets) - 1, bool)
+    ends, _ = _inside_runs(ids, offsets, real_pos, facts.eos_id)
+    opens, _ = _inside_runs(ids, offsets, real_pos, facts.bos_id)
+    if not (ends.size or opens.size):
+        return rows
+    rows[np.searchsorted(offsets, np.concatenate((ends, opens)), side="right") - 1] = True
+    # Untrained real tokens, unless they open a document (the first of a run, the token after
+    # an inner EOS, an inner BOS): a prompt, a user turn.
+    loose = np.flatnonzero(real_pos & ~trained_pos)
+    row = np.searchsorted(offsets, loose, side="right") - 1
+    run_start = (loose == offsets[row]) | ~real_pos[np.maximum(loose - 1, 0)]
+    opening = run_start | _members(loose - 1, ends) | _members(loose, opens)
+    rows[row[~opening]] = False
+    return rows
+
+
+def _inside_runs(
+    ids: np.ndarray, offsets: np.ndarray, real_pos: np.ndarray, token: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions (sorted) of ``token`` strictly inside a row's real run (a real token on
+    both sides, in the same row), and their rows."""
+    none = np.zeros(0, np.int64)
+    if token is None or not len(ids):
+        return none, none
+    at = np.flatnonzero((ids == token) & real_pos)
+    row = np.searchsorted(offsets, at, side="right") - 1
+    inside = (at > offsets[row]) & (at < offsets[row + 1] - 1)
+    at, row = at[inside], row[inside]
+    inside = real_pos[at - 1] & real_pos[at + 1]
+    return at[inside], row[inside]
+
+
+def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Per value: whether it is in ``sorted_set`` (ascending)."""
+    if not sorted_set.size:
+        return np.zeros(len(values), bool)
+    slot = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[slot] == values
 
 
 def _value_holes(
