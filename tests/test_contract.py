@@ -126,6 +126,12 @@ def test_a_shard_copied_away_still_says_what_it_is(outputs, name, tmp_path, runn
     assert facts == sample_rows(str(outputs[name]), 4, 1, 0).facts
     assert facts.pad_id == PAD and facts.packed is (name == "pack")
 
+
+@pytest.mark.parametrize("name", ["pack", "pad"])
+def test_the_collator_of_a_shard_alone_is_the_output_s(outputs, name, tmp_path) -> None:
+    pytest.importorskip("torch", reason="needs the verify extra (torch)")
+    lone = tmp_path / _shard(outputs[name]).name
+    shutil.copy(_shard(outputs[name]), lone)
     from_dir = Collator.for_output(outputs[name], causal=True)
     from_shard = Collator.for_output(lone, causal=True)
     assert from_shard == from_dir
@@ -153,6 +159,7 @@ def test_a_foreign_shard_without_metadata_is_inferred_as_before(outputs, tmp_pat
     )
     assert result.layout.pad_id == PAD and result.ok
     assert sample_rows(str(foreign), 4, 0, 0).facts == maskprep.probes.sampling.DataFacts()
+    pytest.importorskip("torch", reason="the collator needs the verify extra (torch)")
     collator = Collator.for_output(foreign, causal=True)
     assert (collator.pad_id, collator.padding_side, collator.packed) == (None, None, None)
     # ... and pads from what the rows show.
