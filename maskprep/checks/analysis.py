@@ -347,8 +347,8 @@ def _several_documents(
     Worked on the few positions that matter (real EOS and BOS, untrained real tokens), not on
     every position: a batch without a document boundary inside a row costs two comparisons."""
     rows = np.zeros(len(offsets) - 1, bool)
-    ends, _ = _inside_runs(ids, offsets, real_pos, facts.eos_id)
-    opens, _ = _inside_runs(ids, offsets, real_pos, facts.bos_id)
+    ends = _inside_runs(ids, offsets, real_pos, facts.eos_id)
+    opens = _inside_runs(ids, offsets, real_pos, facts.bos_id)
     if not (ends.size or opens.size):
         return rows
     rows[np.searchsorted(offsets, np.concatenate((ends, opens)), side="right") - 1] = True
@@ -364,18 +364,15 @@ def _several_documents(
 
 def _inside_runs(
     ids: np.ndarray, offsets: np.ndarray, real_pos: np.ndarray, token: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flat positions (sorted) of ``token`` strictly inside a row's real run (a real token on
-    both sides, in the same row), and their rows."""
-    none = np.zeros(0, np.int64)
+) -> np.ndarray:
+    """Flat positions (sorted) of ``token`` strictly inside a row's real run: a real token on
+    both sides, in the same row."""
     if token is None or not len(ids):
-        return none, none
+        return np.zeros(0, np.int64)
     at = np.flatnonzero((ids == token) & real_pos)
     row = np.searchsorted(offsets, at, side="right") - 1
-    inside = (at > offsets[row]) & (at < offsets[row + 1] - 1)
-    at, row = at[inside], row[inside]
-    inside = real_pos[at - 1] & real_pos[at + 1]
-    return at[inside], row[inside]
+    at = at[(at > offsets[row]) & (at < offsets[row + 1] - 1)]
+    return at[real_pos[at - 1] & real_pos[at + 1]]
 
 
 def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
