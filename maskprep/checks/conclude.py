@@ -210,10 +210,9 @@ def _undeclared_packs(data: Gathered, layout: Layout, hints: LayoutHints) -> Che
         if hints.no_eos:
             return _skip(UNDECLARED_PACKS, "the tokenizer has no EOS or BOS to see documents by")
         return _skip(UNDECLARED_PACKS, "EOS id unknown", unknown="EOS id")
-    marks = " or ".join(
-        [f"ended by EOS ({eos})"] * (eos is not None)
-        + [f"started by BOS ({bos})"] * (bos is not None)
-    )
+    ended = [f"ended by EOS ({eos})"] if eos is not None else []
+    started = [f"started by BOS ({bos})"] if bos is not None else []
+    marks = " or ".join(ended + started)
     bad = data.several_documents
     detail = (
         f"rows hold several documents ({marks}) trained as plain text, but no seq_lens or "
