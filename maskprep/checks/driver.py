@@ -1,11 +1,13 @@
 """``maskprep.inspect``: statistics, invariant checks and a decoded view of shards.
 
 The input is a build output directory (its manifest lists the shards and records the strategy,
-tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. Shards from other
-tools work too when they have the contract's columns; what a manifest would have said is then
-inferred from the data. Rows stream through :func:`~.analysis.analyse` in batches into
-:class:`~.gathered.Gathered`, so memory stays bounded by the batch size (and the number of
-distinct row widths and token ids), not by the rows, and Arrow files are memory-mapped.
+tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. A maskprep shard
+read without its manifest says the same in its schema metadata (:mod:`maskprep.contract`, read by
+:mod:`.declared`). Shards from other tools work too when they have the contract's columns; what a
+manifest would have said is then inferred from the data. Rows stream through
+:func:`~.analysis.analyse` in batches into :class:`~.gathered.Gathered`, so memory stays bounded
+by the batch size (and the number of distinct row widths and token ids), not by the rows, and
+Arrow files are memory-mapped.
 """
 
 from __future__ import annotations
