@@ -8,13 +8,15 @@ In one invocation, on the same corpora and tokenizer, each pipeline runs as its 
   then ``to_parquet``;
 - ``loop``: a plain Python loop, ``tokenizer(batch, padding="max_length")``, NumPy labels,
   ``pyarrow.parquet.ParquetWriter`` (zstd);
-- ``maskprep pad|bucket|pack``: ``maskprep build`` end to end. These use a tokenizer cache
-  (``--tokenizer-cache``) that the bench fills before measuring (a fresh one per invocation,
-  under ``--workdir``), as every build after the first one with a cache does; ``maskprep pad
-  cold`` runs without a cache (the default): what a build pays to load the tokenizer through
-  transformers; ``maskprep pad s3``: input and output on an S3-protocol server (moto, started on
-  loopback by the bench, ``tests/s3_server.py``), the same build reading ``s3://bench/CORPUS``
-  and writing ``s3://bench/…/`` (the server shares the machine's CPUs with the build).
+- ``maskprep pad|bucket|pack``: ``maskprep build`` end to end (``maskprep pack greedy`` and
+  ``maskprep pack bfd`` name the packing algorithm; ``maskprep pack`` takes the default).
+  These use a tokenizer cache (``--tokenizer-cache``) that the bench fills before measuring
+  (a fresh one per invocation, under ``--workdir``), as every build after the first one with a
+  cache does; ``maskprep pad cold`` runs without a cache (the default): what a build pays to
+  load the tokenizer through transformers; ``maskprep pad s3``: input and output on an
+  S3-protocol server (moto, started on loopback by the bench, ``tests/s3_server.py``), the same
+  build reading ``s3://bench/CORPUS`` and writing ``s3://bench/…/`` (the server shares the
+  machine's CPUs with the build).
 
 Real tokens are the non-pad tokens of the padded output (the same for every pipeline: each keeps
 every document, truncated to ``--max-length``). Each pipeline runs on the corpus (1x) and on
@@ -219,6 +221,12 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
             str(args.max_length),
             "--strategy",
             parts[1],
+            *[
+                arg
+                for word in parts[2:]
+                if word in ("greedy", "bfd")
+                for arg in ("--pack-algorithm", word)
+            ],
             "-o",
             target,
             "--overwrite",

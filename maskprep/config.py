@@ -98,6 +98,27 @@ def parse_reject_limit(text: str) -> RejectLimit:
         ) from None
 
 
+def parse_share(text: str, what: str = "share of tokens") -> float:
+    """Parse a share given as a percentage (``5%``, ``0.5%``) or a fraction (``0.05``) into a
+    fraction from 0 to 1. A bare number above 1 is refused rather than guessed at: ``5`` could
+    mean 5 % or nothing sensible."""
+    cleaned = text.strip()
+    percent = cleaned.endswith("%")
+    try:
+        value = float(cleaned[:-1] if percent else cleaned)
+    except ValueError:
+        value = float("nan")
+    share = value / 100 if percent else value
+    if not 0.0 <= share <= 1.0:  # NaN and infinities too
+        range_ = "from 0% to 100%" if percent else "from 0 to 1"
+        hint = f" (did you mean {cleaned}%?)" if not percent and 1 < value <= 100 else ""
+        raise ConfigError(
+            f"cannot read {text!r} as a {what}: give a percentage (5%) or a fraction (0.05) "
+            f"{range_}{hint}"
+        )
+    return share
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """Where records come from and how to read them.
@@ -140,7 +161,9 @@ class TokenizerConfig:
     ``pad_token`` is ``None`` (use the tokenizer's), ``"eos"`` (reuse EOS, the Llama habit) or a
     token already in the vocabulary. ``padding_side`` ``None`` means the tokenizer's own.
     ``add_eos`` ``None`` means: append EOS after prompt/completion records' completions, not
-    after plain documents or chat records (whose template ends every turn itself).
+    after chat records (whose template ends every turn itself), nor after plain documents,
+    except those packed (see :attr:`BuildConfig.resolved_tokenizer`: packed documents must end
+    where the next one starts).
     """
 
     name_or_path: str
@@ -167,7 +190,11 @@ class ShapeConfig:
     resolved here to a sorted tuple ending at ``max_length`` (default: powers of two from 64 below
     ``max_length``, then ``max_length``). ``pack_algorithm`` and ``pack_window`` (strategy ``pack``)
     choose how documents are grouped into rows; ``pack_window`` is the least number of documents
-    best-fit decreasing sees at once.
+    best-fit decreasing sees at once. ``pack_algorithm`` unset is best-fit decreasing (see
+    :attr:`resolved_pack_algorithm`). ``max_truncated`` (a fraction, 0 to 1) fails the build when
+    more than that share of the tokens read is lost to ``overflow`` (cut by truncation or dropped
+    with their documents); a guard that changes no build within it, so the manifest does not
+    record it.
     """
 
     max_length: int
@@ -175,11 +202,16 @@ class ShapeConfig:
     overflow: Overflow = "truncate"
     stride: int = 0
     buckets: tuple[int, ...] | None = None
-    pack_algorithm: PackAlgorithm = "greedy"
+    pack_algorithm: PackAlgorithm | None = None
     pack_window: int = DEFAULT_PACK_WINDOW
+    max_truncated: float | None = None
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGIES)
+        limit = self.max_truncated
+        if limit is not None and (isinstance(limit, bool) or not 0.0 <= limit <= 1.0):
+            # Also refuses NaN, which compares false with everything.
+            raise ConfigError(f"max_truncated must be a fraction from 0 to 1, not {limit!r}")
         _check_choice("overflow", self.overflow, OVERFLOWS)
         if self.max_length < 1:
             raise ConfigError(f"max_length must be at least 1, not {self.max_length}")
@@ -192,10 +224,13 @@ class ShapeConfig:
             raise ConfigError(f"stride must not be negative, not {self.stride}")
         if self.stride and self.overflow != "split":
             raise ConfigError("stride only applies when overflow is 'split'")
-        _check_choice("pack_algorithm", self.pack_algorithm, PACK_ALGORITHMS)
+        if self.pack_algorithm is not None:
+            _check_choice("pack_algorithm", self.pack_algorithm, PACK_ALGORITHMS)
         if self.pack_window < 1:
             raise ConfigError(f"pack_window must be at least 1, not {self.pack_window}")
-        packing_changed = (self.pack_algorithm, self.pack_window) != ("greedy", DEFAULT_PACK_WINDOW)
+        packing_changed = (
+            self.pack_algorithm not in (None, "greedy") or self.pack_window != DEFAULT_PACK_WINDOW
+        )
         if self.strategy != "pack" and packing_changed:
             raise ConfigError(
                 "pack_algorithm and pack_window only apply to strategy 'pack', "
@@ -206,6 +241,16 @@ class ShapeConfig:
             object.__setattr__(self, "buckets", resolve_buckets(self.buckets, self.max_length))
         elif self.buckets is not None:
             raise ConfigError(f"buckets only apply to strategy 'bucket', not {self.strategy!r}")
+
+    @property
+    def resolved_pack_algorithm(self) -> PackAlgorithm:
+        """The packing algorithm a build uses: ``pack_algorithm``, or, unset, best-fit
+        decreasing for strategy ``pack`` (it fills rows far better at about the same cost: see
+        bench/README.md) and ``greedy`` for the others (no packing; what their manifests have
+        always recorded)."""
+        if self.pack_algorithm is not None:
+            return self.pack_algorithm
+        return "bfd" if self.strategy == "pack" else "greedy"
 
 
 def resolve_buckets(buckets: tuple[int, ...] | None, max_length: int) -> tuple[int, ...]:
@@ -359,16 +404,29 @@ class BuildConfig:
         if self.sft is not None:
             _check_sft_combination(self)
 
+    @property
+    def resolved_tokenizer(self) -> TokenizerConfig:
+        """:attr:`tokenizer` as the build applies it: ``add_eos`` unset is turned on for plain
+        documents packed (strategy ``pack``): without EOS the documents of a row run into each
+        other and the model never sees where one ends. What the build encodes with, what the
+        manifest records and what the tokenizer cache is keyed by."""
+        if self.shape.strategy == "pack" and self.sft is None and self.tokenizer.add_eos is None:
+            return dataclasses.replace(self.tokenizer, add_eos=True)
+        return self.tokenizer
+
     def to_manifest(self) -> dict[str, Any]:
         """The resolved configuration as it goes into the manifest (the output path is left out,
         so a build moved elsewhere still compares equal)."""
         data = dataclasses.asdict(self)
+        data["tokenizer"] = dataclasses.asdict(self.resolved_tokenizer)
+        data["shape"]["pack_algorithm"] = self.shape.resolved_pack_algorithm
         data["output"].pop("directory")
         data["output"].pop("overwrite")
         data["output"].pop("resume")
         # Guards against hostile or broken input: they change no build that stays within them.
         data["source"].pop("max_record_bytes")
         data["source"].pop("max_rejects")
+        data["shape"].pop("max_truncated")
         # Recorded in the manifest's own "part" entry, so the parts of one build share a config.
         data.pop("part")
         data["source"]["inputs"] = list(self.source.inputs)

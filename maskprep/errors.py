@@ -46,6 +46,8 @@ class Option:
     def __str__(self) -> str:
         if self.value is None:
             return f"{self.field}=True"
+        if self.value == "False":  # a switch turned off
+            return f"{self.field}=False"
         return f"{self.field}={self.value!r}"
 
 

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from . import columns, storage
 from .config import BuildConfig, RejectLimit
+from .contract import ShardContract
 from .errors import BadRecordError, DataError
 from .output.directory import Action
 from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
@@ -27,7 +28,7 @@ from .output.manifest import Manifest, Part, RecordedConfig, manifest_problems
 from .output.rejects import RejectsWriter
 from .output.session import OutputRequest, OutputSession, write_failures
 from .output.shards import ShardInfo, ShardWriter
-from .results import BuildResult, Progress, Totals
+from .results import BuildResult, LostTokens, Progress, Totals
 from .shaping.fill import Fill, FillStats
 from .shaping.fit import check_room, split_trainable
 from .shaping.shaper import Shaper, make_shaper
@@ -60,15 +61,16 @@ def build(
     a :class:`~maskprep.errors.BadRecordError` at the first bad record under the ``fail`` policy,
     or, under ``skip``, a :class:`RejectsPastLimit` once more records are rejected than
     ``config.source.max_rejects`` allows (a count as soon as it is passed, a percentage once the
-    input is read). On an error the shards this call wrote are removed and no manifest is
-    written, so nothing left behind looks finished; past ``max_rejects`` the rejects file is kept
-    to say why, and an output this call was to overwrite is left as it was (the failed build's
-    rejects go with its staging). Interrupted (``KeyboardInterrupt``, or any exception that is
-    not an ``Exception``, such as a signal turned into one), it keeps its complete shards as a
-    kill would, for ``config.output.resume`` to reuse, and removes its temporary files.
-    ``tokenizer`` is the tokenizer
-    ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building several parts
-    loads it once).
+    input is read), and a :class:`TruncationPastLimit` when more of the tokens read were lost to
+    overflow than ``config.shape.max_truncated`` allows. On an error the shards this call wrote
+    are removed and no manifest is written, so nothing left behind looks finished; past
+    ``max_rejects`` the rejects file is kept to say why, and an output this call was to overwrite
+    is left as it was (the failed build's rejects go with its staging). Interrupted
+    (``KeyboardInterrupt``, or any exception that is not an ``Exception``, such as a signal
+    turned into one), it keeps its complete shards as a kill would, for
+    ``config.output.resume`` to reuse, and removes its temporary files. ``tokenizer`` is the
+    tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
+    several parts loads it once).
 
     ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
     transformers once an earlier build has cached that tokenizer (see
@@ -143,6 +145,22 @@ def finished_build(
 def _result_path(location: storage.Location) -> Path | str:
     """Where a build wrote, as :class:`BuildResult` gives it: a path, or the URL."""
     return Path(location.path) if location.is_local else location.url
+
+
+class TruncationPastLimit(DataError):
+    """More of the tokens read were lost to ``overflow`` than ``max_truncated`` allows: the build
+    fails as a bad record under the ``fail`` policy does (no manifest, its shards removed)."""
+
+
+def _check_truncation(config: BuildConfig, lost: LostTokens, where: str) -> None:
+    """Raise :class:`TruncationPastLimit` when more tokens were lost than the limit allows."""
+    limit = config.shape.max_truncated
+    if limit is None or not lost.past(limit):
+        return
+    raise TruncationPastLimit(
+        f"{where}: {lost.describe(config.shape.max_length)}, more than the max_truncated limit "
+        f"of {100 * limit:g}%; no output was written"
+    )
 
 
 class RejectsPastLimit(DataError):
@@ -225,10 +243,14 @@ def _build_locked(
     fill = FillStats.for_shape(config.shape)
     output.begin()
     packed = config.shape.strategy == "pack"
+    # Every shard carries what its rows are, for readers that get it without the manifest.
+    schema = columns.schema(packed=packed).with_metadata(
+        ShardContract.of_build(config, info).metadata()
+    )
     writer = ShardWriter(
         output.target,
         config.output,
-        columns.schema(packed=packed),
+        schema,
         existing=output.existing_shards,
         keepalive=output.keepalive,
     )
@@ -267,6 +289,8 @@ def _build_locked(
             progress()
         write(shaper.finish())
         read.check_limit(_names(reader), finished=True)  # before the shards are complete
+        lost = LostTokens.of(shaper.stats, writer.written()[1])
+        _check_truncation(config, lost, _names(reader))
         shards = writer.close()
         complete = True
         totals = _totals(read, reader, shaper, shards)

@@ -252,6 +252,11 @@ def _container_argvs(container: dict) -> list[list[str]]:
     return [command[1:]]
 
 
+def _packs_or_buckets(build: click.Context) -> None:
+    """A recipe for a large corpus does not pad every document to the full row length."""
+    assert build.params["strategy"] in ("pack", "bucket"), build.params["strategy"]
+
+
 def _check_kuberay(document: dict) -> click.Context:
     assert (document["apiVersion"], document["kind"]) == ("ray.io/v1", "RayJob")
     spec = document["spec"]
@@ -264,6 +269,7 @@ def _check_kuberay(document: dict) -> click.Context:
     (argv,) = _maskprep_argvs(spec["entrypoint"])
     build = _parse(argv, {})
     assert build.command.name == "build" and build.params["engine"] == "ray"
+    _packs_or_buckets(build)
     assert build.params["output"].startswith("s3://")
     assert all(i.startswith("s3://") for i in build.params["inputs"])
     return build
@@ -279,6 +285,7 @@ def _check_indexed_job(parts: dict, merge: dict) -> None:
     for index in range(count):
         build = _parse(argv, {K8S_INDEX: str(index)})
         assert build.command.name == "build"
+        _packs_or_buckets(build)
         assert (build.params["num_shards"], build.params["shard_index"]) == (count, index)
         outputs.append(build.params["output"])
     assert len(set(outputs)) == count  # one output per part
@@ -296,6 +303,7 @@ def _check_slurm(array_script: str, submit_script: str) -> None:
     for index in indices:
         build = _parse(argv, {SLURM_INDEX: str(index)})
         assert build.command.name == "build"
+        _packs_or_buckets(build)
         assert (build.params["num_shards"], build.params["shard_index"]) == (len(indices), index)
         outputs.append(build.params["output"])
     assert re.search(r"sbatch --dependency=afterok:\S+ .*--wrap", submit_script)
@@ -331,6 +339,9 @@ def test_the_cluster_recipes_parse_and_use_the_platform_index():
         ("#SBATCH --array=0-3", "#SBATCH --array=0-4", AssertionError),  # 5 tasks for 4 parts
         ("  - s3://my-bucket/parts/3\n", "\n", AssertionError),  # the merge misses a part
         ("sbatch --dependency=afterok:", "sbatch --dependency=after:", AssertionError),
+        ("2048 --strategy pack \\\n", "2048 \\\n", AssertionError),  # Slurm pads to 2048
+        ("    --strategy pack --engine ray", "    --engine ray", AssertionError),  # so does Ray
+        ("              --strategy pack --num", "              --num", AssertionError),
     ],
 )
 def test_the_recipe_check_catches_a_broken_recipe(old, new, error):

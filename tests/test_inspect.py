@@ -178,6 +178,7 @@ def test_build_output_passes_and_matches_the_manifest(built):
         "document_start_label",
         "pad_fraction",
         "label_fraction",
+        "pad_attended_at_edge",  # pad == EOS here: a real EOS ends the run
     }
     totals = read_manifest(built).as_dict()["totals"]
     s = result.stats
@@ -209,8 +210,8 @@ BUILDS = {
     "pad left, arrow, 3 rows a shard": {"padding_side": "left", "format": "arrow", "shard_rows": 3},
     "pad, split windows": {"overflow": "split", "stride": 2, "max_length": 12},
     "bucket": {"strategy": "bucket", "buckets": (8, 16, 32)},
-    "pack greedy": {"strategy": "pack", "max_length": 96},
-    "pack bfd": {"strategy": "pack", "max_length": 96, "pack_algorithm": "bfd"},
+    "pack greedy": {"strategy": "pack", "max_length": 96, "pack_algorithm": "greedy"},
+    "pack bfd": {"strategy": "pack", "max_length": 96},
     "none": {"strategy": "none"},
 }
 
@@ -411,12 +412,19 @@ def test_planted_defect_fails_the_right_check(out, what, plant, expected):
 
 
 def test_planted_defect_found_without_a_manifest(out, tmp_path):
-    """The same defects in a lone shard: the pad id and width are inferred from the data."""
+    """The same defects in a lone shard that carries no metadata (another tool's): the pad id
+    and width are inferred from the data."""
     path = tmp_path / "lone.parquet"
+    shutil.copy(shard(out), path)
+    rewrite(path, _wrong_pad_id, columns.schema())
+    result = maskprep.inspect(str(path))
+    assert result.build is None and result.layout.pad_id_source == "inferred"
+    assert failing(result) == {"padding_holds_pad_id": (2, (1, 6))}
+    # The same shard as maskprep wrote it says its pad id itself: nothing is inferred.
     shutil.copy(shard(out), path)
     rewrite(path, _wrong_pad_id)
     result = maskprep.inspect(str(path))
-    assert result.build is None and result.layout.pad_id_source == "inferred"
+    assert result.layout.pad_id_source == "shard metadata"
     assert failing(result) == {"padding_holds_pad_id": (2, (1, 6))}
 
 

@@ -208,14 +208,19 @@ def test_trap_inferred_from_a_given_pad_id_without_an_eos_id(tmp_path):
 
 
 def test_a_tokenizer_without_eos_is_known_not_unknown(tmp_path, minilm, corpus):
-    """A BERT-like tokenizer has no EOS: the manifest says so, the EOS checks do not apply and
-    --strict passes; the same rows without the manifest leave the EOS id unknown (not run)."""
+    """A BERT-like tokenizer has no EOS: the manifest says so (and so does a shard alone, in its
+    metadata), the EOS checks do not apply and --strict passes; the same rows without either
+    leave the EOS id unknown (not run)."""
     source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus])
     out = maskprep.build(make_config([source], minilm, tmp_path / "out")).output
-    result = maskprep.inspect(str(out))
-    never = next(c for c in result.checks if c.name == "eos_never_trained")
-    assert (never.status, never.unknown) == ("skip", None)
-    assert result.passes(strict=True), result.failures(strict=True)
-    foreign = maskprep.inspect(str(next(out.glob("data-*.parquet"))))
+    shard = next(out.glob("data-*.parquet"))
+    for path in (out, shard):
+        result = maskprep.inspect(str(path))
+        never = next(c for c in result.checks if c.name == "eos_never_trained")
+        assert (never.status, never.unknown) == ("skip", None)
+        assert result.passes(strict=True), result.failures(strict=True)
+    table = pq.read_table(shard)
+    pq.write_table(table.replace_schema_metadata(None), tmp_path / "foreign.parquet")
+    foreign = maskprep.inspect(str(tmp_path / "foreign.parquet"))
     never = next(c for c in foreign.checks if c.name == "eos_never_trained")
     assert never.unknown == "EOS id"

@@ -156,7 +156,7 @@ def test_resume_cli_and_finished_output(tmp_path, llama_like, reference, runner)
     (out / "data-00004.parquet").unlink()
     result = runner.invoke(main, [*args[:-1], "--resume", "--json"], input=DATA)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["reused_shards"] == 5  # data-00004 was rebuilt
+    assert json.loads(result.stdout)["reused_shards"] == 5  # data-00004 was rebuilt
     assert _files(out) == reference
     # Resuming a finished output leaves it alone (and reads no input).
     result = runner.invoke(main, [*args, "--resume"], input=b"")

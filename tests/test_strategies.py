@@ -82,8 +82,10 @@ def _documents(rows, strategy):
 @pytest.mark.parametrize("name", list(STRATEGY_OPTIONS))
 def test_every_document_comes_back_as_its_own_tokenization(name, data, texts, with_pad, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(with_pad)
-    expected = [tokenizer(t)["input_ids"] for t in texts]
     options = STRATEGY_OPTIONS[name]
+    # Packed documents end with EOS by default: where one ends, the next starts.
+    eos = [EOS] if options["strategy"] == "pack" else []
+    expected = [tokenizer(t)["input_ids"] + eos for t in texts]
     # overflow "error": every document must arrive whole, or the build fails.
     _build(data, with_pad, tmp_path / "out", overflow="error", **options)
     docs = _documents(read_rows(tmp_path / "out"), options["strategy"])
@@ -382,6 +384,18 @@ def test_bfd_only_regroups_within_a_window(lengths, window):
             start, count = end, 0
 
 
+@settings(max_examples=100, deadline=None)
+@given(lengths=lengths_lists, window=st.integers(1, 70), batch=st.integers(1, 25))
+def test_bfd_rows_follow_their_first_document_and_keep_input_order_inside(lengths, window, batch):
+    """The row order docs/contract.md promises for bfd packs."""
+    rows = [
+        [doc for doc, _ in row] for row in _pack(lengths, 32, "bfd", window=window, batch=batch)
+    ]
+    assert all(row == sorted(row) for row in rows)
+    firsts = [row[0] for row in rows]
+    assert firsts == sorted(firsts)
+
+
 # --- agreement with transformers' DataCollatorWithFlattening ------------------------------------
 
 
@@ -411,7 +425,8 @@ def test_pack_respects_each_documents_trained_mask_like_the_flattening_collator(
         ids = rng.integers(10, 200, n).astype(np.int32)
         trained = np.arange(n) >= n // 2  # a prompt half that is not trained
         docs.append(EncodedDoc(ids, trained, 0, 0, f"x:{i}"))
-    shaper = PackShaper(ShapeConfig(16, "pack"), pad_id=0)
+    # greedy keeps the input order, which this walk through the documents follows.
+    shaper = PackShaper(ShapeConfig(16, "pack", pack_algorithm="greedy"), pad_id=0)
     batches = [*shaper.shape(docs), *shaper.finish()]
     collator = DataCollatorWithFlattening(return_tensors="np")
     doc_iter = iter(docs)

@@ -59,6 +59,8 @@ SIDE_ANY, SIDE_RIGHT, SIDE_LEFT, SIDE_NEITHER = 0, 1, 2, 3
 # Stand-ins for "no padded position" in the per-row min/max of padded ids.
 NO_PAD_MIN = np.int64(np.iinfo(np.int64).max)
 NO_PAD_MAX = np.int64(np.iinfo(np.int64).min)
+#: No attended pad id at the edge of a row's real run (see :func:`_pad_at_edges`).
+NO_EDGE = np.int64(np.iinfo(np.int64).min)
 #: Token ids past this are left out of the search for the pad == EOS trap (no vocabulary is that
 #: large; the vocabulary check flags them), so its table of trained ids stays small.
 ID_LIMIT = 1 << 24
@@ -84,7 +86,10 @@ class PartStats:
     ``attended_end``/``attended_start`` flag rows whose mask is all ones over a run of the known
     pad id at their end/start (see :func:`_attended_padding`). ``hole_ids``/``hole_rows`` and
     ``trained_ids`` are gathered only when the EOS id is unknown, to find the pad == EOS trap from
-    the pad id instead (see :func:`_value_holes`).
+    the pad id instead (see :func:`_value_holes`). ``several_documents`` flags unpacked rows that
+    hold documents one after another (see :func:`_several_documents`); ``edge_end`` /
+    ``edge_start`` hold, per padded row whose real run ends (starts) with the very id its padding
+    holds, that id, else :data:`NO_EDGE` (see :func:`_pad_at_edges`).
     """
 
     row_ids: np.ndarray
@@ -107,6 +112,9 @@ class PartStats:
     hole_ids: np.ndarray = field(default_factory=lambda: _NONE)
     hole_rows: np.ndarray = field(default_factory=lambda: _NONE)
     trained_ids: np.ndarray = field(default_factory=lambda: _NONE)
+    several_documents: np.ndarray = field(default_factory=lambda: _NONE.astype(bool))
+    edge_end: np.ndarray = field(default_factory=lambda: _NONE)
+    edge_start: np.ndarray = field(default_factory=lambda: _NONE)
 
 
 def analyse(
@@ -262,6 +270,9 @@ def _analyse_aligned(batch: pa.RecordBatch, row_ids: np.ndarray, facts: ScanFact
         has_length=columns.LENGTH in names,
     )
     part.attended_end, part.attended_start = _attended_padding(ids, offsets, real, width, facts)
+    part.edge_end, part.edge_start = _pad_at_edges(ids, offsets, real, side, pad_min, pad_max)
+    if not packed:
+        part.several_documents = _several_documents(ids, offsets, real_pos, trained_pos, facts)
     if eos_id is None:
         _value_holes(part, ids, offsets, real_pos, trained_pos, doc_starts, facts.pad_id)
     return part
@@ -289,6 +300,87 @@ def _attended_padding(
         start_run &= two & (ids[np.where(two, first + 1, first)] == pad)
     end[full], start[full] = end_run, start_run
     return end, start
+
+
+def _pad_at_edges(
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    real: np.ndarray,
+    side: np.ndarray,
+    pad_min: np.ndarray,
+    pad_max: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the id its padding holds where the real position next to that padding holds it
+    too, else :data:`NO_EDGE`; for right-padded rows at the end of the real run, for left-padded
+    rows at its start. That is one pad the mask marks as real: ``[P P P a b]`` with the mask
+    ``[0 0 1 1 1]`` lets ``a`` and ``b`` see a pad. Whether the id is the pad id, and whether it
+    may be a real EOS (BOS) there, is settled once the layout is (:mod:`.conclude`)."""
+    n = len(real)
+    end, start = np.full(n, NO_EDGE), np.full(n, NO_EDGE)
+    width = np.diff(offsets)
+    one_pad = (pad_min == pad_max) & (real > 0) & (real < width)
+    right = np.flatnonzero(one_pad & (side == SIDE_RIGHT))
+    left = np.flatnonzero(one_pad & (side == SIDE_LEFT))
+    last = offsets[:-1][right] + real[right] - 1
+    first = offsets[1:][left] - real[left]
+    hit_end = ids[last] == pad_min[right]
+    hit_start = ids[first] == pad_min[left]
+    end[right[hit_end]] = pad_min[right[hit_end]]
+    start[left[hit_start]] = pad_min[left[hit_start]]
+    return end, start
+
+
+def _several_documents(
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    real_pos: np.ndarray,
+    trained_pos: np.ndarray,
+    facts: ScanFacts,
+) -> np.ndarray:
+    """Per row of rows without pack columns: it holds several documents one after another, as a
+    pack does, and is trained as plain text. A document ends at an EOS (or starts at a BOS)
+    strictly inside the row's real run; plain text trains every real token but the first of
+    each document, which a pack leaves untrained. Prompt/completion and chat rows, whose
+    untrained prompts and user turns lie inside documents, are not flagged: a turn of a chat may
+    end with EOS. A BOS that doubles as EOS opening the row (GPT-2) ends nothing.
+
+    Worked on the few positions that matter (real EOS and BOS, untrained real tokens), not on
+    every position: a batch without a document boundary inside a row costs two comparisons."""
+    rows = np.zeros(len(offsets) - 1, bool)
+    ends = _inside_runs(ids, offsets, real_pos, facts.eos_id)
+    opens = _inside_runs(ids, offsets, real_pos, facts.bos_id)
+    if not (ends.size or opens.size):
+        return rows
+    rows[np.searchsorted(offsets, np.concatenate((ends, opens)), side="right") - 1] = True
+    # Untrained real tokens, unless they open a document (the first of a run, the token after
+    # an inner EOS, an inner BOS): a prompt, a user turn.
+    loose = np.flatnonzero(real_pos & ~trained_pos)
+    row = np.searchsorted(offsets, loose, side="right") - 1
+    run_start = (loose == offsets[row]) | ~real_pos[np.maximum(loose - 1, 0)]
+    opening = run_start | _members(loose - 1, ends) | _members(loose, opens)
+    rows[row[~opening]] = False
+    return rows
+
+
+def _inside_runs(
+    ids: np.ndarray, offsets: np.ndarray, real_pos: np.ndarray, token: int | None
+) -> np.ndarray:
+    """Flat positions (sorted) of ``token`` strictly inside a row's real run: a real token on
+    both sides, in the same row."""
+    if token is None or not len(ids):
+        return np.zeros(0, np.int64)
+    at = np.flatnonzero((ids == token) & real_pos)
+    row = np.searchsorted(offsets, at, side="right") - 1
+    at = at[(at > offsets[row]) & (at < offsets[row + 1] - 1)]
+    return at[real_pos[at - 1] & real_pos[at + 1]]
+
+
+def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Per value: whether it is in ``sorted_set`` (ascending)."""
+    if not sorted_set.size:
+        return np.zeros(len(values), bool)
+    slot = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[slot] == values
 
 
 def _value_holes(

@@ -33,6 +33,7 @@ from .specs import (
     LIST_LENGTHS,
     MANIFEST_CONSISTENT,
     MASK_BINARY,
+    PAD_ATTENDED_AT_EDGE,
     PAD_FRACTION,
     PADDING_ATTENDED,
     PADDING_CONTIGUOUS,
@@ -43,6 +44,7 @@ from .specs import (
     SEQ_LENS_SUM,
     SHARDS_MATCH_MANIFEST,
     SPECS,
+    UNDECLARED_PACKS,
     CheckResult,
     Status,
 )
@@ -184,6 +186,79 @@ def _eos_checks(data: Gathered, layout: Layout, no_eos: bool) -> list[CheckResul
     return [_result(EOS_MASKED_BY_VALUE, bad, text), never_trained]
 
 
+def _undeclared_packs(data: Gathered, layout: Layout, hints: LayoutHints) -> CheckResult:
+    """Rows that hold documents one after another while nothing says where they start: a pack
+    whose ``seq_lens`` and ``position_ids`` a pipeline dropped. Known for certain where the
+    shards' metadata says they were packs; seen from EOS (BOS) inside trained text otherwise."""
+    if data.packed:
+        return _result(
+            UNDECLARED_PACKS,
+            Offenders(data.listed),
+            "rows are packs: seq_lens and position_ids say where each document starts",
+        )
+    if hints.stripped:
+        every = data.shapes.select(np.ones(len(data.shapes.keys), bool))
+        shown = ", ".join(hints.stripped[:2]) + (", ..." if len(hints.stripped) > 2 else "")
+        detail = (
+            f"{shown}: the metadata says the rows are packs, but seq_lens and position_ids are "
+            "gone (dropped by a pipeline?): fed as one sequence, the documents of a row attend "
+            "to each other; keep both columns"
+        )
+        return CheckResult(UNDECLARED_PACKS, "warning", "warn", every.count, every.first(), detail)
+    if hints.records == "chat":
+        return _skip(UNDECLARED_PACKS, "chat records: a turn may end with EOS")
+    eos, bos = layout.eos_id, hints.bos_id
+    if eos is None and bos is None:
+        if hints.no_eos:
+            return _skip(UNDECLARED_PACKS, "the tokenizer has no EOS or BOS to see documents by")
+        return _skip(UNDECLARED_PACKS, "EOS id unknown", unknown="EOS id")
+    ended = [f"ended by EOS ({eos})"] if eos is not None else []
+    started = [f"started by BOS ({bos})"] if bos is not None else []
+    marks = " or ".join(ended + started)
+    bad = data.several_documents
+    detail = (
+        f"rows hold several documents ({marks}) trained as plain text, but no seq_lens or "
+        "position_ids: a pack whose pack columns were dropped? Its documents attend to each other"
+        if bad.count
+        else f"no row without pack columns holds several documents ({marks})"
+    )
+    return _result(UNDECLARED_PACKS, bad, detail)
+
+
+def _pad_attended_at_edge(data: Gathered, layout: Layout, hints: LayoutHints) -> CheckResult:
+    """A padded row whose real run ends (right padding) or starts (left padding) with the pad
+    id: one pad the mask marks as real. Where the pad id is EOS a real EOS ends a document, and
+    where it is BOS or EOS one may start it: those edges are not judged."""
+    pad = layout.pad_id
+    if pad is None:
+        return _result(PAD_ATTENDED_AT_EDGE, Offenders(data.listed), "no padded row to judge")
+    eos, bos = layout.eos_id, hints.bos_id
+    judge_end, judge_start = pad != eos, pad not in (eos, bos)
+    if not judge_end:
+        # Then pad == EOS, and so neither edge can be judged.
+        return _skip(
+            PAD_ATTENDED_AT_EDGE,
+            f"pad id {pad} is EOS: the token next to a row's padding may be a real EOS",
+        )
+    end = data.edge_end.of(pad)
+    start = data.edge_start.of(pad) if judge_start else Offenders(data.listed)
+    bad = end.merged(start)  # a row is padded on one side only
+    if bad.count and eos is None and not hints.no_eos:
+        return _skip(
+            PAD_ATTENDED_AT_EDGE,
+            f"EOS id unknown: pad id {pad} at the edge of a real run may be a real EOS",
+            unknown="EOS id",
+        )
+    detail = (
+        f"rows attend pad id {pad} at the edge of their real run, next to their padding: the "
+        "mask marks a pad as real (a left-padded row's first real tokens see it)"
+        if bad.count
+        else f"no padded row attends pad id {pad} next to its padding"
+        + ("" if judge_start else " (left-padded rows not judged: it is BOS)")
+    )
+    return _result(PAD_ATTENDED_AT_EDGE, bad, detail)
+
+
 def conclude(
     data: Gathered,
     hints: LayoutHints = LayoutHints(),
@@ -222,6 +297,8 @@ def conclude(
             results[name] = _skip(name, "rows are not packed")
     for result in _eos_checks(data, layout, hints.no_eos):
         results[result.name] = result
+    results[UNDECLARED_PACKS] = _undeclared_packs(data, layout, hints)
+    results[PAD_ATTENDED_AT_EDGE] = _pad_attended_at_edge(data, layout, hints)
     results[ROWS_WITHOUT_LABELS] = _result(ROWS_WITHOUT_LABELS, data.without_labels)
     results[PAD_FRACTION] = _fraction_result(
         PAD_FRACTION, stats.pad_fraction, thresholds.max_pad_fraction, data.pad_heavy, above=True

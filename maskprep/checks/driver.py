@@ -1,11 +1,13 @@
 """``maskprep.inspect``: statistics, invariant checks and a decoded view of shards.
 
 The input is a build output directory (its manifest lists the shards and records the strategy,
-tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. Shards from other
-tools work too when they have the contract's columns; what a manifest would have said is then
-inferred from the data. Rows stream through :func:`~.analysis.analyse` in batches into
-:class:`~.gathered.Gathered`, so memory stays bounded by the batch size (and the number of
-distinct row widths and token ids), not by the rows, and Arrow files are memory-mapped.
+tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. A maskprep shard
+read without its manifest says the same in its schema metadata (:mod:`maskprep.contract`, read by
+:mod:`.declared`). Shards from other tools work too when they have the contract's columns; what a
+manifest would have said is then inferred from the data. Rows stream through
+:func:`~.analysis.analyse` in batches into :class:`~.gathered.Gathered`, so memory stays bounded
+by the batch size (and the number of distinct row widths and token ids), not by the rows, and
+Arrow files are memory-mapped.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import storage
+from ..contract import ShardContract
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
-from ..tokenizing.loading import TokenizerInfo
 from .analysis import analyse
 from .conclude import Thresholds, conclude
+from .declared import declared
 from .decode import decode_row
 from .gathered import Gathered
 from .layout import LayoutHints
@@ -120,11 +123,12 @@ def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
 
 
 def _reach_scan(
-    options: InspectOptions, recorded: TokenizerInfo | None, tokenizer: Any
+    options: InspectOptions, recorded: ShardContract | None, tokenizer: Any
 ) -> ReachScan | None:
     """The model limits the rows are held to, where known: the model's (``options.model``: its
     position table or context length, and its vocabulary), else the tokenizer's
-    ``model_max_length`` (the one named, else the one the manifest ``recorded``)."""
+    ``model_max_length`` (the one named, else the one the manifest or the shards' metadata
+    ``recorded``)."""
     limit: PositionLimit | None = None
     vocab = None
     if options.model is not None:
@@ -139,10 +143,10 @@ def _reach_scan(
         )
         limit, vocab = model_limit(facts), facts.vocab_size
     if limit is None and tokenizer is not None:
-        name = options.tokenizer or (recorded.name_or_path if recorded else "(unnamed)")
+        name = options.tokenizer or (recorded.tokenizer if recorded else "(unnamed)")
         limit = tokenizer_limit(getattr(tokenizer, "model_max_length", None), name)
     if limit is None and recorded is not None:
-        limit = tokenizer_limit(recorded.model_max_length, recorded.name_or_path)
+        limit = tokenizer_limit(recorded.model_max_length, recorded.tokenizer)
     if limit is None and vocab is None:
         return None
     return ReachScan(limit=limit, vocab_size=vocab, listed=options.listed)
@@ -168,11 +172,12 @@ def inspect(
     shards, manifest = open_input(
         path, stdin, whole=options.sample is not None, options=options.storage_options
     )
-    recorded = manifest.tokenizer if manifest is not None else None
-    tokenizer_name = options.tokenizer or (recorded.name_or_path if recorded else None)
-    revision = recorded.revision if recorded and options.tokenizer is None else None
+    found = declared(shards, manifest)
+    contract = found.contract
+    tokenizer_name = options.tokenizer or (contract.tokenizer if contract else None)
+    revision = contract.tokenizer_revision if contract and options.tokenizer is None else None
     wants_rows = options.show_rows > 0 or bool(options.row_indices)
-    hints = layout_hints(manifest, options)
+    hints = layout_hints(found, options)
     tokenizer = None
     # A tokenizer named here is loaded for its model_max_length too, not only for what the
     # options and the manifest left unsaid (with_tokenizer fills only those).
@@ -202,7 +207,7 @@ def inspect(
             paths = {i: s.location for i, s in enumerate(shards) if s.location is not None}
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
-            reach = _reach_scan(options, recorded, tokenizer)
+            reach = _reach_scan(options, contract, tokenizer)
             scan = _scan(shards, options, chosen, hints, reach)
             _check_row_indices(options.row_indices, scan.rows)
         except BaseException:
@@ -216,6 +221,7 @@ def inspect(
                 scan.counts if chosen is None else None,
                 digests.result() if digests is not None else None,
                 options.listed,
+                found.conflicts,
             )
 
     thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .analysis import NO_PAD_MIN, ROW_FLAGS, PartStats
+from .analysis import NO_EDGE, NO_PAD_MIN, ROW_FLAGS, PartStats
 from .tally import Counts, KeyedRows, Offenders
 
 #: Key of rows whose padded positions hold more than one id.
@@ -53,6 +53,8 @@ class Gathered:
     sides: KeyedRows = field(init=False)
     padding: KeyedRows = field(init=False)
     holes: KeyedRows = field(init=False)
+    edge_end: KeyedRows = field(init=False)
+    edge_start: KeyedRows = field(init=False)
     documents: Counts = field(default_factory=Counts)
     trained_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     flags: dict[str, Offenders] = field(init=False)
@@ -63,9 +65,10 @@ class Gathered:
     attended_end: Offenders = field(init=False)
     attended_start: Offenders = field(init=False)
     attended_either: Offenders = field(init=False)
+    several_documents: Offenders = field(init=False)
 
     def __post_init__(self) -> None:
-        for name in ("shapes", "sides", "padding", "holes"):
+        for name in ("shapes", "sides", "padding", "holes", "edge_end", "edge_start"):
             setattr(self, name, KeyedRows(self.listed))
         self.flags = {name: Offenders(self.listed) for name in ROW_FLAGS}
         for name in (
@@ -76,6 +79,7 @@ class Gathered:
             "attended_end",
             "attended_start",
             "attended_either",
+            "several_documents",
         ):
             setattr(self, name, Offenders(self.listed))
 
@@ -106,6 +110,12 @@ class Gathered:
         self.attended_start.add(part.attended_start, ids)
         self.attended_either.add(part.attended_end | part.attended_start, ids)
         self.holes.add(part.hole_ids, part.hole_rows)
+        if len(part.several_documents):
+            self.several_documents.add(part.several_documents, ids)
+        for keyed, edge in ((self.edge_end, part.edge_end), (self.edge_start, part.edge_start)):
+            if len(edge):
+                at = edge != NO_EDGE
+                keyed.add(edge[at], ids[at])
         self._add_trained_ids(part.trained_ids)
 
     def _add_fractions(self, part: PartStats) -> None:

@@ -32,6 +32,10 @@ class LayoutHints:
     #: ``eos_id`` is ``None`` because the tokenizer has no EOS token (the manifest or a loaded
     #: tokenizer said so), not because nothing told it.
     no_eos: bool = False
+    #: What the records were (``text``, ``prompt_completion``, ``chat``), where declared.
+    records: str | None = None
+    #: Shards declared packs whose ``seq_lens``/``position_ids`` are gone.
+    stripped: tuple[str, ...] = ()
 
     def scan_facts(self) -> ScanFacts:
         """What the analysis of each batch may count on."""

@@ -16,6 +16,7 @@ import numpy as np
 from .. import storage
 from ..config import STRATEGIES
 from ..output.manifest import Manifest, manifest_problems
+from .declared import Declared
 from .layout import LayoutHints
 from .options import InspectOptions
 from .readers import Shard
@@ -46,10 +47,13 @@ def shards_match_manifest(
     counts: np.ndarray | None,
     digests: dict[int, str] | None,
     listed: int,
+    conflicts: dict[int, str] | None = None,
 ) -> CheckResult:
     """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
-    row was read) positions, real and trained tokens. A shard copied short, replaced or edited
-    since the build fails it; the rows it names are the first row of each such shard."""
+    row was read) positions, real and trained tokens, and no contract in their metadata that
+    contradicts the manifest (``conflicts``, by shard number, see :mod:`.declared`). A shard
+    copied short, replaced or edited since the build fails it; the rows it names are the first
+    row of each such shard."""
     entries = manifest.shards
     problems: list[str] = []
     first_rows: list[int] = []
@@ -68,6 +72,8 @@ def shards_match_manifest(
             if found is not None and getattr(entry, key) != found:
                 expected = getattr(entry, key)
                 differs.append(f"{key.replace('_', ' ')} {found:,} (manifest {expected:,})")
+        if conflicts and number in conflicts:
+            differs.append(conflicts[number])
         if differs:
             problems.append(f"{entry.path}: {', '.join(differs)}")
             first_rows.append(start)
@@ -113,39 +119,46 @@ def manifest_consistent(
     return CheckResult(MANIFEST_CONSISTENT, "invariant", "fail", 0, (), detail)
 
 
-def layout_hints(manifest: Manifest | None, options: InspectOptions) -> LayoutHints:
-    """What the options and the manifest say about the data before it is read."""
-    recorded = manifest.config if manifest is not None else None
-    tokenizer = manifest.tokenizer if manifest is not None else None
-    strategy = options.strategy or (recorded.strategy if recorded else None)
+def layout_hints(found: Declared, options: InspectOptions) -> LayoutHints:
+    """What the options and the declared contract (the manifest's, else the shards' metadata,
+    see :mod:`.declared`) say about the data before it is read."""
+    contract = found.contract
+    source = found.source or "manifest"
+    strategy = options.strategy or (contract.strategy if contract else None)
     if strategy is not None and strategy not in STRATEGIES:
         strategy = None  # a strategy this version does not know: infer it from the data
-    buckets = options.buckets or (recorded.buckets if recorded and recorded.buckets else None)
+    if strategy == "pack" and found.stripped and options.strategy is None:
+        # Declared packs whose pack columns are gone: hold the rows to what they now are, and
+        # let the undeclared_packs check say what happened.
+        strategy = None
+    buckets = options.buckets or (contract.buckets if contract and contract.buckets else None)
     pad_id = options.pad_id
-    if pad_id is None and tokenizer is not None:
-        pad_id = tokenizer.pad_token_id
+    if pad_id is None and contract is not None:
+        pad_id = contract.pad_token_id
     eos_id = options.eos_id
-    if eos_id is None and tokenizer is not None:
-        eos_id = tokenizer.eos_token_id
+    if eos_id is None and contract is not None:
+        eos_id = contract.eos_token_id
     vocab = options.vocab_size
-    if vocab is None and tokenizer is not None:
-        vocab = tokenizer.vocab_size
-    side = tokenizer.padding_side if tokenizer is not None else None
+    if vocab is None and contract is not None:
+        vocab = contract.vocab_size
+    side = contract.padding_side if contract is not None else None
     return LayoutHints(
         strategy=strategy,
-        max_length=recorded.max_length if recorded else None,
+        max_length=contract.max_length if contract else None,
         buckets=buckets,
         # Packed rows may be padded at the end whatever side the tokenizer pads on.
         padding_side=side if strategy in ("pad", "bucket") else None,
         pad_id=pad_id,
         eos_id=eos_id,
-        strategy_source="option" if options.strategy else "manifest",
-        pad_id_source="option" if options.pad_id is not None else "manifest",
-        bos_id=tokenizer.bos_token_id if tokenizer is not None else None,
+        strategy_source="option" if options.strategy else source,
+        pad_id_source="option" if options.pad_id is not None else source,
+        bos_id=contract.bos_token_id if contract is not None else None,
         vocab_size=vocab,
-        vocab_source="option" if options.vocab_size is not None else "manifest",
-        # The manifest records the tokenizer's EOS id, null when it has none.
-        no_eos=eos_id is None and tokenizer is not None,
+        vocab_source="option" if options.vocab_size is not None else source,
+        # The contract records the tokenizer's EOS id, null when it has none.
+        no_eos=eos_id is None and contract is not None,
+        records=contract.records if contract is not None else None,
+        stripped=found.stripped,
     )
 
 

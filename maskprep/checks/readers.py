@@ -26,6 +26,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .. import columns, storage
+from ..contract import ShardContract, read_contract
 from ..errors import ConfigError, DataError, first_line, os_failure
 from ..output.lock import LOCK_NAME
 from ..output.manifest import Manifest, find_manifest_at, read_manifest
@@ -52,6 +53,15 @@ class Shard:
     #: ``"parquet"`` or ``"arrow-file"`` for a file read in batches (its first bytes, read once:
     #: on a store each look is a request).
     kind: str | None = None
+    #: The shard's schema as its file states it, metadata included (read with its row count:
+    #: no second request for it); ``None`` only for a shard made by hand.
+    schema: pa.Schema | None = None
+
+    @property
+    def contract(self) -> ShardContract | None:
+        """What the shard's metadata says its rows are (see :mod:`maskprep.contract`);
+        ``None`` for a shard that carries none."""
+        return None if self.schema is None else read_contract(self.schema, self.name)
 
 
 def _kind(location: storage.Location) -> str:
@@ -108,16 +118,17 @@ def _open_shard(location: storage.Location) -> Shard:
         kind = _kind(location)
         if kind == "parquet":
             with _parquet(location) as file:
-                rows = file.metadata.num_rows
-            return Shard(name, rows, location=location, kind=kind)
+                rows, schema = file.metadata.num_rows, file.schema_arrow
+            return Shard(name, rows, location=location, kind=kind, schema=schema)
         if kind == "arrow-file":
             with _source(location) as source:
-                rows = _count_rows(ipc.open_file(source))
-            return Shard(name, rows, location=location, kind=kind)
+                reader = ipc.open_file(source)
+                rows, schema = _count_rows(reader), reader.schema
+            return Shard(name, rows, location=location, kind=kind, schema=schema)
         # A stream file (what `datasets` caches) has no footer: read it (memory-mapped locally).
         with _source(location) as source:
             table = ipc.open_stream(source).read_all()
-        return Shard(name, table.num_rows, location=location, table=table)
+        return Shard(name, table.num_rows, location=location, table=table, schema=table.schema)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{name}: not a Parquet or Arrow file: {exc}") from None
 
@@ -161,14 +172,14 @@ def _read_stdin(stdin: BinaryIO, whole: bool) -> Shard:
     try:
         if head == _ARROW_FILE_MAGIC:
             table = ipc.open_file(pa.py_buffer(head + stdin.read())).read_all()
-            return Shard(STDIN_NAME, table.num_rows, table=table)
+            return Shard(STDIN_NAME, table.num_rows, table=table, schema=table.schema)
         reader = ipc.open_stream(io.BufferedReader(_Rejoined(head, stdin)))
         if whole:
             table = reader.read_all()
-            return Shard(STDIN_NAME, table.num_rows, table=table)
+            return Shard(STDIN_NAME, table.num_rows, table=table, schema=table.schema)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{STDIN_NAME}: not an Arrow IPC stream or file: {exc}") from None
-    return Shard(STDIN_NAME, None, stream=reader)
+    return Shard(STDIN_NAME, None, stream=reader, schema=reader.schema)
 
 
 def shard_batches(
@@ -227,6 +238,8 @@ def shard_batches(
 
 def shard_columns(shard: Shard) -> list[str]:
     """The names of the shard's columns (a file's schema is read, not its rows)."""
+    if shard.schema is not None:
+        return list(shard.schema.names)
     if shard.stream is not None:
         return list(shard.stream.schema.names)
     if shard.table is not None:

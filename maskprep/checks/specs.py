@@ -28,6 +28,8 @@ POSITION_IDS_RESTART = "position_ids_restart"
 DOCUMENT_START_LABEL = "document_start_label"
 EOS_MASKED_BY_VALUE = "eos_masked_by_value"
 EOS_NEVER_TRAINED = "eos_never_trained"
+UNDECLARED_PACKS = "undeclared_packs"
+PAD_ATTENDED_AT_EDGE = "pad_attended_at_edge"
 ROWS_WITHOUT_LABELS = "rows_without_labels"
 PAD_FRACTION = "pad_fraction"
 LABEL_FRACTION = "label_fraction"
@@ -86,6 +88,18 @@ CHECKS: tuple[CheckSpec, ...] = (
         EOS_MASKED_BY_VALUE, "invariant", 5, "no real EOS left untrained after a trained token"
     ),
     CheckSpec(EOS_NEVER_TRAINED, "warning", None, "EOS in the inputs is trained somewhere"),
+    CheckSpec(
+        UNDECLARED_PACKS,
+        "warning",
+        None,
+        "no row holds several documents without pack columns saying where they start",
+    ),
+    CheckSpec(
+        PAD_ATTENDED_AT_EDGE,
+        "warning",
+        None,
+        "no pad id attended at the edge of a padded row's real run",
+    ),
     CheckSpec(ROWS_WITHOUT_LABELS, "warning", None, "every row trains at least one token"),
     CheckSpec(PAD_FRACTION, "warning", None, "pad fraction at most the allowed maximum"),
     CheckSpec(LABEL_FRACTION, "warning", None, "label fraction at least the required minimum"),

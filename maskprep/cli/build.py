@@ -16,6 +16,7 @@ from .common import (
     library_errors,
     output_option,
     reject_limit_option,
+    share_option,
     size_option,
     storage_options_option,
 )
@@ -46,6 +47,14 @@ if TYPE_CHECKING:
     help="What to do with documents longer than --max-length.",
 )
 @click.option(
+    "--max-truncated",
+    callback=share_option,
+    metavar="P%|F",
+    help="Fail (exit 1, no manifest written) when more than this share of the tokens read is "
+    "lost to --overflow (truncated, or dropped): a percentage (5%) or a fraction (0.05). "
+    "Without it, more than 5% lost is a warning.",
+)
+@click.option(
     "--stride",
     type=click.IntRange(min=0),
     default=0,
@@ -61,9 +70,8 @@ if TYPE_CHECKING:
 @click.option(
     "--pack-algorithm",
     type=click.Choice(cfg.PACK_ALGORITHMS),
-    default="greedy",
-    show_default=True,
-    help="With --strategy pack: greedy keeps input order; bfd (best-fit decreasing) fills better.",
+    help="With --strategy pack: bfd (best-fit decreasing) fills rows better; greedy keeps input "
+    "order.  [default: bfd]",
 )
 @click.option(
     "--pack-window",
@@ -116,8 +124,8 @@ if TYPE_CHECKING:
 @click.option(
     "--add-eos/--no-add-eos",
     default=None,
-    help="Append EOS to every document unless already there. "
-    "Default: on after prompt/completion records' completions, off otherwise.",
+    help="Append EOS to every document unless already there. Default: on for --strategy pack "
+    "(plain documents) and after prompt/completion records' completions, off otherwise.",
 )
 @click.option(
     "--format",
@@ -233,6 +241,7 @@ def build(**options: Any) -> Report:
             buckets=options["buckets"],
             pack_algorithm=options["pack_algorithm"],
             pack_window=options["pack_window"],
+            max_truncated=options["max_truncated"],
         ),
         output=cfg.OutputConfig(
             directory=options["output"],

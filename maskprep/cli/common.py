@@ -31,8 +31,11 @@ EXIT_SIGTERM = 128 + signal.SIGTERM
 
 def flag(option: Option) -> str:
     """An option a library error suggests, as the command line spells it:
-    ``output.resume`` → ``--resume``, ``tokenizer.pad_token`` = ``eos`` → ``--pad-token eos``."""
+    ``output.resume`` → ``--resume``, ``tokenizer.pad_token`` = ``eos`` → ``--pad-token eos``,
+    ``tokenizer.add_eos`` = ``False`` → ``--no-add-eos``."""
     name = _FLAGS.get(option.field) or "--" + option.field.rsplit(".", 1)[-1].replace("_", "-")
+    if option.value == "False":  # a switch turned off: its --no- form
+        return "--no-" + name.removeprefix("--")
     return name if option.value is None else f"{name} {option.value}"
 
 
@@ -170,6 +173,16 @@ def reject_limit_option(
         return None
     try:
         return cfg.parse_reject_limit(value)
+    except MaskprepError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def share_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Click callback: a share, ``P%`` or a fraction such as ``0.05``."""
+    if value is None:
+        return None
+    try:
+        return cfg.parse_share(value)
     except MaskprepError as error:
         raise click.BadParameter(str(error)) from None
 

@@ -22,10 +22,8 @@ from .models import ModelFacts, model_facts
 from .rows import RowArrays, row_arrays
 
 if TYPE_CHECKING:
-    from ..output.manifest import Manifest
+    from ..contract import ShardContract
 
-#: The strategy a manifest records for packed outputs.
-_PACK = "pack"
 #: Why an encoder's packs are fed ``mask4d``: it holds on every transformers version, where
 #: ``position_ids`` alone keep documents apart only on some encoders and releases.
 _ENCODER_PACKS = (
@@ -195,14 +193,18 @@ def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) 
     """A :class:`Collator` for the maskprep output at ``path`` and the model it will feed.
 
     From the manifest: the pad id, the padding side, and whether the rows are packs (packed rows
-    that then arrive without ``seq_lens`` and ``position_ids`` are refused). From ``model``: what
-    :func:`for_model` reads. Any :class:`Collator` field in ``options`` wins over what was read,
-    but combinations that leak are refused. A packed output needs ``model`` (or ``causal=``):
-    its blocks are causal for a decoder and full for an encoder, and a guess is refused
-    (``ValueError``) rather than taken.
+    that then arrive without ``seq_lens`` and ``position_ids`` are refused). ``path`` may also be
+    one shard, or a directory of shards, without the manifest: the same facts then come from the
+    contract each maskprep shard carries in its metadata (a shard whose metadata contradicts the
+    manifest is refused, :class:`~maskprep.errors.DataError`); a shard another tool wrote, which
+    carries none, gets what the rows' own padding shows, as :func:`for_model` does. From
+    ``model``: what :func:`for_model` reads. Any :class:`Collator` field in ``options`` wins over
+    what was read, but combinations that leak are refused. A packed output needs ``model`` (or
+    ``causal=``): its blocks are causal for a decoder and full for an encoder, and a guess is
+    refused (``ValueError``) rather than taken.
     """
     _refuse_unknown(options)
-    settings = _settings(_read_manifest(path))
+    settings = _settings(_read_contract(path))
     tokenizer_vocab = settings.pop("tokenizer_vocab")
     facts = _facts(model)
     if facts is not None:
@@ -287,23 +289,30 @@ def _collator(
     return Collator(**{**settings, "causal": causal, "form": form, **options})
 
 
-def _read_manifest(path: str | os.PathLike[str]) -> Manifest:
-    # The one place the collator reads an output: it follows the manifest reader if that moves.
-    from ..output.manifest import read_manifest
+def _read_contract(path: str | os.PathLike[str]) -> ShardContract | None:
+    """What the output or shards at ``path`` declare (the manifest's contract, else the shards'
+    metadata; ``None`` for another tool's shards): the one place the collator reads data, with
+    the reader inspect and verify use."""
+    from ..checks.declared import declared, refuse_conflicts
+    from ..checks.readers import open_input
 
-    return read_manifest(path)
+    shards, manifest = open_input(os.fspath(path), None, whole=False)
+    found = declared(shards, manifest)
+    refuse_conflicts(shards, found)
+    return found.contract
 
 
-def _settings(manifest: Manifest) -> dict[str, Any]:
-    """Pad id, padding side, packed, and the tokenizer's vocabulary size, from a manifest."""
-    tokenizer = manifest.tokenizer
-    strategy = manifest.config.strategy
+def _settings(contract: ShardContract | None) -> dict[str, Any]:
+    """Pad id, padding side, packed, and the tokenizer's vocabulary size, from the data's
+    contract; all unknown (``None``: taken from the rows) without one."""
+    if contract is None:
+        return {"pad_id": None, "padding_side": None, "packed": None, "tokenizer_vocab": None}
     return {
-        "pad_id": tokenizer.pad_token_id,
+        "pad_id": contract.pad_token_id,
         # Packs are padded at the end whatever side the tokenizer pads on.
-        "padding_side": None if strategy == _PACK else tokenizer.padding_side,
-        "packed": strategy == _PACK,
-        "tokenizer_vocab": tokenizer.vocab_size,
+        "padding_side": None if contract.packed else contract.padding_side,
+        "packed": contract.packed,
+        "tokenizer_vocab": contract.vocab_size,
     }
 
 

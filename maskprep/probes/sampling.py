@@ -1,6 +1,7 @@
 """Rows to probe: a seeded random sample of the data plus its longest rows, read with inspect's
 reader (an output directory, a directory of shards, one shard file, or Arrow IPC on stdin), and
-what the data says about its rows (pad id, padding side, packs) where a manifest says it."""
+what the data says about its rows (pad id, padding side, packs) where a manifest (or, without one,
+the shards' metadata) says it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from .. import columns
+from ..checks.declared import declared, refuse_conflicts
 from ..checks.positions import reach_columns, row_reach
 from ..checks.readers import Shard, open_input, shard_batches, shard_columns
 from ..column_values import check_columns
@@ -20,7 +22,7 @@ from ..storage.options import StorageOptions
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..output.manifest import Manifest
+    from ..contract import ShardContract
 
 #: Rows read at once while looking for the longest rows.
 SCAN_ROWS = 65536
@@ -91,20 +93,20 @@ class Sample:
             start += int(shard.rows or 0)
 
 
-def data_facts(manifest: Manifest | None) -> DataFacts:
-    """The :class:`DataFacts` a build's manifest records."""
-    if manifest is None:
+def data_facts(contract: ShardContract | None) -> DataFacts:
+    """The :class:`DataFacts` a build's manifest (or, without one, its shards' metadata)
+    records."""
+    if contract is None:
         return DataFacts()
-    tokenizer = manifest.tokenizer
-    strategy = manifest.config.strategy
+    strategy = contract.strategy
     return DataFacts(
-        pad_id=tokenizer.pad_token_id,
+        pad_id=contract.pad_token_id,
         # Packs are padded at the end whatever side the tokenizer pads on.
-        padding_side=tokenizer.padding_side if strategy in ("pad", "bucket") else None,
-        packed=strategy == "pack",
-        model_max_length=tokenizer.model_max_length,
-        tokenizer=tokenizer.name_or_path,
-        eos_id=tokenizer.eos_token_id,
+        padding_side=contract.padding_side if strategy in ("pad", "bucket") else None,
+        packed=contract.packed,
+        model_max_length=contract.model_max_length,
+        tokenizer=contract.tokenizer,
+        eos_id=contract.eos_token_id,
     )
 
 
@@ -120,6 +122,8 @@ def sample_rows(
     that reach farthest (ties: most real tokens, then the first), from the data at ``path`` (a
     path or a URL, whose store ``storage_options`` configures)."""
     shards, manifest = open_input(path, stdin, whole=True, options=storage_options)
+    found = declared(shards, manifest)
+    refuse_conflicts(shards, found)
     sizes = [int(s.rows or 0) for s in shards]
     total = sum(sizes)
     if total == 0:
@@ -135,7 +139,7 @@ def sample_rows(
             total_rows=total,
             reach=far.reach,
             reach_row=far.reach_row,
-            facts=data_facts(manifest),
+            facts=data_facts(found.contract),
             shards=tuple(shards),
         )
     rng = np.random.default_rng(seed)
@@ -155,7 +159,7 @@ def sample_rows(
         total_rows=total,
         reach=far.reach,
         reach_row=far.reach_row,
-        facts=data_facts(manifest),
+        facts=data_facts(found.contract),
     )
 
 

@@ -108,7 +108,12 @@ class PackShaper:
     ``bfd`` buffers the greedy rows until they hold at least ``pack_window`` pieces, regroups
     those pieces by :func:`best_fit_decreasing`, and keeps the greedy rows instead when that would
     not save a row. Windows therefore start and end on greedy row boundaries, which is what makes
-    ``bfd`` never use more rows than ``greedy`` on the same input.
+    ``bfd`` never use more rows than ``greedy`` on the same input. ``bfd`` is the default.
+
+    Row order under ``bfd``: windows follow one another in input order; inside a window each row
+    holds its documents in input order, and rows are ordered by their first document. A document
+    therefore stays within its window (at least ``pack_window`` documents) of where ``greedy``
+    would put it, but documents of one window are spread over its rows by length, not order.
     """
 
     def __init__(self, config: ShapeConfig, pad_id: int) -> None:
@@ -139,7 +144,8 @@ class PackShaper:
         yield from self._emit(closed, final=True)
 
     def _emit(self, closed: list[list[Piece]], final: bool) -> Iterator[RowBatch]:
-        rows = closed if self.config.pack_algorithm == "greedy" else self._regroup(closed, final)
+        greedy = self.config.resolved_pack_algorithm == "greedy"
+        rows = closed if greedy else self._regroup(closed, final)
         if rows:
             yield pack_rows(rows, self.config.max_length, self.pad_id)
 

@@ -62,7 +62,12 @@ class Encoder:
         prefix, suffix = special_frame(tokenizer, config.add_special_tokens)
         self.eos_id = tokenizer.eos_token_id
         # The tokenizer may already end every document with EOS (its suffix); never add a second.
-        self.append_eos = config.add_eos and (not suffix or suffix[-1] != self.eos_id)
+        # Without an EOS there is none to add (see prepare.check_eos).
+        self.append_eos = (
+            bool(config.add_eos)
+            and self.eos_id is not None
+            and (not suffix or suffix[-1] != self.eos_id)
+        )
         #: The special-token frame put around every document (``[CLS]`` / ``[SEP]``, ``<s>``).
         self.prefix = np.asarray(prefix, dtype=np.int32)
         self.suffix = np.asarray(suffix, dtype=np.int32)

@@ -59,7 +59,8 @@ def load_tokenizer(config: TokenizerConfig) -> Any:
     """Load a fast tokenizer by Hub name or local directory and resolve its pad token.
 
     Raises :class:`ConfigError` when it cannot be loaded, is not a fast tokenizer, or has no pad
-    token and none was asked for.
+    token and none was asked for. Whether it has the EOS a build appends is the build's check
+    (:func:`~maskprep.tokenizing.prepare.check_eos`).
     """
     tokenizer = from_pretrained(config.name_or_path, config.revision, config.trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
@@ -70,8 +71,6 @@ def load_tokenizer(config: TokenizerConfig) -> Any:
     _resolve_pad_token(tokenizer, config)
     if config.padding_side is not None:
         tokenizer.padding_side = config.padding_side
-    if config.add_eos and tokenizer.eos_token_id is None:
-        raise ConfigError(f"tokenizer {config.name_or_path!r} has no EOS token to add")
     return tokenizer
 
 

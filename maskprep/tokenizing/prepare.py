@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import BuildConfig
+from ..errors import ConfigError, Option
 from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
 from .encoder import Encoder
@@ -37,25 +38,54 @@ def prepare_tokenizer(
     """Load what the build encodes with: from the tokenizer cache when it holds this plain-text
     build's tokenizer, else through transformers (storing it in the cache for the next build).
     ``storage_options`` configures the store of a chat template given as a URL."""
+    # add_eos as the build applies it (on for packed plain documents), keyed and encoded alike.
+    options = config.resolved_tokenizer
     key = None
     if loaded is None and config.sft is None and cache is not None:
-        key = cache.key(config.tokenizer)
+        key = cache.key(options)
         cached = cache.get(key) if key is not None else None
         if cached is not None:
+            check_eos(config, cached.info)
             return PreparedTokenizer(cached.info, cached.spec, cached=True)
-    tokenizer = loaded if loaded is not None else load_tokenizer(config.tokenizer)
+    tokenizer = loaded if loaded is not None else load_tokenizer(options)
     if config.sft is not None and config.sft.chat_template is not None:
         use_chat_template_file(tokenizer, config.sft.chat_template, storage_options)
-    info = tokenizer_info(tokenizer, config.tokenizer)
-    encoder = Encoder(tokenizer, config.tokenizer)
+    info = tokenizer_info(tokenizer, options)
+    check_eos(config, info)
+    encoder = Encoder(tokenizer, options)
     if config.sft is not None:
-        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
+        sft_encoder = SFTEncoder(tokenizer, options, config.sft)
         return PreparedTokenizer(info, None, encoder, sft_encoder)
     spec = encoder_spec(tokenizer, encoder)
     # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
     # the key of its former files.
     if cache is not None and key is not None and spec is not None:
-        fresh = cache.key(config.tokenizer) == key
+        fresh = cache.key(options) == key
         if fresh:
             cache.put(key, CachedTokenizer(info, spec))
     return PreparedTokenizer(info, spec, encoder)
+
+
+def check_eos(config: BuildConfig, info: TokenizerInfo) -> None:
+    """Refuse ``add_eos`` for plain documents when the tokenizer has no EOS token to add.
+
+    Packed documents (``add_eos`` is their default) fall back on the tokenizer's own frame: a
+    tokenizer whose special tokens end every document (BERT's ``[SEP]``) keeps them apart with
+    that, and nothing is appended. One that ends documents with nothing at all is refused:
+    its documents would run into each other, unless ``add_eos`` is turned off on purpose.
+    Supervised records check their own (:class:`~maskprep.tokenizing.sft.SFTEncoder`).
+    """
+    if not config.resolved_tokenizer.add_eos or info.eos_token_id is not None or config.sft:
+        return
+    name = config.tokenizer.name_or_path
+    if config.shape.strategy != "pack":
+        raise ConfigError(f"tokenizer {name!r} has no EOS token to add")
+    if info.suffix_ids:
+        return
+    raise ConfigError.suggesting(
+        "tokenizer {name!r} has no EOS token, and its special tokens end no document: packed "
+        "documents would run into each other with nothing between them; {off} packs them so "
+        "anyway",
+        name=name,
+        off=Option("tokenizer.add_eos", "False"),
+    )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import columns
+from ..checks.declared import declared, refuse_conflicts
 from ..checks.kernels import list_column, segment_sum
 from ..checks.readers import open_input, shard_batches
 from ..columns import IGNORE_INDEX
@@ -64,7 +65,9 @@ class OutputRows:
         self._shards: list[Shard] = shards
         sizes = [int(s.rows or 0) for s in shards]
         self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-        self.facts: DataFacts = data_facts(manifest)
+        found = declared(shards, manifest)
+        refuse_conflicts(shards, found)
+        self.facts: DataFacts = data_facts(found.contract)
         self._index: _Index | None = None
 
     @property
