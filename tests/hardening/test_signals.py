@@ -205,7 +205,7 @@ def test_the_tripwire_trips_only_on_an_import_the_build_makes(tmp_path, jsonl_60
 
 
 #: Seconds after the start at which SIGINT is sent: the interpreter's own start-up, the imports,
-#: the command. The last ones are past any start-up on this machine, however loaded.
+#: the command.
 DELAYS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 1.0, 2.0]
 
 
@@ -223,8 +223,9 @@ def test_sigint_at_any_early_moment_exits_130_or_dies_by_it(tmp_path, jsonl_60, 
     if child.returncode == 0:
         return  # finished before the signal came (a fast machine at the last delays)
     frames = [line.strip() for line in stderr.splitlines() if line.strip().startswith("File ")]
+    # How long the interpreter takes to start is the machine's (seconds on a loaded CI box), so
+    # no delay is held to an outcome: the tripwire test above stops at each import for certain.
     if child.returncode == -signal.SIGINT and not frames:
-        assert delay < 0.5, "the interpreter was still starting after half a second?"
         return  # killed before the interpreter installed its handler: no output at all
     if frames:
         # Only the interpreter's start-up (site, .pth files, runpy) and the bodies of the
@@ -234,7 +235,6 @@ def test_sigint_at_any_early_moment_exits_130_or_dies_by_it(tmp_path, jsonl_60, 
         ]
         inside = [f for f in ours if not (f.endswith("in <module>") and _before_main(f))]
         assert not inside, stderr[-3000:]
-        assert delay < 0.5, stderr[-3000:]
         return
     assert child.returncode == 130, f"exit {child.returncode}: {stderr[-1500:]}"
     assert stderr.splitlines() == [ABORTED]
