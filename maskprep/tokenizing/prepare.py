@@ -48,10 +48,12 @@ def prepare_tokenizer(
         use_chat_template_file(tokenizer, config.sft.chat_template, storage_options)
     info = tokenizer_info(tokenizer, config.tokenizer)
     encoder = Encoder(tokenizer, config.tokenizer)
-    if config.sft is not None:
-        sft_encoder = SFTEncoder(tokenizer, config.tokenizer, config.sft)
-        return PreparedTokenizer(info, None, encoder, sft_encoder)
     spec = encoder_spec(tokenizer, encoder)
+    if config.sft is not None:
+        sft_encoder = SFTEncoder(
+            tokenizer, config.tokenizer, config.sft, spec=spec, shape=config.shape
+        )
+        return PreparedTokenizer(info, spec, encoder, sft_encoder)
     # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
     # the key of its former files.
     if cache is not None and key is not None and spec is not None:
