@@ -163,7 +163,10 @@ def run_build(tree: Path, source: Path, tokenizer: Path, options: list[str], env
     cmd += [*options, "-o", str(out / "o"), "--overwrite", "-q"]
     try:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Run from the tree: ``python -m`` puts the working directory first on the path.
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         err = proc.stderr.read().decode() if proc.stderr else ""

@@ -9,6 +9,7 @@ from typing import Any
 from ..config import BuildConfig
 from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
+from .direct import DirectTokenizer, load_direct
 from .encoder import Encoder
 from .fast import EncoderSpec, encoder_spec
 from .loading import TokenizerInfo, load_tokenizer, tokenizer_info
@@ -26,6 +27,8 @@ class PreparedTokenizer:
     encoder: Encoder | None = None
     sft_encoder: SFTEncoder | None = None
     cached: bool = False
+    #: Loaded from its tokenizer.json with ``tokenizers`` alone (:mod:`.direct`).
+    direct: bool = False
 
 
 def prepare_tokenizer(
@@ -37,6 +40,10 @@ def prepare_tokenizer(
     """Load what the build encodes with: from the tokenizer cache when it holds this plain-text
     build's tokenizer, else through transformers (storing it in the cache for the next build).
     ``storage_options`` configures the store of a chat template given as a URL."""
+    if loaded is None and config.sft is None:
+        direct = load_direct(config.tokenizer)
+        if direct is not None:
+            return PreparedTokenizer(direct.info, direct_spec(direct, config), direct=True)
     key = None
     if loaded is None and config.sft is None and cache is not None:
         key = cache.key(config.tokenizer)
@@ -61,3 +68,18 @@ def prepare_tokenizer(
         if fresh:
             cache.put(key, CachedTokenizer(info, spec))
     return PreparedTokenizer(info, spec, encoder)
+
+
+def direct_spec(direct: DirectTokenizer, config: BuildConfig) -> EncoderSpec:
+    """The fast path's spec of a tokenizer loaded from its files (its backend as it is)."""
+    info = direct.info
+    suffix = tuple(info.suffix_ids)
+    eos = info.eos_token_id
+    return EncoderSpec(
+        backend_json=direct.backend.to_str(),
+        split_special_tokens=direct.split_special_tokens,
+        prefix=tuple(info.prefix_ids),
+        suffix=suffix,
+        append_eos=bool(config.tokenizer.add_eos) and (not suffix or suffix[-1] != eos),
+        eos_id=eos,
+    )
