@@ -91,12 +91,11 @@ PATCHED_VOCABULARY = 100_000
 
 @dataclass(frozen=True)
 class DirectTokenizer:
-    """A tokenizer loaded from its files: the backend definition and the identity transformers
-    would give it. ``special`` holds its named special tokens (pad resolved)."""
+    """A tokenizer loaded from its files: its Rust backend and the identity transformers would
+    give it."""
 
     info: TokenizerInfo
     backend: Any
-    special: dict[str, str]
     split_special_tokens: bool
 
 
@@ -148,7 +147,6 @@ def load_direct(config: TokenizerConfig) -> DirectTokenizer | None:
     return DirectTokenizer(
         info=_info(config, definition, settings, special, backend, template, bert),
         backend=backend,
-        special=special,
         split_special_tokens=bool(settings.get("split_special_tokens", False)),
     )
 

@@ -99,7 +99,7 @@ class BackendLocator:
         self._lengths = _byte_lengths(json.loads(spec.backend_json), self._fast)
         if self._lengths is not None:
             self._nfc = (json.loads(spec.backend_json).get("normalizer") or {}).get("type") == "NFC"
-            if not self._agrees(self._probes(spec)):
+            if not self._agrees(self._probes()):
                 self._lengths = None
 
     @property
@@ -157,7 +157,7 @@ class BackendLocator:
             located.append(Located(text, ids, offsets[:, 0], offsets[:, 1], "char"))
         return located
 
-    def _probes(self, spec: EncoderSpec) -> list[str]:
+    def _probes(self) -> list[str]:
         specials = [str(t.content) for t in self._fast.get_added_tokens_decoder().values()]
         return [*PROBE_TEXTS, " ".join(specials) + " after the special tokens", "".join(specials)]
 

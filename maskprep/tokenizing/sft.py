@@ -130,11 +130,6 @@ class SFTEncoder:
         if sft.is_chat:
             self.renderer = ChatRenderer(template, sft.train_on, template_variables(tokenizer))
 
-    @property
-    def template(self) -> str | None:
-        """The chat template records are rendered with (``None`` for prompt/completion)."""
-        return self.renderer.template if self.renderer is not None else None
-
     def encode_records(self, records: Sequence[Record]) -> list[EncodedDoc | Rejected]:
         """Encode a batch of records, in order; a record that cannot be trained is Rejected."""
         return self.encode(records, self.prepare(records))
