@@ -77,26 +77,27 @@ def _texts(path: str):
             yield batch
 
 
-def run_ceiling(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
-    """Rust encode_batch over JSON-parsed batches; nothing kept."""
+def _encode_all(corpus: str, tokenizer: str, fast: bool) -> None:
+    """The Rust tokenizer over JSON-parsed batches, nothing kept: ``encode_batch``, or with
+    ``fast`` ``encode_batch_fast`` (no offsets, as builds call it)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(tokenizer) / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
+    encode = tok.encode_batch_fast if fast else tok.encode_batch
     for texts in _texts(corpus):
-        tok.encode_batch(texts, add_special_tokens=True)
+        encode(texts, add_special_tokens=True)
+
+
+def run_ceiling(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
+    """Rust encode_batch over JSON-parsed batches; nothing kept."""
+    _encode_all(corpus, tokenizer, fast=False)
 
 
 def run_fast(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
     """Rust encode_batch_fast (no offsets, as builds call it) over JSON-parsed batches."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(tokenizer) / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    for texts in _texts(corpus):
-        tok.encode_batch_fast(texts, add_special_tokens=True)
+    _encode_all(corpus, tokenizer, fast=True)
 
 
 def run_datasets(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
