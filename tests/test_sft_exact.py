@@ -92,6 +92,50 @@ def make_sentencepiece(directory: Path, legacy: bool) -> Path:
     return directory
 
 
+#: Qwen2's pre-tokenizer regex.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def make_qwen_like(directory: Path) -> Path:
+    """Byte-level BPE laid out as Qwen2's: NFC normalizer, a regex split, then byte-level with no
+    regex of its own (text that NFC would change takes the offsets path)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(TEXTS * 3, trainer=trainer)
+    from tokenizers import processors
+
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def qwen_like(tmp_path_factory) -> Path:
+    return make_qwen_like(tmp_path_factory.mktemp("tok") / "qwen_like")
+
+
 @pytest.fixture(scope="module")
 def sp_metaspace(tmp_path_factory) -> Path:
     return make_sentencepiece(tmp_path_factory.mktemp("tok") / "sp", legacy=False)
@@ -103,14 +147,22 @@ def sp_legacy(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vocabularies(llama_like, minilm, sp_metaspace, sp_legacy) -> dict[str, Path]:
-    return {"bpe": llama_like, "wordpiece": minilm, "sp": sp_metaspace, "sp-legacy": sp_legacy}
+def vocabularies(llama_like, qwen_like, minilm, sp_metaspace, sp_legacy) -> dict[str, Path]:
+    return {
+        "bpe": llama_like,
+        "bpe-nfc": qwen_like,
+        "wordpiece": minilm,
+        "sp": sp_metaspace,
+        "sp-legacy": sp_legacy,
+    }
 
 
 def _options(tokenizer_dir: Path) -> dict:
     """MiniLM pads with its own [PAD] and has no EOS (its [SEP] ends every text)."""
     if (tokenizer_dir / "vocab.txt").exists():
         return {"add_eos": False}
+    if tokenizer_dir.name == "qwen_like":
+        return {}
     return {"pad_token": "eos"}
 
 
@@ -164,12 +216,17 @@ def assert_exact_pair(tokenizer, encoder: SFTEncoder, prompt: str, completion: s
 #: Pieces of text: letters, spaces, newlines, tabs, punctuation, accents, CJK, emoji and the
 #: tokenizers' own special tokens written in the text.
 texts = st.lists(
-    st.sampled_from([*"abcdeThe quick:]) \n\t.,é東🤗0123", "  ", " [INST] ", "</s>", "[SEP]"]),
+    st.sampled_from(
+        [*"abcdeThe quick:]) \n\t.,é東🤗0123", "e\u0301", "  ", " [INST] ", "</s>", "[SEP]"]
+    ),
     max_size=20,
 ).map("".join)
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "sp", "sp-legacy"])
+KINDS = ["bpe", "bpe-nfc", "wordpiece", "sp", "sp-legacy"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("path", ["fast", "tokenizer call"])
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -187,10 +244,11 @@ BOUNDARY_CASES = [
     ("Answer: ", "] )"),  # the prompt's last space
     ("The qui", "ck brown fox"),  # a prompt that ends in the middle of a word
     ("Über naïve caf", "é — 東京 🤗"),  # ... of a multi-byte character's word
+    ("cafe\u0301 ", "cafe\u0301"),  # text NFC would change (spans from offsets there)
 ]
 
 
-@pytest.mark.parametrize("kind", ["bpe", "wordpiece", "sp", "sp-legacy"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("prompt", "completion"), BOUNDARY_CASES)
 def test_prompt_completion_boundary_cases(pair_encoders, kind, prompt, completion):
     tokenizer, encoders = pair_encoders[kind]
@@ -202,7 +260,13 @@ def test_fast_path_finds_spans_by_byte_lengths_only_for_byte_level_bpe(pair_enco
     by_bytes = {
         kind: encoders[0]._locator.by_bytes for kind, (_, encoders) in pair_encoders.items()
     }
-    assert by_bytes == {"bpe": True, "wordpiece": False, "sp": False, "sp-legacy": False}
+    assert by_bytes == {
+        "bpe": True,
+        "bpe-nfc": True,
+        "wordpiece": False,
+        "sp": False,
+        "sp-legacy": False,
+    }
 
 
 def _rows(out: Path) -> list[dict]:
