@@ -22,12 +22,14 @@ from typing import Any
 from ..sources.batches import Batch
 from ..sources.records import Record, Rejected
 from .encoder import EncodedDoc
-from .fast import BackendEncoder, EncoderSpec
+from .fast import BackendEncoder, EncodedBatch, EncoderSpec
 
 #: What the reader thread makes of a batch's records (in Python), for the encoding thread.
 Prepare = Callable[[list[Record]], Any]
-#: The encoding thread's work: the records and what ``Prepare`` made of them → one item each.
-Encode = Callable[[list[Record], Any], list[EncodedDoc | Rejected]]
+#: The encoding thread's work on the records and what ``Prepare`` made of them.
+Encode = Callable[[list[Record], Any], Any]
+#: What the consumer's thread makes of the encoding thread's result: one item per record.
+Finish = Callable[[list[Record], Any], list[EncodedDoc | Rejected]]
 
 _DONE = object()
 
@@ -44,27 +46,38 @@ class EncodingPool:
 
     :meth:`encode` turns an iterator of batches into an iterator of ``(batch, items)`` pairs, at
     most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread. Each batch's
-    records are passed through ``prepare`` on the reader thread, then ``encode`` on the encoding
-    thread (:meth:`plain` makes the pair for plain documents).
+    records are passed through ``prepare`` on the reader thread, ``encode`` on the encoding
+    thread, and ``finish`` (default: the encoding's result as it is) on the consumer's
+    (:meth:`plain` makes them for plain documents).
     """
 
-    def __init__(self, prepare: Prepare, encode: Encode, lookahead: int = 2) -> None:
+    def __init__(
+        self,
+        prepare: Prepare,
+        encode: Encode,
+        lookahead: int = 2,
+        finish: Finish | None = None,
+    ) -> None:
         self.lookahead = lookahead
         self._prepare = prepare
         self._encode = encode
+        self._finish = finish
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="maskprep-encode")
 
     @classmethod
     def plain(cls, spec: EncoderSpec, lookahead: int = 2) -> EncodingPool:
-        """The pool for plain documents: the backend of ``spec``, framed in bulk."""
+        """The pool for plain documents: the backend of ``spec``, framed in bulk on the encoding
+        thread; the per-document views are made on the consumer's, which waits on it anyway."""
         encoder = BackendEncoder(spec)
         head, tail = len(spec.prefix), len(spec.suffix)
 
-        def encode(records: list[Record], texts: list[str]) -> list[EncodedDoc | Rejected]:
-            batch = encoder.encode(texts)
+        def encode(records: list[Record], texts: list[str]) -> EncodedBatch:
+            return encoder.encode(texts)
+
+        def finish(records: list[Record], batch: EncodedBatch) -> list[EncodedDoc | Rejected]:
             return batch.docs([r.location for r in records], head, tail)  # type: ignore[return-value]
 
-        return cls(lambda records: [r.text for r in records], encode, lookahead)
+        return cls(lambda records: [r.text for r in records], encode, lookahead, finish)
 
     def close(self) -> None:
         """Stop the encoding thread, dropping work not yet collected."""
@@ -118,7 +131,12 @@ class EncodingPool:
                 if isinstance(item, _Failed):
                     raise item.error
                 batch, future = item
-                yield batch, future.result() if future is not None else []
+                if future is None:
+                    yield batch, []
+                elif self._finish is None:
+                    yield batch, future.result()
+                else:
+                    yield batch, self._finish(batch.records, future.result())
         finally:
             stop.set()
             reader.join(timeout=1.0)
