@@ -3,7 +3,9 @@
 In one invocation, on the same corpora and tokenizer, each pipeline runs as its own process:
 
 - ``ceiling``: the Rust ``encode_batch`` on all cores, JSON parsing included, no padding, no
-  writing; ``ceiling-1t``: the same on one thread (``RAYON_NUM_THREADS=1``);
+  writing; ``ceiling-1t``: the same on one thread (``RAYON_NUM_THREADS=1``); ``fast-1t``:
+  ``encode_batch_fast`` (what builds call) on one thread: the ``limit`` column divides a rate by
+  twice its rate (one such encoder per core of a 2-core machine, the better limit there);
 - ``datasets``: ``load_dataset("json").map(tokenize + pad + labels, batched=True, num_proc=2)``
   then ``to_parquet``;
 - ``loop``: a plain Python loop, ``tokenizer(batch, padding="max_length")``, NumPy labels,
@@ -28,6 +30,8 @@ steady rate, ``ratio whole xK`` against its whole-process rate at xK. ``CPU s pe
 extra user + system CPU time (the process and its children) per extra copy: on a shared machine
 steadier than wall time. Peak RSS is the largest of the pipeline's processes (``wait4``) at xK.
 Then a memory check: ``maskprep build`` on the corpus and on 8 copies of it, peak RSS compared.
+``--before DIR`` also runs every ``maskprep`` pipeline from the checkout in ``DIR`` (a worktree of
+an older commit), as ``before maskprep …``, in the same rounds.
 
     python bench/build_bench.py                      # makes /tmp/maskprep-bench/{short,long}.jsonl
     python bench/build_bench.py --corpus my.jsonl --repeats 3
@@ -75,15 +79,27 @@ def _texts(path: str):
             yield batch
 
 
-def run_ceiling(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
-    """Rust encode_batch over JSON-parsed batches; nothing kept."""
+def _encode_all(corpus: str, tokenizer: str, fast: bool) -> None:
+    """The Rust tokenizer over JSON-parsed batches, nothing kept: ``encode_batch``, or with
+    ``fast`` ``encode_batch_fast`` (no offsets, as builds call it)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(tokenizer) / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
+    encode = tok.encode_batch_fast if fast else tok.encode_batch
     for texts in _texts(corpus):
-        tok.encode_batch(texts, add_special_tokens=True)
+        encode(texts, add_special_tokens=True)
+
+
+def run_ceiling(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
+    """Rust encode_batch over JSON-parsed batches; nothing kept."""
+    _encode_all(corpus, tokenizer, fast=False)
+
+
+def run_fast(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
+    """Rust encode_batch_fast (no offsets, as builds call it) over JSON-parsed batches."""
+    _encode_all(corpus, tokenizer, fast=True)
 
 
 def run_datasets(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
@@ -148,7 +164,12 @@ def run_loop(corpus: str, tokenizer: str, max_length: int, out: str) -> None:
     writer.close()
 
 
-PIPELINES = {"ceiling": run_ceiling, "datasets": run_datasets, "loop": run_loop}
+PIPELINES = {
+    "ceiling": run_ceiling,
+    "fast": run_fast,
+    "datasets": run_datasets,
+    "loop": run_loop,
+}
 
 
 # The driver -------------------------------------------------------------------------------------
@@ -194,8 +215,13 @@ class _S3:
         return f"s3://{self.BUCKET}/{key}"
 
 
-def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tuple[list[str], dict]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def _command(
+    name: str, corpus: str, args: argparse.Namespace, out: str
+) -> tuple[list[str], dict, Path]:
+    tree = ROOT
+    if name.startswith("before "):
+        name, tree = name.removeprefix("before "), args.before
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)}
     env["HF_DATASETS_CACHE"] = str(Path(out) / "hf-cache")  # fresh: no cached map results
     env["MASKPREP_TOKENIZER_CACHE"] = str(args.workdir / "tokenizer-cache")
     if name.startswith("maskprep") and "cold" in name.split()[2:]:
@@ -232,7 +258,7 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
             "--overwrite",
             "-q",
         ]
-        return cmd, env
+        return cmd, env, tree
     base = name.removesuffix("-1t")
     if name.endswith("-1t"):
         env["RAYON_NUM_THREADS"] = "1"
@@ -250,7 +276,7 @@ def _command(name: str, corpus: str, args: argparse.Namespace, out: str) -> tupl
         "--out",
         out,
     ]
-    return cmd, env
+    return cmd, env, ROOT
 
 
 def measure(name: str, corpus: str, args: argparse.Namespace) -> tuple[float, float, float]:
@@ -258,10 +284,13 @@ def measure(name: str, corpus: str, args: argparse.Namespace) -> tuple[float, fl
     and its children) of one pipeline run."""
     out = tempfile.mkdtemp(prefix="maskprep-bench-")
     try:
-        cmd, env = _command(name, corpus, args, out)
+        cmd, env, tree = _command(name, corpus, args, out)
         server = args.s3.cpu_seconds() if args.s3 is not None and "s3" in name.split() else None
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # From the tree: ``python -m`` puts the working directory first on the path.
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -281,8 +310,8 @@ def real_tokens(corpus: str, args: argparse.Namespace) -> tuple[int, int]:
     the tokenizer cache)."""
     out = tempfile.mkdtemp(prefix="maskprep-bench-")
     try:
-        cmd, env = _command("maskprep pad", corpus, args, out)
-        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        cmd, env, tree = _command("maskprep pad", corpus, args, out)
+        subprocess.run(cmd, env=env, cwd=tree, check=True, capture_output=True)
         totals = json.loads((Path(out) / "maskprep" / MANIFEST_NAME).read_text())["totals"]
         return totals["records_read"], totals["real_tokens"]
     finally:
@@ -339,19 +368,23 @@ def bench_corpus(corpus: str, args: argparse.Namespace, workdir: Path) -> list[d
             }
         )
     ceiling = next((r for r in rows if r["pipeline"] == "ceiling"), None)
+    fast = next((r for r in rows if r["pipeline"] == "fast-1t"), None)
     print()
     print(
-        f"| pipeline | steady tok/s | ratio | tok/s whole 1x | tok/s whole x{k} | ratio whole x{k} "
-        f"| wall 1x s | wall x{k} s | CPU s per 1x | peak RSS MiB |"
+        f"| pipeline | steady tok/s | ratio | limit | tok/s whole 1x | tok/s whole x{k} "
+        f"| ratio whole x{k} | limit whole x{k} | wall 1x s | wall x{k} s | CPU s per 1x "
+        "| peak RSS MiB |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         ratio = f"{r['rate'] / ceiling['rate']:.2f}" if ceiling else "-"
         ratio_k = f"{r['wholek'] / ceiling['wholek']:.2f}" if ceiling else "-"
+        limit = f"{r['rate'] / (2 * fast['rate']):.2f}" if fast else "-"
+        limit_k = f"{r['wholek'] / (2 * fast['wholek']):.2f}" if fast else "-"
         print(
-            f"| {r['pipeline']} | {r['rate'] / 1e3:,.0f} k | {ratio} | {r['whole1'] / 1e3:,.0f} k "
-            f"| {r['wholek'] / 1e3:,.0f} k | {ratio_k} | {r['wall1']:.2f} | {r['wallk']:.2f} "
-            f"| {r['cpu']:.2f} | {r['rss']:,.0f} |"
+            f"| {r['pipeline']} | {r['rate'] / 1e3:,.0f} k | {ratio} | {limit} "
+            f"| {r['whole1'] / 1e3:,.0f} k | {r['wholek'] / 1e3:,.0f} k | {ratio_k} | {limit_k} "
+            f"| {r['wall1']:.2f} | {r['wallk']:.2f} | {r['cpu']:.2f} | {r['rss']:,.0f} |"
         )
     return rows
 
@@ -373,6 +406,7 @@ def memory_check(corpus: str, args: argparse.Namespace, workdir: Path) -> bool:
 ALL = [
     "ceiling",
     "ceiling-1t",
+    "fast-1t",
     "datasets",
     "loop",
     "maskprep pad",
@@ -398,6 +432,9 @@ def main() -> None:
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "maskprep-bench"
     )
     parser.add_argument("--no-memory-check", action="store_true")
+    parser.add_argument(
+        "--before", type=Path, help="also run the maskprep pipelines of this older checkout"
+    )
     parser.add_argument("--run", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -407,6 +444,9 @@ def main() -> None:
         PIPELINES[args.run](args.corpus[0], args.tokenizer, args.max_length, args.out)
         return
     args.pipelines = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    if args.before is not None:
+        args.before = args.before.resolve()
+        args.pipelines += [f"before {p}" for p in args.pipelines if p.startswith("maskprep")]
     args.workdir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.workdir / "tokenizer-cache", ignore_errors=True)
     corpora = args.corpus

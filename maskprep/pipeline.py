@@ -72,9 +72,11 @@ def build(
     tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
     several parts loads it once).
 
-    ``tokenizer_cache``, when given, lets a plain-text build with a local tokenizer skip loading
+    A plain-text build reads a local ``tokenizer.json`` with ``tokenizers`` alone where
+    transformers would load it as it is (:mod:`maskprep.tokenizing.direct`). For the other local
+    tokenizers, ``tokenizer_cache``, when given, lets a plain-text build skip loading
     transformers once an earlier build has cached that tokenizer (see
-    :mod:`maskprep.tokenizing.cache`); it never changes the output either.
+    :mod:`maskprep.tokenizing.cache`); neither ever changes the output.
 
     ``config.output.directory`` is a local directory or an object-store URL (``s3://…``), whose
     filesystem ``storage_options`` configures; there the output's lock is a lease that lapses

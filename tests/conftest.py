@@ -49,6 +49,19 @@ def tokenizer_cache_dir(tmp_path_factory):
         os.environ["MASKPREP_TOKENIZER_CACHE"] = previous
 
 
+def transformers_only(directory: Path, target: Path) -> Path:
+    """A copy of the tokenizer in ``directory`` that loads through transformers: a setting
+    transformers keeps and ignores, unknown to maskprep's direct loader
+    (:mod:`maskprep.tokenizing.direct`), which then leaves it to transformers (and the cache)."""
+    import shutil
+
+    shutil.copytree(directory, target)
+    settings = json.loads((target / "tokenizer_config.json").read_text())
+    settings["loaded_by"] = "transformers"
+    (target / "tokenizer_config.json").write_text(json.dumps(settings))
+    return target
+
+
 @pytest.fixture(scope="session")
 def corpus() -> list[str]:
     """Distinct short English documents."""

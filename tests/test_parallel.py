@@ -104,7 +104,7 @@ def test_pool_gives_batches_in_order(with_pad):
     batches = [Batch(records[i : i + 7]) for i in range(0, len(records), 7)]
     batches.append(Batch([], [Rejected("f", 99, "bad", "raw")]))  # rejects only: no documents
     local = BackendEncoder(spec)
-    pool = EncodingPool(spec, lookahead=1)
+    pool = EncodingPool.plain(spec, lookahead=1)
     try:
         out = list(pool.encode(iter(batches)))
     finally:
@@ -126,7 +126,7 @@ def test_pool_hands_reading_errors_to_the_consumer(with_pad):
         yield Batch([Record("fine", "f", 1)])
         raise OSError("disk gone")
 
-    pool = EncodingPool(spec)
+    pool = EncodingPool.plain(spec)
     try:
         encoded = pool.encode(batches())
         assert next(encoded)[0].records[0].text == "fine"

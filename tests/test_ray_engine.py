@@ -212,9 +212,12 @@ def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_
 def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
     cluster, tmp_path, corpus_file, llama_like
 ):
+    from conftest import transformers_only
+
     from maskprep.distributed.ray_engine import build_with_ray
     from maskprep.tokenizing.cache import TokenizerCache
 
+    llama_like = transformers_only(llama_like, tmp_path / "tok")  # one the cache serves
     cache = TokenizerCache(tmp_path / "cache")
     options = dict(pad_token="eos", max_length=12)
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", **options))
@@ -230,11 +233,14 @@ def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
 def test_a_part_loads_nothing_when_the_cache_holds_the_tokenizer(
     tmp_path, corpus_file, llama_like, monkeypatch
 ):
+    from conftest import transformers_only
+
     from maskprep import PartSpec
     from maskprep.distributed import ray_engine
     from maskprep.tokenizing import prepare
     from maskprep.tokenizing.cache import TokenizerCache
 
+    llama_like = transformers_only(llama_like, tmp_path / "tok")  # one the cache serves
     cache = TokenizerCache(tmp_path / "cache")
     build(make_config([corpus_file], llama_like, tmp_path / "first", pad_token="eos"),
           tokenizer_cache=cache)  # fmt: skip

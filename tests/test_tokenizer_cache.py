@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import CORPUS, ROOT, make_config, run_maskprep, write_jsonl
+from conftest import CORPUS, ROOT, make_config, run_maskprep, transformers_only, write_jsonl
 
 from maskprep import TokenizerConfig, build
 from maskprep.config import SFTConfig
@@ -19,6 +19,23 @@ from maskprep.tokenizing import prepare as prepare_module
 from maskprep.tokenizing.cache import TokenizerCache
 
 TEXTS = [*dict.fromkeys(CORPUS), "UPPER Case Words", "x" * 500, "ends with eos </s>"]
+
+
+# The cache serves tokenizers that load through transformers; these fixtures' own kinds load
+# from their files directly (maskprep.tokenizing.direct), so here they are made to need it.
+@pytest.fixture(scope="module")
+def llama_like(llama_like, tmp_path_factory):
+    return transformers_only(llama_like, tmp_path_factory.mktemp("tf") / "llama_like")
+
+
+@pytest.fixture(scope="module")
+def with_pad(with_pad, tmp_path_factory):
+    return transformers_only(with_pad, tmp_path_factory.mktemp("tf") / "with_pad")
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm, tmp_path_factory):
+    return transformers_only(minilm, tmp_path_factory.mktemp("tf") / "minilm")
 
 
 def _corpus(tmp_path):

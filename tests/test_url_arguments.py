@@ -80,8 +80,9 @@ def _plain_build(tokenizer, out, *extra: object):
 
 
 def test_a_tokenizer_cache_on_a_store_is_refused(llama_like, tmp_path, monkeypatch):
-    from conftest import ROOT
+    from conftest import ROOT, transformers_only
 
+    llama_like = transformers_only(llama_like, tmp_path / "tok")  # one the cache serves
     monkeypatch.chdir(ROOT)
     for url in ("s3://bucket/cache", "gs://bucket/cache"):
         result = _plain_build(llama_like, tmp_path / "x", "--tokenizer-cache", url)

@@ -2,13 +2,17 @@
 
 - :mod:`.loading`: loading a tokenizer (Hub name or local directory), its pad token, and the
   identity the manifest records.
+- :mod:`.direct`: a local ``tokenizer.json`` read with ``tokenizers`` alone, where transformers
+  would load it as it is (no transformers or torch import).
 - :mod:`.encoder`: the special-token frame and the plain batch encoder.
 - :mod:`.fast`: the fast path, the Rust tokenizer's batch API called directly, trusted only after
   it matched the plain encoder on probe texts.
 - :mod:`.pool`: the fast path run beside the main thread, or in worker processes.
 - :mod:`.sft`: supervised records (prompt/completion, chat templates) → ids and trained spans.
+- :mod:`.chat`: rendering chat records and finding the character spans to train.
+- :mod:`.located`: texts → ids with each token's span (byte lengths or offsets).
 - :mod:`.cache`: the tokenizer cache that lets a later build skip loading transformers.
-- :mod:`.prepare`: what a build encodes with, from the cache or through transformers.
+- :mod:`.prepare`: what a build encodes with: from the files, the cache or transformers.
 
 Reads :mod:`maskprep.sources` records; :mod:`maskprep.shaping` fits the encoded documents into rows.
 """

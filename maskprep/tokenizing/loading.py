@@ -148,14 +148,24 @@ def real_model_max_length(value: Any) -> int | None:
 
 def _fingerprint(tokenizer: Any) -> str:
     """sha256 of what decides the ids: the Rust tokenizer's definition, special tokens, template."""
-    definition = json.loads(tokenizer.backend_tokenizer.to_str())
+    return definition_fingerprint(
+        json.loads(tokenizer.backend_tokenizer.to_str()),
+        {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
+        getattr(tokenizer, "chat_template", None),
+    )
+
+
+def definition_fingerprint(
+    definition: dict[str, Any], special_tokens: dict[str, str], chat_template: Any
+) -> str:
+    """sha256 of a tokenizer's Rust definition (``tokenizer.json``'s object), its named special
+    tokens and its chat template."""
     # Truncation and padding state changes as a tokenizer is used; it does not change the ids.
-    definition.pop("truncation", None)
-    definition.pop("padding", None)
+    definition = {k: v for k, v in definition.items() if k not in ("truncation", "padding")}
     payload = {
         "backend": definition,
-        "special_tokens": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
-        "chat_template": getattr(tokenizer, "chat_template", None),
+        "special_tokens": dict(sorted(special_tokens.items())),
+        "chat_template": chat_template,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

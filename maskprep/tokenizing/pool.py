@@ -1,7 +1,8 @@
 """Encoding overlapped with reading and writing, on a background thread.
 
-The fast path of :mod:`.fast` runs beside the main thread, which meanwhile reads, shapes and
-writes. One encoding thread is enough: the Rust tokenizer spreads each batch over every core with
+The fast path of :mod:`.fast` runs beside the main thread, which meanwhile shapes and writes; a
+reader thread reads, parses and prepares the records (renders chat templates). One encoding
+thread is enough: the Rust tokenizer spreads each batch over every core with
 its own threads (rayon) with the GIL released. Worker processes were measured against it on
 2 cores and did not win (``bench/README.md``), so there are none.
 
@@ -12,16 +13,23 @@ on timing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import Full, Queue
 from typing import Any
 
 from ..sources.batches import Batch
-from ..sources.records import Record
+from ..sources.records import Record, Rejected
 from .encoder import EncodedDoc
 from .fast import BackendEncoder, EncodedBatch, EncoderSpec
+
+#: What the reader thread makes of a batch's records (in Python), for the encoding thread.
+Prepare = Callable[[list[Record]], Any]
+#: The encoding thread's work on the records and what ``Prepare`` made of them.
+Encode = Callable[[list[Record], Any], Any]
+#: What the consumer's thread makes of the encoding thread's result: one item per record.
+Finish = Callable[[list[Record], Any], list[EncodedDoc | Rejected]]
 
 _DONE = object()
 
@@ -36,28 +44,54 @@ class _Failed:
 class EncodingPool:
     """Encodes batches of records ahead of the caller, in order, with bounded memory.
 
-    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, docs)`` pairs, at
-    most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread.
+    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, items)`` pairs, at
+    most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread. Each batch's
+    records are passed through ``prepare`` on the reader thread, ``encode`` on the encoding
+    thread, and ``finish`` (default: the encoding's result as it is) on the consumer's
+    (:meth:`plain` makes them for plain documents).
     """
 
-    def __init__(self, spec: EncoderSpec, lookahead: int = 2) -> None:
-        self.spec = spec
+    def __init__(
+        self,
+        prepare: Prepare,
+        encode: Encode,
+        lookahead: int = 2,
+        finish: Finish | None = None,
+    ) -> None:
         self.lookahead = lookahead
-        self._encoder = BackendEncoder(spec)
+        self._prepare = prepare
+        self._encode = encode
+        self._finish = finish
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="maskprep-encode")
+
+    @classmethod
+    def plain(cls, spec: EncoderSpec, lookahead: int = 2) -> EncodingPool:
+        """The pool for plain documents: the backend of ``spec``, framed in bulk on the encoding
+        thread; the per-document views are made on the consumer's, which waits on it anyway."""
+        encoder = BackendEncoder(spec)
+        head, tail = len(spec.prefix), len(spec.suffix)
+
+        def encode(records: list[Record], texts: list[str]) -> EncodedBatch:
+            return encoder.encode(texts)
+
+        def finish(records: list[Record], batch: EncodedBatch) -> list[EncodedDoc | Rejected]:
+            return batch.docs([r.location for r in records], head, tail)  # type: ignore[return-value]
+
+        return cls(lambda records: [r.text for r in records], encode, lookahead, finish)
 
     def close(self) -> None:
         """Stop the encoding thread, dropping work not yet collected."""
         self._thread.shutdown(wait=True, cancel_futures=True)
 
-    def encode(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, list[EncodedDoc]]]:
+    def encode(
+        self, batches: Iterator[Batch]
+    ) -> Iterator[tuple[Batch, list[EncodedDoc | Rejected]]]:
         """Encoded documents for each batch of records, in the order the batches came.
 
         A reader thread pulls the batches (reading and JSON parsing) and submits them for
         encoding, at most ``lookahead`` ahead; each batch is handed back as soon as it is encoded,
         so a slow stream (a pipe) is written as it arrives, not held back behind later input.
         """
-        head, tail = len(self.spec.prefix), len(self.spec.suffix)
         queue: Queue[Any] = Queue(maxsize=max(self.lookahead, 1))
         stop = threading.Event()
 
@@ -75,7 +109,9 @@ class EncodingPool:
                 for batch in batches:
                     # A batch of rejected records only has nothing to encode.
                     future = (
-                        self._thread.submit(self._encoder.encode, [r.text for r in batch.records])
+                        self._thread.submit(
+                            self._encode, batch.records, self._prepare(batch.records)
+                        )
                         if batch.records
                         else None
                     )
@@ -95,15 +131,12 @@ class EncodingPool:
                 if isinstance(item, _Failed):
                     raise item.error
                 batch, future = item
-                yield batch, _docs(batch.records, future, head, tail)
+                if future is None:
+                    yield batch, []
+                elif self._finish is None:
+                    yield batch, future.result()
+                else:
+                    yield batch, self._finish(batch.records, future.result())
         finally:
             stop.set()
             reader.join(timeout=1.0)
-
-
-def _docs(
-    records: list[Record], future: Future[EncodedBatch] | None, head: int, tail: int
-) -> list[EncodedDoc]:
-    if future is None:
-        return []
-    return future.result().docs([r.location for r in records], head, tail)

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import BuildConfig
+from ..config import BuildConfig, TokenizerConfig
 from ..errors import ConfigError, Option
 from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
+from .direct import DirectTokenizer, load_direct
 from .encoder import Encoder
 from .fast import EncoderSpec, encoder_spec
 from .loading import TokenizerInfo, load_tokenizer, tokenizer_info
@@ -27,6 +28,8 @@ class PreparedTokenizer:
     encoder: Encoder | None = None
     sft_encoder: SFTEncoder | None = None
     cached: bool = False
+    #: Loaded from its tokenizer.json with ``tokenizers`` alone (:mod:`.direct`).
+    direct: bool = False
 
 
 def prepare_tokenizer(
@@ -40,6 +43,11 @@ def prepare_tokenizer(
     ``storage_options`` configures the store of a chat template given as a URL."""
     # add_eos as the build applies it (on for packed plain documents), keyed and encoded alike.
     options = config.resolved_tokenizer
+    if loaded is None and config.sft is None:
+        direct = load_direct(options)
+        if direct is not None:
+            check_eos(config, direct.info)
+            return PreparedTokenizer(direct.info, direct_spec(direct, options), direct=True)
     key = None
     if loaded is None and config.sft is None and cache is not None:
         key = cache.key(options)
@@ -53,10 +61,10 @@ def prepare_tokenizer(
     info = tokenizer_info(tokenizer, options)
     check_eos(config, info)
     encoder = Encoder(tokenizer, options)
-    if config.sft is not None:
-        sft_encoder = SFTEncoder(tokenizer, options, config.sft)
-        return PreparedTokenizer(info, None, encoder, sft_encoder)
     spec = encoder_spec(tokenizer, encoder)
+    if config.sft is not None:
+        sft_encoder = SFTEncoder(tokenizer, options, config.sft, spec=spec, shape=config.shape)
+        return PreparedTokenizer(info, spec, encoder, sft_encoder)
     # Keyed again: a tokenizer directory rewritten while it was loading must not be cached under
     # the key of its former files.
     if cache is not None and key is not None and spec is not None:
@@ -88,4 +96,21 @@ def check_eos(config: BuildConfig, info: TokenizerInfo) -> None:
         "anyway",
         name=name,
         off=Option("tokenizer.add_eos", "False"),
+    )
+
+
+def direct_spec(direct: DirectTokenizer, options: TokenizerConfig) -> EncoderSpec:
+    """The fast path's spec of a tokenizer loaded from its files (its backend as it is), for the
+    tokenizer options as the build applies them (``BuildConfig.resolved_tokenizer``)."""
+    info = direct.info
+    suffix = tuple(info.suffix_ids)
+    eos = info.eos_token_id
+    return EncoderSpec(
+        backend_json=direct.backend.to_str(),
+        split_special_tokens=direct.split_special_tokens,
+        prefix=tuple(info.prefix_ids),
+        suffix=suffix,
+        # As Encoder decides: never a second EOS, none where the tokenizer has none.
+        append_eos=bool(options.add_eos) and eos is not None and (not suffix or suffix[-1] != eos),
+        eos_id=eos,
     )

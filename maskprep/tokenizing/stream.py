@@ -17,14 +17,19 @@ def encode_stream(
     """Each batch with one item per record: its :class:`EncodedDoc`, or the :class:`Rejected`
     record when a supervised record cannot be encoded for training.
 
-    On the fast path an :class:`~.pool.EncodingPool` reads and encodes ahead of the consumer on
-    a background thread; it stops when the stream is closed or exhausted. Otherwise each
-    batch is encoded here, when asked for.
+    On the fast path an :class:`~.pool.EncodingPool` reads, prepares (supervised records) and
+    encodes ahead of the consumer on background threads; it stops when the stream is closed or
+    exhausted. Otherwise each batch is encoded here, when asked for.
     """
     if tokenizing.spec is not None:
-        pool = EncodingPool(tokenizing.spec)
+        sft = tokenizing.sft_encoder
+        pool = (
+            EncodingPool(sft.prepare, sft.encode)
+            if sft is not None
+            else EncodingPool.plain(tokenizing.spec)
+        )
         try:
-            yield from pool.encode(batches)  # type: ignore[misc]
+            yield from pool.encode(batches)
         finally:
             pool.close()
         return

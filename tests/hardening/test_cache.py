@@ -22,6 +22,14 @@ def _build(source, tokenizer, out, cache) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.fixture(scope="module")
+def llama_like(llama_like, tmp_path_factory):
+    """The cache serves tokenizers that load through transformers (see conftest)."""
+    from conftest import transformers_only
+
+    return transformers_only(llama_like, tmp_path_factory.mktemp("tf") / "llama_like")
+
+
 @pytest.fixture
 def cache(tmp_path, jsonl_60, llama_like) -> Path:
     """A private cache directory (0700) holding the entry of ``llama_like``, made by a build."""
