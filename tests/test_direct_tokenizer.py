@@ -80,7 +80,7 @@ def test_direct_load_is_the_tokenizer_transformers_loads(kinds, kind):
     tokenizer = load_tokenizer(config)
     assert dataclasses.asdict(direct.info) == dataclasses.asdict(tokenizer_info(tokenizer, config))
     build_config = make_config(["x"], path, "o", **options)
-    ours = BackendEncoder(direct_spec(direct, build_config)).encode(TEXTS)
+    ours = BackendEncoder(direct_spec(direct, build_config.resolved_tokenizer)).encode(TEXTS)
     theirs = Encoder(tokenizer, config).encode(TEXTS, ["t"] * len(TEXTS))
     for i, doc in enumerate(theirs):
         assert ours.ids[ours.offsets[i] : ours.offsets[i + 1]].tolist() == doc.ids.tolist()
