@@ -10,6 +10,7 @@ and tokens from the shards written.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +21,10 @@ from typing import Any, BinaryIO
 from . import columns, storage
 from .config import BuildConfig, RejectLimit
 from .errors import BadRecordError, DataError
-from .output.directory import Action
-from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
-from .output.lock import DEFAULT_LEASE_TTL
-from .output.manifest import Manifest, Part, RecordedConfig, manifest_problems
+from .output.commit import Action, OutputRequest, OutputSession, write_failures
+from .output.freshness import check_unchanged
+from .output.manifest import Manifest, Part, RecordedConfig
 from .output.rejects import RejectsWriter
-from .output.session import OutputRequest, OutputSession, write_failures
 from .output.shards import ShardInfo, ShardWriter
 from .results import BuildResult, Progress, Totals
 from .shaping.fill import Fill, FillStats
@@ -48,7 +47,6 @@ def build(
     tokenizer: Any = None,
     tokenizer_cache: TokenizerCache | None = None,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -60,13 +58,13 @@ def build(
     a :class:`~maskprep.errors.BadRecordError` at the first bad record under the ``fail`` policy,
     or, under ``skip``, a :class:`RejectsPastLimit` once more records are rejected than
     ``config.source.max_rejects`` allows (a count as soon as it is passed, a percentage once the
-    input is read). On an error the shards this call wrote are removed and no manifest is
-    written, so nothing left behind looks finished; past ``max_rejects`` the rejects file is kept
-    to say why, and an output this call was to overwrite is left as it was (the failed build's
-    rejects go with its staging). Interrupted (``KeyboardInterrupt``, or any exception that is
-    not an ``Exception``, such as a signal turned into one), it keeps its complete shards as a
-    kill would, for ``config.output.resume`` to reuse, and removes its temporary files.
-    ``tokenizer`` is the tokenizer
+    input is read). On an error or an interrupt (``KeyboardInterrupt``, or any exception that is
+    not an ``Exception``, such as a signal turned into one) no manifest is written, so nothing
+    left behind looks finished: the shards this call completed stay, as after a kill, for
+    ``config.output.resume`` to reuse (see :mod:`maskprep.output.commit` for why a writer that
+    stops never removes a complete file), and its temporary files go. Past ``max_rejects`` the
+    rejects file is published to say why; an output this call was to overwrite is left as it
+    was (the failed build's files go with its staging directory). ``tokenizer`` is the tokenizer
     ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building several parts
     loads it once).
 
@@ -75,12 +73,11 @@ def build(
     :mod:`maskprep.tokenizing.cache`); it never changes the output either.
 
     ``config.output.directory`` is a local directory or an object-store URL (``s3://…``), whose
-    filesystem ``storage_options`` configures; there the output's lock is a lease that lapses
-    ``lease_ttl`` seconds after its holder stops renewing it (see docs/storage.md). The output is
-    written by the commit protocol of :mod:`maskprep.output.session`.
+    filesystem ``storage_options`` configures. The output is written by the commit protocol of
+    :mod:`maskprep.output.commit`.
     """
     location = storage.parse_location(config.output.directory, storage_options)
-    with build_output(config, location, storage_options, lease_ttl) as (output, finished):
+    with build_output(config, location, storage_options) as (output, finished):
         if finished is not None:
             return finished
         return _build_locked(
@@ -99,14 +96,11 @@ def build_output(
     config: BuildConfig,
     location: storage.Location,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> Iterator[tuple[OutputSession, BuildResult | None]]:
-    """The output a build of ``config`` writes at ``location``, opened and locked as its options
-    ask (write failures as one line); with the finished build's result (:func:`finished_build`)
+    """The output a build of ``config`` writes at ``location``, opened as its options ask
+    (write failures as one line); with the finished build's result (:func:`finished_build`)
     when a resume finds the output finished and still what this build makes, else ``None``."""
-    request = OutputRequest(
-        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
-    )
+    request = OutputRequest(overwrite=config.output.overwrite, resume=config.output.resume)
     with write_failures(location), OutputSession.open(location, request) as output:
         finished = None
         if output.action is Action.FINISHED:
@@ -118,25 +112,13 @@ def finished_build(
     output: OutputSession,
     config: BuildConfig,
     storage_options: storage.StorageOptions | None = None,
-) -> BuildResult | None:
+) -> BuildResult:
     """Resuming an output that already finished: its result, unchanged, when it is still what
-    this build makes (same options and part, inputs and tokenizer files unchanged); refused when
-    it is not, or when its manifest does not add up (:class:`~maskprep.errors.DataError`).
-    ``None`` when a shard it lists is gone: the output is then unfinished again (its manifest
-    removed) and the build resumes it."""
+    this build makes (same options and part, inputs and tokenizer files unchanged, every file it
+    lists there with the bytes it records); refused naming what is not."""
     manifest = output.state.manifest
     assert manifest is not None
-    where = output.location.url
-    check_same_build(manifest, config, where)
-    check_inputs_unchanged(manifest, config, where, storage_options)
-    check_tokenizer_unchanged(manifest, config, where, storage_options)
-    if output.state.missing:
-        output.unfinish()
-        return None
-    problems = manifest_problems(manifest, output.location)
-    if problems:
-        raise DataError(f"{where}: the finished build's manifest is wrong: {problems[0]}")
-    output.tidy()
+    check_unchanged(manifest, config, output.location, storage_options)
     return BuildResult.finished(_result_path(output.location), manifest)
 
 
@@ -230,10 +212,12 @@ def _build_locked(
         config.output,
         columns.schema(packed=packed),
         existing=output.existing_shards,
-        keepalive=output.keepalive,
+        names=output.names,
+        open_writer=output.writer,
+        publish=output.publish,
     )
     skip = config.source.on_bad_record == "skip"
-    rejects = RejectsWriter(output.target) if skip else None
+    rejects = RejectsWriter(output.writer(output.names.rejects), output.publish) if skip else None
     read = _Read(rejects, config.source.max_rejects, staged=output.staged)
 
     def progress() -> None:
@@ -252,7 +236,7 @@ def _build_locked(
 
     batches = batched(reader, config.batch_size, stop_at_reject=not skip)
     stream = encode_stream(batches, tokenizing)
-    complete = committed = False
+    committed = False
     unusable: str | None = None
     try:
         for batch, items in stream:
@@ -268,7 +252,6 @@ def _build_locked(
         write(shaper.finish())
         read.check_limit(_names(reader), finished=True)  # before the shards are complete
         shards = writer.close()
-        complete = True
         totals = _totals(read, reader, shaper, shards)
         unusable = _unusable(totals, reader, config)
         if unusable is not None:
@@ -287,24 +270,23 @@ def _build_locked(
             totals=totals,
             fill=_fill(fill, totals),
             part=_part(config, reader),
+            rejects=rejects.publish() if rejects is not None else None,
         )
-        if rejects is not None:
-            rejects.publish()
         output.commit(manifest)  # last: the output is finished from here on
         committed = True
     except BaseException as exc:
         if committed:
             raise  # finished: an interrupt just after the manifest takes nothing back
         stream.close()  # stops the reader thread before the files it feeds are closed
-        # Interrupted, or failing once every shard is complete (a full disk at the manifest),
-        # the complete shards stay for a resume, as after a kill.
-        writer.abort(keep_complete=complete or not isinstance(exc, Exception))
+        # The shard being written goes; complete ones stay for a resume, as after a kill.
+        writer.abort()
         explained = unusable is not None or isinstance(exc, RejectsPastLimit)
-        if rejects is not None and explained and read.rejected:
-            # Why no record could be used, or why too many were not: the one file such a
-            # build leaves.
-            rejects.publish()
-        elif rejects is not None:
+        if rejects is not None and rejects.published is None:
+            if explained and read.rejected and isinstance(exc, Exception):
+                # Why no record could be used, or why too many were not: the one file such a
+                # build publishes.
+                with contextlib.suppress(Exception):
+                    rejects.publish()
             rejects.discard()
         raise  # the session removes its staging and temporaries on the way out
     elapsed = time.perf_counter() - started

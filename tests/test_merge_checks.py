@@ -13,7 +13,7 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, DataError, PartSpec, build, merge, read_manifest
 from maskprep.cli import main
-from maskprep.distributed import merge_output
+from maskprep.output import commit
 from maskprep.distributed.tiling import check_inputs
 from maskprep.output.manifest import Part
 from maskprep.output.names import MANIFEST_NAME
@@ -171,7 +171,7 @@ def across_filesystems(monkeypatch):
     def no_link(source, target):
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
 
-    monkeypatch.setattr(merge_output, "hard_link", no_link)
+    monkeypatch.setattr(commit, "hard_link", no_link)
 
 
 def test_copied_shards_are_hashed_and_equal_to_linked_ones(

@@ -167,14 +167,10 @@ class SourceReader:
                 stats.records += 1
                 yield item
         except (OSError, EOFError) as exc:
-            # A corrupt compressed stream or a failing disk: nothing after this point can be read.
+            # A corrupt or truncated compressed stream (CorruptZstd is an EOFError) or a
+            # failing disk: nothing after this point can be read.
             where = f"{display}:{stats.records + stats.blank_lines + 1}"
             raise DataError(f"{where}: cannot read input: {exc}") from None
-        except Exception as exc:
-            if type(exc).__name__ != "ZstdError":
-                raise
-            where = f"{display}:{stats.records + stats.blank_lines + 1}"
-            raise DataError(f"{where}: cannot read input: corrupt zstd data ({exc})") from None
         finally:
             if name != STDIN:
                 raw.close()

@@ -10,7 +10,7 @@ operations on the :class:`Location`::
     with storage.write(out.join("data-00000.parquet")) as sink:
         pyarrow.parquet.write_table(table, sink)      # published only if this block succeeds
     sink.result.sha256                                # hashed as the bytes went out
-    storage.put_if_absent(out.join(".maskprep.lock"), b"...")   # AlreadyExists if taken
+    storage.put_if_absent(out.join("_maskprep.json"), b"...")   # AlreadyExists if taken
 
 S3 is configured the standard way: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` and the AWS config files, read by botocore itself.
@@ -25,16 +25,16 @@ from .errors import (
     NotFound,
     StorageError,
     StorageFailure,
+    StorageRequestError,
     Unsupported,
     VersionMismatch,
+    is_offline_mode,
 )
-from .lease import Lease, LeaseHeld, LeaseLost, LeaseRecord
 from .location import Location, local_form, parse_location
 from .objects import ObjectInfo, WriteResult, is_temporary
 from .operations import (
     copy,
     delete,
-    delete_if_match,
     delete_many,
     exists,
     glob,
@@ -60,10 +60,6 @@ __all__ = [
     "AlreadyExists",
     "AtomicWriter",
     "Capabilities",
-    "Lease",
-    "LeaseHeld",
-    "LeaseLost",
-    "LeaseRecord",
     "Location",
     "MissingExtra",
     "NoSpace",
@@ -72,16 +68,17 @@ __all__ = [
     "StorageError",
     "StorageFailure",
     "StorageOptions",
+    "StorageRequestError",
     "Unsupported",
     "VersionMismatch",
     "WriteResult",
     "capabilities",
     "copy",
     "delete",
-    "delete_if_match",
     "delete_many",
     "exists",
     "glob",
+    "is_offline_mode",
     "is_temporary",
     "listdir",
     "local_form",

@@ -1,14 +1,24 @@
-"""The local fast path: plain ``os`` calls on paths, no fsspec in between."""
+"""The local fast path: plain ``os`` calls on paths, no fsspec in between.
+
+A local file has no ETag: its version, for a compare-and-swap, is the sha256 of its bytes
+(:func:`version`), and the swap itself runs under a ``flock`` of the directory, held for the few
+system calls of the read, the compare and the rename (never across anything slow).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import glob as _glob
+import hashlib
 import os
 import stat as _stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from .errors import NotFound, StorageError, translate
+from .errors import NotFound, StorageFailure, StorageRequestError, VersionMismatch, translate
 from .location import Location
 from .objects import ObjectInfo, is_temporary
 
@@ -58,7 +68,7 @@ def listdir(location: Location) -> list[ObjectInfo]:
                 if not is_temporary(entry.name)
             ]
     except NotADirectoryError:
-        raise StorageError(location.url, "not a directory") from None
+        raise StorageRequestError(location.url, "not a directory") from None
     except OSError as exc:
         raise translate(exc, location.url) from None
     return sorted(found, key=lambda info: info.name)
@@ -120,3 +130,58 @@ def make_directory(location: Location) -> None:
         os.makedirs(location.path, exist_ok=True)
     except OSError as exc:
         raise translate(exc, location.url) from None
+
+
+def version(data: bytes) -> str:
+    """The version of a local file's bytes, as a compare-and-swap names it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+#: How long a compare-and-swap waits for another one in the same directory to finish.
+SWAP_WAIT = 60.0
+
+
+@contextlib.contextmanager
+def _directory_locked(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` of the directory ``path`` (the kernel drops it if this
+    process dies); waits up to :data:`SWAP_WAIT` seconds for another holder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + SWAP_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise translate(exc, path) from None
+                if time.monotonic() > deadline:
+                    raise StorageFailure(
+                        path, f"another writer held the directory for {SWAP_WAIT:.0f} s"
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_with_version(location: Location) -> tuple[bytes, str]:
+    """A small file's bytes and their :func:`version`, never through a symbolic link."""
+    try:
+        fd = os.open(location.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise translate(exc, location.url) from None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+    return data, version(data)
+
+
+def replace_if_match(location: Location, data: bytes, etag: str, write: Callable[[], None]) -> None:
+    """Run ``write`` (which replaces the file atomically) only if the file's :func:`version` is
+    still ``etag``: :class:`VersionMismatch` if it is another, :class:`NotFound` if it is gone."""
+    directory = os.path.dirname(location.path) or "."
+    with _directory_locked(directory):
+        _, current = read_with_version(location)
+        if current != etag:
+            raise VersionMismatch(location.url, "changed since it was read")
+        write()

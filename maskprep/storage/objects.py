@@ -47,9 +47,10 @@ class WriteResult:
     etag: str | None = None
 
 
-def temporary_name(name: str) -> str:
-    """A fresh temporary name for ``name`` in the same directory: ``.tmp-NAME.<16 hex>``."""
-    return f"{TEMP_PREFIX}{name}.{secrets.token_hex(8)}"
+def temporary_name(name: str, tag: str | None = None) -> str:
+    """A temporary name for ``name`` in the same directory: ``.tmp-NAME.<16 hex>``, the hex
+    being the writer's ``tag`` (so that it can find its own) or fresh."""
+    return f"{TEMP_PREFIX}{name}.{tag or secrets.token_hex(8)}"
 
 
 def is_temporary(name: str) -> bool:

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from . import local, remote
-from .errors import Unsupported
 from .location import Location
 from .objects import ObjectInfo, WriteResult
 from .protocols import capabilities, filesystem
@@ -55,11 +54,12 @@ def read_bytes(location: Location) -> bytes:
 
 
 def read_with_info(location: Location) -> tuple[bytes, ObjectInfo]:
-    """A small object and its :class:`ObjectInfo` (with the ETag of the version read), for a
-    compare-and-swap that follows."""
+    """A small object and its :class:`ObjectInfo`, whose ``etag`` names the version read (S3's
+    ETag; a local file's sha256), for a compare-and-swap that follows."""
     if location.is_local:
-        with open_read(location) as handle:
-            return handle.read(), local.stat(location)
+        data, version = local.read_with_version(location)
+        info = local.stat(location)
+        return data, ObjectInfo(location, len(data), False, info.mtime, version)
     return remote.read_with_info(location)
 
 
@@ -82,9 +82,11 @@ def glob(pattern: Location) -> list[ObjectInfo]:
     return local.glob(pattern) if pattern.is_local else remote.glob(pattern)
 
 
-def write(location: Location, *, exclusive: bool = False) -> AtomicWriter:
-    """An :class:`AtomicWriter`: the object appears only when committed, complete."""
-    return open_writer(location, exclusive=exclusive)
+def write(location: Location, *, exclusive: bool = False, tag: str | None = None) -> AtomicWriter:
+    """An :class:`AtomicWriter`: the object appears only when committed, complete; with
+    ``exclusive``, only if nothing is there by then (:class:`AlreadyExists`). ``tag`` names the
+    writer in the temporary file's name."""
+    return open_writer(location, exclusive=exclusive, tag=tag)
 
 
 def put(location: Location, data: bytes) -> WriteResult:
@@ -99,19 +101,17 @@ def put_if_absent(location: Location, data: bytes) -> WriteResult:
 
 
 def replace_if_match(location: Location, data: bytes, etag: str) -> WriteResult:
-    """Compare-and-swap: replace the object only if its ETag is still ``etag``;
-    :class:`VersionMismatch` if it changed, :class:`Unsupported` off S3 (local files: use a
-    file lock instead)."""
+    """Compare-and-swap: replace the object only if it is still the version ``etag`` (as
+    :func:`read_with_info` gave it); :class:`VersionMismatch` if it changed, :class:`NotFound`
+    if it is gone, :class:`Unsupported` on a store without conditional replaces (GCS and Azure as
+    wired here). The replacement appears whole or not at all."""
     if location.is_local:
-        raise Unsupported(location.url, "local files have no ETag; lock them instead")
+        written: list[WriteResult] = []
+        local.replace_if_match(
+            location, data, etag, lambda: written.append(put_bytes(location, data))
+        )
+        return written[0]
     return remote.replace_if_match(location, data, etag)
-
-
-def delete_if_match(location: Location, etag: str) -> None:
-    """Delete the object only if its ETag is still ``etag``; see :func:`replace_if_match`."""
-    if location.is_local:
-        raise Unsupported(location.url, "local files have no ETag; lock them instead")
-    remote.delete_if_match(location, etag)
 
 
 def delete(location: Location) -> None:
@@ -136,21 +136,33 @@ def delete_many(locations: Iterable[Location]) -> None:
         remote.delete_many(group)
 
 
-def copy(source: Location, target: Location) -> WriteResult:
-    """Copy an object; the target appears only complete. Within one object store that copies
-    atomically (S3, GCS) the copy is server-side (no bytes through this process, so ``sha256``
-    is ``None``); otherwise the bytes stream through an :class:`AtomicWriter`, hashed."""
+def copy(
+    source: Location, target: Location, *, exclusive: bool = False, tag: str | None = None
+) -> WriteResult:
+    """Copy an object; the target appears only complete (with ``exclusive``, only if nothing is
+    there: :class:`AlreadyExists`). Within one object store that copies atomically (S3, GCS)
+    the copy is server-side (no bytes through this process, so ``sha256`` is ``None``; on S3 a
+    create-only copy is a one-part multipart copy completed with ``If-None-Match``); otherwise the
+    bytes stream through an :class:`AtomicWriter`, hashed."""
     size = stat(source).size
-    if (
+    server = (
         not source.is_local
         and capabilities(source).server_copy
         and source.protocol == target.protocol
         and filesystem(source) is filesystem(target)
-    ):
+    )
+    if exclusive and size == 0:
+        return put_bytes(target, b"", exclusive=True)  # one conditional PUT: nothing to copy
+    if server and not exclusive:
         remote.copy(source, target)
         return WriteResult(target, size, None, None)
-    with open_read(source) as reader, open_writer(target) as writer:
-        shutil.copyfileobj(reader, writer, COPY_CHUNK)
+    if server and source.protocol in ("s3", "s3a"):
+        remote.copy_if_absent(source, target, size)
+        return WriteResult(target, size, None, None)
+    with open_read(source) as reader:
+        writer = open_writer(target, exclusive=exclusive, tag=tag)
+        with writer:
+            shutil.copyfileobj(reader, writer, COPY_CHUNK)
     assert writer.result is not None
     return writer.result
 

@@ -1,0 +1,232 @@
+"""The commit protocol against writers that are suspended, overtaken or killed (issue #24).
+
+No writer deletes or overwrites an object it cannot prove it created and that no committed
+manifest references; the commit is one conditional write of the manifest. These tests run real
+``maskprep`` processes, locally and against an S3-protocol server on loopback (moto), and check
+the outputs as a user would: with ``maskprep inspect`` and the bytes of every shard listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cli_kit import build_args
+from conftest import ROOT
+
+MANIFEST = "_maskprep.json"
+OPTIONS = ("--shard-rows", "8", "--batch-size", "4")
+
+
+def _records(count: int, offset: int = 0) -> bytes:
+    return "".join(
+        json.dumps({"text": f"record {i} " + "word " * (i % 7)}) + "\n"
+        for i in range(offset, offset + count)
+    ).encode()
+
+
+FIRST = _records(20)  # shards 0 and 1 complete, a third begun; then the writer waits for more
+REST = _records(40, offset=20)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+def _start(*args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "maskprep", *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+
+
+def _run(*args: object, stdin: bytes | None = None, timeout: float = 180):
+    return subprocess.run(
+        [sys.executable, "-m", "maskprep", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        env=_env(),
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass(frozen=True)
+class Place:
+    """An output location and how to read what is there, by name."""
+
+    out: str
+    files: Callable[[], dict[str, bytes]]
+
+
+@pytest.fixture(params=["local", "s3"])
+def place(request, tmp_path) -> Place:
+    if request.param == "local":
+        out = tmp_path / "out"
+
+        def local_files() -> dict[str, bytes]:
+            if not out.is_dir():
+                return {}
+            return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+        return Place(str(out), local_files)
+    pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
+    boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3)")
+    bucket = request.getfixturevalue("s3_bucket")
+
+    def s3_files() -> dict[str, bytes]:
+        s3 = boto3.client("s3")
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("Contents", [])
+        return {
+            item["Key"].removeprefix("out/"): s3.get_object(Bucket=bucket, Key=item["Key"])[
+                "Body"
+            ].read()
+            for item in listing
+        }
+
+    return Place(f"s3://{bucket}/out", s3_files)
+
+
+def _listed(files: dict[str, bytes]) -> list[tuple[str, str]]:
+    """(name, sha256 recorded) of every shard the manifest lists."""
+    manifest = json.loads(files[MANIFEST])
+    return [(s["path"], s["sha256"]) for s in manifest["shards"]]
+
+
+def assert_whole(place: Place) -> dict[str, bytes]:
+    """The output at ``place`` is finished and whole: inspect passes, and every shard its
+    manifest lists is there with the bytes it records."""
+    files = place.files()
+    assert MANIFEST in files, sorted(files)
+    for name, digest in _listed(files):
+        assert name in files, f"{name} is listed but gone: {sorted(files)}"
+        assert hashlib.sha256(files[name]).hexdigest() == digest, f"{name} changed"
+    inspected = _run("inspect", place.out, "--json")
+    assert inspected.returncode == 0, inspected.stdout.decode()[-3000:] + inspected.stderr.decode()
+    return files
+
+
+def _shard_bytes(files: dict[str, bytes]) -> list[bytes]:
+    return [files[name] for name, _ in _listed(files)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, llama_like) -> list[bytes]:
+    """The shards of an undisturbed build of FIRST + REST, in the manifest's order."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    done = _run(*build_args("-", llama_like, out, *OPTIONS), stdin=FIRST + REST)
+    assert done.returncode == 0, done.stderr.decode()
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    return _shard_bytes(files)
+
+
+def _suspend_after_two_shards(place: Place, tokenizer) -> subprocess.Popen:
+    """A writer that has published two shards, begun a third, and is then stopped (SIGSTOP, as a
+    batch scheduler suspends a job)."""
+    writer = _start(*build_args("-", tokenizer, place.out, *OPTIONS))
+    assert writer.stdin is not None
+    writer.stdin.write(FIRST)
+    writer.stdin.flush()
+    deadline = time.monotonic() + 90
+    while len([n for n in place.files() if n.startswith("data-")]) < 2:
+        assert writer.poll() is None, writer.communicate()[1].decode()[-2000:]
+        assert time.monotonic() < deadline, "the writer never published two shards"
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the third shard
+    writer.send_signal(signal.SIGSTOP)
+    return writer
+
+
+def _wake(writer: subprocess.Popen) -> subprocess.CompletedProcess:
+    """Resume a stopped writer, give it the rest of its input, and wait for it to end."""
+    writer.send_signal(signal.SIGCONT)
+    try:
+        stdout, stderr = writer.communicate(REST, timeout=120)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.communicate()
+    return subprocess.CompletedProcess(writer.args, writer.returncode, stdout, stderr)
+
+
+def test_a_suspended_writer_woken_after_a_resume_finished_leaves_that_output_whole(
+    place, llama_like, reference
+):
+    writer = _suspend_after_two_shards(place, llama_like)
+    try:
+        second = _run(
+            *build_args("-", llama_like, place.out, *OPTIONS, "--resume"), stdin=FIRST + REST
+        )
+        assert second.returncode == 0, second.stderr.decode()[-2000:]
+        finished = assert_whole(place)
+        assert _shard_bytes(finished) == reference
+    finally:
+        woken = _wake(writer)
+    assert b"Traceback" not in woken.stderr, woken.stderr.decode()[-2000:]
+    after = assert_whole(place)
+    assert _shard_bytes(after) == reference
+    assert after[MANIFEST] == finished[MANIFEST]
+
+
+def test_a_suspended_writer_woken_after_an_overwrite_finished_leaves_that_output_whole(
+    place, llama_like
+):
+    writer = _suspend_after_two_shards(place, llama_like)
+    other = ("--shard-rows", "5", "--batch-size", "4")  # another build: other shard bounds
+    try:
+        second = _run(
+            *build_args("-", llama_like, place.out, *other, "--overwrite"), stdin=FIRST + REST
+        )
+        assert second.returncode == 0, second.stderr.decode()[-2000:]
+        finished = assert_whole(place)
+        assert len(_listed(finished)) == 12  # 60 rows of 5
+    finally:
+        woken = _wake(writer)
+    assert b"Traceback" not in woken.stderr, woken.stderr.decode()[-2000:]
+    after = assert_whole(place)
+    assert after[MANIFEST] == finished[MANIFEST]
+    assert _shard_bytes(after) == _shard_bytes(finished)
+
+
+def test_a_writer_stopped_at_a_random_moment_never_damages_the_output_that_overtook_it(
+    place, llama_like, tmp_path
+):
+    """The writer reads a file and is stopped wherever it happens to be (reading, encoding,
+    writing a shard, committing): whichever of the two finishes, the output is whole."""
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(_records(400))
+    args = build_args(source, llama_like, place.out, "--shard-rows", "40", "--batch-size", "8")
+    for trial in range(3):
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "maskprep", *args, "--overwrite"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+        )
+        time.sleep(random.Random(trial).uniform(0.5, 2.5))
+        writer.send_signal(signal.SIGSTOP)
+        try:
+            second = _run(*args, "--overwrite", "--shard-rows", "30")
+            assert second.returncode == 0, second.stderr.decode()[-2000:]
+            finished = assert_whole(place)
+        finally:
+            writer.send_signal(signal.SIGCONT)
+            _, stderr = writer.communicate(timeout=120)
+        assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+        after = assert_whole(place)
+        # The woken writer either gave up or replaced the output with a whole one of its own.
+        if after[MANIFEST] != finished[MANIFEST]:
+            assert writer.returncode == 0
