@@ -13,8 +13,8 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, DataError, PartSpec, build, merge, read_manifest
 from maskprep.cli import main
-from maskprep.output import commit
 from maskprep.distributed.tiling import check_inputs
+from maskprep.output import commit
 from maskprep.output.manifest import Part
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file

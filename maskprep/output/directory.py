@@ -81,6 +81,7 @@ class OutputState:
     missing: list[str] = field(default_factory=list)
     #: Without a manifest: files with plain names, maskprep's if their content is.
     shards: list[str] = field(default_factory=list)
+    #: The rejects file: a finished output's own, or (without a manifest) one of plain name.
     rejects: list[str] = field(default_factory=list)
     #: Other attempts' files, temporaries, staging directories and records: removable only by a
     #: writer that has committed since.
@@ -181,8 +182,7 @@ def _sort_beside_manifest(state: OutputState, name: str, owned: set[str], shards
     attempt with other names, or (a name of the output's own set it does not list) foreign."""
     assert state.manifest is not None
     if name in owned:
-        if name in shards:
-            state.listed.append(name)  # else its rejects file
+        (state.listed if name in shards else state.rejects).append(name)
     elif name_set_of(name) in manifest_sets(state.manifest):
         state.foreign.append(name)
     else:

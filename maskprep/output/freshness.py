@@ -19,13 +19,13 @@ import stat
 
 from .. import storage
 from ..config import BuildConfig, PartSpec
-from ..errors import Option, OutputError
+from ..errors import DataError, Option, OutputError
 from ..sources.inputs import STDIN, expand_inputs
 from ..sources.locations import is_url, size_of
 from ..sources.parts import FileRange, open_range, plan_part
 from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes
-from .manifest import Manifest, RecordedConfig
+from .manifest import Manifest, RecordedConfig, manifest_problems
 from .shards import sha256_of
 
 _CHUNK = 1 << 20
@@ -44,6 +44,9 @@ def check_unchanged(
     check_inputs_unchanged(manifest, config, where, options)
     check_tokenizer_unchanged(manifest, config, where, options)
     check_files_unchanged(manifest, location)
+    problems = manifest_problems(manifest, location)
+    if problems:
+        raise DataError(f"{where}: the finished build's manifest is wrong: {problems[0]}")
 
 
 def check_files_unchanged(manifest: Manifest, location: storage.Location) -> None:
