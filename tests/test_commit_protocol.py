@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from cli_kit import build_args
@@ -229,3 +230,45 @@ def test_a_writer_stopped_at_a_random_moment_never_damages_the_output_that_overt
         # The woken writer either gave up or replaced the output with a whole one of its own.
         if after[MANIFEST] != finished[MANIFEST]:
             assert writer.returncode == 0
+
+
+# ------------------------------------------------------------------ a finished output that changed
+
+
+def _tamper(place: Place, name: str, data: bytes, tmp_path: Path) -> None:
+    """Replace the file ``name`` of the output at ``place`` with ``data``."""
+    if place.out.startswith("s3://"):
+        import boto3
+
+        bucket = place.out.removeprefix("s3://").split("/")[0]
+        boto3.client("s3").put_object(Bucket=bucket, Key=f"out/{name}", Body=data)
+    else:
+        (Path(place.out) / name).write_bytes(data)
+
+
+def test_resume_of_a_finished_output_whose_shard_bytes_changed_is_not_finished(
+    place, llama_like, tmp_path
+):
+    """docs/storage.md: a finished output is returned as it is only if it is still what the
+    build makes; a shard rewritten with other bytes (the same rows, another compression) is
+    not, and is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    args = build_args("-", llama_like, place.out, *OPTIONS)
+    done = _run(*args, stdin=FIRST + REST)
+    assert done.returncode == 0, done.stderr.decode()
+    files = place.files()
+    name = _listed(files)[1][0]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pq.read_table(pa.BufferReader(files[name])), sink, compression="gzip")
+    # Negative control first: unchanged, the finished output is returned as it is.
+    again = _run(*args, "--resume", stdin=FIRST + REST)
+    assert again.returncode == 0, again.stderr.decode()
+    _tamper(place, name, sink.getvalue().to_pybytes(), tmp_path)
+    resumed = _run(*args, "--resume", stdin=FIRST + REST)
+    assert resumed.returncode == 2, resumed.stderr.decode()
+    message = resumed.stderr.decode().strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert name in message and "holds other bytes" in message and "--overwrite" in message
+    assert place.files()[name] == sink.getvalue().to_pybytes()  # nothing was touched

@@ -86,7 +86,7 @@ def _copy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
         return
     source = part.directory.join(recorded.path)
     digest = hashlib.sha256()
-    size = 0
+    size = lines = 0
     with _open_rejects(source) as handle:
         while size <= recorded.size:
             chunk = handle.read(min(_CHUNK, recorded.size + 1 - size))
@@ -94,11 +94,17 @@ def _copy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
                 break
             digest.update(chunk)
             size += len(chunk)
+            lines += chunk.count(b"\n")
             writer.write(chunk)
     if size != recorded.size or digest.hexdigest() != recorded.sha256:
         raise DataError(
             f"{source}: does not match the size and sha256 its part's manifest records (the "
             "rejects file was changed after the part was built); rebuild the part"
+        )
+    if lines != part.manifest.totals.records_rejected:
+        raise DataError(
+            f"{source}: holds {lines} rejected records, but its part's manifest counts "
+            f"{part.manifest.totals.records_rejected}; rebuild the part"
         )
 
 
