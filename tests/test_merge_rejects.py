@@ -11,8 +11,8 @@ import sys
 
 import pytest
 from cli_kit import build_args
-from conftest import ROOT
 from click.testing import CliRunner
+from conftest import ROOT
 
 from maskprep.cli import main
 

@@ -8,13 +8,10 @@ errors, in rejects and in the manifest.
 
 from __future__ import annotations
 
-import glob
 import io
-from collections.abc import Callable
 from typing import BinaryIO
 
 from .. import storage
-from ..errors import ConfigError
 
 
 def is_url(name: str) -> bool:
@@ -25,25 +22,6 @@ def is_url(name: str) -> bool:
 def location_of(name: str, options: storage.StorageOptions | None) -> storage.Location:
     """The storage location of an input URL."""
     return storage.parse_location(name, options)
-
-
-def expand_url(
-    item: str, options: storage.StorageOptions | None, keep: Callable[[str], bool]
-) -> list[str]:
-    """The objects an input URL names: itself, every object below a prefix whose name ``keep``
-    accepts (a callable on the name), or the objects a glob matches; in key order."""
-    location = location_of(item, options)
-    if glob.has_magic(location.path):
-        found = [i for i in storage.glob(location) if not i.is_dir]
-        if not found:
-            raise ConfigError(f"{item}: no object matches this pattern")
-        return [i.location.url for i in found]
-    if not storage.stat(location).is_dir:
-        return [location.url]
-    below = [i.location.url for i in storage.walk(location) if keep(i.location.name)]
-    if not below:
-        raise ConfigError(f"{item}: prefix holds no .txt or .jsonl objects")
-    return below
 
 
 def size_of(name: str, options: storage.StorageOptions | None) -> int:

@@ -16,6 +16,7 @@ import os
 import stat as _stat
 import time
 from collections.abc import Callable, Iterator
+from pathlib import PurePath
 from typing import BinaryIO
 
 from .errors import NotFound, StorageFailure, StorageRequestError, VersionMismatch, translate
@@ -74,29 +75,52 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
+def walk(
+    location: Location,
+    *,
+    temporaries: bool = False,
+    skip_directory: Callable[[list[str]], bool] | None = None,
+) -> Iterator[ObjectInfo]:
     """Every file below a directory, in path order (as an object store lists keys),
-    temporaries left out unless asked for. Symlinked directories are not followed (a loop would
-    never end); an unreadable one is an error."""
+    temporaries left out unless asked for; a directory whose file names ``skip_directory``
+    rejects is left out with all below it.
+
+    The symbolic-link rule (docs/storage.md): a link to a directory is followed, each directory
+    read once (by device and inode), so a link back up the tree ends instead of looping and a
+    tree reached twice is read once (the first of the sorted names that reach it is kept); a
+    link whose target is gone, and a directory that cannot be listed, are errors, never files
+    left out without a word. (Nothing is ever written or removed through a link: outputs that
+    hold one are refused before they are walked.)"""
     if not os.path.isdir(location.path):
         raise NotFound(location.url, "no such directory")
 
     def fail(exc: OSError) -> None:
-        raise translate(exc, exc.filename or location.url)
+        where = exc.filename or location.url
+        raise StorageRequestError(where, f"cannot read directory: {exc.strerror}") from None
 
-    relative_paths: list[str] = []
-    for directory, _dirnames, filenames in os.walk(location.path, onerror=fail):
-        relative = os.path.relpath(directory, location.path)
-        prefix = "" if relative == "." else relative + "/"
-        relative_paths.extend(
-            prefix + name for name in filenames if temporaries or not is_temporary(name)
-        )
-    for relative_path in sorted(relative_paths):
-        child = location.join(relative_path)
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for directory, subdirs, names in os.walk(location.path, onerror=fail, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen or (skip_directory and skip_directory(names)):
+            subdirs.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subdirs.sort()  # the first of two links to one directory is the one kept
+        for name in names:
+            if not temporaries and is_temporary(name):
+                continue
+            path = str(PurePath(directory, name))  # as pathlib spells it: no ./ and no //
+            if not os.path.exists(path):
+                raise StorageRequestError(
+                    path, "dangling symbolic link (its target does not exist)"
+                )
+            found.append(path)
+    for path in sorted(found):
         try:
-            yield _info(child, os.stat(child.path))
+            yield _info(Location(location.protocol, path, location.options), os.stat(path))
         except OSError as exc:
-            raise translate(exc, child.url) from None
+            raise translate(exc, path) from None
 
 
 def glob(pattern: Location) -> list[ObjectInfo]:

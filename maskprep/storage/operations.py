@@ -8,7 +8,7 @@ A local :class:`~maskprep.storage.location.Location` takes the plain ``os`` path
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from . import local, remote
@@ -69,12 +69,19 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return local.listdir(location) if location.is_local else remote.listdir(location)
 
 
-def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
+def walk(
+    location: Location,
+    *,
+    temporaries: bool = False,
+    skip_directory: Callable[[list[str]], bool] | None = None,
+) -> Iterator[ObjectInfo]:
     """Every file or object below a directory or prefix, in path order; writers' temporaries
-    left out unless ``temporaries`` (a writer cleaning up after a dead one needs them)."""
+    left out unless ``temporaries`` (a writer cleaning up after a dead one needs them), and a
+    directory whose file names ``skip_directory`` rejects left out with all below it. The one
+    walker of maskprep, with its one rule for symbolic links (:func:`.local.walk`)."""
     if location.is_local:
-        return local.walk(location, temporaries=temporaries)
-    return remote.walk(location, temporaries=temporaries)
+        return local.walk(location, temporaries=temporaries, skip_directory=skip_directory)
+    return remote.walk(location, temporaries=temporaries, skip_directory=skip_directory)
 
 
 def glob(pattern: Location) -> list[ObjectInfo]:

@@ -10,7 +10,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from .errors import (
@@ -122,14 +122,30 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
-    """Every object under a prefix, in key order, temporaries left out unless asked for."""
+def walk(
+    location: Location,
+    *,
+    temporaries: bool = False,
+    skip_directory: Callable[[list[str]], bool] | None = None,
+) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, in key order, temporaries left out unless asked for; a
+    "directory" (the keys of one prefix level) whose names ``skip_directory`` rejects is left out
+    with all below it."""
     fs = filesystem(location)
     with _errors(location.url):
         found = fs.find(location.path, detail=True)
     if not found:
         raise NotFound(location.url, "no such file, object or prefix")
+    skipped: list[str] = []
+    if skip_directory is not None:
+        names: dict[str, list[str]] = {}
+        for name in found:
+            parent, _, base = name.rpartition("/")
+            names.setdefault(parent, []).append(base)
+        skipped = [parent + "/" for parent, inside in names.items() if skip_directory(inside)]
     for name in sorted(found):
+        if any(name.startswith(prefix) for prefix in skipped):
+            continue
         if temporaries or not is_temporary(posixpath.basename(name)):
             yield _info(_child(location, name), found[name])
 
