@@ -76,28 +76,39 @@ class Place:
 def place(request, tmp_path) -> Place:
     if request.param == "local":
         out = tmp_path / "out"
-
-        def local_files() -> dict[str, bytes]:
-            if not out.is_dir():
-                return {}
-            return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
-
-        return Place(str(out), local_files)
+        return Place(str(out), lambda: _local_files(out))
     pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
     boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3)")
     bucket = request.getfixturevalue("s3_bucket")
 
-    def s3_files() -> dict[str, bytes]:
-        s3 = boto3.client("s3")
-        listing = s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("Contents", [])
-        return {
-            item["Key"].removeprefix("out/"): s3.get_object(Bucket=bucket, Key=item["Key"])[
-                "Body"
-            ].read()
-            for item in listing
-        }
+    return Place(f"s3://{bucket}/out", lambda: _s3_files(boto3, bucket))
 
-    return Place(f"s3://{bucket}/out", s3_files)
+
+def _s3_files(boto3, bucket: str) -> dict[str, bytes]:
+    """Every object under ``out/`` with its bytes (one deleted between the listing and its
+    read, as a writer's sweep may, left out)."""
+    s3 = boto3.client("s3")
+    found = {}
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix="out/").get("Contents", []):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            continue
+        found[item["Key"].removeprefix("out/")] = body
+    return found
+
+
+def _local_files(directory: Path) -> dict[str, bytes]:
+    """Every file of ``directory`` with its bytes (one removed between the listing and its read
+    left out)."""
+    found = {}
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        try:
+            if path.is_file():
+                found[path.name] = path.read_bytes()
+        except FileNotFoundError:
+            continue
+    return found
 
 
 def _listed(files: dict[str, bytes]) -> list[tuple[str, str]]:
@@ -272,3 +283,77 @@ def test_resume_of_a_finished_output_whose_shard_bytes_changed_is_not_finished(
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert name in message and "holds other bytes" in message and "--overwrite" in message
     assert place.files()[name] == sink.getvalue().to_pybytes()  # nothing was touched
+
+
+# ------------------------------------------------------------------ a killed overwrite
+
+
+def _switch_begun(place: Place) -> bool:
+    """Whether an overwrite has begun to move its files into the output (tagged shard names
+    there that the manifest does not list): the moment the switch is under way."""
+    files = place.files()
+    listed = {name for name, _ in _listed(files)} if MANIFEST in files else set()
+    return any(n.startswith("data-") and n.count("-") == 2 and n not in listed for n in files)
+
+
+def _overwrite_kill_trial(place: Place, tokenizer, source_old, source_new, trials: int) -> None:
+    """Replace a finished output with ``--overwrite``, killing the writer (SIGTERM, and every
+    fourth time SIGKILL) ``trials`` times: at a random moment of its run, or the moment its
+    switch is seen under way. Afterwards the output is always whole, the old one or the new
+    one, never neither."""
+    many = ("--shard-rows", "2", "--batch-size", "8")  # many shards: a long switch to hit
+    old = _run(*build_args(source_old, tokenizer, place.out, *many))
+    assert old.returncode == 0, old.stderr.decode()
+    old_shards = _shard_bytes(assert_whole(place))
+    timed = time.monotonic()
+    new = _run(*build_args(source_new, tokenizer, place.out, *many, "--overwrite"))
+    duration = time.monotonic() - timed
+    assert new.returncode == 0, new.stderr.decode()
+    new_shards = _shard_bytes(assert_whole(place))
+    assert new_shards != old_shards
+    seen = {"old": 0, "new": 0, "mid-switch": 0}
+    rng = random.Random(24)
+    for trial in range(trials):
+        source = source_new if trial % 2 else source_old  # alternate which one replaces
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "maskprep",
+             *build_args(source, tokenizer, place.out, *many, "--overwrite")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+        )  # fmt: skip
+        if trial % 3 == 2:  # random: anywhere in the run
+            time.sleep(rng.uniform(0.3, 1.3) * duration)
+        else:  # the switch: as soon as it is seen under way
+            deadline = time.monotonic() + 120
+            while not _switch_begun(place) and writer.poll() is None:
+                assert time.monotonic() < deadline, "the switch never began"
+            seen["mid-switch"] += writer.poll() is None
+        writer.send_signal(signal.SIGKILL if trial % 4 == 3 else signal.SIGTERM)
+        _, stderr = writer.communicate(timeout=120)
+        assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+        shards = _shard_bytes(assert_whole(place))
+        assert shards in (old_shards, new_shards), f"trial {trial}: neither output"
+        seen["old" if shards == old_shards else "new"] += 1
+    assert seen["mid-switch"], seen  # the kills did land in the switch
+
+
+def test_a_killed_overwrite_leaves_the_old_or_the_new_output_whole(tmp_path, llama_like):
+    out = tmp_path / "out"
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(_records(120))
+    new = tmp_path / "new.jsonl"
+    new.write_bytes(_records(100, offset=500))
+    place = Place(str(out), lambda: _local_files(out))
+    _overwrite_kill_trial(place, llama_like, old, new, trials=18)
+
+
+def test_a_killed_overwrite_on_s3_leaves_the_old_or_the_new_output_whole(
+    s3_bucket, tmp_path, llama_like
+):
+    boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3)")
+    old = tmp_path / "old.jsonl"
+    old.write_bytes(_records(60))
+    new = tmp_path / "new.jsonl"
+    new.write_bytes(_records(50, offset=500))
+
+    place = Place(f"s3://{s3_bucket}/out", lambda: _s3_files(boto3, s3_bucket))
+    _overwrite_kill_trial(place, llama_like, old, new, trials=6)
