@@ -422,3 +422,77 @@ def test_a_rerun_part_beside_a_dead_attempts_record_builds_at_once_on_s3(
                               part=PartSpec(0, 2)))  # fmt: skip
     manifest = json.loads(storage.read_bytes(part.join(MANIFEST_NAME)))
     assert manifest["totals"] == local.manifest.as_dict()["totals"]
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def _processes_with(variable: str, value: str) -> list[str]:
+    """The processes (pid and name) that carry ``variable=value`` in their environment."""
+    needle = f"{variable}={value}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    with open(f"/proc/{name}/comm") as comm:
+                        found.append(f"{name} {comm.read().strip()}")
+        except OSError:
+            continue
+    return found
+
+
+def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[str]]:
+    """A CLI Ray build on its own private cluster, sent ``signum`` once a part has written a
+    shard; its exit status, and the processes of that build still alive 15 s later (every
+    process of it carries the test's marker in its environment)."""
+    import time
+    import uuid
+
+    pytest.importorskip("ray")
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs /proc to find the cluster's processes")
+    texts = [f"document {i}: " + "word " * (5 + i % 30) for i in range(20000)]
+    corpus = write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEST_RAY_BUILD": marker, **NO_USAGE_STATS}
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "out"
+    args = ["build", str(corpus), "-t", str(llama_like), "-o", str(out), "--max-length", "32",
+            "--pad-token", "eos", "--engine", "ray", "--num-shards", "2", "-q"]  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-m", "maskprep", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    part = tmp_path / "out.parts" / "part-00000"
+    deadline = time.monotonic() + 180
+    while not (part.is_dir() and any(p.name.startswith("data-") for p in part.iterdir())):
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no part ever wrote a shard"
+        time.sleep(0.2)
+    assert len(_processes_with("TEST_RAY_BUILD", marker)) > 2  # the driver and its cluster
+    child.send_signal(signum)
+    child.wait(timeout=120)
+    child.stderr.close()
+    deadline = time.monotonic() + 15
+    while _processes_with("TEST_RAY_BUILD", marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return child.returncode, _processes_with("TEST_RAY_BUILD", marker)
+
+
+def test_a_killed_ray_driver_leaves_no_process_of_the_cluster_it_started(tmp_path, llama_like):
+    import signal
+
+    code, left = _ray_build_stopped_by(signal.SIGKILL, tmp_path, llama_like)
+    assert code == -signal.SIGKILL
+    assert left == []
+
+
+def test_sigterm_stops_a_ray_build_as_a_local_one_with_exit_143(tmp_path, llama_like):
+    import signal
+
+    code, left = _ray_build_stopped_by(signal.SIGTERM, tmp_path, llama_like)
+    assert code == 143
+    assert left == []

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..output.parts_root import open_parts_root
 from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
 from .merge import check_parts, checked_totals, merge_into, read_part
+from .reaper import keep_signal_handlers, private_cluster
 
 #: How messages name the Ray engine: ``--engine ray`` on the command line.
 ENGINE = Option("engine", "ray")
@@ -155,22 +156,37 @@ def build_with_ray(
         expand_inputs(config.source.inputs, storage_options)
         # This also fills the tokenizer cache for the workers.
         prepare_tokenizer(config, None, tokenizer_cache, storage_options)
-        owned = not ray.is_initialized()
-        if owned:
-            address = os.environ.get("RAY_ADDRESS") or "local"
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        try:
+        with _cluster(ray):
             count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
             root = open_parts_root(location, config, count)
             configs = part_configs(config, count, root.location)
             _run_parts(ray, configs, (tokenizer_cache, storage_options), on_part)
-        finally:
-            if owned:
-                ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
         built = check_parts([read_part(c.output.directory, storage_options) for c in configs])
         merged = merge_into(output, built, checked_totals(built), engine="ray")
     root.remove()  # a local merged output holds hard links to the part shards
     return BuildResult(merged.output, merged.manifest, time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _cluster(ray: Any) -> Iterator[None]:
+    """Ray for the body: the session this process already has (left alone), the cluster in
+    ``RAY_ADDRESS`` (disconnected from after, never stopped), or a private local one, which
+    dies with this build however it ends (:mod:`.reaper`)."""
+    if ray.is_initialized():
+        yield
+        return
+    options = {"include_dashboard": False, "log_to_driver": False}
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        with private_cluster(ray, **options):
+            yield
+        return
+    with keep_signal_handlers():
+        ray.init(address=address, **options)
+    try:
+        yield
+    finally:
+        ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
 
 
 def _absolute(location: storage.Location) -> storage.Location:
@@ -202,7 +218,9 @@ def _run_parts(
     pending = [task.remote(part, *builder) for part in configs]
     try:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            # A short wait: a signal (SIGTERM, Ctrl-C) is handled between two, not after the
+            # next part finishes.
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
                 run = ray.get(ref)
                 if on_part is not None:
