@@ -24,14 +24,17 @@ from .errors import BadRecordError, DataError
 from .output.commit import Action, OutputRequest, OutputSession, write_failures
 from .output.freshness import check_unchanged
 from .output.manifest import Manifest, Part, RecordedConfig
+from .output.names import PLAIN
 from .output.rejects import RejectsWriter
 from .output.shards import ShardInfo, ShardWriter
 from .results import BuildResult, Progress, Totals
+from .resume import ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import Fill, FillStats
 from .shaping.fit import check_room, split_trainable
 from .shaping.shaper import Shaper, make_shaper
 from .sources.batches import batched
-from .sources.records import Rejected, SourceReader
+from .sources.inputs import STDIN
+from .sources.records import Rejected, SourcePosition, SourceReader
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.prepare import prepare_tokenizer
 from .tokenizing.stream import encode_stream
@@ -147,6 +150,22 @@ class _Read:
     documents: int = 0
     rejected: int = 0
     without_labels: int = 0
+    #: Told every line written to the rejects file (the resume points keep them).
+    log: Callable[[str], None] | None = None
+
+    def counts(self) -> dict[str, int]:
+        """The counts, for a resume point."""
+        return {
+            "documents": self.documents,
+            "rejected": self.rejected,
+            "without_labels": self.without_labels,
+        }
+
+    def restore(self, counts: dict[str, int]) -> None:
+        """Take up the counts of a resume point."""
+        self.documents = int(counts["documents"])
+        self.rejected = int(counts["rejected"])
+        self.without_labels = int(counts["without_labels"])
 
     def reject(self, items: list[Rejected]) -> None:
         """Apply the policy to ``items``, in order."""
@@ -155,7 +174,9 @@ class _Read:
                 raise BadRecordError(item.location, item.reason)
             self.rejected += 1
             self.without_labels += item.without_labels
-            self.rejects.add(item)
+            line = self.rejects.add(item)
+            if self.log is not None:
+                self.log(line)
             if self.limit is not None and self.limit.count is not None:
                 # A count is known to be passed as soon as it is: no need to read on.
                 self.check_limit(item.location, finished=False)
@@ -206,19 +227,56 @@ def _build_locked(
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
     output.begin()
+    # Resume points: where a resumed build of this one starts (maskprep.resume). Standard input
+    # cannot be read twice, and a writer of tagged names is never resumed.
+    points = output.names == PLAIN and STDIN not in reader.files
+    digest = build_digest(config, info, reader.files) if points else ""
+    resume = None
+    if points and output.action is Action.RESUME:
+        state = output.state
+        format_ = config.output.format
+        resume = find_resume(
+            output.target, state.shards, state.resume_points, digest, reader, format_
+        )
+    taken = {shard.path for shard in resume.shards} if resume is not None else set()
+    log = ResumeLog(digest, output.write_scratch) if points else None
     packed = config.shape.strategy == "pack"
     writer = ShardWriter(
         output.target,
         config.output,
         columns.schema(packed=packed),
-        existing=output.existing_shards,
+        existing=[name for name in output.existing_shards if name not in taken],
         names=output.names,
         open_writer=output.writer,
         publish=output.publish,
+        on_close=None if log is None else lambda shard: log.shard(shard, writer.position),
     )
     skip = config.source.on_bad_record == "skip"
     rejects = RejectsWriter(output.writer(output.names.rejects), output.publish) if skip else None
     read = _Read(rejects, config.source.max_rejects, staged=output.staged)
+    read.log = None if log is None else log.rejected
+    if resume is not None:
+        # Start where the point says: what came before is in the shards taken up.
+        reader.start_at(resume.point.restart)
+        writer.adopt(resume.shards, resume.point.skip)
+        shaper.restore(resume.point.shaper)
+        fill.restore(resume.point.fill)
+        read.restore(resume.point.read)
+        if rejects is not None:
+            rejects.add_lines(resume.rejects)
+
+    def snapshot(start: SourcePosition | None) -> None:
+        if log is not None and start is not None:
+            log.batch(
+                Snapshot(
+                    start,
+                    writer.position,
+                    read.counts(),
+                    shaper.snapshot(),
+                    fill.snapshot(),
+                    0,
+                )
+            )
 
     def progress() -> None:
         if on_progress is not None:
@@ -234,12 +292,13 @@ def _build_locked(
             writer.write(rows.to_arrow())
             fill.add(rows)
 
-    batches = batched(reader, config.batch_size, stop_at_reject=not skip)
+    batches = batched(reader, config.batch_size, stop_at_reject=not skip, position=reader.position)
     stream = encode_stream(batches, tokenizing)
     committed = False
     unusable: str | None = None
     try:
         for batch, items in stream:
+            snapshot(batch.start)
             read.reject(batch.rejected)
             if config.sft is not None:
                 docs, late = split_trainable(batch.records, items, config.shape)
@@ -249,6 +308,7 @@ def _build_locked(
             read.documents += len(docs)
             write(shaper.shape(docs))
             progress()
+        snapshot(reader.position())
         write(shaper.finish())
         read.check_limit(_names(reader), finished=True)  # before the shards are complete
         shards = writer.close()

@@ -57,13 +57,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
-import fcntl
-import json
-import os
-import shutil
-import socket
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -88,9 +81,9 @@ from .names import (
     new_tag,
     staging_name,
     temporary_target,
-    writer_name,
 )
 from .shards import sha256_of
+from .writers import WriterRecord, hold_record, other_writers
 
 
 @dataclass(frozen=True)
@@ -159,7 +152,7 @@ def plan(state: OutputState, request: OutputRequest, alive: list[WriterRecord]) 
             return Action.REPLACE
         return Action.WRITE
     if alive:
-        raise OutputError(f"{url}: {alive[0].busy()}")
+        raise alive[0].refusal(url)
     if state.unfinished:
         _refuse_unfinished(state, request)
     return Action.WRITE
@@ -188,96 +181,6 @@ def _refuse_unfinished(state: OutputState, request: OutputRequest) -> None:
     )
 
 
-@dataclass(frozen=True)
-class WriterRecord:
-    """Who writes an output: a writer's record, as another writer reads it."""
-
-    name: str
-    host: str = "?"
-    pid: int = 0
-    #: Known alive (a local writer holding the record's flock); ``False``: not known either way.
-    running: bool = False
-
-    def busy(self) -> str:
-        """Why a plain build stops here, in words."""
-        if self.running:
-            return (
-                f"another maskprep process (pid {self.pid}) is writing to this directory; wait "
-                "for it or use another output directory"
-            )
-        return (
-            f"another writer ({self.host}, pid {self.pid}) began writing here and has not "
-            f"finished ({self.name}); it may still be running, or have died: resume the build "
-            "(--resume) or overwrite it (--overwrite)"
-        )
-
-
-def _writers(state: OutputState) -> list[WriterRecord]:
-    """The writers whose records are in the output and that are, or may be, alive: locally a
-    record whose flock is free is a dead writer's (garbage); on a store nobody can tell."""
-    found = []
-    for name in state.writers:
-        location = state.location.join(name)
-        running = False
-        if location.is_local:
-            if not _flock_held(location.path):
-                continue  # gone, or its writer died: garbage
-            running = True
-        try:
-            fields = json.loads(storage.read_bytes(location))
-            found.append(WriterRecord(name, str(fields["host"]), int(fields["pid"]), running))
-        except (storage.NotFound, ValueError, KeyError, TypeError):
-            continue  # gone meanwhile, or unreadable: not a writer to wait for
-    return found
-
-
-def _flock_held(path: str) -> bool | None:
-    """Whether another process holds the flock of the local file ``path`` (``None``: gone)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
-    finally:
-        os.close(fd)
-    return False
-
-
-class _Record:
-    """This writer's own record: created when it starts writing, removed when it ends; locally
-    flock-ed for as long as the process lives (the kernel lets go when it dies)."""
-
-    def __init__(self, location: storage.Location, tag: str, action: Action) -> None:
-        self.location = location.join(writer_name(tag))
-        data = {"host": socket.gethostname(), "pid": os.getpid(), "action": action.value}
-        body = (json.dumps(data, sort_keys=True) + "\n").encode()
-        self._fd: int | None = None
-        if self.location.is_local:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                self._fd = os.open(self.location.path, flags, 0o644)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-                os.write(self._fd, body)
-            except OSError as exc:
-                self.close()
-                raise os_failure(
-                    location.url, "cannot write to the output directory", exc
-                ) from None
-        else:
-            storage.put_if_absent(self.location, body)
-
-    def close(self) -> None:
-        """Remove the record (it is this writer's own) and let go of its flock."""
-        with contextlib.suppress(Exception):
-            storage.delete(self.location)
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-
 class OutputSession:
     """One writer's hold on the output at ``location`` (see the module notes); open with
     :meth:`open`, use as a context manager (aborts on an exception, then closes)."""
@@ -300,26 +203,33 @@ class OutputSession:
         #: Where shards and rejects go: the output, or this writer's staging directory.
         self.target = self._staging or location
         self._created = created
-        self._record: _Record | None = None
+        self._record: storage.Held | None = None
         #: Files this writer alone made under their final names (a tagged writer's moved files,
         #: a merge's placed shards), and whether the manifest's write was issued.
         self._moved: list[storage.Location] = []
         self._placed: list[storage.Location] = []
+        self._scratch: list[storage.Location] = []
         self._issued = False
 
     @classmethod
     def open(cls, location: storage.Location, request: OutputRequest) -> OutputSession:
         """Read what the output holds and decide what this writer may do with it; refused
         (:class:`OutputError`, exit 2) when it may do nothing."""
-        created = _make_directory(location) if location.is_local else False
+        try:
+            created = storage.create_directory(location)
+        except storage.StorageRequestError as exc:
+            raise OutputError(f"{location.url}: output {exc.detail}") from None
+        except OSError as exc:
+            raise os_failure(location.url, "cannot create output directory", exc) from None
         try:
             state = scan(location)
-            action = plan(state, request, _writers(state))
+            action = plan(state, request, other_writers(location, state.writers))
             session = cls(location, state, action, created)
             if action is not Action.FINISHED:
-                session._record = _Record(location, session.tag, action)
+                session._record = _hold(location, session.tag, action)
         except BaseException:
-            _remove_if_empty(location, created)
+            if created:
+                storage.remove_empty_directory(location)
             raise
         return session
 
@@ -406,6 +316,18 @@ class OutputSession:
                 overwrite=Option("output.overwrite"),
             ) from None
 
+    def write_scratch(self, name: str, data: bytes) -> None:
+        """Publish a file of this writer's scratch (a resume point), create-if-absent, best
+        effort: one that cannot be written only makes a later resume slower. Scratch is removed
+        once the output is committed."""
+        writer = self.writer(name)
+        try:
+            writer.write(data)
+            self.publish(writer)
+            self._scratch.append(self.target.join(name))
+        except Exception:
+            writer.abort()
+
     def place(self, name: str, source: storage.Location, sha256: str) -> bool:
         """Place a copy of ``source`` (a merged part's shard, whose bytes must have ``sha256``)
         as ``name`` in :attr:`target`, create-if-absent: a hard link locally, a server-side copy
@@ -415,7 +337,15 @@ class OutputSession:
         target = self.target.join(name)
         self.guard()
         try:
-            linked, digest = _place(source, target, self.tag)
+            linked, digest = storage.link_or_copy(source, target, tag=self.tag)
+        except storage.NotFound:
+            raise ConfigError(f"{source}: shard listed in its part's manifest is missing") from None
+        except storage.StorageRequestError as exc:
+            if exc.url != source.url:
+                raise
+            raise ConfigError(
+                f"{source}: shard listed in its part's manifest is not a file ({exc.detail})"
+            ) from None
         except storage.AlreadyExists:
             raise OutputError.suggesting(
                 "{file}: written meanwhile by another writer; nothing was replaced. Overwrite "
@@ -455,16 +385,21 @@ class OutputSession:
             if self._staging is not None or storage.read_bytes(target) != data:
                 self.guard()  # raises Overtaken: another writer committed other contents
                 raise
-            return  # another attempt of this very build committed first: this output is it
+            # Another attempt of this very build committed first: this output is it.
+            with contextlib.suppress(Exception):
+                storage.delete_many(self._scratch)
+            return
         except (storage.VersionMismatch, storage.NotFound):
             self._issued = False
             self.guard()
             raise
         self._sweep(manifest)
+        with contextlib.suppress(Exception):
+            storage.delete_many(self._scratch)
         staging, self._staging = self._staging, None
         if staging is not None:
             with contextlib.suppress(Exception):
-                _remove_tree(staging)
+                storage.remove_tree(staging)
 
     def _move_staged(self, manifest: Manifest) -> None:
         """Each staged file to its final name in the output: a hard link locally (then the
@@ -474,15 +409,10 @@ class OutputSession:
         if manifest.rejects is not None:
             names.append(manifest.rejects.path)
         for name in names:
-            source, target = self._staging.join(name), self.location.join(name)
+            target = self.location.join(name)
             self._moved.append(target)
-            if target.is_local:
-                os.link(source.path, target.path, follow_symlinks=False)
-                storage.delete(source)
-            else:
-                storage.copy(source, target, exclusive=True, tag=self.tag)
-        if self.location.is_local:
-            storage.writers.fsync_directory(self.location.path)
+            storage.move_if_absent(self._staging.join(name), target, tag=self.tag)
+        storage.sync_directory(self.location)
 
     def _sweep(self, manifest: Manifest) -> None:
         """Remove what was there when this writer opened and its manifest does not list: every
@@ -496,7 +426,7 @@ class OutputSession:
             with contextlib.suppress(Exception):
                 location = self.location.join(name)
                 if is_staging_name(name):
-                    _remove_tree(location)
+                    storage.remove_tree(location)
                 elif name in replaced or _maskprep_content(location, name):
                     storage.delete(location)
 
@@ -508,21 +438,22 @@ class OutputSession:
         unknown), and its temporaries. Complete plain files stay (see the module notes)."""
         with contextlib.suppress(Exception):
             if self._staging is not None:
-                _remove_tree(self._staging)
+                storage.remove_tree(self._staging)
                 self._staging = None
             if not self._issued:
                 storage.delete_many(self._moved + self._placed)
             self._moved, self._placed = [], []
-            if self.location.is_local:
-                mine = [n for n in os.listdir(self.location.path) if _temporary_of(n, self.tag)]
-                storage.delete_many(self.location.join(n) for n in mine)
+            found = storage.entries(self.location) or []
+            mine = [e.name for e in found if _temporary_of(e.name, self.tag)]
+            storage.delete_many(self.location.join(n) for n in mine)
 
     def close(self) -> None:
         """Remove this writer's record; a local directory it created and left empty goes."""
         record, self._record = self._record, None
         if record is not None:
-            record.close()
-        _remove_if_empty(self.location, self._created)
+            record.release()
+        if self._created:
+            storage.remove_empty_directory(self.location)
 
     def __enter__(self) -> OutputSession:
         return self
@@ -538,40 +469,11 @@ class OutputSession:
         self.close()
 
 
-#: Link errors after which a file is copied instead: another filesystem, a filesystem without
-#: hard links, too many links to one file.
-_COPY_INSTEAD = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
-
-
-def hard_link(source: str, target: str) -> None:
-    """``target`` as a new name of the file ``source`` (never following a link, never
-    replacing a name)."""
-    os.link(source, target, follow_symlinks=False)
-
-
-def _place(source: storage.Location, target: storage.Location, tag: str) -> tuple[bool, str | None]:
-    """Hard-link a local file (never following a link, never replacing a name), else copy it
-    create-if-absent (server-side within one store); whether it was linked, and the sha256 of
-    the bytes when they passed through this process."""
-    if source.is_local and target.is_local:
-        try:
-            info = os.lstat(source.path)
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: shard listed in its part's manifest is missing") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{source}: shard listed in its part's manifest is not a file")
-        try:
-            hard_link(source.path, target.path)
-            return True, None
-        except FileExistsError:
-            raise storage.AlreadyExists(target.url, "already exists") from None
-        except OSError as exc:
-            if exc.errno not in _COPY_INSTEAD:
-                raise
-    elif not storage.exists(source):
-        raise ConfigError(f"{source}: shard listed in its part's manifest is missing")
-    written = storage.copy(source, target, exclusive=True, tag=tag)
-    return False, written.sha256
+def _hold(location: storage.Location, tag: str, action: Action) -> storage.Held:
+    try:
+        return hold_record(location, tag, action.value)
+    except OSError as exc:
+        raise os_failure(location.url, "cannot write to the output directory", exc) from None
 
 
 def _temporary_of(name: str, tag: str) -> bool:
@@ -591,18 +493,6 @@ def _maskprep_content(location: storage.Location, name: str) -> bool:
     return True
 
 
-def _remove_tree(location: storage.Location) -> None:
-    """Remove a directory or prefix and all it holds, never following a link inside."""
-    if location.is_local:
-        if os.path.isdir(location.path) and not os.path.islink(location.path):
-            shutil.rmtree(location.path)
-        else:
-            storage.delete(location)
-        return
-    with contextlib.suppress(storage.NotFound):
-        storage.delete_many([info.location for info in storage.walk(location, temporaries=True)])
-
-
 @contextlib.contextmanager
 def write_failures(location: storage.Location) -> Iterator[None]:
     """Report a failure to write the output at ``location`` (a full disk, an unwritable file) as
@@ -614,25 +504,3 @@ def write_failures(location: storage.Location) -> Iterator[None]:
     except storage.StorageFailure as exc:
         # The machine failed, not the command (exit 1, see maskprep.errors).
         raise IOFailure(f"{exc.url}: cannot write output: {exc.detail}") from None
-
-
-def _make_directory(location: storage.Location) -> bool:
-    """Create a local output directory (and parents); True when this call created it."""
-    path = location.path
-    if os.path.isdir(path):
-        return False
-    if os.path.lexists(path):
-        raise OutputError(f"{path}: output exists and is not a directory")
-    try:
-        os.makedirs(path)
-    except FileExistsError:
-        return False  # another process made it between the check and here
-    except OSError as exc:
-        raise os_failure(path, "cannot create output directory", exc) from None
-    return True
-
-
-def _remove_if_empty(location: storage.Location, created: bool) -> None:
-    if created and location.is_local:
-        with contextlib.suppress(OSError):
-            os.rmdir(location.path)  # fails, as it should, unless it is empty

@@ -21,10 +21,7 @@ refuses it too, whatever the options.
 
 from __future__ import annotations
 
-import enum
 import json
-import os
-import stat
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -42,28 +39,12 @@ from .names import (
     is_staging_name,
     is_writer_name,
     name_set_of,
+    resume_shard,
     temporary_target,
 )
 
 #: Foreign names shown in a message; the rest are counted.
 SHOWN = 3
-
-
-class Kind(enum.Enum):
-    """What a directory entry is (symbolic links are never followed to find out)."""
-
-    FILE = "file"
-    DIRECTORY = "directory"
-    LINK = "symbolic link"
-    OTHER = "special file"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One entry at the top of an output."""
-
-    name: str
-    kind: Kind
 
 
 @dataclass
@@ -83,6 +64,8 @@ class OutputState:
     shards: list[str] = field(default_factory=list)
     #: The rejects file: a finished output's own, or (without a manifest) one of plain name.
     rejects: list[str] = field(default_factory=list)
+    #: Without a manifest: the resume points of plain shards (see :mod:`maskprep.resume`).
+    resume_points: list[str] = field(default_factory=list)
     #: Other attempts' files, temporaries, staging directories and records: removable only by a
     #: writer that has committed since.
     garbage: list[str] = field(default_factory=list)
@@ -104,7 +87,7 @@ class OutputState:
     def names(self) -> set[str]:
         """Every name of maskprep's there when it was scanned."""
         found = set(self.listed) | set(self.shards) | set(self.rejects) | set(self.garbage)
-        found |= set(self.writers)
+        found |= set(self.writers) | set(self.resume_points)
         if self.manifest_name is not None:
             found.add(self.manifest_name)
         if self.manifest is not None and self.manifest.rejects is not None:
@@ -115,11 +98,14 @@ class OutputState:
 def scan(location: storage.Location) -> OutputState:
     """What the output at ``location`` holds (an absent one holds nothing)."""
     state = OutputState(location)
-    entries = _list_local(location) if location.is_local else _list_remote(location)
+    try:
+        entries = storage.entries(location)
+    except storage.StorageRequestError as exc:
+        raise OutputError(f"{location.url}: output {exc.detail}") from None
     if entries is None:
         return state
     state.exists = True
-    files = {e.name for e in entries if e.kind is Kind.FILE}
+    files = {e.name for e in entries if e.kind is storage.Kind.FILE}
     present = [name for name in MANIFEST_NAMES if name in files]
     if present:
         state.manifest_name = present[0]
@@ -151,14 +137,18 @@ def manifest_sets(manifest: Manifest) -> set[NameSet]:
 
 
 def _sort(
-    state: OutputState, entry: Entry, owned: set[str], shards: set[str], manifests: list[str]
+    state: OutputState,
+    entry: storage.Entry,
+    owned: set[str],
+    shards: set[str],
+    manifests: list[str],
 ) -> None:
     name = entry.name
-    if entry.kind is Kind.LINK:
+    if entry.kind is storage.Kind.LINK:
         state.links.append(name)
-    elif entry.kind is Kind.DIRECTORY:
+    elif entry.kind is storage.Kind.DIRECTORY:
         (state.garbage if is_staging_name(name) else state.foreign).append(name)
-    elif entry.kind is not Kind.FILE:
+    elif entry.kind is not storage.Kind.FILE:
         state.foreign.append(name)
     elif name in manifests:
         if name != manifests[0]:
@@ -167,6 +157,9 @@ def _sort(
         state.writers.append(name)
     elif name == LOCK_NAME or is_own_name(temporary_target(name) or ""):
         state.garbage.append(name)  # temporaries, and the lock file of earlier versions
+    elif resume_shard(name) is not None:
+        plain = state.manifest is None and name_set_of(resume_shard(name) or "") == PLAIN
+        (state.resume_points if plain else state.garbage).append(name)
     elif not is_own_name(name):
         state.foreign.append(name)
     elif state.manifest is not None:
@@ -195,52 +188,6 @@ def _read_manifest(location: storage.Location) -> tuple[Manifest, str | None]:
     except storage.StorageRequestError as exc:
         raise OutputError(f"{location.url}: cannot read: {exc.detail}") from None
     return parse_manifest(data, location.url), info.etag
-
-
-def _list_local(location: storage.Location) -> list[Entry] | None:
-    path = location.path
-    try:
-        info = os.stat(path)  # the output directory itself may be a link (out -> /scratch/out)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot read the output directory: {exc.strerror}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise OutputError(f"{path}: output exists and is not a directory")
-    try:
-        with os.scandir(path) as found:
-            return [Entry(e.name, _kind(e)) for e in found]
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot read the output directory: {exc.strerror}") from None
-
-
-def _kind(entry: os.DirEntry[str]) -> Kind:
-    if entry.is_symlink():
-        return Kind.LINK
-    if entry.is_dir(follow_symlinks=False):
-        return Kind.DIRECTORY
-    return Kind.FILE if entry.is_file(follow_symlinks=False) else Kind.OTHER
-
-
-def _list_remote(location: storage.Location) -> list[Entry] | None:
-    """The top level of a prefix: objects, and the first component of deeper keys as
-    directories. An object at the prefix itself means it is not a directory."""
-    try:
-        found = list(storage.walk(location, temporaries=True))
-    except storage.NotFound as exc:
-        if "bucket" in exc.detail:
-            raise
-        return None
-    entries: dict[str, Entry] = {}
-    for info in found:
-        relative = info.location.path[len(location.path) :].lstrip("/")
-        if not relative and info.size == 0:
-            continue  # a "folder" marker (an empty object named like the prefix)
-        if not relative:
-            raise OutputError(f"{location.url}: output exists and is not a prefix (an object)")
-        top, _, rest = relative.partition("/")
-        entries.setdefault(top, Entry(top, Kind.DIRECTORY if rest else Kind.FILE))
-    return sorted(entries.values(), key=lambda e: e.name)
 
 
 def names_shown(names: list[str]) -> str:
@@ -298,8 +245,6 @@ def _is_rejects_file(location: storage.Location) -> bool:
 
 
 __all__ = [
-    "Entry",
-    "Kind",
     "OutputState",
     "check_unfinished_is_ours",
     "is_maskprep_shard",

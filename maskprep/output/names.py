@@ -41,6 +41,9 @@ TMP_PREFIX = ".tmp-"
 #: dataset readers, which skip ``.`` names) and moves its files out just before it commits.
 STAGING_PREFIX = ".staging-"
 WRITER_PREFIX = ".maskprep-writer-"
+#: A build writes ``.resume-<shard>.json`` once a shard is complete: where in the input the shard
+#: ends, so that a resumed build skips what is done (see :mod:`maskprep.resume`).
+RESUME_PREFIX = ".resume-"
 
 _TAG = r"[0-9a-f]{16}"
 _EXTENSION = "(" + "|".join(map(re.escape, EXTENSIONS.values())) + ")"
@@ -128,6 +131,19 @@ def is_writer_name(name: str) -> bool:
     return _WRITER.fullmatch(name) is not None
 
 
+def resume_name(shard: str) -> str:
+    """The resume point written once ``shard`` is complete (see :mod:`maskprep.resume`)."""
+    return f"{RESUME_PREFIX}{shard}.json"
+
+
+def resume_shard(name: str) -> str | None:
+    """The shard a resume point's ``name`` was written for (``None``: not a resume point)."""
+    if name.startswith(RESUME_PREFIX) and name.endswith(".json"):
+        shard = name[len(RESUME_PREFIX) : -len(".json")]
+        return shard if is_shard_name(shard) else None
+    return None
+
+
 def temporary_target(name: str) -> str | None:
     """The final name a temporary file stands for (``.tmp-data-00000.parquet.<hex>`` →
     ``data-00000.parquet``), or ``None`` when ``name`` is not a temporary name."""
@@ -143,4 +159,5 @@ def is_own_name(name: str) -> bool:
         or is_shard_name(name)
         or is_rejects_name(name)
         or is_writer_name(name)
+        or resume_shard(name) is not None
     )

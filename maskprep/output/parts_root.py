@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
-import stat
 from dataclasses import dataclass
 
 from .. import storage
@@ -42,12 +39,8 @@ class PartsRoot:
 
     def remove(self) -> None:
         """Remove the directory and every part in it, never following a link."""
-        with contextlib.suppress(storage.StorageError, OSError):
-            if self.location.is_local:
-                shutil.rmtree(self.location.path)
-            else:
-                found = storage.walk(self.location, temporaries=True)
-                storage.delete_many([info.location for info in found])
+        with contextlib.suppress(storage.StorageError):
+            storage.remove_tree(self.location)
 
 
 def parts_location(output: storage.Location) -> storage.Location:
@@ -127,51 +120,33 @@ def _read_marker(location: storage.Location) -> dict[str, object] | None:
 
 def _entries(location: storage.Location) -> set[str] | None:
     """The names at the top of a parts directory; links refused, ``None`` when absent."""
-    if not location.is_local:
-        try:
-            found = list(storage.walk(location, temporaries=True))
-        except storage.NotFound as exc:
-            if "bucket" in exc.detail:
-                raise
-            return None
-        return {
-            info.location.path[len(location.path) :].lstrip("/").split("/")[0] for info in found
-        }
-    try:
-        info = os.lstat(location.path)
-    except FileNotFoundError:
-        return None
-    if stat.S_ISLNK(info.st_mode):
+    if storage.is_link(location):
         raise OutputError(
             f"{location.url}: is a symbolic link; maskprep never writes through a link (remove it)"
         )
-    if not stat.S_ISDIR(info.st_mode):
-        raise OutputError(f"{location.url}: exists and is not a directory")
-    names = set()
-    with os.scandir(location.path) as found_entries:
-        for entry in found_entries:
-            if entry.is_symlink():
-                raise OutputError(
-                    f"{location.join(entry.name).url}: is a symbolic link; maskprep never "
-                    "writes through a link (remove it)"
-                )
-            names.add(entry.name)
-    return names
+    try:
+        found = storage.entries(location)
+    except storage.StorageRequestError as exc:
+        raise OutputError(f"{location.url}: {exc.detail}") from None
+    if found is None:
+        return None
+    for entry in found:
+        if entry.kind is storage.Kind.LINK:
+            raise OutputError(
+                f"{location.join(entry.name).url}: is a symbolic link; maskprep never writes "
+                "through a link (remove it)"
+            )
+    return {entry.name for entry in found}
 
 
 def _make(location: storage.Location, marker: dict[str, object]) -> None:
     """Make the directory and its marker, create-if-absent: another writer making it at the
     same moment makes this one refuse rather than share it."""
     data = (json.dumps(marker, sort_keys=True, indent=2) + "\n").encode()
-    if location.is_local:
-        try:
-            os.makedirs(os.path.dirname(location.path) or ".", exist_ok=True)
-            os.mkdir(location.path)
-        except FileExistsError:
-            raise OutputError(
-                f"{location.url}: made by another writer at the same moment"
-            ) from None
+    busy = f"{location.url}: made by another writer at the same moment"
+    if location.is_local and not storage.create_directory(location):
+        raise OutputError(busy)
     try:
         storage.put_if_absent(location.join(MARKER_NAME), data)
     except storage.AlreadyExists:
-        raise OutputError(f"{location.url}: made by another writer at the same moment") from None
+        raise OutputError(busy) from None

@@ -29,12 +29,19 @@ class RejectsWriter:
         self._publish = publish
         self.published: RejectsFile | None = None
 
-    def add(self, item: Rejected) -> None:
-        """Append one rejected record."""
+    def add(self, item: Rejected) -> str:
+        """Append one rejected record; the line written."""
         record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        # A lone surrogate cannot be UTF-8: written as its JSON escape, which reads back as it.
         line = _one_line_json(record) + "\n"
-        self._writer.write(line.encode("utf-8", errors="backslashreplace"))
+        self.add_lines([line])
+        return line
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Append lines as :meth:`add` wrote them (a resumed build's, see
+        :mod:`maskprep.resume`)."""
+        for line in lines:
+            # A lone surrogate cannot be UTF-8: written as its JSON escape, which reads back as it.
+            self._writer.write(line.encode("utf-8", errors="backslashreplace"))
 
     def publish(self) -> RejectsFile:
         """Move the file to its final name, complete; what the manifest records of it."""

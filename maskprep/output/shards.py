@@ -96,6 +96,7 @@ class ShardWriter:
         names: NameSet = PLAIN,
         open_writer: OpenWriter | None = None,
         publish: Publish = _commit,
+        on_close: Callable[[ShardInfo], None] | None = None,
     ) -> None:
         self.target = target
         self.config = config
@@ -113,11 +114,25 @@ class ShardWriter:
         self._checking: storage.Location | None = None
         #: Shards found complete and identical.
         self._reused: set[str] = set()
+        self._on_close = on_close
+        #: Rows still to pass over, already in shards a resumed build took up.
+        self._skip = 0
+
+    def adopt(self, shards: list[ShardInfo], skip: int) -> None:
+        """Take up the complete shards of an interrupted build of the same output (checked by the
+        caller) as this writer's first, and pass over the next ``skip`` rows written: they are in
+        those shards already (a build resumed from a resume point, see :mod:`maskprep.resume`)."""
+        assert not self.shards and self._writer is None
+        self.shards = list(shards)
+        self._reused = {shard.path for shard in shards}
+        self._skip = skip
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch, splitting it across shard boundaries as needed."""
         bytes_per_row = batch.nbytes / max(batch.num_rows, 1)
-        offset = 0
+        # Rows passed over keep the batch's own bytes per row: the shards roll where they did.
+        offset = min(self._skip, batch.num_rows)
+        self._skip -= offset
         while offset < batch.num_rows:
             room = batch.num_rows - offset
             if self.config.shard_rows is not None:
@@ -188,10 +203,13 @@ class ShardWriter:
 
     def _record(self, name: str, digest: str) -> None:
         positions, real, trained = self._counts
-        self.shards.append(ShardInfo(name, self._rows, positions, real, trained, digest))
+        shard = ShardInfo(name, self._rows, positions, real, trained, digest)
+        self.shards.append(shard)
         self._writer = self._sink = self._checking = None
         # A batch may go on into the next shard; it must see an empty one, not this full one.
         self._rows = self._bytes = 0
+        if self._on_close is not None:
+            self._on_close(shard)
 
     def _reuse_shard(self, replayed: str) -> None:
         checking = self._checking
@@ -213,6 +231,12 @@ class ShardWriter:
             rows += self._rows
             real += self._counts[1]
         return rows, real
+
+    @property
+    def position(self) -> int:
+        """How many rows the stream has passed so far: those written, and those passed over as
+        already in a resumed build's shards (the row a resume point counts from)."""
+        return self.written()[0] - self._skip
 
     @property
     def reused(self) -> int:

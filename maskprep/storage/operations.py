@@ -7,15 +7,19 @@ A local :class:`~maskprep.storage.location.Location` takes the plain ``os`` path
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import stat as _stat
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from . import local, remote
+from .errors import AlreadyExists, StorageRequestError, translate
 from .location import Location
 from .objects import ObjectInfo, WriteResult
 from .protocols import capabilities, filesystem
-from .writers import AtomicWriter, open_writer, put_bytes
+from .writers import AtomicWriter, fsync_directory, open_writer, put_bytes
 
 #: Bytes per read when a copy streams through this process.
 COPY_CHUNK = 8 << 20
@@ -172,6 +176,63 @@ def copy(
             shutil.copyfileobj(reader, writer, COPY_CHUNK)
     assert writer.result is not None
     return writer.result
+
+
+#: Link errors after which a file is copied instead: another filesystem, a filesystem without
+#: hard links, too many links to one file.
+_COPY_INSTEAD = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+
+
+def hard_link(source: str, target: str) -> None:
+    """``target`` as a new name of the local file ``source`` (never following a link, never
+    replacing a name)."""
+    os.link(source, target, follow_symlinks=False)
+
+
+def link_or_copy(
+    source: Location, target: Location, *, tag: str | None = None
+) -> tuple[bool, str | None]:
+    """Place the bytes of ``source`` at ``target``, create-if-absent (:class:`AlreadyExists`): a
+    hard link between local files (no bytes copied), else a :func:`copy` (server-side within one
+    store). A local source must be a regular file reached without a link. Returns whether it was
+    linked, and the sha256 of the bytes when they passed through this process."""
+    if source.is_local:
+        try:
+            info = os.lstat(source.path)
+        except OSError as exc:
+            raise translate(exc, source.url) from None
+        if not _stat.S_ISREG(info.st_mode):
+            raise StorageRequestError(source.url, "not a regular file")
+    if source.is_local and target.is_local:
+        try:
+            hard_link(source.path, target.path)
+            return True, None
+        except FileExistsError:
+            raise AlreadyExists(target.url, "already exists") from None
+        except OSError as exc:
+            if exc.errno not in _COPY_INSTEAD:
+                raise translate(exc, target.url) from None
+    written = copy(source, target, exclusive=True, tag=tag)
+    return False, written.sha256
+
+
+def move_if_absent(source: Location, target: Location, *, tag: str | None = None) -> None:
+    """Move a file to a name nothing has (:class:`AlreadyExists` otherwise): a hard link and an
+    unlink locally, a create-only server-side copy and a delete on a store."""
+    if source.is_local and target.is_local:
+        try:
+            os.link(source.path, target.path, follow_symlinks=False)
+        except OSError as exc:
+            raise translate(exc, target.url) from None
+    else:
+        copy(source, target, exclusive=True, tag=tag)
+    delete(source)
+
+
+def sync_directory(location: Location) -> None:
+    """Make the names just made in a local directory durable (nothing to do on a store)."""
+    if location.is_local:
+        fsync_directory(location.path)
 
 
 def make_directory(location: Location) -> None:
