@@ -127,7 +127,7 @@ def finished_build(
 
 def _result_path(location: storage.Location) -> Path | str:
     """Where a build wrote, as :class:`BuildResult` gives it: a path, or the URL."""
-    return Path(location.path) if location.is_local else location.url
+    return location.native
 
 
 class RejectsPastLimit(DataError):

@@ -185,7 +185,7 @@ def merge(
     parts = check_parts([read_part(d, storage_options) for d in part_dirs])
     location = storage.parse_location(output, storage_options)
     for part in parts:
-        if _same_place(part.directory, location):
+        if storage.same_place(part.directory, location):
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
     totals = checked_totals(parts)
     if check_input_bytes:
@@ -193,12 +193,6 @@ def merge(
     request = OutputRequest(overwrite=overwrite, merge=True)
     with write_failures(location), OutputSession.open(location, request) as session:
         return merge_into(session, parts, totals, engine)
-
-
-def _same_place(a: storage.Location, b: storage.Location) -> bool:
-    if a.is_local and b.is_local:
-        return os.path.realpath(a.path) == os.path.realpath(b.path)
-    return (a.protocol, a.path) == (b.protocol, b.path)
 
 
 def merge_into(
@@ -213,7 +207,7 @@ def merge_into(
     session.commit(manifest)
     location = session.location
     return MergeResult(
-        Path(location.path) if location.is_local else location.url,
+        location.native,
         manifest,
         len(parts),
         len(placed.shards),

@@ -15,11 +15,8 @@ size and sha256 its manifest records before they are joined.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
-import os
-import stat
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -146,25 +143,15 @@ def _rejects_line(line: bytes) -> bool:
 
 
 def _open_rejects(location: storage.Location) -> BinaryIO:
-    """A part's rejects file opened for reading: locally only a regular file reached without a
-    symbolic link, opened without blocking (a named pipe would wait for a writer forever)."""
-    if not location.is_local:
-        return storage.open_read(location)
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    """A part's rejects file opened for reading: only a regular file reached without a symbolic
+    link, opened without blocking (a named pipe would wait for a writer forever)."""
     try:
-        fd = os.open(location.path, flags)
-    except FileNotFoundError:
+        return storage.open_regular(location)
+    except storage.NotFound:
         raise ConfigError(
             f"{location}: rejects file its part's manifest records is missing"
         ) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ConfigError(
-                f"{location}: is a symbolic link; a part's rejects file must be a regular file"
-            ) from None
-        raise storage.errors.translate(exc, location.url) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ConfigError(f"{location}: not a regular file; a part's rejects file must be one")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    except storage.StorageRequestError as exc:
+        raise ConfigError(
+            f"{location}: {exc.detail}; a part's rejects file must be a regular file"
+        ) from None

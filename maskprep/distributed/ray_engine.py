@@ -145,7 +145,7 @@ def build_with_ray(
     if STDIN in config.source.inputs:
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
-    location = _absolute(storage.parse_location(config.output.directory, storage_options))
+    location = storage.absolute(storage.parse_location(config.output.directory, storage_options))
     with build_output(config, location, storage_options) as (output, finished):
         if finished is not None:
             return finished
@@ -187,13 +187,6 @@ def _cluster(ray: Any) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
-
-
-def _absolute(location: storage.Location) -> storage.Location:
-    """A local output as an absolute path: the workers may not share the driver's directory."""
-    if not location.is_local:
-        return location
-    return storage.Location(location.protocol, os.path.abspath(location.path), location.options)
 
 
 def _run_parts(

@@ -270,13 +270,7 @@ class OutputSession:
 
     def _now(self) -> str | None:
         """The version of ``_maskprep.json`` now (``None`` when there is none)."""
-        location = self.location.join(MANIFEST_NAME)
-        try:
-            if location.is_local:
-                return storage.read_with_info(location)[1].etag
-            return storage.stat(location).etag
-        except storage.NotFound:
-            return None
+        return storage.version(self.location.join(MANIFEST_NAME))
 
     def guard(self) -> None:
         """Raise :class:`Overtaken` if another writer committed the output since this one

@@ -14,14 +14,12 @@ twice either, and is not standard input the user knowingly gave: it is refused, 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 
 from .. import storage
 from ..config import BuildConfig, PartSpec
 from ..errors import DataError, Option, OutputError
 from ..sources.inputs import STDIN, expand_inputs
-from ..sources.locations import is_url, size_of
+from ..sources.locations import input_info, size_of
 from ..sources.parts import FileRange, open_range, plan_part
 from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes
@@ -98,7 +96,7 @@ def check_inputs_unchanged(
         return
     units = _units(manifest, config, options)
     for unit in units:
-        if not is_url(unit.path) and not stat.S_ISREG(os.stat(unit.path).st_mode):
+        if not input_info(unit.path, options).regular:
             raise OutputError(
                 f"{unit.path}: a pipe or device, which cannot be read again to check it holds "
                 f"what the build in {where} read; give the data as a regular file, or overwrite "
@@ -148,7 +146,7 @@ def _changed(where: str, path: str, detail: str) -> OutputError:
 
 
 def _size(path: str, options: StorageOptions | None) -> int:
-    return size_of(path, options) if is_url(path) else os.path.getsize(path)
+    return size_of(path, options)
 
 
 def _sha256(unit: FileRange, options: StorageOptions | None) -> str:

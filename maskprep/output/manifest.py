@@ -351,9 +351,7 @@ def leftover_shards(manifest: Manifest, present: list[str]) -> list[str]:
 def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
     """The names directly in a directory or under a prefix."""
     if not isinstance(directory, storage.Location):
-        return os.listdir(directory)
-    if directory.is_local:
-        return os.listdir(directory.path)
+        directory = storage.parse_location(directory)
     return [info.name for info in storage.listdir(directory)]
 
 
@@ -369,13 +367,13 @@ def find_manifest(directory: str | os.PathLike[str]) -> Path | None:
 
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
     """:func:`find_manifest` for a local directory or an object-store prefix."""
-    if directory.is_local:
-        found = find_manifest(directory.path)
-        return None if found is None else directory.join(found.name)
     for name in MANIFEST_NAMES:
         location = directory.join(name)
-        if storage.exists(location):
-            return location
+        try:
+            if not storage.stat(location).is_dir:
+                return location
+        except storage.NotFound:
+            continue
     return None
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
-import os
 from collections.abc import Iterable
 from typing import BinaryIO
 
@@ -72,7 +71,7 @@ def _expand(item: str, location: storage.Location) -> list[str]:
     try:
         found = storage.stat(location)
     except storage.NotFound as missing:
-        if location.is_local and os.path.islink(location.path):
+        if storage.is_link(location):
             raise ConfigError(
                 f"{item}: dangling symbolic link (its target does not exist)"
             ) from None

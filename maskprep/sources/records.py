@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .. import storage
 from ..config import PartSpec, SFTConfig, SourceConfig
 from ..errors import ConfigError, DataError
 from ..storage import StorageOptions
@@ -22,7 +22,7 @@ from .compressed import decompressed
 from .fields import JSONProblem, json_type, lone_surrogate, parse_json, string_field
 from .inputs import STDIN, STDIN_NAME, HashingReader, expand_inputs, format_from_name
 from .lines import Overlong, capped_lines, sample, sniff_format
-from .locations import is_url, open_url, size_of
+from .locations import open_input, size_of
 from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
 from .sft import SFTPayload, payload_surrogate, sft_payload
 
@@ -144,9 +144,7 @@ class SourceReader:
             return None
         if self.ranges is not None:
             return sum(r.end - r.start for r in self.ranges)
-        return sum(
-            size_of(f, self._options) if is_url(f) else os.path.getsize(f) for f in self.files
-        )
+        return sum(size_of(f, self._options) for f in self.files)
 
     @property
     def bytes_read(self) -> int:
@@ -249,9 +247,9 @@ class SourceReader:
         try:
             if self._range is not None:
                 return open_range(self._range, self._options)
-            return open_url(name, self._options) if is_url(name) else open(name, "rb")
-        except OSError as exc:
-            raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
+            return open_input(name, self._options)
+        except storage.StorageRequestError as exc:
+            raise ConfigError(f"{name}: cannot open: {exc.detail}") from None
 
     def _read_one(
         self, name: str, resume: SourcePosition | None = None

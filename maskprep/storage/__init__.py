@@ -42,7 +42,7 @@ from .errors import (
     VersionMismatch,
     is_offline_mode,
 )
-from .location import Location, local_form, parse_location
+from .location import Location, absolute, local_form, parse_location, same_place
 from .objects import ObjectInfo, WriteResult, is_temporary
 from .operations import (
     copy,
@@ -55,6 +55,7 @@ from .operations import (
     make_directory,
     move_if_absent,
     open_read,
+    open_regular,
     put,
     put_if_absent,
     read_bytes,
@@ -63,6 +64,7 @@ from .operations import (
     replace_if_match,
     stat,
     sync_directory,
+    version,
     walk,
     write,
 )
@@ -90,6 +92,7 @@ __all__ = [
     "Unsupported",
     "VersionMismatch",
     "WriteResult",
+    "absolute",
     "capabilities",
     "copy",
     "create_directory",
@@ -109,6 +112,7 @@ __all__ = [
     "make_directory",
     "move_if_absent",
     "open_read",
+    "open_regular",
     "parse_location",
     "parse_option_items",
     "parse_options_text",
@@ -120,8 +124,10 @@ __all__ = [
     "remove_empty_directory",
     "remove_tree",
     "replace_if_match",
+    "same_place",
     "stat",
     "sync_directory",
+    "version",
     "walk",
     "write",
 ]

@@ -26,7 +26,9 @@ from .objects import ObjectInfo, is_temporary
 
 def _info(location: Location, st: os.stat_result) -> ObjectInfo:
     is_dir = _stat.S_ISDIR(st.st_mode)
-    return ObjectInfo(location, 0 if is_dir else st.st_size, is_dir, st.st_mtime, None)
+    regular = is_dir or _stat.S_ISREG(st.st_mode)
+    size = 0 if is_dir else st.st_size
+    return ObjectInfo(location, size, is_dir, st.st_mtime, None, regular, st.st_mtime_ns)
 
 
 def stat(location: Location) -> ObjectInfo:
@@ -51,6 +53,23 @@ def open_read(location: Location, offset: int = 0) -> BinaryIO:
     if offset:
         handle.seek(offset)
     return handle
+
+
+def open_regular(location: Location) -> BinaryIO:
+    """The file opened for reading only if it is a regular file reached without a link
+    (``O_NOFOLLOW``), opened without blocking (a named pipe is refused, never waited on)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(location.path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageRequestError(location.url, "is a symbolic link") from None
+        raise translate(exc, location.url) from None
+    if not _stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageRequestError(location.url, "not a regular file (a pipe or a device)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def read_range(location: Location, start: int, end: int) -> bytes:

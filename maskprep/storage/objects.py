@@ -19,8 +19,10 @@ _TEMPORARY = re.compile(r"\.tmp-.+\.[0-9a-f]{16}")
 class ObjectInfo:
     """One object (or directory / prefix) as the store describes it.
 
-    ``mtime`` is seconds since the epoch; ``etag`` is the store's entity tag as it gives it
-    (quotes included on S3), ``None`` on local files, whose identity is size and mtime.
+    ``mtime`` is seconds since the epoch (``mtime_ns`` exactly, in nanoseconds, where the
+    filesystem says); ``etag`` is the store's entity tag as it gives it (quotes included on S3),
+    ``None`` on local files, whose identity is size and mtime. ``regular`` is false for what is
+    no regular file nor directory (a named pipe, a device: it cannot be read twice, nor sized).
     """
 
     location: Location
@@ -28,6 +30,8 @@ class ObjectInfo:
     is_dir: bool = False
     mtime: float | None = None
     etag: str | None = None
+    regular: bool = True
+    mtime_ns: int | None = None
 
     @property
     def name(self) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from . import local, remote
-from .errors import AlreadyExists, StorageRequestError, translate
+from .errors import AlreadyExists, NotFound, StorageRequestError, translate
 from .location import Location
 from .objects import ObjectInfo, WriteResult
 from .protocols import capabilities, filesystem
@@ -40,6 +40,26 @@ def open_read(location: Location, offset: int = 0) -> BinaryIO:
     if location.is_local:
         return local.open_read(location, offset)
     return remote.open_read(location, offset)
+
+
+def open_regular(location: Location) -> BinaryIO:
+    """A stream of a file that must be a regular one, reached without a symbolic link: a link,
+    a named pipe (opened without blocking, so a planted pipe is never waited on) or a device is
+    refused (:class:`StorageRequestError`). An object of a store is always one."""
+    if location.is_local:
+        return local.open_regular(location)
+    return remote.open_read(location)
+
+
+def version(location: Location) -> str | None:
+    """The version of an object now, as :func:`read_with_info` gives it (its ETag on a store,
+    the sha256 of its bytes locally); ``None`` when it is not there."""
+    try:
+        if location.is_local:
+            return local.read_with_version(location)[1]
+        return remote.stat(location).etag
+    except NotFound:
+        return None
 
 
 def read_range(location: Location, start: int, end: int) -> bytes:
