@@ -137,6 +137,12 @@ def plan(state: OutputState, request: OutputRequest, alive: list[WriterRecord]) 
         if request.resume:
             return Action.FINISHED
         if request.overwrite:
+            if not storage.capabilities(state.location).compare_and_swap:
+                raise OutputError(
+                    f"{url}: this store cannot replace an object only if it is unchanged (no "
+                    "conditional replace), which replacing a finished output needs; remove the "
+                    "output first, or write to another place"
+                )
             return Action.STAGE
         raise OutputError.suggesting(
             "{output}: output directory is not empty (a finished output); overwrite it "
