@@ -49,6 +49,10 @@ def private_cluster(ray: Any, **init: Any) -> Iterator[None]:
         raise
     finally:
         os.environ.pop(MARKER, None)
+    with contextlib.suppress(Exception):
+        # Ray marks what its node starts with the node's id too: a second mark to go by.
+        reaper.stdin.write(f"{ray.get_runtime_context().get_node_id()}\n".encode())
+        reaper.stdin.flush()
     try:
         yield
     finally:
@@ -61,7 +65,13 @@ def private_cluster(ray: Any, **init: Any) -> Iterator[None]:
 def _start_reaper(marker: str) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if k != MARKER}
     return subprocess.Popen(
-        [sys.executable, "-c", "from maskprep.distributed.reaper import main; main()", marker],
+        [
+            sys.executable,
+            "-c",
+            "from maskprep.distributed.reaper import main; main()",
+            marker,
+            str(os.getpid()),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -89,19 +99,24 @@ def keep_signal_handlers() -> Iterator[None]:
 
 def main() -> None:
     """The reaper: wait until the build closes the pipe (its end, whichever way it came), then
-    kill every process that carries the build's marker."""
-    marker = sys.argv[1]
+    kill every process that carries the build's marker, or the id of the node the build started,
+    until none has for a second (a dying raylet may still start one)."""
+    marker, build = sys.argv[1], int(sys.argv[2])
+    node = b""
     with contextlib.suppress(OSError):
-        sys.stdin.buffer.read()
-    needle = f"{MARKER}={marker}".encode()
-    for _ in range(10):
-        found = [pid for pid in _pids() if needle in _environment(pid)]
+        node = sys.stdin.buffer.read().strip()
+    needles = {f"{MARKER}={marker}".encode()}
+    if node:
+        needles.add(b"RAY_NODE_ID=" + node)
+    quiet = 0
+    deadline = time.monotonic() + 30
+    while quiet < 4 and time.monotonic() < deadline:
+        found = [pid for pid in _pids() if pid != build and needles & set(_environment(pid))]
         for pid in found:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        if not found:
-            return
-        time.sleep(0.2)
+        quiet = 0 if found else quiet + 1
+        time.sleep(0.25)
 
 
 def _pids() -> list[int]:
