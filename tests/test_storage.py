@@ -51,7 +51,7 @@ def root(request, tmp_path) -> storage.Location:
 
 
 def _prepare(root: storage.Location) -> None:
-    storage.make_directory(root)
+    storage.create_directory(root)
 
 
 def raw_names(root: storage.Location) -> list[str]:
@@ -476,7 +476,7 @@ def test_walk_glob_listdir_on_nested_prefixes(root):
     _prepare(root)
     for name in ["b/2.jsonl", "a/1.jsonl", "a/sub/3.jsonl", "top.txt"]:
         if root.is_local:
-            storage.make_directory(root.join(name).parent)
+            storage.create_directory(root.join(name).parent)
         storage.put(root.join(name), name.encode())
     assert [i.location.url for i in storage.walk(root)] == [
         root.join(n).url for n in ["a/1.jsonl", "a/sub/3.jsonl", "b/2.jsonl", "top.txt"]

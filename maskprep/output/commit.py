@@ -262,7 +262,7 @@ class OutputSession:
     def begin(self) -> None:
         """Make room to write: the staging directory of a writer of tagged names."""
         if self._staging is not None:
-            storage.make_directory(self._staging)
+            storage.create_directory(self._staging)
 
     # ------------------------------------------------------------------ overtaken?
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from .. import storage
@@ -333,19 +332,10 @@ def manifest_problems(
 def unlisted_shards(manifest: Manifest, present: list[str]) -> list[str]:
     """Shard files of the output's own name set that its manifest does not list: foreign, or
     tampered with. Files of another name set are an overtaken writer's leftovers, not part of
-    this output (see :func:`leftover_shards`)."""
+    this output, and not counted against it."""
     listed = {s.path for s in manifest.shards}
     own = {name_set_of(s.path) or PLAIN for s in manifest.shards} or {PLAIN}
     return [n for n in complete_shards(present) if n not in listed and name_set_of(n) in own]
-
-
-def leftover_shards(manifest: Manifest, present: list[str]) -> list[str]:
-    """Shard files of another name set than the output's: left by a writer that was overtaken
-    or stopped (the next writer that commits here removes them). Readers that go by the
-    manifest never read them."""
-    listed = {s.path for s in manifest.shards}
-    own = {name_set_of(s.path) or PLAIN for s in manifest.shards} or {PLAIN}
-    return [n for n in complete_shards(present) if n not in listed and name_set_of(n) not in own]
 
 
 def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
@@ -355,18 +345,9 @@ def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]
     return [info.name for info in storage.listdir(directory)]
 
 
-def find_manifest(directory: str | os.PathLike[str]) -> Path | None:
-    """The manifest file of a local ``directory`` (the current name, else the name outputs of
-    earlier versions have), or ``None`` when it has none: the build did not finish."""
-    for name in MANIFEST_NAMES:
-        path = Path(directory) / name
-        if path.is_file():
-            return path
-    return None
-
-
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
-    """:func:`find_manifest` for a local directory or an object-store prefix."""
+    """The manifest of a directory or prefix (the current name, else the name outputs of earlier
+    versions have), or ``None`` when it has none: the build did not finish."""
     for name in MANIFEST_NAMES:
         location = directory.join(name)
         try:

@@ -81,11 +81,6 @@ class NameSet:
 PLAIN = NameSet()
 
 
-def shard_name(index: int, shard_format: str) -> str:
-    """The plain name of shard ``index`` (0-based) of a ``shard_format`` output."""
-    return PLAIN.shard(index, shard_format)
-
-
 def is_shard_name(name: str) -> bool:
     """Whether ``name`` is a shard file name (``data-00000.parquet``, or tagged
     ``data-00000-<16 hex>.parquet``): no directory part, nothing else between prefix and

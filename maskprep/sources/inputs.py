@@ -85,7 +85,7 @@ def _expand(item: str, location: storage.Location) -> list[str]:
 
 def _matches(item: str, pattern: storage.Location) -> list[str]:
     """The files a glob matches, those inside maskprep outputs left out."""
-    matched = [i.location for i in storage.glob(pattern) if not i.is_dir]
+    matched = [i.location for i in storage.glob(pattern) if i.regular and not i.is_dir]
     matched = [m for m in matched if not _in_output(m)]
     if not matched:
         kind = "file" if pattern.is_local else "object"
@@ -109,7 +109,7 @@ def directory_files(root: storage.Location | str) -> list[str]:
     location = root if isinstance(root, storage.Location) else storage.parse_location(root)
     try:
         walked = storage.walk(location, skip_directory=is_output_directory)
-        found = [i.location.url for i in walked if _known_extension(i.location.name)]
+        found = [i.location.url for i in walked if i.regular and _known_extension(i.name)]
     except storage.StorageRequestError as exc:
         raise ConfigError(str(exc)) from None
     if not found:

@@ -167,14 +167,6 @@ def delete(location: Location) -> None:
         raise translate(exc, location.url) from None
 
 
-def make_directory(location: Location) -> None:
-    """Create a directory and its parents (object stores need none)."""
-    try:
-        os.makedirs(location.path, exist_ok=True)
-    except OSError as exc:
-        raise translate(exc, location.url) from None
-
-
 def version(data: bytes) -> str:
     """The version of a local file's bytes, as a compare-and-swap names it."""
     return hashlib.sha256(data).hexdigest()

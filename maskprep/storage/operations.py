@@ -253,9 +253,3 @@ def sync_directory(location: Location) -> None:
     """Make the names just made in a local directory durable (nothing to do on a store)."""
     if location.is_local:
         fsync_directory(location.path)
-
-
-def make_directory(location: Location) -> None:
-    """Create a local directory and its parents; nothing to do on object stores."""
-    if location.is_local:
-        local.make_directory(location)
