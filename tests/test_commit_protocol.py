@@ -357,3 +357,32 @@ def test_a_killed_overwrite_on_s3_leaves_the_old_or_the_new_output_whole(
 
     place = Place(f"s3://{s3_bucket}/out", lambda: _s3_files(boto3, s3_bucket))
     _overwrite_kill_trial(place, llama_like, old, new, trials=6)
+
+
+def test_two_attempts_of_one_build_both_end_with_its_output(tmp_path, llama_like, monkeypatch):
+    """The same build twice at once (a retried task beside the one it replaced): the one that
+    commits second finds the very manifest it was to write, and takes it as its result."""
+    import dataclasses
+
+    from conftest import make_config, write_jsonl
+
+    import maskprep.pipeline as pipeline
+    from maskprep import build
+
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": f"doc {i}"} for i in range(30)])
+    config = make_config([source], llama_like, tmp_path / "out", pad_token="eos", shard_rows=7)
+    real = pipeline.OutputSession.commit
+    raced = {}
+
+    def race(self, manifest):
+        if not raced:  # another attempt commits first, between this one's shards and manifest
+            raced["other"] = None
+            raced["other"] = build(dataclasses.replace(
+                config, output=dataclasses.replace(config.output, resume=True)
+            ))  # fmt: skip
+        return real(self, manifest)
+
+    monkeypatch.setattr(pipeline.OutputSession, "commit", race)
+    first = build(config)
+    assert first.manifest == raced["other"].manifest
+    assert (tmp_path / "out" / MANIFEST).is_file()

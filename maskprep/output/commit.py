@@ -366,9 +366,10 @@ class OutputSession:
     def commit(self, manifest: Manifest) -> None:
         """Finish the output: move a staged one to its final names, then write the manifest,
         conditionally and last, then remove the garbage that was there when this writer
-        opened (see the module notes)."""
-        self.guard()
+        opened (see the module notes). A writer of plain names that finds the very manifest it
+        was to write (another attempt of this build committed first) takes it as its result."""
         if self._staging is not None:
+            self.guard()  # overtaken: move nothing
             self._move_staged(manifest)
             self.guard()
         data = manifest_bytes(manifest)
