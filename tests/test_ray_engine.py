@@ -481,6 +481,7 @@ def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[
     assert len(_processes_with("TEST_RAY_BUILD", marker)) > 2  # the driver and its cluster
     child.send_signal(signum)
     child.wait(timeout=120)
+    print(child.stderr.read().decode()[-3000:])  # shown by pytest when an assertion fails
     child.stderr.close()
     deadline = time.monotonic() + 15
     while _processes_with("TEST_RAY_BUILD", marker) and time.monotonic() < deadline:
