@@ -156,11 +156,11 @@ def build_with_ray(
         expand_inputs(config.source.inputs, storage_options)
         # This also fills the tokenizer cache for the workers.
         prepare_tokenizer(config, None, tokenizer_cache, storage_options)
-        with _cluster(ray):
+        with _cluster(ray) as private:
             count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
             root = open_parts_root(location, config, count)
             configs = part_configs(config, count, root.location)
-            _run_parts(ray, configs, (tokenizer_cache, storage_options), on_part)
+            _run_parts(ray, configs, (tokenizer_cache, storage_options), on_part, private)
         built = check_parts([read_part(c.output.directory, storage_options) for c in configs])
         merged = merge_into(output, built, checked_totals(built), engine="ray")
     root.remove()  # a local merged output holds hard links to the part shards
@@ -168,23 +168,24 @@ def build_with_ray(
 
 
 @contextlib.contextmanager
-def _cluster(ray: Any) -> Iterator[None]:
+def _cluster(ray: Any) -> Iterator[bool]:
     """Ray for the body: the session this process already has (left alone), the cluster in
     ``RAY_ADDRESS`` (disconnected from after, never stopped), or a private local one, which
-    dies with this build however it ends (:mod:`.reaper`)."""
+    dies with this build however it ends (:mod:`.reaper`). Yields whether it is the private
+    one."""
     if ray.is_initialized():
-        yield
+        yield False
         return
     options = {"include_dashboard": False, "log_to_driver": False}
     address = os.environ.get("RAY_ADDRESS")
     if not address:
         with private_cluster(ray, **options):
-            yield
+            yield True
         return
     with keep_signal_handlers():
         ray.init(address=address, **options)
     try:
-        yield
+        yield False
     finally:
         ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
 
@@ -194,8 +195,11 @@ def _run_parts(
     configs: list[BuildConfig],
     builder: tuple[TokenizerCache | None, storage.StorageOptions | None],
     on_part: Callable[[PartRun], None] | None,
+    private: bool,
 ) -> None:
     """Build every part as a one-CPU Ray task, calling ``on_part`` as each part finishes.
+    On a failure the parts still running are cancelled, unless the cluster is ``private``
+    (:func:`_cancel` says why).
 
     Tasks rather than actors: Ray reruns a task whose worker or node died on any node with a
     free CPU, where an actor would have to be restarted first and a pool of them sized to the
@@ -219,24 +223,29 @@ def _run_parts(
                 if on_part is not None:
                     on_part(run)
     except ray.exceptions.RayTaskError as exc:
-        _cancel(ray, pending)
+        _cancel(ray, pending, private)
         if isinstance(exc.cause, MaskprepError):
             raise exc.cause from None
         raise
     except ray.exceptions.RayError as exc:
-        _cancel(ray, pending)
+        _cancel(ray, pending, private)
         reason = first_line(exc, default="no reason given")
         raise ConfigError(
             f"a Ray worker died while building a part, {PART_RETRIES + 1} times: {reason}"
         ) from None
     except BaseException:
-        _cancel(ray, pending)
+        _cancel(ray, pending, private)
         raise
 
 
-def _cancel(ray: Any, pending: list[Any]) -> None:
+def _cancel(ray: Any, pending: list[Any], private: bool) -> None:
     """Stop the parts still running: on a cluster the driver did not start they would go on
-    writing after the build has failed."""
+    writing after the build has failed. A private cluster is left to its shutdown, which stops
+    them too: Ray 2.60's driver can die of a cancel that crosses a task's reply (a failed
+    internal check, "Tried to complete task that was not pending", exit 1 or by the signal), which
+    turned about half of the SIGTERMs of ``tests/test_ray_engine.py`` into a crash, not exit 143."""
+    if private:
+        return
     for ref in pending:
         with contextlib.suppress(Exception):
             ray.cancel(ref)

@@ -100,7 +100,8 @@ def keep_signal_handlers() -> Iterator[None]:
 def main() -> None:
     """The reaper: wait until the build closes the pipe (its end, whichever way it came), then
     kill every process that carries the build's marker, or the id of the node the build started,
-    until none has for a second (a dying raylet may still start one)."""
+    until none has for three seconds (a dying raylet may still start one: with one second, a
+    per-node agent started late outlived the build on a loaded machine)."""
     marker, build = sys.argv[1], int(sys.argv[2])
     node = b""
     with contextlib.suppress(OSError):
@@ -110,7 +111,7 @@ def main() -> None:
         needles.add(b"RAY_NODE_ID=" + node)
     quiet = 0
     deadline = time.monotonic() + 30
-    while quiet < 4 and time.monotonic() < deadline:
+    while quiet < 12 and time.monotonic() < deadline:
         found = [pid for pid in _pids() if pid != build and needles & set(_environment(pid))]
         for pid in found:
             with contextlib.suppress(OSError):
