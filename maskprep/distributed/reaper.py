@@ -100,8 +100,9 @@ def keep_signal_handlers() -> Iterator[None]:
 def main() -> None:
     """The reaper: wait until the build closes the pipe (its end, whichever way it came), then
     kill every process that carries the build's marker, or the id of the node the build started,
-    until none has for three seconds (a dying raylet may still start one: with one second, a
-    per-node agent started late outlived the build on a loaded machine)."""
+    until none has for three seconds (a dying raylet may still start one; with one second of
+    quiet, Ray's per-node agents were once seen alive 15 s after a stopped build, on a loaded
+    machine)."""
     marker, build = sys.argv[1], int(sys.argv[2])
     node = b""
     with contextlib.suppress(OSError):
