@@ -19,16 +19,17 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import columns
-from maskprep.checks import conclude, driver, kernels, specs
-from maskprep.checks.decode import decode_row
-from maskprep.checks.layout import LayoutHints
-from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
 from maskprep.cli.inspect_report import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
+from maskprep.inspecting import conclude, driver, specs
+from maskprep.inspecting.decode import decode_row
+from maskprep.inspecting.layout import LayoutHints
+from maskprep.inspecting.options import InspectOptions
 from maskprep.output.manifest import read_manifest
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file
+from maskprep.reading import lists
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
 INVARIANTS = [spec.name for spec in specs.CHECKS if spec.kind == "invariant"]
@@ -813,8 +814,8 @@ def test_json_rows_carry_segments(built):
 def test_segment_helpers_match_a_loop(rows):
     offsets = np.concatenate(([0], np.cumsum([len(r) for r in rows]))).astype(np.int64)
     flat = np.asarray([v for r in rows for v in r], np.int64)
-    assert kernels.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
-    assert kernels.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
+    assert lists.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
+    assert lists.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
 
 
 @settings(max_examples=40, deadline=None)
@@ -825,8 +826,8 @@ def test_segment_sum_on_equal_widths(width, n, data):
     )
     offsets = np.arange(n + 1, dtype=np.int64) * width
     rows = values.reshape(n, width)
-    assert kernels.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
-    assert kernels.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
+    assert lists.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
+    assert lists.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
 
 
 def test_planted_defects_in_a_real_pack_build(tmp_path, with_pad, corpus):

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import columns
-from maskprep.checks.options import InspectOptions
-from maskprep.checks.tally import KeyedRows, Offenders, percentiles
+from maskprep.inspecting.options import InspectOptions
+from maskprep.inspecting.tally import KeyedRows, Offenders, percentiles
 
 counts_of = st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=30)
 

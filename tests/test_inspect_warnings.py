@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import SFTConfig, build, columns, read_manifest
-from maskprep.checks.conclude import check_table
-from maskprep.checks.layout import LayoutHints
-from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX as I
+from maskprep.inspecting.conclude import check_table
+from maskprep.inspecting.layout import LayoutHints
+from maskprep.inspecting.options import InspectOptions
 
 EOS, BOS = 2, 1  # llama_like and with_pad; with_pad pads with 3
 PAD = 3
@@ -463,7 +463,7 @@ def _several_by_hand(ids, mask, labels, eos, bos) -> bool:
     bos=st.sampled_from([None, BOS, EOS]),
 )
 def test_several_documents_matches_the_rule_written_plainly(rows, bos) -> None:
-    from maskprep.checks.analysis import ScanFacts, analyse
+    from maskprep.inspecting.analysis import ScanFacts, analyse
 
     table, expected = [], []
     for real_ids, pad, side, trained in rows:

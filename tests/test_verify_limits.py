@@ -16,8 +16,8 @@ from conftest import write_jsonl
 from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_config
 
 from maskprep import DataError, VerifyOptions
-from maskprep.checks import specs
 from maskprep.cli import main
+from maskprep.inspecting import specs
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.probes.driver import verify_rows
 

@@ -16,10 +16,10 @@ import numpy as np
 from .. import storage
 from ..config import STRATEGIES
 from ..output.manifest import Manifest, manifest_problems
-from .declared import Declared
+from ..reading.declared import Declared
+from ..reading.shards import Shard
 from .layout import LayoutHints
 from .options import InspectOptions
-from .readers import Shard
 from .results import BuildFacts
 from .specs import MANIFEST_CONSISTENT, SHARDS_MATCH_MANIFEST, CheckResult
 

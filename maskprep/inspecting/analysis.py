@@ -18,15 +18,15 @@ from .. import columns
 from ..column_values import check_columns, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from .kernels import (
+from ..reading.lists import (
     int_column,
     list_column,
-    missing_columns,
     row_starts,
     segment_any,
     segment_extreme,
     segment_sum,
 )
+from ..reading.shards import missing_columns
 from .specs import (
     DOCUMENT_START_LABEL,
     EOS_MASKED_BY_VALUE,

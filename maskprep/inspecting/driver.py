@@ -24,9 +24,11 @@ from .. import storage
 from ..contract import ShardContract
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
+from ..reading.declared import declared
+from ..reading.reach import PositionLimit, model_limit, tokenizer_limit
+from ..reading.shards import Shard, open_input, shard_batches
 from .analysis import analyse
 from .conclude import Thresholds, conclude
-from .declared import declared
 from .decode import decode_row
 from .gathered import Gathered
 from .layout import LayoutHints
@@ -38,9 +40,8 @@ from .manifest_facts import (
     shards_match_manifest,
     with_tokenizer,
 )
+from .model import ReachScan
 from .options import InspectOptions
-from .positions import PositionLimit, ReachScan, model_limit, tokenizer_limit
-from .readers import Shard, open_input, shard_batches
 from .results import InspectResult
 
 

@@ -1,17 +1,15 @@
-"""Column kernels: contract columns read from Arrow as flat NumPy arrays plus list offsets (row
-``i`` of ``input_ids`` is ``ids[offsets[i]:offsets[i + 1]]``), and per-row reductions over them,
-so a batch of millions of positions costs a handful of NumPy passes and no Python loop per token
-or per row."""
+"""List columns read from Arrow as flat NumPy arrays plus offsets (row ``i`` of ``input_ids`` is
+``ids[offsets[i]:offsets[i + 1]]``), and per-row reductions over them, so that a batch of millions
+of positions costs a handful of NumPy passes and no Python loop per token or per row. Every reader
+of shards uses them: ``inspect``, ``verify``'s reach of rows and ``LeakGuard``'s index."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from .. import columns
 from ..column_values import int_values, list_values
 
 
@@ -33,17 +31,6 @@ def list_column(batch: pa.RecordBatch, name: str) -> ListColumn:
 def int_column(batch: pa.RecordBatch, name: str) -> np.ndarray:
     """The integer column ``name`` (``length``) of ``batch`` as int64, checked likewise."""
     return int_values(batch.column(name), name)
-
-
-#: Columns a shard needs to be checked: ``length``, the fourth required column, is computed from
-#: ``attention_mask`` where another tool left it out.
-CHECKED_COLUMNS = (columns.INPUT_IDS, columns.ATTENTION_MASK, columns.LABELS)
-
-
-def missing_columns(names: Sequence[str]) -> list[str]:
-    """The columns a shard needs to be checked (:data:`CHECKED_COLUMNS`) absent from
-    ``names``."""
-    return [name for name in CHECKED_COLUMNS if name not in names]
 
 
 # ----------------------------------------------------------------------------- vector helpers
