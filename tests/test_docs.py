@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 from maskprep.cli import main
-from maskprep.inspecting.specs import CHECKS
+from maskprep.inspecting.checks import CHECKS
 
 README = ROOT / "README.md"
 CLI_DOC = ROOT / "docs" / "cli.md"

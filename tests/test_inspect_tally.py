@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 import maskprep
 from maskprep import columns
 from maskprep.inspecting.options import InspectOptions
-from maskprep.inspecting.tally import KeyedRows, Offenders, percentiles
+from maskprep.inspecting.rows import FlaggedRows, RowsByValue
+from maskprep.inspecting.summary import percentiles
 
 counts_of = st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=30)
 
@@ -44,10 +45,10 @@ def test_percentiles_from_counts_are_numpys(counts, offset):
     ),
     cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=5),
 )
-def test_keyed_rows_match_a_naive_count_whatever_the_batches(pairs, cuts):
+def test_rows_by_value_match_a_naive_count_whatever_the_batches(pairs, cuts):
     keys = np.asarray([k for k, _ in pairs], np.int64)
     rows = np.asarray([r for _, r in pairs], np.int64)
-    tally = KeyedRows(listed=3)
+    tally = RowsByValue(listed=3)
     bounds = sorted({0, len(pairs), *[c for c in cuts if c <= len(pairs)]})
     for lo, hi in reversed(list(itertools.pairwise(bounds))):  # any order of batches
         tally.add(keys[lo:hi], rows[lo:hi])
@@ -57,8 +58,8 @@ def test_keyed_rows_match_a_naive_count_whatever_the_batches(pairs, cuts):
         assert (found.count, list(found.first())) == (len(expected), expected[:3])
 
 
-def test_offenders_keep_the_smallest_rows_over_batches():
-    found = Offenders(listed=2)
+def test_flagged_rows_keep_the_smallest_rows_over_batches():
+    found = FlaggedRows(listed=2)
     found.add(np.array([False, True, True]), np.array([10, 11, 12]))
     found.add(np.array([True, False]), np.array([3, 4]))
     found.add(np.array([True]), np.array([20]))
@@ -127,6 +128,13 @@ def test_broken_rows_are_listed_alike_in_any_batching(tmp_path):
     }
     for size in (1, 7, 30):
         _same(whole, maskprep.inspect(str(path), dataclasses.replace(options, batch_rows=size)))
+    # Listing no rows counts them all the same (it indexed the last of no kept rows, and crashed).
+    counted = maskprep.inspect(str(path), dataclasses.replace(options, listed=0, batch_rows=7))
+    assert [(c.name, c.status, c.count) for c in counted.checks] == [
+        (c.name, c.status, c.count) for c in whole.checks
+    ]
+    assert all(c.rows == () for c in counted.checks)
+    assert any(c.count for c in counted.checks)
 
 
 # ----------------------------------------------------------------------------- the new checks

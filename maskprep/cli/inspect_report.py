@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..inspecting.checks import SPECS, CheckResult
 from ..inspecting.results import BuildFacts, DecodedRow, InspectResult
-from ..inspecting.specs import SPECS, CheckResult
 from ..inspecting.summary import BucketStats, HistogramBin, LengthStats
 
 # ----------------------------------------------------------------------------- inspect

@@ -1,20 +1,24 @@
 """Inspecting: shards checked against the column contract and summarised (``maskprep inspect``).
 
-Rows are read as flat NumPy arrays plus list offsets and every check is vectorised over whole
-columns. The work is split in two so that any amount of data streams through in bounded memory:
-:func:`~.analysis.analyse` keeps a few numbers per row of each batch, :func:`~.conclude.conclude`
-joins them and settles what the whole data set must agree on.
+One pass over the rows, in three steps (:func:`~.driver.inspect`):
 
-- :mod:`.specs`: the checks, their stable names and what each asserts; :class:`~.specs.CheckResult`.
-- :mod:`.kernels`: contract columns as flat arrays, and per-row reductions over them.
-- :mod:`.analysis`: one batch → per-row numbers and per-row check flags.
-- :mod:`.layout`: the strategy, widths, padding side and pad id the data is held to.
-- :mod:`.summary`: what the rows hold (counts, lengths, histograms, buckets).
-- :mod:`.conclude`: every batch's numbers → layout, statistics, one result per check;
-  :func:`~.conclude.check_table` for one in-memory table.
-- :mod:`.readers`: an output directory, a Parquet or Arrow file, or a stream on stdin → batches.
-- :mod:`.manifest_facts`: what a build's manifest adds (shard hashes and counts, layout, totals).
-- :mod:`.decode`: a row decoded into runs of trained, prompt and padding tokens.
+1. **The layout known before reading** (:class:`~.layout.LayoutHints`): the options, else the
+   contract the manifest or the shards' own metadata declares (:mod:`maskprep.reading`), else
+   nothing (another tool's shards).
+2. **The column statistics**, batch by batch (:class:`~.stats.ColumnStats`): the contract columns
+   as flat NumPy arrays, every rule a vectorised flag per position folded into a flag per row, and
+   of the flagged rows only their number and the first few kept (:mod:`.rows`), so memory is
+   bounded by the batch size, not by the rows.
+3. **The verdicts**: what nothing declared is inferred from the statistics, in one place
+   (:func:`~.layout.infer_layout`); then each check passes, fails, warns or is skipped
+   (:func:`~.verdicts.check_results`), and the summary is drawn (:func:`~.summary.data_stats`).
+
 - :mod:`.options`, :mod:`.results`: what ``inspect`` is asked, and what it returns.
-- :mod:`.driver`: :func:`~.driver.inspect`, the whole pass.
+- :mod:`.checks`: every check, its stable name and what it asserts; :class:`~.checks.CheckResult`.
+- :mod:`.layout`, :mod:`.stats`, :mod:`.rows`, :mod:`.verdicts`, :mod:`.summary`: the steps above.
+- :mod:`.manifest`: what a build's manifest adds (shard hashes and counts, totals, the build).
+- :mod:`.model`: rows held to a model's positions and vocabulary (the ``model_*`` checks).
+- :mod:`.decode`: a row decoded into runs of trained, prompt and padding tokens.
+- :mod:`.driver`: :func:`~.driver.inspect`, the whole pass; :func:`~.driver.check_table` for one
+  in-memory table.
 """

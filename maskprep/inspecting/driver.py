@@ -1,13 +1,12 @@
-"""``maskprep.inspect``: statistics, invariant checks and a decoded view of shards.
+"""``maskprep.inspect``: statistics, invariant checks and a decoded view of shards, in one pass.
 
 The input is a build output directory (its manifest lists the shards and records the strategy,
 tokenizer and totals), a single Parquet or Arrow shard, or an Arrow IPC stream. A maskprep shard
-read without its manifest says the same in its schema metadata (:mod:`maskprep.contract`, read by
-:mod:`.declared`). Shards from other tools work too when they have the contract's columns; what a
-manifest would have said is then inferred from the data. Rows stream through
-:func:`~.analysis.analyse` in batches into :class:`~.gathered.Gathered`, so memory stays bounded
-by the batch size (and the number of distinct row widths and token ids), not by the rows, and
-Arrow files are memory-mapped.
+read without its manifest says the same in its schema metadata (:mod:`maskprep.contract`). Shards
+from other tools work too when they have the contract's columns; what a manifest would have said
+is then inferred from the rows. The rows stream through :class:`~.stats.ColumnStats` in batches,
+so memory stays bounded by the batch size (and the number of distinct row widths and token ids),
+not by the rows, and Arrow files are memory-mapped.
 """
 
 from __future__ import annotations
@@ -15,10 +14,11 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
 
 from .. import storage
 from ..contract import ShardContract
@@ -27,49 +27,39 @@ from ..extras import require_extra
 from ..reading.declared import declared
 from ..reading.reach import PositionLimit, model_limit, tokenizer_limit
 from ..reading.shards import Shard, open_input, shard_batches
-from .analysis import analyse
-from .conclude import Thresholds, conclude
+from .checks import CheckResult
 from .decode import decode_row
-from .gathered import Gathered
-from .layout import LayoutHints
-from .manifest_facts import (
-    build_facts,
-    hash_files,
-    layout_hints,
-    manifest_consistent,
-    shards_match_manifest,
-    with_tokenizer,
-)
-from .model import ReachScan
+from .layout import LayoutHints, infer_layout, layout_hints, with_tokenizer
+from .manifest import build_facts, hash_files, manifest_consistent, shards_match_manifest
+from .model import ModelChecks
 from .options import InspectOptions
 from .results import InspectResult
+from .stats import ColumnStats
+from .summary import data_stats
+from .verdicts import check_results
 
 
 @dataclass
-class _Scan:
-    """What one pass over the rows gathered: counts and first offenders (:class:`Gathered`),
-    per-shard counts (positions, real tokens, trained tokens) for the manifest check, and the
-    rows to decode."""
+class _Pass:
+    """What one pass over the rows keeps besides the column statistics: per-shard counts
+    (positions, real tokens, trained tokens) for the manifest check, and the rows to decode."""
 
-    gathered: Gathered
     counts: np.ndarray
-    first_rows: list[int]
-    kept_rows: dict[int, dict[str, Any]]
+    first_rows: list[int] = field(default_factory=list)
+    kept_rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     rows: int = 0
 
 
-def _scan(
+def _read_rows(
     shards: list[Shard],
     options: InspectOptions,
     chosen: np.ndarray | None,
-    hints: LayoutHints,
-    reach: ReachScan | None = None,
-) -> _Scan:
-    """Analyse every row (or the ``chosen`` ones) of the shards in order, batch by batch; with
-    ``reach``, hold them against a model's positions and vocabulary too."""
-    gathered = Gathered(options.listed, options.max_pad_fraction, options.min_label_fraction)
-    scan = _Scan(gathered, np.zeros((len(shards), 3), dtype=np.int64), [], {})
-    facts = hints.scan_facts()
+    stats: ColumnStats,
+    model: ModelChecks | None,
+) -> _Pass:
+    """Add every row (or the ``chosen`` ones) of the shards in order, batch by batch, to
+    ``stats`` and, where the model's limits are known, to ``model``."""
+    done = _Pass(np.zeros((len(shards), 3), dtype=np.int64))
     wanted = np.asarray(sorted(set(options.row_indices)), dtype=np.int64)
     shard_start = 0
     for number, shard in enumerate(shards):
@@ -79,36 +69,33 @@ def _scan(
             lo, hi = np.searchsorted(chosen, inside)
             w_lo, w_hi = np.searchsorted(wanted, inside)
             needed = np.union1d(chosen[lo:hi], wanted[w_lo:w_hi]) - shard_start
+        before = np.array([stats.positions, stats.real_tokens, stats.label_tokens])
         seen = 0
         for offset, batch in shard_batches(shard, options.batch_rows, needed):
             start = shard_start + offset
             stop = start + batch.num_rows
             seen = offset + batch.num_rows
             if chosen is None:
-                local = None
-                row_ids = np.arange(start, stop)
+                take, row_ids = batch, np.arange(start, stop)
             else:
                 lo, hi = np.searchsorted(chosen, [start, stop])
-                local = chosen[lo:hi] - start
-                row_ids = chosen[lo:hi]
-            take = batch if local is None else batch.take(local)
+                take, row_ids = batch.take(chosen[lo:hi] - start), chosen[lo:hi]
             try:
-                for part in analyse(take, row_ids, facts) if take.num_rows else ():
-                    gathered.add(part)
-                    scan.counts[number] += (part.width.sum(), part.real.sum(), part.trained.sum())
-                if reach is not None and take.num_rows:
-                    reach.add(take, row_ids)
+                if take.num_rows:
+                    stats.add(take, row_ids)
+                    if model is not None:
+                        model.add(take, row_ids)
             except DataError as error:
                 raise DataError(f"{shard.name}: {error}") from None
-            need = max(options.show_rows - len(scan.first_rows), 0)
-            new_first = row_ids[:need].tolist()
-            scan.first_rows.extend(new_first)
+            new_first = row_ids[: max(options.show_rows - len(done.first_rows), 0)].tolist()
+            done.first_rows.extend(new_first)
             w_lo, w_hi = np.searchsorted(wanted, [start, stop])
             for index in [*new_first, *wanted[w_lo:w_hi].tolist()]:
-                scan.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
+                done.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
+        done.counts[number] = [stats.positions, stats.real_tokens, stats.label_tokens] - before
         shard_start += shard.rows if shard.rows is not None else seen
-    scan.rows = shard_start
-    return scan
+    done.rows = shard_start
+    return done
 
 
 def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
@@ -123,9 +110,9 @@ def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
     return from_pretrained(name_or_path, revision, trust_remote_code=False)
 
 
-def _reach_scan(
+def _model_checks(
     options: InspectOptions, recorded: ShardContract | None, tokenizer: Any
-) -> ReachScan | None:
+) -> ModelChecks | None:
     """The model limits the rows are held to, where known: the model's (``options.model``: its
     position table or context length, and its vocabulary), else the tokenizer's
     ``model_max_length`` (the one named, else the one the manifest or the shards' metadata
@@ -150,7 +137,7 @@ def _reach_scan(
         limit = tokenizer_limit(recorded.model_max_length, recorded.tokenizer)
     if limit is None and vocab is None:
         return None
-    return ReachScan(limit=limit, vocab_size=vocab, listed=options.listed)
+    return ModelChecks(limit=limit, vocab_size=vocab, listed=options.listed)
 
 
 def inspect(
@@ -175,19 +162,18 @@ def inspect(
     )
     found = declared(shards, manifest)
     contract = found.contract
-    tokenizer_name = options.tokenizer or (contract.tokenizer if contract else None)
-    revision = contract.tokenizer_revision if contract and options.tokenizer is None else None
-    wants_rows = options.show_rows > 0 or bool(options.row_indices)
     hints = layout_hints(found, options)
     tokenizer = None
     # A tokenizer named here is loaded for its model_max_length too, not only for what the
     # options and the manifest left unsaid (with_tokenizer fills only those).
-    if wants_rows or options.tokenizer is not None:
-        if tokenizer_name is None:
+    if options.show_rows > 0 or options.row_indices or options.tokenizer is not None:
+        name = options.tokenizer or (contract.tokenizer if contract else None)
+        if name is None:
             raise ConfigError(
                 "decoding rows needs a tokenizer, and the input has no manifest naming one"
             )
-        tokenizer = _load_tokenizer(tokenizer_name, revision)
+        revision = contract.tokenizer_revision if contract and options.tokenizer is None else None
+        tokenizer = _load_tokenizer(name, revision)
         hints = with_tokenizer(hints, tokenizer)
 
     counted = [s.rows for s in shards if s.rows is not None]
@@ -200,6 +186,7 @@ def inspect(
         rng = np.random.default_rng(options.seed)
         chosen = np.sort(rng.choice(rows_known, size=options.sample, replace=False))
 
+    stats = ColumnStats(hints, options)
     stop_hashing = threading.Event()
     with ThreadPoolExecutor(1, thread_name_prefix="maskprep-sha256") as hashing:
         digests = None
@@ -208,44 +195,57 @@ def inspect(
             paths = {i: s.location for i, s in enumerate(shards) if s.location is not None}
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
-            reach = _reach_scan(options, contract, tokenizer)
-            scan = _scan(shards, options, chosen, hints, reach)
-            _check_row_indices(options.row_indices, scan.rows)
+            model = _model_checks(options, contract, tokenizer)
+            done = _read_rows(shards, options, chosen, stats, model)
+            _check_row_indices(options.row_indices, done.rows)
         except BaseException:
             stop_hashing.set()  # the error is reported now, not once every shard is hashed
             raise
-        shards_check = None
+        shards_check = manifest_check = None
         if manifest is not None:
             shards_check = shards_match_manifest(
                 shards,
                 manifest,
-                scan.counts if chosen is None else None,
+                done.counts if chosen is None else None,
                 digests.result() if digests is not None else None,
                 options.listed,
                 found.conflicts,
             )
+            where = storage.parse_location(path, options.storage_options)
+            manifest_check = manifest_consistent(manifest, where)
 
-    thresholds = Thresholds(options.max_pad_fraction, options.min_label_fraction)
-    manifest_check = None
-    if manifest is not None:
-        where = storage.parse_location(path, options.storage_options)
-        manifest_check = manifest_consistent(manifest, where)
-    layout, data_stats, checks = conclude(
-        scan.gathered, hints, thresholds, shards_check, manifest_check
-    )
-    if reach is not None:
-        checks = checks + reach.checks()
-    shown = list(dict.fromkeys([*scan.first_rows, *options.row_indices]))
-    decoded = tuple(decode_row(scan.kept_rows[i], i, tokenizer) for i in shown) if tokenizer else ()
+    layout = infer_layout(stats, hints)
+    checks = check_results(stats, layout, hints, shards_check, manifest_check)
+    shown = list(dict.fromkeys([*done.first_rows, *options.row_indices]))
     return InspectResult(
         source=path,
         shards=tuple(s.name for s in shards),
-        rows_total=scan.rows,
+        rows_total=done.rows,
         sampled=chosen is not None,
         layout=layout,
-        stats=data_stats,
+        stats=data_stats(stats, layout),
         build=build_facts(manifest) if manifest is not None else None,
-        checks=checks,
-        decoded=decoded,
+        checks=checks + (model.results() if model is not None else ()),
+        decoded=tuple(decode_row(done.kept_rows[i], i, tokenizer) for i in shown)
+        if tokenizer
+        else (),
         elapsed_s=time.perf_counter() - started,
     )
+
+
+def check_table(
+    table: pa.Table | pa.RecordBatch,
+    hints: LayoutHints = LayoutHints(),
+    options: InspectOptions = InspectOptions(),
+) -> tuple[CheckResult, ...]:
+    """Every check on an in-memory table, its rows numbered from 0, held to what ``hints`` say
+    (the rest inferred from the rows); ``options`` sets the warning limits and how many rows a
+    check lists."""
+    if isinstance(table, pa.Table):
+        batches = table.combine_chunks().to_batches()
+        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    else:
+        batch = table
+    stats = ColumnStats(hints, options)
+    stats.add(batch, np.arange(batch.num_rows))
+    return check_results(stats, infer_layout(stats, hints), hints)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ..column_values import int_values, list_values
+from ..column_values import Rows, list_values
 
 
 @dataclass(frozen=True)
@@ -21,16 +21,11 @@ class ListColumn:
     offsets: np.ndarray
 
 
-def list_column(batch: pa.RecordBatch, name: str) -> ListColumn:
+def list_column(batch: pa.RecordBatch, name: str, rows: Rows = None) -> ListColumn:
     """The list column ``name`` of ``batch``, checked as every reader of rows checks it
-    (:func:`maskprep.column_values.list_values`)."""
-    values, offsets = list_values(batch.column(name), name)
+    (:func:`maskprep.column_values.list_values`; ``rows`` numbers the rows in its messages)."""
+    values, offsets = list_values(batch.column(name), name, rows)
     return ListColumn(values, offsets)
-
-
-def int_column(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    """The integer column ``name`` (``length``) of ``batch`` as int64, checked likewise."""
-    return int_values(batch.column(name), name)
 
 
 # ----------------------------------------------------------------------------- vector helpers
@@ -69,7 +64,7 @@ def segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-row "any flag set"; fast when flags are rare, as offenders usually are."""
+    """Per-row "any flag set"; fast when flags are rare, as faults usually are."""
     out = np.zeros(len(offsets) - 1, bool)
     hits = np.flatnonzero(flags)
     if hits.size:
@@ -80,6 +75,7 @@ def segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def segment_extreme(
     values: np.ndarray, offsets: np.ndarray, ufunc: np.ufunc, empty: int
 ) -> np.ndarray:
+    """Per-row ``ufunc`` reduction (``np.maximum``, ``np.minimum``); ``empty`` for empty rows."""
     width = _uniform_width(offsets)
     if width is not None:
         return ufunc.reduce(values.reshape(len(offsets) - 1, width), axis=1).astype(np.int64)
