@@ -215,14 +215,17 @@ class ColumnStats:
         trained_pos = labels != IGNORE_INDEX
         real = row_sums(real_pos, offsets)
         trained = row_sums(trained_pos, offsets)
+        not_binary = real_pos & (mask != 1)
+        # Where every mask value is 0 or 1, as it should be, its sum is the count of its ones.
+        mask_sum = row_sums(mask, offsets) if not_binary.any() else real
         has_length = length is not None
         if length is None:
-            length = row_sums(mask, offsets)
+            length = mask_sum
         self._count(row_ids, width, real, trained, has_length)
 
         flags = {
-            c.MASK_BINARY: segment_any(real_pos & (mask != 1), offsets),
-            c.LENGTH_MATCHES_MASK: length != row_sums(mask, offsets),
+            c.MASK_BINARY: segment_any(not_binary, offsets),
+            c.LENGTH_MATCHES_MASK: length != mask_sum,
             c.LABELS_ON_PADDING: segment_any(~real_pos & trained_pos, offsets),
             c.LABELS_MATCH_INPUTS: segment_any(real_pos & trained_pos & (labels != ids), offsets),
             c.IDS_IN_VOCABULARY: segment_any(outside_ids(ids, hints.vocab_size), offsets),
@@ -230,12 +233,10 @@ class ColumnStats:
         side = _padding_sides(real_pos, offsets)
         self.sides.add(side, row_ids)
         # The smallest and largest id on each row's padded positions: one pad id if they agree.
-        pad_min = segment_extreme(
-            np.where(real_pos, _NO_PAD_MIN, ids), offsets, np.minimum, _NO_PAD_MIN
-        )
-        pad_max = segment_extreme(
-            np.where(real_pos, _NO_PAD_MAX, ids), offsets, np.maximum, _NO_PAD_MAX
-        )
+        padded_ids = ids[~real_pos]
+        padded_offsets = np.concatenate(([0], np.cumsum(width - real)))
+        pad_min = segment_extreme(padded_ids, padded_offsets, np.minimum, _NO_PAD_MIN)
+        pad_max = segment_extreme(padded_ids, padded_offsets, np.maximum, _NO_PAD_MAX)
         padded = pad_min != _NO_PAD_MIN
         value = np.where(pad_min == pad_max, pad_min, MIXED_PADDING)
         self.padding.add(value[padded], row_ids[padded])
@@ -255,8 +256,8 @@ class ColumnStats:
                 lists, real_pos, trained_pos, real, length, side, flags
             )
             self._add_documents(documents)
-        if hints.eos_id is not None:
-            eos_real = real_pos & (ids == hints.eos_id)
+        eos_real = None if hints.eos_id is None else real_pos & (ids == hints.eos_id)
+        if eos_real is not None:
             untrained = eos_real & ~trained_pos
             self.eos_real_tokens += int(np.count_nonzero(eos_real))
             self.eos_trained_tokens += int(np.count_nonzero(eos_real & trained_pos))
@@ -278,7 +279,9 @@ class ColumnStats:
         self.edge_end.add(pad_min[end], row_ids[end])
         self.edge_start.add(pad_min[start], row_ids[start])
         if not packed:
-            several = _several_documents(ids, offsets, real_pos, trained_pos, hints)
+            several = _several_documents(
+                ids, offsets, real_pos, trained_pos, eos_real, hints.bos_id
+            )
             self.flagged[c.UNDECLARED_PACKS].add(several, row_ids)
 
     def _add_holes(
@@ -452,20 +455,22 @@ def _several_documents(
     offsets: np.ndarray,
     real_pos: np.ndarray,
     trained_pos: np.ndarray,
-    hints: LayoutHints,
+    eos_real: np.ndarray | None,
+    bos_id: int | None,
 ) -> np.ndarray:
     """Per row of rows without pack columns: it holds several documents one after another, as a
-    pack does, and is trained as plain text. A document ends at an EOS (or starts at a BOS)
-    strictly inside the row's real run; plain text trains every real token but the first of
-    each document, which a pack leaves untrained. Prompt/completion and chat rows, whose
-    untrained prompts and user turns lie inside documents, are not flagged: a turn of a chat may
-    end with EOS. A BOS that doubles as EOS opening the row (GPT-2) ends nothing.
+    pack does, and is trained as plain text. A document ends at a real EOS (``eos_real``, where
+    the EOS id is known) or starts at a BOS strictly inside the row's real run; plain text trains
+    every real token but the first of each document, which a pack leaves untrained.
+    Prompt/completion and chat rows, whose untrained prompts and user turns lie inside documents,
+    are not flagged: a turn of a chat may end with EOS. A BOS that doubles as EOS opening the row
+    (GPT-2) ends nothing.
 
     Worked on the few positions that matter (real EOS and BOS, untrained real tokens), not on
     every position: a batch without a document boundary inside a row costs two comparisons."""
     rows = np.zeros(len(offsets) - 1, bool)
-    ends = _inside_runs(ids, offsets, real_pos, hints.eos_id)
-    opens = _inside_runs(ids, offsets, real_pos, hints.bos_id)
+    ends = _NONE if eos_real is None else _inside_runs(eos_real, offsets, real_pos)
+    opens = _NONE if bos_id is None else _inside_runs((ids == bos_id) & real_pos, offsets, real_pos)
     if not (ends.size or opens.size):
         return rows
     rows[np.searchsorted(offsets, np.concatenate((ends, opens)), side="right") - 1] = True
@@ -479,14 +484,10 @@ def _several_documents(
     return rows
 
 
-def _inside_runs(
-    ids: np.ndarray, offsets: np.ndarray, real_pos: np.ndarray, token: int | None
-) -> np.ndarray:
-    """Flat positions (sorted) of ``token`` strictly inside a row's real run: a real token on
-    both sides, in the same row."""
-    if token is None or not len(ids):
-        return _NONE
-    at = np.flatnonzero((ids == token) & real_pos)
+def _inside_runs(found: np.ndarray, offsets: np.ndarray, real_pos: np.ndarray) -> np.ndarray:
+    """Flat positions (sorted) of the ``found`` positions strictly inside a row's real run: a
+    real token on both sides, in the same row."""
+    at = np.flatnonzero(found)
     row = np.searchsorted(offsets, at, side="right") - 1
     at = at[(at > offsets[row]) & (at < offsets[row + 1] - 1)]
     return at[real_pos[at - 1] & real_pos[at + 1]]
