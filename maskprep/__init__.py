@@ -9,8 +9,9 @@ pyarrow nor transformers nor torch; ``from maskprep import build`` works as usua
 
 The stages live in subpackages whose tree is the data flow: :mod:`maskprep.sources` →
 :mod:`maskprep.tokenizing` → :mod:`maskprep.shaping` → :mod:`maskprep.output`, run in turn by
-:mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.inspecting`
-(inspect), :mod:`maskprep.probes` (verify) and :mod:`maskprep.cli` on top.
+:mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.reading` (an
+output read back), :mod:`maskprep.inspecting` (inspect), :mod:`maskprep.probes` (verify) and
+:mod:`maskprep.cli` on top.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def failures(results: Sequence[CheckResult], strict: bool = False) -> list[Check
     ]
 
 
-def flagged(name: str, rows: FlaggedRows, detail: str = "") -> CheckResult:
+def verdict(name: str, rows: FlaggedRows, detail: str = "") -> CheckResult:
     """The result of check ``name`` from the rows it flagged: pass when none, else fail (an
     invariant) or warn (a warning); ``detail`` defaults to what the check asserts."""
     spec = SPECS[name]

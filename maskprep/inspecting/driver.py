@@ -21,17 +21,14 @@ import numpy as np
 import pyarrow as pa
 
 from .. import storage
-from ..contract import ShardContract
 from ..errors import ConfigError, DataError
-from ..extras import require_extra
 from ..reading.declared import declared
-from ..reading.reach import PositionLimit, model_limit, tokenizer_limit
 from ..reading.shards import Shard, open_input, shard_batches
 from .checks import CheckResult
 from .decode import decode_row
 from .layout import LayoutHints, infer_layout, layout_hints, with_tokenizer
 from .manifest import build_facts, hash_files, manifest_consistent, shards_match_manifest
-from .model import ModelChecks
+from .model import ModelChecks, model_checks
 from .options import InspectOptions
 from .results import InspectResult
 from .stats import ColumnStats
@@ -110,36 +107,6 @@ def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
     return from_pretrained(name_or_path, revision, trust_remote_code=False)
 
 
-def _model_checks(
-    options: InspectOptions, recorded: ShardContract | None, tokenizer: Any
-) -> ModelChecks | None:
-    """The model limits the rows are held to, where known: the model's (``options.model``: its
-    position table or context length, and its vocabulary), else the tokenizer's
-    ``model_max_length`` (the one named, else the one the manifest or the shards' metadata
-    ``recorded``)."""
-    limit: PositionLimit | None = None
-    vocab = None
-    if options.model is not None:
-        # The model's structure is read on torch's meta device.
-        require_extra("torch", "verify", "checking rows against a model")
-        from ..collate import model_facts
-
-        facts = model_facts(
-            options.model,
-            revision=options.model_revision,
-            trust_remote_code=options.trust_remote_code,
-        )
-        limit, vocab = model_limit(facts), facts.vocab_size
-    if limit is None and tokenizer is not None:
-        name = options.tokenizer or (recorded.tokenizer if recorded else "(unnamed)")
-        limit = tokenizer_limit(getattr(tokenizer, "model_max_length", None), name)
-    if limit is None and recorded is not None:
-        limit = tokenizer_limit(recorded.model_max_length, recorded.tokenizer)
-    if limit is None and vocab is None:
-        return None
-    return ModelChecks(limit=limit, vocab_size=vocab, listed=options.listed)
-
-
 def inspect(
     path: str,
     options: InspectOptions = InspectOptions(),
@@ -195,7 +162,7 @@ def inspect(
             paths = {i: s.location for i, s in enumerate(shards) if s.location is not None}
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
-            model = _model_checks(options, contract, tokenizer)
+            model = model_checks(options, contract, tokenizer)
             done = _read_rows(shards, options, chosen, stats, model)
             _check_row_indices(options.row_indices, done.rows)
         except BaseException:

@@ -5,15 +5,19 @@ known (how far a row reaches: :mod:`maskprep.reading.reach`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .. import columns
 from ..column_values import outside_ids
+from ..contract import ShardContract
+from ..extras import require_extra
 from ..reading.lists import list_column, segment_any
-from ..reading.reach import PositionLimit, row_reach
-from .checks import MODEL_CONTEXT, MODEL_POSITIONS, MODEL_VOCABULARY, CheckResult, flagged
+from ..reading.reach import PositionLimit, model_limit, row_reach, tokenizer_limit
+from .checks import MODEL_CONTEXT, MODEL_POSITIONS, MODEL_VOCABULARY, CheckResult, verdict
+from .options import InspectOptions
 from .rows import FlaggedRows
 
 
@@ -63,9 +67,39 @@ class ModelChecks:
             what = "longest document" if self.packed else "widest row"
             detail = f"{what} {self.reach} positions; {self.limit.source}"
             name = MODEL_POSITIONS if self.limit.hard else MODEL_CONTEXT
-            out.append(flagged(name, self.beyond, detail))
+            out.append(verdict(name, self.beyond, detail))
         if self.vocab_size is not None:
             found = f"; found {self.worst_id}" if self.worst_id is not None else ""
             detail = f"token ids in [0, {self.vocab_size}){found}"
-            out.append(flagged(MODEL_VOCABULARY, self.bad_ids, detail))
+            out.append(verdict(MODEL_VOCABULARY, self.bad_ids, detail))
         return tuple(out)
+
+
+def model_checks(
+    options: InspectOptions, recorded: ShardContract | None, tokenizer: Any
+) -> ModelChecks | None:
+    """The model checks for ``options``, or ``None`` where no limit is known: the model's
+    (``options.model``: its position table or context length, and its vocabulary), else the
+    ``model_max_length`` of the ``tokenizer`` loaded, else of the one the manifest or the shards'
+    metadata ``recorded``."""
+    limit: PositionLimit | None = None
+    vocab = None
+    if options.model is not None:
+        # The model's structure is read on torch's meta device.
+        require_extra("torch", "verify", "checking rows against a model")
+        from ..collate import model_facts
+
+        facts = model_facts(
+            options.model,
+            revision=options.model_revision,
+            trust_remote_code=options.trust_remote_code,
+        )
+        limit, vocab = model_limit(facts), facts.vocab_size
+    if limit is None and tokenizer is not None:
+        name = options.tokenizer or (recorded.tokenizer if recorded else "(unnamed)")
+        limit = tokenizer_limit(getattr(tokenizer, "model_max_length", None), name)
+    if limit is None and recorded is not None:
+        limit = tokenizer_limit(recorded.model_max_length, recorded.tokenizer)
+    if limit is None and vocab is None:
+        return None
+    return ModelChecks(limit=limit, vocab_size=vocab, listed=options.listed)

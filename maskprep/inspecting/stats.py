@@ -21,8 +21,14 @@ from .. import columns
 from ..column_values import int_values, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from ..reading.lists import ListColumn, list_column, row_starts, segment_any, segment_extreme
-from ..reading.lists import segment_sum as row_sums
+from ..reading.lists import (
+    ListColumn,
+    list_column,
+    row_starts,
+    segment_any,
+    segment_extreme,
+    segment_sum,
+)
 from ..reading.shards import missing_columns
 from . import checks as c
 from .layout import MIXED_PADDING, SIDE_ANY, SIDE_LEFT, SIDE_NEITHER, SIDE_RIGHT, LayoutHints
@@ -190,8 +196,8 @@ class ColumnStats:
         self._count(
             row_ids,
             np.diff(ids.offsets)[rows],
-            row_sums(mask.values != 0, mask.offsets)[rows],
-            row_sums(labels.values != IGNORE_INDEX, labels.offsets)[rows],
+            segment_sum(mask.values != 0, mask.offsets)[rows],
+            segment_sum(labels.values != IGNORE_INDEX, labels.offsets)[rows],
             has_length,
         )
         self.sides.add(np.full(len(row_ids), SIDE_ANY), row_ids)
@@ -200,7 +206,7 @@ class ColumnStats:
         self.flagged[c.IDS_IN_VOCABULARY].add(outside[rows], row_ids)
         if columns.SEQ_LENS in lists:
             seq = lists[columns.SEQ_LENS]
-            self._add_documents(row_sums(seq.values > 0, seq.offsets)[rows])
+            self._add_documents(segment_sum(seq.values > 0, seq.offsets)[rows])
 
     def _add_aligned(
         self, lists: dict[str, ListColumn], length: np.ndarray | None, row_ids: np.ndarray
@@ -213,11 +219,11 @@ class ColumnStats:
         width = np.diff(offsets)
         real_pos = mask != 0
         trained_pos = labels != IGNORE_INDEX
-        real = row_sums(real_pos, offsets)
-        trained = row_sums(trained_pos, offsets)
+        real = segment_sum(real_pos, offsets)
+        trained = segment_sum(trained_pos, offsets)
         not_binary = real_pos & (mask != 1)
         # Where every mask value is 0 or 1, as it should be, its sum is the count of its ones.
-        mask_sum = row_sums(mask, offsets) if not_binary.any() else real
+        mask_sum = segment_sum(mask, offsets) if not_binary.any() else real
         has_length = length is not None
         if length is None:
             length = mask_sum
@@ -374,7 +380,7 @@ def _pack_checks(
     seq = lists[columns.SEQ_LENS]
     doc_lens = seq.values.astype(np.int64)
     negative = segment_any(doc_lens < 0, seq.offsets)
-    seq_sum = row_sums(doc_lens, seq.offsets)
+    seq_sum = segment_sum(doc_lens, seq.offsets)
     flags[c.SEQ_LENS_SUM] = (seq_sum != length) | negative
 
     # Documents can be placed only where they tile the real run exactly.
@@ -401,7 +407,7 @@ def _pack_checks(
     expected = np.arange(len(positions), dtype=index_type) - np.maximum.accumulate(marks)
     covered = real_pos & np.repeat(placeable, width)
     flags[c.POSITION_IDS_RESTART] = segment_any(covered & (positions != expected), offsets)
-    return row_sums(doc_lens > 0, seq.offsets), starts
+    return segment_sum(doc_lens > 0, seq.offsets), starts
 
 
 def _attended_padding(

@@ -13,7 +13,7 @@ import numpy as np
 from ..shaping.fill import ratio
 from ..token_ids import MAX_TOKEN_ID
 from . import checks as c
-from .checks import CheckResult, flagged, skipped
+from .checks import CheckResult, skipped, verdict
 from .layout import SIDE_LEFT, SIDE_NEITHER, SIDE_RIGHT, Layout, LayoutHints
 from .rows import FlaggedRows
 from .stats import ATTENDED_END, ATTENDED_START, ColumnStats
@@ -48,16 +48,16 @@ def check_results(
         _fraction(stats, c.LABEL_FRACTION, stats.label_tokens, stats.real_tokens),
     ]
     for name in (c.LIST_LENGTHS, c.MASK_BINARY, c.LABELS_ON_PADDING, c.LABELS_MATCH_INPUTS):
-        results.append(flagged(name, stats.flagged[name]))
-    results.append(flagged(c.ROWS_WITHOUT_LABELS, stats.flagged[c.ROWS_WITHOUT_LABELS]))
+        results.append(verdict(name, stats.flagged[name]))
+    results.append(verdict(c.ROWS_WITHOUT_LABELS, stats.flagged[c.ROWS_WITHOUT_LABELS]))
     if stats.rows and not stats.rows_with_length:
         detail = "no length column: computed from attention_mask"
         results.append(skipped(c.LENGTH_MATCHES_MASK, detail))
     else:
-        results.append(flagged(c.LENGTH_MATCHES_MASK, stats.flagged[c.LENGTH_MATCHES_MASK]))
+        results.append(verdict(c.LENGTH_MATCHES_MASK, stats.flagged[c.LENGTH_MATCHES_MASK]))
     for name in (c.SEQ_LENS_SUM, c.POSITION_IDS_RESTART, c.DOCUMENT_START_LABEL):
         if stats.packed:
-            results.append(flagged(name, stats.flagged[name]))
+            results.append(verdict(name, stats.flagged[name]))
         else:
             results.append(skipped(name, "rows are not packed"))
     by_name = {result.name: result for result in results}
@@ -69,14 +69,14 @@ def _vocabulary(stats: ColumnStats, hints: LayoutHints) -> CheckResult:
     if hints.vocab_size is None:
         if bad.count:
             text = f"input ids are 0 to {MAX_TOKEN_ID} (vocabulary size unknown)"
-            return flagged(c.IDS_IN_VOCABULARY, bad, text)
+            return verdict(c.IDS_IN_VOCABULARY, bad, text)
         return skipped(
             c.IDS_IN_VOCABULARY,
             f"no id below 0 or past {MAX_TOKEN_ID}; vocabulary size unknown for the upper bound",
             unknown="vocabulary size",
         )
     text = f"input ids are >= 0 and below {hints.vocab_size} ({hints.vocab_source})"
-    return flagged(c.IDS_IN_VOCABULARY, bad, text)
+    return verdict(c.IDS_IN_VOCABULARY, bad, text)
 
 
 def _padding_contiguous(stats: ColumnStats, layout: Layout) -> CheckResult:
@@ -88,7 +88,7 @@ def _padding_contiguous(stats: ColumnStats, layout: Layout) -> CheckResult:
         bad |= sides == SIDE_RIGHT
     where = f"on the {layout.padding_side} side" if layout.padding_side else "at one end"
     detail = f"real tokens are one run, padding {where}"
-    return flagged(c.PADDING_CONTIGUOUS, stats.sides.select(bad), detail)
+    return verdict(c.PADDING_CONTIGUOUS, stats.sides.select(bad), detail)
 
 
 def _padding_holds_pad_id(stats: ColumnStats, layout: Layout) -> CheckResult:
@@ -98,7 +98,7 @@ def _padding_holds_pad_id(stats: ColumnStats, layout: Layout) -> CheckResult:
             return skipped(c.PADDING_HOLDS_PAD_ID, "pad id unknown", unknown="pad id")
         return skipped(c.PADDING_HOLDS_PAD_ID, "no padding, or pad id unknown")
     detail = f"padded positions hold pad id {pad} ({layout.pad_id_source})"
-    return flagged(
+    return verdict(
         c.PADDING_HOLDS_PAD_ID, stats.padding.select(stats.padding.values != pad), detail
     )
 
@@ -106,7 +106,7 @@ def _padding_holds_pad_id(stats: ColumnStats, layout: Layout) -> CheckResult:
 def _padding_attended(stats: ColumnStats, layout: Layout, none: FlaggedRows) -> CheckResult:
     width, real, _ = stats.shape_counts()
     if not ((width == real) & (width > 0)).any():
-        return flagged(c.PADDING_ATTENDED, none, "no row attends every position")
+        return verdict(c.PADDING_ATTENDED, none, "no row attends every position")
     if layout.pad_id is None or layout.pad_id_source == "inferred":
         return skipped(
             c.PADDING_ATTENDED,
@@ -121,7 +121,7 @@ def _padding_attended(stats: ColumnStats, layout: Layout, none: FlaggedRows) -> 
     else:
         bad, end = attended, "end or start"
     detail = f"no all-ones mask over pad id {layout.pad_id} at a row's {end}"
-    return flagged(c.PADDING_ATTENDED, stats.attended.select(bad != 0), detail)
+    return verdict(c.PADDING_ATTENDED, stats.attended.select(bad != 0), detail)
 
 
 def _row_width(stats: ColumnStats, layout: Layout) -> CheckResult:
@@ -141,7 +141,7 @@ def _row_width(stats: ColumnStats, layout: Layout) -> CheckResult:
         bad = (slot >= len(buckets)) | (width != smallest)
         listed = ",".join(str(b) for b in buckets)
         detail = f"each row is the smallest bucket that fits ({listed})"
-    return flagged(c.ROW_WIDTH, stats.shapes.select(bad), detail)
+    return verdict(c.ROW_WIDTH, stats.shapes.select(bad), detail)
 
 
 def _eos_checks(
@@ -149,14 +149,14 @@ def _eos_checks(
 ) -> list[CheckResult]:
     eos = layout.eos_id
     if eos is not None:
-        masked = flagged(c.EOS_MASKED_BY_VALUE, stats.flagged[c.EOS_MASKED_BY_VALUE])
+        masked = verdict(c.EOS_MASKED_BY_VALUE, stats.flagged[c.EOS_MASKED_BY_VALUE])
         never = stats.eos_real_tokens > 0 and stats.eos_trained_tokens == 0
         detail = (
             f"EOS ({eos}) appears {stats.eos_real_tokens} times in attended inputs and "
             f"is trained {stats.eos_trained_tokens} times"
         )
         bad = stats.flagged[c.EOS_NEVER_TRAINED] if never else none
-        return [masked, flagged(c.EOS_NEVER_TRAINED, bad, detail)]
+        return [masked, verdict(c.EOS_NEVER_TRAINED, bad, detail)]
     never_trained = skipped(c.EOS_NEVER_TRAINED, "EOS id unknown", unknown="EOS id")
     if no_eos:
         never_trained = skipped(c.EOS_NEVER_TRAINED, "the tokenizer has no EOS token")
@@ -176,7 +176,7 @@ def _eos_checks(
         if bad.count
         else "is trained where it is real, or never follows a trained token"
     )
-    return [flagged(c.EOS_MASKED_BY_VALUE, bad, detail), never_trained]
+    return [verdict(c.EOS_MASKED_BY_VALUE, bad, detail), never_trained]
 
 
 def _undeclared_packs(
@@ -187,7 +187,7 @@ def _undeclared_packs(
     shards' metadata says they were packs; seen from EOS (BOS) inside trained text otherwise."""
     if stats.packed:
         detail = "rows are packs: seq_lens and position_ids say where each document starts"
-        return flagged(c.UNDECLARED_PACKS, none, detail)
+        return verdict(c.UNDECLARED_PACKS, none, detail)
     if hints.stripped:
         every = stats.shapes.select(np.ones(len(stats.shapes.values), bool))
         shown = ", ".join(hints.stripped[:2]) + (", ..." if len(hints.stripped) > 2 else "")
@@ -218,7 +218,7 @@ def _undeclared_packs(
         if bad.count
         else f"no row without pack columns holds several documents ({marks})"
     )
-    return flagged(c.UNDECLARED_PACKS, bad, detail)
+    return verdict(c.UNDECLARED_PACKS, bad, detail)
 
 
 def _pad_attended_at_edge(
@@ -229,7 +229,7 @@ def _pad_attended_at_edge(
     where it is BOS or EOS one may start it: those edges are not judged."""
     pad = layout.pad_id
     if pad is None:
-        return flagged(c.PAD_ATTENDED_AT_EDGE, none, "no padded row to judge")
+        return verdict(c.PAD_ATTENDED_AT_EDGE, none, "no padded row to judge")
     eos, bos = layout.eos_id, hints.bos_id
     if pad == eos:  # then neither edge can be judged
         return skipped(
@@ -252,7 +252,7 @@ def _pad_attended_at_edge(
         else f"no padded row attends pad id {pad} next to its padding"
         + ("" if judge_start else " (left-padded rows not judged: it is BOS)")
     )
-    return flagged(c.PAD_ATTENDED_AT_EDGE, bad, detail)
+    return verdict(c.PAD_ATTENDED_AT_EDGE, bad, detail)
 
 
 def _fraction(stats: ColumnStats, name: str, part: int, whole: int) -> CheckResult:
@@ -270,6 +270,6 @@ def _fraction(stats: ColumnStats, name: str, part: int, whole: int) -> CheckResu
         f"{name.replace('_', ' ')} {overall:.4f} {'is' if crossed else 'is not'} {word} {limit}"
     )
     if not crossed:
-        return flagged(name, FlaggedRows(stats.options.listed), detail)
+        return verdict(name, FlaggedRows(stats.options.listed), detail)
     rows = stats.flagged[name]
     return CheckResult(name, "warning", "warn", rows.count, rows.first(), detail)
