@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import columns
+from maskprep.inspecting.driver import check_table
+from maskprep.inspecting.layout import LayoutHints
 from maskprep.inspecting.options import InspectOptions
 from maskprep.inspecting.rows import FlaggedRows, RowsByValue
 from maskprep.inspecting.summary import percentiles
@@ -64,6 +66,69 @@ def test_flagged_rows_keep_the_smallest_rows_over_batches():
     found.add(np.array([True, False]), np.array([3, 4]))
     found.add(np.array([True]), np.array([20]))
     assert (found.count, found.first()) == (4, (3, 11))
+
+
+padded_rows = st.lists(
+    st.tuples(
+        st.integers(0, 6),  # real tokens
+        st.lists(st.sampled_from([0, 3, 9]), max_size=5),  # the ids the padding holds
+        st.booleans(),  # left padded
+        st.sampled_from([1, 1, 2]),  # the mask value of the first real token
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=padded_rows, given_pad=st.booleans())
+def test_padding_and_mask_verdicts_match_a_naive_count(rows, given_pad):
+    """The pad ids a row's padding holds (read from its padded positions alone), the pad id
+    inferred from them, and the mask's sum (taken from its count of ones where every value is
+    0 or 1) give what a row-by-row count gives."""
+    table = []
+    for real, pad_ids, left, first in rows:
+        ids, mask = [5] * real, [first] + [1] * (real - 1) if real else []
+        if left:
+            ids, mask = pad_ids + ids, [0] * len(pad_ids) + mask
+        else:
+            ids, mask = ids + pad_ids, mask + [0] * len(pad_ids)
+        labels = [-100] * len(ids)
+        table.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "length": 0})
+    padding = [
+        [t for t, m in zip(r["input_ids"], r["attention_mask"], strict=True) if not m]
+        for r in table
+    ]
+    uniform = [p[0] for p in padding if p and len(set(p)) == 1]
+    if given_pad:
+        pad, hints = 0, LayoutHints(pad_id=0)
+    else:
+        pad = min(uniform, key=lambda v: (-uniform.count(v), v)) if uniform else None
+        hints = LayoutHints()
+    options = InspectOptions(listed=len(table))
+    for length_of in (sum, lambda mask: sum(1 for m in mask if m)):
+        for row in table:
+            row["length"] = length_of(row["attention_mask"])
+        found = {
+            r.name: r
+            for r in check_table(
+                pa.Table.from_pylist(table, schema=columns.schema()), hints, options
+            )
+        }
+        holds = found["padding_holds_pad_id"]
+        if pad is None:
+            assert holds.status == "skip"
+        else:
+            wrong = [i for i, p in enumerate(padding) if any(t != pad for t in p)]
+            assert (holds.count, list(holds.rows)) == (len(wrong), wrong)
+            assert f"pad id {pad} ({'given' if given_pad else 'inferred'})" in holds.detail
+        not_binary = [i for i, r in enumerate(table) if any(m > 1 for m in r["attention_mask"])]
+        binary = found["mask_binary"]
+        assert (binary.count, list(binary.rows)) == (len(not_binary), not_binary)
+        # length is the mask's sum, or its count of ones: they differ where a mask holds a 2.
+        length = found["length_matches_mask"]
+        expected = [] if length_of is sum else not_binary
+        assert (length.count, list(length.rows)) == (len(expected), expected)
 
 
 # ----------------------------------------------------------------------------- whole inspections
