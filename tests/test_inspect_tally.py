@@ -162,7 +162,7 @@ def test_batches_of_three_rows_report_what_one_batch_does(builds, strategy):
 
 
 def test_broken_rows_are_listed_alike_in_any_batching(tmp_path):
-    """Offenders of layout-dependent checks (width, padding side, pad id), misaligned lists and
+    """Rows flagged by layout-dependent checks (width, padding side, pad id), misaligned lists and
     value checks, spread over batches: counts and first rows do not depend on the batching."""
     rng = np.random.default_rng(5)
     rows = []

@@ -88,7 +88,8 @@ def test_there_are_stage_subpackages() -> None:
     ("module", "source", "expected"),
     [
         ("sources/x.py", "from ..output.writer import ShardWriter\n", "later stage output"),
-        ("shaping/x.py", "from maskprep.inspecting import analysis\n", "built on top"),
+        ("shaping/x.py", "from maskprep.inspecting import stats\n", "built on top"),
+        ("output/x.py", "from ..reading.shards import open_input\n", "built on top"),
         ("cli/x.py", "from ..output.session import _publish\n", "private ['_publish']"),
         ("cli/x.py", "from maskprep.output import _layout\n", "private ['_layout']"),
         ("output/x.py", "x = 1\n" * (MAX_LINES + 1), "lines (at most"),
