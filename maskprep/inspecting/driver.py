@@ -37,7 +37,7 @@ from .verdicts import check_results
 
 
 @dataclass
-class _Pass:
+class _RowsRead:
     """What one pass over the rows keeps besides the column statistics: per-shard counts
     (positions, real tokens, trained tokens) for the manifest check, and the rows to decode."""
 
@@ -53,10 +53,10 @@ def _read_rows(
     chosen: np.ndarray | None,
     stats: ColumnStats,
     model: ModelChecks | None,
-) -> _Pass:
+) -> _RowsRead:
     """Add every row (or the ``chosen`` ones) of the shards in order, batch by batch, to
     ``stats`` and, where the model's limits are known, to ``model``."""
-    done = _Pass(np.zeros((len(shards), 3), dtype=np.int64))
+    read = _RowsRead(np.zeros((len(shards), 3), dtype=np.int64))
     wanted = np.asarray(sorted(set(options.row_indices)), dtype=np.int64)
     shard_start = 0
     for number, shard in enumerate(shards):
@@ -84,15 +84,15 @@ def _read_rows(
                         model.add(take, row_ids)
             except DataError as error:
                 raise DataError(f"{shard.name}: {error}") from None
-            new_first = row_ids[: max(options.show_rows - len(done.first_rows), 0)].tolist()
-            done.first_rows.extend(new_first)
+            new_first = row_ids[: max(options.show_rows - len(read.first_rows), 0)].tolist()
+            read.first_rows.extend(new_first)
             w_lo, w_hi = np.searchsorted(wanted, [start, stop])
             for index in [*new_first, *wanted[w_lo:w_hi].tolist()]:
-                done.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
-        done.counts[number] = [stats.positions, stats.real_tokens, stats.label_tokens] - before
+                read.kept_rows[index] = batch.slice(index - start, 1).to_pylist()[0]
+        read.counts[number] = [stats.positions, stats.real_tokens, stats.label_tokens] - before
         shard_start += shard.rows if shard.rows is not None else seen
-    done.rows = shard_start
-    return done
+    read.rows = shard_start
+    return read
 
 
 def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
@@ -163,8 +163,8 @@ def inspect(
             digests = hashing.submit(hash_files, paths, stop_hashing)
         try:
             model = model_checks(options, contract, tokenizer)
-            done = _read_rows(shards, options, chosen, stats, model)
-            _check_row_indices(options.row_indices, done.rows)
+            read = _read_rows(shards, options, chosen, stats, model)
+            _check_row_indices(options.row_indices, read.rows)
         except BaseException:
             stop_hashing.set()  # the error is reported now, not once every shard is hashed
             raise
@@ -173,7 +173,7 @@ def inspect(
             shards_check = shards_match_manifest(
                 shards,
                 manifest,
-                done.counts if chosen is None else None,
+                read.counts if chosen is None else None,
                 digests.result() if digests is not None else None,
                 options.listed,
                 found.conflicts,
@@ -183,17 +183,17 @@ def inspect(
 
     layout = infer_layout(stats, hints)
     checks = check_results(stats, layout, hints, shards_check, manifest_check)
-    shown = list(dict.fromkeys([*done.first_rows, *options.row_indices]))
+    shown = list(dict.fromkeys([*read.first_rows, *options.row_indices]))
     return InspectResult(
         source=path,
         shards=tuple(s.name for s in shards),
-        rows_total=done.rows,
+        rows_total=read.rows,
         sampled=chosen is not None,
         layout=layout,
         stats=data_stats(stats, layout),
         build=build_facts(manifest) if manifest is not None else None,
         checks=checks + (model.results() if model is not None else ()),
-        decoded=tuple(decode_row(done.kept_rows[i], i, tokenizer) for i in shown)
+        decoded=tuple(decode_row(read.kept_rows[i], i, tokenizer) for i in shown)
         if tokenizer
         else (),
         elapsed_s=time.perf_counter() - started,
