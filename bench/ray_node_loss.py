@@ -9,9 +9,10 @@ its own raylet. Starts an S3 server on loopback (moto, tests/s3_server.py), puts
 JSONL corpus there and runs ``build_with_ray`` (what ``maskprep build s3://… --engine ray -o
 s3://…`` runs) from the S3 input to an S3 output. Meanwhile it watches the parts on the store:
 as soon as a part has written its first shard and no manifest (it is demonstrably mid-build),
-it reads the part's lock object (which names the writing process), finds the node that process
-belongs to and loses that node (its processes killed, then ``Cluster.remove_node``). Ray
-reruns the lost part on a surviving node, which resumes the shards the dead attempt finished.
+it reads the part's writer record (``.maskprep-writer-<id>.json``, which names the writing
+process), finds the node that process belongs to and loses that node (its processes killed,
+then ``Cluster.remove_node``). Ray reruns the lost part on a surviving node at once (no lease to
+wait for), which resumes the shards the dead attempt finished.
 
 Then it compares the output, shard by shard (sha256 of the bytes and row count), with a
 single-machine build of the same corpus and config (the same parts built locally one after the
@@ -49,7 +50,7 @@ from maskprep import (  # noqa: E402
     TokenizerConfig,
     build,
 )
-from maskprep.output.names import LOCK_NAME, MANIFEST_NAME  # noqa: E402
+from maskprep.output.names import MANIFEST_NAME, is_writer_name  # noqa: E402
 
 TOKENIZER = ROOT / "sample_data" / "tokenizer"
 #: Shards shown at the start of the comparison table (all with --all-shards).
@@ -322,13 +323,17 @@ class NodeKiller:
             while not self._stop.wait(0.02):
                 for index, names in sorted(self._listing().items()):
                     shards = [n for n in names if n.startswith("data-")]
-                    if not shards or MANIFEST_NAME in names or LOCK_NAME not in names:
+                    records = [n for n in names if is_writer_name(n)]
+                    if not shards or MANIFEST_NAME in names or not records:
                         continue
-                    key = f"{self.prefix}.parts/part-{index:05d}/{LOCK_NAME}"
-                    lock = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    key = f"{self.prefix}.parts/part-{index:05d}/{records[0]}"
+                    try:
+                        record = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                    except self.s3.exceptions.NoSuchKey:
+                        continue  # the part finished (its record went) meanwhile
                     import json
 
-                    pid = json.loads(lock)["pid"]
+                    pid = json.loads(record)["pid"]
                     node = node_of_process(pid, self.cluster, ray_constants)
                     if node is None:
                         continue
@@ -388,7 +393,6 @@ def run(
     records: int = 6000,
     shard_rows: int = 100,
     kill: bool = True,
-    lease_ttl: float = 6.0,
     show_all: bool = False,
     say: Callable[[str], None] = print,
 ) -> NodeLossRun:
@@ -442,9 +446,7 @@ def run(
         killer = NodeKiller(s3, bucket, "out", cluster, log) if kill else None
         log(f"build_with_ray: s3://{bucket}/in.jsonl -> s3://{bucket}/out, {parts} parts")
         with killer or contextlib.nullcontext():
-            result = build_with_ray(
-                config, parts=parts, storage_options=options, lease_ttl=lease_ttl, on_part=on_part
-            )
+            result = build_with_ray(config, parts=parts, storage_options=options, on_part=on_part)
         if killer is not None:
             if killer.error is not None:
                 raise killer.error

@@ -10,6 +10,7 @@ and tokens from the shards written.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,19 +22,20 @@ from . import columns, storage
 from .config import BuildConfig, RejectLimit
 from .contract import ShardContract
 from .errors import BadRecordError, DataError
-from .output.directory import Action
-from .output.freshness import check_inputs_unchanged, check_same_build, check_tokenizer_unchanged
-from .output.lock import DEFAULT_LEASE_TTL
-from .output.manifest import Manifest, Part, RecordedConfig, manifest_problems
+from .output.commit import Action, OutputRequest, OutputSession, write_failures
+from .output.freshness import check_unchanged
+from .output.manifest import Manifest, Part, RecordedConfig
+from .output.names import PLAIN
 from .output.rejects import RejectsWriter
-from .output.session import OutputRequest, OutputSession, write_failures
 from .output.shards import ShardInfo, ShardWriter
 from .results import BuildResult, LostTokens, Progress, Totals
+from .resume import ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import Fill, FillStats
 from .shaping.fit import check_room, split_trainable
 from .shaping.shaper import Shaper, make_shaper
 from .sources.batches import batched
-from .sources.records import Rejected, SourceReader
+from .sources.inputs import STDIN
+from .sources.records import Rejected, SourcePosition, SourceReader
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.prepare import prepare_tokenizer
 from .tokenizing.stream import encode_stream
@@ -49,7 +51,6 @@ def build(
     tokenizer: Any = None,
     tokenizer_cache: TokenizerCache | None = None,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> BuildResult:
     """Build masked shards (padded, bucketed, packed or unpadded, per ``config.shape.strategy``)
     and a manifest from ``config``; return what was written.
@@ -62,15 +63,15 @@ def build(
     or, under ``skip``, a :class:`RejectsPastLimit` once more records are rejected than
     ``config.source.max_rejects`` allows (a count as soon as it is passed, a percentage once the
     input is read), and a :class:`TruncationPastLimit` when more of the tokens read were lost to
-    overflow than ``config.shape.max_truncated`` allows. On an error the shards this call wrote
-    are removed and no manifest is written, so nothing left behind looks finished; past
-    ``max_rejects`` the rejects file is kept to say why, and an output this call was to overwrite
-    is left as it was (the failed build's rejects go with its staging). Interrupted
-    (``KeyboardInterrupt``, or any exception that is not an ``Exception``, such as a signal
-    turned into one), it keeps its complete shards as a kill would, for
-    ``config.output.resume`` to reuse, and removes its temporary files. ``tokenizer`` is the
-    tokenizer ``load_tokenizer(config.tokenizer)`` returns, already loaded (a worker building
-    several parts loads it once).
+    overflow than ``config.shape.max_truncated`` allows. On an error or an interrupt
+    (``KeyboardInterrupt``, or any exception that is not an ``Exception``, such as a signal turned
+    into one) no manifest is written, so nothing left behind looks finished: the shards this call
+    completed stay, as after a kill, for ``config.output.resume`` to reuse (see
+    :mod:`maskprep.output.commit` for why a writer that stops never removes a complete file), and
+    its temporary files go. Past ``max_rejects`` the rejects file is published to say why; an
+    output this call was to overwrite is left as it was (the failed build's files go with its
+    staging directory). ``tokenizer`` is the tokenizer ``load_tokenizer(config.tokenizer)``
+    returns, already loaded (a worker building several parts loads it once).
 
     A plain-text build reads a local ``tokenizer.json`` with ``tokenizers`` alone where
     transformers would load it as it is (:mod:`maskprep.tokenizing.direct`). For the other local
@@ -79,12 +80,11 @@ def build(
     :mod:`maskprep.tokenizing.cache`); neither ever changes the output.
 
     ``config.output.directory`` is a local directory or an object-store URL (``s3://…``), whose
-    filesystem ``storage_options`` configures; there the output's lock is a lease that lapses
-    ``lease_ttl`` seconds after its holder stops renewing it (see docs/storage.md). The output is
-    written by the commit protocol of :mod:`maskprep.output.session`.
+    filesystem ``storage_options`` configures. The output is written by the commit protocol of
+    :mod:`maskprep.output.commit`.
     """
     location = storage.parse_location(config.output.directory, storage_options)
-    with build_output(config, location, storage_options, lease_ttl) as (output, finished):
+    with build_output(config, location, storage_options) as (output, finished):
         if finished is not None:
             return finished
         return _build_locked(
@@ -103,14 +103,11 @@ def build_output(
     config: BuildConfig,
     location: storage.Location,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> Iterator[tuple[OutputSession, BuildResult | None]]:
-    """The output a build of ``config`` writes at ``location``, opened and locked as its options
-    ask (write failures as one line); with the finished build's result (:func:`finished_build`)
+    """The output a build of ``config`` writes at ``location``, opened as its options ask
+    (write failures as one line); with the finished build's result (:func:`finished_build`)
     when a resume finds the output finished and still what this build makes, else ``None``."""
-    request = OutputRequest(
-        overwrite=config.output.overwrite, resume=config.output.resume, lease_ttl=lease_ttl
-    )
+    request = OutputRequest(overwrite=config.output.overwrite, resume=config.output.resume)
     with write_failures(location), OutputSession.open(location, request) as output:
         finished = None
         if output.action is Action.FINISHED:
@@ -122,36 +119,25 @@ def finished_build(
     output: OutputSession,
     config: BuildConfig,
     storage_options: storage.StorageOptions | None = None,
-) -> BuildResult | None:
+) -> BuildResult:
     """Resuming an output that already finished: its result, unchanged, when it is still what
-    this build makes (same options and part, inputs and tokenizer files unchanged); refused when
-    it is not, or when its manifest does not add up (:class:`~maskprep.errors.DataError`).
-    ``None`` when a shard it lists is gone: the output is then unfinished again (its manifest
-    removed) and the build resumes it."""
+    this build makes (same options and part, inputs and tokenizer files unchanged, every file it
+    lists there with the bytes it records); refused naming what is not."""
     manifest = output.state.manifest
     assert manifest is not None
-    where = output.location.url
-    check_same_build(manifest, config, where)
-    check_inputs_unchanged(manifest, config, where, storage_options)
-    check_tokenizer_unchanged(manifest, config, where, storage_options)
-    if output.state.missing:
-        output.unfinish()
-        return None
-    problems = manifest_problems(manifest, output.location)
-    if problems:
-        raise DataError(f"{where}: the finished build's manifest is wrong: {problems[0]}")
-    output.tidy()
+    check_unchanged(manifest, config, output.location, storage_options)
     return BuildResult.finished(_result_path(output.location), manifest)
 
 
 def _result_path(location: storage.Location) -> Path | str:
     """Where a build wrote, as :class:`BuildResult` gives it: a path, or the URL."""
-    return Path(location.path) if location.is_local else location.url
+    return location.native
 
 
 class TruncationPastLimit(DataError):
     """More of the tokens read were lost to ``overflow`` than ``max_truncated`` allows: the build
-    fails as a bad record under the ``fail`` policy does (no manifest, its shards removed)."""
+    fails as a bad record under the ``fail`` policy does (no manifest; its complete shards stay
+    for a resume)."""
 
 
 def _check_truncation(config: BuildConfig, lost: LostTokens, where: str) -> None:
@@ -161,14 +147,14 @@ def _check_truncation(config: BuildConfig, lost: LostTokens, where: str) -> None
         return
     raise TruncationPastLimit(
         f"{where}: {lost.describe(config.shape.max_length)}, more than the max_truncated limit "
-        f"of {100 * limit:g}%; no output was written"
+        f"of {100 * limit:g}%; the output is left unfinished (no manifest)"
     )
 
 
 class RejectsPastLimit(DataError):
     """More records were rejected than ``max_rejects`` allows: the build fails as a bad record
-    under the ``fail`` policy does (no manifest, its shards removed), keeping the rejects file to
-    say why."""
+    under the ``fail`` policy does (no manifest; its complete shards stay for a resume), publishing
+    the rejects file to say why."""
 
 
 @dataclass
@@ -185,6 +171,22 @@ class _Read:
     documents: int = 0
     rejected: int = 0
     without_labels: int = 0
+    #: Told every line written to the rejects file (the resume points keep them).
+    log: Callable[[str], None] | None = None
+
+    def counts(self) -> dict[str, int]:
+        """The counts, for a resume point."""
+        return {
+            "documents": self.documents,
+            "rejected": self.rejected,
+            "without_labels": self.without_labels,
+        }
+
+    def restore(self, counts: dict[str, int]) -> None:
+        """Take up the counts of a resume point."""
+        self.documents = int(counts["documents"])
+        self.rejected = int(counts["rejected"])
+        self.without_labels = int(counts["without_labels"])
 
     def reject(self, items: list[Rejected]) -> None:
         """Apply the policy to ``items``, in order."""
@@ -193,7 +195,9 @@ class _Read:
                 raise BadRecordError(item.location, item.reason)
             self.rejected += 1
             self.without_labels += item.without_labels
-            self.rejects.add(item)
+            line = self.rejects.add(item)
+            if self.log is not None:
+                self.log(line)
             if self.limit is not None and self.limit.count is not None:
                 # A count is known to be passed as soon as it is: no need to read on.
                 self.check_limit(item.location, finished=False)
@@ -244,6 +248,19 @@ def _build_locked(
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
     output.begin()
+    # Resume points: where a resumed build of this one starts (maskprep.resume). Standard input
+    # cannot be read twice, and a writer of tagged names is never resumed.
+    points = output.names == PLAIN and STDIN not in reader.files
+    digest = build_digest(config, info, reader.files) if points else ""
+    resume = None
+    if points and output.action is Action.RESUME:
+        state = output.state
+        format_ = config.output.format
+        resume = find_resume(
+            output.target, state.shards, state.resume_points, digest, reader, format_
+        )
+    taken = {shard.path for shard in resume.shards} if resume is not None else set()
+    log = ResumeLog(digest, output.write_scratch) if points else None
     packed = config.shape.strategy == "pack"
     # Every shard carries what its rows are, for readers that get it without the manifest.
     schema = columns.schema(packed=packed).with_metadata(
@@ -253,12 +270,38 @@ def _build_locked(
         output.target,
         config.output,
         schema,
-        existing=output.existing_shards,
-        keepalive=output.keepalive,
+        existing=[name for name in output.existing_shards if name not in taken],
+        names=output.names,
+        open_writer=output.writer,
+        publish=output.publish,
+        on_close=None if log is None else lambda shard: log.shard(shard, writer.position),
     )
     skip = config.source.on_bad_record == "skip"
-    rejects = RejectsWriter(output.target) if skip else None
+    rejects = RejectsWriter(output.writer(output.names.rejects), output.publish) if skip else None
     read = _Read(rejects, config.source.max_rejects, staged=output.staged)
+    read.log = None if log is None else log.rejected
+    if resume is not None:
+        # Start where the point says: what came before is in the shards taken up.
+        reader.start_at(resume.point.restart)
+        writer.adopt(resume.shards, resume.point.skip)
+        shaper.restore(resume.point.shaper)
+        fill.restore(resume.point.fill)
+        read.restore(resume.point.read)
+        if rejects is not None:
+            rejects.add_lines(resume.rejects)
+
+    def snapshot(start: SourcePosition | None) -> None:
+        if log is not None and start is not None:
+            log.batch(
+                Snapshot(
+                    start,
+                    writer.position,
+                    read.counts(),
+                    shaper.snapshot(),
+                    fill.snapshot(),
+                    0,
+                )
+            )
 
     def progress() -> None:
         if on_progress is not None:
@@ -274,12 +317,13 @@ def _build_locked(
             writer.write(rows.to_arrow())
             fill.add(rows)
 
-    batches = batched(reader, config.batch_size, stop_at_reject=not skip)
+    batches = batched(reader, config.batch_size, stop_at_reject=not skip, position=reader.position)
     stream = encode_stream(batches, tokenizing)
-    complete = committed = False
+    committed = False
     unusable: str | None = None
     try:
         for batch, items in stream:
+            snapshot(batch.start)
             read.reject(batch.rejected)
             if config.sft is not None:
                 docs, late = split_trainable(batch.records, items, config.shape)
@@ -289,12 +333,12 @@ def _build_locked(
             read.documents += len(docs)
             write(shaper.shape(docs))
             progress()
+        snapshot(reader.position())
         write(shaper.finish())
         read.check_limit(_names(reader), finished=True)  # before the shards are complete
         lost = LostTokens.of(shaper.stats, writer.written()[1])
         _check_truncation(config, lost, _names(reader))
         shards = writer.close()
-        complete = True
         totals = _totals(read, reader, shaper, shards)
         unusable = _unusable(totals, reader, config)
         if unusable is not None:
@@ -313,24 +357,23 @@ def _build_locked(
             totals=totals,
             fill=_fill(fill, totals),
             part=_part(config, reader),
+            rejects=rejects.publish() if rejects is not None else None,
         )
-        if rejects is not None:
-            rejects.publish()
         output.commit(manifest)  # last: the output is finished from here on
         committed = True
     except BaseException as exc:
         if committed:
             raise  # finished: an interrupt just after the manifest takes nothing back
         stream.close()  # stops the reader thread before the files it feeds are closed
-        # Interrupted, or failing once every shard is complete (a full disk at the manifest),
-        # the complete shards stay for a resume, as after a kill.
-        writer.abort(keep_complete=complete or not isinstance(exc, Exception))
+        # The shard being written goes; complete ones stay for a resume, as after a kill.
+        writer.abort()
         explained = unusable is not None or isinstance(exc, RejectsPastLimit)
-        if rejects is not None and explained and read.rejected:
-            # Why no record could be used, or why too many were not: the one file such a
-            # build leaves.
-            rejects.publish()
-        elif rejects is not None:
+        if rejects is not None and rejects.published is None:
+            if explained and read.rejected and isinstance(exc, Exception):
+                # Why no record could be used, or why too many were not: the one file such a
+                # build publishes.
+                with contextlib.suppress(Exception):
+                    rejects.publish()
             rejects.discard()
         raise  # the session removes its staging and temporaries on the way out
     elapsed = time.perf_counter() - started

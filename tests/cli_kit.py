@@ -1,5 +1,5 @@
 """Shared by the tests of the command line: the arguments of a test build, assertions on what a
-command run through Click's runner ended with, and another process holding an output's lock."""
+command run through Click's runner ended with, and another process writing in an output."""
 
 from __future__ import annotations
 
@@ -54,16 +54,19 @@ def build_args(inputs: object, tokenizer: object, out: object, *extra: object) -
 
 
 @contextmanager
-def lock_held_elsewhere(lock: Path) -> Iterator[None]:
-    """``lock`` flock'ed by another process while the body runs; that process is then killed
-    with SIGKILL, so it cleans nothing up (its lock file stays on disk)."""
+def lock_held_elsewhere(directory: Path) -> Iterator[Path]:
+    """Another process writing in ``directory`` while the body runs: it holds the flock of a
+    writer's record there, as a running maskprep does (yielded); that process is then killed with
+    SIGKILL, so it cleans nothing up (its record stays on disk, its flock goes with it)."""
+    record = Path(directory) / f".maskprep-writer-{'0' * 15}1.json"
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import fcntl, os, time\n"
-            f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "import fcntl, json, os, time\n"
+            f"fd = os.open({str(record)!r}, os.O_RDWR | os.O_CREAT)\n"
             "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, json.dumps({'host': 'here', 'pid': os.getpid()}).encode())\n"
             "print('locked', flush=True)\n"
             "time.sleep(600)\n",
         ],
@@ -71,7 +74,7 @@ def lock_held_elsewhere(lock: Path) -> Iterator[None]:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
-        yield
+        yield record
     finally:
         holder.kill()
         holder.wait()

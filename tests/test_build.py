@@ -339,14 +339,24 @@ def test_skip_policy_writes_rejects_and_accounts_for_every_record(tmp_path, mini
     )
 
 
-def test_failure_after_shards_were_written_removes_them(tmp_path, minilm):
+def test_failure_after_shards_were_written_keeps_them_for_a_resume(tmp_path, minilm):
+    """A build that fails writes no manifest (nothing looks finished) and keeps its complete
+    shards, as a killed one does: once the input is fixed, a resume reuses them."""
     records = [{"text": f"document {i}"} for i in range(10)] + ['{"broken']
     src = write_jsonl(tmp_path / "in.jsonl", records)
     out = tmp_path / "out"
     config = make_config([src], minilm, out, shard_rows=2, batch_size=2)
     with pytest.raises(DataError, match=r"in.jsonl:11: invalid JSON"):
         build(config)
-    assert not out.exists()
+    left = sorted(p.name for p in out.iterdir() if not p.name.startswith(".resume-"))
+    assert MANIFEST_NAME not in left and left, left
+    assert all(name.startswith("data-") for name in left), left
+    write_jsonl(src, records[:-1])
+    resume = dataclasses.replace(config, output=dataclasses.replace(config.output, resume=True))
+    resumed = build(resume)
+    assert resumed.reused_shards == len(left)
+    clean = build(make_config([src], minilm, tmp_path / "clean", shard_rows=2, batch_size=2))
+    assert [s.sha256 for s in resumed.manifest.shards] == [s.sha256 for s in clean.manifest.shards]
 
 
 @pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
@@ -526,7 +536,7 @@ def test_interrupted_skip_build_keeps_its_shards_but_no_rejects_and_resumes(tmp_
 
     with pytest.raises(KeyboardInterrupt):
         build(make_config([src], minilm, out, **options), on_progress=interrupt)
-    left = sorted(p.name for p in out.iterdir())
+    left = sorted(p.name for p in out.iterdir() if not p.name.startswith(".resume-"))
     # Complete shards stay for a resume, as after a kill; no rejects, temporaries or manifest.
     assert left and all(n.startswith("data-") for n in left), left
     resumed = build(make_config([src], minilm, out, resume=True, **options))
@@ -589,8 +599,8 @@ def test_arrow_helpers_refuse_what_they_would_corrupt():
 
 @pytest.mark.parametrize("limit", [RejectLimit(count=1), RejectLimit(percent=10.0)])
 def test_past_max_rejects_the_build_fails_as_its_docstring_says(tmp_path, llama_like, limit):
-    """pipeline.build's docstring: RejectsPastLimit (a DataError), shards removed, no manifest,
-    the rejects file kept to say why."""
+    """pipeline.build's docstring: RejectsPastLimit (a DataError), no manifest, the rejects
+    file published to say why, the complete shards kept (as by every build that stops)."""
     from maskprep.pipeline import RejectsPastLimit
 
     lines = [{"text": f"good {i}"} for i in range(8)] + ["{broken", "{also broken"]
@@ -603,7 +613,7 @@ def test_past_max_rejects_the_build_fails_as_its_docstring_says(tmp_path, llama_
     with pytest.raises(RejectsPastLimit) as raised:
         build(config)
     assert isinstance(raised.value, DataError)
-    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    left = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".resume-"))
     assert "_rejects.jsonl" in left and "_maskprep.json" not in left
-    assert not [name for name in left if name.startswith("data-")], left
+    assert all(name.startswith("data-") or name == "_rejects.jsonl" for name in left), left
     assert len((tmp_path / "out" / "_rejects.jsonl").read_text().splitlines()) == 2

@@ -1,8 +1,9 @@
-"""Crash safety: one build per output directory, unwritable outputs and full disks, unfinished
-outputs refused without resume."""
+"""Crash safety: a plain build never joins another one writing, unwritable outputs and full
+disks, unfinished outputs refused without resume."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import os
@@ -14,8 +15,7 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, build
 from maskprep.cli import main
-from maskprep.errors import IOFailure, OutputError
-from maskprep.output.lock import LOCK_NAME, OutputLock
+from maskprep.errors import IOFailure
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.storage import writers
 
@@ -33,35 +33,39 @@ def _cli(source, tokenizer, out, *extra):
     return build_args(source, tokenizer, out, "--shard-rows", 5, *extra)
 
 
-def test_a_second_build_into_a_locked_directory_fails_at_once(tmp_path, source, llama_like):
-    out = tmp_path / "out"
-    out.mkdir()
-    with OutputLock(out):
-        started = time.perf_counter()
-        with pytest.raises(OutputError, match="another maskprep process is writing"):
-            build(make_config([source], llama_like, out, pad_token="eos"))
-        assert time.perf_counter() - started < 30
-    # Released: the same build now runs, and leaves no lock file behind.
-    build(make_config([source], llama_like, out, pad_token="eos"))
-    assert (out / MANIFEST_NAME).is_file()
-    assert not (out / LOCK_NAME).exists()
-
-
-def test_lock_held_by_another_process_exits_2_and_dies_with_it(
+def test_a_plain_build_into_a_directory_another_build_writes_fails_at_once(
     tmp_path, source, llama_like, runner
 ):
     out = tmp_path / "out"
     out.mkdir()
-    with lock_held_elsewhere(out / LOCK_NAME):  # then SIGKILLed: its lock file stays on disk
+    with lock_held_elsewhere(out) as record:  # then SIGKILLed: its record stays on disk
+        started = time.perf_counter()
         result = runner.invoke(main, _cli(source, llama_like, out))
+        assert time.perf_counter() - started < 30
         assert result.exit_code == 2
-        assert "another maskprep process is writing to this directory" in result.output
+        assert "another maskprep process" in result.output
+        assert "is writing to this directory" in result.output
         assert "Traceback" not in result.output
         assert not (out / MANIFEST_NAME).exists()
-    assert (out / LOCK_NAME).exists()
+    # Its writer dead (the kernel let go of its flock), the record is garbage: the same build
+    # runs, and the commit sweeps the record away.
+    assert record.exists()
     result = runner.invoke(main, _cli(source, llama_like, out))
     assert result.exit_code == 0, result.output
     assert (out / MANIFEST_NAME).is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_resume_or_overwrite_go_on_beside_a_running_writer(tmp_path, source, llama_like, runner):
+    """The running writer is only a reason for a plain build to stop: with --resume a build goes
+    on (a stopped writer must not hold an output hostage), safely (tests/test_commit_protocol)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    with lock_held_elsewhere(out) as record:
+        result = runner.invoke(main, _cli(source, llama_like, out, "--resume"))
+        assert result.exit_code == 0, result.output
+        assert (out / MANIFEST_NAME).is_file()
+        assert not record.exists()  # swept by the commit: its writer can never commit now
 
 
 def _fill_disk(monkeypatch, room: int, applies=lambda name: True) -> list[str]:
@@ -70,8 +74,8 @@ def _fill_disk(monkeypatch, room: int, applies=lambda name: True) -> list[str]:
     opened: list[str] = []
     real_init, real_write = writers._LocalSink.__init__, writers._LocalSink.write
 
-    def init(self, location, exclusive):
-        real_init(self, location, exclusive)
+    def init(self, location, *args):
+        real_init(self, location, *args)
         opened.append(os.path.basename(location.path))
 
     def write(self, data) -> None:
@@ -101,9 +105,12 @@ def test_disk_full_gives_one_line_and_leaves_no_complete_looking_shard(
     assert (_digest(source), source.stat().st_mtime_ns) == before
 
 
-def test_disk_full_on_a_later_shard_removes_the_earlier_ones(
+def test_disk_full_on_a_later_shard_keeps_the_earlier_ones_for_a_resume(
     tmp_path, source, llama_like, monkeypatch
 ):
+    """A writer that stops never removes a complete shard (another attempt of the same build may
+    have taken it up: see maskprep.output.commit); the output is unfinished, and a resume once
+    there is room finishes it byte-identical to an undisturbed build."""
     shards: list[str] = []
 
     def third_shard_on(name: str) -> bool:
@@ -114,10 +121,21 @@ def test_disk_full_on_a_later_shard_removes_the_earlier_ones(
     _fill_disk(monkeypatch, room=0, applies=third_shard_on)
     out = tmp_path / "out"
     out.mkdir()
+    config = make_config([source], llama_like, out, pad_token="eos", shard_rows=5)
     with pytest.raises(IOFailure, match="No space left on device"):
-        build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
+        build(config)
     assert len(shards) == 3  # two shards were complete before the disk filled
-    assert list(out.iterdir()) == []
+    shards = sorted(p.name for p in out.iterdir() if not p.name.startswith(".resume-"))
+    assert shards == ["data-00000.parquet", "data-00001.parquet"]
+    monkeypatch.undo()
+    resumed = build(
+        dataclasses.replace(config, output=dataclasses.replace(config.output, resume=True))
+    )
+    assert resumed.reused_shards == 2
+    clean = build(
+        make_config([source], llama_like, tmp_path / "clean", pad_token="eos", shard_rows=5)
+    )
+    assert [s.sha256 for s in resumed.manifest.shards] == [s.sha256 for s in clean.manifest.shards]
 
 
 def test_manifest_that_does_not_fit_leaves_no_partial_manifest(
@@ -127,7 +145,7 @@ def test_manifest_that_does_not_fit_leaves_no_partial_manifest(
     out = tmp_path / "out"
     with pytest.raises(IOFailure, match="No space left on device"):
         build(make_config([source], llama_like, out, pad_token="eos", shard_rows=5))
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith(".resume-"))
     assert MANIFEST_NAME not in names
     assert not [n for n in names if n.startswith(".tmp-")]
     # The complete shards stay: the output is unfinished, and resume can finish it.
@@ -159,18 +177,16 @@ def test_read_only_output_directory(tmp_path, source, llama_like, runner):
 def test_unwritable_output_directory_is_refused_before_reading(
     tmp_path, source, llama_like, runner, monkeypatch
 ):
-    """Where the test runs as root, a read-only directory is still writable; the lock file's
-    creation failing as it would for another user stands in for it."""
-    from maskprep.output import lock as locking
-
-    real_open = locking.os.open
+    """Where the test runs as root, a read-only directory is still writable; the creation of the
+    writer's record (its first write) failing as it would for another user stands in for it."""
+    real_open = os.open
 
     def refuse(path, *args, **kwargs):
-        if str(path).endswith(LOCK_NAME):
+        if os.path.basename(str(path)).startswith(".maskprep-writer-"):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(locking.os, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     out = tmp_path / "out"
     out.mkdir()
     result = runner.invoke(main, _cli(source, llama_like, out))

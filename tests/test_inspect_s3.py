@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from conftest import write_jsonl
 
 from maskprep.cli import main
-from maskprep.output.names import LOCK_NAME, MANIFEST_NAME
+from maskprep.output.names import MANIFEST_NAME
 
 pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
 pytest.importorskip("moto", reason="the S3 tests need the test extra (moto)")
@@ -147,9 +147,9 @@ def test_inspect_reads_one_shard_object_and_a_prefix_of_shards(outputs, s3_bucke
 
 
 def test_an_unfinished_s3_output_is_refused(outputs, s3_bucket):
-    """Shards and a lease object, no manifest: a build is running or died here."""
+    """Shards and a writer's record, no manifest: a build is running or died here."""
     _put(s3_bucket, "half/data-00000.parquet", _get(s3_bucket, "out/data-00000.parquet"))
-    _put(s3_bucket, f"half/{LOCK_NAME}", b"{}")
+    _put(s3_bucket, "half/.maskprep-writer-00000000000000ab.json", b"{}")
     _one_line(_cli("inspect", f"s3://{s3_bucket}/half"), 1, "did not finish")
 
 

@@ -13,12 +13,12 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, DataError, PartSpec, build, merge, read_manifest
 from maskprep.cli import main
-from maskprep.distributed import merge_output
 from maskprep.distributed.tiling import check_inputs
 from maskprep.output.manifest import Part
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file
 from maskprep.sources.parts import FileRange, PlannedFile
+from maskprep.storage import operations
 
 A = PlannedFile("a.jsonl", 100, 1_000)
 B = PlannedFile("b.jsonl.gz", 40, 2_000)
@@ -171,7 +171,7 @@ def across_filesystems(monkeypatch):
     def no_link(source, target):
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
 
-    monkeypatch.setattr(merge_output, "hard_link", no_link)
+    monkeypatch.setattr(operations, "hard_link", no_link)
 
 
 def test_copied_shards_are_hashed_and_equal_to_linked_ones(

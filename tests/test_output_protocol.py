@@ -1,6 +1,7 @@
 """The commit protocol on a local directory, step by step: what a signal racing a publish leaves,
-a crash in the middle of an overwrite's swap, leftovers of dead writers, merge's output side
-(links in parts, a failed overwrite of a merged output), and the lease lost mid-build on S3."""
+a crash in the middle of an overwrite's switch, leftovers of dead writers, merge's output side
+(links in parts, a failed overwrite of a merged output), and a writer overtaken mid-build on S3
+(maskprep/output/commit.py states the protocol)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from conftest import make_config, write_jsonl
 from maskprep import build, storage
 from maskprep.distributed.merge import merge
 from maskprep.errors import ConfigError, DataError, IOFailure, OutputError
-from maskprep.output import session as session_module
-from maskprep.output.directory import Action, plan, scan
-from maskprep.output.names import LOCK_NAME, MANIFEST_NAME
+from maskprep.output import commit
+from maskprep.output.commit import Action, OutputRequest, plan
+from maskprep.output.directory import scan
+from maskprep.output.names import MANIFEST_NAME
 from maskprep.storage import writers
 
 OPTIONS = dict(pad_token="eos", shard_rows=20, max_length=16)
@@ -30,7 +32,9 @@ def source(tmp_path):
 
 
 def _names(directory) -> list[str]:
-    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    """The files of an output, a build's resume points (its hidden scratch) aside."""
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(n for n in names if not n.startswith(".resume-"))
 
 
 def _interrupt_after(monkeypatch, name: str, on_path: str) -> None:
@@ -52,19 +56,20 @@ def _interrupt_after(monkeypatch, name: str, on_path: str) -> None:
 # ----------------------------------------------------------------------------- signals
 
 
-def test_a_signal_right_after_a_shard_is_renamed_leaves_no_orphan(
+def test_a_signal_right_after_a_shard_is_published_leaves_it_whole_and_no_temporary(
     tmp_path, source, llama_like, monkeypatch
 ):
     out = tmp_path / "out"
-    # os.replace publishes a shard: the second one is published, then the signal lands.
-    _interrupt_after(monkeypatch, "replace", on_path="/data-00001.parquet")
+    # os.link publishes a shard (create-if-absent): the second one is published, then the
+    # signal lands before its temporary name is unlinked.
+    _interrupt_after(monkeypatch, "link", on_path="/data-00001.parquet")
     with pytest.raises(KeyboardInterrupt):
         build(make_config([source], llama_like, out, **OPTIONS))
-    # An interrupted build keeps the shards it had recorded complete (for a resume); the one
-    # whose rename the signal raced is not left behind unrecorded. No temporary, no lock.
-    assert _names(out) == ["data-00000.parquet"]
+    # Both published shards are complete and stay (for a resume); the temporary of the one the
+    # signal raced is this writer's own, and goes. Nothing else is left.
+    assert _names(out) == ["data-00000.parquet", "data-00001.parquet"]
     monkeypatch.undo()
-    _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused=1)
+    _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused=2)
 
 
 def _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused: int) -> None:
@@ -78,13 +83,16 @@ def _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused: 
 
 
 def test_negative_control_the_race_point_is_reached(tmp_path, source, llama_like, monkeypatch):
-    """Without the interrupt the same build publishes three shards through os.replace (so the
-    test above interrupts a real publish, the second of them)."""
+    """Without the interrupt the same build publishes three shards through os.link (so the test
+    above interrupts a real publish, the second of them)."""
     published = []
-    real = writers.os.replace
-    monkeypatch.setattr(writers.os, "replace", lambda a, b: (published.append(b), real(a, b)))
+    real = writers.os.link
+    monkeypatch.setattr(
+        writers.os, "link", lambda a, b, **k: (published.append(b), real(a, b, **k))
+    )
     build(make_config([source], llama_like, tmp_path / "out", **OPTIONS))
-    assert [os.path.basename(p) for p in published][:3] == [
+    shards = [os.path.basename(p) for p in published if "data-" in os.path.basename(p)]
+    assert [s for s in shards if not s.startswith(".resume-")][:3] == [
         "data-00000.parquet", "data-00001.parquet", "data-00002.parquet"
     ]  # fmt: skip
 
@@ -102,41 +110,40 @@ def test_a_signal_while_a_temporary_is_being_opened_leaves_no_temporary(
     _assert_resumes_to_a_clean_build(tmp_path, source, llama_like, out, reused=1)
 
 
-# ----------------------------------------------------------------------------- overwrite's swap
+# ----------------------------------------------------------------------------- overwrite's switch
 
 
-def test_a_crash_in_the_middle_of_the_swap_never_leaves_a_finished_looking_output(
+def test_a_crash_in_the_middle_of_the_switch_leaves_the_previous_output_whole(
     tmp_path, source, llama_like, monkeypatch
 ):
     out = tmp_path / "out"
     build(make_config([source], llama_like, out, **OPTIONS))
+    before = {n: (out / n).read_bytes() for n in _names(out)}
     other = write_jsonl(tmp_path / "other.jsonl", [{"text": f"other {i}"} for i in range(45)])
-    real_move = session_module._move
+    real_link = os.link
     moved = []
 
-    def crash_on_second(source_location, target):
-        if moved:
-            raise OSError(5, "Input/output error")  # the disk gives out mid-swap
-        moved.append(target.name)
-        real_move(source_location, target)
+    def crash_on_second(source_path, target_path, **kwargs):
+        if ".staging-" in str(source_path):
+            if moved:
+                raise OSError(5, "Input/output error")  # the disk gives out mid-switch
+            moved.append(target_path)
+        return real_link(source_path, target_path, **kwargs)
 
-    monkeypatch.setattr(session_module, "_move", crash_on_second)
+    monkeypatch.setattr(os, "link", crash_on_second)
     with pytest.raises(IOFailure, match="Input/output error"):
         build(make_config([other], llama_like, out, overwrite=True, **OPTIONS))
-    left = _names(out)
-    assert MANIFEST_NAME not in left, left  # unfinished, never finished-looking
-    assert not [n for n in left if n.startswith((".staging-", ".tmp-"))] and LOCK_NAME not in left
-    with pytest.raises(OutputError, match="unfinished build"):
-        build(make_config([other], llama_like, out, **OPTIONS))
-    monkeypatch.setattr(session_module, "_move", real_move)
+    assert moved  # the switch had begun: one staged shard was in place
+    # The previous output is whole and alone: the new one's files were its writer's own, and
+    # went with its staging directory.
+    assert {n: (out / n).read_bytes() for n in _names(out)} == before
+    monkeypatch.setattr(os, "link", real_link)
     result = build(make_config([other], llama_like, out, overwrite=True, **OPTIONS))
     assert result.totals.records_read == 45
-    assert _names(out) == sorted(
-        ["data-00000.parquet", "data-00001.parquet", "data-00002.parquet", MANIFEST_NAME]
-    )
+    assert _names(out) == sorted([s.path for s in result.manifest.shards] + [MANIFEST_NAME])
 
 
-def test_a_dead_overwrites_staging_directory_is_removed_by_the_next_writer(
+def test_a_dead_overwrites_staging_directory_is_removed_by_the_next_commit(
     tmp_path, source, llama_like
 ):
     out = tmp_path / "out"
@@ -145,9 +152,14 @@ def test_a_dead_overwrites_staging_directory_is_removed_by_the_next_writer(
     staging.mkdir()
     (staging / "data-00000.parquet").write_bytes(b"half of a new output")
     state = scan(storage.parse_location(str(out)))
-    assert state.leftovers == [staging.name] and state.foreign == []
+    assert state.garbage == [staging.name] and state.foreign == []
+    # A resume of the finished output commits nothing, so it removes nothing: the staging
+    # directory may be a running overwrite's.
     result = build(make_config([source], llama_like, out, resume=True, **OPTIONS))
     assert result.reused_shards == 3
+    assert staging.exists()
+    # A commit ends every writer that was there when it began: then the garbage goes.
+    build(make_config([source], llama_like, out, overwrite=True, **OPTIONS))
     assert not staging.exists()
 
 
@@ -160,16 +172,16 @@ def test_a_directory_that_only_looks_like_staging_is_foreign(tmp_path, source, l
     assert (out / ".staging-mine").is_dir()
 
 
-def test_legacy_temporaries_are_leftovers_and_planted_links_are_refused(tmp_path):
+def test_legacy_temporaries_are_garbage_and_planted_links_are_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / ".tmp-data-00000.parquet").write_bytes(b"from maskprep before the storage layer")
     state = scan(storage.parse_location(str(out)))
-    assert state.leftovers == [".tmp-data-00000.parquet"]
-    assert plan(state, overwrite=False, resume=False) is Action.WRITE
+    assert state.garbage == [".tmp-data-00000.parquet"]
+    assert plan(state, OutputRequest(), []) is Action.WRITE
     (out / "data-00001.parquet").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(OutputError, match=r"data-00001\.parquet: is a symbolic link"):
-        plan(scan(storage.parse_location(str(out))), overwrite=True, resume=False)
+        plan(scan(storage.parse_location(str(out))), OutputRequest(overwrite=True), [])
 
 
 def test_an_unfinished_build_with_a_foreign_file_named_like_a_shard_is_not_overwritten(
@@ -184,8 +196,8 @@ def test_an_unfinished_build_with_a_foreign_file_named_like_a_shard_is_not_overw
     assert (out / "data-00003.parquet").read_bytes() == b"someone else's file"
     assert (out / "data-00000.parquet").is_file()  # nothing was removed before refusing
     (out / "data-00003.parquet").unlink()  # negative control: the build's own shards go
-    build(make_config([source], llama_like, out, overwrite=True, **OPTIONS))
-    assert (out / MANIFEST_NAME).is_file()
+    result = build(make_config([source], llama_like, out, overwrite=True, **OPTIONS))
+    assert _names(out) == sorted([s.path for s in result.manifest.shards] + [MANIFEST_NAME])
 
 
 # ----------------------------------------------------------------------------- merge's output
@@ -230,35 +242,43 @@ def test_a_failed_merge_overwrite_keeps_the_previous_merged_output(tmp_path, par
 def test_merge_overwrite_replaces_a_merged_output(tmp_path, parts):
     """Negative control: with every part intact the overwrite goes through, nothing left aside."""
     out = tmp_path / "merged"
-    merge(parts, out)
+    first = merge(parts, out)
     result = merge(parts, out, overwrite=True)
-    expected = [f"data-0000{i}.parquet" for i in range(result.shards)] + [MANIFEST_NAME]
-    assert _names(out) == sorted(expected)
+    assert _names(out) == sorted([s.path for s in result.manifest.shards] + [MANIFEST_NAME])
+    assert [s.sha256 for s in result.manifest.shards] == [s.sha256 for s in first.manifest.shards]
 
 
-# ----------------------------------------------------------------------------- lease lost (S3)
+# ----------------------------------------------------------------------------- overtaken (S3)
 
 
-def test_a_build_whose_lease_is_taken_over_stops_without_a_manifest(s3_bucket, source, llama_like):
-    import time
-
+def test_a_build_overtaken_mid_build_stops_and_changes_nothing(s3_bucket, source, llama_like):
+    """Another writer commits the output while this build writes (here a manifest put there
+    between two batches): the build stops at its next publish, and neither deletes nor writes
+    anything under the committed output."""
     import boto3
 
-    from maskprep.storage.lease import LeaseRecord
-
     s3 = boto3.client("s3")
-    thief = LeaseRecord("another-writer", "elsewhere", 1, 60.0, time.time()).to_bytes()
+    committed = {}
 
-    def steal(progress) -> None:
-        s3.put_object(Bucket=s3_bucket, Key=f"out/{LOCK_NAME}", Body=thief)
-        time.sleep(0.4)  # past a third of the lease's time to live: the next batch renews
+    def commit_elsewhere(progress) -> None:
+        if not committed:
+            body = b'{"not": "this build"}\n'
+            s3.put_object(Bucket=s3_bucket, Key=f"out/{MANIFEST_NAME}", Body=body)
+            committed["manifest"] = body
 
     config = make_config([source], llama_like, f"s3://{s3_bucket}/out", batch_size=10, **OPTIONS)
-    with pytest.raises(storage.LeaseLost, match="taken over"):
-        build(config, on_progress=steal, lease_ttl=1.0)
+    with pytest.raises(commit.Overtaken, match="another writer finished this output"):
+        build(config, on_progress=commit_elsewhere)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
-    assert keys == [f"out/{LOCK_NAME}"]  # the thief's lock; no shard, no manifest
-    assert json.loads(s3.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read())["pid"] == 1
+    assert keys == [f"out/{MANIFEST_NAME}"]  # the other writer's; this build published nothing
+    body = s3.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read()
+    assert body == committed["manifest"]
+
+
+def test_negative_control_not_overtaken_the_same_build_finishes(s3_bucket, source, llama_like):
+    config = make_config([source], llama_like, f"s3://{s3_bucket}/out", batch_size=10, **OPTIONS)
+    result = build(config, on_progress=lambda progress: None)
+    assert result.manifest.totals.records_read == 60
 
 
 # ----------------------------------------------------------------------------- resume, finished

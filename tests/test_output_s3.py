@@ -3,7 +3,7 @@ with ``s3://`` inputs and outputs, against a real S3-protocol server (moto on lo
 only through the standard AWS variables), never a mock of the client.
 
 Each protection has a hostile case (a planted partial object, a dead writer's temporary key, a
-foreign key, a held or stale lock, a killed writer) and a negative control showing the same
+foreign key, another writer's record, a killed writer) and a negative control showing the same
 check lets maskprep's own output through.
 """
 
@@ -23,10 +23,8 @@ from cli_kit import assert_one_line, assert_ran, build_args
 from click.testing import CliRunner
 from conftest import ROOT, write_jsonl
 
-from maskprep import storage
 from maskprep.cli import main
-from maskprep.output.names import LOCK_NAME, MANIFEST_NAME
-from maskprep.storage.lease import LeaseRecord
+from maskprep.output.names import MANIFEST_NAME
 
 # The S3 tests need the test extra (s3fs, moto and boto3); without it they skip, saying so.
 pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
@@ -271,8 +269,12 @@ def test_overwrite_replaces_a_finished_s3_output(finished, s3_bucket, tmp_path, 
     other = write_jsonl(tmp_path / "other.jsonl", [{"text": f"other {i}"} for i in range(7)])
     assert_ran(_cli(*_args(other, llama_like, finished, "--overwrite")))
     files = _objects(s3_bucket, "out")
-    assert sorted(files) == sorted(["data-00000.parquet", MANIFEST_NAME])  # no staging, no lock
-    assert json.loads(files[MANIFEST_NAME])["totals"]["records_read"] == 7
+    manifest = json.loads(files[MANIFEST_NAME])
+    # The new output's files only (tagged names, unused by any other writer): no staging, no
+    # record, nothing of the old output.
+    (shard,) = [s["path"] for s in manifest["shards"]]
+    assert sorted(files) == sorted([shard, MANIFEST_NAME]) and shard != "data-00000.parquet"
+    assert manifest["totals"]["records_read"] == 7
     assert _open_uploads(s3_bucket) == []
 
 
@@ -353,41 +355,35 @@ def test_an_aborted_build_leaves_nothing_on_s3(s3_bucket, tmp_path, llama_like):
     assert _open_uploads(s3_bucket) == []
 
 
-# ----------------------------------------------------------------------------- the lock
+# ----------------------------------------------------------------------------- other writers
+
+RECORD = ".maskprep-writer-00000000000000aa.json"
 
 
-def test_a_second_writer_is_refused_while_the_lease_is_held(s3_bucket, source, llama_like):
+def _plant_writer(bucket: str) -> None:
+    """The record of another writer, which may be running or may have died: on a store nobody
+    can tell (and no clock is trusted to)."""
+    record = json.dumps({"host": "elsewhere", "pid": 4242, "action": "write"}).encode()
+    _put(bucket, f"out/{RECORD}", record)
+
+
+def test_a_plain_build_beside_another_writers_record_is_refused(s3_bucket, source, llama_like):
+    _plant_writer(s3_bucket)
     out = f"s3://{s3_bucket}/out"
-    lease = storage.Lease(storage.parse_location(f"{out}/{LOCK_NAME}"))
-    lease.acquire()
-    try:
-        result = _cli(*_args(source, llama_like, out))
-        assert_one_line(result, 2, f"{out}/{LOCK_NAME}", "held by another writer")
-        assert list(_objects(s3_bucket, "out")) == [LOCK_NAME]
-    finally:
-        lease.release()
-    assert_ran(_cli(*_args(source, llama_like, out)))  # negative control: released, it runs
-    assert LOCK_NAME not in _objects(s3_bucket, "out")
+    result = _cli(*_args(source, llama_like, out))
+    assert_one_line(result, 2, "elsewhere, pid 4242", "--resume", "--overwrite")
+    assert list(_objects(s3_bucket, "out")) == [RECORD]
 
 
-def _plant_lock(bucket: str, ttl: float) -> None:
-    record = LeaseRecord("dead-writer", "elsewhere", 4242, ttl, time.time())
-    _put(bucket, f"out/{LOCK_NAME}", record.to_bytes())
-
-
-def test_a_stale_lock_of_a_dead_writer_is_taken_over(s3_bucket, source, llama_like):
-    _plant_lock(s3_bucket, ttl=1.0)
-    time.sleep(2.5)  # S3 LastModified has one-second resolution
-    assert_ran(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out")))
-    assert LOCK_NAME not in _objects(s3_bucket, "out")
-
-
-def test_a_fresh_lock_is_not_taken_over(s3_bucket, source, llama_like):
-    """Negative control for the stale lock: the same record, not lapsed, refuses the build."""
-    _plant_lock(s3_bucket, ttl=3600.0)
-    result = _cli(*_args(source, llama_like, f"s3://{s3_bucket}/out"))
-    assert_one_line(result, 2, LOCK_NAME, "pid 4242")
-    assert list(_objects(s3_bucket, "out")) == [LOCK_NAME]
+def test_resume_beside_another_writers_record_goes_on_at_once(s3_bucket, source, llama_like):
+    """Negative control of the refusal, and no lease to wait for: the record is garbage once
+    this build commits (the writer it names can never commit after it)."""
+    _plant_writer(s3_bucket)
+    started = time.monotonic()
+    assert_ran(_cli(*_args(source, llama_like, f"s3://{s3_bucket}/out", "--resume")))
+    assert time.monotonic() - started < 60
+    left = _objects(s3_bucket, "out")
+    assert RECORD not in left and MANIFEST_NAME in left
 
 
 WRITER = """
@@ -402,7 +398,6 @@ build(
         output=OutputConfig(directory=out, shard_rows=5, resume="--resume" in sys.argv),
         batch_size=5,
     ),
-    lease_ttl=2.0,
 )
 """
 
@@ -436,15 +431,12 @@ def test_a_killed_s3_writer_is_resumed_byte_identical(s3_bucket, llama_like):
         child.stdin.close()
         child.stderr.close()
     left = _objects(s3_bucket, "out")
-    assert MANIFEST_NAME not in left and LOCK_NAME in left, sorted(left)
-    # The dead writer's lease holds for its time to live, then lapses.
+    assert MANIFEST_NAME not in left, sorted(left)
+    assert [n for n in left if n.startswith(".maskprep-writer-")], sorted(left)
+    # No lease to wait for: the resume runs at once, and sweeps the dead writer's record.
     resume = [*command, "--resume"]
-    held = subprocess.run(resume, input=_lines(30), env=env, capture_output=True, check=False)
-    if held.returncode != 0:
-        assert b"held by another writer" in held.stderr, held.stderr.decode()[-2000:]
-        time.sleep(3.5)
-        held = subprocess.run(resume, input=_lines(30), env=env, capture_output=True, check=False)
-    assert held.returncode == 0, held.stderr.decode()[-2000:]
+    done = subprocess.run(resume, input=_lines(30), env=env, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert _objects(s3_bucket, "out") == _objects(s3_bucket, "reference")
 
 

@@ -3,8 +3,10 @@ and the clear error where it is not."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -189,16 +191,29 @@ def test_ray_unusable_tokenizer_is_a_one_line_error_before_any_work(cluster, tmp
     assert not (tmp_path / "out.parts").exists()
 
 
-def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_like):
+def _leave_parts(out, config, count: int, built: list[int]):
+    """What a Ray build of ``config`` into ``out`` that died after its parts ``built`` leaves:
+    the engine's parts directory, with those parts finished."""
     from maskprep import PartSpec
+    from maskprep.distributed.ray_engine import part_configs
+    from maskprep.output.parts_root import open_parts_root
+    from maskprep.storage import parse_location
+
+    root = open_parts_root(parse_location(str(out)), config, count)
+    for index, part in enumerate(part_configs(config, count, root.location)):
+        if index in built:
+            build(dataclasses.replace(part, part=PartSpec(index, count)))
+    return root.location
+
+
+def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_like):
     from maskprep.distributed.ray_engine import build_with_ray
 
     out = tmp_path / "out"
-    done = tmp_path / "out.parts" / "part-00001"
-    build(make_config([corpus_file], llama_like, done, pad_token="eos", part=PartSpec(1, 3)))
     config = make_config([corpus_file], llama_like, out, pad_token="eos")
-    with pytest.raises(ConfigError, match=r"part-00001: output directory is not empty"):
-        build_with_ray(config, parts=3)  # the left-over part is not silently replaced
+    _leave_parts(out, config, 3, built=[1])
+    with pytest.raises(ConfigError, match=r"out\.parts: holds the parts of an unfinished Ray"):
+        build_with_ray(config, parts=3)  # the left-over parts are not silently replaced
     resumed = make_config([corpus_file], llama_like, out, pad_token="eos", resume=True)
     build_with_ray(resumed, parts=3)
     local = build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
@@ -207,6 +222,7 @@ def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_
         json.loads((out / MANIFEST_NAME).read_text())["totals"]
         == local.manifest.as_dict()["totals"]
     )
+    assert not (tmp_path / "out.parts").exists()  # its own: removed once merged
 
 
 def test_ray_workers_read_the_tokenizer_cache_the_driver_filled(
@@ -265,7 +281,6 @@ def test_a_part_whose_worker_dies_is_rerun_and_resumes(cluster, tmp_path, llama_
     import time
 
     from maskprep.distributed.ray_engine import build_with_ray
-    from maskprep.output.names import LOCK_NAME
 
     texts = [f"document {i}: " + "word " * (5 + i % 30) for i in range(4000)]
     corpus = write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
@@ -279,8 +294,12 @@ def test_a_part_whose_worker_dies_is_rerun_and_resumes(cluster, tmp_path, llama_
         while time.monotonic() < deadline and not killed:
             names = {p.name for p in victim.iterdir()} if victim.is_dir() else set()
             if any(n.startswith("data-") for n in names) and MANIFEST_NAME not in names:
-                pid = (victim / LOCK_NAME).read_text().strip()
-                if pid.isdigit():
+                records = [n for n in names if n.startswith(".maskprep-writer-")]
+                try:
+                    pid = json.loads((victim / records[0]).read_text())["pid"]
+                except (IndexError, OSError, ValueError):
+                    pid = None  # not written yet, or already gone
+                if pid:
                     os.kill(int(pid), signal.SIGKILL)
                     killed.append(int(pid))
             time.sleep(0.005)
@@ -302,53 +321,185 @@ def test_a_part_whose_worker_dies_is_rerun_and_resumes(cluster, tmp_path, llama_
     )
 
 
-def test_ray_overwrite_removes_leftover_parts_but_never_foreign_files(
+def test_ray_overwrite_removes_its_leftover_parts_but_never_foreign_files(
     cluster, tmp_path, corpus_file, llama_like
 ):
-    from maskprep import OutputError, PartSpec
+    from maskprep import OutputError
     from maskprep.distributed.ray_engine import build_with_ray
 
     out = tmp_path / "out"
-    left = tmp_path / "out.parts" / "part-00001"
-    other = make_config([corpus_file], llama_like, left, pad_token="eos", max_length=8,
-                        part=PartSpec(1, 3))  # fmt: skip
-    build(other)  # a part of another build (another max_length): never resumed by this one
+    # The parts of another build (another max_length) of this output: never resumed by this one.
+    other = make_config([corpus_file], llama_like, out, pad_token="eos", max_length=8)
+    root = _leave_parts(out, other, 3, built=[1])
     config = make_config([corpus_file], llama_like, out, pad_token="eos", overwrite=True)
+    resume = make_config([corpus_file], llama_like, out, pad_token="eos", resume=True)
+    with pytest.raises(OutputError, match="holds the parts of another build"):
+        build_with_ray(resume, parts=3)
     build_with_ray(config, parts=3)
     build(make_config([corpus_file], llama_like, tmp_path / "local", pad_token="eos"))
     assert _rows(out) == _rows(tmp_path / "local")
+    assert not os.path.exists(root.path)
 
     foreign = tmp_path / "out.parts" / "part-00002" / "notes.txt"
     foreign.parent.mkdir(parents=True)
     foreign.write_text("mine")
-    with pytest.raises(OutputError, match="part-00002: holds files maskprep did not write"):
+    with pytest.raises(OutputError, match=r"out\.parts: exists, and was not made by maskprep"):
         build_with_ray(config, parts=3)
     assert foreign.read_text() == "mine"
     assert _rows(out) == _rows(tmp_path / "local")  # the finished output is untouched
 
 
-def test_a_rerun_part_waits_for_the_dead_attempts_lease_on_s3(
+def test_ray_never_touches_a_parts_directory_it_did_not_make(
+    cluster, tmp_path, corpus_file, llama_like
+):
+    """An existing OUT.parts that is not the engine's own (no marker) is neither written into
+    nor removed, with any option; a symbolic link there is never followed."""
+    from maskprep import OutputError
+    from maskprep.distributed.ray_engine import build_with_ray
+
+    out = tmp_path / "out"
+    mine = tmp_path / "out.parts"
+    (mine / "part-00000").mkdir(parents=True)
+    (mine / "part-00000" / "keep.txt").write_text("a user's file")
+    (mine / "results.csv").write_text("1,2,3")
+    for flags in ({}, {"resume": True}, {"overwrite": True}):
+        config = make_config([corpus_file], llama_like, out, pad_token="eos", **flags)
+        with pytest.raises(OutputError, match=r"out\.parts: exists, and was not made by maskprep"):
+            build_with_ray(config, parts=2)
+        assert (mine / "results.csv").read_text() == "1,2,3"
+        assert (mine / "part-00000" / "keep.txt").read_text() == "a user's file"
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(mine)
+    mine.symlink_to(elsewhere)
+    config = make_config([corpus_file], llama_like, out, pad_token="eos", overwrite=True)
+    with pytest.raises(OutputError, match=r"out\.parts: is a symbolic link"):
+        build_with_ray(config, parts=2)
+    assert list(elsewhere.iterdir()) == []
+    # Negative control: without the link, the engine makes its own directory and builds.
+    mine.unlink()
+    build_with_ray(config, parts=2)
+    assert (out / MANIFEST_NAME).exists() and not mine.exists()
+
+
+def test_ray_never_touches_an_s3_parts_prefix_it_did_not_make(
     s3_server, s3_bucket, tmp_path, corpus_file, llama_like
 ):
-    """A part rerun after its node died finds the dead attempt's lock object on the store: it
-    waits until the lease lapses, takes it over and builds the part (without waiting it would
-    fail at once: another writer holds the lease)."""
+    """The same on S3, checked before the cluster is started: a prefix OUT.parts/ holding
+    anything but the engine's marker is left as it is."""
+    import boto3
+
+    from maskprep import OutputError, storage
+    from maskprep.output.parts_root import open_parts_root
+
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="out.parts/part-00000/data-00000.parquet", Body=b"x")
+    out = storage.parse_location(f"s3://{s3_bucket}/out")
+    for flags in ({}, {"resume": True}, {"overwrite": True}):
+        config = make_config([corpus_file], llama_like, out.url, pad_token="eos", **flags)
+        with pytest.raises(OutputError, match=r"out\.parts: exists, and was not made by"):
+            open_parts_root(out, config, 2)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert keys == ["out.parts/part-00000/data-00000.parquet"]
+
+
+def test_a_rerun_part_beside_a_dead_attempts_record_builds_at_once_on_s3(
+    s3_server, s3_bucket, tmp_path, corpus_file, llama_like
+):
+    """A part rerun after its node died finds the dead attempt's record on the store: it does
+    not wait (there is no lease to lapse), and the record is swept when the part commits."""
     import time
 
     from maskprep import PartSpec, storage
     from maskprep.distributed.ray_engine import build_part
-    from maskprep.output.names import LOCK_NAME
 
     part = storage.parse_location(f"s3://{s3_bucket}/out.parts/part-00000")
-    dead = storage.Lease(part.join(LOCK_NAME), ttl=2.0)
-    dead.acquire()  # and never renewed: its holder died
+    dead = part.join(".maskprep-writer-00000000000000cd.json")
+    storage.put(dead, json.dumps({"host": "lost-node", "pid": 7}).encode())
     config = make_config([corpus_file], llama_like, part.url, pad_token="eos",
                          part=PartSpec(0, 2), resume=True)  # fmt: skip
     started = time.monotonic()
-    run = build_part(config, lease_ttl=2.0, node_id="n2")
-    assert time.monotonic() - started >= 1.0  # it waited for the lease to lapse
+    run = build_part(config, node_id="n2")
+    assert time.monotonic() - started < 60
     assert (run.index, run.node_id, run.reused_shards) == (0, "n2", 0)
+    assert not storage.exists(dead)
     local = build(make_config([corpus_file], llama_like, tmp_path / "p0", pad_token="eos",
                               part=PartSpec(0, 2)))  # fmt: skip
     manifest = json.loads(storage.read_bytes(part.join(MANIFEST_NAME)))
     assert manifest["totals"] == local.manifest.as_dict()["totals"]
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def _processes_with(variable: str, value: str) -> list[str]:
+    """The processes (pid and name) that carry ``variable=value`` in their environment."""
+    needle = f"{variable}={value}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    with open(f"/proc/{name}/comm") as comm:
+                        found.append(f"{name} {comm.read().strip()}")
+        except OSError:
+            continue
+    return found
+
+
+def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[str]]:
+    """A CLI Ray build on its own private cluster, sent ``signum`` once a part has written a
+    shard; its exit status, and the processes of that build still alive 15 s later (every
+    process of it carries the test's marker in its environment)."""
+    import time
+    import uuid
+
+    pytest.importorskip("ray")
+    if not os.path.isdir("/proc"):
+        pytest.skip("needs /proc to find the cluster's processes")
+    texts = [f"document {i}: " + "word " * (5 + i % 30) for i in range(20000)]
+    corpus = write_jsonl(tmp_path / "big.jsonl", [{"text": t} for t in texts])
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEST_RAY_BUILD": marker, **NO_USAGE_STATS}
+    env.pop("RAY_ADDRESS", None)
+    out = tmp_path / "out"
+    args = ["build", str(corpus), "-t", str(llama_like), "-o", str(out), "--max-length", "32",
+            "--pad-token", "eos", "--engine", "ray", "--num-shards", "2", "-q"]  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-m", "maskprep", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    part = tmp_path / "out.parts" / "part-00000"
+    deadline = time.monotonic() + 180
+    while not (part.is_dir() and any(p.name.startswith("data-") for p in part.iterdir())):
+        assert child.poll() is None, child.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no part ever wrote a shard"
+        time.sleep(0.2)
+    assert len(_processes_with("TEST_RAY_BUILD", marker)) > 2  # the driver and its cluster
+    child.send_signal(signum)
+    child.wait(timeout=120)
+    print(child.stderr.read().decode()[-3000:])  # shown by pytest when an assertion fails
+    child.stderr.close()
+    deadline = time.monotonic() + 15
+    while _processes_with("TEST_RAY_BUILD", marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return child.returncode, _processes_with("TEST_RAY_BUILD", marker)
+
+
+def test_a_killed_ray_driver_leaves_no_process_of_the_cluster_it_started(tmp_path, llama_like):
+    import signal
+
+    code, left = _ray_build_stopped_by(signal.SIGKILL, tmp_path, llama_like)
+    assert code == -signal.SIGKILL
+    assert left == []
+
+
+def test_sigterm_stops_a_ray_build_as_a_local_one_with_exit_143(tmp_path, llama_like):
+    import signal
+
+    code, left = _ray_build_stopped_by(signal.SIGTERM, tmp_path, llama_like)
+    assert code == 143
+    assert left == []

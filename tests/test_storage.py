@@ -25,8 +25,6 @@ from maskprep.errors import ConfigError
 from maskprep.storage import (
     AccessDenied,
     AlreadyExists,
-    LeaseHeld,
-    LeaseLost,
     MissingExtra,
     NotFound,
     StorageError,
@@ -53,7 +51,7 @@ def root(request, tmp_path) -> storage.Location:
 
 
 def _prepare(root: storage.Location) -> None:
-    storage.make_directory(root)
+    storage.create_directory(root)
 
 
 def raw_names(root: storage.Location) -> list[str]:
@@ -382,19 +380,29 @@ def test_compare_and_swap_on_s3(s3_bucket):
     with pytest.raises(VersionMismatch, match="changed since it was read"):
         storage.replace_if_match(lock, b"v3", created.etag)  # stale ETag
     assert storage.read_bytes(lock) == b"v2"
-    with pytest.raises(VersionMismatch):
-        storage.delete_if_match(lock, created.etag)
-    assert storage.exists(lock)
-    storage.delete_if_match(lock, swapped.etag)
+    storage.delete(lock)
+    with pytest.raises(NotFound):
+        storage.replace_if_match(lock, b"v4", swapped.etag)  # gone: not created by a swap
     assert not storage.exists(lock)
 
 
-def test_compare_and_swap_is_refused_on_local_files(tmp_path):
-    path = parse_location(str(tmp_path / "lock"))
-    storage.put(path, b"x")
-    with pytest.raises(Unsupported, match="local files have no ETag"):
-        storage.replace_if_match(path, b"y", "etag")
-    assert storage.read_bytes(path) == b"x"
+def test_compare_and_swap_on_local_files_compares_the_bytes(tmp_path):
+    """A local file's version is the sha256 of its bytes, compared and replaced under a flock of
+    its directory."""
+    path = parse_location(str(tmp_path / "manifest"))
+    storage.put(path, b"v1")
+    data, info = storage.read_with_info(path)
+    assert data == b"v1" and info.etag == hashlib.sha256(b"v1").hexdigest()
+    storage.replace_if_match(path, b"v2", info.etag)
+    assert storage.read_bytes(path) == b"v2"
+    with pytest.raises(VersionMismatch, match="changed since it was read"):
+        storage.replace_if_match(path, b"v3", info.etag)  # stale: v1 is gone
+    assert storage.read_bytes(path) == b"v2"
+    link = parse_location(str(tmp_path / "link"))
+    os.symlink(path.path, link.path)
+    with pytest.raises(StorageError):  # never through a link
+        storage.replace_if_match(link, b"v3", hashlib.sha256(b"v2").hexdigest())
+    assert storage.read_bytes(path) == b"v2"
 
 
 # --- reads ---------------------------------------------------------------------------------
@@ -468,7 +476,7 @@ def test_walk_glob_listdir_on_nested_prefixes(root):
     _prepare(root)
     for name in ["b/2.jsonl", "a/1.jsonl", "a/sub/3.jsonl", "top.txt"]:
         if root.is_local:
-            storage.make_directory(root.join(name).parent)
+            storage.create_directory(root.join(name).parent)
         storage.put(root.join(name), name.encode())
     assert [i.location.url for i in storage.walk(root)] == [
         root.join(n).url for n in ["a/1.jsonl", "a/sub/3.jsonl", "b/2.jsonl", "top.txt"]
@@ -601,53 +609,23 @@ def test_s3_configured_by_explicit_options(s3_server, s3_bucket, monkeypatch):
     assert storage.read_bytes(location) == b"options"
 
 
-# --- the lease (a lock without flock) ------------------------------------------------------
+# --- create-if-absent copies -------------------------------------------------------------
 
 
-def test_lease_refuses_a_second_writer_and_is_taken_over_once_lapsed(s3_bucket):
-    lock = parse_location(f"s3://{s3_bucket}/out/.maskprep.lock")
-    holder = storage.Lease(lock, ttl=60)
-    holder.acquire()
-    with pytest.raises(LeaseHeld, match=r"held by another writer .* renewed \d+ s ago"):
-        storage.Lease(lock, ttl=60).acquire()
-    holder.renew()  # a live holder renews by compare-and-swap
-    # Ten minutes later by the newcomer's clock, nothing renewed: the lease has lapsed.
-    newcomer = storage.Lease(lock, ttl=60, clock=lambda: time.time() + 600)
-    newcomer.acquire()
-    record = storage.LeaseRecord.from_bytes(storage.read_bytes(lock), lock.url)
-    assert record.owner == newcomer.owner
-    with pytest.raises(LeaseLost, match="taken over"):
-        holder.renew()  # the old holder learns it must stop
-    newcomer.release()
-    assert not storage.exists(lock)
-
-
-def test_lease_negative_control_a_fresh_lease_is_not_taken_over(s3_bucket):
-    lock = parse_location(f"s3://{s3_bucket}/out/.maskprep.lock")
-    with storage.Lease(lock, ttl=60) as holder:
-        soon = storage.Lease(lock, ttl=60, clock=lambda: time.time() + 30)
-        with pytest.raises(LeaseHeld):
-            soon.acquire()
-        assert storage.LeaseRecord.from_bytes(storage.read_bytes(lock), lock.url).owner == (
-            holder.owner
-        )
-
-
-def test_lease_on_a_store_without_compare_and_swap_never_lapses(tmp_path):
-    lock = parse_location(str(tmp_path / ".maskprep.lock"))
-    with storage.Lease(lock, ttl=1):
-        late = storage.Lease(lock, ttl=1, clock=lambda: time.time() + 3600)
-        with pytest.raises(LeaseHeld, match="never lapses; once that writer is gone"):
-            late.acquire()
-    assert not storage.exists(lock)
-
-
-def test_lease_refuses_to_take_over_a_foreign_object(s3_bucket):
-    lock = parse_location(f"s3://{s3_bucket}/out/.maskprep.lock")
-    storage.put(lock, b"not json")
-    with pytest.raises(StorageError, match="not a maskprep lock object"):
-        storage.Lease(lock, clock=lambda: time.time() + 3600).acquire()
-    assert storage.read_bytes(lock) == b"not json"
+def test_a_create_only_server_side_copy_on_s3_never_replaces(s3_server, s3_bucket):
+    source = parse_location(f"s3://{s3_bucket}/in/a")
+    target = parse_location(f"s3://{s3_bucket}/out/a")
+    storage.put(source, b"first")
+    copied = storage.copy(source, target, exclusive=True)
+    assert copied.sha256 is None  # server-side: no bytes through this process
+    assert storage.read_bytes(target) == b"first"
+    storage.put(source, b"second")
+    with pytest.raises(AlreadyExists):
+        storage.copy(source, target, exclusive=True)
+    assert storage.read_bytes(target) == b"first"
+    assert open_uploads(target.parent) == []  # the refused copy's upload was aborted
+    storage.copy(source, target)  # negative control: a plain copy does replace
+    assert storage.read_bytes(target) == b"second"
 
 
 # --- the test server itself ----------------------------------------------------------------

@@ -15,6 +15,7 @@ from maskprep.storage.errors import (
     NotFound,
     StorageError,
     StorageFailure,
+    StorageRequestError,
     translate,
 )
 
@@ -29,12 +30,16 @@ class _ClientError(Exception):
         self.response = {"Error": {"Code": code}}
 
 
-class EndpointConnectionError(Exception):
-    """Named as botocore names it; not an OSError."""
-
-
-class ServerTimeoutError(Exception):
-    """Named as aiohttp names it; not an OSError."""
+def _client_failures() -> dict[str, BaseException]:
+    """The HTTP clients' own failure types (botocore's and aiohttp's are no OSError)."""
+    found: dict[str, BaseException] = {}
+    botocore = pytest.importorskip("botocore.exceptions")
+    found["botocore endpoint"] = botocore.EndpointConnectionError(endpoint_url="http://x")
+    found["botocore read timeout"] = botocore.ReadTimeoutError(endpoint_url="http://x")
+    aiohttp = pytest.importorskip("aiohttp")
+    found["aiohttp timeout"] = aiohttp.ServerTimeoutError("Timeout on reading data from socket")
+    found["aiohttp disconnected"] = aiohttp.ServerDisconnectedError()
+    return found
 
 
 FAILURES = {
@@ -46,23 +51,54 @@ FAILURES = {
     "s3fs 503": OSError(errno.EBUSY, "Please reduce your request rate"),
     "5xx code": _ClientError("InternalError"),
     "throttled": _ClientError("SlowDown"),
-    "botocore endpoint": EndpointConnectionError("Could not connect to the endpoint URL"),
-    "aiohttp timeout": ServerTimeoutError("Timeout on reading data from socket"),
 }
 
 
-class OfflineModeIsEnabled(ConnectionError):
-    """Named as huggingface_hub names it: offline mode, set by the environment."""
+class ConnectTimeoutLookalike(Exception):
+    """A class whose name reads like a network failure, but which is none: failures are told
+    apart by type, never by name."""
+
+
+def _offline_mode() -> BaseException:
+    errors = pytest.importorskip("huggingface_hub.errors")
+    return errors.OfflineModeIsEnabled("offline mode is enabled")
 
 
 USAGE = {
-    "hub offline mode": (OfflineModeIsEnabled("offline mode is enabled"), StorageError),
     "not found": (FileNotFoundError(errno.ENOENT, "No such file"), NotFound),
     "access denied": (PermissionError(errno.EACCES, "Access Denied"), AccessDenied),
-    "bad argument": (OSError(errno.EINVAL, "Invalid argument"), StorageError),
-    "client error": (_ClientError("InvalidArgument"), StorageError),
-    "something else": (ValueError("unexpected"), StorageError),
+    "bad argument": (OSError(errno.EINVAL, "Invalid argument"), StorageRequestError),
+    "client error": (_ClientError("InvalidArgument"), StorageRequestError),
+    "something else": (ValueError("unexpected"), StorageRequestError),
+    "named like a timeout": (ConnectTimeoutLookalike("unexpected"), StorageRequestError),
 }
+
+
+def test_every_storage_error_class_has_one_exit_code():
+    """No class is both a usage error and an I/O failure: each derives from exactly one of
+    maskprep's error kinds, which gives its exit code."""
+    classes = [
+        value
+        for value in vars(storage_errors).values()
+        if isinstance(value, type) and issubclass(value, StorageError) and value is not StorageError
+    ]
+    assert len(classes) >= 8
+    for cls in classes:
+        kinds = [k for k in (ConfigError, IOFailure) if issubclass(cls, k)]
+        assert len(kinds) == 1, (cls, kinds)
+    assert not issubclass(StorageError, (ConfigError, IOFailure))
+
+
+@pytest.mark.parametrize("case", ["botocore endpoint", "botocore read timeout", "aiohttp timeout",
+                                  "aiohttp disconnected"])  # fmt: skip
+def test_a_client_librarys_network_failure_is_an_io_failure(case):
+    error = translate(_client_failures()[case], URL)
+    assert isinstance(error, StorageFailure) and error.exit_code == 1
+
+
+def test_huggingface_hub_offline_mode_is_a_usage_error():
+    error = translate(_offline_mode(), URL)
+    assert type(error) is StorageRequestError and error.exit_code == 2
 
 
 @pytest.mark.parametrize("case", list(FAILURES))

@@ -90,7 +90,7 @@ def test_the_gate_fails_a_build_past_its_limit(runner, data, tmp_path, with_pad,
     assert line == (
         f"Error: {data}: {lost.share:.1%} of the tokens read ({lost.lost:,} of {lost.read:,}) "
         f"were lost to max_length 6 ({lost.documents_truncated:,} documents truncated), more "
-        "than the max_truncated limit of 5%; no output was written"
+        "than the max_truncated limit of 5%; the output is left unfinished (no manifest)"
     )
     # Nothing that looks finished, nothing half-written.
     assert not out.exists() or not any(out.iterdir())

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, BinaryIO
 
@@ -54,13 +55,24 @@ class Terminated(KeyboardInterrupt):
     library cleans up on the way out (a build keeps its complete shards for a resume)."""
 
 
+@dataclass
+class _Stop:
+    """The signal that stopped a command, if one did."""
+
+    signum: int | None = None
+
+
 @contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals() -> Iterator[_Stop]:
     """While a command runs, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` /
     :class:`Terminated` once; later ones are ignored, so the clean-up they start is not cut
-    short. The previous handlers come back after."""
+    short. The previous handlers come back after, unless a signal stopped the command. The
+    signal is also recorded: code the exception passes through may raise it again as a plain
+    ``KeyboardInterrupt`` (Ray's waits do), and the exit status must still say which."""
+    stopped = _Stop()
 
     def stop(signum: int, frame: Any) -> None:
+        stopped.signum = signum
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_IGN)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
@@ -68,13 +80,17 @@ def _stop_on_signals() -> Iterator[None]:
     try:
         previous = {n: signal.signal(n, stop) for n in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: signals are not ours to handle
-        yield
+        yield stopped
         return
     try:
-        yield
+        yield stopped
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        # Once stopped, the command exits 130/143: signals that come on the way out (a Ray
+        # cluster shutting down signals its process group) stay ignored, or the default
+        # handler would end the process by the signal instead.
+        if stopped.signum is None:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,17 +100,18 @@ def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        stopped = _Stop()
         # The handlers are installed inside the try: a signal the moment after they are (or
         # while they are put back) is caught here too, not by Click ("Aborted!", exit 1).
         try:
-            with _stop_on_signals():
+            with _stop_on_signals() as stopped:
                 return command(*args, **kwargs)
         except MaskprepError as error:
             raise _Failure(error) from None
-        except Terminated:
-            click.echo("Aborted: terminated (SIGTERM)", err=True)
-            raise click.exceptions.Exit(EXIT_SIGTERM) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            if isinstance(interrupt, Terminated) or stopped.signum == signal.SIGTERM:
+                click.echo("Aborted: terminated (SIGTERM)", err=True)
+                raise click.exceptions.Exit(EXIT_SIGTERM) from None
             click.echo("Aborted: interrupted (SIGINT)", err=True)
             raise click.exceptions.Exit(EXIT_SIGINT) from None
 

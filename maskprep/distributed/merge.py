@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import storage
 from ..errors import ConfigError, DataError, Option
-from ..output.lock import DEFAULT_LEASE_TTL
+from ..output.commit import OutputRequest, OutputSession, write_failures
 from ..output.manifest import (
     Manifest,
     MergedPart,
@@ -34,7 +34,6 @@ from ..output.manifest import (
     manifest_problems,
 )
 from ..output.names import MANIFEST_NAME, REJECTS_NAME
-from ..output.session import OutputRequest, OutputSession, write_failures
 from ..results import Totals
 from ..shaping.fill import Fill
 from .input_bytes import check_input_bytes as verify_input_bytes
@@ -167,7 +166,6 @@ def merge(
     overwrite: bool = False,
     engine: str | None = None,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
     check_input_bytes: bool = False,
 ) -> MergeResult:
     """Join the finished parts in ``part_dirs`` (any order) into one output at ``output``;
@@ -181,44 +179,35 @@ def merge(
 
     Raises :class:`ConfigError` when a part is unfinished, missing, given twice, from another
     build or read another version of an input than the others, and :class:`DataError` when a
-    part's manifest or shards are not what it built, or the parts hold no rows at all. On any
-    error (or an interrupt) the files the merge wrote are removed.
+    part's manifest, shards or rejects file are not what it built, or the parts hold no rows at
+    all. On any error (or an interrupt) the files the merge placed are removed.
     """
     parts = check_parts([read_part(d, storage_options) for d in part_dirs])
     location = storage.parse_location(output, storage_options)
     for part in parts:
-        if _same_place(part.directory, location):
+        if storage.same_place(part.directory, location):
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
     totals = checked_totals(parts)
     if check_input_bytes:
         verify_input_bytes(parts, storage_options)
-    request = OutputRequest(overwrite=overwrite, merge=True, lease_ttl=lease_ttl)
+    request = OutputRequest(overwrite=overwrite, merge=True)
     with write_failures(location), OutputSession.open(location, request) as session:
         return merge_into(session, parts, totals, engine)
-
-
-def _same_place(a: storage.Location, b: storage.Location) -> bool:
-    if a.is_local and b.is_local:
-        return os.path.realpath(a.path) == os.path.realpath(b.path)
-    return (a.protocol, a.path) == (b.protocol, b.path)
 
 
 def merge_into(
     session: OutputSession, parts: list[PartOutput], totals: Totals, engine: str | None = None
 ) -> MergeResult:
-    """Write the merged output of ``parts`` through ``session`` (which holds its lock): shards
-    and rejects placed, then the manifest, last."""
+    """Write the merged output of ``parts`` through ``session``: shards and rejects placed,
+    then the manifest, last (an abort removes what was placed: see
+    :meth:`~maskprep.output.commit.OutputSession.abort`)."""
     session.begin()
     placed = place_parts(session, parts)
-    try:
-        manifest = merged_manifest(parts, placed, totals, engine)
-        session.commit(manifest)
-    except BaseException:
-        placed.abort()
-        raise
+    manifest = merged_manifest(parts, placed, totals, engine)
+    session.commit(manifest)
     location = session.location
     return MergeResult(
-        Path(location.path) if location.is_local else location.url,
+        location.native,
         manifest,
         len(parts),
         len(placed.shards),
@@ -247,4 +236,5 @@ def merged_manifest(
         # Each part packed its own documents: no row holds documents of two parts.
         pack_scope="part" if first.config.strategy == "pack" else None,
         engine=engine,
+        rejects=placed.rejects,
     )

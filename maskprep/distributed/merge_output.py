@@ -1,136 +1,157 @@
 """The output side of ``merge``: each part's shards placed in the merged output under consecutive
 names, and their rejects joined, without a complete-looking file ever being partial.
 
-Locally a shard is hard-linked (no bytes copied; ``os.link`` never replaces a name and never
-follows a link), and copied through an atomic writer across filesystems; on an object store it
-is copied server-side (S3 CopyObject: the copy appears whole or not at all). A part's shard must
-be a regular file: a symbolic link in a part is refused, never linked into the output. Every
-placed shard is hashed (as it is copied, or read back once placed) and checked against the
-sha256 its part recorded. Whatever fails midway, :meth:`PlacedShards.abort` removes every shard
-placed so far, including one whose placement a signal interrupted.
+Locally a shard is hard-linked (no bytes copied; a link never replaces a name and never follows
+a link), and copied through an atomic writer across filesystems; on an object store it is copied
+server-side. Every placement is create-if-absent and checked against the sha256 the part's
+manifest records (:meth:`maskprep.output.commit.OutputSession.place`). A part's shard must be a
+regular file: a symbolic link in a part is refused, never linked into the output.
+
+A part's rejects file is read only as a regular file opened without following a link and without
+blocking (a named pipe planted there is refused, never waited on), and its bytes are held to the
+size and sha256 its manifest records before they are joined.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
-import shutil
-import stat
+import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from .. import storage
 from ..errors import ConfigError, DataError
-from ..output.names import REJECTS_NAME, REJECTS_NAMES, shard_name
-from ..output.shards import ShardInfo, sha256_of
+from ..output.manifest import RejectsFile
+from ..output.names import REJECTS_NAMES
+from ..output.shards import ShardInfo
 
 if TYPE_CHECKING:
-    from ..output.session import OutputSession
+    from ..output.commit import OutputSession
     from .merge import PartOutput
 
-#: Link errors after which a shard is copied instead: another filesystem, a filesystem without
-#: hard links, too many links to one file.
-_COPY_INSTEAD = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+#: Bytes read at a time when joining rejects files.
+_CHUNK = 1 << 20
 
 
 @dataclass
 class PlacedShards:
-    """Shards placed in the merged output so far, and how they got there."""
+    """Shards placed in the merged output so far, how they got there, and its rejects file."""
 
-    target: storage.Location
     shards: list[ShardInfo] = field(default_factory=list)
     linked: int = 0
     copied: int = 0
-    #: Set before a placement starts, so an abort removes it whichever side of it a signal fell.
-    placing: storage.Location | None = None
-
-    def abort(self) -> None:
-        """Remove every shard (and the rejects file) this merge placed."""
-        made = [self.target.join(s.path) for s in self.shards]
-        if self.placing is not None:
-            made.append(self.placing)
-        made.append(self.target.join(REJECTS_NAME))
-        storage.delete_many(made)
-        self.shards = []
-        self.placing = None
+    rejects: RejectsFile | None = None
 
 
 def place_parts(session: OutputSession, parts: list[PartOutput]) -> PlacedShards:
-    """Place every part's shards (part 0's first) and rejects in ``session.target``."""
-    placed = PlacedShards(session.target)
+    """Place every part's shards (part 0's first) and, with the ``skip`` policy, their joined
+    rejects in ``session.target``, under the session's names."""
+    placed = PlacedShards()
     config = parts[0].manifest.config
-    try:
-        for part in parts:
-            for shard in part.manifest.shards:
-                session.keepalive()
-                name = shard_name(len(placed.shards), config.shard_format)
-                source = part.directory.join(shard.path)
-                target = session.target.join(name)
-                placed.placing = target
-                if _place_checked(source, target, shard.sha256):
-                    placed.linked += 1
-                else:
-                    placed.copied += 1
-                placed.shards.append(dataclasses.replace(shard, path=name))
-                placed.placing = None
-        if config.on_bad_record == "skip":
-            _join_rejects(parts, session.target.join(REJECTS_NAME))
-    except BaseException:
-        placed.abort()
-        raise
+    for part in parts:
+        for shard in part.manifest.shards:
+            name = session.names.shard(len(placed.shards), config.shard_format)
+            if session.place(name, part.directory.join(shard.path), shard.sha256):
+                placed.linked += 1
+            else:
+                placed.copied += 1
+            placed.shards.append(dataclasses.replace(shard, path=name))
+    if config.on_bad_record == "skip":
+        placed.rejects = _join_rejects(session, parts)
     return placed
 
 
-def _place_checked(source: storage.Location, target: storage.Location, sha256: str) -> bool:
-    """Place ``source`` as ``target`` and check its bytes against ``sha256``; True when
-    hard-linked."""
-    linked, digest = _place(source, target)
-    if digest != sha256:
-        raise DataError(
-            f"{source}: does not match the sha256 its part's manifest records (the shard was "
-            "changed after the part was built); rebuild the part"
-        )
-    return linked
-
-
-def _place(source: storage.Location, target: storage.Location) -> tuple[bool, str]:
-    """Hard-link a local shard, else copy it (server-side within one object store); whether it
-    was linked, and the sha256 of the bytes placed."""
-    if source.is_local and target.is_local:
-        try:
-            info = os.lstat(source.path)
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: shard listed in its part's manifest is missing") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{source}: shard listed in its part's manifest is not a file")
-        try:
-            hard_link(source.path, target.path)
-            return True, sha256_of(target)
-        except OSError as exc:
-            if exc.errno not in _COPY_INSTEAD:
-                raise
-    elif not storage.exists(source):
-        raise ConfigError(f"{source}: shard listed in its part's manifest is missing")
-    written = storage.copy(source, target)
-    # A server-side copy moves no bytes through this process: its result is read back once.
-    return False, written.sha256 or sha256_of(target)
-
-
-def hard_link(source: str, target: str) -> None:
-    """``target`` as a new name of the file ``source`` (never following a link, never
-    replacing a name)."""
-    os.link(source, target, follow_symlinks=False)
-
-
-def _join_rejects(parts: list[PartOutput], target: storage.Location) -> None:
-    """The parts' rejects files (under the current or the earlier name), one after the other,
-    as one file written atomically."""
-    with storage.write(target) as writer:
+def _join_rejects(session: OutputSession, parts: list[PartOutput]) -> RejectsFile:
+    """The parts' rejects files, one after the other, as one file written atomically; each
+    part's bytes are checked against its manifest's record of them."""
+    writer = session.writer(session.names.rejects)
+    try:
         for part in parts:
-            for name in REJECTS_NAMES:
-                source = part.directory.join(name)
-                if storage.exists(source):
-                    with storage.open_read(source) as reader:
-                        shutil.copyfileobj(reader, writer, storage.operations.COPY_CHUNK)
-                    break
+            _copy_rejects(part, writer)
+        result = session.publish(writer)
+    finally:
+        writer.abort()  # nothing, once published
+    assert result.sha256 is not None
+    return RejectsFile(result.location.name, result.size, result.sha256)
+
+
+def _copy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
+    recorded = part.manifest.rejects
+    if recorded is None:
+        _copy_legacy_rejects(part, writer)
+        return
+    source = part.directory.join(recorded.path)
+    digest = hashlib.sha256()
+    size = lines = 0
+    with _open_rejects(source) as handle:
+        while size <= recorded.size:
+            chunk = handle.read(min(_CHUNK, recorded.size + 1 - size))
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            writer.write(chunk)
+    if size != recorded.size or digest.hexdigest() != recorded.sha256:
+        raise DataError(
+            f"{source}: does not match the size and sha256 its part's manifest records (the "
+            "rejects file was changed after the part was built); rebuild the part"
+        )
+    if lines != part.manifest.totals.records_rejected:
+        raise DataError(
+            f"{source}: holds {lines} rejected records, but its part's manifest counts "
+            f"{part.manifest.totals.records_rejected}; rebuild the part"
+        )
+
+
+def _copy_legacy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
+    """The rejects file of a part built by an earlier version, whose manifest records no sha256
+    of it: checked as far as it can be, one rejected-record line per record the manifest counts
+    as rejected, each as maskprep writes it."""
+    expected = part.manifest.totals.records_rejected
+    found = [n for n in REJECTS_NAMES if storage.exists(part.directory.join(n))]
+    if not found:
+        if expected:
+            raise ConfigError(
+                f"{part.directory}: its manifest counts {expected} rejected records, but it has "
+                "no rejects file; rebuild the part"
+            )
+        return
+    source = part.directory.join(found[0])
+    with _open_rejects(source) as handle:
+        data = handle.read(_LEGACY_LIMIT + 1)
+    lines = data.splitlines()
+    if len(data) > _LEGACY_LIMIT or len(lines) != expected or not all(map(_rejects_line, lines)):
+        raise DataError(
+            f"{source}: does not hold the {expected} rejected records its part's manifest counts "
+            "(the rejects file was changed after the part was built); rebuild the part"
+        )
+    writer.write(data)
+
+
+#: The largest rejects file of an earlier version's part that is checked (read whole).
+_LEGACY_LIMIT = 1 << 30
+
+
+def _rejects_line(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and set(record) == {"file", "line", "reason", "raw"}
+
+
+def _open_rejects(location: storage.Location) -> BinaryIO:
+    """A part's rejects file opened for reading: only a regular file reached without a symbolic
+    link, opened without blocking (a named pipe would wait for a writer forever)."""
+    try:
+        return storage.open_regular(location)
+    except storage.NotFound:
+        raise ConfigError(
+            f"{location}: rejects file its part's manifest records is missing"
+        ) from None
+    except storage.StorageRequestError as exc:
+        raise ConfigError(
+            f"{location}: {exc.detail}; a part's rejects file must be a regular file"
+        ) from None

@@ -8,9 +8,9 @@ whose worker or node died (the rerun resumes what the dead attempt finished), an
 merges them and writes the manifest last — the same code path as
 ``--num-shards``/``merge``, so a Ray build and an array build of the same parts give the same
 output. Parts are written next to the output, in ``DIR.parts/`` (``s3://…/out.parts/`` for an
-output on an object store, which every worker reaches itself), and removed after the merge. The
-driver holds the output's lock (a lease it renews while it waits on an object store) from the
-first check to the manifest.
+output on an object store, which every worker reaches itself), and removed after the merge: the
+parts directory is the engine's own (:mod:`maskprep.output.parts_root`), and one it did not make
+is never written into nor removed.
 """
 
 from __future__ import annotations
@@ -18,22 +18,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..config import BuildConfig, OutputConfig, PartSpec
+from ..config import BuildConfig, PartSpec
 from ..errors import ConfigError, MaskprepError, Option, first_line
-from ..output.directory import Action, plan, scan
-from ..output.lock import DEFAULT_LEASE_TTL
+from ..output.commit import Action
+from ..output.parts_root import open_parts_root
 from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
 from .merge import check_parts, checked_totals, merge_into, read_part
+from .reaper import keep_signal_handlers, private_cluster
 
-PARTS_SUFFIX = ".parts"
 #: How messages name the Ray engine: ``--engine ray`` on the command line.
 ENGINE = Option("engine", "ray")
 
@@ -88,44 +87,29 @@ def build_part(
     config: BuildConfig,
     cache: TokenizerCache | None = None,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
     node_id: str = "",
 ) -> PartRun:
     """Build one part (the body of a Ray task). ``config`` resumes its part directory: what is
     there was left by an earlier attempt of this same build (the driver refused or removed
-    anything else before the first attempt), whose complete shards are kept. On an object store
-    the attempt that died may still hold the part's lease; it is waited for until it lapses
-    (``lease_ttl`` after its last renewal), then taken over."""
+    anything else before the first attempt), whose complete shards are kept. An attempt that
+    was lost but still runs somewhere (a node cut off, not dead) cannot harm this one: see
+    :mod:`maskprep.output.commit`."""
     from ..pipeline import build
 
-    deadline = time.monotonic() + 2 * lease_ttl + 5
-    while True:
-        try:
-            built = build(
-                config,
-                tokenizer_cache=cache,
-                storage_options=storage_options,
-                lease_ttl=lease_ttl,
-            )
-        except storage.LeaseHeld:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(min(1.0, lease_ttl / 10))
-            continue
-        assert config.part is not None
-        return PartRun(config.part.index, node_id, os.getpid(), built.reused_shards)
+    built = build(config, tokenizer_cache=cache, storage_options=storage_options)
+    assert config.part is not None
+    return PartRun(config.part.index, node_id, os.getpid(), built.reused_shards)
 
 
 def _remote_part(
     config: BuildConfig,
     cache: TokenizerCache | None,
     storage_options: storage.StorageOptions | None,
-    lease_ttl: float,
 ) -> PartRun:
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()
-    return build_part(config, cache, storage_options, lease_ttl, node_id=node_id)
+    return build_part(config, cache, storage_options, node_id=node_id)
 
 
 def build_with_ray(
@@ -134,7 +118,6 @@ def build_with_ray(
     parts: int | None = None,
     tokenizer_cache: TokenizerCache | None = None,
     storage_options: storage.StorageOptions | None = None,
-    lease_ttl: float = DEFAULT_LEASE_TTL,
     on_part: Callable[[PartRun], None] | None = None,
 ) -> Any:
     """Build ``config`` as ``parts`` parts on Ray and merge them into ``config.output.directory``
@@ -162,8 +145,8 @@ def build_with_ray(
     if STDIN in config.source.inputs:
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
-    location = _absolute(storage.parse_location(config.output.directory, storage_options))
-    with build_output(config, location, storage_options, lease_ttl) as (output, finished):
+    location = storage.absolute(storage.parse_location(config.output.directory, storage_options))
+    with build_output(config, location, storage_options) as (output, finished):
         if finished is not None:
             return finished
         if output.action is Action.RESUME:
@@ -173,67 +156,46 @@ def build_with_ray(
         expand_inputs(config.source.inputs, storage_options)
         # This also fills the tokenizer cache for the workers.
         prepare_tokenizer(config, None, tokenizer_cache, storage_options)
-        root = location.parent.join(location.name + PARTS_SUFFIX)
-        owned = not ray.is_initialized()
-        if owned:
-            address = os.environ.get("RAY_ADDRESS") or "local"
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        try:
+        with _cluster(ray):
             count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            configs = part_configs(config, count, root)
-            _clear_leftover_parts(configs, root, config.output)
-            builder = (tokenizer_cache, storage_options, lease_ttl)
-            _run_parts(ray, configs, builder, output.keepalive, on_part)
-        finally:
-            if owned:
-                ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
+            root = open_parts_root(location, config, count)
+            configs = part_configs(config, count, root.location)
+            _run_parts(ray, configs, (tokenizer_cache, storage_options), on_part)
         built = check_parts([read_part(c.output.directory, storage_options) for c in configs])
         merged = merge_into(output, built, checked_totals(built), engine="ray")
-    _remove_tree(root)  # a local merged output holds hard links to the part shards
+    root.remove()  # a local merged output holds hard links to the part shards
     return BuildResult(merged.output, merged.manifest, time.perf_counter() - started)
 
 
-def _absolute(location: storage.Location) -> storage.Location:
-    """A local output as an absolute path: the workers may not share the driver's directory."""
-    if not location.is_local:
-        return location
-    return storage.Location(location.protocol, os.path.abspath(location.path), location.options)
-
-
-def _remove_tree(root: storage.Location) -> None:
-    if root.is_local:
-        shutil.rmtree(root.path, ignore_errors=True)
+@contextlib.contextmanager
+def _cluster(ray: Any) -> Iterator[None]:
+    """Ray for the body: the session this process already has (left alone), the cluster in
+    ``RAY_ADDRESS`` (disconnected from after, never stopped), or a private local one, which
+    dies with this build however it ends (:mod:`.reaper`)."""
+    if ray.is_initialized():
+        yield
         return
-    with contextlib.suppress(storage.NotFound):
-        storage.delete_many([info.location for info in storage.walk(root)])
-
-
-def _clear_leftover_parts(
-    configs: list[BuildConfig], root: storage.Location, request: OutputConfig
-) -> None:
-    """Before the first attempt: parts an earlier build left under ``root`` are resumed only
-    when the user asked to resume, removed when they asked to overwrite (if they are all
-    maskprep's), and refused otherwise, each with the message a build of that part would give."""
-    if request.resume:
+    options = {"include_dashboard": False, "log_to_driver": False}
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        with private_cluster(ray, **options):
+            yield
         return
-    with contextlib.suppress(storage.NotFound):
-        if next(iter(storage.walk(root, temporaries=True)), None) is None:
-            return
-    for part in configs:
-        location = storage.parse_location(part.output.directory, root.options)
-        plan(scan(location), overwrite=request.overwrite, resume=False)
-    _remove_tree(root)
+    with keep_signal_handlers():
+        ray.init(address=address, **options)
+    try:
+        yield
+    finally:
+        ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
 
 
 def _run_parts(
     ray: Any,
     configs: list[BuildConfig],
-    builder: tuple[TokenizerCache | None, storage.StorageOptions | None, float],
-    keepalive: Callable[[], None],
+    builder: tuple[TokenizerCache | None, storage.StorageOptions | None],
     on_part: Callable[[PartRun], None] | None,
 ) -> None:
-    """Build every part as a one-CPU Ray task, calling ``keepalive`` (the output's lease) while
-    it waits and ``on_part`` as each part finishes.
+    """Build every part as a one-CPU Ray task, calling ``on_part`` as each part finishes.
 
     Tasks rather than actors: Ray reruns a task whose worker or node died on any node with a
     free CPU, where an actor would have to be restarted first and a pool of them sized to the
@@ -247,15 +209,15 @@ def _run_parts(
         runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}},
     )
     pending = [task.remote(part, *builder) for part in configs]
-    wait = max(1.0, builder[2] / 6)
     try:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=wait)
+            # A short wait: a signal (SIGTERM, Ctrl-C) is handled between two, not after the
+            # next part finishes.
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in done:
                 run = ray.get(ref)
                 if on_part is not None:
                     on_part(run)
-            keepalive()
     except ray.exceptions.RayTaskError as exc:
         _cancel(ray, pending)
         if isinstance(exc.cause, MaskprepError):

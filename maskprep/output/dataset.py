@@ -66,7 +66,7 @@ def load_dataset(
             kind, data_files=paths, split="train", storage_options=fs_options
         )
     except ConnectionError as exc:
-        if type(exc).__name__ != "OfflineModeIsEnabled":
+        if not storage.is_offline_mode(exc):
             raise
         # datasets reads HF_HUB_OFFLINE as "no remote files at all", object stores included.
         raise ConfigError(

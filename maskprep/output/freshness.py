@@ -1,6 +1,7 @@
 """Whether a finished output is still what a build would make now, before ``resume`` returns it
-as it is: same options, the same bytes of every input, the same tokenizer files, and every shard
-its manifest lists still there.
+as it is: same options, the same bytes of every input, the same tokenizer files, and every file
+its manifest lists (shards, rejects) still there with the bytes it records. Anything else is
+refused, naming what changed: ``--overwrite`` rebuilds it.
 
 Inputs are compared by size first (free), then by the sha256 of their bytes, which the manifest
 holds: a file rewritten in place with the same size is caught too. The manifest records no
@@ -13,19 +14,61 @@ twice either, and is not standard input the user knowingly gave: it is refused, 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 
+from .. import storage
 from ..config import BuildConfig, PartSpec
-from ..errors import OutputError
+from ..errors import DataError, Option, OutputError
 from ..sources.inputs import STDIN, expand_inputs
-from ..sources.locations import is_url, size_of
+from ..sources.locations import input_info, size_of
 from ..sources.parts import FileRange, open_range, plan_part
 from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes
-from .manifest import Manifest, RecordedConfig
+from .manifest import Manifest, RecordedConfig, manifest_problems
+from .shards import sha256_of
 
 _CHUNK = 1 << 20
+
+
+def check_unchanged(
+    manifest: Manifest,
+    config: BuildConfig,
+    location: storage.Location,
+    options: StorageOptions | None = None,
+) -> None:
+    """Refuse (:class:`OutputError`, naming what changed) a finished output that is no longer
+    what a build of ``config`` makes: see the module notes."""
+    where = location.url
+    check_same_build(manifest, config, where)
+    check_inputs_unchanged(manifest, config, where, options)
+    check_tokenizer_unchanged(manifest, config, where, options)
+    check_files_unchanged(manifest, location)
+    problems = manifest_problems(manifest, location)
+    if problems:
+        raise DataError(f"{where}: the finished build's manifest is wrong: {problems[0]}")
+
+
+def check_files_unchanged(manifest: Manifest, location: storage.Location) -> None:
+    """Refuse when a file the manifest lists is gone or holds other bytes (each is hashed)."""
+    listed = [(s.path, s.sha256) for s in manifest.shards]
+    if manifest.rejects is not None:
+        listed.append((manifest.rejects.path, manifest.rejects.sha256))
+    for name, recorded in listed:
+        try:
+            digest = sha256_of(location.join(name))
+        except storage.NotFound:
+            detail = "is gone"
+        else:
+            if digest == recorded:
+                continue
+            detail = "holds other bytes than it did"
+        raise OutputError.suggesting(
+            "{file}: listed by the finished output, but {detail} (sha256 recorded "
+            "{recorded}); overwrite the output ({overwrite}) to rebuild it",
+            file=location.join(name).url,
+            detail=detail,
+            recorded=recorded[:12],
+            overwrite=Option("output.overwrite"),
+        )
 
 
 def check_same_build(manifest: Manifest, config: BuildConfig, where: str) -> None:
@@ -53,7 +96,7 @@ def check_inputs_unchanged(
         return
     units = _units(manifest, config, options)
     for unit in units:
-        if not is_url(unit.path) and not stat.S_ISREG(os.stat(unit.path).st_mode):
+        if not input_info(unit.path, options).regular:
             raise OutputError(
                 f"{unit.path}: a pipe or device, which cannot be read again to check it holds "
                 f"what the build in {where} read; give the data as a regular file, or overwrite "
@@ -103,7 +146,7 @@ def _changed(where: str, path: str, detail: str) -> OutputError:
 
 
 def _size(path: str, options: StorageOptions | None) -> int:
-    return size_of(path, options) if is_url(path) else os.path.getsize(path)
+    return size_of(path, options)
 
 
 def _sha256(unit: FileRange, options: StorageOptions | None) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from .. import storage
@@ -31,7 +30,16 @@ from ..sources.records import InputStats
 from ..token_ids import token_id_problem
 from ..tokenizing.loading import TokenizerInfo
 from .decoding import decode, decode_fields, json_kind
-from .names import EXTENSIONS, MANIFEST_NAME, MANIFEST_NAMES, complete_shards, is_shard_name
+from .names import (
+    EXTENSIONS,
+    MANIFEST_NAME,
+    MANIFEST_NAMES,
+    PLAIN,
+    complete_shards,
+    is_rejects_name,
+    is_shard_name,
+    name_set_of,
+)
 from .shards import ShardInfo
 
 MANIFEST_FORMAT = 1
@@ -138,11 +146,22 @@ class MergedPart:
 
 
 @dataclass(frozen=True)
+class RejectsFile:
+    """The rejects file of a build with the ``skip`` policy: its name in the output, size and
+    sha256, so that a merge joins exactly the bytes the build wrote."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A finished output: how it was built, from what, and what it holds.
 
     ``part`` is set for one part of an array build, ``merged_from`` (and for packs
-    ``pack_scope``) for a merge of parts, ``engine`` for a build run on Ray.
+    ``pack_scope``) for a merge of parts, ``engine`` for a build run on Ray, ``rejects`` for an
+    output with a rejects file (outputs of earlier versions have one without it).
     """
 
     config: RecordedConfig
@@ -157,6 +176,7 @@ class Manifest:
     merged_from: tuple[MergedPart, ...] | None = None
     pack_scope: str | None = None
     engine: str | None = None
+    rejects: RejectsFile | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict; the entries that are not set are left out."""
@@ -178,6 +198,8 @@ class Manifest:
             data["pack_scope"] = self.pack_scope
         if self.engine is not None:
             data["engine"] = self.engine
+        if self.rejects is not None:
+            data["rejects"] = asdict(self.rejects)
         return data
 
     @classmethod
@@ -206,7 +228,7 @@ class Manifest:
             totals=Totals.from_dict(data["totals"], path),
             fill=decode_fields(Fill, fill, path, "fill", buckets=buckets),
         )
-        _check_shard_names(manifest.shards, path)
+        _check_shard_names(manifest, path)
         _check_token_ids(manifest, path)
         return manifest
 
@@ -224,11 +246,12 @@ def _check_token_ids(manifest: Manifest, path: str) -> None:
         raise ManifestError(path, "tokenizer.padding_side", f"{side!r} is not left or right")
 
 
-def _check_shard_names(shards: tuple[ShardInfo, ...], path: str) -> None:
-    """Shards are plain names inside the output directory: never a path that could reach
-    outside it (absolute, ``..``, a subdirectory), and each listed once."""
+def _check_shard_names(manifest: Manifest, path: str) -> None:
+    """Shards are shard names inside the output directory: never a path that could reach
+    outside it (absolute, ``..``, a subdirectory), and each listed once; so is the rejects
+    file."""
     seen: set[str] = set()
-    for number, shard in enumerate(shards):
+    for number, shard in enumerate(manifest.shards):
         if not is_shard_name(shard.path):
             raise ManifestError(
                 path,
@@ -239,6 +262,13 @@ def _check_shard_names(shards: tuple[ShardInfo, ...], path: str) -> None:
         if shard.path in seen:
             raise ManifestError(path, f"shards[{number}].path", f"{shard.path} listed twice")
         seen.add(shard.path)
+    if manifest.rejects is not None and not is_rejects_name(manifest.rejects.path):
+        raise ManifestError(
+            path,
+            "rejects.path",
+            f"{manifest.rejects.path!r} is not a rejects file name (_rejects.jsonl in the output "
+            "directory itself)",
+        )
 
 
 @dataclass(frozen=True)
@@ -292,8 +322,10 @@ def manifest_problems(
             if shard.path not in present:
                 detail = f"{shard.path} is missing from the directory"
                 problems.append(ManifestProblem(f"shards[{number}].path", detail))
-        listed = {s.path for s in manifest.shards}
-        unlisted = [n for n in complete_shards(present) if n not in listed]
+        if manifest.rejects is not None and manifest.rejects.path not in present:
+            detail = f"{manifest.rejects.path} is missing from the directory"
+            problems.append(ManifestProblem("rejects.path", detail))
+        unlisted = unlisted_shards(manifest, present)
         if unlisted:
             shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
             detail = f"{len(unlisted)} shard file(s) in the directory are not listed ({shown})"
@@ -301,34 +333,32 @@ def manifest_problems(
     return problems
 
 
+def unlisted_shards(manifest: Manifest, present: list[str]) -> list[str]:
+    """Shard files of the output's own name set that its manifest does not list: foreign, or
+    tampered with. Files of another name set are an overtaken writer's leftovers, not part of
+    this output, and not counted against it."""
+    listed = {s.path for s in manifest.shards}
+    own = {name_set_of(s.path) or PLAIN for s in manifest.shards} or {PLAIN}
+    return [n for n in complete_shards(present) if n not in listed and name_set_of(n) in own]
+
+
 def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
     """The names directly in a directory or under a prefix."""
     if not isinstance(directory, storage.Location):
-        return os.listdir(directory)
-    if directory.is_local:
-        return os.listdir(directory.path)
+        directory = storage.parse_location(directory)
     return [info.name for info in storage.listdir(directory)]
 
 
-def find_manifest(directory: str | os.PathLike[str]) -> Path | None:
-    """The manifest file of a local ``directory`` (the current name, else the name outputs of
-    earlier versions have), or ``None`` when it has none: the build did not finish."""
-    for name in MANIFEST_NAMES:
-        path = Path(directory) / name
-        if path.is_file():
-            return path
-    return None
-
-
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
-    """:func:`find_manifest` for a local directory or an object-store prefix."""
-    if directory.is_local:
-        found = find_manifest(directory.path)
-        return None if found is None else directory.join(found.name)
+    """The manifest of a directory or prefix (the current name, else the name outputs of earlier
+    versions have), or ``None`` when it has none: the build did not finish."""
     for name in MANIFEST_NAMES:
         location = directory.join(name)
-        if storage.exists(location):
-            return location
+        try:
+            if not storage.stat(location).is_dir:
+                return location
+        except storage.NotFound:
+            continue
     return None
 
 

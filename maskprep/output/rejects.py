@@ -1,44 +1,58 @@
 """``_rejects.jsonl``: every record a build rejected under the ``skip`` policy, with its file,
-line, reason and raw text. Part of a finished output: published just before the manifest, and
-never left by a build that did not finish."""
+line, reason and raw text. Part of a finished output (its manifest records the file's name, size
+and sha256): published just before the manifest; a build that fails leaves it only to say why
+(too many rejects, or none of the records usable)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .. import storage
 from ..sources.records import Rejected
-from .names import REJECTS_NAME
+from .manifest import RejectsFile
 
 
 class RejectsWriter:
-    """Streams rejected records to ``_rejects.jsonl`` through an atomic writer (memory stays
-    flat however many there are; nothing appears under the final name before
-    :meth:`publish`)."""
+    """Streams rejected records to the rejects file through an atomic writer (memory stays flat
+    however many there are; nothing appears under the final name before :meth:`publish`).
+    ``writer`` is the atomic writer the output gives (:meth:`maskprep.output.commit.OutputSession.
+    writer`), ``publish`` publishes it."""
 
-    def __init__(self, directory: storage.Location) -> None:
-        self.location = directory.join(REJECTS_NAME)
-        self._writer = storage.write(self.location)
-        self._published = False
+    def __init__(
+        self,
+        writer: storage.AtomicWriter,
+        publish: Callable[[storage.AtomicWriter], storage.WriteResult],
+    ) -> None:
+        self._writer = writer
+        self._publish = publish
+        self.published: RejectsFile | None = None
 
-    def add(self, item: Rejected) -> None:
-        """Append one rejected record."""
+    def add(self, item: Rejected) -> str:
+        """Append one rejected record; the line written."""
         record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
-        # A lone surrogate cannot be UTF-8: written as its JSON escape, which reads back as it.
         line = _one_line_json(record) + "\n"
-        self._writer.write(line.encode("utf-8", errors="backslashreplace"))
+        self.add_lines([line])
+        return line
 
-    def publish(self) -> None:
-        """Move the file to its final name, complete."""
-        self._writer.commit()
-        self._published = True
+    def add_lines(self, lines: list[str]) -> None:
+        """Append lines as :meth:`add` wrote them (a resumed build's, see
+        :mod:`maskprep.resume`)."""
+        for line in lines:
+            # A lone surrogate cannot be UTF-8: written as its JSON escape, which reads back as it.
+            self._writer.write(line.encode("utf-8", errors="backslashreplace"))
+
+    def publish(self) -> RejectsFile:
+        """Move the file to its final name, complete; what the manifest records of it."""
+        result = self._publish(self._writer)
+        assert result.sha256 is not None, "the writer hashes every byte it publishes"
+        self.published = RejectsFile(result.location.name, result.size, result.sha256)
+        return self.published
 
     def discard(self) -> None:
-        """Throw the file away, published or not: the build it belongs to did not finish."""
+        """Throw the unpublished file away (a published one stays: see :mod:`.commit`)."""
         self._writer.abort()
-        if self._published:
-            storage.delete(self.location)
 
 
 def _one_line_json(record: dict[str, Any]) -> str:

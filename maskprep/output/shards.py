@@ -2,9 +2,11 @@
 
 A shard appears under its final name only when complete: each goes through a
 :class:`maskprep.storage.AtomicWriter` (a local temporary file opened ``O_EXCL | O_NOFOLLOW``,
-fsynced and renamed; a multipart upload completed last on S3), which hashes the bytes as they
-pass, so the manifest's sha256 never needs a read-back. The manifest (:mod:`.manifest`) is
-written last, so an output without it is unfinished.
+fsynced and linked into place; a multipart upload completed last on S3), which hashes the bytes
+as they pass, so the manifest's sha256 never needs a read-back. Where it is written, under which
+name and how it is published is the commit protocol's business (:mod:`.commit`): the writer is
+given them. The manifest (:mod:`.manifest`) is written last, so an output without it is
+unfinished.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .. import columns, storage
 from ..columns import IGNORE_INDEX
 from ..config import OutputConfig
 from ..errors import OutputError
-from .names import shard_name
+from .names import PLAIN, NameSet
 
 #: Bytes per read when a shard is hashed back.
 _CHUNK = 1 << 20
@@ -59,6 +61,19 @@ def sha256_of(location: storage.Location) -> str:
     return digest.hexdigest()
 
 
+#: Opens an atomic writer for a file name; publishes a complete one (see :mod:`.commit`).
+OpenWriter = Callable[[str], storage.AtomicWriter]
+Publish = Callable[[storage.AtomicWriter], storage.WriteResult]
+
+
+def _open_plain(target: storage.Location) -> OpenWriter:
+    return lambda name: storage.write(target.join(name), exclusive=True)
+
+
+def _commit(writer: storage.AtomicWriter) -> storage.WriteResult:
+    return writer.commit()
+
+
 class ShardWriter:
     """Writes record batches into shards that roll over at a row count or a byte size.
 
@@ -67,7 +82,8 @@ class ShardWriter:
 
     Resuming (``existing``: the complete shards an interrupted build left), a shard already there
     is not rewritten: its bytes are replayed through a hash only and compared with the shard's.
-    ``keepalive`` is called as shards open and close (the output's lock renews itself there).
+    ``names`` names the shards, ``open_writer`` opens each and ``publish`` publishes it, as the
+    output's commit protocol says.
     """
 
     def __init__(
@@ -77,31 +93,46 @@ class ShardWriter:
         schema: pa.Schema,
         *,
         existing: Collection[str] = (),
-        keepalive: Callable[[], None] | None = None,
+        names: NameSet = PLAIN,
+        open_writer: OpenWriter | None = None,
+        publish: Publish = _commit,
+        on_close: Callable[[ShardInfo], None] | None = None,
     ) -> None:
         self.target = target
         self.config = config
         self.schema = schema
         self.shards: list[ShardInfo] = []
         self._existing = frozenset(existing)
-        self._keepalive = keepalive or (lambda: None)
+        self._names = names
+        self._open_writer = open_writer or _open_plain(target)
+        self._publish = publish
         self._writer: Any = None
         self._sink: storage.AtomicWriter | DigestSink | None = None
         self._rows = self._bytes = 0
         self._counts = [0, 0, 0]
         #: The shard being replayed against the complete one an interrupted build left.
         self._checking: storage.Location | None = None
-        #: Shards found complete and identical; never removed by :meth:`abort`.
+        #: Shards found complete and identical.
         self._reused: set[str] = set()
-        #: The shard being published: set before its rename, so that an abort (a signal may
-        #: land between the rename and the bookkeeping) removes it whichever side it fell on.
-        self._publishing: storage.Location | None = None
+        self._on_close = on_close
+        #: Rows still to pass over, already in shards a resumed build took up.
+        self._skip = 0
+
+    def adopt(self, shards: list[ShardInfo], skip: int) -> None:
+        """Take up the complete shards of an interrupted build of the same output (checked by the
+        caller) as this writer's first, and pass over the next ``skip`` rows written: they are in
+        those shards already (a build resumed from a resume point, see :mod:`maskprep.resume`)."""
+        assert not self.shards and self._writer is None
+        self.shards = list(shards)
+        self._reused = {shard.path for shard in shards}
+        self._skip = skip
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append a batch, splitting it across shard boundaries as needed."""
-        self._keepalive()
         bytes_per_row = batch.nbytes / max(batch.num_rows, 1)
-        offset = 0
+        # Rows passed over keep the batch's own bytes per row: the shards roll where they did.
+        offset = min(self._skip, batch.num_rows)
+        self._skip -= offset
         while offset < batch.num_rows:
             room = batch.num_rows - offset
             if self.config.shard_rows is not None:
@@ -137,8 +168,7 @@ class ShardWriter:
         self._counts[2] += int(np.count_nonzero(labels != IGNORE_INDEX))
 
     def _open_shard(self) -> None:
-        self._keepalive()
-        name = shard_name(len(self.shards), self.config.format)
+        name = self._names.shard(len(self.shards), self.config.format)
         location = self.target.join(name)
         if name in self._existing:
             # Replayed, not rewritten: the bytes only go through a hash, compared at close with
@@ -146,7 +176,7 @@ class ShardWriter:
             self._checking = location
             self._sink = DigestSink()
         else:
-            self._sink = storage.write(location)
+            self._sink = self._open_writer(name)
         if self.config.format == "parquet":
             # Without dictionary pages: token ids and masks came out smaller and ~25 % cheaper
             # to write than with them (bench/build_bench.py's corpus, pad and pack).
@@ -167,19 +197,19 @@ class ShardWriter:
             self._reuse_shard(sink.hexdigest())
             return
         assert isinstance(sink, storage.AtomicWriter)
-        self._publishing = sink.location
-        digest = sink.commit().sha256
+        digest = self._publish(sink).sha256
         assert digest is not None, "the writer hashes every byte it publishes"
         self._record(sink.location.name, digest)
-        self._publishing = None
 
     def _record(self, name: str, digest: str) -> None:
         positions, real, trained = self._counts
-        self.shards.append(ShardInfo(name, self._rows, positions, real, trained, digest))
+        shard = ShardInfo(name, self._rows, positions, real, trained, digest)
+        self.shards.append(shard)
         self._writer = self._sink = self._checking = None
         # A batch may go on into the next shard; it must see an empty one, not this full one.
         self._rows = self._bytes = 0
-        self._keepalive()
+        if self._on_close is not None:
+            self._on_close(shard)
 
     def _reuse_shard(self, replayed: str) -> None:
         checking = self._checking
@@ -203,6 +233,12 @@ class ShardWriter:
         return rows, real
 
     @property
+    def position(self) -> int:
+        """How many rows the stream has passed so far: those written, and those passed over as
+        already in a resumed build's shards (the row a resume point counts from)."""
+        return self.written()[0] - self._skip
+
+    @property
     def reused(self) -> int:
         """How many complete shards of an interrupted build were checked and kept."""
         return len(self._reused)
@@ -219,11 +255,10 @@ class ShardWriter:
             )
         return self.shards
 
-    def abort(self, keep_complete: bool = False) -> None:
-        """Remove every file this writer made: an aborted build leaves nothing that looks done.
-        Shards of an interrupted build that were checked and kept stay; with ``keep_complete``
-        (an interrupted build), so do the complete shards this writer recorded, for a resume to
-        reuse, as after a kill. The shard being published when the abort came always goes."""
+    def abort(self) -> None:
+        """Throw away the shard being written (its temporary, or its upload): nothing of it
+        appears. Complete shards stay, as after a kill: removing them is the commit protocol's
+        business (:mod:`.commit`), never a writer's that stops."""
         sink, self._sink = self._sink, None
         if self._writer is not None:
             # The shard is being thrown away; closing its writer is best effort.
@@ -231,19 +266,7 @@ class ShardWriter:
                 self._writer.close()
         if isinstance(sink, storage.AtomicWriter):
             sink.abort()
-        made = [
-            self.target.join(s.path)
-            for s in self.shards
-            if s.path not in self._reused and not keep_complete
-        ]
-        if self._publishing is not None and self._publishing.name not in self._recorded():
-            made.append(self._publishing)
-        storage.delete_many(made)
-        self.shards = []
-        self._writer = self._checking = self._publishing = None
-
-    def _recorded(self) -> set[str]:
-        return {s.path for s in self.shards}
+        self._writer = self._checking = None
 
 
 class DigestSink(io.RawIOBase):

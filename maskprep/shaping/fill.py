@@ -160,6 +160,21 @@ class FillStats:
             widths = np.diff(batch.offsets.astype(np.int64))
             self.buckets = add_buckets(self.buckets, count_buckets(widths, batch.length))
 
+    def snapshot(self) -> dict[str, Any]:
+        """The counts as JSON (for a resumed build)."""
+        return {
+            "documents": self.documents,
+            "buckets": [
+                [b.length, b.rows, b.positions, b.real_tokens] for b in self.buckets.values()
+            ],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up the counts :meth:`snapshot` gave."""
+        self.documents = int(state["documents"])
+        self.buckets = {int(s): BucketFill(int(s), int(r), int(p), int(t))
+                        for s, r, p, t in state["buckets"]}  # fmt: skip
+
     def result(self, rows: int, positions: int, real_tokens: int) -> Fill:
         """The :class:`Fill` of the build, given its row, position and real-token totals."""
         buckets = tuple(self.buckets.values()) if self.strategy == "bucket" else None

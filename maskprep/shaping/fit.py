@@ -39,6 +39,11 @@ class ShapeStats:
         """The counts as a plain dict for the manifest."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @classmethod
+    def from_dict(cls, counts: dict[str, int]) -> ShapeStats:
+        """The counts :meth:`as_dict` gave (a resumed build's, see :mod:`maskprep.resume`)."""
+        return cls(**{f.name: int(counts[f.name]) for f in fields(cls)})
+
 
 @dataclass(frozen=True)
 class Piece:
@@ -46,6 +51,16 @@ class Piece:
 
     ids: np.ndarray
     trained: np.ndarray
+
+    def as_list(self) -> list[list[int]]:
+        """The piece as JSON lists (ids, then the trained flags as 0/1)."""
+        return [self.ids.tolist(), self.trained.astype(np.int8).tolist()]
+
+    @classmethod
+    def from_list(cls, data: list[list[int]]) -> Piece:
+        """The piece :meth:`as_list` gave."""
+        ids, trained = data
+        return cls(np.asarray(ids, dtype=np.int32), np.asarray(trained, dtype=bool))
 
 
 def check_room(config: ShapeConfig, frame_tokens: int) -> None:

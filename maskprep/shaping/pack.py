@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -142,6 +143,25 @@ class PackShaper:
         closed = [self._open] if self._open else []
         self._open, self._used = [], 0
         yield from self._emit(closed, final=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What this shaper holds between batches (for a resumed build, see
+        :mod:`maskprep.resume`): its counts, the open row, and for ``bfd`` the window of rows not
+        yet regrouped. Cheap (the pieces are shared, never changed); :meth:`restore` takes it
+        back once it went through JSON (pieces as lists)."""
+        return {
+            "stats": self.stats.as_dict(),
+            "open": list(self._open),
+            "window": [list(row) for row in self._window],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up a :meth:`snapshot`, as JSON gave it back."""
+        self.stats = ShapeStats.from_dict(state["stats"])
+        self._open = [Piece.from_list(piece) for piece in state["open"]]
+        self._used = sum(len(piece.ids) for piece in self._open)
+        self._window = [[Piece.from_list(piece) for piece in row] for row in state["window"]]
+        self._window_pieces = sum(len(row) for row in self._window)
 
     def _emit(self, closed: list[list[Piece]], final: bool) -> Iterator[RowBatch]:
         greedy = self.config.resolved_pack_algorithm == "greedy"

@@ -5,6 +5,7 @@ length: no padding at all)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,3 +46,12 @@ class PaddedShaper:
     def finish(self) -> Iterator[RowBatch]:
         """Rows still held back at the end of the input: none, every row is made at once."""
         return iter(())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What this shaper holds between batches (for a resumed build, see
+        :mod:`maskprep.resume`): its counts."""
+        return {"stats": self.stats.as_dict()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up a :meth:`snapshot`, as JSON gave it back."""
+        self.stats = ShapeStats.from_dict(state["stats"])

@@ -5,7 +5,8 @@ they are read, with a stream cut short reported as an error rather than read as 
 ``stream_reader`` does not: reading across frames, it ends quietly at the end of the input even
 inside a frame, so a multi-frame file (what ``zstd`` writes for streamed or concatenated input)
 cut short loses its last frame without a word. :class:`ZstdFrames` reads frame by frame and
-raises :class:`EOFError` when the input ends inside one.
+raises :class:`EOFError` when the input ends inside one, and :class:`CorruptZstd` (an
+``EOFError`` too, so one handler reports both) when a frame cannot be decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ _ZSTD_FEED = 2048
 _READ = 1 << 20
 
 
+class CorruptZstd(EOFError):
+    """A zstd frame that cannot be decoded: the input is corrupt from here on."""
+
+
 class ZstdFrames(io.RawIOBase):
     """Decompresses the zstd frames of ``raw`` one after another; :class:`EOFError` when ``raw``
     ends inside a frame."""
@@ -34,6 +39,7 @@ class ZstdFrames(io.RawIOBase):
     def __init__(self, raw: BinaryIO) -> None:
         import zstandard
 
+        self._error = zstandard.ZstdError
         self._raw = raw
         self._decompressor = zstandard.ZstdDecompressor()
         self._frame: Any = self._decompressor.decompressobj()
@@ -63,7 +69,10 @@ class ZstdFrames(io.RawIOBase):
     def _feed(self) -> None:
         data, self._input = self._input[:_ZSTD_FEED], self._input[_ZSTD_FEED:]
         self._in_frame = True
-        self._output = self._frame.decompress(data)
+        try:
+            self._output = self._frame.decompress(data)
+        except self._error as exc:
+            raise CorruptZstd(f"corrupt zstd data ({exc})") from None
         self._taken = 0
         if self._frame.eof:
             # The frame ended inside this slice: what follows it starts the next frame.

@@ -1,67 +1,42 @@
-"""Inputs on object stores and other fsspec filesystems (``s3://bucket/in.jsonl``): found by
-stat, listing or glob, and read as streams (never downloaded whole first), through
-:mod:`maskprep.storage`. A plain path never comes here: local inputs keep the plain ``open``.
+"""Inputs as streams, wherever they are: local files and objects of a store
+(``s3://bucket/in.jsonl``) alike, through :mod:`maskprep.storage` (a local file keeps the plain
+``open``; an object is fetched as it is read, never downloaded whole first).
 
-A URL input is named by its URL everywhere a local one is named by its path: in ``file:line``
-errors, in rejects and in the manifest.
+An input is named by its path or URL everywhere: in ``file:line`` errors, in rejects and in the
+manifest.
 """
 
 from __future__ import annotations
 
-import glob
 import io
-from collections.abc import Callable
 from typing import BinaryIO
 
 from .. import storage
-from ..errors import ConfigError
 
 
-def is_url(name: str) -> bool:
-    """Whether an input is a URL of a non-local filesystem (``file://`` counts as local)."""
-    return "://" in name and not storage.parse_location(name).is_local
-
-
-def location_of(name: str, options: storage.StorageOptions | None) -> storage.Location:
-    """The storage location of an input URL."""
-    return storage.parse_location(name, options)
-
-
-def expand_url(
-    item: str, options: storage.StorageOptions | None, keep: Callable[[str], bool]
-) -> list[str]:
-    """The objects an input URL names: itself, every object below a prefix whose name ``keep``
-    accepts (a callable on the name), or the objects a glob matches; in key order."""
-    location = location_of(item, options)
-    if glob.has_magic(location.path):
-        found = [i for i in storage.glob(location) if not i.is_dir]
-        if not found:
-            raise ConfigError(f"{item}: no object matches this pattern")
-        return [i.location.url for i in found]
-    if not storage.stat(location).is_dir:
-        return [location.url]
-    below = [i.location.url for i in storage.walk(location) if keep(i.location.name)]
-    if not below:
-        raise ConfigError(f"{item}: prefix holds no .txt or .jsonl objects")
-    return below
+def input_info(name: str, options: storage.StorageOptions | None) -> storage.ObjectInfo:
+    """What the store (or the filesystem) says of an input: size, modification time, whether it
+    is a regular file."""
+    return storage.stat(storage.parse_location(name, options))
 
 
 def size_of(name: str, options: storage.StorageOptions | None) -> int:
-    """The size of an input object in bytes."""
-    return storage.stat(location_of(name, options)).size
+    """The size of an input in bytes."""
+    return input_info(name, options).size
 
 
-def open_url(
+def open_input(
     name: str, options: storage.StorageOptions | None, start: int = 0, end: int | None = None
 ) -> BinaryIO:
-    """A stream of an object's bytes from ``start`` (to ``end``, when given), fetched as it is
-    read: a part of a large object reads only its own range. It is an :class:`io.BufferedReader`
-    as a local file's is (fsspec's own files take no size in ``readline``, which the line cap
-    needs); seekable unless ``end`` is given."""
-    handle = storage.open_read(location_of(name, options), start)
-    if end is None:
-        return io.BufferedReader(handle)  # type: ignore[type-var]  # an fsspec file is raw I/O
-    return io.BufferedReader(Window(handle, end - start))
+    """A buffered stream of an input's bytes from ``start`` (to ``end``, when given): a part of a
+    large input reads only its own range. Seekable unless ``end`` is given. (fsspec's own files
+    take no size in ``readline``, which the line cap needs: they are buffered here.)"""
+    handle = storage.open_read(storage.parse_location(name, options), start)
+    if end is not None:
+        return io.BufferedReader(Window(handle, end - start))
+    if isinstance(handle, io.BufferedIOBase):
+        return handle
+    return io.BufferedReader(handle)  # type: ignore[type-var]  # an fsspec file is raw I/O
 
 
 class Window(io.RawIOBase):

@@ -15,20 +15,16 @@ records whose line *starts* in bytes ``[I*T//N, (I+1)*T//N)``. So:
 
 from __future__ import annotations
 
-import io
-import os
-import stat
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
-from .. import storage
 from ..config import PartSpec
 from ..errors import ConfigError
 from ..storage import StorageOptions
 from .compressed import is_compressed
 from .inputs import STDIN
 from .lines import Overlong, capped_lines, sample
-from .locations import Window, is_url, location_of, open_url
+from .locations import input_info, open_input
 
 _CHUNK = 1 << 20
 
@@ -65,23 +61,17 @@ class PlannedFile:
         return asdict(self)
 
 
-def _open(path: str, options: StorageOptions | None) -> BinaryIO:
-    return open_url(path, options) if is_url(path) else open(path, "rb")
-
-
 def _planned(path: str, options: StorageOptions | None) -> PlannedFile:
-    if is_url(path):
-        info = storage.stat(location_of(path, options))
-        # An object's modification time is the store's (S3: LastModified, to the second).
-        return PlannedFile(path, info.size, int((info.mtime or 0) * 1e9))
-    local = os.stat(path)
-    if not stat.S_ISREG(local.st_mode):
+    info = input_info(path, options)
+    if not info.regular:
         # A pipe or device has no size to split by: each part would read from its start.
         raise ConfigError(
             f"{path}: not a regular file (a pipe or a device): it cannot be split into "
             "parts, as standard input cannot; give regular files"
         )
-    return PlannedFile(path, local.st_size, local.st_mtime_ns)
+    # An object's modification time is the store's (S3: LastModified, to the second).
+    mtime_ns = info.mtime_ns if info.mtime_ns is not None else int((info.mtime or 0) * 1e9)
+    return PlannedFile(path, info.size, mtime_ns)
 
 
 def planned_files(files: list[str], options: StorageOptions | None = None) -> list[PlannedFile]:
@@ -115,7 +105,7 @@ def plan_part(
         begin, offset = offset, offset + size
         if size == 0 or high <= begin or low >= offset:
             continue
-        with _open(path, options) as handle:
+        with open_input(path, options) as handle:
             if is_compressed(handle):
                 if low <= begin < high:
                     ranges.append(FileRange(path, 0, size, 1, whole=True))
@@ -160,18 +150,8 @@ def _count_newlines(handle: BinaryIO, end: int) -> int:
 
 def open_range(file_range: FileRange, options: StorageOptions | None = None) -> BinaryIO:
     """A binary stream of exactly the bytes of ``file_range``."""
-    if is_url(file_range.path):
-        end = None if file_range.whole else file_range.end
-        return open_url(file_range.path, options, file_range.start, end)
-    if file_range.whole:
-        return open(file_range.path, "rb")
-    handle = open(file_range.path, "rb")  # noqa: SIM115 - closed with the window
-    try:
-        handle.seek(file_range.start)
-    except BaseException:
-        handle.close()
-        raise
-    return io.BufferedReader(Window(handle, file_range.end - file_range.start))
+    end = None if file_range.whole else file_range.end
+    return open_input(file_range.path, options, file_range.start, end)
 
 
 def head_sample(
@@ -180,5 +160,5 @@ def head_sample(
     """The first lines of an uncompressed file (or object) as :func:`~.lines.sample` takes them,
     for sniffing its format from its start (every part of it decides alike, wherever the part
     begins)."""
-    with _open(path, options) as handle:
+    with open_input(path, options) as handle:
         return sample(capped_lines(handle, limit))

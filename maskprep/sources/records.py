@@ -7,13 +7,14 @@ store by :mod:`.locations`); supervised records are parsed by :mod:`.sft`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .. import storage
 from ..config import PartSpec, SFTConfig, SourceConfig
 from ..errors import ConfigError, DataError
 from ..storage import StorageOptions
@@ -21,9 +22,12 @@ from .compressed import decompressed
 from .fields import JSONProblem, json_type, lone_surrogate, parse_json, string_field
 from .inputs import STDIN, STDIN_NAME, HashingReader, expand_inputs, format_from_name
 from .lines import Overlong, capped_lines, sample, sniff_format
-from .locations import is_url, open_url, size_of
+from .locations import open_input, size_of
 from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
 from .sft import SFTPayload, payload_surrogate, sft_payload
+
+#: Bytes per read when an input is only hashed.
+_HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -73,10 +77,31 @@ class InputStats:
     blank_lines: int = 0
 
 
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where a reader is between two items: reading input ``index`` at line ``line`` next, having
+    counted ``records`` (records and rejected ones) and ``blank_lines`` of it so far, and read
+    ``raw_bytes`` of its raw bytes, whose sha256 is ``raw_sha256`` (the inputs before it are
+    ``done``). A resumed build starts its reader here (see :mod:`maskprep.resume`): the raw bytes
+    cover every line before ``line``, so that they can be checked unchanged without being
+    parsed."""
+
+    index: int
+    line: int
+    records: int = 0
+    blank_lines: int = 0
+    raw_bytes: int = 0
+    raw_sha256: str = hashlib.sha256().hexdigest()
+    done: tuple[InputStats, ...] = ()
+
+
 class SourceReader:
     """Reads every input in order and yields :class:`Record` and :class:`Rejected` items.
 
     ``stats`` holds one :class:`InputStats` per input, complete once the iteration has finished.
+    ``start`` (a :class:`SourcePosition`) resumes reading there: the inputs before it and its
+    input's lines before it are read only to be hashed and counted, never parsed (see
+    :meth:`unchanged_up_to` to check first that they are still what they were).
     """
 
     def __init__(
@@ -86,8 +111,10 @@ class SourceReader:
         sft: SFTConfig | None = None,
         part: PartSpec | None = None,
         storage_options: StorageOptions | None = None,
+        start: SourcePosition | None = None,
     ) -> None:
         self.config = config
+        self._start = start
         self.sft = sft
         self._options = storage_options
         self.files = expand_inputs(config.inputs, storage_options)
@@ -106,6 +133,9 @@ class SourceReader:
             raise ConfigError("standard input is closed; '-' reads the input from it")
         self._bytes_done = 0
         self._current: HashingReader | None = None
+        self._reading = InputStats(path="")
+        #: The input being read (``None`` before reading begins).
+        self._index: int | None = None
 
     @property
     def bytes_total(self) -> int | None:
@@ -114,9 +144,7 @@ class SourceReader:
             return None
         if self.ranges is not None:
             return sum(r.end - r.start for r in self.ranges)
-        return sum(
-            size_of(f, self._options) if is_url(f) else os.path.getsize(f) for f in self.files
-        )
+        return sum(size_of(f, self._options) for f in self.files)
 
     @property
     def bytes_read(self) -> int:
@@ -124,10 +152,91 @@ class SourceReader:
         return self._bytes_done + (self._current.size if self._current else 0)
 
     def __iter__(self) -> Iterator[Record | Rejected]:
+        start = self._start
         for index, name in enumerate(self.files):
             # A file may be listed twice; each listing has its own range.
             self._range = self.ranges[index] if self.ranges is not None else None
-            yield from self._read_one(name)
+            self._index = index
+            if start is not None and index < start.index:
+                self._hash_only(name, start.done[index])
+                continue
+            resume = start if start is not None and index == start.index else None
+            yield from self._read_one(name, resume)
+        self._index = len(self.files)
+
+    def start_at(self, start: SourcePosition) -> None:
+        """Begin reading at ``start`` (before iterating; see :meth:`unchanged_up_to`)."""
+        self._start = start
+
+    def position(self) -> SourcePosition:
+        """Where this reader is now, between two items (see :class:`SourcePosition`)."""
+        index = self._index
+        if index is None:
+            return self._start or SourcePosition(0, self._first_line(0))
+        done = tuple(self.stats)
+        current = self._current
+        if current is None or index >= len(self.files):
+            first = self._first_line(index)
+            return SourcePosition(index, first, done=done)
+        stats = self._reading
+        line = self._first_line(index) + stats.records + stats.blank_lines
+        return SourcePosition(
+            index,
+            line,
+            stats.records,
+            stats.blank_lines,
+            current.size,
+            current.sha256.copy().hexdigest(),
+            done,
+        )
+
+    def _first_line(self, index: int) -> int:
+        if self.ranges is not None and index < len(self.ranges):
+            return self.ranges[index].first_line
+        return 1
+
+    def unchanged_up_to(self, start: SourcePosition) -> bool:
+        """Whether the inputs still hold, up to ``start``, the bytes they held when a reader was
+        there: every input before it whole (its sha256), and its own input's first
+        ``raw_bytes``. Read only, never parsed; standard input cannot be read twice (``False``)."""
+        if STDIN in self.files or start.index > len(self.files):
+            return False
+        if len(start.done) != min(start.index, len(self.files)):
+            return False
+        for index in range(start.index):
+            self._range = self.ranges[index] if self.ranges is not None else None
+            size, digest = self._raw_digest(self.files[index], None)
+            done = start.done[index]
+            if (size, digest) != (done.size, done.sha256):
+                return False
+        if start.index == len(self.files):
+            return start.raw_bytes == 0
+        self._range = self.ranges[start.index] if self.ranges is not None else None
+        size, digest = self._raw_digest(self.files[start.index], start.raw_bytes)
+        return (size, digest) == (start.raw_bytes, start.raw_sha256)
+
+    def _raw_digest(self, name: str, limit: int | None) -> tuple[int, str]:
+        """Size and sha256 of an input's raw bytes (its first ``limit`` of them)."""
+        digest = hashlib.sha256()
+        size = 0
+        with self._open(name) as raw:
+            while limit is None or size < limit:
+                want = _HASH_CHUNK if limit is None else min(_HASH_CHUNK, limit - size)
+                chunk = raw.read(want)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
+
+    def _hash_only(self, name: str, done: InputStats) -> None:
+        """An input wholly before the resume point: hashed (for the manifest), not parsed; its
+        counts are those the reader had."""
+        size, digest = self._raw_digest(name, None)
+        self._bytes_done += size
+        self.stats.append(
+            InputStats(done.path, size, digest, done.format, done.records, done.blank_lines)
+        )
 
     def _open(self, name: str) -> BinaryIO:
         if name == STDIN:
@@ -138,16 +247,19 @@ class SourceReader:
         try:
             if self._range is not None:
                 return open_range(self._range, self._options)
-            return open_url(name, self._options) if is_url(name) else open(name, "rb")
-        except OSError as exc:
-            raise ConfigError(f"{name}: cannot open: {exc.strerror}") from None
+            return open_input(name, self._options)
+        except storage.StorageRequestError as exc:
+            raise ConfigError(f"{name}: cannot open: {exc.detail}") from None
 
-    def _read_one(self, name: str) -> Iterator[Record | Rejected]:
+    def _read_one(
+        self, name: str, resume: SourcePosition | None = None
+    ) -> Iterator[Record | Rejected]:
         display = STDIN_NAME if name == STDIN else name
         stats = InputStats(path=display)
         raw = self._open(name)
         hashing = HashingReader(raw)
         self._current = hashing
+        self._reading = stats
         try:
             stream = decompressed(io.BufferedReader(hashing, buffer_size=1 << 20))
             lines = capped_lines(stream, self.config.max_record_bytes)
@@ -159,7 +271,15 @@ class SourceReader:
                 )
             parse = self._parse_text if fmt == "text" else self._parse_jsonl
             first = self._range.first_line if self._range is not None else 1
-            for number, line in enumerate(itertools.chain(pending, lines), start=first):
+            every = itertools.chain(pending, lines)
+            if resume is not None and resume.line > first:
+                # The lines before the resume point: read (and hashed), never parsed.
+                skipped = resume.line - first
+                if sum(1 for _ in itertools.islice(every, skipped)) < skipped:
+                    raise DataError(f"{display}: shorter than when the build was interrupted")
+                stats.records, stats.blank_lines = resume.records, resume.blank_lines
+                first = resume.line
+            for number, line in enumerate(every, start=first):
                 item = parse(display, number, line)
                 if item is None:
                     stats.blank_lines += 1
@@ -167,14 +287,10 @@ class SourceReader:
                 stats.records += 1
                 yield item
         except (OSError, EOFError) as exc:
-            # A corrupt compressed stream or a failing disk: nothing after this point can be read.
+            # A corrupt or truncated compressed stream (CorruptZstd is an EOFError) or a
+            # failing disk: nothing after this point can be read.
             where = f"{display}:{stats.records + stats.blank_lines + 1}"
             raise DataError(f"{where}: cannot read input: {exc}") from None
-        except Exception as exc:
-            if type(exc).__name__ != "ZstdError":
-                raise
-            where = f"{display}:{stats.records + stats.blank_lines + 1}"
-            raise DataError(f"{where}: cannot read input: corrupt zstd data ({exc})") from None
         finally:
             if name != STDIN:
                 raw.close()

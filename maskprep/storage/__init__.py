@@ -10,13 +10,25 @@ operations on the :class:`Location`::
     with storage.write(out.join("data-00000.parquet")) as sink:
         pyarrow.parquet.write_table(table, sink)      # published only if this block succeeds
     sink.result.sha256                                # hashed as the bytes went out
-    storage.put_if_absent(out.join(".maskprep.lock"), b"...")   # AlreadyExists if taken
+    storage.put_if_absent(out.join("_maskprep.json"), b"...")   # AlreadyExists if taken
 
 S3 is configured the standard way: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE`` and the AWS config files, read by botocore itself.
 See docs/storage.md for the commit protocol built on these operations.
 """
 
+from .directories import (
+    Entry,
+    Held,
+    Kind,
+    create_directory,
+    entries,
+    hold,
+    is_held,
+    is_link,
+    remove_empty_directory,
+    remove_tree,
+)
 from .errors import (
     AccessDenied,
     AlreadyExists,
@@ -25,22 +37,24 @@ from .errors import (
     NotFound,
     StorageError,
     StorageFailure,
+    StorageRequestError,
     Unsupported,
     VersionMismatch,
+    is_offline_mode,
 )
-from .lease import Lease, LeaseHeld, LeaseLost, LeaseRecord
-from .location import Location, local_form, parse_location
+from .location import Location, absolute, local_form, parse_location, same_place
 from .objects import ObjectInfo, WriteResult, is_temporary
 from .operations import (
     copy,
     delete,
-    delete_if_match,
     delete_many,
     exists,
     glob,
+    link_or_copy,
     listdir,
-    make_directory,
+    move_if_absent,
     open_read,
+    open_regular,
     put,
     put_if_absent,
     read_bytes,
@@ -48,6 +62,8 @@ from .operations import (
     read_with_info,
     replace_if_match,
     stat,
+    sync_directory,
+    version,
     walk,
     write,
 )
@@ -60,10 +76,9 @@ __all__ = [
     "AlreadyExists",
     "AtomicWriter",
     "Capabilities",
-    "Lease",
-    "LeaseHeld",
-    "LeaseLost",
-    "LeaseRecord",
+    "Entry",
+    "Held",
+    "Kind",
     "Location",
     "MissingExtra",
     "NoSpace",
@@ -72,21 +87,30 @@ __all__ = [
     "StorageError",
     "StorageFailure",
     "StorageOptions",
+    "StorageRequestError",
     "Unsupported",
     "VersionMismatch",
     "WriteResult",
+    "absolute",
     "capabilities",
     "copy",
+    "create_directory",
     "delete",
-    "delete_if_match",
     "delete_many",
+    "entries",
     "exists",
     "glob",
+    "hold",
+    "is_held",
+    "is_link",
+    "is_offline_mode",
     "is_temporary",
+    "link_or_copy",
     "listdir",
     "local_form",
-    "make_directory",
+    "move_if_absent",
     "open_read",
+    "open_regular",
     "parse_location",
     "parse_option_items",
     "parse_options_text",
@@ -95,8 +119,13 @@ __all__ = [
     "read_bytes",
     "read_range",
     "read_with_info",
+    "remove_empty_directory",
+    "remove_tree",
     "replace_if_match",
+    "same_place",
     "stat",
+    "sync_directory",
+    "version",
     "walk",
     "write",
 ]

@@ -1,26 +1,38 @@
 """Errors of the storage layer: one line naming the URL, typed so callers can react.
 
-A missing object or bucket, a denied request (credentials, permissions: on an input as on an
-output), a lost race, an unknown protocol or a bad option is a problem with the request: those
-classes derive from :class:`maskprep.errors.ConfigError` (exit 2). The store or the machine
-failing an operation that should have worked (a full disk or quota, a network error or timeout,
-a 5xx answer such as ``InternalError`` or ``SlowDown``; an endpoint nothing answers at, which may
-be a wrong option as well as a network down) is a :class:`StorageFailure`, also an
-:class:`maskprep.errors.IOFailure` (exit 1): the same command may work later. An error the store
-raises that is none of these stays a plain :class:`StorageError` (exit 2). Callers that have a
-better word for it (an output held by another build) catch and re-raise.
+Every concrete class has exactly one exit code, from exactly one of maskprep's error kinds:
+
+- a problem with the request, which must change (exit 2, a :class:`~maskprep.errors.ConfigError`):
+  :class:`StorageRequestError` and its kinds, a missing object or bucket (:class:`NotFound`), a
+  denied request (:class:`AccessDenied`, inputs included), a lost race (:class:`AlreadyExists`,
+  :class:`VersionMismatch`), a store that cannot do what was asked (:class:`Unsupported`), an
+  unknown protocol or a bad option;
+- the store or the machine failing an operation that should have worked (exit 1, an
+  :class:`~maskprep.errors.IOFailure`): :class:`StorageFailure` (a network error or timeout, an
+  endpoint nothing answers at, a 5xx answer such as ``InternalError`` or ``SlowDown``) and
+  :class:`NoSpace` (a full disk or quota): the same command may work later.
+
+:class:`StorageError` is what they all share (``url`` and ``detail``), so ``except StorageError``
+catches any of them; it is never raised itself. Failures are told apart by the types the clients
+raise (the standard library's, botocore's, aiohttp's) and by S3's error codes, never by the names
+of exception classes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import sys
 
 from ..errors import ConfigError, IOFailure, first_line
 
 
-class StorageError(ConfigError):
-    """An object or a prefix cannot be read or written; ``url`` names it."""
+class StorageError(Exception):
+    """What every storage error has: ``url`` names the object or prefix, ``detail`` says what
+    went wrong. Never raised itself: each subclass is also exactly one of maskprep's error kinds
+    (a :class:`~maskprep.errors.ConfigError` or an :class:`~maskprep.errors.IOFailure`), which
+    gives its exit code."""
 
     def __init__(self, url: str, detail: str) -> None:
         super().__init__(f"{url}: {detail}")
@@ -32,31 +44,34 @@ class StorageError(ConfigError):
         return (type(self), (self.url, self.detail))
 
 
-class NotFound(StorageError):
+class StorageRequestError(StorageError, ConfigError):
+    """The request cannot be carried out as given (exit 2): a path that is a directory, a bad
+    storage option, an unknown protocol, or an error the store gave that says nothing more."""
+
+
+class NotFound(StorageRequestError):
     """No such object, directory, prefix or bucket."""
 
 
-class AccessDenied(StorageError):
+class AccessDenied(StorageRequestError):
     """The store refused the request: credentials or permissions."""
 
 
-class AlreadyExists(StorageError):
+class AlreadyExists(StorageRequestError):
     """A create-only write found the object already there (put-if-absent refused)."""
 
 
-class VersionMismatch(StorageError):
-    """A compare-and-swap lost: the object's ETag is no longer the one given."""
+class VersionMismatch(StorageRequestError):
+    """A compare-and-swap lost: the object is no longer the version given."""
 
 
-class Unsupported(StorageError):
+class Unsupported(StorageRequestError):
     """The store cannot do what was asked (a conditional write, writing to a read-only store)."""
 
 
 class StorageFailure(StorageError, IOFailure):
     """The store or the machine failed an operation that should have worked (network, timeout,
-    a 5xx answer, a full disk): exit 1, as every :class:`~maskprep.errors.IOFailure`."""
-
-    exit_code = 1
+    a 5xx answer): exit 1, as every :class:`~maskprep.errors.IOFailure`."""
 
 
 class NoSpace(StorageFailure):
@@ -109,21 +124,48 @@ def _reason(exc: BaseException) -> str:
     return first_line(exc)
 
 
+def _loaded(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes of a client library, if that library is loaded (an exception of it can
+    only have been raised if it is; nothing is imported here)."""
+    found = sys.modules.get(module)
+    return tuple(getattr(found, name) for name in names if hasattr(found, name))
+
+
+def _network_failures() -> tuple[type[BaseException], ...]:
+    """The exception types of a network that failed, from the standard library and the HTTP
+    clients the stores use (botocore's own are no ``OSError``; aiohttp's server timeout is none
+    on Python 3.10, where ``asyncio.TimeoutError`` is not the built-in one)."""
+    return (
+        ConnectionError,
+        TimeoutError,
+        asyncio.TimeoutError,
+        *_loaded("botocore.exceptions", "ConnectionError", "HTTPClientError"),
+        *_loaded("aiohttp", "ClientConnectionError"),
+        *_loaded("requests.exceptions", "ConnectionError", "Timeout"),
+    )
+
+
+def _offline_setting() -> tuple[type[BaseException], ...]:
+    """huggingface_hub's offline mode: a ``ConnectionError`` that is the environment's setting,
+    so the request must change (it will not work later by itself)."""
+    return _loaded("huggingface_hub.errors", "OfflineModeIsEnabled")
+
+
+def is_offline_mode(exc: BaseException) -> bool:
+    """Whether ``exc`` is huggingface_hub's offline mode refusing a request."""
+    offline = _offline_setting()
+    return bool(offline) and isinstance(exc, offline)
+
+
 def _failed(exc: BaseException) -> bool:
     """Whether ``exc`` says the store, the network or the machine failed, not the request."""
-    names = [cls.__name__ for cls in type(exc).__mro__]
-    if "OfflineModeIsEnabled" in names:
-        # huggingface_hub's offline mode (a ConnectionError) is the environment's setting: the
-        # request must change, it will not work later by itself.
+    if is_offline_mode(exc):
         return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
+    if isinstance(exc, _network_failures()):
         return True
     if isinstance(exc, OSError) and exc.errno in _FAILURE_ERRNOS:
         return True
-    if _s3_code(exc) in _FAILURE_CODES:
-        return True
-    # HTTP clients' own connection and timeout errors (botocore, aiohttp) are no OSError.
-    return any("Connect" in name or "Timeout" in name for name in names)
+    return _s3_code(exc) in _FAILURE_CODES
 
 
 def _s3_code(exc: BaseException) -> str | None:
@@ -165,11 +207,11 @@ def translate(exc: BaseException, url: str) -> StorageError:
     if isinstance(exc, PermissionError):
         return AccessDenied(url, f"access denied ({_reason(exc)})")
     if isinstance(exc, IsADirectoryError):
-        return StorageError(url, "is a directory")
+        return StorageRequestError(url, "is a directory")
     if isinstance(exc, NotADirectoryError):
-        return StorageError(url, "a parent is not a directory")
+        return StorageRequestError(url, "a parent is not a directory")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return NoSpace(url, os.strerror(exc.errno))
     if _failed(exc):
         return StorageFailure(url, _reason(exc))
-    return StorageError(url, _reason(exc))
+    return StorageRequestError(url, _reason(exc))

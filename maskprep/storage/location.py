@@ -9,6 +9,7 @@ are key prefixes, so a trailing ``/`` carries no meaning and is dropped.
 from __future__ import annotations
 
 import os
+import pathlib
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ class Location:
     def url(self) -> str:
         """The path as a user would write it: the local path, or ``scheme://path``."""
         return self.path if self.is_local else f"{self.protocol}://{self.path}"
+
+    @property
+    def native(self) -> pathlib.Path | str:
+        """As results give it: a :class:`pathlib.Path` for a local path, else the URL."""
+        return pathlib.Path(self.path) if self.is_local else self.url
 
     @property
     def name(self) -> str:
@@ -96,6 +102,21 @@ def parse_location(text: str | os.PathLike[str], options: StorageOptions | None 
     if not path or path.startswith("/"):
         raise ConfigError(f"{raw}: no bucket or path after {protocol}://")
     return Location(protocol, path, options)
+
+
+def same_place(a: Location, b: Location) -> bool:
+    """Whether two locations name the same place (local paths after resolving links)."""
+    if a.is_local and b.is_local:
+        return os.path.realpath(a.path) == os.path.realpath(b.path)
+    return (a.protocol, a.path) == (b.protocol, b.path)
+
+
+def absolute(location: Location) -> Location:
+    """A local path made absolute (another process may not share this one's working directory);
+    a URL as it is."""
+    if not location.is_local:
+        return location
+    return Location(location.protocol, os.path.abspath(location.path), location.options)
 
 
 def local_form(text: str) -> str:

@@ -19,8 +19,10 @@ _TEMPORARY = re.compile(r"\.tmp-.+\.[0-9a-f]{16}")
 class ObjectInfo:
     """One object (or directory / prefix) as the store describes it.
 
-    ``mtime`` is seconds since the epoch; ``etag`` is the store's entity tag as it gives it
-    (quotes included on S3), ``None`` on local files, whose identity is size and mtime.
+    ``mtime`` is seconds since the epoch (``mtime_ns`` exactly, in nanoseconds, where the
+    filesystem says); ``etag`` is the store's entity tag as it gives it (quotes included on S3),
+    ``None`` on local files, whose identity is size and mtime. ``regular`` is false for what is
+    no regular file nor directory (a named pipe, a device: it cannot be read twice, nor sized).
     """
 
     location: Location
@@ -28,6 +30,8 @@ class ObjectInfo:
     is_dir: bool = False
     mtime: float | None = None
     etag: str | None = None
+    regular: bool = True
+    mtime_ns: int | None = None
 
     @property
     def name(self) -> str:
@@ -47,9 +51,10 @@ class WriteResult:
     etag: str | None = None
 
 
-def temporary_name(name: str) -> str:
-    """A fresh temporary name for ``name`` in the same directory: ``.tmp-NAME.<16 hex>``."""
-    return f"{TEMP_PREFIX}{name}.{secrets.token_hex(8)}"
+def temporary_name(name: str, tag: str | None = None) -> str:
+    """A temporary name for ``name`` in the same directory: ``.tmp-NAME.<16 hex>``, the hex
+    being the writer's ``tag`` (so that it can find its own) or fresh."""
+    return f"{TEMP_PREFIX}{name}.{tag or secrets.token_hex(8)}"
 
 
 def is_temporary(name: str) -> bool:

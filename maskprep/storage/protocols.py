@@ -10,8 +10,8 @@ The capabilities are what the commit protocol (docs/storage.md) relies on:
     The store refuses, atomically, to create an object that exists (``If-None-Match: *`` on S3
     and Azure, ``ifGenerationMatch=0`` on GCS): put-if-absent, for a lock and a commit marker.
 ``compare_and_swap``
-    The store replaces or deletes an object only if its ETag is still the one given
-    (``If-Match`` on S3), for refreshing and taking over a lock.
+    The store replaces an object only if it is still the version given (``If-Match`` on S3's
+    ETag; a local file's sha256 under a directory lock), for the commit of an overwrite.
 ``server_copy``
     A copy within the store runs on the server and the target appears whole (S3 CopyObject,
     GCS rewrite); merge copies parts this way instead of hard-linking them.
@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MissingExtra, StorageError
+from .errors import MissingExtra, StorageRequestError
 from .location import Location
 
 
@@ -41,6 +41,13 @@ class Capabilities:
     extra: str | None = None
 
 
+_LOCAL = Capabilities(
+    writable=True,
+    staged_upload=True,
+    conditional_create=True,
+    compare_and_swap=True,
+    server_copy=False,
+)
 _S3 = Capabilities(
     writable=True,
     staged_upload=True,
@@ -115,22 +122,17 @@ DEFAULT_OPTIONS: dict[str, Any] = {"use_listings_cache": False}
 
 
 def capabilities(location: Location) -> Capabilities:
-    """What the store behind ``location`` supports (local paths: everything but an ETag)."""
+    """What the store behind ``location`` supports (local paths: everything but a server-side
+    copy; a file's version is the sha256 of its bytes)."""
     if location.is_local:
-        return Capabilities(
-            writable=True,
-            staged_upload=True,
-            conditional_create=True,
-            compare_and_swap=False,
-            server_copy=False,
-        )
+        return _LOCAL
     known = KNOWN.get(location.protocol)
     if known is not None:
         return known
     import fsspec
 
     if location.protocol not in fsspec.available_protocols():
-        raise StorageError(location.url, f"unknown storage protocol {location.protocol!r}")
+        raise StorageRequestError(location.url, f"unknown storage protocol {location.protocol!r}")
     return _OTHER
 
 
@@ -152,6 +154,6 @@ def filesystem(location: Location) -> Any:
     try:
         return fsspec.filesystem(location.protocol, **kwargs)
     except ImportError as exc:
-        raise StorageError(location.url, f"cannot load its filesystem: {exc}") from None
+        raise StorageRequestError(location.url, f"cannot load its filesystem: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise StorageError(location.url, f"bad storage option: {exc}") from None
+        raise StorageRequestError(location.url, f"bad storage option: {exc}") from None

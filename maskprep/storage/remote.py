@@ -10,10 +10,11 @@ import contextlib
 import datetime as _dt
 import hashlib
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from .errors import (
+    AlreadyExists,
     NotFound,
     Unsupported,
     VersionMismatch,
@@ -121,14 +122,30 @@ def listdir(location: Location) -> list[ObjectInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def walk(location: Location, *, temporaries: bool = False) -> Iterator[ObjectInfo]:
-    """Every object under a prefix, in key order, temporaries left out unless asked for."""
+def walk(
+    location: Location,
+    *,
+    temporaries: bool = False,
+    skip_directory: Callable[[list[str]], bool] | None = None,
+) -> Iterator[ObjectInfo]:
+    """Every object under a prefix, in key order, temporaries left out unless asked for; a
+    "directory" (the keys of one prefix level) whose names ``skip_directory`` rejects is left out
+    with all below it."""
     fs = filesystem(location)
     with _errors(location.url):
         found = fs.find(location.path, detail=True)
     if not found:
         raise NotFound(location.url, "no such file, object or prefix")
+    skipped: list[str] = []
+    if skip_directory is not None:
+        names: dict[str, list[str]] = {}
+        for name in found:
+            parent, _, base = name.rpartition("/")
+            names.setdefault(parent, []).append(base)
+        skipped = [parent + "/" for parent, inside in names.items() if skip_directory(inside)]
     for name in sorted(found):
+        if any(name.startswith(prefix) for prefix in skipped):
+            continue
         if temporaries or not is_temporary(posixpath.basename(name)):
             yield _info(_child(location, name), found[name])
 
@@ -172,6 +189,54 @@ def copy(source: Location, target: Location) -> None:
         fs.copy(source.path, target.path)
 
 
+#: The largest range one UploadPartCopy may copy (S3's limit for a part).
+_PART_COPY = 5 << 30
+
+
+def copy_if_absent(source: Location, target: Location, size: int) -> None:
+    """Server-side copy on S3 that creates the target only if it is absent: a multipart upload
+    whose parts are copied from the source (``UploadPartCopy``) and completed with
+    ``If-None-Match: *``; :class:`AlreadyExists` if the target exists by then. The upload is
+    aborted on any failure, so nothing partial is left behind."""
+    fs = filesystem(target)
+    bucket, key, _ = fs.split_path(target.path)
+    source_bucket, source_key, _ = fs.split_path(source.path)
+    with _errors(target.url):
+        upload = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+    try:
+        parts = []
+        starts = range(0, max(size, 1), _PART_COPY)
+        for number, start in enumerate(starts, start=1):
+            extra = {}
+            if size > _PART_COPY:
+                extra["CopySourceRange"] = f"bytes={start}-{min(start + _PART_COPY, size) - 1}"
+            answer = fs.call_s3(
+                "upload_part_copy",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload,
+                PartNumber=number,
+                CopySource={"Bucket": source_bucket, "Key": source_key},
+                **extra,
+            )
+            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+        fs.call_s3(
+            "complete_multipart_upload",
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+            IfNoneMatch="*",
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
+        if is_precondition_failure(exc):
+            raise AlreadyExists(target.url, "already exists") from None
+        raise translate(exc, target.url) from None
+    fs.invalidate_cache(target.path)
+
+
 def _s3(location: Location, operation: str) -> tuple[Any, str, str]:
     if location.protocol not in ("s3", "s3a") or not capabilities(location).compare_and_swap:
         raise Unsupported(location.url, f"this store cannot {operation} only if its ETag matches")
@@ -192,15 +257,3 @@ def replace_if_match(location: Location, data: bytes, etag: str) -> WriteResult:
     fs.invalidate_cache(location.path)
     digest = hashlib.sha256(data).hexdigest()
     return WriteResult(location, len(data), digest, response.get("ETag"))
-
-
-def delete_if_match(location: Location, etag: str) -> None:
-    """Delete an object only if its ETag is still ``etag`` (S3 conditional delete)."""
-    fs, bucket, key = _s3(location, "delete an object")
-    try:
-        fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=etag)
-    except Exception as exc:
-        if is_precondition_failure(exc):
-            raise VersionMismatch(location.url, "changed since it was read") from None
-        raise translate(exc, location.url) from None
-    fs.invalidate_cache(location.path)

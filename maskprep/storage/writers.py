@@ -24,20 +24,31 @@ import contextlib
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol
 
+from ..errors import MaskprepError
 from .errors import AlreadyExists, NotFound, Unsupported, translate
 from .errors import is_precondition_failure as _refused
 from .location import Location
 from .objects import WriteResult, temporary_name
 from .protocols import capabilities, filesystem
 
+#: Called by a sink just before it publishes, with every byte already durable or uploaded: a
+#: writer that must not publish any more (the output it writes was finished by another writer
+#: meanwhile) raises there, and nothing is published.
+Guard = Callable[[], None]
+
+
+def _no_guard() -> None:
+    return None
+
 
 class _Sink(Protocol):
     def write(self, data: memoryview) -> None: ...
 
-    def commit(self, size: int) -> str | None: ...
+    def commit(self, size: int, guard: Guard) -> str | None: ...
 
     def abort(self) -> None: ...
 
@@ -81,15 +92,20 @@ class AtomicWriter(io.RawIOBase):
         """Hex sha256 of everything written so far."""
         return self._digest.hexdigest()
 
-    def commit(self) -> WriteResult:
-        """Publish the object under its final name; raises (and leaves nothing) on failure."""
+    def commit(self, guard: Guard = _no_guard) -> WriteResult:
+        """Publish the object under its final name; raises (and leaves nothing) on failure.
+        ``guard`` runs just before the publishing step and stops it by raising."""
         if self.result is not None:
             return self.result
         if self._sink is None:
             raise ValueError(f"{self.location.url}: commit of an aborted writer")
         sink, self._sink = self._sink, None
         try:
-            etag = sink.commit(self._size)
+            etag = sink.commit(self._size, guard)
+        except MaskprepError:  # the guard's refusal, or an error already translated
+            with contextlib.suppress(Exception):
+                sink.abort()
+            raise
         except Exception as exc:
             with contextlib.suppress(Exception):
                 sink.abort()
@@ -136,10 +152,13 @@ class AtomicWriter(io.RawIOBase):
             self.abort()
 
 
-def open_writer(location: Location, *, exclusive: bool = False) -> AtomicWriter:
+def open_writer(
+    location: Location, *, exclusive: bool = False, tag: str | None = None
+) -> AtomicWriter:
     """An :class:`AtomicWriter` to ``location``. ``exclusive``: the commit fails with
     :class:`AlreadyExists` if the object exists by then (refused up front with
-    :class:`Unsupported` on a store that cannot check that atomically)."""
+    :class:`Unsupported` on a store that cannot check that atomically). ``tag`` (16 hex digits)
+    ends the name of a temporary file, so that the writer that owns it can find it."""
     caps = capabilities(location)
     if not caps.writable:
         raise Unsupported(location.url, f"{location.protocol}:// is read-only in maskprep")
@@ -149,13 +168,13 @@ def open_writer(location: Location, *, exclusive: bool = False) -> AtomicWriter:
             "this store cannot create an object only if it is absent (no conditional writes)",
         )
     if location.is_local:
-        return AtomicWriter(location, _LocalSink(location, exclusive))
+        return AtomicWriter(location, _LocalSink(location, exclusive, tag))
     fs = filesystem(location)
     try:
         sink: _Sink = (
             _StagedSink(fs, location, exclusive)
             if caps.staged_upload
-            else _TempKeySink(fs, location)
+            else _TempKeySink(fs, location, tag)
         )
     except Exception as exc:
         raise translate(exc, location.url) from None
@@ -174,10 +193,11 @@ def fsync_directory(path: str) -> None:
 class _LocalSink:
     _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
-    def __init__(self, location: Location, exclusive: bool) -> None:
+    def __init__(self, location: Location, exclusive: bool, tag: str | None) -> None:
         self.final = location.path
         self.directory = os.path.dirname(location.path) or "."
-        self.tmp = os.path.join(self.directory, temporary_name(os.path.basename(location.path)))
+        name = temporary_name(os.path.basename(location.path), tag)
+        self.tmp = os.path.join(self.directory, name)
         self.exclusive = exclusive
         try:
             fd = os.open(self.tmp, self._FLAGS, 0o644)
@@ -195,10 +215,11 @@ class _LocalSink:
     def write(self, data: memoryview) -> None:
         self.file.write(data)
 
-    def commit(self, size: int) -> str | None:
+    def commit(self, size: int, guard: Guard) -> str | None:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
+        guard()
         if self.exclusive:
             try:
                 os.link(self.tmp, self.final, follow_symlinks=False)
@@ -227,7 +248,8 @@ class _StagedSink:
     def write(self, data: memoryview) -> None:
         self.file.write(data)
 
-    def commit(self, size: int) -> str | None:
+    def commit(self, size: int, guard: Guard) -> str | None:
+        guard()
         if size == 0:
             # s3fs commits an empty file with an unconditional touch() even in "xb" mode
             # (measured: a second create-only empty write succeeded), so send a real PUT.
@@ -245,17 +267,18 @@ class _StagedSink:
 
 
 class _TempKeySink:
-    def __init__(self, fs: Any, location: Location) -> None:
+    def __init__(self, fs: Any, location: Location, tag: str | None) -> None:
         self.fs = fs
         self.path = location.path
-        self.tmp = location.parent.join(temporary_name(location.name)).path
+        self.tmp = location.parent.join(temporary_name(location.name, tag)).path
         self.file = fs.open(self.tmp, "wb")
 
     def write(self, data: memoryview) -> None:
         self.file.write(data)
 
-    def commit(self, size: int) -> str | None:
+    def commit(self, size: int, guard: Guard) -> str | None:
         self.file.close()
+        guard()
         self.fs.mv(self.tmp, self.path)
         return None
 

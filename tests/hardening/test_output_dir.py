@@ -67,10 +67,11 @@ def test_overwrite_replaces_a_previous_maskprep_output(finished_copy, tmp_path, 
     other = tmp_path / "other.jsonl"
     other.write_text(lines(7, prefix="other"))
     assert_ok(cli(*build_args(other, llama_like, finished_copy, "--overwrite")))
-    assert read_json(finished_copy / MANIFEST)["totals"]["records_read"] == 7
-    assert sorted(p.name for p in finished_copy.iterdir()) == sorted(
-        ["data-00000.parquet", MANIFEST]
-    )
+    manifest = read_json(finished_copy / MANIFEST)
+    assert manifest["totals"]["records_read"] == 7
+    # The new output's files only: the old shards went once the new manifest was committed.
+    (shard,) = [s["path"] for s in manifest["shards"]]
+    assert sorted(p.name for p in finished_copy.iterdir()) == sorted([shard, MANIFEST])
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:

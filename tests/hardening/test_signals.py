@@ -15,7 +15,6 @@ import pytest
 from cli_kit import lock_held_elsewhere
 
 from .helpers import (
-    LOCK,
     MANIFEST,
     REJECTS,
     assert_clean_failure,
@@ -117,7 +116,7 @@ def _assert_resumable(out, tokenizer, reference: dict[str, bytes]) -> None:
 def test_run_refused_by_a_locked_output_leaves_no_rejects(tmp_path, llama_like):
     out = tmp_path / "out"
     out.mkdir()
-    with lock_held_elsewhere(out / LOCK):
+    with lock_held_elsewhere(out):
         refused = cli(*build_args("-", llama_like, out, *OPTIONS), stdin=FIRST)
     assert_clean_failure(refused, 2, mentions=[str(out)])
     assert not (out / REJECTS).exists()
