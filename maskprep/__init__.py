@@ -9,8 +9,9 @@ pyarrow nor transformers nor torch; ``from maskprep import build`` works as usua
 
 The stages live in subpackages whose tree is the data flow: :mod:`maskprep.sources` →
 :mod:`maskprep.tokenizing` → :mod:`maskprep.shaping` → :mod:`maskprep.output`, run in turn by
-:mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.checks`
-(inspect), :mod:`maskprep.probes` (verify) and :mod:`maskprep.cli` on top.
+:mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.reading` (an
+output read back), :mod:`maskprep.inspecting` (inspect), :mod:`maskprep.probes` (verify) and
+:mod:`maskprep.cli` on top.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ _EXPORTS = {
     "Check": "probes.results",
     "ConfigError": "errors",
     "DataError": "errors",
-    "InspectOptions": "checks.options",
+    "InspectOptions": "inspecting.options",
     "IOFailure": "errors",
-    "InspectResult": "checks.results",
+    "InspectResult": "inspecting.results",
     "Manifest": "output.manifest",
     "MaskprepError": "errors",
     "MergeResult": "distributed.merge",
@@ -47,7 +48,7 @@ _EXPORTS = {
     "VerifyOptions": "probes.options",
     "VerifyResult": "probes.results",
     "build": "pipeline",
-    "inspect": "checks.driver",
+    "inspect": "inspecting.driver",
     "load_dataset": "output.dataset",
     "merge": "distributed.merge",
     "read_manifest": "output.manifest",
@@ -109,9 +110,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._version import __version__
-    from .checks.driver import inspect
-    from .checks.options import InspectOptions
-    from .checks.results import InspectResult
     from .columns import IGNORE_INDEX
     from .config import (
         BuildConfig,
@@ -131,6 +129,9 @@ if TYPE_CHECKING:
         MaskprepError,
         OutputError,
     )
+    from .inspecting.driver import inspect
+    from .inspecting.options import InspectOptions
+    from .inspecting.results import InspectResult
     from .output.dataset import load_dataset
     from .output.manifest import Manifest, read_manifest
     from .pipeline import build

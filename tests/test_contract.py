@@ -20,11 +20,11 @@ from conftest import make_config, write_jsonl
 import maskprep
 from maskprep import DataError, build, read_manifest
 from maskprep._version import __version__
-from maskprep.checks.readers import open_input
 from maskprep.cli import main
 from maskprep.collate import Collator
 from maskprep.contract import COLUMN_CONTRACT, METADATA_KEY, ShardContract, read_contract
 from maskprep.probes.sampling import sample_rows
+from maskprep.reading.shards import open_input
 
 PAD = 3  # with_pad: <s> 1, </s> 2, <pad> 3
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
-from maskprep.checks.specs import CHECKS
 from maskprep.cli import main
+from maskprep.inspecting.checks import CHECKS
 
 README = ROOT / "README.md"
 CLI_DOC = ROOT / "docs" / "cli.md"

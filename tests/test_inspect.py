@@ -19,19 +19,22 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import columns
-from maskprep.checks import conclude, driver, kernels, specs
-from maskprep.checks.decode import decode_row
-from maskprep.checks.layout import LayoutHints
-from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
 from maskprep.cli.inspect_report import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
+from maskprep.inspecting import driver
+from maskprep.inspecting.checks import CHECKS, SHARDS_MATCH_MANIFEST, CheckResult
+from maskprep.inspecting.decode import decode_row
+from maskprep.inspecting.layout import LayoutHints
+from maskprep.inspecting.options import InspectOptions
+from maskprep.inspecting.stats import ColumnStats
 from maskprep.output.manifest import read_manifest
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file
+from maskprep.reading import lists
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
-INVARIANTS = [spec.name for spec in specs.CHECKS if spec.kind == "invariant"]
+INVARIANTS = [spec.name for spec in CHECKS if spec.kind == "invariant"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -115,7 +118,7 @@ def failing(result) -> dict[str, tuple[int, tuple[int, ...]]]:
     return {c.name: (c.count, c.rows) for c in result.checks if c.status == "fail"}
 
 
-def check(result, name: str) -> specs.CheckResult:
+def check(result, name: str) -> CheckResult:
     return next(c for c in result.checks if c.name == name)
 
 
@@ -460,7 +463,7 @@ def test_untrained_eos_after_an_untrained_prompt_is_not_flagged(tmp_path):
     labels = [IGNORE_INDEX] * 4 + [40, 41, 2]
     row = {"input_ids": ids, "attention_mask": [1] * 7, "labels": labels, "length": 7}
     table = pa.Table.from_pylist([row], schema=columns.schema())
-    results = {r.name: r for r in conclude.check_table(table, LayoutHints(eos_id=EOS))}
+    results = {r.name: r for r in driver.check_table(table, LayoutHints(eos_id=EOS))}
     assert results["eos_masked_by_value"].status == "pass"
     assert results["eos_never_trained"].status == "pass"
 
@@ -517,7 +520,7 @@ def test_left_padded_pack_rows_are_placed_by_their_real_run(tmp_path):
         assert tail >= 0
     rows[3]["labels"][12 - rows[3]["length"]] = 1  # first token of row 3's first document
     left = pa.Table.from_pylist(rows, schema=table.schema)
-    failed = {r.name: r.rows for r in conclude.check_table(left) if r.status == "fail"}
+    failed = {r.name: r.rows for r in driver.check_table(left) if r.status == "fail"}
     assert failed == {"document_start_label": (3,)}
 
 
@@ -554,8 +557,7 @@ def test_label_fraction_warns_for_mostly_prompt_rows():
         rows.append({"input_ids": ids, "attention_mask": [1] * 8, "labels": labels, "length": 8})
     table = pa.Table.from_pylist(rows, schema=columns.schema())
     results = {
-        r.name: r
-        for r in conclude.check_table(table, thresholds=conclude.Thresholds(min_label_fraction=0.5))
+        r.name: r for r in driver.check_table(table, options=InspectOptions(min_label_fraction=0.5))
     }
     assert (results["label_fraction"].status, results["label_fraction"].rows) == ("warn", (0, 1))
 
@@ -707,7 +709,7 @@ def test_json_schema_is_stable(out, runner):
         "eos_id",
     }
     assert set(report["summary"]["lengths"]) == {"min", "mean", "p50", "p90", "p99", "max"}
-    assert [c["name"] for c in report["checks"]] == [spec.name for spec in specs.CHECKS]
+    assert [c["name"] for c in report["checks"]] == [spec.name for spec in CHECKS]
     for item in report["checks"]:
         # "unknown" (#14): the fact a skipped check lacked, null when it ran or does not apply
         assert set(item) == {
@@ -813,8 +815,8 @@ def test_json_rows_carry_segments(built):
 def test_segment_helpers_match_a_loop(rows):
     offsets = np.concatenate(([0], np.cumsum([len(r) for r in rows]))).astype(np.int64)
     flat = np.asarray([v for r in rows for v in r], np.int64)
-    assert kernels.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
-    assert kernels.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
+    assert lists.segment_sum(flat, offsets).tolist() == [sum(r) for r in rows]
+    assert lists.segment_any(flat > 1, offsets).tolist() == [any(v > 1 for v in r) for r in rows]
 
 
 @settings(max_examples=40, deadline=None)
@@ -825,8 +827,8 @@ def test_segment_sum_on_equal_widths(width, n, data):
     )
     offsets = np.arange(n + 1, dtype=np.int64) * width
     rows = values.reshape(n, width)
-    assert kernels.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
-    assert kernels.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
+    assert lists.segment_sum(values, offsets).tolist() == rows.sum(axis=1).tolist()
+    assert lists.segment_sum(values > 0, offsets).tolist() == (rows > 0).sum(axis=1).tolist()
 
 
 def test_planted_defects_in_a_real_pack_build(tmp_path, with_pad, corpus):
@@ -883,7 +885,7 @@ def sharded(tmp_path, llama_like, corpus) -> Path:
 
 def test_fresh_build_matches_its_manifest(sharded):
     result = maskprep.inspect(str(sharded))
-    found = check(result, specs.SHARDS_MATCH_MANIFEST)
+    found = check(result, SHARDS_MATCH_MANIFEST)
     assert found.status == "pass"
     assert "3 shard(s) match the manifest (sha256, rows, tokens)" in found.detail
 
@@ -892,22 +894,20 @@ def test_shard_rewritten_after_the_build_fails(sharded, runner):
     # Same rows, other bytes: only the sha256 tells.
     rewrite(shard(sharded, 1), lambda rows: None, update_manifest=False)
     result = maskprep.inspect(str(sharded))
-    found = check(result, specs.SHARDS_MATCH_MANIFEST)
+    found = check(result, SHARDS_MATCH_MANIFEST)
     assert (found.status, found.count, found.rows) == ("fail", 3, (3,))
     assert found.detail.startswith("1 of 3 shard(s) differ from the manifest: data-00001")
     assert "sha256" in found.detail
-    assert failing(result) == {specs.SHARDS_MATCH_MANIFEST: (3, (3,))}
+    assert failing(result) == {SHARDS_MATCH_MANIFEST: (3, (3,))}
     assert runner.invoke(main, ["inspect", str(sharded)]).exit_code == 1
     outcome = runner.invoke(main, ["inspect", str(sharded), "--no-hash-check"])
     assert outcome.exit_code == 0, outcome.output
     skipped = check(
         maskprep.inspect(str(sharded), InspectOptions(check_hashes=False)),
-        specs.SHARDS_MATCH_MANIFEST,
+        SHARDS_MATCH_MANIFEST,
     )
     assert skipped.status == "pass" and "sha256 not checked" in skipped.detail
-    sampled = check(
-        maskprep.inspect(str(sharded), InspectOptions(sample=4)), specs.SHARDS_MATCH_MANIFEST
-    )
+    sampled = check(maskprep.inspect(str(sharded), InspectOptions(sample=4)), SHARDS_MATCH_MANIFEST)
     assert sampled.status == "pass" and "sha256 not checked" in sampled.detail
 
 
@@ -918,14 +918,14 @@ def test_shard_cut_short_or_edited_names_what_differs(sharded):
         rows[0]["labels"][real_positions(rows[0])[0]] = IGNORE_INDEX
 
     rewrite(shard(sharded, 0), untrain_first_real_token, update_manifest=False)
-    found = check(maskprep.inspect(str(sharded)), specs.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(sharded)), SHARDS_MATCH_MANIFEST)
     assert (found.status, found.count, found.rows) == ("fail", 4, (0, 6))
     assert "data-00000.parquet: sha256, label tokens" in found.detail
     assert "data-00002.parquet: sha256, rows 1 (manifest 2), positions" in found.detail
     # A sample cannot count tokens per shard, but still checks the files and their rows.
     sampled = check(
         maskprep.inspect(str(sharded), InspectOptions(sample=2, check_hashes=False)),
-        specs.SHARDS_MATCH_MANIFEST,
+        SHARDS_MATCH_MANIFEST,
     )
     assert sampled.status == "fail" and "label tokens" not in sampled.detail
     assert "rows 1 (manifest 2)" in sampled.detail
@@ -937,12 +937,12 @@ def test_swapped_shards_fail(sharded):
     first.rename(parked)
     second.rename(first)
     parked.rename(second)
-    found = check(maskprep.inspect(str(sharded)), specs.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(sharded)), SHARDS_MATCH_MANIFEST)
     assert found.status == "fail" and found.rows == (0, 3)
 
 
 def test_single_shard_has_no_manifest_to_match(sharded):
-    found = check(maskprep.inspect(str(shard(sharded, 0))), specs.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(shard(sharded, 0))), SHARDS_MATCH_MANIFEST)
     assert (found.status, found.detail) == ("skip", "no manifest")
 
 
@@ -971,7 +971,7 @@ def test_stream_shard_in_a_build_directory(tmp_path, with_pad, corpus):
     table = pa.Table.from_pylist(rows, schema=columns.schema())
     with ipc.new_stream(str(first), table.schema) as writer:  # same rows, stream format
         writer.write_table(table)
-    found = check(maskprep.inspect(str(out)), specs.SHARDS_MATCH_MANIFEST)
+    found = check(maskprep.inspect(str(out)), SHARDS_MATCH_MANIFEST)
     assert (found.status, found.rows) == ("fail", (0,))
     assert found.detail.endswith("data-00000.arrow: sha256")
 
@@ -991,13 +991,13 @@ def test_stdin_is_streamed_not_read_whole(built, llama_like, monkeypatch):
     data = _stream_bytes(table, batch_rows=2)
     stdin = io.BytesIO(data)
     read_when_analysed = []
-    analyse = driver.analyse
+    add = ColumnStats.add
 
     def spying(*args, **kwargs):
         read_when_analysed.append(stdin.tell())
-        return analyse(*args, **kwargs)
+        return add(*args, **kwargs)
 
-    monkeypatch.setattr(driver, "analyse", spying)
+    monkeypatch.setattr(ColumnStats, "add", spying)
     result = maskprep.inspect("-", InspectOptions(eos_id=EOS, batch_rows=2), stdin=stdin)
     assert result.ok and result.rows_total == 400 and result.stats.rows == 400
     assert read_when_analysed[0] < len(data) // 10, "the first batch should be analysed early"

@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import columns
-from maskprep.checks.options import InspectOptions
-from maskprep.checks.tally import KeyedRows, Offenders, percentiles
+from maskprep.inspecting.driver import check_table
+from maskprep.inspecting.layout import LayoutHints
+from maskprep.inspecting.options import InspectOptions
+from maskprep.inspecting.rows import FlaggedRows, RowsByValue
+from maskprep.inspecting.summary import percentiles
 
 counts_of = st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=30)
 
@@ -44,10 +47,10 @@ def test_percentiles_from_counts_are_numpys(counts, offset):
     ),
     cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=5),
 )
-def test_keyed_rows_match_a_naive_count_whatever_the_batches(pairs, cuts):
+def test_rows_by_value_match_a_naive_count_whatever_the_batches(pairs, cuts):
     keys = np.asarray([k for k, _ in pairs], np.int64)
     rows = np.asarray([r for _, r in pairs], np.int64)
-    tally = KeyedRows(listed=3)
+    tally = RowsByValue(listed=3)
     bounds = sorted({0, len(pairs), *[c for c in cuts if c <= len(pairs)]})
     for lo, hi in reversed(list(itertools.pairwise(bounds))):  # any order of batches
         tally.add(keys[lo:hi], rows[lo:hi])
@@ -57,12 +60,75 @@ def test_keyed_rows_match_a_naive_count_whatever_the_batches(pairs, cuts):
         assert (found.count, list(found.first())) == (len(expected), expected[:3])
 
 
-def test_offenders_keep_the_smallest_rows_over_batches():
-    found = Offenders(listed=2)
+def test_flagged_rows_keep_the_smallest_rows_over_batches():
+    found = FlaggedRows(listed=2)
     found.add(np.array([False, True, True]), np.array([10, 11, 12]))
     found.add(np.array([True, False]), np.array([3, 4]))
     found.add(np.array([True]), np.array([20]))
     assert (found.count, found.first()) == (4, (3, 11))
+
+
+padded_rows = st.lists(
+    st.tuples(
+        st.integers(0, 6),  # real tokens
+        st.lists(st.sampled_from([0, 3, 9]), max_size=5),  # the ids the padding holds
+        st.booleans(),  # left padded
+        st.sampled_from([1, 1, 2]),  # the mask value of the first real token
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=padded_rows, given_pad=st.booleans())
+def test_padding_and_mask_verdicts_match_a_naive_count(rows, given_pad):
+    """The pad ids a row's padding holds (read from its padded positions alone), the pad id
+    inferred from them, and the mask's sum (taken from its count of ones where every value is
+    0 or 1) give what a row-by-row count gives."""
+    table = []
+    for real, pad_ids, left, first in rows:
+        ids, mask = [5] * real, [first] + [1] * (real - 1) if real else []
+        if left:
+            ids, mask = pad_ids + ids, [0] * len(pad_ids) + mask
+        else:
+            ids, mask = ids + pad_ids, mask + [0] * len(pad_ids)
+        labels = [-100] * len(ids)
+        table.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "length": 0})
+    padding = [
+        [t for t, m in zip(r["input_ids"], r["attention_mask"], strict=True) if not m]
+        for r in table
+    ]
+    uniform = [p[0] for p in padding if p and len(set(p)) == 1]
+    if given_pad:
+        pad, hints = 0, LayoutHints(pad_id=0)
+    else:
+        pad = min(uniform, key=lambda v: (-uniform.count(v), v)) if uniform else None
+        hints = LayoutHints()
+    options = InspectOptions(listed=len(table))
+    for length_of in (sum, lambda mask: sum(1 for m in mask if m)):
+        for row in table:
+            row["length"] = length_of(row["attention_mask"])
+        found = {
+            r.name: r
+            for r in check_table(
+                pa.Table.from_pylist(table, schema=columns.schema()), hints, options
+            )
+        }
+        holds = found["padding_holds_pad_id"]
+        if pad is None:
+            assert holds.status == "skip"
+        else:
+            wrong = [i for i, p in enumerate(padding) if any(t != pad for t in p)]
+            assert (holds.count, list(holds.rows)) == (len(wrong), wrong)
+            assert f"pad id {pad} ({'given' if given_pad else 'inferred'})" in holds.detail
+        not_binary = [i for i, r in enumerate(table) if any(m > 1 for m in r["attention_mask"])]
+        binary = found["mask_binary"]
+        assert (binary.count, list(binary.rows)) == (len(not_binary), not_binary)
+        # length is the mask's sum, or its count of ones: they differ where a mask holds a 2.
+        length = found["length_matches_mask"]
+        expected = [] if length_of is sum else not_binary
+        assert (length.count, list(length.rows)) == (len(expected), expected)
 
 
 # ----------------------------------------------------------------------------- whole inspections
@@ -96,7 +162,7 @@ def test_batches_of_three_rows_report_what_one_batch_does(builds, strategy):
 
 
 def test_broken_rows_are_listed_alike_in_any_batching(tmp_path):
-    """Offenders of layout-dependent checks (width, padding side, pad id), misaligned lists and
+    """Rows flagged by layout-dependent checks (width, padding side, pad id), misaligned lists and
     value checks, spread over batches: counts and first rows do not depend on the batching."""
     rng = np.random.default_rng(5)
     rows = []
@@ -127,6 +193,13 @@ def test_broken_rows_are_listed_alike_in_any_batching(tmp_path):
     }
     for size in (1, 7, 30):
         _same(whole, maskprep.inspect(str(path), dataclasses.replace(options, batch_rows=size)))
+    # Listing no rows counts them all the same (it indexed the last of no kept rows, and crashed).
+    counted = maskprep.inspect(str(path), dataclasses.replace(options, listed=0, batch_rows=7))
+    assert [(c.name, c.status, c.count) for c in counted.checks] == [
+        (c.name, c.status, c.count) for c in whole.checks
+    ]
+    assert all(c.rows == () for c in counted.checks)
+    assert any(c.count for c in counted.checks)
 
 
 # ----------------------------------------------------------------------------- the new checks

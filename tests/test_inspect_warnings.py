@@ -10,7 +10,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,11 +19,11 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import SFTConfig, build, columns, read_manifest
-from maskprep.checks.conclude import check_table
-from maskprep.checks.layout import LayoutHints
-from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX as I
+from maskprep.inspecting.driver import check_table
+from maskprep.inspecting.layout import LayoutHints
+from maskprep.inspecting.options import InspectOptions
 
 EOS, BOS = 2, 1  # llama_like and with_pad; with_pad pads with 3
 PAD = 3
@@ -463,8 +462,6 @@ def _several_by_hand(ids, mask, labels, eos, bos) -> bool:
     bos=st.sampled_from([None, BOS, EOS]),
 )
 def test_several_documents_matches_the_rule_written_plainly(rows, bos) -> None:
-    from maskprep.checks.analysis import ScanFacts, analyse
-
     table, expected = [], []
     for real_ids, pad, side, trained in rows:
         mask = [1] * len(real_ids) + [0] * pad
@@ -476,7 +473,8 @@ def test_several_documents_matches_the_rule_written_plainly(rows, bos) -> None:
         ]
         table.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
         expected.append(_several_by_hand(ids, mask, labels, EOS, bos))
-    (part,) = analyse(
-        _table(table).to_batches()[0], np.arange(len(table)), ScanFacts(EOS, PAD, bos)
-    )
-    assert part.several_documents.tolist() == expected
+    hints = LayoutHints(eos_id=EOS, pad_id=PAD, bos_id=bos)
+    results = check_table(_table(table), hints, InspectOptions(listed=len(table)))
+    found = next(r for r in results if r.name == "undeclared_packs")
+    several = [row for row, flagged in enumerate(expected) if flagged]
+    assert (found.count, list(found.rows)) == (len(several), several)

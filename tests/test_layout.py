@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "maskprep"
 #: The data flow, earliest first: a stage may import the ones before it, never one after.
 STAGES = ("sources", "tokenizing", "shaping", "output", "pipeline", "distributed")
 #: Built on top of the stages; no stage may import them.
-ON_TOP = ("checks", "probes", "collate", "cli")
+ON_TOP = ("reading", "inspecting", "probes", "collate", "cli")
 MAX_LINES = 600
 
 
@@ -88,7 +88,8 @@ def test_there_are_stage_subpackages() -> None:
     ("module", "source", "expected"),
     [
         ("sources/x.py", "from ..output.writer import ShardWriter\n", "later stage output"),
-        ("shaping/x.py", "from maskprep.checks import analysis\n", "built on top"),
+        ("shaping/x.py", "from maskprep.inspecting import stats\n", "built on top"),
+        ("output/x.py", "from ..reading.shards import open_input\n", "built on top"),
         ("cli/x.py", "from ..output.session import _publish\n", "private ['_publish']"),
         ("cli/x.py", "from maskprep.output import _layout\n", "private ['_layout']"),
         ("output/x.py", "x = 1\n" * (MAX_LINES + 1), "lines (at most"),

@@ -10,8 +10,8 @@ import pytest
 from rowkit import pad_rows, random_docs
 
 from maskprep import ConfigError, VerifyOptions
-from maskprep.checks.options import InspectOptions
 from maskprep.cli import main
+from maskprep.inspecting.options import InspectOptions
 from maskprep.token_ids import MAX_TOKEN_ID, check_token_id, token_id_problem
 
 OPTIONS = [("inspect", "--pad-id"), ("inspect", "--eos-id"), ("verify", "--pad-id")]

@@ -16,8 +16,8 @@ from conftest import write_jsonl
 from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_config
 
 from maskprep import DataError, VerifyOptions
-from maskprep.checks import specs
 from maskprep.cli import main
+from maskprep.inspecting.checks import CHECKS
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.probes.driver import verify_rows
 
@@ -248,7 +248,7 @@ def test_inspect_model_checks_on_a_foreign_shard(runner, models, one_wide_row) -
     vocab = run("--model", str(models["gpt2-small-vocab"]))["model_vocabulary"]
     assert vocab["status"] == "fail" and vocab["count"] == 30
     plain = run()
-    assert list(plain) == [spec.name for spec in specs.CHECKS]  # nothing known, nothing added
+    assert list(plain) == [spec.name for spec in CHECKS]  # nothing known, nothing added
 
 
 def test_inspect_with_a_tokenizer_that_sets_model_max_length(runner, tmp_path, with_pad):

@@ -91,8 +91,8 @@ def inspect(**options: Any) -> Report:
     .parquet/.arrow shard (each may be a URL: s3://bucket/out), or - for Arrow IPC (stream or
     file) on stdin. Exit code 1 when a check fails (or warns, with --strict).
     """
-    from ..checks.driver import inspect as run_inspect
-    from ..checks.options import InspectOptions
+    from ..inspecting.driver import inspect as run_inspect
+    from ..inspecting.options import InspectOptions
     from ..sources.inputs import STDIN
     from .inspect_report import inspect_json, print_inspect
 

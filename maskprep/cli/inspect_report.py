@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..checks.results import BuildFacts, DecodedRow, InspectResult
-from ..checks.specs import SPECS, CheckResult
-from ..checks.summary import BucketStats, HistogramBin, LengthStats
+from ..inspecting.checks import SPECS, CheckResult
+from ..inspecting.results import BuildFacts, DecodedRow, InspectResult
+from ..inspecting.summary import BucketStats, HistogramBin, LengthStats
 
 # ----------------------------------------------------------------------------- inspect
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from ..checks.positions import model_limit, row_reach, tokenizer_limit
 from ..collate import Collator, for_model
 from ..errors import ConfigError, DataError, one_line
 from ..extras import require_extra
+from ..reading.reach import model_limit, row_reach, tokenizer_limit
 from .attention import (
     probe_causal,
     probe_cross_document,

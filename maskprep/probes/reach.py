@@ -4,8 +4,8 @@ model's context or a tokenizer's ``model_max_length``, a warning."""
 
 from __future__ import annotations
 
-from ..checks.positions import PositionLimit, beyond_message
 from ..errors import DataError
+from ..reading.reach import PositionLimit, beyond_message
 
 
 def reach_findings(

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 
 from .. import columns
-from ..checks.declared import declared, refuse_conflicts
-from ..checks.positions import reach_columns, row_reach
-from ..checks.readers import Shard, open_input, shard_batches, shard_columns
 from ..column_values import check_columns
 from ..errors import DataError
+from ..reading.declared import declared, refuse_conflicts
+from ..reading.reach import reach_columns, row_reach
+from ..reading.shards import Shard, open_input, shard_batches, shard_columns
 from ..storage.options import StorageOptions
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ rows held back; :func:`~.shaper.make_shaper` picks one for a strategy.
 - :mod:`.fit`: the overflow policy and its counts (:class:`~.fit.ShapeStats`); supervised
   records that fitting would leave with nothing to train are rejected there.
 - :mod:`.rows`: :class:`~.rows.RowBatch` and padding pieces into rows (mask diagrams there).
-- :mod:`.fill`: how full rows are, per strategy and per bucket (:func:`~.fill.count_buckets`,
-  the one count ``build``, ``inspect`` and ``merge`` share).
+- :mod:`.fill`: how full rows are, per strategy and per bucket (:class:`~.fill.BucketFill`, the
+  one count ``build``, ``inspect`` and ``merge`` share).
 
 Reads :mod:`maskprep.tokenizing` documents; :mod:`maskprep.output` writes the rows.
 """

@@ -1,9 +1,9 @@
 """How full rows are: real tokens against positions, per strategy and per bucket.
 
-One way to count it for everyone: :func:`count_buckets` (rows of each width and the real tokens
-they hold, vectorised) is what a build counts as it writes, what ``inspect`` finds in the shards,
-and, summed with :meth:`Fill.sum`, what a merge records; :func:`ratio` is the rounding every
-fraction maskprep reports uses.
+One way to count it for everyone: a :class:`BucketFill` (rows of one width and the real tokens they
+hold) is what a build counts as it writes (:func:`count_buckets`, vectorised over a batch), what
+``inspect`` reports per bucket of the shards it reads, and, summed with :meth:`Fill.sum`, what a
+merge records; :func:`ratio` is the rounding every fraction maskprep reports uses.
 """
 
 from __future__ import annotations

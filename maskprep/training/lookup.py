@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import columns
-from ..checks.declared import declared, refuse_conflicts
-from ..checks.kernels import list_column, segment_sum
-from ..checks.readers import open_input, shard_batches
 from ..columns import IGNORE_INDEX
 from ..probes.sampling import DataFacts, data_facts, take_rows
+from ..reading.declared import declared, refuse_conflicts
+from ..reading.lists import list_column, segment_sum
+from ..reading.shards import open_input, shard_batches
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..checks.readers import Shard
+    from ..reading.shards import Shard
     from ..storage.options import StorageOptions
 
 #: Rows hashed at once while indexing: bounded memory whatever the output's size.

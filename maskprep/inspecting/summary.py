@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..shaping.fill import BucketFill, ratio
-from .gathered import Gathered
 from .layout import Layout
-from .tally import percentiles
+from .stats import ColumnStats
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,29 @@ class DataStats:
     documents: int | None
     documents_per_row: LengthStats | None
     buckets: tuple[BucketStats, ...]
+
+
+def percentiles(values: np.ndarray, counts: np.ndarray, q: list[float]) -> list[float]:
+    """``np.percentile(data, q)`` (linear interpolation) of the data in which each of the sorted
+    ``values`` occurs ``counts`` times, without making that data: the same arithmetic as NumPy's,
+    so the same floats."""
+    n = int(counts.sum())
+    quantiles = np.true_divide(np.asarray(q, dtype=np.float64), 100)
+    # NumPy's virtual index for the linear method, written as NumPy writes it.
+    virtual = (n - 1) * quantiles
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= n - 1
+    previous[above] = n - 1
+    following[above] = n - 1
+    gamma = virtual - np.floor(virtual)
+    ends = np.cumsum(counts)
+    low = values[np.searchsorted(ends, previous.astype(np.int64), side="right")]
+    high = values[np.searchsorted(ends, following.astype(np.int64), side="right")]
+    diff = high - low
+    result = low + diff * gamma
+    result = np.where(gamma >= 0.5, high - diff * (1 - gamma), result)
+    return [float(x) for x in result]
 
 
 def length_stats(values: np.ndarray, counts: np.ndarray) -> LengthStats | None:
@@ -129,12 +151,10 @@ def _bucket(width: int, reals: np.ndarray, counts: np.ndarray, low: int) -> Buck
     )
 
 
-def data_stats(data: Gathered, layout: Layout) -> DataStats:
-    """What the gathered rows hold, for the summary."""
-    width, real, rows = data.shape_counts()
-    positions = int((width * rows).sum())
-    real_tokens = int((real * rows).sum())
-    label_tokens = data.label_tokens
+def data_stats(stats: ColumnStats, layout: Layout) -> DataStats:
+    """What the rows read hold, for the summary."""
+    width, real, rows = stats.shape_counts()
+    positions, real_tokens, label_tokens = stats.positions, stats.real_tokens, stats.label_tokens
     top = int(width.max()) if len(width) else 0
     buckets: list[BucketStats] = []
     if layout.strategy == "bucket":
@@ -146,16 +166,14 @@ def data_stats(data: Gathered, layout: Layout) -> DataStats:
     reals, counts = _by_value(real, rows)
     documents = None
     documents_per_row = None
-    if data.packed:
-        per_row = data.documents.counts.copy()
-        if not len(per_row):
-            per_row = np.zeros(1, np.int64)
-        per_row[0] += data.rows - data.documents.total  # rows of unpacked shards hold none
+    if stats.packed:
+        per_row = stats.documents.copy() if len(stats.documents) else np.zeros(1, np.int64)
+        per_row[0] += stats.rows - int(stats.documents.sum())  # rows of unpacked shards hold none
         values = np.arange(len(per_row))
         documents = int((values * per_row).sum())
         documents_per_row = length_stats(values, per_row)
     return DataStats(
-        rows=data.rows,
+        rows=stats.rows,
         positions=positions,
         real_tokens=real_tokens,
         pad_tokens=positions - real_tokens,

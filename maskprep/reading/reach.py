@@ -13,31 +13,22 @@ look a position beyond it up: on a CPU the forward pass raises, on a GPU it stop
 device-side assert. Rotary models run beyond the context length their config names, on positions
 they were not trained on; a tokenizer's ``model_max_length`` says what its model was made for. So
 the first is an error and the others are warnings. ``maskprep inspect`` (with a model or a
-tokenizer) and ``maskprep verify`` share what is here; both stream rows through
-:class:`ReachScan`, which keeps a few numbers whatever the size of the data.
+tokenizer: its ``model_*`` checks) and ``maskprep verify`` (before any forward pass) share what is
+here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .. import columns
-from ..column_values import check_columns, outside_ids
 from ..tokenizing.loading import real_model_max_length
-from .kernels import list_column, segment_any, segment_extreme, segment_sum
-from .specs import (
-    MODEL_CONTEXT,
-    MODEL_POSITIONS,
-    MODEL_VOCABULARY,
-    SPECS,
-    CheckResult,
-    Status,
-)
+from .lists import list_column, segment_extreme, segment_sum
 
 
 @dataclass(frozen=True)
@@ -130,82 +121,3 @@ def beyond_message(row: int, reach: int, packed: bool, limit: PositionLimit) -> 
         f"row {row} needs {reach} positions ({what}), beyond {limit.source}: the model runs "
         "there, but on positions it was not trained on"
     )
-
-
-@dataclass
-class ReachScan:
-    """The farthest position and the token ids of every row streamed through :meth:`add`,
-    against a model's position ``limit`` and vocabulary (``vocab_size``), in bounded memory: the
-    worst row, counts and the first ``listed`` offending rows."""
-
-    limit: PositionLimit | None = None
-    vocab_size: int | None = None
-    listed: int = 5
-    packed: bool = False
-    reach: int = 0
-    reach_row: int | None = None
-    beyond: int = 0
-    beyond_rows: list[int] = field(default_factory=list)
-    bad_ids: int = 0
-    bad_id_rows: list[int] = field(default_factory=list)
-    worst_id: int | None = None
-
-    def add(self, batch: pa.RecordBatch, row_ids: np.ndarray) -> None:
-        """Add a batch of rows; ``row_ids`` place them in the whole data."""
-        if batch.num_rows == 0:
-            return
-        check_columns(batch, row_ids)
-        reach, _, packed = row_reach(batch)
-        self.packed |= packed
-        widest = int(np.argmax(reach))
-        if self.reach_row is None or int(reach[widest]) > self.reach:
-            self.reach, self.reach_row = int(reach[widest]), int(row_ids[widest])
-        if self.limit is not None:
-            over = reach > self.limit.positions
-            self.beyond += int(np.count_nonzero(over))
-            self._list(self.beyond_rows, row_ids[over])
-        if self.vocab_size is not None and columns.INPUT_IDS in batch.schema.names:
-            ids = list_column(batch, columns.INPUT_IDS)
-            bad = outside_ids(ids.values, self.vocab_size)
-            if bad.any():
-                rows = segment_any(bad, ids.offsets)
-                self.bad_ids += int(np.count_nonzero(rows))
-                self._list(self.bad_id_rows, row_ids[rows])
-                values = ids.values[bad]
-                worst = int(values[np.argmax(np.abs(values.astype(np.int64)))])
-                if self.worst_id is None or abs(worst) > abs(self.worst_id):
-                    self.worst_id = worst
-
-    def _list(self, kept: list[int], rows: np.ndarray) -> None:
-        room = self.listed - len(kept)
-        if room > 0:
-            kept.extend(int(r) for r in rows[:room])
-
-    def checks(self) -> tuple[CheckResult, ...]:
-        """One result for the position limit (an invariant for an absolute table, else a
-        warning) and one for the vocabulary, each only where it is known."""
-        out = []
-        if self.limit is not None:
-            name = MODEL_POSITIONS if self.limit.hard else MODEL_CONTEXT
-            spec = SPECS[name]
-            what = "longest document" if self.packed else "widest row"
-            detail = f"{what} {self.reach} positions; {self.limit.source}"
-            status: Status = "pass" if self.beyond == 0 else ("fail" if self.limit.hard else "warn")
-            rows = tuple(self.beyond_rows)
-            out.append(CheckResult(name, spec.kind, status, self.beyond, rows, detail))
-        if self.vocab_size is not None:
-            detail = f"token ids in [0, {self.vocab_size})"
-            if self.worst_id is not None:
-                detail += f"; found {self.worst_id}"
-            vocab_status: Status = "pass" if self.bad_ids == 0 else "fail"
-            out.append(
-                CheckResult(
-                    MODEL_VOCABULARY,
-                    "invariant",
-                    vocab_status,
-                    self.bad_ids,
-                    tuple(self.bad_id_rows),
-                    detail,
-                )
-            )
-        return tuple(out)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .checks import CheckResult, failures
 from .layout import Layout
-from .specs import CheckResult, failures
 from .summary import DataStats
 
 Role = Literal["trained", "prompt", "padding"]

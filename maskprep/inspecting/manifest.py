@@ -1,27 +1,21 @@
 """What a build's manifest tells ``inspect``: whether the shard files are the ones it lists (sha256,
-rows, token counts), whether the manifest adds up, the layout the build recorded, and the build's
-own counts."""
+rows, token counts), whether the manifest adds up, and the build's own counts. (The layout it
+records is read with the shards' contract: :func:`~.layout.layout_hints`.)"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import threading
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
 from .. import storage
-from ..config import STRATEGIES
 from ..output.manifest import Manifest, manifest_problems
-from .declared import Declared
-from .layout import LayoutHints
-from .options import InspectOptions
-from .readers import Shard
+from ..reading.shards import Shard
+from .checks import MANIFEST_CONSISTENT, SHARDS_MATCH_MANIFEST, CheckResult
 from .results import BuildFacts
-from .specs import MANIFEST_CONSISTENT, SHARDS_MATCH_MANIFEST, CheckResult
 
 _COUNTED = ("positions", "real_tokens", "label_tokens")
 
@@ -51,9 +45,9 @@ def shards_match_manifest(
 ) -> CheckResult:
     """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
     row was read) positions, real and trained tokens, and no contract in their metadata that
-    contradicts the manifest (``conflicts``, by shard number, see :mod:`.declared`). A shard
-    copied short, replaced or edited since the build fails it; the rows it names are the first
-    row of each such shard."""
+    contradicts the manifest (``conflicts``, by shard number, see
+    :mod:`maskprep.reading.declared`). A shard copied short, replaced or edited since the build
+    fails it; the rows it names are the first row of each such shard."""
     entries = manifest.shards
     problems: list[str] = []
     first_rows: list[int] = []
@@ -119,65 +113,8 @@ def manifest_consistent(
     return CheckResult(MANIFEST_CONSISTENT, "invariant", "fail", 0, (), detail)
 
 
-def layout_hints(found: Declared, options: InspectOptions) -> LayoutHints:
-    """What the options and the declared contract (the manifest's, else the shards' metadata,
-    see :mod:`.declared`) say about the data before it is read."""
-    contract = found.contract
-    source = found.source or "manifest"
-    strategy = options.strategy or (contract.strategy if contract else None)
-    if strategy is not None and strategy not in STRATEGIES:
-        strategy = None  # a strategy this version does not know: infer it from the data
-    if strategy == "pack" and found.stripped and options.strategy is None:
-        # Declared packs whose pack columns are gone: hold the rows to what they now are, and
-        # let the undeclared_packs check say what happened.
-        strategy = None
-    buckets = options.buckets or (contract.buckets if contract and contract.buckets else None)
-    pad_id = options.pad_id
-    if pad_id is None and contract is not None:
-        pad_id = contract.pad_token_id
-    eos_id = options.eos_id
-    if eos_id is None and contract is not None:
-        eos_id = contract.eos_token_id
-    vocab = options.vocab_size
-    if vocab is None and contract is not None:
-        vocab = contract.vocab_size
-    side = contract.padding_side if contract is not None else None
-    return LayoutHints(
-        strategy=strategy,
-        max_length=contract.max_length if contract else None,
-        buckets=buckets,
-        # Packed rows may be padded at the end whatever side the tokenizer pads on.
-        padding_side=side if strategy in ("pad", "bucket") else None,
-        pad_id=pad_id,
-        eos_id=eos_id,
-        strategy_source="option" if options.strategy else source,
-        pad_id_source="option" if options.pad_id is not None else source,
-        bos_id=contract.bos_token_id if contract is not None else None,
-        vocab_size=vocab,
-        vocab_source="option" if options.vocab_size is not None else source,
-        # The contract records the tokenizer's EOS id, null when it has none.
-        no_eos=eos_id is None and contract is not None,
-        records=contract.records if contract is not None else None,
-        stripped=found.stripped,
-    )
-
-
-def with_tokenizer(hints: LayoutHints, tokenizer: Any) -> LayoutHints:
-    """``hints`` with the EOS and BOS ids and the vocabulary size a loaded tokenizer knows, where
-    neither the options nor the manifest said. Not its pad id: data is often padded with another
-    token than the tokenizer's own (EOS, for one), so the pad id is inferred from the data."""
-    changes: dict[str, Any] = {}
-    if hints.eos_id is None:
-        changes["eos_id"] = tokenizer.eos_token_id
-        changes["no_eos"] = tokenizer.eos_token_id is None
-    if hints.bos_id is None and tokenizer.bos_token_id is not None:
-        changes["bos_id"] = tokenizer.bos_token_id
-    if hints.vocab_size is None:
-        changes.update(vocab_size=len(tokenizer), vocab_source="tokenizer")
-    return dataclasses.replace(hints, **changes)
-
-
 def build_facts(manifest: Manifest) -> BuildFacts:
+    """What the manifest says about the build that wrote the data."""
     totals = manifest.totals
     tokenizer = asdict(manifest.tokenizer)
     keep = (

@@ -1,11 +1,13 @@
 """The checks ``maskprep inspect`` runs: their stable names, what each asserts, and the shape of a
-result."""
+result (:mod:`.verdicts` reaches each one's result from what the rows hold)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from .rows import FlaggedRows
 
 Status = Literal["pass", "fail", "warn", "skip"]
 Kind = Literal["invariant", "warning"]
@@ -105,7 +107,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(LABEL_FRACTION, "warning", None, "label fraction at least the required minimum"),
 )
 #: Checks against the model the data is for, reported after :data:`CHECKS` where the model's
-#: limits are known (see :mod:`.positions`).
+#: limits are known (see :mod:`.model`).
 MODEL_CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec(MODEL_POSITIONS, "invariant", None, "rows fit the model's position embeddings"),
     CheckSpec(MODEL_CONTEXT, "warning", None, "rows fit the model's context length"),
@@ -139,3 +141,19 @@ def failures(results: Sequence[CheckResult], strict: bool = False) -> list[Check
         for r in results
         if r.status == "fail" or (strict and (r.status == "warn" or r.unknown is not None))
     ]
+
+
+def verdict(name: str, rows: FlaggedRows, detail: str = "") -> CheckResult:
+    """The result of check ``name`` from the rows it flagged: pass when none, else fail (an
+    invariant) or warn (a warning); ``detail`` defaults to what the check asserts."""
+    spec = SPECS[name]
+    status: Status = "pass" if rows.count == 0 else ("fail" if spec.kind == "invariant" else "warn")
+    return CheckResult(
+        name, spec.kind, status, rows.count, rows.first(), detail or spec.description
+    )
+
+
+def skipped(name: str, detail: str, unknown: str | None = None) -> CheckResult:
+    """Check ``name`` not run: it does not apply, or (``unknown`` named) a fact it needs is
+    unknown."""
+    return CheckResult(name, SPECS[name].kind, "skip", 0, (), detail, unknown)

@@ -31,8 +31,10 @@ from ..errors import ConfigError, DataError, first_line, os_failure
 from ..output.manifest import Manifest, find_manifest_at, read_manifest
 from ..output.names import EXTENSIONS, LOCK_NAME, MANIFEST_NAME, TMP_PREFIX, is_writer_name
 from ..sources.inputs import STDIN, STDIN_NAME
-from .kernels import missing_columns
 
+#: Columns a shard needs to be read: ``length``, the fourth required column, is computed from
+#: ``attention_mask`` where another tool left it out.
+CHECKED_COLUMNS = (columns.INPUT_IDS, columns.ATTENTION_MASK, columns.LABELS)
 _READ_COLUMNS = columns.REQUIRED_COLUMNS + columns.PACK_COLUMNS
 #: What an Arrow IPC file (not stream) starts with.
 _ARROW_FILE_MAGIC = b"ARROW1"
@@ -289,6 +291,11 @@ def _stream_batches(
         batch = batch.select(names)
         for start in range(0, batch.num_rows, size):
             yield batch.slice(start, size)
+
+
+def missing_columns(names: Sequence[str]) -> list[str]:
+    """The columns a shard needs to be read (:data:`CHECKED_COLUMNS`) absent from ``names``."""
+    return [name for name in CHECKED_COLUMNS if name not in names]
 
 
 def _require_columns(name: str, present: list[str], required: Sequence[str] | None) -> None:

@@ -18,7 +18,7 @@ from .. import columns
 from ..contract import ShardContract
 from ..errors import DataError
 from ..output.manifest import Manifest
-from .readers import Shard
+from .shards import Shard
 
 #: Where a contract came from, as results and reports name it.
 FROM_MANIFEST = "manifest"

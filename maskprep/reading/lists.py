@@ -1,18 +1,16 @@
-"""Column kernels: contract columns read from Arrow as flat NumPy arrays plus list offsets (row
-``i`` of ``input_ids`` is ``ids[offsets[i]:offsets[i + 1]]``), and per-row reductions over them,
-so a batch of millions of positions costs a handful of NumPy passes and no Python loop per token
-or per row."""
+"""List columns read from Arrow as flat NumPy arrays plus offsets (row ``i`` of ``input_ids`` is
+``ids[offsets[i]:offsets[i + 1]]``), and per-row reductions over them, so that a batch of millions
+of positions costs a handful of NumPy passes and no Python loop per token or per row. Every reader
+of shards uses them: ``inspect``, ``verify``'s reach of rows and ``LeakGuard``'s index."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from .. import columns
-from ..column_values import int_values, list_values
+from ..column_values import Rows, list_values
 
 
 @dataclass(frozen=True)
@@ -23,27 +21,11 @@ class ListColumn:
     offsets: np.ndarray
 
 
-def list_column(batch: pa.RecordBatch, name: str) -> ListColumn:
+def list_column(batch: pa.RecordBatch, name: str, rows: Rows = None) -> ListColumn:
     """The list column ``name`` of ``batch``, checked as every reader of rows checks it
-    (:func:`maskprep.column_values.list_values`)."""
-    values, offsets = list_values(batch.column(name), name)
+    (:func:`maskprep.column_values.list_values`; ``rows`` numbers the rows in its messages)."""
+    values, offsets = list_values(batch.column(name), name, rows)
     return ListColumn(values, offsets)
-
-
-def int_column(batch: pa.RecordBatch, name: str) -> np.ndarray:
-    """The integer column ``name`` (``length``) of ``batch`` as int64, checked likewise."""
-    return int_values(batch.column(name), name)
-
-
-#: Columns a shard needs to be checked: ``length``, the fourth required column, is computed from
-#: ``attention_mask`` where another tool left it out.
-CHECKED_COLUMNS = (columns.INPUT_IDS, columns.ATTENTION_MASK, columns.LABELS)
-
-
-def missing_columns(names: Sequence[str]) -> list[str]:
-    """The columns a shard needs to be checked (:data:`CHECKED_COLUMNS`) absent from
-    ``names``."""
-    return [name for name in CHECKED_COLUMNS if name not in names]
 
 
 # ----------------------------------------------------------------------------- vector helpers
@@ -82,7 +64,7 @@ def segment_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-row "any flag set"; fast when flags are rare, as offenders usually are."""
+    """Per-row "any flag set"; fast when flags are rare, as faults usually are."""
     out = np.zeros(len(offsets) - 1, bool)
     hits = np.flatnonzero(flags)
     if hits.size:
@@ -93,6 +75,7 @@ def segment_any(flags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def segment_extreme(
     values: np.ndarray, offsets: np.ndarray, ufunc: np.ufunc, empty: int
 ) -> np.ndarray:
+    """Per-row ``ufunc`` reduction (``np.maximum``, ``np.minimum``); ``empty`` for empty rows."""
     width = _uniform_width(offsets)
     if width is not None:
         return ufunc.reduce(values.reshape(len(offsets) - 1, width), axis=1).astype(np.int64)
