@@ -208,7 +208,7 @@ def _cases(tok: str, chat_tok: str) -> list[tuple[str, list[str]]]:
         ),
     ]
     for index in range(3):
-        part = ["--num-shards", "3", "--shard-index", str(index)]
+        part = ["--num-parts", "3", "--part-index", str(index)]
         cases.append((f"part{index}", ["build", *docs, *base, *part, "-o", f"out/part{index}"]))
     cases.append(
         ("merge", ["merge", "out/part0", "out/part1", "out/part2", "-o", "out/merged", "--json"])

@@ -32,7 +32,7 @@ def merge(
     as_json: bool,
     storage_options: Any,
 ) -> Report:
-    """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
+    """Join the finished parts of an array build (--num-parts/--part-index) into one output.
 
     Shards are hard-linked, not copied (copied only across filesystems, and server-side on an
     object store); the parts must come from one config and tokenizer, every part 0..N-1 exactly

@@ -6,7 +6,7 @@ its own manifest), so the driver plans N parts, one task each (one CPU, the toke
 the task or read from the tokenizer cache the driver filled) builds them, Ray reruns a part
 whose worker or node died (the rerun resumes what the dead attempt finished), and the driver
 merges them and writes the manifest last — the same code path as
-``--num-shards``/``merge``, so a Ray build and an array build of the same parts give the same
+``--num-parts``/``merge``, so a Ray build and an array build of the same parts give the same
 output. Parts are written next to the output, in ``DIR.parts/`` (``s3://…/out.parts/`` for an
 output on an object store, which every worker reaches itself), and removed after the merge: the
 parts directory is the engine's own (:mod:`maskprep.output.parts_root`), and one it did not make
