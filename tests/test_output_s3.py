@@ -472,9 +472,7 @@ def test_three_s3_parts_merge_on_s3_into_the_single_builds_rows(
 def test_a_failed_merge_on_s3_leaves_no_complete_looking_shard(s3_bucket, source, llama_like):
     parts = [f"s3://{s3_bucket}/part{i}" for i in range(2)]
     for index, part in enumerate(parts):
-        assert_ran(
-            _cli(*_args(source, llama_like, part, "--num-parts", 2, "--part-index", index))
-        )
+        assert_ran(_cli(*_args(source, llama_like, part, "--num-parts", 2, "--part-index", index)))
     # Part 1's shard rewritten after its manifest (same rows, other bytes): the merge finds it
     # as it copies it, after part 0's shard was already copied.
     s3 = boto3.client("s3")
