@@ -417,7 +417,7 @@ def test_pad_attended_at_edge_in_a_real_left_padded_build(tmp_path, with_pad, co
 def test_verify_and_the_collator_refuse_a_declared_pack_that_lost_its_columns(packs, tmp_path):
     from maskprep import DataError
     from maskprep.collate import Collator
-    from maskprep.probes.sampling import sample_rows
+    from maskprep.verifying.sampling import sample_rows
 
     stripped = _strip(_shard(packs["pad3"]), tmp_path / "stripped.parquet", keep_metadata=True)
     expected = (

@@ -12,7 +12,7 @@ from maskprep import config
 
 def test_pack_forms_are_defined_once_and_match_their_type():
     from maskprep.cli import verify as verify_cli
-    from maskprep.probes import options
+    from maskprep.verifying import options
 
     assert typing.get_args(config.PackForm) == config.PACK_FORMS
     assert options.PACK_FORMS is config.PACK_FORMS
@@ -34,7 +34,7 @@ def test_the_collator_uses_the_same_names():
 def test_the_names_load_without_numpy():
     code = (
         "import sys\n"
-        "import maskprep.config, maskprep.probes.options, maskprep.token_ids\n"
+        "import maskprep.config, maskprep.verifying.options, maskprep.token_ids\n"
         "assert 'numpy' not in sys.modules, sorted(m for m in sys.modules if 'numpy' in m)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

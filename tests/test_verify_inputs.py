@@ -236,7 +236,7 @@ def test_the_longest_rows_are_sampled_too(tmp_path) -> None:
     docs[17] = [list(range(10, 40)), [5, 6, 7]]
     table = pack_rows(docs, 40, PAD)
     pq.write_table(table, tmp_path / "packs.parquet")
-    from maskprep.probes.sampling import sample_rows
+    from maskprep.verifying.sampling import sample_rows
 
     sample = sample_rows(str(tmp_path / "packs.parquet"), rows=2, longest=1, seed=0)
     assert sample.longest == (17,) and 17 in sample.row_ids and len(sample.row_ids) == 3

@@ -14,7 +14,7 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_conf
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
-from maskprep.probes.driver import verify_rows
+from maskprep.verifying.driver import verify_rows
 
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
@@ -312,7 +312,7 @@ def test_a_wide_vocabulary_is_compared_on_its_seeded_columns() -> None:
     logit columns; the verdicts are the same as on the full logits, planted leaks included."""
     from transformers import LlamaForCausalLM
 
-    from maskprep.probes.context import OUTPUT_COLUMNS, sliced_head
+    from maskprep.verifying.context import OUTPUT_COLUMNS, sliced_head
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config("llama", vocab_size=5000)).eval()

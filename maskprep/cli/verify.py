@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..config import PACK_FORMS
-from ..probes.options import (
+from ..verifying.options import (
     ATTN_IMPLEMENTATIONS,
     COLLATE_COLUMNS,
     DEVICES,
@@ -169,8 +169,8 @@ def verify(**options: Any) -> Report:
     the output says each row holds. Exit 1 when any probe sees a leak or a row does not fit the
     model.
     """
-    from ..probes.driver import verify as run_verify
-    from ..probes.options import VerifyOptions
+    from ..verifying.driver import verify as run_verify
+    from ..verifying.options import VerifyOptions
     from .verify_report import fix_lines, verify_json, verify_table
 
     if options["collate"] is not None:

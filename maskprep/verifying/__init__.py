@@ -1,5 +1,5 @@
-"""Leak probes: ``maskprep verify`` runs a real model on sampled rows and proves nothing leaks
-through the masks.
+"""``maskprep verify``: leak probes that run a real model on sampled rows and prove nothing leaks
+through the masks; each probe's verdict is a :class:`~.results.ProbeResult`.
 
 Rows are read as ``maskprep inspect`` reads them (an output directory, a directory of shards
 without a manifest, a shard file, Arrow IPC on stdin): a seeded random sample plus the rows that
@@ -46,7 +46,7 @@ real-position gradient. A probe always compares like with like: same model, dtyp
 implementation.
 
 - :mod:`.options`: :class:`~.options.VerifyOptions` and the names it accepts.
-- :mod:`.results`: :class:`~.results.Check` and :class:`~.results.VerifyResult`.
+- :mod:`.results`: :class:`~.results.ProbeResult` and :class:`~.results.VerifyResult`.
 - :mod:`.model`: the device, dtype and attention implementation; loading the model (its own code
   too); a caller's model left as it was.
 - :mod:`.sampling`: rows sampled from the data, with its longest rows (or every row).
@@ -61,6 +61,7 @@ implementation.
 - :mod:`.fixes`: the fix a ``LEAK`` names.
 - :mod:`.context`: what every probe needs (the model under test, a collated batch, tolerances).
 - :mod:`.attention`: probes 1, 2, 4 and 5; :mod:`.labels`: probe 3.
-- :mod:`.tally`: per-row measurements → one :class:`~.results.Check`, with the planted-leak verdict.
+- :mod:`.tally`: per-row measurements → one :class:`~.results.ProbeResult`, with the planted-leak
+  verdict.
 - :mod:`.driver`: :func:`~.driver.verify` and :func:`~.driver.verify_rows`.
 """

@@ -41,7 +41,7 @@ from .model import (
 )
 from .options import ATTN_IMPLEMENTATIONS, PROBES, ROWS_ALL, VerifyOptions
 from .reach import reach_findings
-from .results import Check, VerifyResult
+from .results import ProbeResult, VerifyResult
 from .sampling import DataFacts, sample_rows
 from .scan import padding_attended, scan_rows
 from .tally import Tally, check_from_tally
@@ -278,8 +278,8 @@ def _implementations(options: VerifyOptions, subject: Subject) -> tuple[str, ...
     return (current_implementation(subject.module) or "sdpa",)
 
 
-def _skipped(impl: str, form: str, why: str) -> Check:
-    return Check(probe="all", attn_implementation=impl, form=form, status="skipped", note=why)
+def _skipped(impl: str, form: str, why: str) -> ProbeResult:
+    return ProbeResult(probe="all", attn_implementation=impl, form=form, status="skipped", note=why)
 
 
 def _forms(
@@ -330,7 +330,7 @@ class _FormRunner:
             self.subject.facts,
         )
 
-    def static_checks(self, pad_id: int | None) -> tuple[list[Check], tuple[str, ...]]:
+    def static_checks(self, pad_id: int | None) -> tuple[list[ProbeResult], tuple[str, ...]]:
         """The feed's label checks (no forward pass), and warnings about what it returns."""
         assert self.feed is not None
         causal = self.subject.kind == "decoder"
@@ -372,8 +372,8 @@ class _FormRunner:
         for fed in self._fed():
             yield on_device(ctx, fed)
 
-    def run(self, ctx: ProbeContext) -> list[Check]:
-        """Every probe's :class:`Check` under ``ctx``."""
+    def run(self, ctx: ProbeContext) -> list[ProbeResult]:
+        """Every probe's :class:`ProbeResult` under ``ctx``."""
         import torch
 
         tallies = {probe: Tally() for probe in PROBES}

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..collate import RowArrays
 from ..columns import IGNORE_INDEX
-from .results import Check, Status
+from .results import ProbeResult, Status
 
 LABELS_EXTRA = "labels-extra"
 LABELS_MISSING = "labels-missing"
@@ -110,7 +110,7 @@ def label_checks(
     fix: tuple[str, str],
     skipped: str | None = None,
     pad_is_eos: bool = False,
-) -> list[Check]:
+) -> list[ProbeResult]:
     """The two checks from ``tally``; both ``skipped`` with that reason when given, and
     ``labels-missing`` for encoders. A failing check's note names ``fix`` (key, words)."""
     if skipped is not None or tally.positions == 0:
@@ -119,11 +119,11 @@ def label_checks(
     return [_extra(tally, causal, fix), _missing(tally, causal, fix, pad_is_eos)]
 
 
-def _check(name: str, status: Status, **fields: Any) -> Check:
-    return Check(probe=name, attn_implementation="-", form="-", status=status, **fields)
+def _check(name: str, status: Status, **fields: Any) -> ProbeResult:
+    return ProbeResult(probe=name, attn_implementation="-", form="-", status=status, **fields)
 
 
-def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> Check:
+def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> ProbeResult:
     parts = []
     if tally.starts_trained:
         parts.append(
@@ -145,7 +145,9 @@ def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> Check:
     return _check(LABELS_EXTRA, "LEAK", note=note, fix=key, worst_row=tally.extra_rows[0], **common)
 
 
-def _missing(tally: LabelTally, causal: bool, fix: tuple[str, str], pad_is_eos: bool) -> Check:
+def _missing(
+    tally: LabelTally, causal: bool, fix: tuple[str, str], pad_is_eos: bool
+) -> ProbeResult:
     if not causal:
         return _check(
             LABELS_MISSING,

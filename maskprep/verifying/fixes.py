@@ -32,7 +32,7 @@ class Feed:
 
 
 def remedy(probe: str, feed: Feed) -> tuple[str, str]:
-    """``(key, text)``: the :attr:`~.results.Check.fix` key and the words naming the fix for a
+    """``(key, text)``: the :attr:`~.results.ProbeResult.fix` key and the words naming the fix for a
     leak that ``probe`` found on ``feed``."""
     if probe in ("labels-loss", "labels-gradient"):
         return _LABELS

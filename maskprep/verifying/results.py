@@ -1,5 +1,5 @@
-"""What ``verify`` returns: one :class:`Check` per probe, attention implementation and feed form,
-gathered in a :class:`VerifyResult`."""
+"""What ``verify`` returns: one :class:`ProbeResult` per probe, attention implementation and feed
+form, gathered in a :class:`VerifyResult`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ Status = Literal["pass", "LEAK", "inconclusive", "skipped"]
 
 
 @dataclass(frozen=True)
-class Check:
+class ProbeResult:
     """One probe under one attention implementation and feed form.
 
     ``max_diff`` is the largest change seen at the positions that must not change, ``tolerance``
@@ -58,7 +58,7 @@ class VerifyResult:
     dtype: str
     rows: tuple[int, ...]
     packed: bool
-    checks: tuple[Check, ...]
+    checks: tuple[ProbeResult, ...]
     elapsed_s: float
     source: str = ""
     longest: tuple[int, ...] = ()

@@ -14,7 +14,7 @@ from .. import columns
 from ..column_values import list_values, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from .results import Check
+from .results import ProbeResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -94,7 +94,7 @@ def scan_rows(
     return scan
 
 
-def padding_attended(scan: Scan, pad_id: int | None) -> Check | None:
+def padding_attended(scan: Scan, pad_id: int | None) -> ProbeResult | None:
     """The ``padding-attended`` check from ``scan``: a row whose mask is 1 over a run of two or
     more pad ids at its end (or start) attends to padding that the probes, which take the mask's
     word for what is real, cannot see. A single pad id at an end is allowed: with ``pad == eos``
@@ -102,7 +102,7 @@ def padding_attended(scan: Scan, pad_id: int | None) -> Check | None:
     if pad_id is None:
         return None
     if not scan.attended:
-        return Check(
+        return ProbeResult(
             probe=PADDING_ATTENDED,
             attn_implementation="-",
             form="-",
@@ -111,7 +111,7 @@ def padding_attended(scan: Scan, pad_id: int | None) -> Check | None:
             note=f"no run of pad id {pad_id} attended",
         )
     positions = sum(run for _, run in scan.attended)
-    return Check(
+    return ProbeResult(
         probe=PADDING_ATTENDED,
         attn_implementation="-",
         form="-",

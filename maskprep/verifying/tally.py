@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import Check, Status
+from .results import ProbeResult, Status
 
 _LEAK_HINTS = {
     "pad-invariance": "padding reaches real tokens: the attention mask is not applied",
@@ -72,12 +72,12 @@ def check_from_tally(
     tally: Tally,
     skip_reason: str,
     remedy: tuple[str, str] = ("", ""),
-) -> Check:
+) -> ProbeResult:
     """Turn a tally into a check: LEAK past tolerance (its note naming the ``remedy``: a fix key
     and its words), inconclusive when blind, else pass."""
     common: dict[str, Any] = {"probe": probe, "attn_implementation": impl, "form": form}
     if tally.positions == 0:
-        return Check(**common, status="skipped", note=skip_reason, elapsed_s=tally.elapsed_s)
+        return ProbeResult(**common, status="skipped", note=skip_reason, elapsed_s=tally.elapsed_s)
     diffs, tols = np.array(tally.diffs), np.array(tally.tols)
     ratio = diffs / tols
     worst = int(np.argmax(ratio))
@@ -95,7 +95,7 @@ def check_from_tally(
             notes.insert(0, "the planted leak did not move outputs past the tolerance")
     else:
         status = "pass"
-    return Check(
+    return ProbeResult(
         **common,
         status=status,
         max_diff=float(diffs.max()),

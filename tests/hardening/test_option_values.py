@@ -24,8 +24,8 @@ from maskprep.config import (
     parse_reject_limit,
     parse_size,
 )
-from maskprep.probes.options import MAX_SEED
 from maskprep.token_ids import MAX_TOKEN_ID
+from maskprep.verifying.options import MAX_SEED
 
 from .helpers import assert_ok, build_args, cli, needs_torch
 
