@@ -13,7 +13,7 @@ def _feed(form: str, causal: bool) -> Feed:
     )
 
 
-@pytest.mark.parametrize("probe", ["cross-document", "unpadded-reference"])
+@pytest.mark.parametrize("probe", ["cross_document", "unpadded_reference"])
 @pytest.mark.parametrize(
     ("form", "causal", "suggested", "not_suggested"),
     [

@@ -350,7 +350,7 @@ def test_one_attended_pad_next_to_a_left_padded_run_warns(tmp_path, runner) -> N
         c for c in json.loads(done.stdout)["checks"] if c["name"] == "pad_attended_at_edge"
     )
     assert (check["status"], check["rows"]) == ("warn", [1])
-    # inspect's other checks and verify's padding-attended miss it: the mask is not all ones.
+    # inspect's other checks and verify's padding_attended miss it: the mask is not all ones.
     assert [
         c["name"] for c in json.loads(done.stdout)["checks"] if c["status"] in ("fail", "warn")
     ] == ["pad_attended_at_edge"]

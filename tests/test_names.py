@@ -39,3 +39,40 @@ def test_the_names_load_without_numpy():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+#: How every check and probe is spelt, in inspect's and verify's reports and JSON alike.
+SNAKE_CASE = r"[a-z][a-z0-9]*(_[a-z0-9]+)*"
+
+
+def _snake_case_violations(names):
+    import re
+
+    return sorted(name for name in names if not re.fullmatch(SNAKE_CASE, name))
+
+
+def test_check_and_probe_names_are_snake_case_in_inspect_and_verify():
+    import pytest
+
+    pytest.importorskip("numpy")
+    from maskprep.inspecting import checks
+    from maskprep.verifying import fed_labels, fed_mask, options, scan, tally
+
+    inspect_names = set(checks.SPECS)
+    verify_names = {
+        *options.PROBES,
+        *tally._LEAK_HINTS,
+        scan.PADDING_ATTENDED,
+        fed_mask.MASK_STRUCTURE,
+        *fed_labels.LABEL_CHECKS,
+    }
+    assert len(inspect_names) > 20 and len(verify_names) == 10
+    assert _snake_case_violations(inspect_names | verify_names) == []
+    # The rule both commands run is one name in both reports.
+    assert scan.PADDING_ATTENDED == checks.PADDING_ATTENDED
+
+
+def test_the_name_rule_refuses_other_spellings():
+    """Negative control: the spellings this rule replaced are refused."""
+    spelt = ["padding-attended", "padAttended", "Pad_invariance", "labels__loss", "cross document"]
+    assert _snake_case_violations(spelt) == sorted(spelt)

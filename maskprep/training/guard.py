@@ -8,12 +8,12 @@ How it judges a batch (the keyword arguments that reached ``model.forward``):
    is laid out where the feed put its tokens (:mod:`maskprep.verifying.alignment`). A fed row that
    is no row of the output stops the run: the guard cannot vouch for it.
 2. Static checks, exact and cheap: the fed attention mask against the output's documents
-   (``mask-structure``, :mod:`maskprep.verifying.fed_mask`: a 2D mask on a packed row, a 4D mask
-   other than the document's block), the fed labels against the output's (``labels-extra``,
-   ``labels-missing``, :mod:`maskprep.verifying.fed_labels`) and the fed positions against the
+   (``mask_structure``, :mod:`maskprep.verifying.fed_mask`: a 2D mask on a packed row, a 4D mask
+   other than the document's block), the fed labels against the output's (``labels_extra``,
+   ``labels_missing``, :mod:`maskprep.verifying.fed_labels`) and the fed positions against the
    model's table.
 3. With ``compare`` (the default), a forward comparison: each document of each fed row, fed as
-   the batch feeds it, against the document run alone (``unpadded-reference``,
+   the batch feeds it, against the document run alone (``unpadded_reference``,
    :func:`maskprep.verifying.attention.probe_unpadded_reference`), in eval mode without gradients,
    the model's train/eval mode put back after.
 
@@ -191,7 +191,7 @@ class LeakGuard(TrainerCallback):
                 check_positions("the feed", kwargs, fed.truth, fed.row_ids, subject.facts)
             except DataError as error:
                 raise self._stop([f"positions: {error}"], fed.row_ids) from None
-            names = ["positions", "mask-structure"]
+            names = ["positions", "mask_structure"]
             masks = MaskTally()
             masks.add(feed.get("attention_mask"), fed.truth, fed.row_ids, causal=causal)
             structure = mask_check(masks, ("", ""))
@@ -208,10 +208,10 @@ class LeakGuard(TrainerCallback):
                 ):
                     if check.status == "LEAK":
                         leaks.append(f"{check.probe} at row {check.worst_row}: {check.note}")
-                names += ["labels-extra", "labels-missing"]
+                names += ["labels_extra", "labels_missing"]
             diff = tolerance = None
             if self.compare:
-                names.append("unpadded-reference")
+                names.append("unpadded_reference")
                 check = self._compare(subject, FedBatch(feed, fed.truth, fed.labels, fed.row_ids))
                 diff, tolerance = check.max_diff, check.tolerance
                 if check.status == "LEAK":
@@ -270,7 +270,7 @@ class LeakGuard(TrainerCallback):
         return FedBatch(kwargs, arrays, fed_labels, row_ids)
 
     def _compare(self, subject: Any, fed: FedBatch) -> ProbeResult:
-        """Each fed document against itself run alone (``unpadded-reference``)."""
+        """Each fed document against itself run alone (``unpadded_reference``)."""
         import torch
 
         vocab = subject.facts.vocab_size
@@ -289,7 +289,7 @@ class LeakGuard(TrainerCallback):
         batch = on_device(ctx, fed)
         tally = Tally()
         probe_unpadded_reference(ctx, batch, outputs(ctx, batch.kwargs), tally)
-        check = check_from_tally("unpadded-reference", ctx.impl, ctx.form, tally, "no real tokens")
+        check = check_from_tally("unpadded_reference", ctx.impl, ctx.form, tally, "no real tokens")
         if check.status == "inconclusive":
             warnings.warn(
                 f"LeakGuard: {check.note}: on this model the comparison cannot see a leak, so the "

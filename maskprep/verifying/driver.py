@@ -353,7 +353,7 @@ class _FormRunner:
             skipped = f"{self.feed.name} returns no labels"
         eos = self.rows.facts.eos_id
         source = self.rows.source or "OUT"
-        checks = [mask_check(masks, collator_remedy("cross-document", source, "", self.packed))]
+        checks = [mask_check(masks, collator_remedy("cross_document", source, "", self.packed))]
         checks += label_checks(
             tally,
             causal=causal,
@@ -388,11 +388,11 @@ class _FormRunner:
             shapes[describe_feed(batch.kwargs)] = None
             base = self._base(ctx, batch)
             timed = [
-                ("pad-invariance", probe_pad_invariance),
-                ("unpadded-reference", probe_unpadded_reference),
+                ("pad_invariance", probe_pad_invariance),
+                ("unpadded_reference", probe_unpadded_reference),
             ]
             if self.packed:
-                timed.append(("cross-document", probe_cross_document))
+                timed.append(("cross_document", probe_cross_document))
             if ctx.causal:
                 timed.append(("causal", probe_causal))
             for name, probe in timed:
@@ -403,14 +403,14 @@ class _FormRunner:
                 fed_labels = True
                 t0 = time.perf_counter()
                 with torch.enable_grad():
-                    probe_labels(ctx, batch, tallies["labels-loss"], tallies["labels-gradient"])
-                tallies["labels-loss"].elapsed_s += time.perf_counter() - t0
+                    probe_labels(ctx, batch, tallies["labels_loss"], tallies["labels_gradient"])
+                tallies["labels_loss"].elapsed_s += time.perf_counter() - t0
         reasons = {
-            "pad-invariance": "rows have no padding",
-            "unpadded-reference": "rows have no real tokens",
-            "labels-loss": "no trained positions, or the model computes no loss",
-            "labels-gradient": "rows have no padding",
-            "cross-document": "no row holds two documents"
+            "pad_invariance": "rows have no padding",
+            "unpadded_reference": "rows have no real tokens",
+            "labels_loss": "no trained positions, or the model computes no loss",
+            "labels_gradient": "rows have no padding",
+            "cross_document": "no row holds two documents"
             if self.packed
             else "rows are not packed",
             "causal": "rows too short" if ctx.causal else "encoder: attention is bidirectional",
@@ -419,7 +419,7 @@ class _FormRunner:
             why = "the rows have no labels column"
             if self.labelled and self.feed is not None:
                 why = f"{self.feed.name} returns no labels"
-            reasons.update({"labels-loss": why, "labels-gradient": why})
+            reasons.update({"labels_loss": why, "labels_gradient": why})
         if self.feed is not None:
             fed = "; ".join(shapes)
             fixes = {

@@ -1,6 +1,6 @@
 """The attention mask a foreign feed gives, held to the output's documents (no forward pass).
 
-``mask-structure``: for every real query position of every fed row (placed by
+``mask_structure``: for every real query position of every fed row (placed by
 :mod:`.alignment`), the keys the fed mask lets it attend must be exactly the real tokens of its
 own document (those up to it, for a decoder). What each form allows:
 
@@ -22,7 +22,7 @@ import numpy as np
 from ..collate import RowArrays, block_mask
 from .results import ProbeResult
 
-MASK_STRUCTURE = "mask-structure"
+MASK_STRUCTURE = "mask_structure"
 
 
 @dataclass
@@ -101,7 +101,7 @@ class MaskTally:
 
 
 def mask_check(tally: MaskTally, fix: tuple[str, str]) -> ProbeResult:
-    """The ``mask-structure`` check from ``tally``; a failing one names ``fix`` (key, words)."""
+    """The ``mask_structure`` check from ``tally``; a failing one names ``fix`` (key, words)."""
     forms = ", ".join(tally.forms) or "nothing"
     common: dict[str, Any] = {"probe": MASK_STRUCTURE, "attn_implementation": "-", "form": "-"}
     if tally.positions == 0:

@@ -21,11 +21,11 @@ COLLATE_COLUMNS = ("forward", "all")
 #: The largest seed: torch seeds its generators with an unsigned 64-bit integer.
 MAX_SEED = (1 << 64) - 1
 PROBES = (
-    "pad-invariance",
-    "unpadded-reference",
-    "labels-loss",
-    "labels-gradient",
-    "cross-document",
+    "pad_invariance",
+    "unpadded_reference",
+    "labels_loss",
+    "labels_gradient",
+    "cross_document",
     "causal",
 )
 

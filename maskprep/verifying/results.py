@@ -17,7 +17,7 @@ class ProbeResult:
     the bound it was held to (for the worst row), ``positions`` how many positions were compared,
     ``worst_row`` the dataset index of the row closest to (or furthest past) its bound, and
     ``control_diff`` what the planted leak moved (``None`` where no control applies).
-    ``leaking`` counts the rows past their tolerance (batches, for ``labels-loss``, whose loss is
+    ``leaking`` counts the rows past their tolerance (batches, for ``labels_loss``, whose loss is
     one number per batch). A ``LEAK`` names its remedy in ``note``; ``fix`` is that remedy's
     stable key where it is a setting (``pad_position_ids``, ``pack_form``, ``use_cache``) or a
     change elsewhere (``labels``: the data; ``attention_mask``: the model's code or the data).

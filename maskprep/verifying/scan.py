@@ -1,6 +1,6 @@
 """One pass over the rows to probe, before any forward pass: their columns, the widest row, the
 pad id their padding holds, token ids against the model's vocabulary, and the data check that
-runs beside the probes (``padding-attended``: runs of the pad id the mask marks real)."""
+runs beside the probes (``padding_attended``: runs of the pad id the mask marks real)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 #: The data check that runs beside the probes: runs of the pad id that the mask marks real.
-PADDING_ATTENDED = "padding-attended"
+PADDING_ATTENDED = "padding_attended"
 
 
 @dataclass
@@ -95,7 +95,7 @@ def scan_rows(
 
 
 def padding_attended(scan: Scan, pad_id: int | None) -> ProbeResult | None:
-    """The ``padding-attended`` check from ``scan``: a row whose mask is 1 over a run of two or
+    """The ``padding_attended`` check from ``scan``: a row whose mask is 1 over a run of two or
     more pad ids at its end (or start) attends to padding that the probes, which take the mask's
     word for what is real, cannot see. A single pad id at an end is allowed: with ``pad == eos``
     it is the real EOS. ``None`` when the pad id is not known."""

@@ -11,15 +11,15 @@ import numpy as np
 from .results import ProbeResult, Status
 
 _LEAK_HINTS = {
-    "pad-invariance": "padding reaches real tokens: the attention mask is not applied",
-    "unpadded-reference": (
+    "pad_invariance": "padding reaches real tokens: the attention mask is not applied",
+    "unpadded_reference": (
         "real tokens give other outputs inside the batch than alone: check the attention mask, "
         "the padding side and position_ids"
     ),
-    "labels-loss": "the loss counts positions that must not be trained (labels on padding or "
+    "labels_loss": "the loss counts positions that must not be trained (labels on padding or "
     "across documents)",
-    "labels-gradient": "padded positions receive gradient: labels on padding",
-    "cross-document": "documents of a packed row attend to each other",
+    "labels_gradient": "padded positions receive gradient: labels on padding",
+    "cross_document": "documents of a packed row attend to each other",
     "causal": "earlier positions see later tokens: attention is not causal",
 }
 
