@@ -13,7 +13,6 @@ from .. import config as cfg
 from .command import Command, Report
 from .common import (
     buckets_option,
-    library_errors,
     output_option,
     reject_limit_option,
     share_option,
@@ -203,7 +202,6 @@ if TYPE_CHECKING:
     help="Cache nothing, even with MASKPREP_TOKENIZER_CACHE set.",
 )
 @storage_options_option
-@library_errors
 def build(**options: Any) -> Report:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
 

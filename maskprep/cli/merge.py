@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .command import Command, Report
-from .common import library_errors, output_option, storage_options_option
+from .common import output_option, storage_options_option
 
 
 @click.command(cls=Command)
@@ -23,7 +23,6 @@ from .common import library_errors, output_option, storage_options_option
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @storage_options_option
-@library_errors
 def merge(
     parts: tuple[str, ...],
     output: str,

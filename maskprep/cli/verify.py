@@ -18,7 +18,7 @@ from ..verifying.options import (
     ROWS_ALL,
 )
 from .command import Command, Report
-from .common import TOKEN_ID, library_errors, standard_input, storage_options_option
+from .common import TOKEN_ID, standard_input, storage_options_option
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -155,7 +155,6 @@ _ROWS = _Rows()
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @storage_options_option
-@library_errors
 def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the rows at PATH do not leak.
 

@@ -41,8 +41,9 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError.suggesting(
-            "{engine} needs Ray, which is not installed: pip install 'maskprep[ray]'", engine=ENGINE
+        raise ConfigError(
+            f"{ENGINE} needs Ray, which is not installed: pip install 'maskprep[ray]'",
+            suggests=(ENGINE,),
         ) from None
     return ray
 
@@ -139,8 +140,8 @@ def build_with_ray(
 
     ray = _import_ray()
     if config.part is not None:
-        raise ConfigError.suggesting(
-            "{engine} builds every part itself; leave out the part index", engine=ENGINE
+        raise ConfigError(
+            f"{ENGINE} builds every part itself; leave out the part index", suggests=(ENGINE,)
         )
     if STDIN in config.source.inputs:
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
