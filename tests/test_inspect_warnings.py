@@ -146,7 +146,7 @@ def test_a_stripped_pack_without_metadata_is_seen_by_its_eos(packs, which, tmp_p
 @pytest.fixture(scope="module")
 def eos_chat_tok(tmp_path_factory, corpus) -> Path:
     """A toy tokenizer whose chat template ends every assistant turn with EOS (2), no pad."""
-    from maskprep.toy_tokenizer import make_tokenizer
+    from toy_tokenizer import make_tokenizer
 
     texts = [m["content"] for chat in CHATS for m in chat["messages"]] + corpus + ["[INST] [/INST]"]
     return make_tokenizer(
