@@ -96,8 +96,8 @@ def _prepare_inputs(work: Path, corpus: Path, limit: int) -> None:
 
 def _toy_tokenizers(work: Path, corpus_texts: list[str]) -> Path:
     """A Llama-like toy tokenizer with chat markers and a pad token, and one without a pad."""
-    sys.path.insert(0, str(ROOT))
-    from maskprep.toy_tokenizer import make_tokenizer
+    sys.path.insert(0, str(ROOT / "tests"))  # a test helper, not part of the package
+    from toy_tokenizer import make_tokenizer
 
     make_tokenizer(work / "no_pad_tok", corpus_texts, vocab_size=300)
     return make_tokenizer(
@@ -208,7 +208,7 @@ def _cases(tok: str, chat_tok: str) -> list[tuple[str, list[str]]]:
         ),
     ]
     for index in range(3):
-        part = ["--num-shards", "3", "--shard-index", str(index)]
+        part = ["--num-parts", "3", "--part-index", str(index)]
         cases.append((f"part{index}", ["build", *docs, *base, *part, "-o", f"out/part{index}"]))
     cases.append(
         ("merge", ["merge", "out/part0", "out/part1", "out/part2", "-o", "out/merged", "--json"])

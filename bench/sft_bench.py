@@ -68,9 +68,9 @@ CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
 
 def make_tokenizer(workdir: Path) -> Path:
     """A byte-level BPE of 8,000 tokens trained on the corpus, with the ChatML markers as special
-    tokens (built with this checkout's ``maskprep.toy_tokenizer``)."""
-    sys.path.insert(0, str(ROOT))
-    from maskprep.toy_tokenizer import make_tokenizer as make
+    tokens (built with this checkout's ``tests/toy_tokenizer.py``)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from toy_tokenizer import make_tokenizer as make
 
     out = workdir / "bpe8k"
     if not (out / "tokenizer.json").exists():

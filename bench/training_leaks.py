@@ -168,7 +168,7 @@ def verify_says(output: Path, model: torch.nn.Module, function) -> str:
         return "no leak"
     leaks = sorted({c.probe for c in result.checks if c.status == "LEAK"})
     said = "LEAK " + ",".join(leaks)
-    missing = next((c for c in result.checks if c.probe == "labels-missing"), None)
+    missing = next((c for c in result.checks if c.probe == "labels_missing"), None)
     if missing is not None and missing.status == "LEAK" and "real EOS trained" in missing.note:
         said += "; EOS trained " + missing.note.split("real EOS trained ")[1].split(";")[0]
     return said

@@ -10,7 +10,7 @@ pyarrow nor transformers nor torch; ``from maskprep import build`` works as usua
 The stages live in subpackages whose tree is the data flow: :mod:`maskprep.sources` →
 :mod:`maskprep.tokenizing` → :mod:`maskprep.shaping` → :mod:`maskprep.output`, run in turn by
 :mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.reading` (an
-output read back), :mod:`maskprep.inspecting` (inspect), :mod:`maskprep.probes` (verify) and
+output read back), :mod:`maskprep.inspecting` (inspect), :mod:`maskprep.verifying` (verify) and
 :mod:`maskprep.cli` on top.
 """
 
@@ -27,7 +27,6 @@ _EXPORTS = {
     "BadRecordError": "errors",
     "BuildConfig": "config",
     "BuildResult": "results",
-    "Check": "probes.results",
     "ConfigError": "errors",
     "DataError": "errors",
     "InspectOptions": "inspecting.options",
@@ -39,20 +38,21 @@ _EXPORTS = {
     "OutputConfig": "config",
     "OutputError": "errors",
     "PartSpec": "config",
+    "ProbeResult": "verifying.results",
     "Progress": "results",
     "SFTConfig": "config",
     "ShapeConfig": "config",
     "SourceConfig": "config",
     "TokenizerConfig": "config",
     "Totals": "results",
-    "VerifyOptions": "probes.options",
-    "VerifyResult": "probes.results",
+    "VerifyOptions": "verifying.options",
+    "VerifyResult": "verifying.results",
     "build": "pipeline",
     "inspect": "inspecting.driver",
     "load_dataset": "output.dataset",
     "merge": "distributed.merge",
     "read_manifest": "output.manifest",
-    "verify": "probes.driver",
+    "verify": "verifying.driver",
 }
 
 __all__ = [
@@ -60,7 +60,6 @@ __all__ = [
     "BadRecordError",
     "BuildConfig",
     "BuildResult",
-    "Check",
     "ConfigError",
     "DataError",
     "IOFailure",
@@ -72,6 +71,7 @@ __all__ = [
     "OutputConfig",
     "OutputError",
     "PartSpec",
+    "ProbeResult",
     "Progress",
     "SFTConfig",
     "ShapeConfig",
@@ -135,7 +135,7 @@ if TYPE_CHECKING:
     from .output.dataset import load_dataset
     from .output.manifest import Manifest, read_manifest
     from .pipeline import build
-    from .probes.driver import verify
-    from .probes.options import VerifyOptions
-    from .probes.results import Check, VerifyResult
     from .results import BuildResult, Progress, Totals
+    from .verifying.driver import verify
+    from .verifying.options import VerifyOptions
+    from .verifying.results import ProbeResult, VerifyResult

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Context, Decimal, DecimalException
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import ConfigError
 from .storage.location import local_form
@@ -21,18 +22,20 @@ ShardFormat = Literal["parquet", "arrow"]
 #: of a pack attend to each other: a diagnostic, only ever emitted when asked for by that name.
 PackForm = Literal["position_ids", "mask4d", "mask2d"]
 
-INPUT_FORMATS = ("auto", "text", "jsonl")
-BAD_RECORD_POLICIES = ("fail", "skip")
-STRATEGIES = ("pad", "bucket", "pack", "none")
-PACK_ALGORITHMS = ("greedy", "bfd")
+TrainOn = Literal["assistant", "last-assistant", "all"]
+
+# The choices each option accepts, in the order help texts list them: from their types.
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+BAD_RECORD_POLICIES: tuple[str, ...] = get_args(BadRecordPolicy)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+PACK_ALGORITHMS: tuple[str, ...] = get_args(PackAlgorithm)
+OVERFLOWS: tuple[str, ...] = get_args(Overflow)
+PADDING_SIDES: tuple[str, ...] = get_args(PaddingSide)
+SHARD_FORMATS: tuple[str, ...] = get_args(ShardFormat)
+PACK_FORMS: tuple[str, ...] = get_args(PackForm)
+TRAIN_ON: tuple[str, ...] = get_args(TrainOn)
 #: Documents best-fit decreasing regroups at a time, unless told otherwise.
 DEFAULT_PACK_WINDOW = 1000
-OVERFLOWS = ("truncate", "drop", "split", "error")
-PADDING_SIDES = ("left", "right")
-SHARD_FORMATS = ("parquet", "arrow")
-PACK_FORMS: tuple[str, ...] = ("position_ids", "mask4d", "mask2d")
-TrainOn = Literal["assistant", "last-assistant", "all"]
-TRAIN_ON = ("assistant", "last-assistant", "all")
 #: Default cap on one input line (one record), in bytes. The longest real documents (a book, a
 #: large source file) are a few MB, and 64 MiB of text is some 16 M tokens, far past any row. What
 #: the cap bounds is the memory one line takes while it is read, decoded and parsed (its bytes,
@@ -47,6 +50,23 @@ MAX_SIZE = 1 << 60
 #: The most parts one build may be split into: each is a task and an output folder of its own
 #: (Kubernetes indexed jobs stop at 100,000 completions, Slurm arrays at a few million).
 MAX_PARTS = 1_000_000
+
+
+#: The metadata of a field the manifest leaves out: where the output goes and how it is opened,
+#: guards against hostile or broken input (they change no build that stays within them), and
+#: what the manifest records in an entry of its own.
+NOT_RECORDED = {"manifest": False}
+
+
+def _recorded(config: Any) -> dict[str, Any]:
+    """A config dataclass as the manifest records it: as :func:`dataclasses.asdict` makes it,
+    less the fields marked :data:`NOT_RECORDED`, in nested configs too."""
+    return {
+        spec.name: _recorded(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        for spec in dataclasses.fields(config)
+        if spec.metadata.get("manifest", True)
+        for value in (getattr(config, spec.name),)
+    }
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -134,8 +154,8 @@ class SourceConfig:
     input_format: InputFormat = "auto"
     text_field: str = "text"
     on_bad_record: BadRecordPolicy = "fail"
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    max_rejects: RejectLimit | None = None
+    max_record_bytes: int = field(default=DEFAULT_MAX_RECORD_BYTES, metadata=NOT_RECORDED)
+    max_rejects: RejectLimit | None = field(default=None, metadata=NOT_RECORDED)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -204,7 +224,7 @@ class ShapeConfig:
     buckets: tuple[int, ...] | None = None
     pack_algorithm: PackAlgorithm | None = None
     pack_window: int = DEFAULT_PACK_WINDOW
-    max_truncated: float | None = None
+    max_truncated: float | None = field(default=None, metadata=NOT_RECORDED)
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -287,14 +307,15 @@ class OutputConfig:
     """Where and how shards are written. A shard rolls over at ``shard_rows`` rows or
     ``shard_size`` bytes (uncompressed Arrow size), whichever comes first."""
 
-    directory: str
+    #: Left out of the manifest, so that a build moved elsewhere still compares equal.
+    directory: str = field(metadata=NOT_RECORDED)
     format: ShardFormat = "parquet"
     shard_rows: int | None = None
     shard_size: int | None = None
-    overwrite: bool = False
+    overwrite: bool = field(default=False, metadata=NOT_RECORDED)
     compression: str = "zstd"
     #: Finish an interrupted build in ``directory``, reusing its complete shards.
-    resume: bool = False
+    resume: bool = field(default=False, metadata=NOT_RECORDED)
 
     def __post_init__(self) -> None:
         _check_choice("format", self.format, SHARD_FORMATS)
@@ -381,8 +402,9 @@ class BuildConfig:
     output: OutputConfig
     batch_size: int = 1000
     sft: SFTConfig | None = None
-    #: Build only this part of the input (array jobs); ``None`` builds all of it.
-    part: PartSpec | None = None
+    #: Build only this part of the input (array jobs); ``None`` builds all of it. Recorded in
+    #: the manifest's own "part" entry, so that the parts of one build share a config.
+    part: PartSpec | None = field(default=None, metadata=NOT_RECORDED)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -415,20 +437,11 @@ class BuildConfig:
         return self.tokenizer
 
     def to_manifest(self) -> dict[str, Any]:
-        """The resolved configuration as it goes into the manifest (the output path is left out,
-        so a build moved elsewhere still compares equal)."""
-        data = dataclasses.asdict(self)
-        data["tokenizer"] = dataclasses.asdict(self.resolved_tokenizer)
+        """The resolved configuration as it goes into the manifest: every field but those marked
+        :data:`NOT_RECORDED` (the output path, guards, the part)."""
+        data = _recorded(self)
+        data["tokenizer"] = _recorded(self.resolved_tokenizer)
         data["shape"]["pack_algorithm"] = self.shape.resolved_pack_algorithm
-        data["output"].pop("directory")
-        data["output"].pop("overwrite")
-        data["output"].pop("resume")
-        # Guards against hostile or broken input: they change no build that stays within them.
-        data["source"].pop("max_record_bytes")
-        data["source"].pop("max_rejects")
-        data["shape"].pop("max_truncated")
-        # Recorded in the manifest's own "part" entry, so the parts of one build share a config.
-        data.pop("part")
         data["source"]["inputs"] = list(self.source.inputs)
         if self.shape.buckets is not None:
             data["shape"]["buckets"] = list(self.shape.buckets)

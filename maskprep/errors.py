@@ -22,17 +22,20 @@ The message says which failure it was, and the library raises its own class
 (:class:`IOFailure`, not a :class:`DataError`) for callers that retry.
 
 Library messages never name command-line flags (the library is also called from Python, where
-there are none). A message that suggests an option names it by its config field through an
-:class:`Option`; ``str(error)`` shows the field (``output.resume=True``) and the CLI shows the flag
-(``--resume``), see :meth:`MaskprepError.render`.
+there are none). A message that suggests an option writes it as an :class:`Option` in an f-string
+and lists it in ``suggests=``: ``str(error)`` shows the field (``output.resume=True``) and the CLI
+shows the flag (``--resume``), see :meth:`MaskprepError.render`.
+
+Errors pickle by the standard means (a Ray worker's error reaches the driver pickled): every
+constructor argument goes to :class:`Exception` (a class whose message joins several says so in
+``__str__``), and ``suggests`` is an instance attribute.
 """
 
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -51,45 +54,30 @@ class Option:
         return f"{self.field}={self.value!r}"
 
 
+#: The options an output error suggests most: finish an unfinished build, or replace it.
+RESUME = Option("output.resume")
+OVERWRITE = Option("output.overwrite")
+
+
 class MaskprepError(Exception):
-    """Base class of every error maskprep raises on purpose."""
+    """Base class of every error maskprep raises on purpose. ``suggests``: the options its
+    message names (each written as :class:`Option` writes itself), which the CLI shows as flags
+    (:meth:`render`)."""
 
     exit_code = 1
-    #: With :meth:`suggesting`: the message template and the values put into it.
-    template: str | None = None
-    values: Mapping[str, Any] = {}
+    suggests: tuple[Option, ...] = ()
 
-    @classmethod
-    def suggesting(cls, template: str, **values: Any) -> MaskprepError:
-        """An error whose message suggests options: ``template`` is a :meth:`str.format` string,
-        and each :class:`Option` among ``values`` is shown as its field here and as its flag by
-        the CLI (:meth:`render`)."""
-        error = cls(template.format(**values))
-        error.template = template
-        error.values = dict(values)
-        return error
-
-    @property
-    def options(self) -> tuple[Option, ...]:
-        """The options the message suggests, in no particular order."""
-        return tuple(v for v in self.values.values() if isinstance(v, Option))
+    def __init__(self, *args: object, suggests: Sequence[Option] = ()) -> None:
+        super().__init__(*args)
+        if suggests:  # an instance attribute: standard pickling keeps it (a Ray worker's error)
+            self.suggests = tuple(suggests)
 
     def render(self, name: Callable[[Option], str]) -> str:
-        """The message with each suggested option shown by ``name`` (the CLI: its flag)."""
-        if self.template is None:
-            return str(self)
-        shown = {k: name(v) if isinstance(v, Option) else v for k, v in self.values.items()}
-        return self.template.format(**shown)
-
-    def __reduce__(self) -> Any:
-        # Rebuilt with its template when unpickled (a Ray worker's error reaching the driver).
-        if self.template is None:
-            return super().__reduce__()
-        return (_rebuild, (type(self), self.template, dict(self.values)))
-
-
-def _rebuild(cls: type[MaskprepError], template: str, values: dict[str, Any]) -> MaskprepError:
-    return cls.suggesting(template, **values)
+        """The message with each option it suggests shown by ``name`` (the CLI: its flag)."""
+        text = str(self)
+        for option in self.suggests:
+            text = text.replace(str(option), name(option))
+        return text
 
 
 class DataError(MaskprepError):
@@ -105,14 +93,14 @@ class ManifestError(DataError):
     def __init__(self, path: str, field: str, problem: str) -> None:
         # The field path holds the manifest's own keys and the problem its values: either may
         # hold a newline, and the message must stay one line wherever it is shown.
-        where = f"{path}: {field}" if field else path
-        super().__init__(escaped(f"{where}: {problem}"))
+        super().__init__(path, field, problem)
         self.path = path
         self.field = field
         self.problem = problem
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
-        return (type(self), (self.path, self.field, self.problem))
+    def __str__(self) -> str:
+        where = f"{self.path}: {self.field}" if self.field else self.path
+        return escaped(f"{where}: {self.problem}")
 
 
 class ConfigError(MaskprepError):
@@ -125,13 +113,12 @@ class BadRecordError(DataError):
     """One input record cannot be used; ``location`` is ``file:line``."""
 
     def __init__(self, location: str, reason: str) -> None:
-        super().__init__(f"{location}: {reason}")
+        super().__init__(location, reason)
         self.location = location
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        # Rebuilt from both arguments when unpickled (a Ray worker's error reaching the driver).
-        return (type(self), (self.location, self.reason))
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
 
 
 class OutputError(ConfigError):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from maskprep.toy_tokenizer import make_tokenizer
+# The toy tokenizer is a test helper (tests/toy_tokenizer.py), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from toy_tokenizer import make_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_data"
 

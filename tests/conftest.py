@@ -11,6 +11,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 import pytest
 from click.testing import CliRunner
+from toy_tokenizer import make_tokenizer
 
 from maskprep import (
     BuildConfig,
@@ -19,7 +20,6 @@ from maskprep import (
     SourceConfig,
     TokenizerConfig,
 )
-from maskprep.toy_tokenizer import make_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

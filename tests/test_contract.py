@@ -23,8 +23,8 @@ from maskprep._version import __version__
 from maskprep.cli import main
 from maskprep.collate import Collator
 from maskprep.contract import COLUMN_CONTRACT, METADATA_KEY, ShardContract, read_contract
-from maskprep.probes.sampling import sample_rows
 from maskprep.reading.shards import open_input
+from maskprep.verifying.sampling import sample_rows
 
 PAD = 3  # with_pad: <s> 1, </s> 2, <pad> 3
 
@@ -158,7 +158,7 @@ def test_a_foreign_shard_without_metadata_is_inferred_as_before(outputs, tmp_pat
         "inferred",
     )
     assert result.layout.pad_id == PAD and result.ok
-    assert sample_rows(str(foreign), 4, 0, 0).facts == maskprep.probes.sampling.DataFacts()
+    assert sample_rows(str(foreign), 4, 0, 0).facts == maskprep.verifying.sampling.DataFacts()
     pytest.importorskip("torch", reason="the collator needs the verify extra (torch)")
     collator = Collator.for_output(foreign, causal=True)
     assert (collator.pad_id, collator.padding_side, collator.packed) == (None, None, None)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, ROOT, SAMPLE, make_config, write_jsonl
 from test_sft_exact import make_sentencepiece
+from toy_tokenizer import make_tokenizer
 
 from maskprep import build
 from maskprep.tokenizing.direct import load_direct
@@ -22,7 +23,6 @@ from maskprep.tokenizing.encoder import Encoder
 from maskprep.tokenizing.fast import PROBE_TEXTS, BackendEncoder
 from maskprep.tokenizing.loading import load_tokenizer, tokenizer_info
 from maskprep.tokenizing.prepare import direct_spec, prepare_tokenizer
-from maskprep.toy_tokenizer import make_tokenizer
 
 TEXTS = [
     *PROBE_TEXTS,

@@ -116,8 +116,8 @@ def test_link_check_sees_a_broken_link(tmp_path):
 
 
 def test_slug_follows_github():
-    assert _slug("Array jobs: `--num-shards` and `maskprep merge`") == (
-        "array-jobs---num-shards-and-maskprep-merge"
+    assert _slug("Array jobs: `--num-parts` and `maskprep merge`") == (
+        "array-jobs---num-parts-and-maskprep-merge"
     )
 
 
@@ -286,7 +286,7 @@ def _check_indexed_job(parts: dict, merge: dict) -> None:
         build = _parse(argv, {K8S_INDEX: str(index)})
         assert build.command.name == "build"
         _packs_or_buckets(build)
-        assert (build.params["num_shards"], build.params["shard_index"]) == (count, index)
+        assert (build.params["num_parts"], build.params["part_index"]) == (count, index)
         outputs.append(build.params["output"])
     assert len(set(outputs)) == count  # one output per part
     (container,) = merge["spec"]["template"]["spec"]["containers"]
@@ -304,7 +304,7 @@ def _check_slurm(array_script: str, submit_script: str) -> None:
         build = _parse(argv, {SLURM_INDEX: str(index)})
         assert build.command.name == "build"
         _packs_or_buckets(build)
-        assert (build.params["num_shards"], build.params["shard_index"]) == (len(indices), index)
+        assert (build.params["num_parts"], build.params["part_index"]) == (len(indices), index)
         outputs.append(build.params["output"])
     assert re.search(r"sbatch --dependency=afterok:\S+ .*--wrap", submit_script)
     (argv,) = _maskprep_argvs(submit_script)
@@ -332,7 +332,7 @@ def test_the_cluster_recipes_parse_and_use_the_platform_index():
 @pytest.mark.parametrize(
     ("old", "new", "error"),
     [
-        ('--shard-index "$SLURM', '--shard-idx "$SLURM', click.NoSuchOption),  # misspelt flag
+        ('--part-index "$SLURM', '--part-idx "$SLURM', click.NoSuchOption),  # misspelt flag
         ("--engine ray --num", "--engine rey --num", click.BadParameter),  # not a choice
         ('"$JOB_COMPLETION_INDEX"', '"$JOB_INDEX"', AssertionError),  # nothing sets it
         ("  completionMode: Indexed", "  completionMode: NonIndexed", AssertionError),

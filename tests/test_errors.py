@@ -4,6 +4,7 @@ usage and I/O; one-line reasons; the record stream stops at the first bad record
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 
@@ -13,24 +14,28 @@ from conftest import make_config, write_jsonl
 from maskprep import ConfigError, IOFailure, OutputError, build
 from maskprep.cli import main
 from maskprep.cli.common import flag
-from maskprep.errors import BadRecordError, ManifestError, Option, first_line, os_failure
+from maskprep.errors import (
+    RESUME,
+    BadRecordError,
+    ManifestError,
+    Option,
+    first_line,
+    os_failure,
+)
 from maskprep.sources.batches import Batch, batched
 from maskprep.sources.records import Record, Rejected
 
 
 def test_an_option_is_a_field_in_the_library_and_a_flag_on_the_command_line():
-    error = OutputError.suggesting(
-        "{where}: resume it ({resume}) or pad with EOS ({pad})",
-        where="out",
-        resume=Option("output.resume"),
-        pad=Option("tokenizer.pad_token", "eos"),
-    )
+    resume, pad = Option("output.resume"), Option("tokenizer.pad_token", "eos")
+    message = f"out: resume it ({resume}) or pad with EOS ({pad})"
+    error = OutputError(message, suggests=(resume, pad))
     assert (
         str(error)
         == "out: resume it (output.resume=True) or pad with EOS (tokenizer.pad_token='eos')"
     )
     assert error.render(flag) == "out: resume it (--resume) or pad with EOS (--pad-token eos)"
-    assert set(error.options) == {Option("output.resume"), Option("tokenizer.pad_token", "eos")}
+    assert error.suggests == (resume, pad)
     assert flag(Option("tokenizer.name_or_path")) == "--tokenizer"
     # A plain error renders as it reads.
     assert ConfigError("no {braces} here").render(flag) == "no {braces} here"
@@ -38,7 +43,8 @@ def test_an_option_is_a_field_in_the_library_and_a_flag_on_the_command_line():
 
 def test_errors_keep_their_options_and_fields_when_pickled():
     """A Ray worker's error reaches the driver pickled: it must still render as flags there."""
-    error = ConfigError.suggesting("{engine} needs Ray", engine=Option("engine", "ray"))
+    engine = Option("engine", "ray")
+    error = ConfigError(f"{engine} needs Ray", suggests=(engine,))
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is ConfigError and copy.render(flag) == "--engine ray needs Ray"
     for original in (
@@ -48,6 +54,63 @@ def test_errors_keep_their_options_and_fields_when_pickled():
         again = pickle.loads(pickle.dumps(original))
         assert type(again) is type(original) and str(again) == str(original)
     assert pickle.loads(pickle.dumps(ManifestError("p", "f", "x"))).field == "f"
+
+
+def _error_classes():
+    """Every exception class maskprep defines, imported from each module of the package."""
+    import importlib
+    import inspect as pyinspect
+    import pkgutil
+
+    import maskprep
+
+    found = set()
+    skipped = ("maskprep.training", "maskprep.launch", "maskprep.__main__")
+    for module in pkgutil.walk_packages(maskprep.__path__, "maskprep."):
+        if module.name.startswith(skipped):  # optional extras, or the program's entry point
+            continue
+        for _, value in pyinspect.getmembers(importlib.import_module(module.name)):
+            is_error = isinstance(value, type) and issubclass(value, BaseException)
+            if is_error and value.__module__.startswith("maskprep."):
+                found.add(value)
+    return found
+
+
+def test_errors_pickle_by_the_standard_means():
+    """No error class needs a ``__reduce__`` of its own: its arguments are its ``args``."""
+    from maskprep.storage.errors import MissingExtra, NotFound, StorageError
+
+    classes = _error_classes()
+    assert {BadRecordError, ManifestError, StorageError, MissingExtra} <= classes
+    assert sorted(c.__qualname__ for c in classes if "__reduce__" in vars(c)) == []
+    for error in (
+        NotFound("s3://b/k", "no such bucket"),
+        MissingExtra("s3://b", "s3fs", "s3"),
+        OutputError(f"out: resume it ({RESUME})", suggests=(RESUME,)),
+    ):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error)
+        assert copy.suggests == error.suggests and vars(copy) == vars(error)
+
+
+def test_a_library_error_ends_any_command_as_one_line_with_flags(runner):
+    """One path for every command's library errors (``Command.invoke``): a command with no
+    decorator of its own still shows the flags the error suggests, with the error's exit code."""
+    import click
+
+    from maskprep.cli.command import Command
+
+    @click.command(cls=Command)
+    @click.option("--json", "as_json", is_flag=True)
+    def bare(as_json):
+        raise OutputError(f"out: unfinished; resume it ({RESUME})", suggests=(RESUME,))
+
+    result = runner.invoke(bare, [])
+    assert result.exit_code == 2
+    assert result.output.strip() == "Error: out: unfinished; resume it (--resume)"
+    data = json.loads(runner.invoke(bare, ["--json"]).stdout)
+    assert data["error"]["type"] == "OutputError" and data["error"]["exit_code"] == 2
+    assert data["error"]["message"] == "out: unfinished; resume it (--resume)"
 
 
 def test_library_messages_name_no_flags_and_the_cli_renders_them(tmp_path, llama_like, runner):

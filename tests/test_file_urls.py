@@ -86,8 +86,8 @@ def test_inspect_and_merge_take_file_urls(source, llama_like, tmp_path):
     assert _cli("inspect", str(out)).exit_code == 1
 
     for index in range(2):
-        _ok(_build(source, llama_like, tmp_path / f"p{index}", "--num-shards", 2,
-                   "--shard-index", index))  # fmt: skip
+        _ok(_build(source, llama_like, tmp_path / f"p{index}", "--num-parts", 2,
+                   "--part-index", index))  # fmt: skip
     parts = [tmp_path / "p0", tmp_path / "p1"]
     _ok(_cli("merge", *parts, "-o", tmp_path / "merged-plain"))
     _ok(_cli("merge", *map(_url, parts), "-o", _url(tmp_path) + "/merged-url"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maskprep.probes.fixes import Feed, remedy
+from maskprep.verifying.fixes import Feed, remedy
 
 
 def _feed(form: str, causal: bool) -> Feed:
@@ -13,7 +13,7 @@ def _feed(form: str, causal: bool) -> Feed:
     )
 
 
-@pytest.mark.parametrize("probe", ["cross-document", "unpadded-reference"])
+@pytest.mark.parametrize("probe", ["cross_document", "unpadded_reference"])
 @pytest.mark.parametrize(
     ("form", "causal", "suggested", "not_suggested"),
     [

@@ -146,7 +146,7 @@ def test_a_stripped_pack_without_metadata_is_seen_by_its_eos(packs, which, tmp_p
 @pytest.fixture(scope="module")
 def eos_chat_tok(tmp_path_factory, corpus) -> Path:
     """A toy tokenizer whose chat template ends every assistant turn with EOS (2), no pad."""
-    from maskprep.toy_tokenizer import make_tokenizer
+    from toy_tokenizer import make_tokenizer
 
     texts = [m["content"] for chat in CHATS for m in chat["messages"]] + corpus + ["[INST] [/INST]"]
     return make_tokenizer(
@@ -350,7 +350,7 @@ def test_one_attended_pad_next_to_a_left_padded_run_warns(tmp_path, runner) -> N
         c for c in json.loads(done.stdout)["checks"] if c["name"] == "pad_attended_at_edge"
     )
     assert (check["status"], check["rows"]) == ("warn", [1])
-    # inspect's other checks and verify's padding-attended miss it: the mask is not all ones.
+    # inspect's other checks and verify's padding_attended miss it: the mask is not all ones.
     assert [
         c["name"] for c in json.loads(done.stdout)["checks"] if c["status"] in ("fail", "warn")
     ] == ["pad_attended_at_edge"]
@@ -417,7 +417,7 @@ def test_pad_attended_at_edge_in_a_real_left_padded_build(tmp_path, with_pad, co
 def test_verify_and_the_collator_refuse_a_declared_pack_that_lost_its_columns(packs, tmp_path):
     from maskprep import DataError
     from maskprep.collate import Collator
-    from maskprep.probes.sampling import sample_rows
+    from maskprep.verifying.sampling import sample_rows
 
     stripped = _strip(_shard(packs["pad3"]), tmp_path / "stripped.parquet", keep_metadata=True)
     expected = (

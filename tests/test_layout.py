@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "maskprep"
 #: The data flow, earliest first: a stage may import the ones before it, never one after.
 STAGES = ("sources", "tokenizing", "shaping", "output", "pipeline", "distributed")
 #: Built on top of the stages; no stage may import them.
-ON_TOP = ("reading", "inspecting", "probes", "collate", "cli")
+ON_TOP = ("reading", "inspecting", "verifying", "collate", "cli")
 MAX_LINES = 600
 
 

@@ -118,8 +118,8 @@ def test_trainer_with_a_leaky_collator_stops_before_the_first_step(pack, tmp_pat
         _trainer(model, pack, default_data_collator, guard, tmp_path).train()
     message = _one_line(error)
     assert message.startswith("LeakGuard: batch 1 (rows ")
-    assert "mask-structure at row" in message and "see tokens of another document" in message
-    assert "unpadded-reference at row" in message and "from itself run alone" in message
+    assert "mask_structure at row" in message and "see tokens of another document" in message
+    assert "unpadded_reference at row" in message and "from itself run alone" in message
     assert f"fix: train with Collator.for_output({str(pack)!r}, model=model)" in message
     assert "a 2D attention_mask" in message
     assert not _moved(before, model), "an optimizer step ran before the guard stopped the run"
@@ -138,7 +138,7 @@ def test_trainer_with_maskprep_collator_trains_and_the_guard_checked(pack, tmp_p
     (report,) = guard.reports
     assert len(report.rows) == 4 and report.max_diff < report.tolerance
     assert report.checks == (
-        "positions", "mask-structure", "labels-extra", "labels-missing", "unpadded-reference"
+        "positions", "mask_structure", "labels_extra", "labels_missing", "unpadded_reference"
     )  # fmt: skip
     assert guard._handle is None, "the hook outlived the batches it checks"
     trainer.train()  # a second run is watched again
@@ -153,18 +153,18 @@ def test_language_modeling_collator_with_pad_eos_stops_naming_the_eos(pack, tmp_
     with pytest.raises(LeakError) as error:
         _trainer(model, pack, collator, LeakGuard(pack), tmp_path).train()
     message = _one_line(error)
-    assert "labels-missing at row" in message and "real EOS trained 0 of" in message
+    assert "labels_missing at row" in message and "real EOS trained 0 of" in message
     assert "pad == eos" in message
-    assert "labels-extra at row" in message and "first tokens of a document" in message
+    assert "labels_extra at row" in message and "first tokens of a document" in message
 
 
 def test_static_checks_alone_still_see_a_2d_mask_on_a_pack(pack, tmp_path) -> None:
     from transformers import default_data_collator
 
     guard = LeakGuard(pack, compare=False)
-    with pytest.raises(LeakError, match=r"mask-structure at row \d+: fed a 2D mask") as error:
+    with pytest.raises(LeakError, match=r"mask_structure at row \d+: fed a 2D mask") as error:
         _trainer(_llama(), pack, default_data_collator, guard, tmp_path).train()
-    assert "unpadded-reference" not in str(error.value)
+    assert "unpadded_reference" not in str(error.value)
 
 
 def test_the_forward_comparison_sees_what_no_static_rule_names(pack) -> None:
@@ -179,9 +179,9 @@ def test_the_forward_comparison_sees_what_no_static_rule_names(pack) -> None:
     guard = LeakGuard(pack)
     assert guard.check(batch, model).max_diff < 1e-5
     del batch["use_cache"]
-    with pytest.raises(LeakError, match=r"unpadded-reference at row .*no attention_mask") as error:
+    with pytest.raises(LeakError, match=r"unpadded_reference at row .*no attention_mask") as error:
         guard.check(batch, model)
-    assert "mask-structure" not in str(error.value)
+    assert "mask_structure" not in str(error.value)
     static = LeakGuard(pack, compare=False).check(batch, model)
     assert static.max_diff is None  # judged by the static checks only: they cannot see it
 
@@ -233,7 +233,7 @@ def test_sft_trainer_leaky_stops_and_maskprep_collator_trains(sft, tmp_path) -> 
 
     model = _llama()
     before = _weights(model)
-    with pytest.raises(LeakError, match=r"mask-structure .*fix: train with Collator.for_output"):
+    with pytest.raises(LeakError, match=r"mask_structure .*fix: train with Collator.for_output"):
         _sft_trainer(model, sft, without_pack_columns, LeakGuard(sft), tmp_path).train()
     assert not _moved(before, model)
     model = _llama()
@@ -267,7 +267,7 @@ def test_a_plain_loop_watched_stops_on_a_leak_and_runs_on_a_clean_feed(pack) -> 
 
     model = _llama()
     before = _weights(model)
-    with pytest.raises(LeakError, match=r"^LeakGuard: batch 1 .*mask-structure"):
+    with pytest.raises(LeakError, match=r"^LeakGuard: batch 1 .*mask_structure"):
         _loop(model, pack, default_data_collator, LeakGuard(pack))
     assert not _moved(before, model)
     guard = LeakGuard(pack)
@@ -284,7 +284,7 @@ def test_check_is_the_same_check_as_a_function(pack) -> None:
     guard = LeakGuard(pack)
     report = guard.check(Collator.for_output(pack, model=model)(rows), model)
     assert report.rows == (0, 1, 2, 3) and report.max_diff < report.tolerance
-    with pytest.raises(LeakError, match=r"mask-structure at row 0"):
+    with pytest.raises(LeakError, match=r"mask_structure at row 0"):
         guard.check(default_data_collator(trainer_rows), model)
     assert model.training, "the guard left the model in eval mode"
 

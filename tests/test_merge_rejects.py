@@ -35,7 +35,7 @@ def parts(tmp_path, llama_like):
     made = []
     for index in range(2):
         out = tmp_path / f"part{index}"
-        extra = ("--num-shards", "2", "--shard-index", index, "--on-bad-record", "skip")
+        extra = ("--num-parts", "2", "--part-index", index, "--on-bad-record", "skip")
         result = CliRunner().invoke(main, build_args(source, llama_like, out, *extra))
         assert result.exit_code == 0, result.output
         made.append(out)

@@ -240,7 +240,7 @@ def test_parts_of_an_s3_object_reach_it_through_the_storage_options(
     for index in range(2):
         part = tmp_path / f"part{index}"
         assert_ran(
-            _cli(*_args(url, llama_like, part, *flag, "--num-shards", 2, "--shard-index", index))
+            _cli(*_args(url, llama_like, part, *flag, "--num-parts", 2, "--part-index", index))
         )
         manifest = json.loads((part / MANIFEST_NAME).read_text())
         assert manifest["inputs"][0]["format"] == "text", index
@@ -450,7 +450,7 @@ def test_three_s3_parts_merge_on_s3_into_the_single_builds_rows(
     url = f"s3://{s3_bucket}/in.jsonl"
     parts = [f"s3://{s3_bucket}/part{i}" for i in range(3)]
     for index, part in enumerate(parts):
-        assert_ran(_cli(*_args(url, llama_like, part, "--num-shards", 3, "--shard-index", index)))
+        assert_ran(_cli(*_args(url, llama_like, part, "--num-parts", 3, "--part-index", index)))
     merged = f"s3://{s3_bucket}/merged"
     result = _cli("merge", *parts, "-o", merged, "--json")
     assert_ran(result)
@@ -472,9 +472,7 @@ def test_three_s3_parts_merge_on_s3_into_the_single_builds_rows(
 def test_a_failed_merge_on_s3_leaves_no_complete_looking_shard(s3_bucket, source, llama_like):
     parts = [f"s3://{s3_bucket}/part{i}" for i in range(2)]
     for index, part in enumerate(parts):
-        assert_ran(
-            _cli(*_args(source, llama_like, part, "--num-shards", 2, "--shard-index", index))
-        )
+        assert_ran(_cli(*_args(source, llama_like, part, "--num-parts", 2, "--part-index", index)))
     # Part 1's shard rewritten after its manifest (same rows, other bytes): the merge finds it
     # as it copies it, after part 0's shard was already copied.
     s3 = boto3.client("s3")

@@ -1,4 +1,4 @@
-"""Array jobs: ``--num-shards N --shard-index I`` parts and ``maskprep merge``."""
+"""Array jobs: ``--num-parts N --part-index I`` parts and ``maskprep merge``."""
 
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def test_more_parts_than_records_merge_to_the_single_build(tmp_path, llama_like)
 
 
 def _cli_part(src, tokenizer, out, index, count, *extra):
-    return build_args(src, tokenizer, out, "--num-shards", count, "--shard-index", index, *extra)
+    return build_args(src, tokenizer, out, "--num-parts", count, "--part-index", index, *extra)
 
 
 @pytest.fixture
@@ -262,7 +262,7 @@ def test_parts_of_stdin_and_half_options_are_refused(tmp_path, llama_like, runne
     args = _cli_part("-", llama_like, tmp_path / "o", 0, 2)
     result = runner.invoke(main, args[:-2], input="a\n")
     assert result.exit_code == 2
-    assert "--num-shards and --shard-index go together" in result.output
+    assert "--num-parts and --part-index go together" in result.output
     result = runner.invoke(main, _cli_part("-", llama_like, tmp_path / "o", 2, 2), input="a\n")
     assert result.exit_code == 2
     assert "part index 2 is outside 0..1" in result.output

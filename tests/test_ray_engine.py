@@ -161,7 +161,7 @@ def test_ray_cli_connects_to_ray_address_and_leaves_the_cluster_up(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": address, **NO_USAGE_STATS}
     out = tmp_path / "cli"
     args = ["build", str(corpus_file), "-t", str(llama_like), "-o", str(out), "--max-length"]
-    args += ["16", "--pad-token", "eos", "--engine", "ray", "--num-shards", "2", "--json"]
+    args += ["16", "--pad-token", "eos", "--engine", "ray", "--num-parts", "2", "--json"]
     done = subprocess.run(
         [sys.executable, "-m", "maskprep", *args], capture_output=True, env=env, check=False
     )
@@ -465,7 +465,7 @@ def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
     args = ["build", str(corpus), "-t", str(llama_like), "-o", str(out), "--max-length", "32",
-            "--pad-token", "eos", "--engine", "ray", "--num-shards", "2", "-q"]  # fmt: skip
+            "--pad-token", "eos", "--engine", "ray", "--num-parts", "2", "-q"]  # fmt: skip
     child = subprocess.Popen(
         [sys.executable, "-m", "maskprep", *args],
         stdout=subprocess.DEVNULL,

@@ -71,7 +71,7 @@ pack_param = pytest.param(
 @pytest.fixture(scope="session")
 def chat_tok(tmp_path_factory) -> Path:
     """ChatML tokenizer: <|im_start|> (3) and <|im_end|> (4) special, EOS </s> (2), no pad."""
-    from maskprep.toy_tokenizer import make_tokenizer
+    from toy_tokenizer import make_tokenizer
 
     texts = [m["content"] for m in CONVERSATION + SECOND] + ["system user assistant"]
     texts += [p["prompt"] + p["completion"] for p in PAIRS]

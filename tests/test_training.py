@@ -468,7 +468,7 @@ def test_the_recipe_check_sees_a_leaky_collator(recipe_material, tmp_path, monke
     ).replace("from transformers import", "from transformers import default_data_collator,")
     assert leaky != code
     folder = _recipe_folder(recipe_material, tmp_path, "pack")
-    with pytest.raises(LeakError, match=r"^LeakGuard: batch 1 .*mask-structure") as error:
+    with pytest.raises(LeakError, match=r"^LeakGuard: batch 1 .*mask_structure") as error:
         _run_recipe(where, leaky, folder, monkeypatch)
     assert "Collator.for_output('out/data', model=model)" in str(error.value)
     unguarded = leaky.replace('    callbacks=[LeakGuard("out/data")],\n', "")

@@ -18,9 +18,9 @@ from upstream import (
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
 from maskprep.output.names import MANIFEST_NAME
-from maskprep.probes.context import TOLERANCES
-from maskprep.probes.driver import verify_rows
-from maskprep.probes.model import load_model
+from maskprep.verifying.context import TOLERANCES
+from maskprep.verifying.driver import verify_rows
+from maskprep.verifying.model import load_model
 
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
@@ -73,7 +73,7 @@ def _status(result, probe: str) -> set[str]:
 def _assert_all_pass(result, *, allowed_skips: set[str]) -> None:
     assert result.ok, [c for c in result.checks if c.status != "pass"]
     for check in result.checks:
-        if check.probe == "padding-attended":
+        if check.probe == "padding_attended":
             assert check.status == "pass" and check.positions > 0, check
         elif check.status == "skipped":
             assert check.probe in allowed_skips, check
@@ -86,7 +86,7 @@ def _assert_all_pass(result, *, allowed_skips: set[str]) -> None:
 @pytest.mark.parametrize("kind", ["llama", "gpt2", "bert"])
 def test_correct_padded_data_passes(configs, padded_output, kind) -> None:
     result = verify(padded_output, configs[kind], FAST)
-    skips = {"cross-document"} | ({"causal"} if kind == "bert" else set())
+    skips = {"cross_document"} | ({"causal"} if kind == "bert" else set())
     _assert_all_pass(result, allowed_skips=skips)
     assert {c.attn_implementation for c in result.checks} == {"-", "eager", "sdpa"}
     assert result.kind == ("encoder" if kind == "bert" else "decoder")
@@ -111,7 +111,7 @@ def test_correct_packed_data_passes_and_its_controls_see_leaks(configs, packed_o
     forms = {c.form for c in result.checks} - {"-"}
     assert forms == ({"mask4d"} if kind == "bert" else {"mask4d", "position_ids"})
     for check in result.checks:
-        if check.status != "skipped" and check.probe in ("cross-document", "unpadded-reference"):
+        if check.status != "skipped" and check.probe in ("cross_document", "unpadded_reference"):
             assert check.control_diff > check.tolerance, check
 
 
@@ -130,9 +130,9 @@ def test_real_minilm_passes_padded_and_packed(minilm, tmp_path, corpus) -> None:
     )
     for output in (padded, packed):
         result = verify(output, minilm, options)
-        _assert_all_pass(result, allowed_skips={"causal", "cross-document"})
+        _assert_all_pass(result, allowed_skips={"causal", "cross_document"})
         assert result.kind == "encoder"
-    assert _status(result, "cross-document") == {"pass"}
+    assert _status(result, "cross_document") == {"pass"}
 
 
 class _DropMask(torch.nn.Module):
@@ -180,10 +180,10 @@ def test_wrapper_dropping_the_mask_is_caught_by_pad_invariance() -> None:
     """Fed no position_ids, a wrapper that drops the mask leaks on every transformers version."""
     options = VerifyOptions(attn_implementations=("eager", "sdpa"), pad_position_ids=False)
     result = verify_rows(_pad_table(), _DropMask(_model("bert")), options, pad_id=PAD)
-    assert _status(result, "pad-invariance") == {"LEAK"}
+    assert _status(result, "pad_invariance") == {"LEAK"}
     assert _status(result, "causal") == {"skipped"}
     assert not result.ok
-    leak = next(c for c in result.checks if c.probe == "pad-invariance")
+    leak = next(c for c in result.checks if c.probe == "pad_invariance")
     assert leak.max_diff > leak.tolerance and leak.worst_row in range(4)
     assert leak.leaking == 4  # every row is padded
     assert "attention mask is not applied" in leak.note
@@ -218,7 +218,7 @@ def test_wrapper_dropping_the_mask_of_a_feed_with_position_ids(safer) -> None:
     5.25 it is a leak."""
     options = VerifyOptions(attn_implementations=("sdpa",))
     result = verify_rows(_pad_table(), _DropMask(_model("bert")), options, pad_id=PAD)
-    probe = next(c for c in result.checks if c.probe == "pad-invariance")
+    probe = next(c for c in result.checks if c.probe == "pad_invariance")
     if safer:
         assert probe.status == "inconclusive"
         assert probe.max_diff <= probe.tolerance and probe.control_diff <= probe.tolerance
@@ -242,14 +242,14 @@ def test_labels_on_pads_are_caught_by_the_label_probe(tmp_path, configs) -> None
     options = VerifyOptions(from_config=True, attn_implementations=("eager",), rows=6, longest=0)
     result = verify(output, configs["llama"], options)
     assert result.rows == (0, 1, 2, 3, 4, 5)
-    assert _status(result, "labels-loss") == {"LEAK"}
-    assert _status(result, "labels-gradient") == {"LEAK"}
-    for probe in ("pad-invariance", "unpadded-reference", "causal"):
+    assert _status(result, "labels_loss") == {"LEAK"}
+    assert _status(result, "labels_gradient") == {"LEAK"}
+    for probe in ("pad_invariance", "unpadded_reference", "causal"):
         assert _status(result, probe) == {"pass"}
-    gradient = next(c for c in result.checks if c.probe == "labels-gradient")
+    gradient = next(c for c in result.checks if c.probe == "labels_gradient")
     assert gradient.leaking == 1 and gradient.worst_row == 4
     assert gradient.positions == sum(12 - r["length"] for r in rows)
-    loss = next(c for c in result.checks if c.probe == "labels-loss")
+    loss = next(c for c in result.checks if c.probe == "labels_loss")
     assert loss.worst_row == 4 and loss.leaking == 1
     assert loss.fix == "labels" and "fix: labels must be IGNORE_INDEX at padding" in loss.note
 
@@ -265,8 +265,8 @@ def test_first_token_labelled_under_left_padding_is_a_label_leak() -> None:
     table = pa.Table.from_pylist(rows, schema=_pad_table().schema)
     options = VerifyOptions(attn_implementations=("eager",), pad_position_ids=True)
     result = verify_rows(table, _model("gpt2"), options, pad_id=PAD, padding_side="left")
-    assert _status(result, "labels-loss") == {"LEAK"}
-    assert _status(result, "unpadded-reference") == {"pass"}
+    assert _status(result, "labels_loss") == {"LEAK"}
+    assert _status(result, "unpadded_reference") == {"pass"}
 
 
 def test_pack_fed_a_2d_mask_leaks_across_documents() -> None:
@@ -275,10 +275,10 @@ def test_pack_fed_a_2d_mask_leaks_across_documents() -> None:
     result = verify_rows(table, _model("llama"), options, pad_id=PAD)
     by_form = {}
     for check in result.checks:
-        if check.probe == "cross-document":
+        if check.probe == "cross_document":
             by_form.setdefault(check.form, set()).add(check.status)
     assert by_form == {"mask2d": {"LEAK"}, "mask4d": {"pass"}}
-    leaks = [c for c in result.checks if c.probe == "cross-document" and c.status == "LEAK"]
+    leaks = [c for c in result.checks if c.probe == "cross_document" and c.status == "LEAK"]
     assert [c.leaking for c in leaks] == [2, 2]  # both rows, under eager and sdpa
     assert not result.ok
 
@@ -288,7 +288,7 @@ def test_position_ids_form_notes_the_cache_trap() -> None:
     table = pack_rows([random_docs(2, 3)], 26, PAD)
     options = VerifyOptions(attn_implementations=("sdpa",), pack_forms=("position_ids",))
     result = verify_rows(table, _model("llama"), options, pad_id=PAD)
-    check = next(c for c in result.checks if c.probe == "cross-document")
+    check = next(c for c in result.checks if c.probe == "cross_document")
     assert check.status == "pass"
     noted = "without use_cache=False this feed leaks" in check.note
     assert noted == DECODER_PACKS_LEAK_WITH_A_CACHE
@@ -303,14 +303,14 @@ def test_left_padding_on_absolute_positions_is_fed_as_the_collator_feeds_it() ->
     gpt2 = _model("gpt2")
     result = verify_rows(table, gpt2, options, pad_id=PAD, padding_side="left")
     assert result.ok, result.checks
-    reference = [c for c in result.checks if c.probe == "unpadded-reference"]
+    reference = [c for c in result.checks if c.probe == "unpadded_reference"]
     assert {c.status for c in reference} == {"pass"}
     assert all("fed without position_ids (as a plain collator" in c.note for c in reference)
     plain = VerifyOptions(attn_implementations=("eager", "sdpa"), pad_position_ids=False)
     result = verify_rows(table, gpt2, plain, pad_id=PAD, padding_side="left")
-    assert _status(result, "unpadded-reference") == {"LEAK"}
-    assert {c.leaking for c in result.checks if c.probe == "unpadded-reference"} == {4}
-    assert _status(result, "pad-invariance") == {"pass"}
+    assert _status(result, "unpadded_reference") == {"LEAK"}
+    assert {c.leaking for c in result.checks if c.probe == "unpadded_reference"} == {4}
+    assert _status(result, "pad_invariance") == {"pass"}
     leak = next(c for c in result.checks if c.status == "LEAK")
     assert leak.fix == "pad_position_ids"
     assert "fix: left padding shifts an absolute-position model's positions" in leak.note
@@ -337,7 +337,7 @@ def test_a_probe_blind_to_its_planted_leak_is_inconclusive() -> None:
     table = pack_rows([random_docs(5, 3), random_docs(6, 2)], 26, PAD)
     options = VerifyOptions(attn_implementations=("eager",))
     result = verify_rows(table, model, options, pad_id=PAD)
-    for probe in ("cross-document", "causal", "unpadded-reference"):
+    for probe in ("cross_document", "causal", "unpadded_reference"):
         assert _status(result, probe) == {"inconclusive"}, probe
     assert result.ok  # inconclusive is not a leak
 
@@ -349,7 +349,7 @@ def test_bfloat16_uses_its_own_tolerance(packed_output, configs) -> None:
     result = verify(packed_output, configs["llama"], options)
     assert result.dtype == "bfloat16" and result.ok
     atol, _ = TOLERANCES["bfloat16"]
-    check = next(c for c in result.checks if c.probe == "pad-invariance")
+    check = next(c for c in result.checks if c.probe == "pad_invariance")
     assert check.tolerance >= atol > TOLERANCES["float32"][0]
 
 
@@ -401,11 +401,11 @@ def test_cli_json_reports_checks_and_skipped_implementations(runner, configs, pa
     ]
     probes = {c["probe"] for c in data["checks"] if c["status"] == "pass"}
     assert probes == {
-        "padding-attended",
-        "pad-invariance",
-        "unpadded-reference",
-        "labels-loss",
-        "labels-gradient",
+        "padding_attended",
+        "pad_invariance",
+        "unpadded_reference",
+        "labels_loss",
+        "labels_gradient",
         "causal",
     }
 
@@ -415,7 +415,7 @@ def test_cli_exits_1_on_a_leak_and_names_the_option_that_fixes_it(runner, config
     args = [str(output), "-m", str(configs["gpt2"]), "--from-config", "--attn-implementation"]
     result = _cli(runner, *args, "eager", "--no-pad-position-ids")
     assert result.exit_code == 1, result.output
-    assert "LEAK FOUND" in result.stdout and "unpadded-reference" in result.stdout
+    assert "LEAK FOUND" in result.stdout and "unpadded_reference" in result.stdout
     assert "fix to try: maskprep verify ... --pad-position-ids" in result.stdout
     fixed = _cli(runner, *args, "eager", "--pad-position-ids")
     assert fixed.exit_code == 0, fixed.output
@@ -498,8 +498,8 @@ def test_rows_of_unequal_length_are_padded_per_batch_and_pass() -> None:
     table = pa.Table.from_pylist(rows, schema=schema())
     options = VerifyOptions(attn_implementations=("eager",))
     result = verify_rows(table, _model("gpt2"), options, pad_id=PAD)
-    _assert_all_pass(result, allowed_skips={"cross-document"})
-    gradient = next(c for c in result.checks if c.probe == "labels-gradient")
+    _assert_all_pass(result, allowed_skips={"cross_document"})
+    gradient = next(c for c in result.checks if c.probe == "labels_gradient")
     longest = max(len(d) for d in docs)
     assert gradient.positions == sum(longest - len(d) for d in docs)
 
@@ -510,7 +510,7 @@ def test_encoder_packs_fed_position_ids_follow_the_transformers_version() -> Non
     table = pack_rows([random_docs(2, 3)], 26, PAD)
     options = VerifyOptions(attn_implementations=("sdpa",), pack_forms=("position_ids", "mask4d"))
     result = verify_rows(table, _model("bert"), options, pad_id=PAD)
-    checks = {c.form: c for c in result.checks if c.probe == "cross-document"}
+    checks = {c.form: c for c in result.checks if c.probe == "cross_document"}
     expected = "pass" if BERT_MASKS_FROM_POSITION_IDS else "LEAK"
     assert {form: c.status for form, c in checks.items()} == {
         "position_ids": expected,

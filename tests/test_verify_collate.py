@@ -84,18 +84,18 @@ def test_default_data_collator_on_a_pack_leaks_and_names_the_fix(runner, pack) -
     report = _report(result, 1)
     checks = _checks(report)
     assert report["collate"] == "transformers:default_data_collator"
-    for probe in ("cross-document", "unpadded-reference"):
+    for probe in ("cross_document", "unpadded_reference"):
         check = checks[probe]
         assert check["status"] == "LEAK" and check["fix"] == "collator", check
         assert check["max_diff"] > 100 * check["tolerance"]
         assert isinstance(check["worst_row"], int) and check["worst_row"] in report["rows"]
         assert f"Collator.for_output({str(pack)!r}, model=model)" in check["note"]
         assert "a 2D attention_mask" in check["note"]
-    structure = checks["mask-structure"]
+    structure = checks["mask_structure"]
     assert structure["status"] == "LEAK" and "fed a 2D mask" in structure["note"]
     assert "see tokens of another document" in structure["note"]
     # The labels of a plain stack are the output's own: nothing to say about them.
-    assert checks["labels-extra"]["status"] == checks["labels-missing"]["status"] == "pass"
+    assert checks["labels_extra"]["status"] == checks["labels_missing"]["status"] == "pass"
     shown = runner.invoke(
         main,
         ["verify", str(pack), "-m", str(TINY_LLAMA), "--collate",
@@ -117,8 +117,8 @@ def test_maskprep_collator_passes(runner, pack, tmp_path) -> None:
     report = _report(_run(runner, pack, TINY_LLAMA, spec, *FAST), 0)
     checks = _checks(report)
     assert {c["status"] for c in report["checks"]} == {"pass"}
-    assert checks["cross-document"]["control_diff"] > checks["cross-document"]["tolerance"]
-    assert "real EOS trained" in checks["labels-missing"]["note"]
+    assert checks["cross_document"]["control_diff"] > checks["cross_document"]["tolerance"]
+    assert "real EOS trained" in checks["labels_missing"]["note"]
 
 
 def test_data_collator_with_padding_on_a_pack_leaks(runner, pack, tmp_path) -> None:
@@ -126,7 +126,7 @@ def test_data_collator_with_padding_on_a_pack_leaks(runner, pack, tmp_path) -> N
         tmp_path, "DataCollatorWithPadding(tokenizer)", SAMPLE / "tokenizer", pad_is_eos=True
     )
     checks = _checks(_report(_run(runner, pack, TINY_LLAMA, spec, *FAST), 1))
-    assert checks["cross-document"]["status"] == "LEAK"
+    assert checks["cross_document"]["status"] == "LEAK"
 
 
 def test_language_modeling_collator_with_pad_eos_drops_every_eos(runner, pack, tmp_path) -> None:
@@ -140,11 +140,11 @@ def test_language_modeling_collator_with_pad_eos_drops_every_eos(runner, pack, t
     )
     report = _report(_run(runner, pack, TINY_LLAMA, spec, *FAST), 1)
     checks = _checks(report)
-    missing, extra = checks["labels-missing"], checks["labels-extra"]
+    missing, extra = checks["labels_missing"], checks["labels_extra"]
     assert missing["status"] == "LEAK" and missing["fix"] == "collator"
     assert "real EOS trained 0 of" in missing["note"] and "pad == eos" in missing["note"]
     assert extra["status"] == "LEAK" and "first tokens of a document" in extra["note"]
-    assert checks["cross-document"]["status"] == "LEAK"
+    assert checks["cross_document"]["status"] == "LEAK"
 
 
 def test_minilm_with_data_collator_with_padding_on_a_pack_leaks(
@@ -154,8 +154,8 @@ def test_minilm_with_data_collator_with_padding_on_a_pack_leaks(
     report = _report(_run(runner, minilm_pack, minilm, spec, "--rows", "2", "--longest", "0"), 1)
     checks = _checks(report)
     assert report["kind"] == "encoder"
-    assert checks["cross-document"]["status"] == checks["unpadded-reference"]["status"] == "LEAK"
-    assert checks["unpadded-reference"]["max_diff"] > 1
+    assert checks["cross_document"]["status"] == checks["unpadded_reference"]["status"] == "LEAK"
+    assert checks["unpadded_reference"]["max_diff"] > 1
 
 
 def test_minilm_fed_causal_blocks_is_caught(runner, minilm, minilm_pack, tmp_path) -> None:
@@ -178,11 +178,11 @@ def test_minilm_fed_causal_blocks_is_caught(runner, minilm, minilm_pack, tmp_pat
         name="causal.py",
     )
     report = _report(_run(runner, minilm_pack, minilm, causal, "--rows", "2", "--longest", "0"), 1)
-    reference = _checks(report)["unpadded-reference"]
+    reference = _checks(report)["unpadded_reference"]
     assert reference["status"] == "LEAK" and reference["max_diff"] > 1
     assert "full blocks for an encoder" in reference["note"]
     assert "4D attention_mask" in reference["note"]
-    structure = _checks(report)["mask-structure"]
+    structure = _checks(report)["mask_structure"]
     assert structure["status"] == "LEAK"
     assert "hidden tokens of their own document" in structure["note"]
 
@@ -254,7 +254,7 @@ def test_a_spec_file_need_not_be_importable(runner, pack, tmp_path) -> None:
         name="my-collate.v2.py",
     )
     report = _report(_run(runner, pack, TINY_LLAMA, spec, *FAST), 1)
-    assert _checks(report)["cross-document"]["status"] == "LEAK"
+    assert _checks(report)["cross_document"]["status"] == "LEAK"
 
 
 def test_a_module_of_the_working_directory_is_found(runner, pack, tmp_path, monkeypatch) -> None:
@@ -263,7 +263,7 @@ def test_a_module_of_the_working_directory_is_found(runner, pack, tmp_path, monk
     _spec(tmp_path, "from transformers import default_data_collator as collate\n", "feeds_21a.py")
     monkeypatch.chdir(tmp_path)
     report = _report(_run(runner, pack, TINY_LLAMA, "feeds_21a:collate", *FAST), 1)
-    assert _checks(report)["cross-document"]["status"] == "LEAK"
+    assert _checks(report)["cross_document"]["status"] == "LEAK"
 
 
 @pytest.mark.parametrize(

@@ -64,11 +64,11 @@ def test_a_foreign_parquet_shard_is_judged(runner, tmp_path, models) -> None:
     pq.write_table(clean, tmp_path / "clean.parquet")
     report = _json(_verify(runner, str(tmp_path / "clean.parquet"), models["gpt2"], "--json"))
     assert report["ok"] is True and report["rows"] == [0, 1, 2, 3, 4, 5]
-    assert _check(report, "labels-gradient")["status"] == "pass"
+    assert _check(report, "labels_gradient")["status"] == "pass"
     pq.write_table(_labels_on_padding(clean, 4), tmp_path / "leaky.parquet")
     result = _verify(runner, str(tmp_path / "leaky.parquet"), models["gpt2"], "--json")
     assert result.exit_code == 1, result.output
-    gradient = _check(json.loads(result.stdout), "labels-gradient")
+    gradient = _check(json.loads(result.stdout), "labels_gradient")
     assert gradient["status"] == "LEAK" and gradient["worst_row"] == 4
     assert gradient["fix"] == "labels"
 
@@ -81,12 +81,12 @@ def test_a_shard_of_ids_and_mask_only_runs_the_attention_probes(runner, tmp_path
     pq.write_table(table, tmp_path / "ids.parquet")
     report = _json(_verify(runner, str(tmp_path / "ids.parquet"), models["gpt2"], "--json"))
     assert report["ok"] is True
-    for probe in ("labels-loss", "labels-gradient"):
+    for probe in ("labels_loss", "labels_gradient"):
         check = _check(report, probe)
         assert check["status"] == "skipped" and check["note"] == "the rows have no labels column"
-    assert _check(report, "pad-invariance")["status"] == "pass"
+    assert _check(report, "pad_invariance")["status"] == "pass"
     result = _verify(runner, str(tmp_path / "ids.parquet"), models["gpt2"], "--no-pad-position-ids")
-    assert result.exit_code == 1 and "unpadded-reference" in result.stdout
+    assert result.exit_code == 1 and "unpadded_reference" in result.stdout
 
 
 def test_a_directory_of_shards_without_a_manifest(runner, tmp_path, models) -> None:
@@ -106,7 +106,7 @@ def test_a_directory_of_shards_without_a_manifest(runner, tmp_path, models) -> N
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["rows"] == [0, 1, 2, 3, 4, 5]
-    assert _check(report, "labels-gradient")["worst_row"] == 4
+    assert _check(report, "labels_gradient")["worst_row"] == 4
     # inspect reads the same directory with the same reader, and finds the same row.
     inspected = runner.invoke(main, ["inspect", str(data), "--json"])
     assert inspected.exit_code == 1, inspected.output
@@ -130,7 +130,7 @@ def test_stdin_arrow_ipc_stream_or_file(runner, models, kind) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"] == [0, 1, 2, 3]
     leaky = _verify(runner, "-", models["gpt2"], stdin=_ipc(_labels_on_padding(table, 2), kind))
-    assert leaky.exit_code == 1 and "labels-gradient" in leaky.stdout
+    assert leaky.exit_code == 1 and "labels_gradient" in leaky.stdout
     inspected = runner.invoke(main, ["inspect", "-", "--json"], input=data)
     assert inspected.exit_code == 0, inspected.output
 
@@ -179,7 +179,7 @@ def test_packs_that_lost_seq_lens_are_recognised(runner, tmp_path, models) -> No
     path = str(tmp_path / "packs.parquet")
     report = _json(_verify(runner, path, models["llama"], "--json"))
     assert report["packed"] is True and report["ok"] is True
-    assert _check(report, "cross-document")["status"] == "pass"
+    assert _check(report, "cross_document")["status"] == "pass"
     result = _verify(runner, path, models["llama"], "--no-packed")
     assert result.exit_code == 1
     assert "rows carry position_ids or seq_lens, but the collator was set up" in result.output
@@ -219,7 +219,7 @@ def test_a_mask_of_ones_over_trailing_pads_is_padding_attended(runner, tmp_path,
     path = str(tmp_path / "ones.parquet")
     result = _verify(runner, path, models["bert"], "--pad-id", str(PAD), "--json")
     assert result.exit_code == 1, result.output
-    check = _check(json.loads(result.stdout), "padding-attended")
+    check = _check(json.loads(result.stdout), "padding_attended")
     assert (check["status"], check["worst_row"], check["leaking"]) == ("LEAK", 2, 1)
     assert "the model attends to padding" in check["note"]
     # The other rows' padding (mask 0) shows the pad id too.
@@ -227,7 +227,7 @@ def test_a_mask_of_ones_over_trailing_pads_is_padding_attended(runner, tmp_path,
     # Negative control: the same rows with their mask right.
     pq.write_table(table, tmp_path / "right.parquet")
     report = _json(_verify(runner, str(tmp_path / "right.parquet"), models["bert"], "--json"))
-    assert _check(report, "padding-attended")["status"] == "pass" and report["ok"]
+    assert _check(report, "padding_attended")["status"] == "pass" and report["ok"]
 
 
 def test_the_longest_rows_are_sampled_too(tmp_path) -> None:
@@ -236,7 +236,7 @@ def test_the_longest_rows_are_sampled_too(tmp_path) -> None:
     docs[17] = [list(range(10, 40)), [5, 6, 7]]
     table = pack_rows(docs, 40, PAD)
     pq.write_table(table, tmp_path / "packs.parquet")
-    from maskprep.probes.sampling import sample_rows
+    from maskprep.verifying.sampling import sample_rows
 
     sample = sample_rows(str(tmp_path / "packs.parquet"), rows=2, longest=1, seed=0)
     assert sample.longest == (17,) and 17 in sample.row_ids and len(sample.row_ids) == 3

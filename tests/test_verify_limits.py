@@ -19,7 +19,7 @@ from maskprep import DataError, VerifyOptions
 from maskprep.cli import main
 from maskprep.inspecting.checks import CHECKS
 from maskprep.output.names import MANIFEST_NAME
-from maskprep.probes.driver import verify_rows
+from maskprep.verifying.driver import verify_rows
 
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 

@@ -14,7 +14,7 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, tiny_conf
 
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
-from maskprep.probes.driver import verify_rows
+from maskprep.verifying.driver import verify_rows
 
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
@@ -134,8 +134,8 @@ def test_a_remote_code_decoder_that_ignores_the_mask_is_caught(runner, remote, l
     report = json.loads(result.stdout)
     assert report["kind"] == "decoder"
     statuses = {c["probe"]: c["status"] for c in report["checks"]}
-    assert statuses["pad-invariance"] == "LEAK"
-    leak = next(c for c in report["checks"] if c["probe"] == "pad-invariance")
+    assert statuses["pad_invariance"] == "LEAK"
+    leak = next(c for c in report["checks"] if c["probe"] == "pad_invariance")
     assert leak["fix"] == "attention_mask" and "dropping attention_mask" in leak["note"]
     assert leak["max_diff"] > 100 * leak["tolerance"]
 
@@ -145,7 +145,7 @@ def test_the_same_remote_code_decoder_applying_the_mask_passes(runner, remote, l
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["kind"] == "decoder" and report["ok"]
-    pad = next(c for c in report["checks"] if c["probe"] == "pad-invariance")
+    pad = next(c for c in report["checks"] if c["probe"] == "pad_invariance")
     assert pad["status"] == "pass" and pad["control_diff"] > pad["tolerance"]
 
 
@@ -163,7 +163,7 @@ def test_a_remote_code_decoder_with_weights_loads_with_from_pretrained(runner, r
         main, ["verify", str(path), "-m", str(tmp_path / "weights"), "--trust-remote-code"]
     )
     assert result.exit_code == 0, result.output
-    assert "(decoder)" in result.stdout and "cross-document" in result.stdout
+    assert "(decoder)" in result.stdout and "cross_document" in result.stdout
 
 
 def test_a_remote_code_encoder_with_only_a_base_model(runner, remote, tmp_path) -> None:
@@ -174,8 +174,8 @@ def test_a_remote_code_encoder_with_only_a_base_model(runner, remote, tmp_path) 
     report = json.loads(result.stdout)
     assert report["kind"] == "encoder"
     statuses = {c["probe"]: c["status"] for c in report["checks"]}
-    assert statuses["pad-invariance"] == "pass" and statuses["causal"] == "skipped"
-    assert statuses["labels-loss"] == "skipped"  # a base model computes no loss
+    assert statuses["pad_invariance"] == "pass" and statuses["causal"] == "skipped"
+    assert statuses["labels_loss"] == "skipped"  # a base model computes no loss
 
 
 def test_remote_code_needs_trust_and_broken_models_are_one_line(runner, remote, tmp_path):
@@ -312,7 +312,7 @@ def test_a_wide_vocabulary_is_compared_on_its_seeded_columns() -> None:
     logit columns; the verdicts are the same as on the full logits, planted leaks included."""
     from transformers import LlamaForCausalLM
 
-    from maskprep.probes.context import OUTPUT_COLUMNS, sliced_head
+    from maskprep.verifying.context import OUTPUT_COLUMNS, sliced_head
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config("llama", vocab_size=5000)).eval()
@@ -323,8 +323,8 @@ def test_a_wide_vocabulary_is_compared_on_its_seeded_columns() -> None:
     options = VerifyOptions(attn_implementations=("eager",), pack_forms=("mask4d", "mask2d"))
     result = verify_rows(table, model, options)
     statuses = {(c.probe, c.form): c.status for c in result.checks}
-    assert statuses[("cross-document", "mask4d")] == "pass"
-    assert statuses[("cross-document", "mask2d")] == "LEAK"
+    assert statuses[("cross_document", "mask4d")] == "pass"
+    assert statuses[("cross_document", "mask2d")] == "LEAK"
     assert all(c.control_diff > c.tolerance for c in result.checks if c.status == "pass"
                and c.control_diff is not None)  # fmt: skip
 

@@ -67,7 +67,7 @@ def test_the_default_sample_misses_one_bad_row_and_all_rows_find_it(
     every = verify(output, TINY_LLAMA, VerifyOptions(from_config=True, rows="all", batch_size=16))
     assert not every.ok and not every.sampled
     assert every.rows == tuple(range(every.total_rows))
-    assert ("labels-loss", row) in _leaks(every)
+    assert ("labels_loss", row) in _leaks(every)
 
 
 def test_the_summary_and_json_say_what_was_sampled(runner, padded_with_one_bad_row) -> None:

@@ -13,7 +13,6 @@ from .. import config as cfg
 from .command import Command, Report
 from .common import (
     buckets_option,
-    library_errors,
     output_option,
     reject_limit_option,
     share_option,
@@ -171,12 +170,12 @@ if TYPE_CHECKING:
     "to an uninterrupted build).",
 )
 @click.option(
-    "--num-shards",
+    "--num-parts",
     type=click.IntRange(1, cfg.MAX_PARTS),
-    help="Array jobs: split the input into this many parts (with --shard-index).",
+    help="Array jobs: split the input into this many parts (with --part-index).",
 )
 @click.option(
-    "--shard-index",
+    "--part-index",
     type=click.IntRange(min=0),
     help="Array jobs: build only this part (0-based); join the parts with maskprep merge.",
 )
@@ -185,7 +184,7 @@ if TYPE_CHECKING:
     type=click.Choice(("local", "ray")),
     default="local",
     show_default=True,
-    help="ray: build --num-shards parts (default: one per cluster CPU) on the Ray cluster in "
+    help="ray: build --num-parts parts (default: one per cluster CPU) on the Ray cluster in "
     "RAY_ADDRESS, or a local one, and merge them.",
 )
 @click.option(
@@ -203,7 +202,6 @@ if TYPE_CHECKING:
     help="Cache nothing, even with MASKPREP_TOKENIZER_CACHE set.",
 )
 @storage_options_option
-@library_errors
 def build(**options: Any) -> Report:
     """Tokenize text or JSONL into padded, bucketed or packed shards with masks and labels.
 
@@ -259,11 +257,11 @@ def build(**options: Any) -> Report:
     if options["engine"] == "ray":
         from ..distributed.ray_engine import build_with_ray
 
-        if options["shard_index"] is not None:
-            raise click.UsageError("--shard-index does not apply to --engine ray")
+        if options["part_index"] is not None:
+            raise click.UsageError("--part-index does not apply to --engine ray")
         result = build_with_ray(
             config,
-            parts=options["num_shards"],
+            parts=options["num_parts"],
             tokenizer_cache=_tokenizer_cache(options),
             storage_options=options["storage_options"],
             on_part=None if quiet else _report_part,
@@ -350,9 +348,9 @@ def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
 
 
 def _part_spec(options: dict[str, Any]) -> cfg.PartSpec | None:
-    count, index = options["num_shards"], options["shard_index"]
+    count, index = options["num_parts"], options["part_index"]
     if count is None and index is None:
         return None
     if count is None or index is None:
-        raise click.UsageError("--num-shards and --shard-index go together")
+        raise click.UsageError("--num-parts and --part-index go together")
     return cfg.PartSpec(index=index, count=count)

@@ -3,10 +3,10 @@ for people) and its exit code, and how a failure is told.
 
 A command returns a :class:`Report`; :class:`Command` prints it as JSON with ``"ok"`` added
 (``--json``), or renders it, and exits 1 when it is not ok. A failure (a usage error, a library
-error, running out of memory) is one line on stderr with its exit code, control characters in it
-escaped (a file name may hold a newline); with ``--json`` it is also
-``{"ok": false, "error": {...}}`` on stdout, so a CI job reading stdout always gets one JSON
-document.
+error with the options it suggests shown as flags, running out of memory) is one line on stderr
+with its exit code, control characters in it escaped (a file name may hold a newline); with
+``--json`` it is also ``{"ok": false, "error": {...}}`` on stdout, so a CI job reading stdout
+always gets one JSON document. SIGINT / SIGTERM stop a command cleanly (exit 130 / 143).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from ..errors import BadRecordError, IOFailure, MaskprepError, escaped, os_reason
+from .common import flag, stopped_by_signals
 
 #: The flag that asks a command for JSON on stdout.
 JSON_FLAG = "--json"
@@ -104,12 +105,14 @@ class Command(click.Command):
         """Run the command and print its :class:`Report`; tell a failure."""
         as_json = bool(ctx.params.get("as_json"))
         try:
-            report = super().invoke(ctx)
+            with stopped_by_signals():
+                report = super().invoke(ctx)
         except click.ClickException as error:
-            self._tell(error, getattr(error, "error", None), as_json)
+            self._tell(error, None, as_json)
             raise
         except MaskprepError as cause:
-            failure = click.ClickException(str(cause))
+            # The library names options by their config fields; the command line, by its flags.
+            failure = click.ClickException(cause.render(flag))
             failure.exit_code = cause.exit_code  # type: ignore[misc]  # Click reads the instance's
             self._tell(failure, cause, as_json)
             raise failure from None

@@ -1,6 +1,6 @@
-"""Click helpers every command shares: library errors shown as one line with their exit code,
-signals turned into a clean stop, parsers of option values, and the storage options of commands
-that take URLs."""
+"""Click helpers every command shares: library errors' options shown as flags, signals turned
+into a clean stop, parsers of option values, and the storage options of commands that take
+URLs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any, BinaryIO
 
 import click
@@ -38,16 +37,6 @@ def flag(option: Option) -> str:
     if option.value == "False":  # a switch turned off: its --no- form
         return "--no-" + name.removeprefix("--")
     return name if option.value is None else f"{name} {option.value}"
-
-
-class _Failure(click.ClickException):
-    """A library error shown as one line on stderr, with its own exit code."""
-
-    def __init__(self, error: MaskprepError) -> None:
-        super().__init__(error.render(flag))
-        # click declares exit_code a class variable; this exception carries the error's own.
-        setattr(self, "exit_code", error.exit_code)  # noqa: B010
-        self.error = error
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,29 +82,22 @@ def _stop_on_signals() -> Iterator[_Stop]:
                 signal.signal(number, handler)
 
 
-def library_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a command so that a :class:`~maskprep.errors.MaskprepError` it raises becomes one
-    line on stderr and the error's exit code, and SIGINT / SIGTERM stop it cleanly with exit
-    130 / 143."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        stopped = _Stop()
-        # The handlers are installed inside the try: a signal the moment after they are (or
-        # while they are put back) is caught here too, not by Click ("Aborted!", exit 1).
-        try:
-            with _stop_on_signals() as stopped:
-                return command(*args, **kwargs)
-        except MaskprepError as error:
-            raise _Failure(error) from None
-        except KeyboardInterrupt as interrupt:
-            if isinstance(interrupt, Terminated) or stopped.signum == signal.SIGTERM:
-                click.echo("Aborted: terminated (SIGTERM)", err=True)
-                raise click.exceptions.Exit(EXIT_SIGTERM) from None
-            click.echo("Aborted: interrupted (SIGINT)", err=True)
-            raise click.exceptions.Exit(EXIT_SIGINT) from None
-
-    return wrapper
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Run a command's body so that SIGINT / SIGTERM stop it cleanly: the library cleans up on
+    the way out, then the command exits 130 / 143 with one line on stderr."""
+    stopped = _Stop()
+    # The handlers are installed inside the try: a signal the moment after they are (or while
+    # they are put back) is caught here too, not by Click ("Aborted!", exit 1).
+    try:
+        with _stop_on_signals() as stopped:
+            yield
+    except KeyboardInterrupt as interrupt:
+        if isinstance(interrupt, Terminated) or stopped.signum == signal.SIGTERM:
+            click.echo("Aborted: terminated (SIGTERM)", err=True)
+            raise click.exceptions.Exit(EXIT_SIGTERM) from None
+        click.echo("Aborted: interrupted (SIGINT)", err=True)
+        raise click.exceptions.Exit(EXIT_SIGINT) from None
 
 
 def standard_input() -> BinaryIO:

@@ -14,7 +14,6 @@ from .command import Command, Report
 from .common import (
     TOKEN_ID,
     buckets_option,
-    library_errors,
     standard_input,
     storage_options_option,
 )
@@ -83,7 +82,6 @@ from .common import (
     help="Do not compare each shard's sha256 with the manifest (saves reading the files twice).",
 )
 @storage_options_option
-@library_errors
 def inspect(**options: Any) -> Report:
     """Check shards against the data contract and show what they hold.
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .command import Command, Report
-from .common import library_errors, output_option, storage_options_option
+from .common import output_option, storage_options_option
 
 
 @click.command(cls=Command)
@@ -23,7 +23,6 @@ from .common import library_errors, output_option, storage_options_option
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @storage_options_option
-@library_errors
 def merge(
     parts: tuple[str, ...],
     output: str,
@@ -32,7 +31,7 @@ def merge(
     as_json: bool,
     storage_options: Any,
 ) -> Report:
-    """Join the finished parts of an array build (--num-shards/--shard-index) into one output.
+    """Join the finished parts of an array build (--num-parts/--part-index) into one output.
 
     Shards are hard-linked, not copied (copied only across filesystems, and server-side on an
     object store); the parts must come from one config and tokenizer, every part 0..N-1 exactly

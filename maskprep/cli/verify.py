@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..config import PACK_FORMS
-from ..probes.options import (
+from ..verifying.options import (
     ATTN_IMPLEMENTATIONS,
     COLLATE_COLUMNS,
     DEVICES,
@@ -18,7 +18,7 @@ from ..probes.options import (
     ROWS_ALL,
 )
 from .command import Command, Report
-from .common import TOKEN_ID, library_errors, standard_input, storage_options_option
+from .common import TOKEN_ID, standard_input, storage_options_option
 
 
 def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
@@ -155,7 +155,6 @@ _ROWS = _Rows()
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @storage_options_option
-@library_errors
 def verify(**options: Any) -> Report:
     """Prove on a real model that the masks of the rows at PATH do not leak.
 
@@ -169,8 +168,8 @@ def verify(**options: Any) -> Report:
     the output says each row holds. Exit 1 when any probe sees a leak or a row does not fit the
     model.
     """
-    from ..probes.driver import verify as run_verify
-    from ..probes.options import VerifyOptions
+    from ..verifying.driver import verify as run_verify
+    from ..verifying.options import VerifyOptions
     from .verify_report import fix_lines, verify_json, verify_table
 
     if options["collate"] is not None:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 _STATUS_STYLE = {"pass": "green", "LEAK": "bold red", "inconclusive": "yellow", "skipped": "dim"}
-#: The ``maskprep verify`` option that checks a fix (by :attr:`Check.fix`), for LEAK notes.
+#: The ``maskprep verify`` option that checks a fix (by :attr:`ProbeResult.fix`), for LEAK notes.
 FIX_OPTIONS = {
     "pad_position_ids": "--pad-position-ids",
     "pack_form": "--pack-forms mask4d",
@@ -19,7 +19,7 @@ def _num(value: float | None) -> str:
 
 
 def verify_table(result: Any) -> Table:
-    """One line per check of a :class:`maskprep.probes.results.VerifyResult`."""
+    """One line per check of a :class:`maskprep.verifying.results.VerifyResult`."""
     verdict = "no leak found" if result.ok else "LEAK FOUND"
     rows = rows_probed(result)
     fed = f" · fed by {result.collate}" if result.collate else ""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..errors import ConfigError, DataError, Option
+from ..errors import RESUME, ConfigError, DataError
 from ..output.commit import OutputRequest, OutputSession, write_failures
 from ..output.manifest import (
     Manifest,
@@ -82,12 +82,10 @@ def read_part(
     location = storage.parse_location(directory, options)
     found = find_manifest_at(location)
     if found is None:
-        raise ConfigError.suggesting(
-            "{part}: not a finished part (no {manifest}); finish its build ({resume}) before "
-            "merging",
-            part=location,
-            manifest=MANIFEST_NAME,
-            resume=Option("output.resume"),
+        raise ConfigError(
+            f"{location}: not a finished part (no {MANIFEST_NAME}); finish its build ({RESUME}) "
+            "before merging",
+            suggests=(RESUME,),
         )
     manifest = load_manifest(found)
     if manifest.part is None:

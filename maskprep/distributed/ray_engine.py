@@ -6,7 +6,7 @@ its own manifest), so the driver plans N parts, one task each (one CPU, the toke
 the task or read from the tokenizer cache the driver filled) builds them, Ray reruns a part
 whose worker or node died (the rerun resumes what the dead attempt finished), and the driver
 merges them and writes the manifest last — the same code path as
-``--num-shards``/``merge``, so a Ray build and an array build of the same parts give the same
+``--num-parts``/``merge``, so a Ray build and an array build of the same parts give the same
 output. Parts are written next to the output, in ``DIR.parts/`` (``s3://…/out.parts/`` for an
 output on an object store, which every worker reaches itself), and removed after the merge: the
 parts directory is the engine's own (:mod:`maskprep.output.parts_root`), and one it did not make
@@ -41,8 +41,9 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ConfigError.suggesting(
-            "{engine} needs Ray, which is not installed: pip install 'maskprep[ray]'", engine=ENGINE
+        raise ConfigError(
+            f"{ENGINE} needs Ray, which is not installed: pip install 'maskprep[ray]'",
+            suggests=(ENGINE,),
         ) from None
     return ray
 
@@ -139,8 +140,8 @@ def build_with_ray(
 
     ray = _import_ray()
     if config.part is not None:
-        raise ConfigError.suggesting(
-            "{engine} builds every part itself; leave out the part index", engine=ENGINE
+        raise ConfigError(
+            f"{ENGINE} builds every part itself; leave out the part index", suggests=(ENGINE,)
         )
     if STDIN in config.source.inputs:
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")

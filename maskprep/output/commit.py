@@ -62,7 +62,15 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from .. import storage
-from ..errors import ConfigError, DataError, IOFailure, Option, OutputError, os_failure
+from ..errors import (
+    OVERWRITE,
+    RESUME,
+    ConfigError,
+    DataError,
+    IOFailure,
+    OutputError,
+    os_failure,
+)
 from .directory import (
     OutputState,
     check_unfinished_is_ours,
@@ -144,11 +152,10 @@ def plan(state: OutputState, request: OutputRequest, alive: list[WriterRecord]) 
                     "output first, or write to another place"
                 )
             return Action.STAGE
-        raise OutputError.suggesting(
-            "{output}: output directory is not empty (a finished output); overwrite it "
-            "({overwrite}) to replace its contents",
-            output=url,
-            overwrite=Option("output.overwrite"),
+        raise OutputError(
+            f"{url}: output directory is not empty (a finished output); overwrite it "
+            f"({OVERWRITE}) to replace its contents",
+            suggests=(OVERWRITE,),
         )
     if request.resume and not request.merge:
         return Action.RESUME
@@ -168,22 +175,15 @@ def _refuse_unfinished(state: OutputState, request: OutputRequest) -> None:
     url = state.location.url
     if request.merge:
         # A merge cannot resume (a build's way out): only replacing it is suggested.
-        raise OutputError.suggesting(
-            "{output}: holds an unfinished output ({shards} complete shards and no {manifest}); "
-            "overwrite it ({overwrite}) to replace it with the merge",
-            output=url,
-            shards=len(state.shards),
-            manifest=MANIFEST_NAME,
-            overwrite=Option("output.overwrite"),
+        raise OutputError(
+            f"{url}: holds an unfinished output ({len(state.shards)} complete shards and no "
+            f"{MANIFEST_NAME}); overwrite it ({OVERWRITE}) to replace it with the merge",
+            suggests=(OVERWRITE,),
         )
-    raise OutputError.suggesting(
-        "{directory}: unfinished build ({shards} complete shards and no {manifest}); resume it "
-        "({resume}) to finish it, or overwrite it ({overwrite}) to start over",
-        directory=url,
-        shards=len(state.shards),
-        manifest=MANIFEST_NAME,
-        resume=Option("output.resume"),
-        overwrite=Option("output.overwrite"),
+    raise OutputError(
+        f"{url}: unfinished build ({len(state.shards)} complete shards and no {MANIFEST_NAME}); "
+        f"resume it ({RESUME}) to finish it, or overwrite it ({OVERWRITE}) to start over",
+        suggests=(RESUME, OVERWRITE),
     )
 
 
@@ -282,12 +282,11 @@ class OutputSession:
         """Raise :class:`Overtaken` if another writer committed the output since this one
         opened it: from then on this writer publishes nothing more."""
         if self._now() != self._base():
-            raise Overtaken.suggesting(
-                "{output}: another writer finished this output while this build was writing; "
-                "nothing it wrote was changed. Check it (maskprep inspect), or overwrite it "
-                "({overwrite})",
-                output=self.location.url,
-                overwrite=Option("output.overwrite"),
+            raise Overtaken(
+                f"{self.location.url}: another writer finished this output while this build was "
+                "writing; nothing it wrote was changed. Check it (maskprep inspect), or overwrite "
+                f"it ({OVERWRITE})",
+                suggests=(OVERWRITE,),
             )
 
     # ------------------------------------------------------------------ write
@@ -308,12 +307,11 @@ class OutputSession:
             digest = writer.hexdigest()
             if self._staging is None and sha256_of(location) == digest:
                 return storage.WriteResult(location, writer.tell(), digest)
-            raise OutputError.suggesting(
-                "{file}: written meanwhile by another writer, with other bytes than this build "
-                "writes there; nothing was replaced. Overwrite the output ({overwrite}) to "
-                "rebuild it",
-                file=location.url,
-                overwrite=Option("output.overwrite"),
+            raise OutputError(
+                f"{location.url}: written meanwhile by another writer, with other bytes than "
+                f"this build writes there; nothing was replaced. Overwrite the output "
+                f"({OVERWRITE}) to rebuild it",
+                suggests=(OVERWRITE,),
             ) from None
 
     def write_scratch(self, name: str, data: bytes) -> None:
@@ -347,11 +345,10 @@ class OutputSession:
                 f"{source}: shard listed in its part's manifest is not a file ({exc.detail})"
             ) from None
         except storage.AlreadyExists:
-            raise OutputError.suggesting(
-                "{file}: written meanwhile by another writer; nothing was replaced. Overwrite "
-                "the output ({overwrite}) to redo the merge",
-                file=target.url,
-                overwrite=Option("output.overwrite"),
+            raise OutputError(
+                f"{target.url}: written meanwhile by another writer; nothing was replaced. "
+                f"Overwrite the output ({OVERWRITE}) to redo the merge",
+                suggests=(OVERWRITE,),
             ) from None
         self._placed.append(target)
         if (digest or sha256_of(target)) != sha256:

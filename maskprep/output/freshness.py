@@ -17,7 +17,7 @@ import hashlib
 
 from .. import storage
 from ..config import BuildConfig, PartSpec
-from ..errors import DataError, Option, OutputError
+from ..errors import OVERWRITE, DataError, OutputError
 from ..sources.inputs import STDIN, expand_inputs
 from ..sources.locations import input_info, size_of
 from ..sources.parts import FileRange, open_range, plan_part
@@ -61,13 +61,10 @@ def check_files_unchanged(manifest: Manifest, location: storage.Location) -> Non
             if digest == recorded:
                 continue
             detail = "holds other bytes than it did"
-        raise OutputError.suggesting(
-            "{file}: listed by the finished output, but {detail} (sha256 recorded "
-            "{recorded}); overwrite the output ({overwrite}) to rebuild it",
-            file=location.join(name).url,
-            detail=detail,
-            recorded=recorded[:12],
-            overwrite=Option("output.overwrite"),
+        raise OutputError(
+            f"{location.join(name).url}: listed by the finished output, but {detail} (sha256 "
+            f"recorded {recorded[:12]}); overwrite the output ({OVERWRITE}) to rebuild it",
+            suggests=(OVERWRITE,),
         )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from .. import storage
 from ..config import BuildConfig
-from ..errors import Option, OutputError
+from ..errors import OVERWRITE, RESUME, OutputError
 from .manifest import RecordedConfig
 
 PARTS_SUFFIX = ".parts"
@@ -68,21 +68,16 @@ def open_parts_root(output: storage.Location, config: BuildConfig, count: int) -
         _make(root.location, marker)
         return root
     if not config.output.resume:
-        raise OutputError.suggesting(
-            "{root}: holds the parts of an unfinished Ray build of {output}; resume it "
-            "({resume}) to finish it, or overwrite it ({overwrite}) to start over",
-            root=root.location.url,
-            output=output.url,
-            resume=Option("output.resume"),
-            overwrite=Option("output.overwrite"),
+        raise OutputError(
+            f"{root.location.url}: holds the parts of an unfinished Ray build of {output.url}; "
+            f"resume it ({RESUME}) to finish it, or overwrite it ({OVERWRITE}) to start over",
+            suggests=(RESUME, OVERWRITE),
         )
     if found != marker:
-        raise OutputError.suggesting(
-            "{root}: holds the parts of another build of {output} (other options or part "
-            "count); overwrite it ({overwrite}) to start over",
-            root=root.location.url,
-            output=output.url,
-            overwrite=Option("output.overwrite"),
+        raise OutputError(
+            f"{root.location.url}: holds the parts of another build of {output.url} (other "
+            f"options or part count); overwrite it ({OVERWRITE}) to start over",
+            suggests=(OVERWRITE,),
         )
     return root
 

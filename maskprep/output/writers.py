@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 
 from .. import storage
-from ..errors import Option, OutputError
+from ..errors import OVERWRITE, RESUME, OutputError
 from .names import writer_name
 
 
@@ -38,19 +38,12 @@ class WriterRecord:
                 f"{url}: another maskprep process (pid {self.pid}) is writing to this "
                 "directory; wait for it or use another output directory"
             )
-        refusal = OutputError.suggesting(
-            "{output}: another writer ({host}, pid {pid}) began writing here and has not "
-            "finished ({record}); it may still be running, or have died: resume the build "
-            "({resume}) or overwrite it ({overwrite})",
-            output=url,
-            host=self.host,
-            pid=self.pid,
-            record=self.name,
-            resume=Option("output.resume"),
-            overwrite=Option("output.overwrite"),
+        return OutputError(
+            f"{url}: another writer ({self.host}, pid {self.pid}) began writing here and has not "
+            f"finished ({self.name}); it may still be running, or have died: resume the build "
+            f"({RESUME}) or overwrite it ({OVERWRITE})",
+            suggests=(RESUME, OVERWRITE),
         )
-        assert isinstance(refusal, OutputError)
-        return refusal
 
 
 def other_writers(location: storage.Location, names: list[str]) -> list[WriterRecord]:

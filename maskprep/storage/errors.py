@@ -35,13 +35,12 @@ class StorageError(Exception):
     gives its exit code."""
 
     def __init__(self, url: str, detail: str) -> None:
-        super().__init__(f"{url}: {detail}")
+        super().__init__(url, detail)
         self.url = url
         self.detail = detail
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        # Rebuilt from both arguments when unpickled (a Ray worker's error reaching the driver).
-        return (type(self), (self.url, self.detail))
+    def __str__(self) -> str:
+        return f"{self.url}: {self.detail}"
 
 
 class StorageRequestError(StorageError, ConfigError):
@@ -82,16 +81,16 @@ class MissingExtra(ConfigError):
     """The optional package for a protocol is not installed; the message names the extra."""
 
     def __init__(self, url: str, package: str, extra: str) -> None:
-        super().__init__(
-            f"{url}: this protocol needs the optional package {package}; "
-            f"install it with pip install 'maskprep[{extra}]'"
-        )
+        super().__init__(url, package, extra)
         self.url = url
         self.package = package
         self.extra = extra
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
-        return (type(self), (self.url, self.package, self.extra))
+    def __str__(self) -> str:
+        return (
+            f"{self.url}: this protocol needs the optional package {self.package}; "
+            f"install it with pip install 'maskprep[{self.extra}]'"
+        )
 
 
 #: ``errno`` values of an operation the machine or the network failed.

@@ -78,15 +78,13 @@ _AZURE = Capabilities(
     package="adlfs",
     extra="azure",
 )
-# Reading from the Hub needs only huggingface_hub, which transformers already brings.
+# Reading from the Hub needs huggingface_hub, one of maskprep's own dependencies.
 _HF = Capabilities(
     writable=False,
     staged_upload=False,
     conditional_create=False,
     compare_and_swap=False,
     server_copy=False,
-    package="huggingface_hub",
-    extra="hf",
 )
 # In-process only (tests): its "x" mode is check-then-act, so no conditional writes are claimed.
 _MEMORY = Capabilities(

@@ -93,12 +93,12 @@ def _resolve_pad_token(tokenizer: Any, config: TokenizerConfig) -> None:
     wanted = config.pad_token
     if wanted is None:
         if tokenizer.pad_token_id is None:
-            raise ConfigError.suggesting(
-                "tokenizer {name!r} has no pad token; choose one: pad with EOS ({eos}) or with a "
-                "token of its vocabulary ({token})",
-                name=config.name_or_path,
-                eos=Option("tokenizer.pad_token", "eos"),
-                token=Option("tokenizer.pad_token", "TOKEN"),
+            eos = Option("tokenizer.pad_token", "eos")
+            token = Option("tokenizer.pad_token", "TOKEN")
+            raise ConfigError(
+                f"tokenizer {config.name_or_path!r} has no pad token; choose one: pad with EOS "
+                f"({eos}) or with a token of its vocabulary ({token})",
+                suggests=(eos, token),
             )
         return
     if wanted == "eos":

@@ -90,12 +90,12 @@ def check_eos(config: BuildConfig, info: TokenizerInfo) -> None:
         raise ConfigError(f"tokenizer {name!r} has no EOS token to add")
     if info.suffix_ids:
         return
-    raise ConfigError.suggesting(
-        "tokenizer {name!r} has no EOS token, and its special tokens end no document: packed "
-        "documents would run into each other with nothing between them; {off} packs them so "
+    off = Option("tokenizer.add_eos", "False")
+    raise ConfigError(
+        f"tokenizer {name!r} has no EOS token, and its special tokens end no document: packed "
+        f"documents would run into each other with nothing between them; {off} packs them so "
         "anyway",
-        name=name,
-        off=Option("tokenizer.add_eos", "False"),
+        suggests=(off,),
     )
 
 

@@ -136,11 +136,11 @@ class SFTEncoder:
             template = template.get("default")
         if sft.is_chat and not template:
             # Refused before any record is read: every chat record would be rejected for it.
-            raise ConfigError.suggesting(
-                "tokenizer {name!r} has no chat template to render chat records with; give one "
-                "(a Jinja file) with {option}",
-                name=config.name_or_path,
-                option=Option("sft.chat_template", "FILE"),
+            option = Option("sft.chat_template", "FILE")
+            raise ConfigError(
+                f"tokenizer {config.name_or_path!r} has no chat template to render chat records "
+                f"with; give one (a Jinja file) with {option}",
+                suggests=(option,),
             )
         if sft.is_chat:
             self.renderer = ChatRenderer(template, sft.train_on, template_variables(tokenizer))

@@ -5,16 +5,16 @@ How it judges a batch (the keyword arguments that reached ``model.forward``):
 
 1. Each fed row is found in the output by its tokens (:class:`~.lookup.OutputRows`), and the row
    as the output holds it (real positions, documents from ``seq_lens``/``position_ids``, labels)
-   is laid out where the feed put its tokens (:mod:`maskprep.probes.alignment`). A fed row that
+   is laid out where the feed put its tokens (:mod:`maskprep.verifying.alignment`). A fed row that
    is no row of the output stops the run: the guard cannot vouch for it.
 2. Static checks, exact and cheap: the fed attention mask against the output's documents
-   (``mask-structure``, :mod:`maskprep.probes.fed_mask`: a 2D mask on a packed row, a 4D mask
-   other than the document's block), the fed labels against the output's (``labels-extra``,
-   ``labels-missing``, :mod:`maskprep.probes.fed_labels`) and the fed positions against the
+   (``mask_structure``, :mod:`maskprep.verifying.fed_mask`: a 2D mask on a packed row, a 4D mask
+   other than the document's block), the fed labels against the output's (``labels_extra``,
+   ``labels_missing``, :mod:`maskprep.verifying.fed_labels`) and the fed positions against the
    model's table.
 3. With ``compare`` (the default), a forward comparison: each document of each fed row, fed as
-   the batch feeds it, against the document run alone (``unpadded-reference``,
-   :func:`maskprep.probes.attention.probe_unpadded_reference`), in eval mode without gradients,
+   the batch feeds it, against the document run alone (``unpadded_reference``,
+   :func:`maskprep.verifying.attention.probe_unpadded_reference`), in eval mode without gradients,
    the model's train/eval mode put back after.
 
 Why both: the static checks are exact and cost next to nothing, but a feed without an attention
@@ -41,19 +41,19 @@ from transformers import TrainerCallback
 
 from ..collate import row_arrays
 from ..errors import DataError
-from ..probes.alignment import Misplaced, place_rows, truth_in_feed
-from ..probes.attention import probe_unpadded_reference
-from ..probes.batches import FedBatch, check_positions, on_device
-from ..probes.context import ProbeContext, outputs, sliced_head
-from ..probes.driver import describe_feed
-from ..probes.fed_labels import LabelTally, label_checks
-from ..probes.fed_mask import MaskTally, mask_check
-from ..probes.fixes import collator_remedy
-from ..probes.model import model_under_test, quiet_transformers
-from ..probes.options import VerifyOptions
-from ..probes.results import Check
-from ..probes.scan import with_labels
-from ..probes.tally import Tally, check_from_tally
+from ..verifying.alignment import Misplaced, place_rows, truth_in_feed
+from ..verifying.attention import probe_unpadded_reference
+from ..verifying.batches import FedBatch, check_positions, on_device
+from ..verifying.context import ProbeContext, outputs, sliced_head
+from ..verifying.driver import describe_feed
+from ..verifying.fed_labels import LabelTally, label_checks
+from ..verifying.fed_mask import MaskTally, mask_check
+from ..verifying.fixes import collator_remedy
+from ..verifying.model import model_under_test, quiet_transformers
+from ..verifying.options import VerifyOptions
+from ..verifying.results import ProbeResult
+from ..verifying.scan import with_labels
+from ..verifying.tally import Tally, check_from_tally
 from .lookup import OutputRows
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class LeakGuard(TrainerCallback):
                 check_positions("the feed", kwargs, fed.truth, fed.row_ids, subject.facts)
             except DataError as error:
                 raise self._stop([f"positions: {error}"], fed.row_ids) from None
-            names = ["positions", "mask-structure"]
+            names = ["positions", "mask_structure"]
             masks = MaskTally()
             masks.add(feed.get("attention_mask"), fed.truth, fed.row_ids, causal=causal)
             structure = mask_check(masks, ("", ""))
@@ -208,10 +208,10 @@ class LeakGuard(TrainerCallback):
                 ):
                     if check.status == "LEAK":
                         leaks.append(f"{check.probe} at row {check.worst_row}: {check.note}")
-                names += ["labels-extra", "labels-missing"]
+                names += ["labels_extra", "labels_missing"]
             diff = tolerance = None
             if self.compare:
-                names.append("unpadded-reference")
+                names.append("unpadded_reference")
                 check = self._compare(subject, FedBatch(feed, fed.truth, fed.labels, fed.row_ids))
                 diff, tolerance = check.max_diff, check.tolerance
                 if check.status == "LEAK":
@@ -269,8 +269,8 @@ class LeakGuard(TrainerCallback):
         arrays = truth_in_feed(truth, placed, fed_ids)
         return FedBatch(kwargs, arrays, fed_labels, row_ids)
 
-    def _compare(self, subject: Any, fed: FedBatch) -> Check:
-        """Each fed document against itself run alone (``unpadded-reference``)."""
+    def _compare(self, subject: Any, fed: FedBatch) -> ProbeResult:
+        """Each fed document against itself run alone (``unpadded_reference``)."""
         import torch
 
         vocab = subject.facts.vocab_size
@@ -289,7 +289,7 @@ class LeakGuard(TrainerCallback):
         batch = on_device(ctx, fed)
         tally = Tally()
         probe_unpadded_reference(ctx, batch, outputs(ctx, batch.kwargs), tally)
-        check = check_from_tally("unpadded-reference", ctx.impl, ctx.form, tally, "no real tokens")
+        check = check_from_tally("unpadded_reference", ctx.impl, ctx.form, tally, "no real tokens")
         if check.status == "inconclusive":
             warnings.warn(
                 f"LeakGuard: {check.note}: on this model the comparison cannot see a leak, so the "

@@ -6,7 +6,7 @@ Arrow batches, into a sorted array of 64-bit keys: ~20 bytes a row, built the fi
 looked up. A fed row is looked up by the real tokens it may hold: where its own 2D mask says (if
 it has one), or its ids with the pad id trimmed from both ends (and one pad put back at either
 end, for pad == EOS or BOS), each also with the ids a masked-LM corruption changed taken back from
-the labels. A hit is only a candidate: :func:`maskprep.probes.alignment.place_rows` then holds
+the labels. A hit is only a candidate: :func:`maskprep.verifying.alignment.place_rows` then holds
 the fed row to the row read back, token for token.
 """
 
@@ -20,10 +20,10 @@ import numpy as np
 
 from .. import columns
 from ..columns import IGNORE_INDEX
-from ..probes.sampling import DataFacts, data_facts, take_rows
 from ..reading.declared import declared, refuse_conflicts
 from ..reading.lists import list_column, segment_sum
 from ..reading.shards import open_input, shard_batches
+from ..verifying.sampling import DataFacts, data_facts, take_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -36,14 +36,14 @@ def finished_copy(finished, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def parts(tmp_path_factory, llama_like) -> list[Path]:
-    """Two finished parts (``--num-shards 2``) of one build of 40 records. Copy before changing."""
+    """Two finished parts (``--num-parts 2``) of one build of 40 records. Copy before changing."""
     root = tmp_path_factory.mktemp("parts")
     source = root / "in.jsonl"
     source.write_text(lines(40))
     made = []
     for index in range(2):
         out = root / f"part{index}"
-        extra = ["--num-shards", "2", "--shard-index", str(index)]
+        extra = ["--num-parts", "2", "--part-index", str(index)]
         assert_ok(cli(*build_args(source, llama_like, out, *extra)))
         made.append(out)
     return made

@@ -136,7 +136,7 @@ BUILD_GROUPS = [
     ["--prompt-field", "prompt", "--completion-field", "completion"],
     ["--prompt-field", "prompt", "--completion-field", "completion", "--train-on-prompt"],
     ["--messages-field", "messages"],
-    ["--num-shards", "3", "--shard-index", "1"],
+    ["--num-parts", "3", "--part-index", "1"],
 ]
 BUILD_OPTIONS = {
     "--max-length": (
@@ -162,8 +162,8 @@ BUILD_OPTIONS = {
     "--max-record-bytes": (["64K", "1M", "1e3"], ["nan", "-inf", "9e99", "0.5", "x"]),
     "--batch-size": COUNTS,
     "--train-on": (["assistant", "last-assistant", "all"], []),
-    "--num-shards": COUNTS,
-    "--shard-index": COUNTS,
+    "--num-parts": COUNTS,
+    "--part-index": COUNTS,
 }
 BUILD_FLAGS = [
     "--json",

@@ -226,7 +226,7 @@ def test_fifo_cannot_be_split_into_parts(tmp_path, llama_like):
     holder = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
     try:
         out = tmp_path / "part0"
-        parts = ["--num-shards", "2", "--shard-index", "0"]
+        parts = ["--num-parts", "2", "--part-index", "0"]
         result = proc(*build_args(fifo, llama_like, out, *parts), timeout=60)
     finally:
         os.close(holder)

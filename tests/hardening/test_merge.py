@@ -39,7 +39,7 @@ def _only_merge_options(line: str) -> None:
 
 
 def _part(source: Path, tokenizer: Path, out: Path, index: int, *extra: str) -> Path:
-    args = build_args(source, tokenizer, out, "--num-shards", "2", "--shard-index", str(index))
+    args = build_args(source, tokenizer, out, "--num-parts", "2", "--part-index", str(index))
     assert_ok(cli(*args, *extra))
     return out
 
@@ -119,7 +119,7 @@ def test_check_input_bytes_passes_an_unchanged_input_of_several_files(tmp_path, 
     parts = []
     for index in range(3):
         out = tmp_path / f"p{index}"
-        split = ("--num-shards", "3", "--shard-index", str(index))
+        split = ("--num-parts", "3", "--part-index", str(index))
         assert_ok(cli(*build_args([first, packed], llama_like, out, *split)))
         parts.append(out)
     assert_ok(cli("merge", *parts, "-o", tmp_path / "merged", "--check-input-bytes"))

@@ -48,7 +48,7 @@ BUILD_USAGE = [
     ("--buckets", ["--strategy", "bucket", "--buckets", "a,b"]),
     ("bucket", ["--strategy", "bucket", "--buckets", "0,8"]),
     ("--stride", ["--stride", "4"]),
-    ("--num-shards", ["--num-shards", "2"]),
+    ("--num-parts", ["--num-parts", "2"]),
     ("--padding-side", ["--padding-side", "up"]),
     ("--text-field", ["--text-field", "a..b"]),
     ("--chat-template", ["--chat-template", "/no/such.jinja"]),

@@ -24,8 +24,8 @@ from maskprep.config import (
     parse_reject_limit,
     parse_size,
 )
-from maskprep.probes.options import MAX_SEED
 from maskprep.token_ids import MAX_TOKEN_ID
+from maskprep.verifying.options import MAX_SEED
 
 from .helpers import assert_ok, build_args, cli, needs_torch
 
@@ -50,7 +50,7 @@ PAST_SIZE = f"past the largest size, {MAX_SIZE:,} bytes (1 EiB)"
         ("--max-record-bytes", "1e999999999", f"size '1e999999999' is {PAST_SIZE}"),
         ("--max-record-bytes", "-1e999999999", "size '-1e999999999' is less than 1 byte"),
         (
-            "--num-shards",
+            "--num-parts",
             HUGE,
             f"{HUGE} is not in the range 1<=x<={MAX_PARTS}.",
         ),
@@ -60,7 +60,7 @@ def test_a_size_or_count_no_build_can_use_is_one_line_exit_2(
     tmp_path, jsonl_60, llama_like, option, value, problem
 ):
     out = tmp_path / "out"
-    extra = ["--shard-index", "0"] if option == "--num-shards" else []
+    extra = ["--part-index", "0"] if option == "--num-parts" else []
     result = cli(*build_args(jsonl_60, llama_like, out, option, value, *extra))
     assert result.crash is None, result.crash
     assert result.code == 2, result.text
@@ -72,7 +72,7 @@ def test_the_largest_size_and_part_count_are_taken(tmp_path, jsonl_60, llama_lik
     """The negative control: the bounds themselves build."""
     out = tmp_path / "out"
     args = ["--max-record-bytes", "1048576T", "--shard-size", str(MAX_SIZE)]
-    parts = ["--num-shards", str(MAX_PARTS), "--shard-index", "0"]
+    parts = ["--num-parts", str(MAX_PARTS), "--part-index", "0"]
     assert_ok(cli(*build_args(jsonl_60, llama_like, out, *args, *parts)))
 
 

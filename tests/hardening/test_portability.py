@@ -74,3 +74,65 @@ def test_transformers_floor_is_tested_or_pinned_to_what_is_tested():
     floor_text = ".".join(map(str, floor))
     tested_in_ci = re.search(rf"transformers[=~]=+{re.escape(floor_text)}", _ci_text())
     assert floor >= (5,) or tested_in_ci, f"transformers>={floor_text} is claimed, never tested"
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalised (PEP 503)."""
+    return re.sub(
+        r"[-_.]+", "-", re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*", requirement).group(0)
+    ).lower()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = tuple(int(p) for p in text.split("."))
+    return parts + (0,) * (3 - len(parts))
+
+
+def test_every_dependency_floor_is_what_the_floor_lane_installs():
+    """pyproject's floors are the pins of .ci/floors.txt, one for one: a floor no CI lane
+    installs is a claim nothing tests."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    claimed = {}
+    for requirement in project["dependencies"]:
+        floor = re.search(r">=\s*([0-9.]+)", requirement)
+        assert floor, f"{requirement}: every dependency names its floor"
+        claimed[_name(requirement)] = _version(floor.group(1))
+    pinned = {}
+    for line in (ROOT / ".ci" / "floors.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[_name(name)] = _version(version.strip())
+    assert claimed == pinned
+
+
+def test_every_package_the_code_imports_is_declared():
+    """Each third-party package maskprep imports (at the top or inside a function) is one of its
+    dependencies or extras: one that only arrives through another package's requirements can
+    leave with that package's next release."""
+    import ast
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    for requirements in project["optional-dependencies"].values():
+        declared |= {_name(r) for r in requirements}
+    distributions = packages_distributions()
+    imported = {}
+    for path in sorted((ROOT / "maskprep").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top != "maskprep" and top not in sys.stdlib_module_names:
+                    imported.setdefault(top, path.relative_to(ROOT).as_posix())
+    undeclared = {
+        top: where
+        for top, where in imported.items()
+        if not {_name(d) for d in distributions.get(top, [top])} & declared
+    }
+    assert undeclared == {}

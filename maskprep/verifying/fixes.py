@@ -32,11 +32,11 @@ class Feed:
 
 
 def remedy(probe: str, feed: Feed) -> tuple[str, str]:
-    """``(key, text)``: the :attr:`~.results.Check.fix` key and the words naming the fix for a
+    """``(key, text)``: the :attr:`~.results.ProbeResult.fix` key and the words naming the fix for a
     leak that ``probe`` found on ``feed``."""
-    if probe in ("labels-loss", "labels-gradient"):
+    if probe in ("labels_loss", "labels_gradient"):
         return _LABELS
-    if probe in ("unpadded-reference", "cross-document") and feed.packed:
+    if probe in ("unpadded_reference", "cross_document") and feed.packed:
         if feed.form == "mask2d":
             return _PACK_FORM
         if feed.form == "position_ids":
@@ -50,7 +50,7 @@ def remedy(probe: str, feed: Feed) -> tuple[str, str]:
                 "from them in this transformers version): feed packs form='mask4d'",
             )
     shifted = feed.left_padded and feed.absolute and not feed.position_ids
-    if probe == "unpadded-reference" and shifted:
+    if probe == "unpadded_reference" and shifted:
         return (
             "pad_position_ids",
             "left padding shifts an absolute-position model's positions: feed position_ids "
@@ -81,13 +81,13 @@ def collator_remedy(probe: str, source: str, fed: str, packed: bool) -> tuple[st
     2D, ``position_ids``, …)."""
     call = f"Collator.for_output({source!r}, model=model)"
     why = {
-        "unpadded-reference": (
+        "unpadded_reference": (
             "which builds the mask from the output's documents for this model (causal blocks "
             "for a decoder, full blocks for an encoder)"
             if packed
             else "which masks padding and numbers positions as this model needs"
         ),
-        "cross-document": "which keeps the documents apart",
+        "cross_document": "which keeps the documents apart",
     }.get(probe, "whose labels are the output's" if probe.startswith("labels") else None)
     text = f"train with {call}" + (f", {why}" if why else "")
     return COLLATOR, f"{text} (the feed gave {fed})" if fed else text

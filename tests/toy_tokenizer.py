@@ -1,4 +1,6 @@
-"""Small, fully offline tokenizers for examples and tests, trained with the ``tokenizers`` library.
+"""Small, fully offline tokenizers for the tests, the sample data
+(``scripts/make_sample_tokenizer.py``) and the benchmarks, trained with the ``tokenizers``
+library. A test helper, not part of the package.
 
 They behave like a Llama-style tokenizer (byte-level BPE, ``<s>`` prepended, ``</s>`` as EOS, no
 pad token by default) and are saved as a ``PreTrainedTokenizerFast`` directory that

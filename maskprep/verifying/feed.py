@@ -9,7 +9,7 @@ it need not be importable; a module is imported (one of the working directory th
 is not on ``sys.path`` is loaded as its file). Every failure to load or call it is
 one line naming the SPEC (:class:`~maskprep.errors.ConfigError`, exit 2).
 
-Which columns the function is handed (:data:`~maskprep.probes.options.COLLATE_COLUMNS`):
+Which columns the function is handed (:data:`~maskprep.verifying.options.COLLATE_COLUMNS`):
 
 - ``forward``: what ``transformers.Trainer`` hands its ``data_collator`` at its defaults
   (``remove_unused_columns=True``): the columns ``model.forward`` names, and ``label``,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 #: Which columns a collate function is handed (see the module notes; the names are
-#: :data:`~maskprep.probes.options.COLLATE_COLUMNS`).
+#: :data:`~maskprep.verifying.options.COLLATE_COLUMNS`).
 Handed = Literal["forward", "all"]
 #: The label columns ``transformers.Trainer`` keeps besides what ``forward`` names.
 TRAINER_LABELS = ("label", "label_ids", "labels")

@@ -8,18 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from .results import Check, Status
+from .results import ProbeResult, Status
 
 _LEAK_HINTS = {
-    "pad-invariance": "padding reaches real tokens: the attention mask is not applied",
-    "unpadded-reference": (
+    "pad_invariance": "padding reaches real tokens: the attention mask is not applied",
+    "unpadded_reference": (
         "real tokens give other outputs inside the batch than alone: check the attention mask, "
         "the padding side and position_ids"
     ),
-    "labels-loss": "the loss counts positions that must not be trained (labels on padding or "
+    "labels_loss": "the loss counts positions that must not be trained (labels on padding or "
     "across documents)",
-    "labels-gradient": "padded positions receive gradient: labels on padding",
-    "cross-document": "documents of a packed row attend to each other",
+    "labels_gradient": "padded positions receive gradient: labels on padding",
+    "cross_document": "documents of a packed row attend to each other",
     "causal": "earlier positions see later tokens: attention is not causal",
 }
 
@@ -72,12 +72,12 @@ def check_from_tally(
     tally: Tally,
     skip_reason: str,
     remedy: tuple[str, str] = ("", ""),
-) -> Check:
+) -> ProbeResult:
     """Turn a tally into a check: LEAK past tolerance (its note naming the ``remedy``: a fix key
     and its words), inconclusive when blind, else pass."""
     common: dict[str, Any] = {"probe": probe, "attn_implementation": impl, "form": form}
     if tally.positions == 0:
-        return Check(**common, status="skipped", note=skip_reason, elapsed_s=tally.elapsed_s)
+        return ProbeResult(**common, status="skipped", note=skip_reason, elapsed_s=tally.elapsed_s)
     diffs, tols = np.array(tally.diffs), np.array(tally.tols)
     ratio = diffs / tols
     worst = int(np.argmax(ratio))
@@ -95,7 +95,7 @@ def check_from_tally(
             notes.insert(0, "the planted leak did not move outputs past the tolerance")
     else:
         status = "pass"
-    return Check(
+    return ProbeResult(
         **common,
         status=status,
         max_diff=float(diffs.max()),

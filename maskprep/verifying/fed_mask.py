@@ -1,6 +1,6 @@
 """The attention mask a foreign feed gives, held to the output's documents (no forward pass).
 
-``mask-structure``: for every real query position of every fed row (placed by
+``mask_structure``: for every real query position of every fed row (placed by
 :mod:`.alignment`), the keys the fed mask lets it attend must be exactly the real tokens of its
 own document (those up to it, for a decoder). What each form allows:
 
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..collate import RowArrays, block_mask
-from .results import Check
+from .results import ProbeResult
 
-MASK_STRUCTURE = "mask-structure"
+MASK_STRUCTURE = "mask_structure"
 
 
 @dataclass
@@ -100,13 +100,13 @@ class MaskTally:
             self.rows.append(row_ids[i])
 
 
-def mask_check(tally: MaskTally, fix: tuple[str, str]) -> Check:
-    """The ``mask-structure`` check from ``tally``; a failing one names ``fix`` (key, words)."""
+def mask_check(tally: MaskTally, fix: tuple[str, str]) -> ProbeResult:
+    """The ``mask_structure`` check from ``tally``; a failing one names ``fix`` (key, words)."""
     forms = ", ".join(tally.forms) or "nothing"
     common: dict[str, Any] = {"probe": MASK_STRUCTURE, "attn_implementation": "-", "form": "-"}
     if tally.positions == 0:
         note = f"fed {forms}: the model builds the mask itself; the probes judge it"
-        return Check(**common, status="skipped", note=note)
+        return ProbeResult(**common, status="skipped", note=note)
     parts = []
     if tally.across:
         parts.append(f"{tally.across} real positions see tokens of another document")
@@ -117,7 +117,9 @@ def mask_check(tally: MaskTally, fix: tuple[str, str]) -> Check:
     counts: dict[str, Any] = {"positions": tally.positions, "leaking": len(tally.rows)}
     if not parts:
         note = f"fed a {forms} mask: every real position sees exactly its own document"
-        return Check(**common, status="pass", note=note, **counts)
+        return ProbeResult(**common, status="pass", note=note, **counts)
     key, words = fix
     note = f"fed a {forms} mask: {'; '.join(parts)}" + (f"; fix: {words}" if words else "")
-    return Check(**common, status="LEAK", note=note, fix=key, worst_row=tally.rows[0], **counts)
+    return ProbeResult(
+        **common, status="LEAK", note=note, fix=key, worst_row=tally.rows[0], **counts
+    )

@@ -1,5 +1,5 @@
-"""Probe 3: the loss counts only trained positions (``labels-loss``), and padded positions receive
-no gradient (``labels-gradient``)."""
+"""Probe 3: the loss counts only trained positions (``labels_loss``), and padded positions receive
+no gradient (``labels_gradient``)."""
 
 from __future__ import annotations
 

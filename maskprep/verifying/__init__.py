@@ -1,5 +1,5 @@
-"""Leak probes: ``maskprep verify`` runs a real model on sampled rows and proves nothing leaks
-through the masks.
+"""``maskprep verify``: leak probes that run a real model on sampled rows and prove nothing leaks
+through the masks; each probe's verdict is a :class:`~.results.ProbeResult`.
 
 Rows are read as ``maskprep inspect`` reads them (an output directory, a directory of shards
 without a manifest, a shard file, Arrow IPC on stdin): a seeded random sample plus the rows that
@@ -10,19 +10,19 @@ context, a warning) and the sample's token ids to its vocabulary. Rows then go t
 collator up for this model, so what is verified is what is trained; with ``collate=`` (``verify
 --collate SPEC``) they go through the caller's collate function instead, whose batches are judged
 against what the output says each row holds (:mod:`.feed`). Beside the probes, a data
-check (``padding-attended``) finds runs of the pad id that the mask marks real. Each probe
+check (``padding_attended``) finds runs of the pad id that the mask marks real. Each probe
 compares the model's outputs (logits, or the last hidden state of a base encoder) between two
 feeds that must agree if the masks are right:
 
-1. ``pad-invariance``: every padded position's token replaced by a random id; outputs at real
+1. ``pad_invariance``: every padded position's token replaced by a random id; outputs at real
    positions must not move.
-2. ``unpadded-reference``: each row's real tokens (each document of a pack) run alone, unpadded,
+2. ``unpadded_reference``: each row's real tokens (each document of a pack) run alone, unpadded,
    must give the outputs they get inside the batch (left padding fed without the
    ``position_ids`` an absolute-position model needs shows up here).
-3. ``labels-loss``: the model's loss equals a cross-entropy over the trained positions only (real,
-   label not ``IGNORE_INDEX``, and predicted from the same document); ``labels-gradient``: the loss
+3. ``labels_loss``: the model's loss equals a cross-entropy over the trained positions only (real,
+   label not ``IGNORE_INDEX``, and predicted from the same document); ``labels_gradient``: the loss
    has zero gradient with respect to the input embeddings at padded positions.
-4. ``cross-document`` (packs): the tokens of each row's first document perturbed; outputs of the
+4. ``cross_document`` (packs): the tokens of each row's first document perturbed; outputs of the
    other documents must not move.
 5. ``causal`` (decoders): the second half of each row's tokens perturbed; outputs before them must
    not move.
@@ -46,12 +46,12 @@ real-position gradient. A probe always compares like with like: same model, dtyp
 implementation.
 
 - :mod:`.options`: :class:`~.options.VerifyOptions` and the names it accepts.
-- :mod:`.results`: :class:`~.results.Check` and :class:`~.results.VerifyResult`.
+- :mod:`.results`: :class:`~.results.ProbeResult` and :class:`~.results.VerifyResult`.
 - :mod:`.model`: the device, dtype and attention implementation; loading the model (its own code
   too); a caller's model left as it was.
 - :mod:`.sampling`: rows sampled from the data, with its longest rows (or every row).
 - :mod:`.scan`: one pass over the rows before any forward pass (vocabulary, widths, the
-  ``padding-attended`` data check).
+  ``padding_attended`` data check).
 - :mod:`.feed`: a caller's collate function (``verify --collate SPEC``): loading it, handing it
   rows as a trainer does, checking what it returns; :mod:`.alignment`: the output's truth laid
   out where the function put each row's tokens; :mod:`.fed_mask` and :mod:`.fed_labels`: its
@@ -61,6 +61,7 @@ implementation.
 - :mod:`.fixes`: the fix a ``LEAK`` names.
 - :mod:`.context`: what every probe needs (the model under test, a collated batch, tolerances).
 - :mod:`.attention`: probes 1, 2, 4 and 5; :mod:`.labels`: probe 3.
-- :mod:`.tally`: per-row measurements → one :class:`~.results.Check`, with the planted-leak verdict.
+- :mod:`.tally`: per-row measurements → one :class:`~.results.ProbeResult`, with the planted-leak
+  verdict.
 - :mod:`.driver`: :func:`~.driver.verify` and :func:`~.driver.verify_rows`.
 """

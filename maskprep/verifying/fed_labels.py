@@ -3,11 +3,11 @@
 Two checks, position by position over the real tokens of every fed row (placed by
 :mod:`.alignment`):
 
-- ``labels-extra``: the feed trains what the output leaves untrained: padding; for decoders, the
+- ``labels_extra``: the feed trains what the output leaves untrained: padding; for decoders, the
   first token of a packed document (or the first after padding), which would be predicted from
   the previous document or a pad, and tokens the output does not train (prompts); or it holds a
   label that is not the token there (labels shifted, or of another row).
-- ``labels-missing`` (decoders): the feed leaves untrained what the output trains; the real EOS
+- ``labels_missing`` (decoders): the feed leaves untrained what the output trains; the real EOS
   apart, since a collator that masks labels by value (``labels == pad_token_id``, as
   ``DataCollatorForLanguageModeling`` does) drops every EOS when pad == EOS and the model never
   learns to stop. A masked-LM feed trains a sample of an encoder's tokens by design, so encoders
@@ -23,10 +23,10 @@ import numpy as np
 
 from ..collate import RowArrays
 from ..columns import IGNORE_INDEX
-from .results import Check, Status
+from .results import ProbeResult, Status
 
-LABELS_EXTRA = "labels-extra"
-LABELS_MISSING = "labels-missing"
+LABELS_EXTRA = "labels_extra"
+LABELS_MISSING = "labels_missing"
 LABEL_CHECKS = (LABELS_EXTRA, LABELS_MISSING)
 
 
@@ -110,20 +110,20 @@ def label_checks(
     fix: tuple[str, str],
     skipped: str | None = None,
     pad_is_eos: bool = False,
-) -> list[Check]:
+) -> list[ProbeResult]:
     """The two checks from ``tally``; both ``skipped`` with that reason when given, and
-    ``labels-missing`` for encoders. A failing check's note names ``fix`` (key, words)."""
+    ``labels_missing`` for encoders. A failing check's note names ``fix`` (key, words)."""
     if skipped is not None or tally.positions == 0:
         why = skipped or "no real positions compared"
         return [_check(name, "skipped", note=why) for name in LABEL_CHECKS]
     return [_extra(tally, causal, fix), _missing(tally, causal, fix, pad_is_eos)]
 
 
-def _check(name: str, status: Status, **fields: Any) -> Check:
-    return Check(probe=name, attn_implementation="-", form="-", status=status, **fields)
+def _check(name: str, status: Status, **fields: Any) -> ProbeResult:
+    return ProbeResult(probe=name, attn_implementation="-", form="-", status=status, **fields)
 
 
-def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> Check:
+def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> ProbeResult:
     parts = []
     if tally.starts_trained:
         parts.append(
@@ -145,7 +145,9 @@ def _extra(tally: LabelTally, causal: bool, fix: tuple[str, str]) -> Check:
     return _check(LABELS_EXTRA, "LEAK", note=note, fix=key, worst_row=tally.extra_rows[0], **common)
 
 
-def _missing(tally: LabelTally, causal: bool, fix: tuple[str, str], pad_is_eos: bool) -> Check:
+def _missing(
+    tally: LabelTally, causal: bool, fix: tuple[str, str], pad_is_eos: bool
+) -> ProbeResult:
     if not causal:
         return _check(
             LABELS_MISSING,

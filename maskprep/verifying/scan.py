@@ -1,6 +1,6 @@
 """One pass over the rows to probe, before any forward pass: their columns, the widest row, the
 pad id their padding holds, token ids against the model's vocabulary, and the data check that
-runs beside the probes (``padding-attended``: runs of the pad id the mask marks real)."""
+runs beside the probes (``padding_attended``: runs of the pad id the mask marks real)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from .. import columns
 from ..column_values import list_values, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from .results import Check
+from .results import ProbeResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 #: The data check that runs beside the probes: runs of the pad id that the mask marks real.
-PADDING_ATTENDED = "padding-attended"
+PADDING_ATTENDED = "padding_attended"
 
 
 @dataclass
@@ -94,15 +94,15 @@ def scan_rows(
     return scan
 
 
-def padding_attended(scan: Scan, pad_id: int | None) -> Check | None:
-    """The ``padding-attended`` check from ``scan``: a row whose mask is 1 over a run of two or
+def padding_attended(scan: Scan, pad_id: int | None) -> ProbeResult | None:
+    """The ``padding_attended`` check from ``scan``: a row whose mask is 1 over a run of two or
     more pad ids at its end (or start) attends to padding that the probes, which take the mask's
     word for what is real, cannot see. A single pad id at an end is allowed: with ``pad == eos``
     it is the real EOS. ``None`` when the pad id is not known."""
     if pad_id is None:
         return None
     if not scan.attended:
-        return Check(
+        return ProbeResult(
             probe=PADDING_ATTENDED,
             attn_implementation="-",
             form="-",
@@ -111,7 +111,7 @@ def padding_attended(scan: Scan, pad_id: int | None) -> Check | None:
             note=f"no run of pad id {pad_id} attended",
         )
     positions = sum(run for _, run in scan.attended)
-    return Check(
+    return ProbeResult(
         probe=PADDING_ATTENDED,
         attn_implementation="-",
         form="-",

@@ -16,16 +16,16 @@ DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: ``VerifyOptions.rows`` that probes every row.
 ROWS_ALL = "all"
-#: Which columns a caller's collate function is handed (see :mod:`maskprep.probes.feed`).
+#: Which columns a caller's collate function is handed (see :mod:`maskprep.verifying.feed`).
 COLLATE_COLUMNS = ("forward", "all")
 #: The largest seed: torch seeds its generators with an unsigned 64-bit integer.
 MAX_SEED = (1 << 64) - 1
 PROBES = (
-    "pad-invariance",
-    "unpadded-reference",
-    "labels-loss",
-    "labels-gradient",
-    "cross-document",
+    "pad_invariance",
+    "unpadded_reference",
+    "labels_loss",
+    "labels_gradient",
+    "cross_document",
     "causal",
 )
 

@@ -1,5 +1,5 @@
-"""What ``verify`` returns: one :class:`Check` per probe, attention implementation and feed form,
-gathered in a :class:`VerifyResult`."""
+"""What ``verify`` returns: one :class:`ProbeResult` per probe, attention implementation and feed
+form, gathered in a :class:`VerifyResult`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ Status = Literal["pass", "LEAK", "inconclusive", "skipped"]
 
 
 @dataclass(frozen=True)
-class Check:
+class ProbeResult:
     """One probe under one attention implementation and feed form.
 
     ``max_diff`` is the largest change seen at the positions that must not change, ``tolerance``
     the bound it was held to (for the worst row), ``positions`` how many positions were compared,
     ``worst_row`` the dataset index of the row closest to (or furthest past) its bound, and
     ``control_diff`` what the planted leak moved (``None`` where no control applies).
-    ``leaking`` counts the rows past their tolerance (batches, for ``labels-loss``, whose loss is
+    ``leaking`` counts the rows past their tolerance (batches, for ``labels_loss``, whose loss is
     one number per batch). A ``LEAK`` names its remedy in ``note``; ``fix`` is that remedy's
     stable key where it is a setting (``pad_position_ids``, ``pack_form``, ``use_cache``) or a
     change elsewhere (``labels``: the data; ``attention_mask``: the model's code or the data).
@@ -58,7 +58,7 @@ class VerifyResult:
     dtype: str
     rows: tuple[int, ...]
     packed: bool
-    checks: tuple[Check, ...]
+    checks: tuple[ProbeResult, ...]
     elapsed_s: float
     source: str = ""
     longest: tuple[int, ...] = ()

@@ -41,7 +41,7 @@ from .model import (
 )
 from .options import ATTN_IMPLEMENTATIONS, PROBES, ROWS_ALL, VerifyOptions
 from .reach import reach_findings
-from .results import Check, VerifyResult
+from .results import ProbeResult, VerifyResult
 from .sampling import DataFacts, sample_rows
 from .scan import padding_attended, scan_rows
 from .tally import Tally, check_from_tally
@@ -278,8 +278,8 @@ def _implementations(options: VerifyOptions, subject: Subject) -> tuple[str, ...
     return (current_implementation(subject.module) or "sdpa",)
 
 
-def _skipped(impl: str, form: str, why: str) -> Check:
-    return Check(probe="all", attn_implementation=impl, form=form, status="skipped", note=why)
+def _skipped(impl: str, form: str, why: str) -> ProbeResult:
+    return ProbeResult(probe="all", attn_implementation=impl, form=form, status="skipped", note=why)
 
 
 def _forms(
@@ -330,7 +330,7 @@ class _FormRunner:
             self.subject.facts,
         )
 
-    def static_checks(self, pad_id: int | None) -> tuple[list[Check], tuple[str, ...]]:
+    def static_checks(self, pad_id: int | None) -> tuple[list[ProbeResult], tuple[str, ...]]:
         """The feed's label checks (no forward pass), and warnings about what it returns."""
         assert self.feed is not None
         causal = self.subject.kind == "decoder"
@@ -353,7 +353,7 @@ class _FormRunner:
             skipped = f"{self.feed.name} returns no labels"
         eos = self.rows.facts.eos_id
         source = self.rows.source or "OUT"
-        checks = [mask_check(masks, collator_remedy("cross-document", source, "", self.packed))]
+        checks = [mask_check(masks, collator_remedy("cross_document", source, "", self.packed))]
         checks += label_checks(
             tally,
             causal=causal,
@@ -372,8 +372,8 @@ class _FormRunner:
         for fed in self._fed():
             yield on_device(ctx, fed)
 
-    def run(self, ctx: ProbeContext) -> list[Check]:
-        """Every probe's :class:`Check` under ``ctx``."""
+    def run(self, ctx: ProbeContext) -> list[ProbeResult]:
+        """Every probe's :class:`ProbeResult` under ``ctx``."""
         import torch
 
         tallies = {probe: Tally() for probe in PROBES}
@@ -388,11 +388,11 @@ class _FormRunner:
             shapes[describe_feed(batch.kwargs)] = None
             base = self._base(ctx, batch)
             timed = [
-                ("pad-invariance", probe_pad_invariance),
-                ("unpadded-reference", probe_unpadded_reference),
+                ("pad_invariance", probe_pad_invariance),
+                ("unpadded_reference", probe_unpadded_reference),
             ]
             if self.packed:
-                timed.append(("cross-document", probe_cross_document))
+                timed.append(("cross_document", probe_cross_document))
             if ctx.causal:
                 timed.append(("causal", probe_causal))
             for name, probe in timed:
@@ -403,14 +403,14 @@ class _FormRunner:
                 fed_labels = True
                 t0 = time.perf_counter()
                 with torch.enable_grad():
-                    probe_labels(ctx, batch, tallies["labels-loss"], tallies["labels-gradient"])
-                tallies["labels-loss"].elapsed_s += time.perf_counter() - t0
+                    probe_labels(ctx, batch, tallies["labels_loss"], tallies["labels_gradient"])
+                tallies["labels_loss"].elapsed_s += time.perf_counter() - t0
         reasons = {
-            "pad-invariance": "rows have no padding",
-            "unpadded-reference": "rows have no real tokens",
-            "labels-loss": "no trained positions, or the model computes no loss",
-            "labels-gradient": "rows have no padding",
-            "cross-document": "no row holds two documents"
+            "pad_invariance": "rows have no padding",
+            "unpadded_reference": "rows have no real tokens",
+            "labels_loss": "no trained positions, or the model computes no loss",
+            "labels_gradient": "rows have no padding",
+            "cross_document": "no row holds two documents"
             if self.packed
             else "rows are not packed",
             "causal": "rows too short" if ctx.causal else "encoder: attention is bidirectional",
@@ -419,7 +419,7 @@ class _FormRunner:
             why = "the rows have no labels column"
             if self.labelled and self.feed is not None:
                 why = f"{self.feed.name} returns no labels"
-            reasons.update({"labels-loss": why, "labels-gradient": why})
+            reasons.update({"labels_loss": why, "labels_gradient": why})
         if self.feed is not None:
             fed = "; ".join(shapes)
             fixes = {

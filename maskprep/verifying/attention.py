@@ -1,5 +1,5 @@
-"""Probes on what attention lets through: padding (1, ``pad-invariance``), each row or document
-run alone (2, ``unpadded-reference``), across documents of a pack (4, ``cross-document``) and
+"""Probes on what attention lets through: padding (1, ``pad_invariance``), each row or document
+run alone (2, ``unpadded_reference``), across documents of a pack (4, ``cross_document``) and
 from later tokens (5, ``causal``)."""
 
 from __future__ import annotations
