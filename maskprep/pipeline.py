@@ -408,9 +408,8 @@ def _fill(fill: FillStats, totals: Totals) -> Fill:
 def _part(config: BuildConfig, reader: SourceReader) -> Part | None:
     if config.part is None:
         return None
-    files = tuple(reader.planned) if reader.planned is not None else None
-    ranges = tuple(reader.ranges or ())
-    return Part(config.part.index, config.part.count, ranges, files)
+    assert reader.planned is not None and reader.ranges is not None  # a part plans its reads
+    return Part(config.part.index, config.part.count, tuple(reader.ranges), tuple(reader.planned))
 
 
 def _unusable(totals: Totals, reader: SourceReader, config: BuildConfig) -> str | None:

@@ -268,10 +268,7 @@ class OutputSession:
 
     def _base(self) -> str | None:
         """The version of ``_maskprep.json`` this writer started from (``None``: none was
-        there; an output of an earlier version, with its manifest under the old name, gets the
-        current name created beside it)."""
-        if self.state.manifest_name != MANIFEST_NAME:
-            return None
+        there)."""
         return self.state.manifest_version
 
     def _now(self) -> str | None:

@@ -33,7 +33,6 @@ from .decoding import decode, decode_fields, json_kind
 from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
-    MANIFEST_NAMES,
     PLAIN,
     complete_shards,
     is_rejects_name,
@@ -106,24 +105,22 @@ class RecordedConfig:
 
 @dataclass(frozen=True)
 class Part:
-    """Which part of how many a part's output is, the bytes it read, and (from this version on)
-    every input file of the build as its plan saw it."""
+    """Which part of how many a part's output is, the bytes it read, and every input file of the
+    build as its plan saw it."""
 
     index: int
     count: int
     ranges: tuple[FileRange, ...]
-    files: tuple[PlannedFile, ...] | None = None
+    files: tuple[PlannedFile, ...]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the manifest."""
-        data: dict[str, Any] = {
+        return {
             "index": self.index,
             "count": self.count,
             "ranges": [r.as_dict() for r in self.ranges],
+            "files": [f.as_dict() for f in self.files],
         }
-        if self.files is not None:
-            data["files"] = [f.as_dict() for f in self.files]
-        return data
 
 
 @dataclass(frozen=True)
@@ -161,7 +158,7 @@ class Manifest:
 
     ``part`` is set for one part of an array build, ``merged_from`` (and for packs
     ``pack_scope``) for a merge of parts, ``engine`` for a build run on Ray, ``rejects`` for an
-    output with a rejects file (outputs of earlier versions have one without it).
+    output with a rejects file (a build with the ``skip`` policy).
     """
 
     config: RecordedConfig
@@ -350,16 +347,13 @@ def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]
 
 
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
-    """The manifest of a directory or prefix (the current name, else the name outputs of earlier
-    versions have), or ``None`` when it has none: the build did not finish."""
-    for name in MANIFEST_NAMES:
-        location = directory.join(name)
-        try:
-            if not storage.stat(location).is_dir:
-                return location
-        except storage.NotFound:
-            continue
-    return None
+    """The manifest of a directory or prefix, or ``None`` when it has none: the build did not
+    finish."""
+    location = directory.join(MANIFEST_NAME)
+    try:
+        return None if storage.stat(location).is_dir else location
+    except storage.NotFound:
+        return None
 
 
 def load_manifest(path: str | os.PathLike[str] | storage.Location) -> Manifest:

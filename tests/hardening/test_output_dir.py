@@ -108,13 +108,10 @@ PLANTED = [
     ".tmp-data-00000.parquet",
     ".tmp-_maskprep.json",
     ".tmp-_rejects.jsonl",
-    # Final names too, current and legacy: a link there must be refused or replaced, never
-    # written through.
+    # Final names too: a link there must be refused or replaced, never written through.
     MANIFEST,
     "data-00000.parquet",
     "_rejects.jsonl",
-    "maskprep.json",
-    "rejects.jsonl",
 ]
 
 
