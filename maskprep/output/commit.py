@@ -82,7 +82,6 @@ from .names import (
     staging_name,
     temporary_target,
 )
-from .shards import sha256_of
 from .writers import WriterRecord, hold_record, other_writers
 
 
@@ -303,7 +302,7 @@ class OutputSession:
         except storage.AlreadyExists:
             location = writer.location
             digest = writer.hexdigest()
-            if self._staging is None and sha256_of(location) == digest:
+            if self._staging is None and storage.sha256_of(location) == digest:
                 return storage.WriteResult(location, writer.tell(), digest)
             raise OutputError.suggesting(
                 "{file}: written meanwhile by another writer, with other bytes than this build "
@@ -351,7 +350,7 @@ class OutputSession:
                 overwrite=Option("output.overwrite"),
             ) from None
         self._placed.append(target)
-        if (digest or sha256_of(target)) != sha256:
+        if (digest or storage.sha256_of(target)) != sha256:
             raise DataError(
                 f"{source}: does not match the sha256 its part's manifest records (the shard was "
                 "changed after the part was built); rebuild the part"
