@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .output.decoding import decode_fields
 from .shaping.fill import ratio
 from .shaping.fit import ShapeStats
+from .shaping.shaper import LostTokens
 
 if TYPE_CHECKING:
     from .output.manifest import Manifest
@@ -136,46 +137,6 @@ class BuildResult:
 
 #: A build that loses more than this share of the tokens it read to ``overflow`` warns.
 TRUNCATION_WARNING = 0.05
-
-
-@dataclass(frozen=True)
-class LostTokens:
-    """The tokens a build read and lost to ``overflow``: cut by truncation, or dropped with their
-    documents. ``read`` is every token of every document written or dropped (the frame
-    included), as encoded: the real tokens written plus those lost (with ``overflow`` split no
-    token is lost)."""
-
-    lost: int
-    read: int
-    documents_truncated: int
-    documents_dropped: int
-
-    @classmethod
-    def of(cls, shape: ShapeStats, real_tokens: int) -> LostTokens:
-        """What ``shape`` (the fitting counts) lost of ``real_tokens`` written plus the lost."""
-        lost = shape.tokens_truncated + shape.tokens_dropped
-        return cls(lost, real_tokens + lost, shape.documents_truncated, shape.documents_dropped)
-
-    @property
-    def share(self) -> float:
-        """Lost over read (0 when nothing was read)."""
-        return ratio(self.lost, self.read)
-
-    def past(self, limit: float) -> bool:
-        """Whether more than ``limit`` (a fraction) of the tokens read were lost."""
-        return self.lost > limit * self.read
-
-    def describe(self, max_length: int) -> str:
-        """One line: how much was lost, how, and at what length."""
-        how = []
-        if self.documents_truncated:
-            how.append(f"{self.documents_truncated:,} documents truncated")
-        if self.documents_dropped:
-            how.append(f"{self.documents_dropped:,} dropped as too long")
-        return (
-            f"{self.share:.1%} of the tokens read ({self.lost:,} of {self.read:,}) were lost to "
-            f"max_length {max_length} ({', '.join(how)})"
-        )
 
 
 def build_warnings(manifest: Manifest) -> tuple[str, ...]:
