@@ -29,10 +29,11 @@ from .errors import DataError
 from .output.assembly import build_manifest, build_totals, input_names, unusable
 from .output.commit import Action, OutputRequest, OutputSession, write_failures
 from .output.freshness import check_unchanged
+from .output.manifest import Totals
 from .output.names import PLAIN
 from .output.rejects import RejectsWriter
 from .output.shards import ShardWriter
-from .results import BuildResult, Progress, Totals
+from .results import BuildResult, Progress
 from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import FillStats
 from .shaping.fit import check_room

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from .. import storage
 from ..errors import ConfigError, ManifestError
+from .part_output import PartOutput
 
 if TYPE_CHECKING:
     from ..sources.parts import FileRange
-    from .merge import PartOutput
 
 
 def check_input_bytes(

@@ -23,10 +23,10 @@ from .. import storage
 from ..errors import ConfigError, DataError
 from ..output.manifest import RejectsFile
 from ..output.shards import ShardInfo
+from .part_output import PartOutput
 
 if TYPE_CHECKING:
     from ..output.commit import OutputSession
-    from .merge import PartOutput
 
 #: Bytes read at a time when joining rejects files.
 _CHUNK = 1 << 20

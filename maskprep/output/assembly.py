@@ -6,13 +6,12 @@ of the shards written. Also what makes a finished stream unusable as an output."
 from __future__ import annotations
 
 from ..config import BuildConfig
-from ..results import Totals
 from ..shaping.fill import FillStats
 from ..shaping.fit import ShapeStats
 from ..sources.policy import RejectPolicy
 from ..sources.records import SourceReader
 from ..tokenizing.loading import TokenizerInfo
-from .manifest import Manifest, Part, RecordedConfig, RejectsFile
+from .manifest import Manifest, Part, RecordedConfig, RejectsFile, Totals
 from .shards import ShardInfo
 
 

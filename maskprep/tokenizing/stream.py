@@ -10,7 +10,7 @@ from ..config import ShapeConfig
 from ..sources.batches import Batch
 from ..sources.records import Rejected
 from .encoder import EncodedDoc
-from .pool import EncodingPool
+from .encoding_thread import EncodingThread
 from .prepare import PreparedTokenizer
 from .trainable import split_trainable
 
@@ -25,12 +25,12 @@ def encode_stream(
     encoded for training, and those that fitting into ``shape`` would leave without a trained
     token (:func:`~.trainable.split_trainable`). Plain records are never rejected here.
 
-    On the fast path an :class:`~.pool.EncodingPool` reads, prepares (supervised records) and
-    encodes ahead of the consumer on background threads; it stops when the stream is closed or
-    exhausted. Otherwise each batch is encoded here, when asked for.
+    On the fast path an :class:`~.encoding_thread.EncodingThread` reads, prepares (supervised
+    records) and encodes ahead of the consumer on background threads; it stops when the stream
+    is closed or exhausted. Otherwise each batch is encoded here, when asked for.
     """
     supervised = tokenizing.sft_encoder is not None
-    # Closed with this generator: the pool's threads stop before the files they read close.
+    # Closed with this generator: the reading and encoding threads stop before their files close.
     with contextlib.closing(_encoded(batches, tokenizing)) as encoded:
         for batch, items in encoded:
             if supervised:
@@ -47,15 +47,15 @@ def _encoded(
     record when a supervised record cannot be encoded for training."""
     if tokenizing.spec is not None:
         sft = tokenizing.sft_encoder
-        pool = (
-            EncodingPool(sft.prepare, sft.encode)
+        thread = (
+            EncodingThread(sft.prepare, sft.encode)
             if sft is not None
-            else EncodingPool.plain(tokenizing.spec)
+            else EncodingThread.plain(tokenizing.spec)
         )
         try:
-            yield from pool.encode(batches)
+            yield from thread.encode(batches)
         finally:
-            pool.close()
+            thread.close()
         return
     for batch in batches:
         records = batch.records
