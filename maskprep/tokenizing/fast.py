@@ -37,8 +37,9 @@ PROBE_TEXTS = (
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Everything a worker needs to encode exactly like
-    :class:`~maskprep.tokenizing.encoder.Encoder`; small and picklable."""
+    """Everything the encoding thread needs to encode exactly like
+    :class:`~maskprep.tokenizing.encoder.Encoder`, without transformers; plain values, so that
+    the tokenizer cache stores it as JSON."""
 
     backend_json: str
     split_special_tokens: bool
