@@ -22,6 +22,8 @@ from maskprep.probes.context import TOLERANCES
 from maskprep.probes.driver import verify_rows
 from maskprep.probes.model import load_model
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3

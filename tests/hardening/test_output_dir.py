@@ -27,6 +27,8 @@ from .helpers import (
     stray_files,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _assert_intact(out, before: dict[str, bytes]) -> None:
     """The previous finished output is still there: its manifest and every shard it lists, with
