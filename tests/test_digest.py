@@ -42,3 +42,11 @@ def test_a_file_is_hashed_by_location(tmp_path):
     assert digest == hashlib.sha256(DATA).hexdigest()
     path.write_bytes(DATA[:-1])  # negative control: one byte less is another digest
     assert storage.sha256_of(storage.parse_location(str(path))) != digest
+
+
+def test_each_block_is_told_as_it_is_hashed():
+    seen: list[bytes] = []
+    digest = sha256_stream(io.BytesIO(DATA), BLOCK + 3, each=seen.append)
+    assert [len(b) for b in seen] == [BLOCK, 3]
+    assert b"".join(seen) == DATA[: BLOCK + 3]
+    assert digest == hashlib.sha256(b"".join(seen)).hexdigest()

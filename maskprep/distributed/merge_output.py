@@ -15,7 +15,6 @@ size and sha256 its manifest records before they are joined.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -27,9 +26,6 @@ from .part_output import PartOutput
 
 if TYPE_CHECKING:
     from ..output.commit import OutputSession
-
-#: Bytes read at a time when joining rejects files.
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -82,18 +78,18 @@ def _copy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
             "rejects file; rebuild the part"
         )
     source = part.directory.join(recorded.path)
-    digest = hashlib.sha256()
     size = lines = 0
+
+    def copy(block: bytes) -> None:
+        nonlocal size, lines
+        size += len(block)
+        lines += block.count(b"\n")
+        writer.write(block)
+
     with _open_rejects(source) as handle:
-        while size <= recorded.size:
-            chunk = handle.read(min(_CHUNK, recorded.size + 1 - size))
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-            lines += chunk.count(b"\n")
-            writer.write(chunk)
-    if size != recorded.size or digest.hexdigest() != recorded.sha256:
+        # One byte past the record: a longer file is told from one of the recorded size.
+        digest = storage.sha256_stream(handle, recorded.size + 1, each=copy)
+    if size != recorded.size or digest != recorded.sha256:
         raise DataError(
             f"{source}: does not match the size and sha256 its part's manifest records (the "
             "rejects file was changed after the part was built); rebuild the part"

@@ -49,8 +49,8 @@ them until the manifest switches.
 
 What this costs: a writer stopped while publishing a shard can, on waking, leave that one shard
 under a name no manifest lists; readers that go by the manifest ignore it, ``inspect`` notes it,
-and the next commit removes it. Leases are gone: with this rule a second writer is never unsafe,
-so it is not kept waiting (a killed Kubernetes pod's or Ray task's retry resumes at once).
+and the next commit removes it. No leases: with this rule a second writer is never unsafe, so
+it is not kept waiting (a killed Kubernetes pod's or Ray task's retry resumes at once).
 """
 
 from __future__ import annotations
