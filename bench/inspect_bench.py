@@ -38,9 +38,8 @@ import maskprep
 from maskprep import columns
 from maskprep.columns import IGNORE_INDEX
 from maskprep.config import BuildConfig, OutputConfig, ShapeConfig, SourceConfig, TokenizerConfig
-from maskprep.output.manifest import Manifest, RecordedConfig, write_manifest
+from maskprep.output.manifest import Manifest, RecordedConfig, Totals, write_manifest
 from maskprep.output.shards import ShardInfo, sha256_file
-from maskprep.results import Totals
 from maskprep.shaping.fill import Fill
 from maskprep.shaping.fit import ShapeStats
 from maskprep.tokenizing.loading import TokenizerInfo

@@ -44,7 +44,7 @@ _EXPORTS = {
     "ShapeConfig": "config",
     "SourceConfig": "config",
     "TokenizerConfig": "config",
-    "Totals": "results",
+    "Totals": "output.manifest",
     "VerifyOptions": "verifying.options",
     "VerifyResult": "verifying.results",
     "build": "pipeline",
@@ -133,9 +133,9 @@ if TYPE_CHECKING:
     from .inspecting.options import InspectOptions
     from .inspecting.results import InspectResult
     from .output.dataset import load_dataset
-    from .output.manifest import Manifest, read_manifest
+    from .output.manifest import Manifest, Totals, read_manifest
     from .pipeline import build
-    from .results import BuildResult, Progress, Totals
+    from .results import BuildResult, Progress
     from .verifying.driver import verify
     from .verifying.options import VerifyOptions
     from .verifying.results import ProbeResult, VerifyResult

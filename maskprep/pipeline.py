@@ -2,10 +2,13 @@
 
     read (sources) → batch → encode (tokenizing) → shape (shaping) → write (output)
 
-Rejected records travel in the stream beside the records of their batch, and the bad-record
-policy is applied here, on this thread, in input order. Every count of the manifest is taken
-once: records read, rejected and blank as they pass, what fitting did by the shaper, and rows
-and tokens from the shards written.
+This module composes; each stage decides its part. Records rejected by reading travel in the
+stream beside the records of their batch, those rejected by encoding (supervised records left
+with nothing to train, :mod:`maskprep.tokenizing.trainable`) beside its documents, and the
+bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
+The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
+is assembled from every stage's counts (:mod:`maskprep.output.assembly`): each count taken
+once, as it passes.
 """
 
 from __future__ import annotations
@@ -14,33 +17,45 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pyarrow as pa
+
 from . import columns, storage
-from .config import BuildConfig, RejectLimit
+from .config import BuildConfig
 from .contract import ShardContract
-from .errors import BadRecordError, DataError
+from .errors import DataError
+from .output.assembly import build_manifest, build_totals, input_names, unusable
 from .output.commit import Action, OutputRequest, OutputSession, write_failures
 from .output.freshness import check_unchanged
-from .output.manifest import Manifest, Part, RecordedConfig
+from .output.manifest import Totals
 from .output.names import PLAIN
 from .output.rejects import RejectsWriter
-from .output.shards import ShardInfo, ShardWriter
-from .results import BuildResult, LostTokens, Progress, Totals
-from .resume import ResumeLog, Snapshot, build_digest, find_resume
-from .shaping.fill import Fill, FillStats
-from .shaping.fit import check_room, split_trainable
-from .shaping.shaper import Shaper, make_shaper
+from .output.shards import ShardWriter
+from .results import BuildResult, Progress
+from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
+from .shaping.fill import FillStats
+from .shaping.fit import check_room
+from .shaping.shaper import LostTokens, TruncationPastLimit, check_truncation, make_shaper
 from .sources.batches import batched
 from .sources.inputs import STDIN
-from .sources.records import Rejected, SourcePosition, SourceReader
+from .sources.policy import RejectPolicy, RejectsPastLimit
+from .sources.records import SourcePosition, SourceReader
 from .tokenizing.cache import TokenizerCache
+from .tokenizing.loading import TokenizerInfo
 from .tokenizing.prepare import prepare_tokenizer
 from .tokenizing.stream import encode_stream
 
-__all__ = ["BuildResult", "Progress", "Totals", "build", "finished_build"]
+__all__ = [
+    "BuildResult",
+    "Progress",
+    "RejectsPastLimit",
+    "Totals",
+    "TruncationPastLimit",
+    "build",
+    "finished_build",
+]
 
 
 def build(
@@ -134,95 +149,6 @@ def _result_path(location: storage.Location) -> Path | str:
     return location.native
 
 
-class TruncationPastLimit(DataError):
-    """More of the tokens read were lost to ``overflow`` than ``max_truncated`` allows: the build
-    fails as a bad record under the ``fail`` policy does (no manifest; its complete shards stay
-    for a resume)."""
-
-
-def _check_truncation(config: BuildConfig, lost: LostTokens, where: str) -> None:
-    """Raise :class:`TruncationPastLimit` when more tokens were lost than the limit allows."""
-    limit = config.shape.max_truncated
-    if limit is None or not lost.past(limit):
-        return
-    raise TruncationPastLimit(
-        f"{where}: {lost.describe(config.shape.max_length)}, more than the max_truncated limit "
-        f"of {100 * limit:g}%; the output is left unfinished (no manifest)"
-    )
-
-
-class RejectsPastLimit(DataError):
-    """More records were rejected than ``max_rejects`` allows: the build fails as a bad record
-    under the ``fail`` policy does (no manifest; its complete shards stay for a resume), publishing
-    the rejects file to say why."""
-
-
-@dataclass
-class _Read:
-    """What the read side counts, and the bad-record policy applied to the rejected records as
-    they arrive in the stream: ``fail`` (no ``rejects``) raises at the first one, ``skip`` writes
-    each to ``rejects`` and counts it, up to ``limit``. ``staged``: the build writes beside a
-    finished output it would replace, which a failed build leaves as it was, rejects file and
-    all (this build's rejects go with its staging)."""
-
-    rejects: RejectsWriter | None
-    limit: RejectLimit | None = None
-    staged: bool = False
-    documents: int = 0
-    rejected: int = 0
-    without_labels: int = 0
-    #: Told every line written to the rejects file (the resume points keep them).
-    log: Callable[[str], None] | None = None
-
-    def counts(self) -> dict[str, int]:
-        """The counts, for a resume point."""
-        return {
-            "documents": self.documents,
-            "rejected": self.rejected,
-            "without_labels": self.without_labels,
-        }
-
-    def restore(self, counts: dict[str, int]) -> None:
-        """Take up the counts of a resume point."""
-        self.documents = int(counts["documents"])
-        self.rejected = int(counts["rejected"])
-        self.without_labels = int(counts["without_labels"])
-
-    def reject(self, items: list[Rejected]) -> None:
-        """Apply the policy to ``items``, in order."""
-        for item in items:
-            if self.rejects is None:
-                raise BadRecordError(item.location, item.reason)
-            self.rejected += 1
-            self.without_labels += item.without_labels
-            line = self.rejects.add(item)
-            if self.log is not None:
-                self.log(line)
-            if self.limit is not None and self.limit.count is not None:
-                # A count is known to be passed as soon as it is: no need to read on.
-                self.check_limit(item.location, finished=False)
-
-    def check_limit(self, where: str, *, finished: bool) -> None:
-        """Raise :class:`RejectsPastLimit` when the rejects are past the limit; a percentage is
-        judged only once the input is ``finished``."""
-        limit = self.limit
-        if limit is None or (limit.percent is not None and not finished):
-            return
-        read = self.documents + self.rejected
-        if not limit.exceeded(self.rejected, read):
-            return
-        share = f" of {read:,} read ({100 * self.rejected / read:.1f}%)" if finished else ""
-        after = (
-            "the finished output there is left as it was"
-            if self.staged
-            else "the rejects file says why each was"
-        )
-        raise RejectsPastLimit(
-            f"{where}: {self.rejected:,} records rejected{share}, more than the max_rejects "
-            f"limit of {limit}; {after}"
-        )
-
-
 def _build_locked(
     config: BuildConfig,
     output: OutputSession,
@@ -233,7 +159,7 @@ def _build_locked(
     loaded: Any,
     tokenizer_cache: TokenizerCache | None,
 ) -> BuildResult:
-    """The build proper, run while this process holds the output's lock."""
+    """The build proper, run in the output ``output`` opened: the stages set up, then run."""
     started = time.perf_counter()
     reader = SourceReader(
         config.source,
@@ -248,28 +174,12 @@ def _build_locked(
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)
     fill = FillStats.for_shape(config.shape)
     output.begin()
-    # Resume points: where a resumed build of this one starts (maskprep.resume). Standard input
-    # cannot be read twice, and a writer of tagged names is never resumed.
-    points = output.names == PLAIN and STDIN not in reader.files
-    digest = build_digest(config, info, reader.files) if points else ""
-    resume = None
-    if points and output.action is Action.RESUME:
-        state = output.state
-        format_ = config.output.format
-        resume = find_resume(
-            output.target, state.shards, state.resume_points, digest, reader, format_
-        )
+    log, resume = _resume_points(config, output, info, reader)
     taken = {shard.path for shard in resume.shards} if resume is not None else set()
-    log = ResumeLog(digest, output.write_scratch) if points else None
-    packed = config.shape.strategy == "pack"
-    # Every shard carries what its rows are, for readers that get it without the manifest.
-    schema = columns.schema(packed=packed).with_metadata(
-        ShardContract.of_build(config, info).metadata()
-    )
     writer = ShardWriter(
         output.target,
         config.output,
-        schema,
+        _shard_schema(config, info),
         existing=[name for name in output.existing_shards if name not in taken],
         names=output.names,
         open_writer=output.writer,
@@ -278,15 +188,19 @@ def _build_locked(
     )
     skip = config.source.on_bad_record == "skip"
     rejects = RejectsWriter(output.writer(output.names.rejects), output.publish) if skip else None
-    read = _Read(rejects, config.source.max_rejects, staged=output.staged)
-    read.log = None if log is None else log.rejected
+    policy = RejectPolicy(
+        rejects.add if rejects is not None else None,
+        config.source.max_rejects,
+        staged=output.staged,
+        log=None if log is None else log.rejected,
+    )
     if resume is not None:
         # Start where the point says: what came before is in the shards taken up.
         reader.start_at(resume.point.restart)
         writer.adopt(resume.shards, resume.point.skip)
         shaper.restore(resume.point.shaper)
         fill.restore(resume.point.fill)
-        read.restore(resume.point.read)
+        policy.restore(resume.point.read)
         if rejects is not None:
             rejects.add_lines(resume.rejects)
 
@@ -296,7 +210,7 @@ def _build_locked(
                 Snapshot(
                     start,
                     writer.position,
-                    read.counts(),
+                    policy.counts(),
                     shaper.snapshot(),
                     fill.snapshot(),
                     0,
@@ -307,9 +221,8 @@ def _build_locked(
         if on_progress is not None:
             rows, real = writer.written()
             elapsed = time.perf_counter() - started
-            records = read.documents + read.rejected
             on_progress(
-                Progress(records, rows, real, reader.bytes_read, reader.bytes_total, elapsed)
+                Progress(policy.read, rows, real, reader.bytes_read, reader.bytes_total, elapsed)
             )
 
     def write(shaped: Any) -> None:
@@ -318,47 +231,32 @@ def _build_locked(
             fill.add(rows)
 
     batches = batched(reader, config.batch_size, stop_at_reject=not skip, position=reader.position)
-    stream = encode_stream(batches, tokenizing)
+    stream = encode_stream(batches, tokenizing, config.shape)
     committed = False
-    unusable: str | None = None
+    why: str | None = None
     try:
-        for batch, items in stream:
+        # The steps, batch by batch: read → encode → shape → write.
+        for batch, docs, rejected in stream:
             snapshot(batch.start)
-            read.reject(batch.rejected)
-            if config.sft is not None:
-                docs, late = split_trainable(batch.records, items, config.shape)
-                read.reject(late)
-            else:
-                docs = items  # type: ignore[assignment] # the fast path rejects nothing
-            read.documents += len(docs)
+            policy.reject(batch.rejected)  # what reading could not use
+            policy.reject(rejected)  # what encoding could not train on
+            policy.documents += len(docs)
             write(shaper.shape(docs))
             progress()
         snapshot(reader.position())
         write(shaper.finish())
-        read.check_limit(_names(reader), finished=True)  # before the shards are complete
-        lost = LostTokens.of(shaper.stats, writer.written()[1])
-        _check_truncation(config, lost, _names(reader))
+        # Then the whole: limits judged, shards closed, the manifest assembled and committed.
+        where = input_names(reader)
+        policy.check_limit(where, finished=True)  # before the shards are complete
+        check_truncation(config.shape, LostTokens.of(shaper.stats, writer.written()[1]), where)
         shards = writer.close()
-        totals = _totals(read, reader, shaper, shards)
-        unusable = _unusable(totals, reader, config)
-        if unusable is not None:
-            raise DataError(unusable)
-        if totals.records_read != totals.accounted:
-            raise AssertionError(
-                f"internal error: {totals.records_read} records read but "
-                f"{totals.accounted} accounted for"
-            )
+        totals = build_totals(policy, reader, shaper.stats, shards)
+        why = unusable(totals, reader, config)
+        if why is not None:
+            raise DataError(why)
         progress()
-        manifest = Manifest(
-            config=RecordedConfig.from_build(config),
-            tokenizer=info,
-            inputs=tuple(reader.stats),
-            shards=tuple(shards),
-            totals=totals,
-            fill=_fill(fill, totals),
-            part=_part(config, reader),
-            rejects=rejects.publish() if rejects is not None else None,
-        )
+        published = rejects.publish() if rejects is not None else None
+        manifest = build_manifest(config, info, reader, shards, totals, fill, published)
         output.commit(manifest)  # last: the output is finished from here on
         committed = True
     except BaseException as exc:
@@ -367,9 +265,9 @@ def _build_locked(
         stream.close()  # stops the reader thread before the files it feeds are closed
         # The shard being written goes; complete ones stay for a resume, as after a kill.
         writer.abort()
-        explained = unusable is not None or isinstance(exc, RejectsPastLimit)
+        explained = why is not None or isinstance(exc, RejectsPastLimit)
         if rejects is not None and rejects.published is None:
-            if explained and read.rejected and isinstance(exc, Exception):
+            if explained and policy.rejected and isinstance(exc, Exception):
                 # Why no record could be used, or why too many were not: the one file such a
                 # build publishes.
                 with contextlib.suppress(Exception):
@@ -386,48 +284,28 @@ def _build_locked(
     )
 
 
-def _totals(read: _Read, reader: SourceReader, shaper: Shaper, shards: list[ShardInfo]) -> Totals:
-    """The build's totals: what was read, what fitting did, and what the shards hold."""
-    return Totals(
-        records_read=read.documents + read.rejected,
-        blank_lines=sum(s.blank_lines for s in reader.stats),
-        records_rejected=read.rejected,
-        documents_without_labels=read.without_labels,
-        rows_written=sum(s.rows for s in shards),
-        positions=sum(s.positions for s in shards),
-        real_tokens=sum(s.real_tokens for s in shards),
-        label_tokens=sum(s.label_tokens for s in shards),
-        shape=shaper.stats,
-    )
-
-
-def _fill(fill: FillStats, totals: Totals) -> Fill:
-    return fill.result(totals.rows_written, totals.positions, totals.real_tokens)
-
-
-def _part(config: BuildConfig, reader: SourceReader) -> Part | None:
-    if config.part is None:
-        return None
-    files = tuple(reader.planned) if reader.planned is not None else None
-    ranges = tuple(reader.ranges or ())
-    return Part(config.part.index, config.part.count, ranges, files)
-
-
-def _unusable(totals: Totals, reader: SourceReader, config: BuildConfig) -> str | None:
-    """Why a build that read nothing, or could use nothing it read, fails; ``None`` when it
-    wrote rows. A part may be empty (more parts than lines): the merge checks the whole."""
-    if config.part is not None:
-        return None
-    if totals.records_read == 0:
-        return f"{_names(reader)}: no documents in the input"
-    if totals.rows_written == 0:
-        return (
-            f"{_names(reader)}: no document could be used ({totals.records_rejected} "
-            f"rejected, {totals.shape.documents_dropped} dropped as too long)"
+def _resume_points(
+    config: BuildConfig, output: OutputSession, info: TokenizerInfo, reader: SourceReader
+) -> tuple[ResumeLog | None, Resume | None]:
+    """The log of resume points this build writes, and the point a resumed build starts from
+    (:mod:`maskprep.resume`). Standard input cannot be read twice, and a writer of tagged names
+    is never resumed: neither gets points."""
+    if output.names != PLAIN or STDIN in reader.files:
+        return None, None
+    digest = build_digest(config, info, reader.files)
+    resume = None
+    if output.action is Action.RESUME:
+        state = output.state
+        resume = find_resume(
+            output.target, state.shards, state.resume_points, digest, reader, config.output.format
         )
-    return None
+    return ResumeLog(digest, output.write_scratch), resume
 
 
-def _names(reader: SourceReader) -> str:
-    names = [s.path for s in reader.stats]
-    return names[0] if len(names) == 1 else f"{len(names)} inputs"
+def _shard_schema(config: BuildConfig, info: TokenizerInfo) -> pa.Schema:
+    """The shards' schema: the columns, and what the rows are in its metadata (for readers that
+    get a shard without the manifest)."""
+    packed = config.shape.strategy == "pack"
+    return columns.schema(packed=packed).with_metadata(
+        ShardContract.of_build(config, info).metadata()
+    )

@@ -1,20 +1,15 @@
-"""What ``maskprep.build`` reports: :class:`Progress` while it runs, :class:`Totals` (every count
-of a build, as its manifest records them) and :class:`BuildResult` at the end."""
+"""What ``maskprep.build`` reports: :class:`Progress` while it runs and :class:`BuildResult` at
+the end (its :class:`~maskprep.output.manifest.Totals`, every count of a build, live with the
+manifest that records them; ``maskprep.results.Totals`` is the same class)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from .output.decoding import decode_fields
-from .shaping.fill import ratio
-from .shaping.fit import ShapeStats
-
-if TYPE_CHECKING:
-    from .output.manifest import Manifest
-    from .output.shards import ShardInfo
+from .output.manifest import Manifest, Totals
+from .output.shards import ShardInfo
+from .shaping.shaper import LostTokens
 
 
 @dataclass(frozen=True)
@@ -27,73 +22,6 @@ class Progress:
     bytes_read: int
     bytes_total: int | None
     elapsed_s: float
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Every count of a build. Each record read ends up written, rejected or dropped:
-    ``records_read == shape.documents_written + shape.documents_dropped + records_rejected``
-    (see :attr:`accounted`). Rows, positions, real and label tokens are the written shards'."""
-
-    records_read: int = 0
-    blank_lines: int = 0
-    records_rejected: int = 0
-    documents_without_labels: int = 0
-    rows_written: int = 0
-    positions: int = 0
-    real_tokens: int = 0
-    label_tokens: int = 0
-    shape: ShapeStats = field(default_factory=ShapeStats)
-
-    @property
-    def pad_tokens(self) -> int:
-        """Positions that hold padding."""
-        return self.positions - self.real_tokens
-
-    @property
-    def fill(self) -> float:
-        """Real tokens over positions."""
-        return ratio(self.real_tokens, self.positions)
-
-    @property
-    def accounted(self) -> int:
-        """Records that were written, dropped or rejected; equals ``records_read`` when every
-        record is accounted for."""
-        shape = self.shape
-        return shape.documents_written + shape.documents_dropped + self.records_rejected
-
-    def as_dict(self) -> dict[str, Any]:
-        """Flat dict for the manifest and ``--json``, with the derived counts and fractions."""
-        return {
-            "records_read": self.records_read,
-            "blank_lines": self.blank_lines,
-            "records_rejected": self.records_rejected,
-            "documents_without_labels": self.documents_without_labels,
-            **self.shape.as_dict(),
-            "rows_written": self.rows_written,
-            "positions": self.positions,
-            "real_tokens": self.real_tokens,
-            "pad_tokens": self.pad_tokens,
-            "label_tokens": self.label_tokens,
-            "fill": self.fill,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any, path: str, where: str = "totals") -> Totals:
-        """Read the flat dict :meth:`as_dict` writes (derived values are recomputed)."""
-        shape = decode_fields(ShapeStats, data, path, where)
-        return decode_fields(cls, data, path, where, shape=shape)
-
-    @classmethod
-    def sum(cls, items: Sequence[Totals]) -> Totals:
-        """The totals of the parts ``items`` of one build taken together (``merge``)."""
-        shape = ShapeStats(
-            **{f.name: sum(getattr(t.shape, f.name) for t in items) for f in fields(ShapeStats)}
-        )
-        counts = {
-            f.name: sum(getattr(t, f.name) for t in items) for f in fields(cls) if f.name != "shape"
-        }
-        return cls(**counts, shape=shape)
 
 
 @dataclass(frozen=True)
@@ -136,46 +64,6 @@ class BuildResult:
 
 #: A build that loses more than this share of the tokens it read to ``overflow`` warns.
 TRUNCATION_WARNING = 0.05
-
-
-@dataclass(frozen=True)
-class LostTokens:
-    """The tokens a build read and lost to ``overflow``: cut by truncation, or dropped with their
-    documents. ``read`` is every token of every document written or dropped (the frame
-    included), as encoded: the real tokens written plus those lost (with ``overflow`` split no
-    token is lost)."""
-
-    lost: int
-    read: int
-    documents_truncated: int
-    documents_dropped: int
-
-    @classmethod
-    def of(cls, shape: ShapeStats, real_tokens: int) -> LostTokens:
-        """What ``shape`` (the fitting counts) lost of ``real_tokens`` written plus the lost."""
-        lost = shape.tokens_truncated + shape.tokens_dropped
-        return cls(lost, real_tokens + lost, shape.documents_truncated, shape.documents_dropped)
-
-    @property
-    def share(self) -> float:
-        """Lost over read (0 when nothing was read)."""
-        return ratio(self.lost, self.read)
-
-    def past(self, limit: float) -> bool:
-        """Whether more than ``limit`` (a fraction) of the tokens read were lost."""
-        return self.lost > limit * self.read
-
-    def describe(self, max_length: int) -> str:
-        """One line: how much was lost, how, and at what length."""
-        how = []
-        if self.documents_truncated:
-            how.append(f"{self.documents_truncated:,} documents truncated")
-        if self.documents_dropped:
-            how.append(f"{self.documents_dropped:,} dropped as too long")
-        return (
-            f"{self.share:.1%} of the tokens read ({self.lost:,} of {self.read:,}) were lost to "
-            f"max_length {max_length} ({', '.join(how)})"
-        )
 
 
 def build_warnings(manifest: Manifest) -> tuple[str, ...]:

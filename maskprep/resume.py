@@ -38,7 +38,7 @@ from ._version import __version__
 from .config import BuildConfig
 from .output.manifest import RecordedConfig
 from .output.names import PLAIN, resume_name
-from .output.shards import ShardInfo, sha256_of
+from .output.shards import ShardInfo
 from .shaping.fit import Piece
 from .sources.records import InputStats, SourcePosition, SourceReader
 from .tokenizing.loading import TokenizerInfo
@@ -200,7 +200,7 @@ def find_resume(
         point = _read_point(location.join(resume_name(shard)))
         if point is None or point.build != build or point.shard.path != shard:
             break
-        if sha256_of(location.join(shard)) != point.shard.sha256:
+        if storage.sha256_of(location.join(shard)) != point.shard.sha256:
             break
         taken.append(point)
     if not taken or not reader.unchanged_up_to(taken[-1].restart):

@@ -36,6 +36,19 @@ CORPUS = [
 ] * 3
 
 
+#: Fixtures that start a server: a test that uses one is an integration test wherever it is.
+INTEGRATION_FIXTURES = frozenset({"s3_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that use an :data:`INTEGRATION_FIXTURES` fixture ``integration``; whole
+    files of them say so with ``pytestmark``. ``-m "not integration"`` is the unit loop."""
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tokenizer_cache_dir(tmp_path_factory):
     """CLI builds in the tests cache tokenizers here (the warm path), never in ~/.cache."""

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from conftest import make_config, run_maskprep, write_jsonl
+from conftest import make_config, run_maskprep, transformers_only, write_jsonl
 from row_invariants import check_rows
 from transformers import AutoTokenizer
 
@@ -21,6 +21,8 @@ from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
 from maskprep.config import RejectLimit
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
+
+pytestmark = pytest.mark.integration
 
 
 def read_rows(output):
@@ -471,15 +473,29 @@ def test_non_empty_output_is_refused_unless_overwrite(tmp_path, minilm, runner):
     assert (out / "notes.md").exists()
 
 
-def test_summary_table_and_json(tmp_path, minilm, runner):
+@pytest.mark.parametrize("cache", ["uncached", "cached"])
+def test_summary_table_and_json(tmp_path, minilm, runner, monkeypatch, cache):
+    """Both ways a CLI build loads its tokenizer: the session turns the tokenizer cache on for
+    every test (conftest), while the CLI's default is no cache. The tokenizer loads through
+    transformers, so that the cache is used when it is on."""
+    tokenizer = transformers_only(minilm, tmp_path / "minilm")
+    if cache == "cached":
+        monkeypatch.setenv("MASKPREP_TOKENIZER_CACHE", str(tmp_path / "cache"))
+    else:
+        monkeypatch.delenv("MASKPREP_TOKENIZER_CACHE")
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": "hello world"}])
-    args = ["build", str(src), "-t", str(minilm), "--max-length", "8"]
+    args = ["build", str(src), "-t", str(tokenizer), "--max-length", "8"]
     table = runner.invoke(main, [*args, "-o", str(tmp_path / "a")])
-    assert table.exit_code == 0
+    assert table.exit_code == 0, table.output
     assert "records read" in table.output and "fill (real / positions)" in table.output
     as_json = runner.invoke(main, [*args, "-o", str(tmp_path / "b"), "--json"])
     summary = json.loads(as_json.stdout)
     assert summary["totals"]["real_tokens"] == 4 and summary["totals"]["pad_tokens"] == 4
+    # The second build is a cache hit only with the cache on; the bytes are the same either way.
+    assert summary["tokenizer_cached"] is (cache == "cached")
+    assert (tmp_path / "cache").is_dir() is (cache == "cached")
+    shard = "data-00000.parquet"
+    assert (tmp_path / "a" / shard).read_bytes() == (tmp_path / "b" / shard).read_bytes()
 
 
 def test_no_add_special_tokens(tmp_path, minilm):

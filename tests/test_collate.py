@@ -174,6 +174,7 @@ def _worst_document_diff(model, docs_per_row, kwargs) -> float:
     return worst
 
 
+@pytest.mark.integration  # a model's forward passes
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("form", ["mask4d", "position_ids"])
 def test_each_document_of_a_pack_gives_its_logits_alone(llama, attn, form) -> None:
@@ -184,6 +185,7 @@ def test_each_document_of_a_pack_gives_its_logits_alone(llama, attn, form) -> No
     assert _worst_document_diff(llama, rows, kwargs) < 1e-5
 
 
+@pytest.mark.integration  # a model's forward passes
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_negative_control_leaks(llama, attn) -> None:
     """An all-ones 2D mask lets documents mix: the comparison above can see a leak."""

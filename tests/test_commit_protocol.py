@@ -24,6 +24,8 @@ import pytest
 from cli_kit import build_args
 from conftest import ROOT
 
+pytestmark = pytest.mark.integration
+
 MANIFEST = "_maskprep.json"
 OPTIONS = ("--shard-rows", "8", "--batch-size", "4")
 

@@ -199,14 +199,14 @@ def test_unfinished_output_is_refused_with_how_to_resume(tmp_path, source, llama
     out = tmp_path / "out"
     assert runner.invoke(main, _cli(source, llama_like, out)).exit_code == 0
     (out / MANIFEST_NAME).unlink()  # as if the build had died before writing it
-    (out / ".tmp-data-00009.parquet").write_bytes(b"half a shard")
+    (out / ".tmp-data-00009.parquet.0123456789abcdef").write_bytes(b"half a shard")
     result = runner.invoke(main, _cli(source, llama_like, out))
     assert result.exit_code == 2
     assert f"unfinished build (7 complete shards and no {MANIFEST_NAME})" in result.output
     assert "--resume" in result.output and "--overwrite" in result.output
     result = runner.invoke(main, _cli(source, llama_like, out, "--overwrite"))
     assert result.exit_code == 0, result.output
-    assert not (out / ".tmp-data-00009.parquet").exists()
+    assert not (out / ".tmp-data-00009.parquet.0123456789abcdef").exists()
 
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path):

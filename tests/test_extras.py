@@ -16,6 +16,8 @@ from conftest import ROOT, SAMPLE
 from maskprep import ConfigError
 from maskprep.extras import require_extra
 
+pytestmark = pytest.mark.integration
+
 HIDE = "torch,datasets,ray"
 
 

@@ -94,6 +94,7 @@ def test_inspect_and_merge_take_file_urls(source, llama_like, tmp_path):
     assert _files(tmp_path / "merged-url") == _files(tmp_path / "merged-plain")
 
 
+@pytest.mark.integration  # a model's forward passes
 def test_verify_takes_a_file_url(source, with_pad, tmp_path):
     pytest.importorskip("torch", reason="needs the verify extra (torch)")
     from rowkit import one_torch_thread, tiny_config

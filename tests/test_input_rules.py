@@ -13,7 +13,7 @@ from maskprep import build
 from maskprep.sources.inputs import expand_inputs
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 def where(request, tmp_path):
     """A place to put inputs and outputs (a local directory or an S3 prefix) and a writer."""
     if request.param == "local":

@@ -645,6 +645,7 @@ def test_unfinished_output_and_missing_path(tmp_path, runner):
     assert outcome.exit_code == 2 and "no such file or directory" in outcome.output
 
 
+@pytest.mark.integration  # a subprocess
 def test_stdin_arrow_stream(built):
     table = pq.read_table(shard(built))
     sink = pa.BufferOutputStream()

@@ -26,7 +26,7 @@ pytest.importorskip("s3fs", reason="the S3 tests need the test extra (s3fs)")
 pytest.importorskip("moto", reason="the S3 tests need the test extra (moto)")
 boto3 = pytest.importorskip("boto3", reason="the S3 tests need the test extra (boto3)")
 
-pytestmark = pytest.mark.usefixtures("s3_server")
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("s3_server")]
 
 
 def _cli(*args: object):

@@ -17,6 +17,8 @@ from training_kit import build_output, tiny_model
 import maskprep
 from maskprep.collate import Collator
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extra)")
 

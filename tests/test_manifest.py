@@ -1,10 +1,8 @@
-"""The typed manifest: written once, read back with validation by every reader, under the new
-file names that dataset readers skip and the old ones outputs of earlier versions have."""
+"""The typed manifest: written once, read back with validation by every reader, under file names
+that dataset readers skip."""
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 import re
 import shutil
@@ -17,11 +15,9 @@ from conftest import make_config, write_jsonl
 
 from maskprep import DataError, PartSpec, build, inspect, merge, read_manifest
 from maskprep.errors import ManifestError
-from maskprep.output.dataset import load_dataset, shard_paths
+from maskprep.output.dataset import shard_paths
 from maskprep.output.manifest import Manifest, load_manifest, manifest_problems
 from maskprep.output.names import (
-    LEGACY_MANIFEST_NAME,
-    LEGACY_REJECTS_NAME,
     MANIFEST_NAME,
     REJECTS_NAME,
     is_shard_name,
@@ -79,59 +75,13 @@ def test_pyarrow_dataset_reads_an_arrow_output(tmp_path, docs, llama_like):
     assert table.num_rows == read_manifest(out).totals.rows_written
 
 
-def test_the_old_names_break_pyarrow_dataset_which_is_why_they_changed(outputs, tmp_path):
-    """Negative control: the check above can fail. Under the old names the directory does not
-    read as a dataset."""
+def test_a_manifest_name_without_underscore_breaks_pyarrow_dataset(outputs, tmp_path):
+    """Negative control: the check above can fail. With the manifest under a name dataset
+    readers do not skip, the directory does not read as a dataset."""
     old = shutil.copytree(outputs["pad"], tmp_path / "old")
-    (old / MANIFEST_NAME).rename(old / LEGACY_MANIFEST_NAME)
+    (old / MANIFEST_NAME).rename(old / "maskprep.json")
     with pytest.raises(pa.ArrowInvalid):
         ds.dataset(old, format="parquet").to_table()
-
-
-# ------------------------------------------------------------ outputs written under the old names
-
-
-def _as_old_version(directory, into):
-    """A copy of ``directory`` as an earlier version named its files (and recorded no rejects
-    file in its manifest)."""
-    old = shutil.copytree(directory, into)
-    manifest = json.loads((old / MANIFEST_NAME).read_text())
-    manifest.pop("rejects", None)
-    (old / LEGACY_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    (old / MANIFEST_NAME).unlink()
-    if (old / REJECTS_NAME).exists():
-        (old / REJECTS_NAME).rename(old / LEGACY_REJECTS_NAME)
-    return old
-
-
-def test_an_old_name_output_is_inspected_loaded_and_resumed(outputs, tmp_path, docs, llama_like):
-    old = _as_old_version(outputs["pad"], tmp_path / "old")
-    assert inspect(str(old)).ok
-    # The same manifest, less the record of the rejects file earlier versions did not keep.
-    assert read_manifest(old) == dataclasses.replace(read_manifest(outputs["pad"]), rejects=None)
-    if importlib.util.find_spec("datasets") is not None:  # the datasets extra
-        assert len(load_dataset(old)) == read_manifest(old).totals.rows_written
-    resumed = _build(old, docs, llama_like, shard_rows=10, resume=True)
-    assert resumed.reused_shards == len(resumed.shards)
-    assert not (old / MANIFEST_NAME).exists()  # returned as it is, not rewritten
-
-
-def test_old_name_parts_merge_with_their_rejects(outputs, tmp_path):
-    old = [_as_old_version(p, tmp_path / f"old{i}") for i, p in enumerate(outputs["parts"])]
-    result = merge(old, tmp_path / "merged")
-    new = outputs["merged"]
-    assert (result.output / REJECTS_NAME).read_bytes() == (new / REJECTS_NAME).read_bytes()
-    assert len((new / REJECTS_NAME).read_text().splitlines()) == 1
-    assert result.manifest.totals == read_manifest(new).totals
-    assert not (result.output / LEGACY_MANIFEST_NAME).exists()
-
-
-def test_an_old_name_output_may_be_overwritten(outputs, tmp_path, docs, llama_like):
-    old = _as_old_version(outputs["pad"], tmp_path / "old")
-    _build(old, docs, llama_like, overwrite=True)
-    names = {p.name for p in old.iterdir()}
-    assert LEGACY_MANIFEST_NAME not in names and LEGACY_REJECTS_NAME not in names
-    assert MANIFEST_NAME in names
 
 
 # ------------------------------------------------------------------------ reading with validation

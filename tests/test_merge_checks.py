@@ -14,6 +14,7 @@ from conftest import make_config, write_jsonl
 from maskprep import ConfigError, DataError, PartSpec, build, merge, read_manifest
 from maskprep.cli import main
 from maskprep.distributed.tiling import check_inputs
+from maskprep.errors import ManifestError
 from maskprep.output.manifest import Part
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file
@@ -25,7 +26,7 @@ B = PlannedFile("b.jsonl.gz", 40, 2_000)
 
 
 def _plan(index, ranges, files=(A, B)):
-    return (index, f"p{index}", Part(index, 3, tuple(ranges), None if files is None else files))
+    return (index, f"p{index}", Part(index, 3, tuple(ranges), files))
 
 
 GOOD = [
@@ -37,7 +38,6 @@ GOOD = [
 
 def test_parts_that_tile_their_inputs_pass():
     check_inputs(GOOD)
-    check_inputs([(i, d, Part(p.index, 3, p.ranges)) for i, d, p in GOOD])  # without files
     # A file listed twice is read twice, each listing tiled on its own.
     twice = (A, A)
     check_inputs(
@@ -79,18 +79,6 @@ def test_ranges_that_do_not_tile_are_refused_naming_the_input_and_parts(ranges, 
     with pytest.raises(ConfigError) as raised:
         check_inputs(plans)
     assert str(raised.value).startswith(message), str(raised.value)
-
-
-def test_old_parts_without_files_are_checked_by_their_ranges():
-    gap = [
-        (0, "p0", Part(0, 2, (FileRange("a.jsonl", 0, 30, 1),))),
-        (1, "p1", Part(1, 2, (FileRange("a.jsonl", 40, 100, 5),))),
-    ]
-    with pytest.raises(ConfigError, match="skip: part 1 \\(p1\\) starts at byte 40"):
-        check_inputs(gap)
-    late = [(0, "p0", Part(0, 2, ())), (1, "p1", Part(1, 2, (FileRange("a.jsonl", 30, 90, 5),)))]
-    with pytest.raises(ConfigError, match="no part read the bytes before it"):
-        check_inputs(late)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +147,16 @@ def test_parts_record_every_input_file_as_their_plan_saw_it(tmp_path, source, ll
         part = read_manifest(directory).part
         assert part is not None
         assert part.files == (PlannedFile(str(source), stat.st_size, stat.st_mtime_ns),)
+
+
+def test_a_part_manifest_without_its_input_files_is_refused(tmp_path, source, llama_like):
+    """``part.files`` is required: a part that does not say what it planned cannot be merged."""
+    directory = _parts([source], llama_like, tmp_path)[0]
+    data = json.loads((directory / MANIFEST_NAME).read_text())
+    del data["part"]["files"]
+    (directory / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"part\.files"):
+        read_manifest(directory)
 
 
 # ----------------------------------------------------------------- shards hashed on the way in

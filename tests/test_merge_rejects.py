@@ -121,3 +121,14 @@ def test_a_rejects_file_rewritten_with_its_record_must_still_count_the_parts_rej
     manifest_path.write_text(json.dumps(manifest))
     _assert_refused(_merge(parts, tmp_path / "merged"), f"part0/{REJECTS}", "rejected records")
     assert not (tmp_path / "merged" / MANIFEST).exists()
+
+
+def test_a_skip_part_whose_manifest_records_no_rejects_file_is_refused(tmp_path, parts):
+    """Every skip build records its rejects file; a part without that record is not read by name
+    (no earlier version wrote one: 0.1.0 is the first)."""
+    manifest_path = parts[1] / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["rejects"]
+    manifest_path.write_text(json.dumps(manifest))
+    _assert_refused(_merge(parts, tmp_path / "merged"), "part1", "records no rejects file")
+    assert not (tmp_path / "merged" / MANIFEST).exists()

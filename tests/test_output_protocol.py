@@ -172,13 +172,17 @@ def test_a_directory_that_only_looks_like_staging_is_foreign(tmp_path, source, l
     assert (out / ".staging-mine").is_dir()
 
 
-def test_legacy_temporaries_are_garbage_and_planted_links_are_refused(tmp_path):
+def test_temporaries_are_garbage_and_planted_links_are_refused(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".tmp-data-00000.parquet").write_bytes(b"from maskprep before the storage layer")
+    (out / ".tmp-data-00000.parquet.0123456789abcdef").write_bytes(b"a dead writer's")
     state = scan(storage.parse_location(str(out)))
-    assert state.garbage == [".tmp-data-00000.parquet"]
+    assert state.garbage == [".tmp-data-00000.parquet.0123456789abcdef"]
     assert plan(state, OutputRequest(), []) is Action.WRITE
+    # Negative control: a name no writer of maskprep's makes is not its garbage.
+    (out / ".tmp-data-00000.parquet").write_bytes(b"someone else's")
+    state = scan(storage.parse_location(str(out)))
+    assert state.foreign == [".tmp-data-00000.parquet"]
     (out / "data-00001.parquet").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(OutputError, match=r"data-00001\.parquet: is a symbolic link"):
         plan(scan(storage.parse_location(str(out))), OutputRequest(overwrite=True), [])

@@ -10,6 +10,7 @@ from maskprep import TokenizerConfig, build
 from maskprep.sources.batches import Batch
 from maskprep.sources.records import Record, Rejected
 from maskprep.tokenizing.encoder import Encoder
+from maskprep.tokenizing.encoding_thread import EncodingThread
 from maskprep.tokenizing.fast import (
     BackendEncoder,
     EncoderSpec,
@@ -17,7 +18,6 @@ from maskprep.tokenizing.fast import (
     frame_documents,
 )
 from maskprep.tokenizing.loading import load_tokenizer
-from maskprep.tokenizing.pool import EncodingPool
 
 TEXTS = [
     *dict.fromkeys(CORPUS),
@@ -98,17 +98,17 @@ def test_frame_documents_adds_frame_and_missing_eos():
     assert docs == [[1, 5, 6, 2, 9, 8], [1, 2, 9, 8], [1, 7, 2, 9, 8], [1, 4, 2, 9, 8]]
 
 
-def test_pool_gives_batches_in_order(with_pad):
+def test_the_encoding_thread_gives_batches_in_order(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
     records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 5, start=1)]
     batches = [Batch(records[i : i + 7]) for i in range(0, len(records), 7)]
     batches.append(Batch([], [Rejected("f", 99, "bad", "raw")]))  # rejects only: no documents
     local = BackendEncoder(spec)
-    pool = EncodingPool.plain(spec, lookahead=1)
+    thread = EncodingThread.plain(spec, lookahead=1)
     try:
-        out = list(pool.encode(iter(batches)))
+        out = list(thread.encode(iter(batches)))
     finally:
-        pool.close()
+        thread.close()
     assert [b for b, _ in out] == batches
     assert out[-1][1] == []
     for batch, docs in out[:-1]:
@@ -119,21 +119,21 @@ def test_pool_gives_batches_in_order(with_pad):
         assert [d.location for d in docs] == [r.location for r in records_in]
 
 
-def test_pool_hands_reading_errors_to_the_consumer(with_pad):
+def test_the_encoding_thread_hands_reading_errors_to_the_consumer(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
 
     def batches():
         yield Batch([Record("fine", "f", 1)])
         raise OSError("disk gone")
 
-    pool = EncodingPool.plain(spec)
+    thread = EncodingThread.plain(spec)
     try:
-        encoded = pool.encode(batches())
+        encoded = thread.encode(batches())
         assert next(encoded)[0].records[0].text == "fine"
         with pytest.raises(OSError, match="disk gone"):
             next(encoded)
     finally:
-        pool.close()
+        thread.close()
 
 
 def _docs(n: int) -> list[dict]:

@@ -19,6 +19,8 @@ from maskprep.cli import main
 from maskprep.output.dataset import shard_paths
 from maskprep.output.names import MANIFEST_NAME
 
+pytestmark = pytest.mark.integration
+
 NO_USAGE_STATS = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 

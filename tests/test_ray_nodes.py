@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.integration
+
 
 def _node_loss():
     """bench/ray_node_loss.py as a module (registered first: dataclasses look their module up)."""

@@ -22,6 +22,8 @@ from maskprep.cli import main
 from maskprep.errors import OutputError
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 
+pytestmark = pytest.mark.integration
+
 SHARD_ROWS = 5
 BATCH = 3
 

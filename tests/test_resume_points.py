@@ -81,10 +81,10 @@ def counted(monkeypatch):
     seen = {"records": 0}
     real = pipeline.encode_stream
 
-    def counting(batches, tokenizing):
-        for batch, items in real(batches, tokenizing):
+    def counting(batches, tokenizing, shape):
+        for batch, docs, rejected in real(batches, tokenizing, shape):
             seen["records"] += len(batch.records)
-            yield batch, items
+            yield batch, docs, rejected
 
     monkeypatch.setattr(pipeline, "encode_stream", counting)
     return seen

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from maskprep import IGNORE_INDEX, BadRecordError, ConfigError, SFTConfig, build, config
 from maskprep.cli import main
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
-from maskprep.shaping.fit import ShapeStats, fit, truncation_keep
+from maskprep.shaping.fit import ShapeStats, fit
 from maskprep.tokenizing.encoder import EncodedDoc
+from maskprep.tokenizing.trainable import truncation_keep
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 

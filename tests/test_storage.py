@@ -36,6 +36,8 @@ from maskprep.storage import (
 )
 from maskprep.storage.protocols import filesystem
 
+pytestmark = pytest.mark.integration
+
 MB = 1 << 20
 #: s3fs's smallest part size; writers with it go multipart past 5 MB instead of 50 MB.
 SMALL_PARTS = parse_option_items(["s3:default_block_size=5242880"])

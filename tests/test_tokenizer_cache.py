@@ -18,6 +18,8 @@ from maskprep.output.names import MANIFEST_NAME
 from maskprep.tokenizing import prepare as prepare_module
 from maskprep.tokenizing.cache import TokenizerCache
 
+pytestmark = pytest.mark.integration
+
 TEXTS = [*dict.fromkeys(CORPUS), "UPPER Case Words", "x" * 500, "ends with eos </s>"]
 
 

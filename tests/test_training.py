@@ -38,6 +38,8 @@ import maskprep
 from maskprep.collate import Collator, collate
 from maskprep.errors import DataError
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs torch (the verify extra)")
 
 pytest.importorskip("accelerate", reason="transformers.Trainer needs accelerate (the test extra)")

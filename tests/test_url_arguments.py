@@ -124,6 +124,7 @@ def test_a_store_without_its_filesystem_names_the_extra(
     assert "pip install" not in line
 
 
+@pytest.mark.integration  # subprocesses
 def test_hf_urls_offline_are_one_line(tmp_path):
     """Offline (HF_HUB_OFFLINE=1, as the tests run): a Hub URL is one line, no traceback."""
     if importlib.util.find_spec("huggingface_hub") is None:

@@ -22,6 +22,8 @@ from maskprep.verifying.context import TOLERANCES
 from maskprep.verifying.driver import verify_rows
 from maskprep.verifying.model import load_model
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3

@@ -18,6 +18,8 @@ from maskprep import VerifyOptions
 from maskprep.cli import main
 from maskprep.errors import ConfigError
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)

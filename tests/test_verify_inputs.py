@@ -17,6 +17,8 @@ from maskprep import VerifyOptions, columns, verify
 from maskprep.cli import main
 from maskprep.columns import IGNORE_INDEX
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3

@@ -21,6 +21,8 @@ from maskprep.inspecting.checks import CHECKS
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.verifying.driver import verify_rows
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3

@@ -16,6 +16,8 @@ from maskprep import VerifyOptions, verify
 from maskprep.cli import main
 from maskprep.verifying.driver import verify_rows
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 PAD = 3

@@ -15,6 +15,8 @@ from rowkit import one_torch_thread, pack_rows, pad_rows, random_docs, write_out
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch", reason="needs the verify extra (torch)")
 
 _single_thread = pytest.fixture(autouse=True, scope="module")(one_torch_thread)

@@ -79,10 +79,10 @@ offset to every emitted position (``for_output`` reads it from the model).
 
 from ..config import PACK_FORMS, PackForm, PaddingSide
 from .collator import Collator, collate, for_model, for_output
-from .documents import check_labels, positions_in_segments
+from .documents import positions_in_segments
 from .forms import additive_mask, block_mask
 from .models import ModelFacts, Task, model_facts, model_task
-from .rows import COLLATE_COLUMNS, RowArrays, row_arrays
+from .rows import COLLATE_COLUMNS, RowArrays, check_labels, row_arrays
 
 __all__ = [
     "COLLATE_COLUMNS",

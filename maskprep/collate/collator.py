@@ -16,10 +16,10 @@ from ..column_values import outside_ids
 from ..config import PACK_FORMS, PADDING_SIDES, PackForm, PaddingSide
 from ..errors import ConfigError, DataError
 from ..token_ids import MAX_TOKEN_ID, token_id_problem
-from .documents import check_labels, first_true
+from .documents import first_true
 from .forms import emit, torch_dtype
 from .models import ModelFacts, model_facts
-from .rows import RowArrays, row_arrays
+from .rows import RowArrays, check_labels, row_arrays
 
 if TYPE_CHECKING:
     from ..contract import ShardContract

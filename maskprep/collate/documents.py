@@ -1,17 +1,11 @@
 """Where the documents of a row are: from ``seq_lens``, or from the restarts of ``position_ids``
-when a trainer dropped ``seq_lens``; and the label rules that follow from them."""
+when a trainer dropped ``seq_lens``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from ..columns import IGNORE_INDEX
 from ..errors import DataError
-
-if TYPE_CHECKING:
-    from .rows import RowArrays
 
 
 def first_true(flags: np.ndarray) -> tuple[int, ...]:
@@ -90,41 +84,3 @@ def positions_in_segments(segments: np.ndarray) -> np.ndarray:
     starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
     start_index = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
     return np.where(segments >= 0, index - start_index, 0)
-
-
-def check_labels(arrays: RowArrays, *, causal: bool) -> None:
-    """Refuse labels that break the column contract; the model would train on them silently.
-
-    Labels must be ``IGNORE_INDEX`` at padding and, at real tokens, ``IGNORE_INDEX`` or the token's
-    own id (not shifted: the model shifts). For a decoder (``causal``) the first token of every
-    document but the row's first, and a first token after padding, must not be trained: the
-    model would predict it from the previous document's last token, or from a pad.
-    """
-    real = arrays.attention_mask > 0
-    labels, ids = arrays.labels, arrays.input_ids
-    if (~real & (labels != IGNORE_INDEX)).any():
-        row, col = first_true(~real & (labels != IGNORE_INDEX))
-        raise DataError(
-            f"row {row}: label {labels[row, col]} on padding at position {col}; padded positions "
-            f"must be labelled {IGNORE_INDEX}"
-        )
-    foreign = real & (labels != IGNORE_INDEX) & (labels != ids)
-    if foreign.any():
-        row, col = first_true(foreign)
-        raise DataError(
-            f"row {row}: label {labels[row, col]} at position {col} is neither {IGNORE_INDEX} nor "
-            f"the token there ({ids[row, col]}); labels must not be shifted (the model shifts them)"
-        )
-    if not causal:
-        return
-    before = np.full(arrays.segments.shape, -2)
-    before[:, 1:] = arrays.segments[:, :-1]
-    start = real & (arrays.segments != before)
-    start[:, 0] = False
-    if (start & (labels != IGNORE_INDEX)).any():
-        row, col = first_true(start & (labels != IGNORE_INDEX))
-        raise DataError(
-            f"row {row}: the token at position {col} starts a document (or follows padding) but "
-            f"is trained; a decoder would predict it from another document or a pad, so its "
-            f"label must be {IGNORE_INDEX}"
-        )

@@ -1,6 +1,7 @@
 """Rows as they reach a collator (row dicts, a dict of columns, an Arrow table) → padded NumPy
 matrices, with every refusal a careless feed deserves: columns lost on the way, rows of two outputs
-in one batch, padding that contradicts the pad id or side, packs that cannot be split."""
+in one batch, padding that contradicts the pad id or side, packs that cannot be split; and the
+label rules that follow from the documents of the rows (:func:`check_labels`)."""
 
 from __future__ import annotations
 
@@ -320,3 +321,41 @@ def _check_contiguous(mask: np.ndarray) -> None:
     runs = (np.diff(mask, axis=1, prepend=0) == 1).sum(axis=1)
     if (runs > 1).any():
         raise DataError(f"row {int(np.argmax(runs > 1))}: real tokens are not one contiguous run")
+
+
+def check_labels(arrays: RowArrays, *, causal: bool) -> None:
+    """Refuse labels that break the column contract; the model would train on them silently.
+
+    Labels must be ``IGNORE_INDEX`` at padding and, at real tokens, ``IGNORE_INDEX`` or the token's
+    own id (not shifted: the model shifts). For a decoder (``causal``) the first token of every
+    document but the row's first, and a first token after padding, must not be trained: the
+    model would predict it from the previous document's last token, or from a pad.
+    """
+    real = arrays.attention_mask > 0
+    labels, ids = arrays.labels, arrays.input_ids
+    if (~real & (labels != IGNORE_INDEX)).any():
+        row, col = first_true(~real & (labels != IGNORE_INDEX))
+        raise DataError(
+            f"row {row}: label {labels[row, col]} on padding at position {col}; padded positions "
+            f"must be labelled {IGNORE_INDEX}"
+        )
+    foreign = real & (labels != IGNORE_INDEX) & (labels != ids)
+    if foreign.any():
+        row, col = first_true(foreign)
+        raise DataError(
+            f"row {row}: label {labels[row, col]} at position {col} is neither {IGNORE_INDEX} nor "
+            f"the token there ({ids[row, col]}); labels must not be shifted (the model shifts them)"
+        )
+    if not causal:
+        return
+    before = np.full(arrays.segments.shape, -2)
+    before[:, 1:] = arrays.segments[:, :-1]
+    start = real & (arrays.segments != before)
+    start[:, 0] = False
+    if (start & (labels != IGNORE_INDEX)).any():
+        row, col = first_true(start & (labels != IGNORE_INDEX))
+        raise DataError(
+            f"row {row}: the token at position {col} starts a document (or follows padding) but "
+            f"is trained; a decoder would predict it from another document or a pad, so its "
+            f"label must be {IGNORE_INDEX}"
+        )

@@ -10,19 +10,15 @@ input, at the cost of one full read of them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .. import storage
 from ..errors import ConfigError, ManifestError
+from .part_output import PartOutput
 
 if TYPE_CHECKING:
     from ..sources.parts import FileRange
-    from .merge import PartOutput
-
-#: Read in blocks of this many bytes, so an input of any size is hashed in bounded memory.
-_BLOCK = 1 << 20
 
 
 def check_input_bytes(
@@ -65,13 +61,6 @@ def check_input_bytes(
 def _sha256(file_range: FileRange, options: storage.StorageOptions | None) -> str:
     """The sha256 of the bytes ``[start, end)`` of the range's input, read in blocks."""
     location = storage.parse_location(file_range.path, options)
-    digest = hashlib.sha256()
-    remaining = file_range.end - file_range.start
     with storage.open_read(location, file_range.start) as stream:
-        while remaining > 0:
-            block = stream.read(min(_BLOCK, remaining))
-            if not block:  # the input is shorter now: its hash cannot match
-                break
-            digest.update(block)
-            remaining -= len(block)
-    return digest.hexdigest()
+        # An input shorter now gives fewer bytes: its hash cannot match.
+        return storage.sha256_stream(stream, file_range.end - file_range.start)

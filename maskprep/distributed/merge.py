@@ -24,41 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..errors import RESUME, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..output.commit import OutputRequest, OutputSession, write_failures
-from ..output.manifest import (
-    Manifest,
-    MergedPart,
-    find_manifest_at,
-    load_manifest,
-    manifest_problems,
-)
-from ..output.names import MANIFEST_NAME, REJECTS_NAME
-from ..results import Totals
+from ..output.manifest import Manifest, MergedPart, Totals
+from ..output.names import REJECTS_NAME
 from ..shaping.fill import Fill
 from .input_bytes import check_input_bytes as verify_input_bytes
 from .merge_output import place_parts
+from .part_output import PartOutput, read_part
 from .tiling import check_inputs
-
-
-@dataclass(frozen=True)
-class PartOutput:
-    """One finished part: its directory (or prefix) and manifest (which has a ``part`` entry)."""
-
-    directory: storage.Location
-    manifest: Manifest
-
-    @property
-    def index(self) -> int:
-        """The part's index, 0-based."""
-        assert self.manifest.part is not None
-        return self.manifest.part.index
-
-    @property
-    def count(self) -> int:
-        """How many parts the build has."""
-        assert self.manifest.part is not None
-        return self.manifest.part.count
 
 
 @dataclass(frozen=True)
@@ -72,28 +46,6 @@ class MergeResult:
     shards: int
     linked: int
     copied: int
-
-
-def read_part(
-    directory: str | os.PathLike[str], options: storage.StorageOptions | None = None
-) -> PartOutput:
-    """Read a finished part's manifest (a local directory or a URL); an unfinished output, a
-    whole build or a manifest that does not add up is refused."""
-    location = storage.parse_location(directory, options)
-    found = find_manifest_at(location)
-    if found is None:
-        raise ConfigError(
-            f"{location}: not a finished part (no {MANIFEST_NAME}); finish its build ({RESUME}) "
-            "before merging",
-            suggests=(RESUME,),
-        )
-    manifest = load_manifest(found)
-    if manifest.part is None:
-        raise ConfigError(f"{location}: a whole build, not a part (built without a part index)")
-    problems = manifest_problems(manifest, location)
-    if problems:
-        raise DataError(f"{found}: {problems[0]}")
-    return PartOutput(location, manifest)
 
 
 def check_parts(parts: Sequence[PartOutput]) -> list[PartOutput]:

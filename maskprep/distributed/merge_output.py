@@ -15,23 +15,17 @@ size and sha256 its manifest records before they are joined.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from .. import storage
 from ..errors import ConfigError, DataError
 from ..output.manifest import RejectsFile
-from ..output.names import REJECTS_NAMES
 from ..output.shards import ShardInfo
+from .part_output import PartOutput
 
 if TYPE_CHECKING:
     from ..output.commit import OutputSession
-    from .merge import PartOutput
-
-#: Bytes read at a time when joining rejects files.
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -79,21 +73,23 @@ def _join_rejects(session: OutputSession, parts: list[PartOutput]) -> RejectsFil
 def _copy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
     recorded = part.manifest.rejects
     if recorded is None:
-        _copy_legacy_rejects(part, writer)
-        return
+        raise DataError(
+            f"{part.directory}: built with on_bad_record skip, but its manifest records no "
+            "rejects file; rebuild the part"
+        )
     source = part.directory.join(recorded.path)
-    digest = hashlib.sha256()
     size = lines = 0
+
+    def copy(block: bytes) -> None:
+        nonlocal size, lines
+        size += len(block)
+        lines += block.count(b"\n")
+        writer.write(block)
+
     with _open_rejects(source) as handle:
-        while size <= recorded.size:
-            chunk = handle.read(min(_CHUNK, recorded.size + 1 - size))
-            if not chunk:
-                break
-            digest.update(chunk)
-            size += len(chunk)
-            lines += chunk.count(b"\n")
-            writer.write(chunk)
-    if size != recorded.size or digest.hexdigest() != recorded.sha256:
+        # One byte past the record: a longer file is told from one of the recorded size.
+        digest = storage.sha256_stream(handle, recorded.size + 1, each=copy)
+    if size != recorded.size or digest != recorded.sha256:
         raise DataError(
             f"{source}: does not match the size and sha256 its part's manifest records (the "
             "rejects file was changed after the part was built); rebuild the part"
@@ -103,43 +99,6 @@ def _copy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
             f"{source}: holds {lines} rejected records, but its part's manifest counts "
             f"{part.manifest.totals.records_rejected}; rebuild the part"
         )
-
-
-def _copy_legacy_rejects(part: PartOutput, writer: storage.AtomicWriter) -> None:
-    """The rejects file of a part built by an earlier version, whose manifest records no sha256
-    of it: checked as far as it can be, one rejected-record line per record the manifest counts
-    as rejected, each as maskprep writes it."""
-    expected = part.manifest.totals.records_rejected
-    found = [n for n in REJECTS_NAMES if storage.exists(part.directory.join(n))]
-    if not found:
-        if expected:
-            raise ConfigError(
-                f"{part.directory}: its manifest counts {expected} rejected records, but it has "
-                "no rejects file; rebuild the part"
-            )
-        return
-    source = part.directory.join(found[0])
-    with _open_rejects(source) as handle:
-        data = handle.read(_LEGACY_LIMIT + 1)
-    lines = data.splitlines()
-    if len(data) > _LEGACY_LIMIT or len(lines) != expected or not all(map(_rejects_line, lines)):
-        raise DataError(
-            f"{source}: does not hold the {expected} rejected records its part's manifest counts "
-            "(the rejects file was changed after the part was built); rebuild the part"
-        )
-    writer.write(data)
-
-
-#: The largest rejects file of an earlier version's part that is checked (read whole).
-_LEGACY_LIMIT = 1 << 30
-
-
-def _rejects_line(line: bytes) -> bool:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and set(record) == {"file", "line", "reason", "raw"}
 
 
 def _open_rejects(location: storage.Location) -> BinaryIO:

@@ -30,7 +30,8 @@ from ..output.commit import Action
 from ..output.parts_root import open_parts_root
 from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
-from .merge import check_parts, checked_totals, merge_into, read_part
+from .merge import check_parts, checked_totals, merge_into
+from .part_output import read_part
 from .reaper import keep_signal_handlers, private_cluster
 
 #: How messages name the Ray engine: ``--engine ray`` on the command line.

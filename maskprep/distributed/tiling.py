@@ -23,17 +23,9 @@ PartPlan = tuple[int, str, Part]
 
 
 def check_inputs(parts: Sequence[PartPlan]) -> None:
-    """Refuse parts that saw different input files, or whose ranges do not tile the inputs.
-
-    Parts written before inputs were recorded (no ``files``) are checked by their ranges alone:
-    each file's ranges must start at byte 0 and join end to end.
-    """
-    files = [plan.files for _, _, plan in parts]
-    if all(f is not None for f in files):
-        _check_same_files(parts)
-        _check_tiling(parts, files[0])
-    else:
-        _check_tiling(parts, None)
+    """Refuse parts that saw different input files, or whose ranges do not tile the inputs."""
+    _check_same_files(parts)
+    _check_tiling(parts, parts[0][2].files)
 
 
 def _name(part: PartPlan) -> str:
@@ -47,9 +39,9 @@ def _when(mtime_ns: int) -> str:
 
 def _check_same_files(parts: Sequence[PartPlan]) -> None:
     first = parts[0]
-    seen: tuple[PlannedFile, ...] = first[2].files or ()
+    seen = first[2].files
     for part in parts[1:]:
-        other: tuple[PlannedFile, ...] = part[2].files or ()
+        other = part[2].files
         for number, (a, b) in enumerate(zip(seen, other, strict=False)):
             if a.path != b.path:
                 raise ConfigError(
@@ -77,12 +69,9 @@ def _check_same_files(parts: Sequence[PartPlan]) -> None:
             )
 
 
-def _check_tiling(parts: Sequence[PartPlan], files: Sequence[PlannedFile] | None) -> None:
-    """Walk the ranges of all parts in order against the input files (when known)."""
+def _check_tiling(parts: Sequence[PartPlan], files: Sequence[PlannedFile]) -> None:
+    """Walk the ranges of all parts in order against the input files."""
     ranges: list[tuple[PartPlan, FileRange]] = [(p, r) for p in parts for r in p[2].ranges]
-    if files is None:
-        _check_joined(ranges)
-        return
     at = 0
     for planned in files:
         position = 0
@@ -112,22 +101,6 @@ def _check_tiling(parts: Sequence[PartPlan], files: Sequence[PlannedFile] | None
             f"{extra.path}: {_name(owner)} read bytes {extra.start:,} to {extra.end:,}, which "
             "belong to no input the parts planned"
         )
-
-
-def _check_joined(ranges: list[tuple[PartPlan, FileRange]]) -> None:
-    """Without file sizes: each file's ranges start at 0 and join end to end."""
-    previous: tuple[PartPlan, FileRange] | None = None
-    for owner, file_range in ranges:
-        continues = previous is not None and previous[1].path == file_range.path
-        if file_range.start != 0 and not continues:
-            raise ConfigError(
-                f"{file_range.path}: {_name(owner)} starts at byte {file_range.start:,}, but no "
-                "part read the bytes before it"
-            )
-        if continues and file_range.start not in (0, previous[1].end):  # type: ignore[index]
-            assert previous is not None
-            raise _disjoint(file_range.path, previous[0], owner, previous[1].end, file_range.start)
-        previous = (owner, file_range)
 
 
 def _disjoint(

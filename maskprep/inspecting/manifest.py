@@ -4,7 +4,6 @@ records is read with the shards' contract: :func:`~.layout.layout_hints`.)"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import asdict
@@ -25,13 +24,11 @@ def hash_files(paths: dict[int, storage.Location], stop: threading.Event) -> dic
     once ``stop`` is set."""
     digests: dict[int, str] = {}
     for number, path in paths.items():
-        digest = hashlib.sha256()
         with storage.open_read(path) as handle:
-            while chunk := handle.read(1 << 20):
-                if stop.is_set():
-                    return digests
-                digest.update(chunk)  # releases the GIL: runs beside the analysis
-        digests[number] = digest.hexdigest()
+            digest = storage.sha256_stream(handle, None, stop)  # runs beside the analysis
+        if digest is None:
+            return digests
+        digests[number] = digest
     return digests
 
 

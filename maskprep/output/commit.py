@@ -49,8 +49,8 @@ them until the manifest switches.
 
 What this costs: a writer stopped while publishing a shard can, on waking, leave that one shard
 under a name no manifest lists; readers that go by the manifest ignore it, ``inspect`` notes it,
-and the next commit removes it. Leases are gone: with this rule a second writer is never unsafe,
-so it is not kept waiting (a killed Kubernetes pod's or Ray task's retry resumes at once).
+and the next commit removes it. No leases: with this rule a second writer is never unsafe, so
+it is not kept waiting (a killed Kubernetes pod's or Ray task's retry resumes at once).
 """
 
 from __future__ import annotations
@@ -90,7 +90,6 @@ from .names import (
     staging_name,
     temporary_target,
 )
-from .shards import sha256_of
 from .writers import WriterRecord, hold_record, other_writers
 
 
@@ -268,10 +267,7 @@ class OutputSession:
 
     def _base(self) -> str | None:
         """The version of ``_maskprep.json`` this writer started from (``None``: none was
-        there; an output of an earlier version, with its manifest under the old name, gets the
-        current name created beside it)."""
-        if self.state.manifest_name != MANIFEST_NAME:
-            return None
+        there)."""
         return self.state.manifest_version
 
     def _now(self) -> str | None:
@@ -305,7 +301,7 @@ class OutputSession:
         except storage.AlreadyExists:
             location = writer.location
             digest = writer.hexdigest()
-            if self._staging is None and sha256_of(location) == digest:
+            if self._staging is None and storage.sha256_of(location) == digest:
                 return storage.WriteResult(location, writer.tell(), digest)
             raise OutputError(
                 f"{location.url}: written meanwhile by another writer, with other bytes than "
@@ -351,7 +347,7 @@ class OutputSession:
                 suggests=(OVERWRITE,),
             ) from None
         self._placed.append(target)
-        if (digest or sha256_of(target)) != sha256:
+        if (digest or storage.sha256_of(target)) != sha256:
             raise DataError(
                 f"{source}: does not match the sha256 its part's manifest records (the shard was "
                 "changed after the part was built); rebuild the part"

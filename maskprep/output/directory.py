@@ -4,7 +4,7 @@ state the commit protocol (:mod:`.commit`) decides from.
 What is in it is read once (:func:`scan`), never following a symbolic link, and sorted:
 
 - a *finished* output (one with a manifest) owns the manifest, the shards it lists and the
-  rejects file it records (outputs of earlier versions: their rejects file by name);
+  rejects file it records;
 - an *unfinished* output (no manifest: a build that died, was stopped or failed) owns the files
   with plain names whose content is what maskprep writes: a shard whose schema is the column
   contract, a rejects file of rejected-record lines. A maskprep shard carries its own proof, so
@@ -30,10 +30,9 @@ from .. import columns, storage
 from ..errors import ConfigError, OutputError
 from .manifest import Manifest, parse_manifest
 from .names import (
-    LOCK_NAME,
-    MANIFEST_NAMES,
+    MANIFEST_NAME,
     PLAIN,
-    REJECTS_NAMES,
+    REJECTS_NAME,
     NameSet,
     is_own_name,
     is_staging_name,
@@ -54,8 +53,7 @@ class OutputState:
     location: storage.Location
     exists: bool = False
     manifest: Manifest | None = None
-    #: The manifest's name and the version read (for the compare-and-swap that replaces it).
-    manifest_name: str | None = None
+    #: The manifest's version read (for the compare-and-swap that replaces it).
     manifest_version: str | None = None
     #: Shards the manifest lists that are there, and those that are not.
     listed: list[str] = field(default_factory=list)
@@ -88,8 +86,8 @@ class OutputState:
         """Every name of maskprep's there when it was scanned."""
         found = set(self.listed) | set(self.shards) | set(self.rejects) | set(self.garbage)
         found |= set(self.writers) | set(self.resume_points)
-        if self.manifest_name is not None:
-            found.add(self.manifest_name)
+        if self.manifest is not None:
+            found.add(MANIFEST_NAME)
         if self.manifest is not None and self.manifest.rejects is not None:
             found.add(self.manifest.rejects.path)
         return found
@@ -106,28 +104,24 @@ def scan(location: storage.Location) -> OutputState:
         return state
     state.exists = True
     files = {e.name for e in entries if e.kind is storage.Kind.FILE}
-    present = [name for name in MANIFEST_NAMES if name in files]
-    if present:
-        state.manifest_name = present[0]
-        state.manifest, state.manifest_version = _read_manifest(location.join(present[0]))
-    owned = _owned_by_manifest(state.manifest, files)
+    if MANIFEST_NAME in files:
+        state.manifest, state.manifest_version = _read_manifest(location.join(MANIFEST_NAME))
+    owned = _owned_by_manifest(state.manifest)
     shards = {s.path for s in state.manifest.shards} if state.manifest is not None else set()
     for entry in entries:
-        _sort(state, entry, owned, shards, present)
+        _sort(state, entry, owned, shards)
     if state.manifest is not None:
         state.missing = [s.path for s in state.manifest.shards if s.path not in files]
     return state
 
 
-def _owned_by_manifest(manifest: Manifest | None, files: set[str]) -> set[str]:
+def _owned_by_manifest(manifest: Manifest | None) -> set[str]:
     """The names a finished output's manifest owns (its shards and rejects file)."""
     if manifest is None:
         return set()
     owned = {s.path for s in manifest.shards}
     if manifest.rejects is not None:
         owned.add(manifest.rejects.path)
-    elif manifest.config.on_bad_record == "skip":
-        owned |= set(REJECTS_NAMES) & files  # an output of an earlier version: by name
     return owned
 
 
@@ -141,7 +135,6 @@ def _sort(
     entry: storage.Entry,
     owned: set[str],
     shards: set[str],
-    manifests: list[str],
 ) -> None:
     name = entry.name
     if entry.kind is storage.Kind.LINK:
@@ -150,13 +143,12 @@ def _sort(
         (state.garbage if is_staging_name(name) else state.foreign).append(name)
     elif entry.kind is not storage.Kind.FILE:
         state.foreign.append(name)
-    elif name in manifests:
-        if name != manifests[0]:
-            state.garbage.append(name)  # a legacy manifest beside the current one
+    elif name == MANIFEST_NAME:
+        pass  # read by scan
     elif is_writer_name(name):
         state.writers.append(name)
-    elif name == LOCK_NAME or is_own_name(temporary_target(name) or ""):
-        state.garbage.append(name)  # temporaries, and the lock file of earlier versions
+    elif is_own_name(temporary_target(name) or ""):
+        state.garbage.append(name)  # temporaries
     elif resume_shard(name) is not None:
         plain = state.manifest is None and name_set_of(resume_shard(name) or "") == PLAIN
         (state.resume_points if plain else state.garbage).append(name)
@@ -165,7 +157,7 @@ def _sort(
     elif state.manifest is not None:
         _sort_beside_manifest(state, name, owned, shards)
     elif name_set_of(name) == PLAIN:
-        (state.shards if name not in REJECTS_NAMES else state.rejects).append(name)
+        (state.shards if name != REJECTS_NAME else state.rejects).append(name)
     else:
         state.garbage.append(name)  # an overwrite's files, from before its commit
 

@@ -13,8 +13,6 @@ twice either, and is not standard input the user knowingly gave: it is refused, 
 
 from __future__ import annotations
 
-import hashlib
-
 from .. import storage
 from ..config import BuildConfig, PartSpec
 from ..errors import OVERWRITE, DataError, OutputError
@@ -24,9 +22,6 @@ from ..sources.parts import FileRange, open_range, plan_part
 from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes
 from .manifest import Manifest, RecordedConfig, manifest_problems
-from .shards import sha256_of
-
-_CHUNK = 1 << 20
 
 
 def check_unchanged(
@@ -54,7 +49,7 @@ def check_files_unchanged(manifest: Manifest, location: storage.Location) -> Non
         listed.append((manifest.rejects.path, manifest.rejects.sha256))
     for name, recorded in listed:
         try:
-            digest = sha256_of(location.join(name))
+            digest = storage.sha256_of(location.join(name))
         except storage.NotFound:
             detail = "is gone"
         else:
@@ -147,11 +142,8 @@ def _size(path: str, options: StorageOptions | None) -> int:
 
 
 def _sha256(unit: FileRange, options: StorageOptions | None) -> str:
-    digest = hashlib.sha256()
     with open_range(unit, options) as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return storage.sha256_stream(handle)
 
 
 def check_tokenizer_unchanged(

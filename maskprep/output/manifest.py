@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .. import storage
 from .._version import __version__
 from ..config import PADDING_SIDES, STRATEGIES, BuildConfig
 from ..errors import DataError, IOFailure, ManifestError, OutputError
-from ..results import Totals
-from ..shaping.fill import BucketFill, Fill
+from ..shaping.fill import BucketFill, Fill, ratio
+from ..shaping.fit import ShapeStats
 from ..sources.parts import FileRange, PlannedFile
 from ..sources.records import InputStats
 from ..token_ids import token_id_problem
@@ -33,7 +34,6 @@ from .decoding import decode, decode_fields, json_kind
 from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
-    MANIFEST_NAMES,
     PLAIN,
     complete_shards,
     is_rejects_name,
@@ -105,25 +105,90 @@ class RecordedConfig:
 
 
 @dataclass(frozen=True)
+class Totals:
+    """Every count of a build. Each record read ends up written, rejected or dropped:
+    ``records_read == shape.documents_written + shape.documents_dropped + records_rejected``
+    (see :attr:`accounted`). Rows, positions, real and label tokens are the written shards'."""
+
+    records_read: int = 0
+    blank_lines: int = 0
+    records_rejected: int = 0
+    documents_without_labels: int = 0
+    rows_written: int = 0
+    positions: int = 0
+    real_tokens: int = 0
+    label_tokens: int = 0
+    shape: ShapeStats = field(default_factory=ShapeStats)
+
+    @property
+    def pad_tokens(self) -> int:
+        """Positions that hold padding."""
+        return self.positions - self.real_tokens
+
+    @property
+    def fill(self) -> float:
+        """Real tokens over positions."""
+        return ratio(self.real_tokens, self.positions)
+
+    @property
+    def accounted(self) -> int:
+        """Records that were written, dropped or rejected; equals ``records_read`` when every
+        record is accounted for."""
+        shape = self.shape
+        return shape.documents_written + shape.documents_dropped + self.records_rejected
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict for the manifest and ``--json``, with the derived counts and fractions."""
+        return {
+            "records_read": self.records_read,
+            "blank_lines": self.blank_lines,
+            "records_rejected": self.records_rejected,
+            "documents_without_labels": self.documents_without_labels,
+            **self.shape.as_dict(),
+            "rows_written": self.rows_written,
+            "positions": self.positions,
+            "real_tokens": self.real_tokens,
+            "pad_tokens": self.pad_tokens,
+            "label_tokens": self.label_tokens,
+            "fill": self.fill,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str, where: str = "totals") -> Totals:
+        """Read the flat dict :meth:`as_dict` writes (derived values are recomputed)."""
+        shape = decode_fields(ShapeStats, data, path, where)
+        return decode_fields(cls, data, path, where, shape=shape)
+
+    @classmethod
+    def sum(cls, items: Sequence[Totals]) -> Totals:
+        """The totals of the parts ``items`` of one build taken together (``merge``)."""
+        shape = ShapeStats(
+            **{f.name: sum(getattr(t.shape, f.name) for t in items) for f in fields(ShapeStats)}
+        )
+        counts = {
+            f.name: sum(getattr(t, f.name) for t in items) for f in fields(cls) if f.name != "shape"
+        }
+        return cls(**counts, shape=shape)
+
+
+@dataclass(frozen=True)
 class Part:
-    """Which part of how many a part's output is, the bytes it read, and (from this version on)
-    every input file of the build as its plan saw it."""
+    """Which part of how many a part's output is, the bytes it read, and every input file of the
+    build as its plan saw it."""
 
     index: int
     count: int
     ranges: tuple[FileRange, ...]
-    files: tuple[PlannedFile, ...] | None = None
+    files: tuple[PlannedFile, ...]
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for the manifest."""
-        data: dict[str, Any] = {
+        return {
             "index": self.index,
             "count": self.count,
             "ranges": [r.as_dict() for r in self.ranges],
+            "files": [f.as_dict() for f in self.files],
         }
-        if self.files is not None:
-            data["files"] = [f.as_dict() for f in self.files]
-        return data
 
 
 @dataclass(frozen=True)
@@ -161,7 +226,7 @@ class Manifest:
 
     ``part`` is set for one part of an array build, ``merged_from`` (and for packs
     ``pack_scope``) for a merge of parts, ``engine`` for a build run on Ray, ``rejects`` for an
-    output with a rejects file (outputs of earlier versions have one without it).
+    output with a rejects file (a build with the ``skip`` policy).
     """
 
     config: RecordedConfig
@@ -350,16 +415,13 @@ def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]
 
 
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
-    """The manifest of a directory or prefix (the current name, else the name outputs of earlier
-    versions have), or ``None`` when it has none: the build did not finish."""
-    for name in MANIFEST_NAMES:
-        location = directory.join(name)
-        try:
-            if not storage.stat(location).is_dir:
-                return location
-        except storage.NotFound:
-            continue
-    return None
+    """The manifest of a directory or prefix, or ``None`` when it has none: the build did not
+    finish."""
+    location = directory.join(MANIFEST_NAME)
+    try:
+        return None if storage.stat(location).is_dir else location
+    except storage.NotFound:
+        return None
 
 
 def load_manifest(path: str | os.PathLike[str] | storage.Location) -> Manifest:

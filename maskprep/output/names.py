@@ -5,10 +5,7 @@ directory a writer of new names builds in.
 Dataset readers (``pyarrow.dataset``, polars, DuckDB, Spark) read a directory as data and skip
 only names that start with ``_`` or ``.``; any other file breaks them. So everything in an output
 directory that is not a shard starts with one of those: ``_maskprep.json``, ``_rejects.jsonl``,
-``.tmp-…``, ``.maskprep-writer-….json``, ``.staging-…/``. Outputs written before that rule name
-the manifest ``maskprep.json`` and the rejects ``rejects.jsonl``; every reader still accepts them
-(:data:`LEGACY_MANIFEST_NAME`, :data:`LEGACY_REJECTS_NAME`), and a new build writes only the new
-names.
+``.tmp-…``, ``.maskprep-writer-….json``, ``.staging-…/``.
 
 **Name sets.** A build that starts an output afresh, or resumes one, writes the *plain* names
 (``data-00000.parquet``, ``_rejects.jsonl``), the same on every run of the same build, so a
@@ -27,13 +24,6 @@ from dataclasses import dataclass
 
 MANIFEST_NAME = "_maskprep.json"
 REJECTS_NAME = "_rejects.jsonl"
-LEGACY_MANIFEST_NAME = "maskprep.json"
-LEGACY_REJECTS_NAME = "rejects.jsonl"
-#: Manifest names a reader looks for, the current one first.
-MANIFEST_NAMES = (MANIFEST_NAME, LEGACY_MANIFEST_NAME)
-REJECTS_NAMES = (REJECTS_NAME, LEGACY_REJECTS_NAME)
-#: The flock that tells a local writer another one is alive (never a condition of safety).
-LOCK_NAME = ".maskprep.lock"
 SHARD_PREFIX = "data-"
 EXTENSIONS = {"parquet": ".parquet", "arrow": ".arrow"}
 TMP_PREFIX = ".tmp-"
@@ -51,8 +41,8 @@ _SHARD_NAME = re.compile(re.escape(SHARD_PREFIX) + r"[0-9]+(?:-(" + _TAG + "))?"
 _REJECTS_NAME = re.compile(r"_rejects(?:-(" + _TAG + r"))?\.jsonl")
 _STAGING = re.compile(r"\.staging-(" + _TAG + ")")
 _WRITER = re.compile(re.escape(WRITER_PREFIX) + "(" + _TAG + r")\.json")
-#: ``.tmp-NAME.<16 hex>``: the storage layer's writers; ``.tmp-NAME``: maskprep before it.
-_TEMPORARY = re.compile(r"\.tmp-(.+?)(\.[0-9a-f]{16})?")
+#: ``.tmp-NAME.<16 hex>``: the storage layer's writers (:mod:`maskprep.storage.objects`).
+_TEMPORARY = re.compile(r"\.tmp-(.+)\.[0-9a-f]{16}")
 
 
 def new_tag() -> str:
@@ -89,8 +79,8 @@ def is_shard_name(name: str) -> bool:
 
 
 def is_rejects_name(name: str) -> bool:
-    """Whether ``name`` is a rejects file's name (plain, tagged or legacy)."""
-    return name == LEGACY_REJECTS_NAME or _REJECTS_NAME.fullmatch(name) is not None
+    """Whether ``name`` is a rejects file's name (plain or tagged)."""
+    return _REJECTS_NAME.fullmatch(name) is not None
 
 
 def name_set_of(name: str) -> NameSet | None:
@@ -98,7 +88,7 @@ def name_set_of(name: str) -> NameSet | None:
     match = _SHARD_NAME.fullmatch(name) or _REJECTS_NAME.fullmatch(name)
     if match is not None:
         return NameSet(match.group(1))
-    return PLAIN if name == LEGACY_REJECTS_NAME else None
+    return None
 
 
 def complete_shards(names: list[str]) -> list[str]:
@@ -150,7 +140,7 @@ def is_own_name(name: str) -> bool:
     """Whether ``name`` is one maskprep writes in an output directory (ownership of the file
     itself is decided by :mod:`.directory`, never by the name alone)."""
     return (
-        name in MANIFEST_NAMES
+        name == MANIFEST_NAME
         or is_shard_name(name)
         or is_rejects_name(name)
         or is_writer_name(name)

@@ -31,9 +31,6 @@ from ..config import OutputConfig
 from ..errors import OutputError
 from .names import PLAIN, NameSet
 
-#: Bytes per read when a shard is hashed back.
-_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class ShardInfo:
@@ -48,17 +45,8 @@ class ShardInfo:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a local file's bytes, read in chunks."""
-    return sha256_of(storage.parse_location(os.fspath(path)))
-
-
-def sha256_of(location: storage.Location) -> str:
-    """Hex sha256 of a file's or object's bytes, streamed."""
-    digest = hashlib.sha256()
-    with storage.open_read(location) as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a local file's bytes, streamed."""
+    return storage.sha256_of(storage.parse_location(os.fspath(path)))
 
 
 #: Opens an atomic writer for a file name; publishes a complete one (see :mod:`.commit`).
@@ -214,7 +202,7 @@ class ShardWriter:
     def _reuse_shard(self, replayed: str) -> None:
         checking = self._checking
         assert checking is not None
-        if sha256_of(checking) != replayed:
+        if storage.sha256_of(checking) != replayed:
             raise OutputError(
                 f"{checking.url}: differs from the shard this build writes there (the inputs, "
                 "options or maskprep version changed since the interrupted build); overwrite to "

@@ -29,7 +29,7 @@ from .. import columns, storage
 from ..contract import ShardContract, read_contract
 from ..errors import ConfigError, DataError, first_line, os_failure
 from ..output.manifest import Manifest, find_manifest_at, read_manifest
-from ..output.names import EXTENSIONS, LOCK_NAME, MANIFEST_NAME, TMP_PREFIX, is_writer_name
+from ..output.names import EXTENSIONS, MANIFEST_NAME, TMP_PREFIX, is_writer_name
 from ..sources.inputs import STDIN, STDIN_NAME
 
 #: Columns a shard needs to be read: ``length``, the fourth required column, is computed from
@@ -358,12 +358,12 @@ def _directory_shards(directory: storage.Location) -> list[storage.Location]:
     """The shard files of a directory (or prefix) without a manifest, in name order.
 
     Names starting with ``_`` or ``.`` are skipped, as dataset readers skip them. A directory
-    where a maskprep build is running or was cut short (a writer's record, temporary files, or
-    the lock file of an earlier version) is refused: its shards are not all there.
+    where a maskprep build is running or was cut short (a writer's record, temporary files) is
+    refused: its shards are not all there.
     """
     entries = _entries(directory)
     names = sorted(entries)
-    if any(n == LOCK_NAME or n.startswith(TMP_PREFIX) or is_writer_name(n) for n in names):
+    if any(n.startswith(TMP_PREFIX) or is_writer_name(n) for n in names):
         raise DataError(
             f"{_shown(directory)}: no {MANIFEST_NAME}; the build did not finish (a build is "
             "running or was cut short here)"

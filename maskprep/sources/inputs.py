@@ -34,7 +34,7 @@ COMPRESSED_EXTENSIONS = (".gz", ".bz2", ".zst")
 #: Names that make a directory a maskprep output (see the module notes); the names of
 #: :mod:`maskprep.output.names`, repeated here so that reading inputs needs none of the output
 #: package.
-_OUTPUT_MARKERS = ("_maskprep.json", "maskprep.json", ".maskprep.lock")
+_OUTPUT_MARKERS = ("_maskprep.json",)
 _WRITER_PREFIX = ".maskprep-writer-"
 
 

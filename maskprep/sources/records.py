@@ -26,9 +26,6 @@ from .locations import open_input, size_of
 from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
 from .sft import SFTPayload, payload_surrogate, sft_payload
 
-#: Bytes per read when an input is only hashed.
-_HASH_CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class Record:
@@ -217,17 +214,10 @@ class SourceReader:
 
     def _raw_digest(self, name: str, limit: int | None) -> tuple[int, str]:
         """Size and sha256 of an input's raw bytes (its first ``limit`` of them)."""
-        digest = hashlib.sha256()
-        size = 0
+        sizes: list[int] = []
         with self._open(name) as raw:
-            while limit is None or size < limit:
-                want = _HASH_CHUNK if limit is None else min(_HASH_CHUNK, limit - size)
-                chunk = raw.read(want)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                size += len(chunk)
-        return size, digest.hexdigest()
+            digest = storage.sha256_stream(raw, limit, each=lambda block: sizes.append(len(block)))
+        return sum(sizes), digest
 
     def _hash_only(self, name: str, done: InputStats) -> None:
         """An input wholly before the resume point: hashed (for the manifest), not parsed; its

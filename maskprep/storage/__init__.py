@@ -17,6 +17,7 @@ S3 is configured the standard way: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` /
 See docs/storage.md for the commit protocol built on these operations.
 """
 
+from .digest import sha256_of, sha256_stream
 from .directories import (
     Entry,
     Held,
@@ -123,6 +124,8 @@ __all__ = [
     "remove_tree",
     "replace_if_match",
     "same_place",
+    "sha256_of",
+    "sha256_stream",
     "stat",
     "sync_directory",
     "version",

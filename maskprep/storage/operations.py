@@ -72,7 +72,7 @@ def read_range(location: Location, start: int, end: int) -> bytes:
 
 
 def read_bytes(location: Location) -> bytes:
-    """A whole (small) object: a manifest, a lock."""
+    """A whole (small) object: a manifest, a writer's record."""
     with open_read(location) as handle:
         return handle.read()
 

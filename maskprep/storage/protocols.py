@@ -8,7 +8,7 @@ The capabilities are what the commit protocol (docs/storage.md) relies on:
     without it are written under a temporary name and moved into place.
 ``conditional_create``
     The store refuses, atomically, to create an object that exists (``If-None-Match: *`` on S3
-    and Azure, ``ifGenerationMatch=0`` on GCS): put-if-absent, for a lock and a commit marker.
+    and Azure, ``ifGenerationMatch=0`` on GCS): put-if-absent (writers' records, manifests).
 ``compare_and_swap``
     The store replaces an object only if it is still the version given (``If-Match`` on S3's
     ETag; a local file's sha256 under a directory lock), for the commit of an overwrite.

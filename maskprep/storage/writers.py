@@ -298,7 +298,7 @@ def _etag_of(response: Any) -> str | None:
 
 def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> WriteResult:
     """Write a small object atomically in one request where the store allows (a manifest, a
-    lock). ``exclusive``: put-if-absent, :class:`AlreadyExists` if the object exists."""
+    writer's record). ``exclusive``: put-if-absent, :class:`AlreadyExists` if the object exists."""
     caps = capabilities(location)
     if location.is_local or not caps.staged_upload:
         with open_writer(location, exclusive=exclusive) as writer:

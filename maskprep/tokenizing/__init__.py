@@ -7,7 +7,7 @@
 - :mod:`.encoder`: the special-token frame and the plain batch encoder.
 - :mod:`.fast`: the fast path, the Rust tokenizer's batch API called directly, trusted only after
   it matched the plain encoder on probe texts.
-- :mod:`.pool`: the fast path run beside the main thread, or in worker processes.
+- :mod:`.encoding_thread`: the fast path run on one thread beside the main one.
 - :mod:`.sft`: supervised records (prompt/completion, chat templates) → ids and trained spans.
 - :mod:`.chat`: rendering chat records and finding the character spans to train.
 - :mod:`.located`: texts → ids with each token's span (byte lengths or offsets).

@@ -38,6 +38,7 @@ from typing import Any
 
 from .._version import __version__
 from ..config import TokenizerConfig
+from ..storage import sha256_stream
 from .fast import EncoderSpec
 from .loading import TokenizerInfo
 
@@ -176,12 +177,9 @@ def _read_private(directory: Path, name: str) -> str:
 
 
 def _sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in blocks (``hashlib.file_digest`` is Python 3.11+)."""
-    digest = hashlib.sha256()
+    """sha256 of a local file's bytes (``hashlib.file_digest`` is Python 3.11+)."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_stream(handle)
 
 
 def _directory_hashes(root: Path) -> dict[str, str]:

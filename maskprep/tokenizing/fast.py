@@ -5,7 +5,7 @@ Python dict per document and copies every id list twice. For plain documents all
 bookkeeping around one call, ``backend_tokenizer.encode_batch``. This module makes that call
 directly on a copy of the backend configured once (no truncation, no padding, the tokenizer's own
 ``split_special_tokens``) and frames the documents with the special tokens in bulk with NumPy;
-:mod:`.pool` runs it beside the main thread.
+:mod:`.encoding_thread` runs it beside the main thread.
 
 The fast path is taken only when the tokenizer's class adds nothing in Python to the backend call,
 and only after it gave exactly the ids of ``tokenizer(...)`` on probe texts; otherwise
@@ -37,8 +37,9 @@ PROBE_TEXTS = (
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Everything a worker needs to encode exactly like
-    :class:`~maskprep.tokenizing.encoder.Encoder`; small and picklable."""
+    """Everything the encoding thread needs to encode exactly like
+    :class:`~maskprep.tokenizing.encoder.Encoder`, without transformers; plain values, so that
+    the tokenizer cache stores it as JSON."""
 
     backend_json: str
     split_special_tokens: bool

@@ -15,7 +15,7 @@ Two kinds of record, both turned into :class:`~maskprep.tokenizing.encoder.Encod
 
 Character spans become token flags through each token's span in the text (:mod:`.located`).
 Records are prepared (rendered) in Python, then encoded in batches by the backend, beside the
-main thread (:mod:`.pool`).
+main thread (:mod:`.encoding_thread`).
 """
 
 from __future__ import annotations

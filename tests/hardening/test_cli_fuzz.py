@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 from .helpers import MANIFEST, Outcome, assert_no_traceback, cli, message_lines
 
+pytestmark = pytest.mark.integration
+
 # 150 examples of each body took 2-6 s when run without the failing examples (2 shared cores).
 SETTINGS = settings(
     max_examples=150,

@@ -30,6 +30,8 @@ from .helpers import (
     needs_torch,
 )
 
+pytestmark = pytest.mark.integration
+
 # ----------------------------------------------------------------------------- a cut stream
 
 

@@ -32,6 +32,8 @@ from .helpers import (
     read_json,
 )
 
+pytestmark = pytest.mark.integration
+
 RECORDS = lines(300)
 
 

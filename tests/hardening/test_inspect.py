@@ -24,6 +24,8 @@ from .helpers import (
     rehash_shards,
 )
 
+pytestmark = pytest.mark.integration
+
 BOS, EOS, PAD = 1, 2, 3
 DOCS = [[BOS, 5, 6, 7, EOS], [BOS, 8, 9, EOS], [BOS, 10, 11, 12, 13, EOS], [BOS, 14, EOS]]
 WIDTH = 8

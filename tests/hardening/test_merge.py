@@ -29,6 +29,8 @@ from .helpers import (
     stray_files,
 )
 
+pytestmark = pytest.mark.integration
+
 MERGE_OPTIONS = {"--output", "-o", "--overwrite", "--json", "--help", "-h"}
 
 

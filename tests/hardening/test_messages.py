@@ -25,6 +25,8 @@ from .helpers import (
     snapshot,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _names_option(line: str, option: str) -> bool:
     """Whether an error line names ``option`` (``--shard-size``), as a flag or in words (a

@@ -29,6 +29,8 @@ from maskprep.verifying.options import MAX_SEED
 
 from .helpers import assert_ok, build_args, cli, needs_torch
 
+pytestmark = pytest.mark.integration
+
 HUGE = "9" * 30
 PAST_SIZE = f"past the largest size, {MAX_SIZE:,} bytes (1 EiB)"
 

@@ -12,6 +12,8 @@ import pytest
 
 from .helpers import ROOT
 
+pytestmark = pytest.mark.integration
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the suite itself runs on 3.11+

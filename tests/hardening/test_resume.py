@@ -22,6 +22,8 @@ from .helpers import (
     snapshot,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _stale_or_refused(result, out, *, records: int, mentions: str) -> None:
     """Either the build was redone (exit 0, the manifest tells the new story) or refused in one

@@ -27,6 +27,8 @@ from .helpers import (
     stray_files,
 )
 
+pytestmark = pytest.mark.integration
+
 OPTIONS = ("--shard-rows", "8", "--batch-size", "4", "--on-bad-record", "skip")
 
 

@@ -15,7 +15,10 @@ import pytest
 
 from .helpers import MANIFEST, build_args, child_env, cli, snapshot
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full"),
+]
 
 
 def run(args: list[object], *, close: tuple[int, ...] = (), **given: object):

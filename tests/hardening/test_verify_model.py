@@ -9,6 +9,8 @@ import pytest
 import maskprep
 from maskprep import VerifyOptions
 
+pytestmark = pytest.mark.integration
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 

@@ -41,7 +41,7 @@ class _Failed:
     error: BaseException
 
 
-class EncodingPool:
+class EncodingThread:
     """Encodes batches of records ahead of the caller, in order, with bounded memory.
 
     :meth:`encode` turns an iterator of batches into an iterator of ``(batch, items)`` pairs, at
@@ -65,9 +65,9 @@ class EncodingPool:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="maskprep-encode")
 
     @classmethod
-    def plain(cls, spec: EncoderSpec, lookahead: int = 2) -> EncodingPool:
-        """The pool for plain documents: the backend of ``spec``, framed in bulk on the encoding
-        thread; the per-document views are made on the consumer's, which waits on it anyway."""
+    def plain(cls, spec: EncoderSpec, lookahead: int = 2) -> EncodingThread:
+        """The encoding thread for plain documents: the backend of ``spec``, framed in bulk on
+        it; the per-document views are made on the consumer's, which waits on it anyway."""
         encoder = BackendEncoder(spec)
         head, tail = len(spec.prefix), len(spec.suffix)
 
