@@ -11,7 +11,12 @@ The stages live in subpackages whose tree is the data flow: :mod:`maskprep.sourc
 :mod:`maskprep.tokenizing` → :mod:`maskprep.shaping` → :mod:`maskprep.output`, run in turn by
 :mod:`maskprep.pipeline`; :mod:`maskprep.distributed` (merge, Ray), :mod:`maskprep.reading` (an
 output read back), :mod:`maskprep.inspecting` (inspect), :mod:`maskprep.verifying` (verify) and
-:mod:`maskprep.cli` on top.
+:mod:`maskprep.cli` on top. Beside them: :mod:`maskprep.storage` (local paths and object-store
+URLs, under every stage), :mod:`maskprep.collate` (an output's rows → a model's keyword
+arguments) and :mod:`maskprep.training` (``LeakGuard``, the feed checked as it trains).
+
+One word for each thing: a *shard* is one file of an output, a *part* one piece of an array
+build (``--num-parts``), a *check* what ``inspect`` runs, a *probe* what ``verify`` runs.
 """
 
 from __future__ import annotations
