@@ -108,13 +108,7 @@ def check_columns(table: pa.Table | pa.RecordBatch, rows: Rows = None) -> None:
     """Check every contract column ``table`` holds by the rule of the module notes; ``rows``
     numbers its rows in messages."""
     names = table.schema.names
-    for name in (
-        columns.INPUT_IDS,
-        columns.ATTENTION_MASK,
-        columns.LABELS,
-        columns.POSITION_IDS,
-        columns.SEQ_LENS,
-    ):
+    for name in columns.LIST_COLUMNS:
         if name in names:
             list_values(table.column(name), name, rows)
     if columns.LENGTH in names:

@@ -30,6 +30,8 @@ SEQ_LENS = "seq_lens"
 REQUIRED_COLUMNS = (INPUT_IDS, ATTENTION_MASK, LABELS, LENGTH)
 #: Columns that only packed shards have.
 PACK_COLUMNS = (POSITION_IDS, SEQ_LENS)
+#: Columns that hold a list per row (all but ``length``), in schema order.
+LIST_COLUMNS = (INPUT_IDS, ATTENTION_MASK, LABELS, POSITION_IDS, SEQ_LENS)
 
 _TYPES = {
     INPUT_IDS: pa.list_(pa.int32()),

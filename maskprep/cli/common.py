@@ -10,13 +10,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
 from .. import config as cfg
 from ..errors import ConfigError, MaskprepError, Option
 from ..token_ids import token_id_problem
+
+_T = TypeVar("_T")
 
 #: Config fields whose command-line flag is not the field's own name.
 _FLAGS = {
@@ -142,48 +144,29 @@ class TokenId(click.ParamType):
 TOKEN_ID = TokenId()
 
 
-def size_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """Click callback: a size such as ``256M`` in bytes."""
-    if value is None:
-        return None
-    try:
-        return cfg.parse_size(value)
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
+def _parsed_by(parse: Callable[[str], _T]) -> Callable[..., _T | None]:
+    """A Click callback that turns an option's text into ``parse``'s value (an absent option
+    stays None); what ``parse`` refuses is a usage error naming the option."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> _T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except MaskprepError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return callback
 
 
-def buckets_option(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> tuple[int, ...] | None:
-    """Click callback: comma-separated bucket widths."""
-    if value is None:
-        return None
-    try:
-        return cfg.parse_buckets(value)
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def reject_limit_option(
-    ctx: click.Context, param: click.Parameter, value: str | None
-) -> cfg.RejectLimit | None:
-    """Click callback: a reject limit, ``N`` records or ``P%`` of the records read."""
-    if value is None:
-        return None
-    try:
-        return cfg.parse_reject_limit(value)
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
-
-
-def share_option(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """Click callback: a share, ``P%`` or a fraction such as ``0.05``."""
-    if value is None:
-        return None
-    try:
-        return cfg.parse_share(value)
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
+#: Click callback: a size such as ``256M`` in bytes.
+size_option = _parsed_by(cfg.parse_size)
+#: Click callback: comma-separated bucket widths.
+buckets_option = _parsed_by(cfg.parse_buckets)
+#: Click callback: a reject limit, ``N`` records or ``P%`` of the records read.
+reject_limit_option = _parsed_by(cfg.parse_reject_limit)
+#: Click callback: a share, ``P%`` or a fraction such as ``0.05``.
+share_option = _parsed_by(cfg.parse_share)
 
 
 #: Storage options every command that takes a path or URL reads before its own flags.

@@ -23,13 +23,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 #: The columns the collator reads. A trainer that drops columns must keep these.
-COLLATE_COLUMNS: tuple[str, ...] = (
-    columns.INPUT_IDS,
-    columns.ATTENTION_MASK,
-    columns.LABELS,
-    columns.POSITION_IDS,
-    columns.SEQ_LENS,
-)
+COLLATE_COLUMNS: tuple[str, ...] = columns.LIST_COLUMNS
 _READ = (*COLLATE_COLUMNS, columns.LENGTH)
 #: How to keep the columns, for the errors that find them gone.
 KEEP_COLUMNS = (

@@ -62,13 +62,6 @@ ID_LIMIT = 1 << 24
 _NO_PAD_MIN = np.int64(np.iinfo(np.int64).max)
 _NO_PAD_MAX = np.int64(np.iinfo(np.int64).min)
 _NONE = np.zeros(0, np.int64)
-_LISTS = (
-    columns.INPUT_IDS,
-    columns.ATTENTION_MASK,
-    columns.LABELS,
-    columns.POSITION_IDS,
-    columns.SEQ_LENS,
-)
 
 
 @dataclass
@@ -135,7 +128,11 @@ class ColumnStats:
         if missing:
             raise DataError(f"missing column(s) {', '.join(missing)}")
         row_ids = np.asarray(row_ids, np.int64)
-        lists = {name: list_column(batch, name, row_ids) for name in _LISTS if name in names}
+        lists = {
+            name: list_column(batch, name, row_ids)
+            for name in columns.LIST_COLUMNS
+            if name in names
+        }
         length = None
         if columns.LENGTH in names:
             length = int_values(batch.column(columns.LENGTH), columns.LENGTH, row_ids)

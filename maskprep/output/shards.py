@@ -12,8 +12,6 @@ unfinished.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from .. import columns, storage
 from ..columns import IGNORE_INDEX
 from ..config import OutputConfig
 from ..errors import OutputError
+from ..storage.writers import DigestSink
 from .names import PLAIN, NameSet
 
 
@@ -181,10 +180,11 @@ class ShardWriter:
             return
         self._writer.close()
         sink = self._sink
-        if isinstance(sink, DigestSink):
+        if not isinstance(sink, storage.AtomicWriter):
+            # A replayed shard, only hashed (checked first: an AtomicWriter is a DigestSink too).
+            assert isinstance(sink, DigestSink)
             self._reuse_shard(sink.hexdigest())
             return
-        assert isinstance(sink, storage.AtomicWriter)
         digest = self._publish(sink).sha256
         assert digest is not None, "the writer hashes every byte it publishes"
         self._record(sink.location.name, digest)
@@ -255,29 +255,3 @@ class ShardWriter:
         if isinstance(sink, storage.AtomicWriter):
             sink.abort()
         self._writer = self._checking = None
-
-
-class DigestSink(io.RawIOBase):
-    """A write-only stream that only hashes (sha256) what is written to it: a resumed build
-    replays a shard through it to compare with the one already there."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._digest = hashlib.sha256()
-        self._size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        view = memoryview(data)
-        self._digest.update(view)
-        self._size += view.nbytes
-        return view.nbytes
-
-    def tell(self) -> int:
-        return self._size
-
-    def hexdigest(self) -> str:
-        """Hex sha256 of everything written so far."""
-        return self._digest.hexdigest()

@@ -307,7 +307,8 @@ class SourceReader:
         pending = sample(lines)
         return sniff_format(pending), pending
 
-    def _decode(self, source: str, number: int, line: bytes | Overlong) -> str | Rejected:
+    def _decode(self, source: str, number: int, line: bytes | Overlong) -> str | Rejected | None:
+        """The line's text, or why it is rejected; None for a blank line (skipped)."""
         if isinstance(line, Overlong):
             raw = line.head.decode("utf-8", errors="backslashreplace") + "…"
             limit = self.config.max_record_bytes
@@ -318,29 +319,24 @@ class SourceReader:
         if number == 1:
             body = body.removeprefix(b"\xef\xbb\xbf")
         try:
-            return body.decode("utf-8")
+            text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raw = body.decode("utf-8", errors="backslashreplace")
             return Rejected(source, number, f"invalid UTF-8 at byte {exc.start}", raw)
+        return text if text.strip() else None
 
     def _parse_text(
         self, source: str, number: int, line: bytes | Overlong
     ) -> Record | Rejected | None:
         text = self._decode(source, number, line)
-        if isinstance(text, Rejected):
-            return text
-        if not text.strip():
-            return None
-        return Record(text, source, number)
+        return text if text is None or isinstance(text, Rejected) else Record(text, source, number)
 
     def _parse_jsonl(
         self, source: str, number: int, line: bytes | Overlong
     ) -> Record | Rejected | None:
         text = self._decode(source, number, line)
-        if isinstance(text, Rejected):
+        if text is None or isinstance(text, Rejected):
             return text
-        if not text.strip():
-            return None
         obj = parse_json(text)
         if isinstance(obj, JSONProblem):
             return Rejected(source, number, f"invalid JSON: {obj.reason}", text)

@@ -53,7 +53,33 @@ class _Sink(Protocol):
     def abort(self) -> None: ...
 
 
-class AtomicWriter(io.RawIOBase):
+class DigestSink(io.RawIOBase):
+    """A write-only stream that only hashes (sha256) and counts what is written to it: a
+    resumed build replays a shard through it to compare with the one already there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self._size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._size
+
+    def hexdigest(self) -> str:
+        """Hex sha256 of everything written so far."""
+        return self._digest.hexdigest()
+
+
+class AtomicWriter(DigestSink):
     """A write-only binary stream to ``location`` that publishes only on :meth:`commit`.
 
     Use as a context manager (commit on a clean exit, abort on an exception) or call
@@ -64,8 +90,6 @@ class AtomicWriter(io.RawIOBase):
         super().__init__()
         self.location = location
         self._sink: _Sink | None = sink
-        self._digest = hashlib.sha256()
-        self._size = 0
         self.result: WriteResult | None = None
 
     def writable(self) -> bool:
@@ -84,13 +108,6 @@ class AtomicWriter(io.RawIOBase):
         self._digest.update(view)
         self._size += view.nbytes
         return view.nbytes
-
-    def tell(self) -> int:
-        return self._size
-
-    def hexdigest(self) -> str:
-        """Hex sha256 of everything written so far."""
-        return self._digest.hexdigest()
 
     def commit(self, guard: Guard = _no_guard) -> WriteResult:
         """Publish the object under its final name; raises (and leaves nothing) on failure.

@@ -225,9 +225,6 @@ class LeakGuard(TrainerCallback):
             raise self._stop([*leaks, f"fix: {fix}"], fed.row_ids)
         return GuardReport(tuple(fed.row_ids), tuple(names), diff, tolerance, 0.0)
 
-    def _eos(self) -> int | None:
-        return self._output().facts.eos_id
-
     def _place(self, kwargs: dict[str, Any], ids: Any) -> FedBatch:
         """The fed rows found in the output and laid out as fed."""
         import torch
