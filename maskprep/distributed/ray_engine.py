@@ -148,7 +148,7 @@ def build_with_ray(
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
     location = storage.absolute(storage.parse_location(config.output.directory, storage_options))
-    with build_output(config, location, storage_options) as (output, finished):
+    with build_output(config, location) as (output, finished):
         if finished is not None:
             return finished
         if output.action is Action.RESUME:
