@@ -99,13 +99,12 @@ def build(
     :mod:`maskprep.output.commit`.
     """
     location = storage.parse_location(config.output.directory, storage_options)
-    with build_output(config, location, storage_options) as (output, finished):
+    with build_output(config, location) as (output, finished):
         if finished is not None:
             return finished
         return _build_locked(
             config,
             output,
-            storage_options,
             stdin=stdin,
             on_progress=on_progress,
             loaded=tokenizer,
@@ -115,32 +114,27 @@ def build(
 
 @contextmanager
 def build_output(
-    config: BuildConfig,
-    location: storage.Location,
-    storage_options: storage.StorageOptions | None = None,
+    config: BuildConfig, location: storage.Location
 ) -> Iterator[tuple[OutputSession, BuildResult | None]]:
-    """The output a build of ``config`` writes at ``location``, opened as its options ask
+    """The output a build of ``config`` writes at ``location`` (whose storage options serve
+    every file the build reads and writes), opened as its options ask
     (write failures as one line); with the finished build's result (:func:`finished_build`)
     when a resume finds the output finished and still what this build makes, else ``None``."""
     request = OutputRequest(overwrite=config.output.overwrite, resume=config.output.resume)
     with write_failures(location), OutputSession.open(location, request) as output:
         finished = None
         if output.action is Action.FINISHED:
-            finished = finished_build(output, config, storage_options)
+            finished = finished_build(output, config)
         yield output, finished
 
 
-def finished_build(
-    output: OutputSession,
-    config: BuildConfig,
-    storage_options: storage.StorageOptions | None = None,
-) -> BuildResult:
+def finished_build(output: OutputSession, config: BuildConfig) -> BuildResult:
     """Resuming an output that already finished: its result, unchanged, when it is still what
     this build makes (same options and part, inputs and tokenizer files unchanged, every file it
     lists there with the bytes it records); refused naming what is not."""
     manifest = output.state.manifest
     assert manifest is not None
-    check_unchanged(manifest, config, output.location, storage_options)
+    check_unchanged(manifest, config, output.location)
     return BuildResult.finished(_result_path(output.location), manifest)
 
 
@@ -152,23 +146,21 @@ def _result_path(location: storage.Location) -> Path | str:
 def _build_locked(
     config: BuildConfig,
     output: OutputSession,
-    storage_options: storage.StorageOptions | None,
     *,
     stdin: BinaryIO | None,
     on_progress: Callable[[Progress], None] | None,
     loaded: Any,
     tokenizer_cache: TokenizerCache | None,
 ) -> BuildResult:
-    """The build proper, run in the output ``output`` opened: the stages set up, then run."""
+    """The build proper, run in the output ``output`` opened: the stages set up, then run.
+    Inputs and a chat template given as URLs are read with the output location's storage
+    options: one set per build."""
     started = time.perf_counter()
+    options = output.location.options
     reader = SourceReader(
-        config.source,
-        stdin=stdin,
-        sft=config.sft,
-        part=config.part,
-        storage_options=storage_options,
+        config.source, stdin=stdin, sft=config.sft, part=config.part, storage_options=options
     )
-    tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache, storage_options)
+    tokenizing = prepare_tokenizer(config, loaded, tokenizer_cache, options)
     info = tokenizing.info
     check_room(config.shape, len(info.prefix_ids) + len(info.suffix_ids))
     shaper = make_shaper(config.shape, info.pad_token_id, info.padding_side)

@@ -21,13 +21,12 @@ if TYPE_CHECKING:
     from ..sources.parts import FileRange
 
 
-def check_input_bytes(
-    parts: Sequence[PartOutput], options: storage.StorageOptions | None = None
-) -> int:
+def check_input_bytes(parts: Sequence[PartOutput]) -> int:
     """Hash again every byte range each part read and hold it to the sha256 its manifest
-    recorded; the number of bytes read. Raises :class:`ConfigError` naming the input, the bytes
-    and the part when an input no longer holds what the part read (rebuild the parts), and
-    :class:`ManifestError` when a manifest's ranges and inputs do not pair up."""
+    recorded; the number of bytes read. Inputs given as URLs are read with the storage options
+    the part's location carries (one set per merge). Raises :class:`ConfigError` naming the
+    input, the bytes and the part when an input no longer holds what the part read (rebuild the
+    parts), and :class:`ManifestError` when a manifest's ranges and inputs do not pair up."""
     total = 0
     for part in parts:
         plan = part.manifest.part
@@ -46,7 +45,7 @@ def check_input_bytes(
                     "inputs",
                     f"{read.path!r} stands where part.ranges has {file_range.path!r}",
                 )
-            digest = _sha256(file_range, options)
+            digest = _sha256(file_range, part.directory.options)
             total += file_range.end - file_range.start
             if digest != read.sha256:
                 raise ConfigError(

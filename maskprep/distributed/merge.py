@@ -139,7 +139,7 @@ def merge(
             raise ConfigError(f"{output}: the output of a merge cannot be one of its parts")
     totals = checked_totals(parts)
     if check_input_bytes:
-        verify_input_bytes(parts, storage_options)
+        verify_input_bytes(parts)
     request = OutputRequest(overwrite=overwrite, merge=True)
     with write_failures(location), OutputSession.open(location, request) as session:
         return merge_into(session, parts, totals, engine)

@@ -148,22 +148,22 @@ def build_with_ray(
         raise ConfigError("standard input ('-') cannot be split into parts for Ray; give files")
     started = time.perf_counter()
     location = storage.absolute(storage.parse_location(config.output.directory, storage_options))
-    with build_output(config, location, storage_options) as (output, finished):
+    with build_output(config, location) as (output, finished):
         if finished is not None:
             return finished
         if output.action is Action.RESUME:
             output.start_over()  # the parts are what resumes; the merge is redone
         # Missing inputs and unusable tokenizers are found here, as one-line errors, rather than
         # as a worker's failure with its traceback.
-        expand_inputs(config.source.inputs, storage_options)
+        expand_inputs(config.source.inputs, location.options)
         # This also fills the tokenizer cache for the workers.
-        prepare_tokenizer(config, None, tokenizer_cache, storage_options)
+        prepare_tokenizer(config, None, tokenizer_cache, location.options)
         with _cluster(ray) as private:
             count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
             root = open_parts_root(location, config, count)
             configs = part_configs(config, count, root.location)
-            _run_parts(ray, configs, (tokenizer_cache, storage_options), on_part, private)
-        built = check_parts([read_part(c.output.directory, storage_options) for c in configs])
+            _run_parts(ray, configs, (tokenizer_cache, location.options), on_part, private)
+        built = check_parts([read_part(c.output.directory, location.options) for c in configs])
         merged = merge_into(output, built, checked_totals(built), engine="ray")
     root.remove()  # a local merged output holds hard links to the part shards
     return BuildResult(merged.output, merged.manifest, time.perf_counter() - started)

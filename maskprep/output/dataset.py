@@ -25,12 +25,9 @@ def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
     return [Path(directory) / shard.path for shard in manifest.shards]
 
 
-def shard_urls(
-    directory: str | os.PathLike[str], storage_options: storage.StorageOptions | None = None
-) -> list[str]:
+def shard_urls(location: storage.Location) -> list[str]:
     """The shards of a finished output, in manifest order: local paths, or URLs of objects on
-    the store (``s3://bucket/out``) that ``storage_options`` configures."""
-    location = storage.parse_location(directory, storage_options)
+    the store (``s3://bucket/out``) that ``location``'s storage options configure."""
     if location.is_local:
         return [str(p) for p in shard_paths(location.path)]
     manifest = read_manifest(location)
@@ -53,14 +50,14 @@ def load_dataset(
         else storage.StorageOptions.from_mapping(storage_options)
     )
     location = storage.parse_location(directory, options)
-    paths = shard_urls(directory, options)  # a broken output is named first
+    paths = shard_urls(location)  # a broken output is named first
     require_extra("datasets", "datasets", "load_dataset")
     import datasets
 
     kind = "parquet" if paths and paths[0].endswith(".parquet") else "arrow"
     if location.is_local:
         return datasets.load_dataset(kind, data_files=paths, split="train")
-    fs_options = (options or storage.StorageOptions()).for_protocol(location.protocol)
+    fs_options = location.options.for_protocol(location.protocol)
     try:
         return datasets.load_dataset(
             kind, data_files=paths, split="train", storage_options=fs_options

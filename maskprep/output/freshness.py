@@ -28,11 +28,12 @@ def check_unchanged(
     manifest: Manifest,
     config: BuildConfig,
     location: storage.Location,
-    options: StorageOptions | None = None,
 ) -> None:
     """Refuse (:class:`OutputError`, naming what changed) a finished output that is no longer
-    what a build of ``config`` makes: see the module notes."""
+    what a build of ``config`` makes: see the module notes. Inputs and a chat template given as
+    URLs are read with ``location``'s storage options, as the build read them."""
     where = location.url
+    options = location.options
     check_same_build(manifest, config, where)
     check_inputs_unchanged(manifest, config, where, options)
     check_tokenizer_unchanged(manifest, config, where, options)
@@ -150,7 +151,7 @@ def check_tokenizer_unchanged(
     manifest: Manifest,
     config: BuildConfig,
     where: str,
-    storage_options: StorageOptions | None = None,
+    options: StorageOptions | None = None,
 ) -> None:
     """Refuse when a file of a local tokenizer directory changed (or came or went) since the
     finished build, or, for chat records rendered with a template file, when the template did."""
@@ -166,7 +167,7 @@ def check_tokenizer_unchanged(
     if config.sft is not None and config.sft.chat_template is not None:
         from ..tokenizing.prepare import prepare_tokenizer
 
-        fingerprint = prepare_tokenizer(config, None, None, storage_options).info.fingerprint
+        fingerprint = prepare_tokenizer(config, None, None, options).info.fingerprint
         if fingerprint != manifest.tokenizer.fingerprint:
             raise OutputError(
                 f"tokenizer {name} with chat template {config.sft.chat_template}: changed since "
