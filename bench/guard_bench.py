@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import maskprep  # noqa: E402
 from maskprep.collate import Collator  # noqa: E402
 from maskprep.training import LeakGuard  # noqa: E402
-from maskprep.training.lookup import OutputRows  # noqa: E402
+from maskprep.training.guard import OutputRows  # noqa: E402
 
 
 def build_pack(directory: Path, corpus: Path, tokenizer: Path, max_length: int, **framing) -> Path:

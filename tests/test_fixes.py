@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maskprep.verifying.fixes import Feed, remedy
+from maskprep.verifying.results import Feed, remedy
 
 
 def _feed(form: str, causal: bool) -> Feed:

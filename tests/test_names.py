@@ -58,20 +58,20 @@ def test_check_and_probe_names_are_snake_case_in_inspect_and_verify():
 
     pytest.importorskip("numpy")
     from maskprep.inspecting import checks
-    from maskprep.verifying import fed_labels, fed_mask, options, scan, tally
+    from maskprep.verifying import fed_checks, options, results, sampling
 
     inspect_names = set(checks.SPECS)
     verify_names = {
         *options.PROBES,
-        *tally._LEAK_HINTS,
-        scan.PADDING_ATTENDED,
-        fed_mask.MASK_STRUCTURE,
-        *fed_labels.LABEL_CHECKS,
+        *results._LEAK_HINTS,
+        sampling.PADDING_ATTENDED,
+        fed_checks.MASK_STRUCTURE,
+        *fed_checks.LABEL_CHECKS,
     }
     assert len(inspect_names) > 20 and len(verify_names) == 10
     assert _snake_case_violations(inspect_names | verify_names) == []
     # The rule both commands run is one name in both reports.
-    assert scan.PADDING_ATTENDED == checks.PADDING_ATTENDED
+    assert sampling.PADDING_ATTENDED == checks.PADDING_ATTENDED
 
 
 def test_the_name_rule_refuses_other_spellings():

@@ -18,9 +18,9 @@ from upstream import (
 from maskprep import VerifyOptions, verify
 from maskprep.cli import main
 from maskprep.output.names import MANIFEST_NAME
-from maskprep.verifying.context import TOLERANCES
 from maskprep.verifying.driver import verify_rows
 from maskprep.verifying.model import load_model
+from maskprep.verifying.probes import TOLERANCES
 
 pytestmark = pytest.mark.integration
 

@@ -314,7 +314,7 @@ def test_a_wide_vocabulary_is_compared_on_its_seeded_columns() -> None:
     logit columns; the verdicts are the same as on the full logits, planted leaks included."""
     from transformers import LlamaForCausalLM
 
-    from maskprep.verifying.context import OUTPUT_COLUMNS, sliced_head
+    from maskprep.verifying.probes import OUTPUT_COLUMNS, sliced_head
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config("llama", vocab_size=5000)).eval()

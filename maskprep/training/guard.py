@@ -3,18 +3,17 @@ they came from, and the run stopped before its first optimizer step when that fe
 
 How it judges a batch (the keyword arguments that reached ``model.forward``):
 
-1. Each fed row is found in the output by its tokens (:class:`~.lookup.OutputRows`), and the row
+1. Each fed row is found in the output by its tokens (:class:`OutputRows`), and the row
    as the output holds it (real positions, documents from ``seq_lens``/``position_ids``, labels)
-   is laid out where the feed put its tokens (:mod:`maskprep.verifying.alignment`). A fed row that
-   is no row of the output stops the run: the guard cannot vouch for it.
-2. Static checks, exact and cheap: the fed attention mask against the output's documents
-   (``mask_structure``, :mod:`maskprep.verifying.fed_mask`: a 2D mask on a packed row, a 4D mask
+   is laid out where the feed put its tokens (:func:`maskprep.verifying.fed_checks.lay_out`). A
+   fed row that is no row of the output stops the run: the guard cannot vouch for it.
+2. Static checks, exact and cheap (:mod:`maskprep.verifying.fed_checks`): the fed attention mask
+   against the output's documents (``mask_structure``: a 2D mask on a packed row, a 4D mask
    other than the document's block), the fed labels against the output's (``labels_extra``,
-   ``labels_missing``, :mod:`maskprep.verifying.fed_labels`) and the fed positions against the
-   model's table.
+   ``labels_missing``) and the fed positions against the model's table.
 3. With ``compare`` (the default), a forward comparison: each document of each fed row, fed as
    the batch feeds it, against the document run alone (``unpadded_reference``,
-   :func:`maskprep.verifying.attention.probe_unpadded_reference`), in eval mode without gradients,
+   :func:`maskprep.verifying.probes.probe_unpadded_reference`), in eval mode without gradients,
    the model's train/eval mode put back after.
 
 Why both: the static checks are exact and cost next to nothing, but a feed without an attention
@@ -32,32 +31,40 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from transformers import TrainerCallback
 
+from .. import columns
 from ..collate import row_arrays
+from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from ..verifying.alignment import Misplaced, place_rows, truth_in_feed
-from ..verifying.attention import probe_unpadded_reference
-from ..verifying.batches import FedBatch, check_positions, on_device
-from ..verifying.context import ProbeContext, outputs, sliced_head
-from ..verifying.driver import describe_feed
-from ..verifying.fed_labels import LabelTally, label_checks
-from ..verifying.fed_mask import MaskTally, mask_check
-from ..verifying.fixes import collator_remedy
+from ..reading.declared import declared, refuse_conflicts
+from ..reading.lists import list_column, segment_sum
+from ..reading.shards import open_input, shard_batches
+from ..verifying.fed_checks import FedBatch, Misplaced, fed_arrays, feed_checks, lay_out
+from ..verifying.feed import check_positions, describe_feed
 from ..verifying.model import model_under_test, quiet_transformers
 from ..verifying.options import VerifyOptions
-from ..verifying.results import ProbeResult
-from ..verifying.scan import with_labels
-from ..verifying.tally import Tally, check_from_tally
-from .lookup import OutputRows
+from ..verifying.probes import (
+    ProbeContext,
+    outputs,
+    probe_batch,
+    probe_unpadded_reference,
+    sliced_head,
+)
+from ..verifying.results import ProbeResult, Tally, collator_remedy
+from ..verifying.sampling import DataFacts, data_facts, take_rows, with_labels
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ..config import PaddingSide
+    from ..reading.shards import Shard
+    from ..storage.options import StorageOptions
 
 #: Keyword arguments trainers add for the loss or their own metrics: not the feed under test.
 BOOKKEEPING = ("num_items_in_batch", "fused_lm_head", "output_router_logits", "return_dict")
@@ -158,10 +165,7 @@ class LeakGuard(TrainerCallback):
             report = self._check(dict(batch), model)
         finally:
             self._busy = False
-        report = GuardReport(
-            report.rows, report.checks, report.max_diff, report.tolerance,
-            time.perf_counter() - started,
-        )  # fmt: skip
+        report = replace(report, elapsed_s=time.perf_counter() - started)
         self.reports.append(report)
         return report
 
@@ -186,29 +190,25 @@ class LeakGuard(TrainerCallback):
         feed = {k: v for k, v in fed.kwargs.items() if k not in BOOKKEEPING}
         shown = describe_feed(feed)
         with quiet_transformers(), model_under_test(model, VerifyOptions()) as subject:
-            causal = subject.kind == "decoder"
             try:
                 check_positions("the feed", kwargs, fed.truth, fed.row_ids, subject.facts)
             except DataError as error:
                 raise self._stop([f"positions: {error}"], fed.row_ids) from None
             names = ["positions", "mask_structure"]
-            masks = MaskTally()
-            masks.add(feed.get("attention_mask"), fed.truth, fed.row_ids, causal=causal)
-            structure = mask_check(masks, ("", ""))
-            leaks = []
-            if structure.status == "LEAK":
-                leaks.append(f"{structure.probe} at row {structure.worst_row}: {structure.note}")
             if fed.labels is not None:
-                tally = LabelTally()
-                eos = self._output().facts.eos_id
-                tally.add(fed.labels, fed.truth, fed.row_ids, causal=causal, eos_id=eos)
-                pad_is_eos = eos is not None and eos == self._output().facts.pad_id
-                for check in label_checks(
-                    tally, causal=causal, fix=("", ""), pad_is_eos=pad_is_eos
-                ):
-                    if check.status == "LEAK":
-                        leaks.append(f"{check.probe} at row {check.worst_row}: {check.note}")
                 names += ["labels_extra", "labels_missing"]
+            facts = self._output().facts
+            static, _ = feed_checks(
+                [FedBatch(feed, fed.truth, fed.labels, fed.row_ids)],
+                causal=subject.kind == "decoder",
+                mask_fix=("", ""),
+                label_fix=("", ""),
+                eos_id=facts.eos_id,
+                pad_id=facts.pad_id,
+            )
+            leaks = [
+                f"{c.probe} at row {c.worst_row}: {c.note}" for c in static if c.status == "LEAK"
+            ]
             diff = tolerance = None
             if self.compare:
                 names.append("unpadded_reference")
@@ -230,13 +230,7 @@ class LeakGuard(TrainerCallback):
         import torch
 
         rows = self._output()
-        fed_ids = ids.detach().cpu().numpy().astype(np.int64)
-        labels = kwargs.get("labels")
-        fed_labels = (
-            labels.detach().cpu().numpy().astype(np.int64)
-            if isinstance(labels, torch.Tensor) and labels.shape == ids.shape
-            else None
-        )
+        fed_ids, fed_labels = fed_arrays(kwargs)
         mask = kwargs.get("attention_mask")
         fed_mask = (
             mask.detach().cpu().numpy()
@@ -258,12 +252,11 @@ class LeakGuard(TrainerCallback):
         table = with_labels(rows.take(row_ids))
         side = cast("PaddingSide | None", facts.padding_side)
         truth = row_arrays(table, pad_id=facts.pad_id, padding_side=side, packed=facts.packed)
-        placed = place_rows(truth, fed_ids, fed_labels)
-        if isinstance(placed, Misplaced):  # the lookup matched a hash, not the tokens
+        arrays = lay_out(truth, fed_ids, fed_labels)
+        if isinstance(arrays, Misplaced):  # the lookup matched a hash, not the tokens
             raise self._stop(
-                [f"fed row {placed.index} is not row {row_ids[placed.index]}: its tokens differ"]
+                [f"fed row {arrays.index} is not row {row_ids[arrays.index]}: its tokens differ"]
             )
-        arrays = truth_in_feed(truth, placed, fed_ids)
         return FedBatch(kwargs, arrays, fed_labels, row_ids)
 
     def _compare(self, subject: Any, fed: FedBatch) -> ProbeResult:
@@ -283,10 +276,10 @@ class LeakGuard(TrainerCallback):
             head=sliced_head(subject.module, vocab) if vocab else None,
             foreign=True,
         )
-        batch = on_device(ctx, fed)
+        batch = probe_batch(ctx, fed.truth, fed.kwargs, fed.row_ids)
         tally = Tally()
         probe_unpadded_reference(ctx, batch, outputs(ctx, batch.kwargs), tally)
-        check = check_from_tally("unpadded_reference", ctx.impl, ctx.form, tally, "no real tokens")
+        check = tally.verdict("unpadded_reference", ctx.impl, ctx.form, "no real tokens", ("", ""))
         if check.status == "inconclusive":
             warnings.warn(
                 f"LeakGuard: {check.note}: on this model the comparison cannot see a leak, so the "
@@ -319,3 +312,142 @@ def _bound(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[s
     except (TypeError, ValueError):
         return dict(kwargs)
     return dict(bound.arguments)
+
+
+#: Rows hashed at once while indexing: bounded memory whatever the output's size.
+INDEX_ROWS = 4096
+_BASE = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class _Index:
+    keys: np.ndarray  # uint64, sorted
+    lengths: np.ndarray  # real tokens of the row of each key
+    rows: np.ndarray  # the row of each key
+
+
+def sequence_keys(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """One 64-bit polynomial hash per sequence of ``values`` (the sequences' ids one after
+    another, ``lengths`` long, each at least 1), computed without a loop over sequences."""
+    starts = np.cumsum(lengths) - lengths
+    within = np.arange(len(values)) - np.repeat(starts, lengths)
+    longest = int(lengths.max()) if len(lengths) else 0
+    with np.errstate(over="ignore"):
+        powers = np.cumprod(np.full(max(longest, 1), _BASE, dtype=np.uint64))
+        terms = (values.astype(np.uint64) + np.uint64(1)) * powers[within]
+        return np.add.reduceat(terms, starts) if len(lengths) else np.zeros(0, np.uint64)
+
+
+class OutputRows:
+    """An output's rows, found by their tokens: which row of the output a batch's row is, when
+    all that reaches the model is its ids (a trainer shuffles, and hands the model no row index).
+    ``path`` is what ``maskprep inspect`` reads; ``facts`` what its manifest says about the rows.
+
+    Every row's real tokens (where its ``attention_mask`` is 1) are hashed once, vectorised over
+    Arrow batches, into a sorted array of 64-bit keys: ~20 bytes a row, built the first time a
+    row is looked up. A fed row is looked up by the real tokens it may hold: where its own 2D mask
+    says (if it has one), or its ids with the pad id trimmed from both ends (and one pad put back
+    at either end, for pad == EOS or BOS), each also with the ids a masked-LM corruption changed
+    taken back from the labels. A hit is only a candidate:
+    :func:`maskprep.verifying.fed_checks.lay_out` then holds the fed row to the row read back,
+    token for token.
+    """
+
+    def __init__(self, path: str, storage_options: StorageOptions | None = None) -> None:
+        self.path = path
+        shards, manifest = open_input(path, None, whole=True, options=storage_options)
+        self._shards: list[Shard] = shards
+        sizes = [int(s.rows or 0) for s in shards]
+        self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        found = declared(shards, manifest)
+        refuse_conflicts(shards, found)
+        self.facts: DataFacts = data_facts(found.contract)
+        self._index: _Index | None = None
+
+    @property
+    def total(self) -> int:
+        """Rows in the output."""
+        return int(self._starts[-1])
+
+    def _batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        read = (columns.INPUT_IDS, columns.ATTENTION_MASK)
+        for shard, start in zip(self._shards, self._starts[:-1], strict=False):
+            for offset, batch in shard_batches(shard, INDEX_ROWS, read=read, required=read):
+                yield int(start) + offset, batch
+
+    def _built(self) -> _Index:
+        if self._index is not None:
+            return self._index
+        keys, lengths, rows = [], [], []
+        for first, batch in self._batches():
+            ids = list_column(batch, columns.INPUT_IDS)
+            mask = list_column(batch, columns.ATTENTION_MASK)
+            real = mask.values != 0
+            counts = segment_sum(real, ids.offsets).astype(np.int64)
+            kept = counts > 0
+            keys.append(sequence_keys(ids.values[real], counts[kept]))
+            lengths.append(counts[kept])
+            rows.append(np.flatnonzero(kept) + first)
+        all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
+        order = np.argsort(all_keys, kind="stable")
+        self._index = _Index(
+            keys=all_keys[order],
+            lengths=np.concatenate(lengths)[order] if lengths else np.zeros(0, np.int64),
+            rows=np.concatenate(rows)[order] if rows else np.zeros(0, np.int64),
+        )
+        return self._index
+
+    def find(
+        self,
+        ids: np.ndarray,
+        labels: np.ndarray | None = None,
+        mask: np.ndarray | None = None,
+    ) -> list[int | None]:
+        """For each fed row of ``ids`` ``(batch, width)``, the first output row it may be
+        (``None`` where none): see the class notes for what is tried."""
+        index = self._built()
+        found: list[int | None] = []
+        for i in range(len(ids)):
+            row = None
+            for candidate in self._candidates(ids, labels, mask, i):
+                key = sequence_keys(candidate, np.array([len(candidate)]))[0]
+                lo = int(np.searchsorted(index.keys, key, side="left"))
+                hi = int(np.searchsorted(index.keys, key, side="right"))
+                match = index.rows[lo:hi][index.lengths[lo:hi] == len(candidate)]
+                if len(match):
+                    row = int(match.min())
+                    break
+            found.append(row)
+        return found
+
+    def _candidates(
+        self, ids: np.ndarray, labels: np.ndarray | None, mask: np.ndarray | None, i: int
+    ) -> Iterator[np.ndarray]:
+        versions = [ids[i]]
+        if labels is not None and labels.shape == ids.shape:
+            versions.append(np.where(labels[i] != IGNORE_INDEX, labels[i], ids[i]))
+        pad = self.facts.pad_id
+        for row in versions:
+            if mask is not None and mask.shape == ids.shape and (mask[i] != 0).any():
+                yield row[mask[i] != 0]
+            if pad is None:
+                yield row
+                continue
+            kept = np.flatnonzero(row != pad)
+            if not len(kept):
+                continue
+            first, last = int(kept[0]), int(kept[-1]) + 1
+            yield row[first:last]
+            if last < len(row):
+                yield row[first : last + 1]
+            if first > 0:
+                yield row[first - 1 : last]
+
+    def take(self, rows: list[int]) -> pa.Table:
+        """The ``rows`` (in that order, repeats allowed) with every column the probes read."""
+        import pyarrow as pa
+
+        unique = np.unique(np.asarray(rows, dtype=np.int64))
+        table = take_rows(self._shards, self._starts, unique, self.path)
+        where = np.searchsorted(unique, np.asarray(rows, dtype=np.int64))
+        return table.take(pa.array(where))

@@ -35,7 +35,7 @@ leak and is reported ``inconclusive``, not ``pass``. Where the data cannot leak 
 decoder's right padding comes after every real token and causal attention alone hides it) the
 control does not apply and the note says so. Where the feed a plain collator gives would leak
 (padded rows without ``position_ids``, a pack's ``position_ids`` form with the KV cache on), a note
-says by how much. A ``LEAK`` names its fix (:mod:`.fixes`).
+says by how much. A ``LEAK`` names its fix (:mod:`.results`).
 
 Tolerances (absolute + relative to the largest reference output of the row), chosen from the
 transformers test suite's practice of comparing attention implementations: float32 (and
@@ -46,22 +46,19 @@ real-position gradient. A probe always compares like with like: same model, dtyp
 implementation.
 
 - :mod:`.options`: :class:`~.options.VerifyOptions` and the names it accepts.
-- :mod:`.results`: :class:`~.results.ProbeResult` and :class:`~.results.VerifyResult`.
+- :mod:`.results`: the report: :class:`~.results.ProbeResult` and :class:`~.results.VerifyResult`,
+  a probe's measurements (:class:`~.results.Tally`) turned into its verdict, the fix a ``LEAK``
+  names.
 - :mod:`.model`: the device, dtype and attention implementation; loading the model (its own code
   too); a caller's model left as it was.
-- :mod:`.sampling`: rows sampled from the data, with its longest rows (or every row).
-- :mod:`.scan`: one pass over the rows before any forward pass (vocabulary, widths, the
+- :mod:`.sampling`: rows sampled from the data, with its longest rows (or every row), and one pass
+  over them before any forward pass (vocabulary, widths, reach against the model's positions, the
   ``padding_attended`` data check).
+- :mod:`.probes`: what every probe needs (the model under test, a collated batch, tolerances) and
+  the probes themselves.
 - :mod:`.feed`: a caller's collate function (``verify --collate SPEC``): loading it, handing it
-  rows as a trainer does, checking what it returns; :mod:`.alignment`: the output's truth laid
-  out where the function put each row's tokens; :mod:`.fed_mask` and :mod:`.fed_labels`: its
-  mask and labels held to that truth without a forward pass.
-- :mod:`.batches`: the batches the probes run on, maskprep's collator's or the function's.
-- :mod:`.reach`: rows against the model's positions, before any forward pass.
-- :mod:`.fixes`: the fix a ``LEAK`` names.
-- :mod:`.context`: what every probe needs (the model under test, a collated batch, tolerances).
-- :mod:`.attention`: probes 1, 2, 4 and 5; :mod:`.labels`: probe 3.
-- :mod:`.tally`: per-row measurements → one :class:`~.results.ProbeResult`, with the planted-leak
-  verdict.
+  rows as a trainer does, checking what it returns; :mod:`.fed_checks`: the output's truth laid
+  out where a feed put each row's tokens, and its mask and labels held to that truth without a
+  forward pass (shared with :class:`maskprep.training.LeakGuard`).
 - :mod:`.driver`: :func:`~.driver.verify` and :func:`~.driver.verify_rows`.
 """

@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from ..collate import Collator, for_model
+from ..collate import Collator, collate, for_model
 from ..errors import ConfigError, DataError, one_line
 from ..extras import require_extra
 from ..reading.reach import model_limit, row_reach, tokenizer_limit
-from .attention import (
-    probe_causal,
-    probe_cross_document,
-    probe_pad_invariance,
-    probe_unpadded_reference,
+from .fed_checks import FedBatch, feed_checks
+from .feed import (
+    CollateFeed,
+    collate_feed,
+    describe_feed,
+    fed_batches,
+    handed_columns,
+    name_row,
+    row_truth,
 )
-from .batches import FedBatch, fed_batches, on_device, own_batches
-from .context import ProbeBatch, ProbeContext, outputs, sliced_head
-from .fed_labels import LabelTally, label_checks
-from .fed_mask import MaskTally, mask_check
-from .feed import CollateFeed, collate_feed, handed_columns
-from .fixes import Feed, collator_remedy, remedy
-from .labels import probe_labels
 from .model import (
     Subject,
     current_implementation,
@@ -40,33 +37,34 @@ from .model import (
     set_implementation,
 )
 from .options import ATTN_IMPLEMENTATIONS, PROBES, ROWS_ALL, VerifyOptions
-from .reach import reach_findings
-from .results import ProbeResult, VerifyResult
-from .sampling import DataFacts, sample_rows
-from .scan import padding_attended, scan_rows
-from .tally import Tally, check_from_tally
+from .probes import (
+    ProbeBatch,
+    ProbeContext,
+    outputs,
+    probe_batch,
+    probe_causal,
+    probe_cross_document,
+    probe_labels,
+    probe_pad_invariance,
+    probe_unpadded_reference,
+    sliced_head,
+)
+from .results import Feed, ProbeResult, Tally, VerifyResult, collator_remedy, remedy
+from .sampling import (
+    DataFacts,
+    Sample,
+    padding_attended,
+    reach_findings,
+    sample_rows,
+    scan_rows,
+    with_labels,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 #: Rows read at once when every row of the data is probed.
 CHUNK_ROWS = 1024
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """The rows to probe and what is known about them: ``chunks(size)`` gives them in tables
-    of at most ``size`` rows with their indices in the data (``row_ids`` lists them all), out of
-    ``total`` rows in the data."""
-
-    chunks: Callable[[int], Iterator[tuple[pa.Table, list[int]]]]
-    row_ids: tuple[int, ...]
-    total: int
-    facts: DataFacts
-    reach: int
-    reach_row: int
-    longest: tuple[int, ...] = ()
-    source: str = ""
 
 
 def verify(
@@ -103,6 +101,7 @@ def verify(
         stdin,
         options.storage_options,
     )
+    # What the options say of the rows overrides what the data says.
     facts = DataFacts(
         pad_id=options.pad_id if options.pad_id is not None else sample.facts.pad_id,
         padding_side=options.padding_side or sample.facts.padding_side,
@@ -111,17 +110,7 @@ def verify(
         tokenizer=sample.facts.tokenizer,
         eos_id=sample.facts.eos_id,
     )
-    rows = _Rows(
-        chunks=sample.chunks,
-        row_ids=sample.row_ids,
-        total=sample.total_rows,
-        facts=facts,
-        reach=sample.reach,
-        reach_row=sample.reach_row,
-        longest=sample.longest,
-        source=str(path),
-    )
-    return _verify(rows, model, options, None, feed)
+    return _verify(replace(sample, facts=facts), model, options, None, feed)
 
 
 def verify_rows(
@@ -158,25 +147,22 @@ def verify_rows(
         packed=options.packed,
         eos_id=eos_id,
     )
-
-    def chunks(size: int) -> Iterator[tuple[pa.Table, list[int]]]:
-        for start in range(0, table.num_rows, size):
-            yield table.slice(start, size), ids[start : start + size]
-
     feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
-    rows = _Rows(
-        chunks=chunks,
+    rows = Sample(
+        source="",
+        table=table,
         row_ids=tuple(ids),
-        total=table.num_rows,
-        facts=facts,
+        longest=(),
+        total_rows=table.num_rows,
         reach=int(reach[widest]) if len(reach) else 0,
         reach_row=ids[widest] if ids else 0,
+        facts=facts,
     )
     return _verify(rows, model, options, model_name, feed)
 
 
 def _verify(
-    rows: _Rows,
+    rows: Sample,
     model: Any,
     options: VerifyOptions,
     model_name: str | None,
@@ -263,7 +249,7 @@ def _verify(
         reach=rows.reach,
         position_limit=limit.positions if limit is not None and limit.hard else None,
         warnings=findings,
-        total_rows=rows.total,
+        total_rows=rows.total_rows,
         collate=feed.name if feed is not None else "",
     )
 
@@ -308,7 +294,7 @@ class _FormRunner:
     """Runs every probe on the rows under one context (attention implementation and form): on
     maskprep's collator's batches, or on ``feed``'s (handed the columns ``kept``)."""
 
-    rows: _Rows
+    rows: Sample
     options: VerifyOptions
     collator: Collator
     subject: Subject
@@ -331,46 +317,46 @@ class _FormRunner:
         )
 
     def static_checks(self, pad_id: int | None) -> tuple[list[ProbeResult], tuple[str, ...]]:
-        """The feed's label checks (no forward pass), and warnings about what it returns."""
+        """The feed's mask and label checks (no forward pass), and warnings about what it
+        returns."""
         assert self.feed is not None
-        causal = self.subject.kind == "decoder"
-        tally = LabelTally()
-        masks = MaskTally()
-        warned: dict[str, None] = {}
-        fed_labels = False
-        for fed in self._fed():
-            warned.update(dict.fromkeys(fed.warnings))
-            masks.add(fed.kwargs.get("attention_mask"), fed.truth, fed.row_ids, causal=causal)
-            if fed.labels is not None:
-                fed_labels = True
-                tally.add(
-                    fed.labels, fed.truth, fed.row_ids, causal=causal, eos_id=self.rows.facts.eos_id
-                )
-        skipped = None
-        if not self.labelled:
-            skipped = "the rows have no labels column"
-        elif not fed_labels:
-            skipped = f"{self.feed.name} returns no labels"
-        eos = self.rows.facts.eos_id
         source = self.rows.source or "OUT"
-        checks = [mask_check(masks, collator_remedy("cross_document", source, "", self.packed))]
-        checks += label_checks(
-            tally,
-            causal=causal,
-            fix=collator_remedy("labels", source, "", self.packed),
-            skipped=skipped,
-            pad_is_eos=eos is not None and eos == pad_id,
+        return feed_checks(
+            self._fed(),
+            causal=self.subject.kind == "decoder",
+            mask_fix=collator_remedy("cross_document", source, "", self.packed),
+            label_fix=collator_remedy("labels", source, "", self.packed),
+            eos_id=self.rows.facts.eos_id,
+            pad_id=pad_id,
+            skipped=None if self.labelled else "the rows have no labels column",
+            unlabelled=f"{self.feed.name} returns no labels",
         )
-        return checks, tuple(warned)
 
     def _batches(self, ctx: ProbeContext) -> Iterator[ProbeBatch]:
-        if self.feed is None:
-            yield from own_batches(
-                self.rows.chunks, ctx, self.options.batch_size, self.collator, self.packed
-            )
+        """The batches to probe: the feed's, or maskprep's collator's for the context's form
+        (the label checks aside: faulty labels are the label probes' to find)."""
+        if self.feed is not None:
+            for fed in self._fed():
+                yield probe_batch(ctx, fed.truth, fed.kwargs, fed.row_ids)
             return
-        for fed in self._fed():
-            yield on_device(ctx, fed)
+        for table, ids in self.rows.chunks(self.options.batch_size):
+            part = with_labels(table)
+            arrays = row_truth(part, ids, self.collator, self.packed)
+            try:
+                kwargs = collate(
+                    part,
+                    pad_id=self.collator.pad_id,
+                    padding_side=self.collator.padding_side,
+                    packed=self.packed,
+                    form=ctx.form if self.packed else "position_ids",  # type: ignore[arg-type]
+                    causal=ctx.causal,
+                    dtype=ctx.dtype,
+                    pad_position_ids=self.collator.pad_position_ids,
+                    position_offset=self.collator.position_offset,
+                )
+            except DataError as error:
+                raise DataError(name_row(str(error), ids)) from None
+            yield probe_batch(ctx, arrays, kwargs, ids)
 
     def run(self, ctx: ProbeContext) -> list[ProbeResult]:
         """Every probe's :class:`ProbeResult` under ``ctx``."""
@@ -437,9 +423,7 @@ class _FormRunner:
             )
             fixes = {probe: remedy(probe, shape) for probe in PROBES}
         return [
-            check_from_tally(
-                probe, ctx.impl, ctx.form, tallies[probe], reasons[probe], fixes[probe]
-            )
+            tallies[probe].verdict(probe, ctx.impl, ctx.form, reasons[probe], fixes[probe])
             for probe in PROBES
         ]
 
@@ -455,19 +439,3 @@ class _FormRunner:
                 f"what it returned for rows {', '.join(map(str, batch.row_ids[:4]))}: "
                 f"{one_line(error)}"
             ) from None
-
-
-def describe_feed(kwargs: dict[str, Any]) -> str:
-    """What a batch gave the model, in words: its attention mask and position arguments."""
-    mask = kwargs.get("attention_mask")
-    parts = []
-    if mask is None:
-        parts.append("no attention_mask")
-    elif getattr(mask, "dim", lambda: 0)() == 2:
-        parts.append("a 2D attention_mask")
-    else:
-        parts.append(f"a {mask.dim()}D attention_mask")
-    parts.append("position_ids" if "position_ids" in kwargs else "no position_ids")
-    if "use_cache" in kwargs:
-        parts.append(f"use_cache={kwargs['use_cache']}")
-    return ", ".join(parts)

@@ -7,7 +7,9 @@ of an attribute) is a collate function, what ``DataLoader(collate_fn=)`` and
 is loaded as ``python file.py`` would load it (its folder first on ``sys.path`` while it runs), so
 it need not be importable; a module is imported (one of the working directory that
 is not on ``sys.path`` is loaded as its file). Every failure to load or call it is
-one line naming the SPEC (:class:`~maskprep.errors.ConfigError`, exit 2).
+one line naming the SPEC (:class:`~maskprep.errors.ConfigError`, exit 2). Each batch it returns
+is laid out against the output's rows (:mod:`.fed_checks`) and its positions held to the
+model's table before the probes run on it.
 
 Which columns the function is handed (:data:`~maskprep.verifying.options.COLLATE_COLUMNS`):
 
@@ -25,18 +27,27 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
+from ..collate import Collator, RowArrays, row_arrays
+from ..collate.models import ModelFacts
 from ..errors import ConfigError, DataError, MaskprepError, one_line
-from .options import COLLATE_COLUMNS
+from .fed_checks import FedBatch, Misplaced, fed_arrays, lay_out
+from .sampling import with_labels
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+#: Rows in tables with their indices in the data (what ``Sample.chunks`` gives).
+Chunks = Callable[[int], Iterator[tuple["pa.Table", list[int]]]]
 
 #: Which columns a collate function is handed (see the module notes; the names are
 #: :data:`~maskprep.verifying.options.COLLATE_COLUMNS`).
@@ -55,12 +66,6 @@ class CollateFeed:
     function: Callable[[list[dict[str, Any]]], Any]
     name: str
     handed: Handed = "forward"
-
-    def __post_init__(self) -> None:
-        if self.handed not in COLLATE_COLUMNS:
-            raise ConfigError(
-                f"collate columns must be one of {', '.join(COLLATE_COLUMNS)}, not {self.handed!r}"
-            )
 
 
 def collate_feed(collate: Any, handed: Handed = "forward") -> CollateFeed:
@@ -184,11 +189,6 @@ def handed_columns(model: Any, names: list[str], handed: Handed) -> list[str]:
     return [n for n in names if n in kept]
 
 
-def handed_rows(table: pa.Table, kept: list[str]) -> list[dict[str, Any]]:
-    """The rows of ``table`` as a trainer hands them: one dict of Python values per row."""
-    return table.select(kept).to_pylist()
-
-
 def call_collate(
     feed: CollateFeed, rows: list[dict[str, Any]], row_ids: list[int], model: Any
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -271,3 +271,92 @@ def _unnamed_keys(name: str, out: dict[str, Any], model: Any) -> tuple[str, ...]
 def _shown_rows(row_ids: list[int]) -> str:
     head = ", ".join(str(r) for r in row_ids[:4])
     return head + (f", … ({len(row_ids)} rows)" if len(row_ids) > 4 else "")
+
+
+def describe_feed(kwargs: dict[str, Any]) -> str:
+    """What a batch gave the model, in words: its attention mask and position arguments."""
+    mask = kwargs.get("attention_mask")
+    parts = []
+    if mask is None:
+        parts.append("no attention_mask")
+    elif getattr(mask, "dim", lambda: 0)() == 2:
+        parts.append("a 2D attention_mask")
+    else:
+        parts.append(f"a {mask.dim()}D attention_mask")
+    parts.append("position_ids" if "position_ids" in kwargs else "no position_ids")
+    if "use_cache" in kwargs:
+        parts.append(f"use_cache={kwargs['use_cache']}")
+    return ", ".join(parts)
+
+
+def name_row(message: str, batch_ids: list[int]) -> str:
+    """A collator's message about row ``i`` of a batch, naming the row in the data instead."""
+    found = re.match(r"row (\d+)\b", message)
+    if found is None or int(found.group(1)) >= len(batch_ids):
+        return message
+    return f"row {batch_ids[int(found.group(1))]}{message[found.end() :]}"
+
+
+def row_truth(part: pa.Table, batch_ids: list[int], collator: Collator, packed: bool) -> RowArrays:
+    """What the output says of the rows ``part`` (real positions, documents, labels)."""
+    try:
+        return row_arrays(
+            part, pad_id=collator.pad_id, padding_side=collator.padding_side, packed=packed
+        )
+    except DataError as error:
+        raise DataError(name_row(str(error), batch_ids)) from None
+
+
+def fed_batches(
+    chunks: Chunks,
+    size: int,
+    feed: CollateFeed,
+    kept: list[str],
+    collator: Collator,
+    packed: bool,
+    model: Any,
+    facts: ModelFacts,
+) -> Iterator[FedBatch]:
+    """The rows in batches of ``size``, each handed to ``feed`` as a trainer hands them (the
+    columns ``kept``), what it returns checked (:func:`call_collate`) and its rows laid out
+    against the output's (a row it holds nowhere, or positions past the model's table, refused
+    in one line)."""
+    for table, ids in chunks(size):
+        truth = row_truth(with_labels(table), ids, collator, packed)
+        kwargs, warnings = call_collate(feed, table.select(kept).to_pylist(), ids, model)
+        fed_ids, fed_labels = fed_arrays(kwargs)
+        arrays = lay_out(truth, fed_ids, fed_labels)
+        if isinstance(arrays, Misplaced):
+            raise ConfigError(
+                f"{feed.name} returned row {arrays.index} of the batch of rows "
+                f"{', '.join(map(str, ids[:4]))}{', …' if len(ids) > 4 else ''} without the "
+                f"{arrays.length} tokens of row {ids[arrays.index]} in its {arrays.width} ids: "
+                "verify judges each fed row against the row handed to it, so a function that "
+                "reorders, cuts or rewrites rows cannot be judged"
+            )
+        check_positions(feed.name, kwargs, arrays, ids, facts)
+        yield FedBatch(kwargs, arrays, fed_labels, ids, warnings)
+
+
+def check_positions(
+    name: str, kwargs: dict[str, Any], truth: RowArrays, ids: list[int], facts: ModelFacts
+) -> None:
+    """Refuse a feed that needs a position the model's absolute table does not have: the forward
+    pass would fail, on a GPU with a device-side assert far from the row."""
+    if facts.max_positions is None:
+        return
+    real = truth.attention_mask > 0
+    positions = kwargs.get("position_ids")
+    if positions is not None and hasattr(positions, "numpy"):
+        fed = np.broadcast_to(positions.detach().cpu().numpy(), real.shape)
+        used = np.where(real, fed, -1).max(axis=1)
+    else:
+        # The model numbers the positions itself, padding included, up to the row's width.
+        used = np.full(len(real), real.shape[1] - 1 + facts.position_offset)
+    beyond = used >= facts.max_positions
+    if beyond.any():
+        row = int(np.argmax(beyond))
+        raise DataError(
+            f"row {ids[row]}: {name} feeds it position {int(used[row])}, but {facts.name} has "
+            f"{facts.max_positions} position embeddings: the forward pass would fail"
+        )
