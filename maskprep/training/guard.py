@@ -186,12 +186,10 @@ class LeakGuard(TrainerCallback):
         ids = kwargs.get("input_ids")
         if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
             raise self._stop(["no input_ids of shape (rows, length): nothing the guard can check"])
-        fed = self._place(kwargs, ids)
-        feed = {k: v for k, v in fed.kwargs.items() if k not in BOOKKEEPING}
-        shown = describe_feed(feed)
+        fed = self._place({k: v for k, v in kwargs.items() if k not in BOOKKEEPING})
         with quiet_transformers(), model_under_test(model, VerifyOptions()) as subject:
             try:
-                check_positions("the feed", kwargs, fed.truth, fed.row_ids, subject.facts)
+                check_positions("the feed", fed.kwargs, fed.truth, fed.row_ids, subject.facts)
             except DataError as error:
                 raise self._stop([f"positions: {error}"], fed.row_ids) from None
             names = ["positions", "mask_structure"]
@@ -199,7 +197,7 @@ class LeakGuard(TrainerCallback):
                 names += ["labels_extra", "labels_missing"]
             facts = self._output().facts
             static, _ = feed_checks(
-                [FedBatch(feed, fed.truth, fed.labels, fed.row_ids)],
+                [fed],
                 causal=subject.kind == "decoder",
                 mask_fix=("", ""),
                 label_fix=("", ""),
@@ -212,7 +210,7 @@ class LeakGuard(TrainerCallback):
             diff = tolerance = None
             if self.compare:
                 names.append("unpadded_reference")
-                check = self._compare(subject, FedBatch(feed, fed.truth, fed.labels, fed.row_ids))
+                check = self._compare(subject, fed)
                 diff, tolerance = check.max_diff, check.tolerance
                 if check.status == "LEAK":
                     leaks.append(
@@ -221,11 +219,13 @@ class LeakGuard(TrainerCallback):
                         f"{check.tolerance:.2g}): {check.note}"
                     )
         if leaks:
-            fix = collator_remedy("feed", self.output, shown, fed.truth.packed)[1]
+            fix = collator_remedy("feed", self.output, describe_feed(fed.kwargs), fed.truth.packed)[
+                1
+            ]
             raise self._stop([*leaks, f"fix: {fix}"], fed.row_ids)
         return GuardReport(tuple(fed.row_ids), tuple(names), diff, tolerance, 0.0)
 
-    def _place(self, kwargs: dict[str, Any], ids: Any) -> FedBatch:
+    def _place(self, kwargs: dict[str, Any]) -> FedBatch:
         """The fed rows found in the output and laid out as fed."""
         import torch
 
@@ -234,7 +234,7 @@ class LeakGuard(TrainerCallback):
         mask = kwargs.get("attention_mask")
         fed_mask = (
             mask.detach().cpu().numpy()
-            if isinstance(mask, torch.Tensor) and mask.shape == ids.shape
+            if isinstance(mask, torch.Tensor) and tuple(mask.shape) == fed_ids.shape
             else None
         )
         found = rows.find(fed_ids, fed_labels, fed_mask)

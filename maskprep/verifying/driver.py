@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -91,6 +91,7 @@ def verify(
     vocabulary) and :class:`~maskprep.errors.ConfigError` for a model that cannot be loaded, or a
     collate function that cannot be loaded, raises or returns what no model takes.
     """
+    # The collate function is loaded first: a SPEC that names none fails before any data is read.
     feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
     every = options.rows == ROWS_ALL
     sample = sample_rows(
@@ -102,13 +103,11 @@ def verify(
         options.storage_options,
     )
     # What the options say of the rows overrides what the data says.
-    facts = DataFacts(
+    facts = replace(
+        sample.facts,
         pad_id=options.pad_id if options.pad_id is not None else sample.facts.pad_id,
         padding_side=options.padding_side or sample.facts.padding_side,
         packed=options.packed if options.packed is not None else sample.facts.packed,
-        model_max_length=sample.facts.model_max_length,
-        tokenizer=sample.facts.tokenizer,
-        eos_id=sample.facts.eos_id,
     )
     return _verify(replace(sample, facts=facts), model, options, None, feed)
 
@@ -147,7 +146,6 @@ def verify_rows(
         packed=options.packed,
         eos_id=eos_id,
     )
-    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
     rows = Sample(
         source="",
         table=table,
@@ -158,7 +156,7 @@ def verify_rows(
         reach_row=ids[widest] if ids else 0,
         facts=facts,
     )
-    return _verify(rows, model, options, model_name, feed)
+    return _verify(rows, model, options, model_name, collate)
 
 
 def _verify(
@@ -166,9 +164,10 @@ def _verify(
     model: Any,
     options: VerifyOptions,
     model_name: str | None,
-    feed: CollateFeed | None,
+    collate: Any,
 ) -> VerifyResult:
     started = time.perf_counter()
+    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
     if not rows.row_ids:
         raise DataError(f"{rows.source or 'the table'}: no rows to probe")
     require_extra("torch", "verify", "verify")
@@ -201,13 +200,9 @@ def _verify(
             collator = replace(collator, pad_position_ids=options.pad_position_ids)
         pad_id = collator.pad_id if collator.pad_id is not None else scan.seen_pad_id()
         checks = [padding_attended(scan, pad_id)]
-        runner = _FormRunner(rows, options, collator, subject, packed, scan.labelled)
+        kept = handed_columns(subject.module, list(scan.names), feed.handed) if feed else []
+        runner = _FormRunner(rows, options, collator, subject, packed, scan.labelled, feed, kept)
         if feed is not None:
-            runner = replace(
-                runner,
-                feed=feed,
-                kept=handed_columns(subject.module, list(scan.names), feed.handed),
-            )
             fed_checks, warned = runner.static_checks(pad_id)
             checks.extend(fed_checks)
             findings += warned
@@ -300,8 +295,8 @@ class _FormRunner:
     subject: Subject
     packed: bool
     labelled: bool
-    feed: CollateFeed | None = None
-    kept: list[str] = field(default_factory=list)
+    feed: CollateFeed | None
+    kept: list[str]
 
     def _fed(self) -> Iterator[FedBatch]:
         assert self.feed is not None

@@ -43,16 +43,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def resolve_dtype(name: str, device: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
 def device_name(device: str) -> str:
     import torch
 
@@ -91,14 +81,6 @@ def _kind(facts: ModelFacts, name: str) -> str:
     return "decoder" if facts.causal else "encoder"
 
 
-def _auto_class(task: str) -> Any:
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
-
-    return {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM}.get(
-        task, AutoModel
-    )
-
-
 def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Subject:
     """Load ``name`` (Hub name or local directory) for probing.
 
@@ -108,7 +90,7 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
     decoder is read from the loaded modules by :func:`maskprep.collate.model_facts`.
     """
     import torch
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
 
     check_local(name, "model")
     hub = {"revision": options.revision, "trust_remote_code": options.trust_remote_code}
@@ -120,7 +102,13 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
         raise ConfigError(f"{config.model_type}: encoder-decoder models are not supported")
     check_config_sizes(config)
     if options.num_layers is not None:
-        config.num_hidden_layers = _kept_layers(name, config, options.num_layers)
+        # Cut, never grown: a model of 10**30 layers would be built until the memory runs out.
+        layers = getattr(config, "num_hidden_layers", None)
+        if isinstance(layers, int) and options.num_layers > layers:
+            raise ConfigError(
+                f"{name}: num_layers {options.num_layers} is more than the {layers} layers it has"
+            )
+        config.num_hidden_layers = options.num_layers
     task = model_task(config)
     if task is None:
         raise ConfigError(
@@ -128,7 +116,9 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
             f"{type(config).__name__} (model_type {config.model_type!r}); a model with its own "
             "code needs an auto_map in its config.json"
         )
-    cls = _auto_class(task)
+    cls: Any = {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM}.get(
+        task, AutoModel
+    )
     torch_dtype = getattr(torch, dtype)
     try:
         if options.from_config:
@@ -145,15 +135,6 @@ def load_model(name: str, options: VerifyOptions, dtype: str, device: str) -> Su
     module = model.to(device).eval()
     facts = model_facts(module)
     return Subject(module, name, _kind(facts, name), device, dtype, facts)
-
-
-def _kept_layers(name: str, config: Any, wanted: int) -> int:
-    """The layers a model built from ``config`` keeps: ``wanted`` cuts it, and may not grow it (a
-    model of 10**30 layers would be built until the memory runs out)."""
-    layers = getattr(config, "num_hidden_layers", None)
-    if isinstance(layers, int) and wanted > layers:
-        raise ConfigError(f"{name}: num_layers {wanted} is more than the {layers} layers it has")
-    return wanted
 
 
 def _placement(model: Any) -> tuple[str, str]:
@@ -183,7 +164,11 @@ def model_under_test(model: Any, options: VerifyOptions) -> Iterator[Subject]:
 
     if isinstance(model, (str, os.PathLike)):
         device = resolve_device(options.device)
-        dtype = resolve_dtype(options.dtype, device)
+        dtype = options.dtype
+        if dtype == "auto" and device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif dtype == "auto":
+            dtype = "float32"
         yield load_model(str(model), options, dtype, device)
         return
     if not isinstance(model, torch.nn.Module):
