@@ -369,25 +369,20 @@ class OutputRows:
         """Rows in the output."""
         return int(self._starts[-1])
 
-    def _batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
-        read = (columns.INPUT_IDS, columns.ATTENTION_MASK)
-        for shard, start in zip(self._shards, self._starts[:-1], strict=False):
-            for offset, batch in shard_batches(shard, INDEX_ROWS, read=read, required=read):
-                yield int(start) + offset, batch
-
     def _built(self) -> _Index:
         if self._index is not None:
             return self._index
         keys, lengths, rows = [], [], []
-        for first, batch in self._batches():
-            ids = list_column(batch, columns.INPUT_IDS)
-            mask = list_column(batch, columns.ATTENTION_MASK)
-            real = mask.values != 0
-            counts = segment_sum(real, ids.offsets).astype(np.int64)
-            kept = counts > 0
-            keys.append(sequence_keys(ids.values[real], counts[kept]))
-            lengths.append(counts[kept])
-            rows.append(np.flatnonzero(kept) + first)
+        read = (columns.INPUT_IDS, columns.ATTENTION_MASK)
+        for shard, start in zip(self._shards, self._starts[:-1], strict=False):
+            for offset, batch in shard_batches(shard, INDEX_ROWS, read=read, required=read):
+                ids = list_column(batch, columns.INPUT_IDS)
+                real = list_column(batch, columns.ATTENTION_MASK).values != 0
+                counts = segment_sum(real, ids.offsets).astype(np.int64)
+                kept = counts > 0
+                keys.append(sequence_keys(ids.values[real], counts[kept]))
+                lengths.append(counts[kept])
+                rows.append(np.flatnonzero(kept) + int(start) + offset)
         all_keys = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
         order = np.argsort(all_keys, kind="stable")
         self._index = _Index(

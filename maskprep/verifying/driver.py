@@ -226,7 +226,6 @@ def _verify(
                     vocab,
                     torch.Generator().manual_seed(options.seed),
                     head=head,
-                    position_offset=collator.position_offset,
                     foreign=feed is not None,
                 )
                 checks.extend(runner.run(ctx))

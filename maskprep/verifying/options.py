@@ -77,10 +77,8 @@ class VerifyOptions:
     storage_options: StorageOptions = field(default_factory=StorageOptions)
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        _one_of("device", self.device, DEVICES)
+        _one_of("dtype", self.dtype, DTYPES)
         if self.attn_implementations is not None:
             unknown = [a for a in self.attn_implementations if a not in ATTN_IMPLEMENTATIONS]
             if unknown or not self.attn_implementations:
@@ -101,11 +99,7 @@ class VerifyOptions:
             raise ConfigError(f"rows must be at least 1, or {ROWS_ALL!r}, not {self.rows!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, not {self.batch_size}")
-        if self.collate_columns not in COLLATE_COLUMNS:
-            raise ConfigError(
-                f"collate_columns must be one of {', '.join(COLLATE_COLUMNS)}, not "
-                f"{self.collate_columns!r}"
-            )
+        _one_of("collate_columns", self.collate_columns, COLLATE_COLUMNS)
         if self.longest < 0:
             raise ConfigError(f"longest must be 0 or more, not {self.longest}")
         if not 0 <= self.seed <= MAX_SEED:
@@ -117,3 +111,8 @@ class VerifyOptions:
         check_token_id("pad_id", self.pad_id)
         if self.padding_side not in (None, *PADDING_SIDES):
             raise ConfigError(f"padding_side must be left or right, not {self.padding_side!r}")
+
+
+def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")

@@ -45,8 +45,7 @@ class ProbeContext:
     ``head`` holds the model's output layer cut to :data:`OUTPUT_COLUMNS` seeded vocabulary
     columns (parameter name → tensor), so that the attention probes' forward passes compute only
     the logits they compare; ``None`` where the vocabulary is small or the output layer is not a
-    plain linear layer (the probes then cut the full logits). ``position_offset`` is the first
-    position id the model numbers from (RoBERTa: ``padding_idx + 1``). ``foreign``: the batches
+    plain linear layer (the probes then cut the full logits). ``foreign``: the batches
     are a caller's collate function's, not maskprep's collator's, so the notes about
     maskprep's own feed options do not apply.
     """
@@ -61,7 +60,6 @@ class ProbeContext:
     generator: torch.Generator
     columns: dict[int, torch.Tensor] = field(default_factory=dict)
     head: dict[str, torch.Tensor] | None = None
-    position_offset: int = 0
     foreign: bool = False
 
     @property
@@ -162,11 +160,15 @@ def outputs(ctx: ProbeContext, kwargs: dict[str, Any]) -> torch.Tensor:
     return values.float()
 
 
-def memoised(ctx: ProbeContext, batch: ProbeBatch, name: str, kwargs: dict[str, Any]) -> Any:
-    """:func:`outputs` of the feed ``name`` of this batch, computed once."""
-    if name not in batch.memo:
-        batch.memo[name] = outputs(ctx, kwargs)
-    return batch.memo[name]
+def all_ones(ctx: ProbeContext, batch: ProbeBatch) -> tuple[dict[str, Any], torch.Tensor]:
+    """The batch fed with a plain 0/1 mask that is 1 everywhere (padding and packs both leak),
+    and its outputs, computed once per batch."""
+    import torch
+
+    leaky = with_changes(batch.kwargs, attention_mask=torch.ones_like(batch.real, dtype=torch.long))
+    if "all-ones mask" not in batch.memo:
+        batch.memo["all-ones mask"] = outputs(ctx, leaky)
+    return leaky, batch.memo["all-ones mask"]
 
 
 def perturb(ctx: ProbeContext, ids: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
@@ -191,14 +193,6 @@ def row_max(diff: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """Per-row max of ``|diff|`` (batch, seq, vocab) over the positions in ``where``."""
     per_position = diff.abs().amax(dim=-1)
     return per_position.masked_fill(~where, 0).amax(dim=-1)
-
-
-def leaky_2d(batch: ProbeBatch) -> dict[str, Any]:
-    """The batch fed with a plain 0/1 mask that is 1 everywhere: padding and packs both leak."""
-    import torch
-
-    ones = torch.ones_like(batch.real, dtype=torch.long)
-    return with_changes(batch.kwargs, attention_mask=ones)
 
 
 def record(
@@ -281,8 +275,7 @@ def probe_pad_invariance(
         return
     if tally.control_seen:
         return
-    leaky = leaky_2d(batch)
-    base = memoised(ctx, batch, "all-ones mask", leaky)
+    leaky, base = all_ones(ctx, batch)
     plant(ctx, tally, leaky, noisy, batch.real, visible, base)
 
 
@@ -317,7 +310,7 @@ def probe_unpadded_reference(
             tally.note("padding only after real tokens: causal attention alone hides it")
         return
     if not tally.control_seen:
-        control = memoised(ctx, batch, "all-ones mask", leaky_2d(batch))
+        _, control = all_ones(ctx, batch)
         diff = row_max(control - reference, batch.real)
         record_control(ctx, tally, diff, reference, batch.real, visible)
     padded_before = ((~batch.real).long().cummax(dim=-1).values.bool() & batch.real).any()
