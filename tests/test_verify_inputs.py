@@ -279,3 +279,26 @@ def test_shard_paths_of_a_manifest_stay_inside_the_output(runner, tmp_path, mode
             assert result.exit_code == 1, result.output
             assert result.output.startswith(f"Error: {output / MANIFEST_NAME}: shards[0].path: ")
             assert repr(bad) in result.output and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("rows", [None, 8])
+def test_shards_with_different_columns_are_refused_naming_both(tmp_path, rows) -> None:
+    """Sampled rows and every row alike: a shard without the labels the first one has is named
+    beside it, in one line."""
+    from maskprep.errors import DataError
+    from maskprep.verifying.sampling import sample_rows
+
+    table = pad_rows(random_docs(4, 3), 12, PAD, "right")
+    pq.write_table(table, tmp_path / "a.parquet")
+    pq.write_table(table.drop_columns([columns.LABELS]), tmp_path / "b.parquet")
+    expected = (
+        r"shards with different columns: \S*a\.parquet has input_ids,attention_mask,labels,length, "
+        r"\S*b\.parquet has input_ids,attention_mask,length$"
+    )
+    with pytest.raises(DataError, match=expected):
+        sample = sample_rows(str(tmp_path), rows=rows, longest=0, seed=0)
+        list(sample.chunks(2))
+    # Negative control: two shards with the same columns are read.
+    pq.write_table(table, tmp_path / "b.parquet")
+    sample = sample_rows(str(tmp_path), rows=rows, longest=0, seed=0)
+    assert sum(t.num_rows for t, _ in sample.chunks(2)) == 2 * table.num_rows

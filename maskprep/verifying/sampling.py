@@ -80,18 +80,11 @@ class Sample:
             return
         import pyarrow as pa
 
-        first_names: tuple[str, str] | None = None
+        first: tuple[str, str] | None = None
         start = 0
         for shard in self.shards:
             for offset, batch in shard_batches(shard, size, read=_READ, required=PROBED_COLUMNS):
-                names = ",".join(batch.schema.names)
-                if first_names is None:
-                    first_names = (shard.name, names)
-                elif names != first_names[1]:
-                    raise DataError(
-                        f"{self.source}: shards with different columns: {first_names[0]} has "
-                        f"{first_names[1]}, {shard.name} has {names}"
-                    )
+                first = _same_columns(self.source, first, shard, batch)
                 ids = list(range(start + offset, start + offset + batch.num_rows))
                 try:
                     check_columns(batch, ids)  # as the sampled rows are checked
@@ -197,7 +190,7 @@ def take_rows(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path:
     import pyarrow as pa
 
     parts = []
-    names: dict[str, str] = {}
+    first: tuple[str, str] | None = None
     for shard, start, stop in zip(shards, starts[:-1], starts[1:], strict=False):
         lo, hi = np.searchsorted(chosen, [start, stop])
         if lo == hi:
@@ -208,19 +201,26 @@ def take_rows(shards: list[Shard], starts: np.ndarray, chosen: np.ndarray, path:
         ):
             inside = local[(local >= offset) & (local < offset + batch.num_rows)] - offset
             if len(inside):
+                first = _same_columns(path, first, shard, batch)
                 parts.append(pa.Table.from_batches([batch.take(pa.array(inside))]))
-                names[shard.name] = ",".join(batch.schema.names)
-    kinds = list(dict.fromkeys(names.values()))
-    if len(kinds) > 1:
-        first, second = (next(n for n, c in names.items() if c == kind) for kind in kinds[:2])
-        raise DataError(
-            f"{path}: shards with different columns: {first} has {kinds[0]}, "
-            f"{second} has {kinds[1]}"
-        )
     try:
         return pa.concat_tables(parts, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"{path}: the shards' columns do not agree in type: {exc}") from None
+
+
+def _same_columns(
+    source: str, first: tuple[str, str] | None, shard: Shard, batch: pa.RecordBatch
+) -> tuple[str, str]:
+    """The shard and columns of the ``first`` batch read (this one, if none was); a batch with
+    other columns is refused."""
+    names = ",".join(batch.schema.names)
+    if first is not None and names != first[1]:
+        raise DataError(
+            f"{source}: shards with different columns: {first[0]} has {first[1]}, "
+            f"{shard.name} has {names}"
+        )
+    return first or (shard.name, names)
 
 
 #: The data check that runs beside the probes: runs of the pad id that the mask marks real.
