@@ -41,6 +41,7 @@ from ..collate import Collator, RowArrays, row_arrays
 from ..collate.models import ModelFacts
 from ..errors import ConfigError, DataError, MaskprepError, one_line
 from .fed_checks import FedBatch, Misplaced, fed_arrays, lay_out
+from .model import forward_parameters
 from .sampling import with_labels
 
 if TYPE_CHECKING:
@@ -179,14 +180,10 @@ def _raised(error: BaseException, file: Path | None = None) -> str:
 def handed_columns(model: Any, names: list[str], handed: Handed) -> list[str]:
     """The columns of ``names`` a collate function is handed for ``model`` (see the module
     notes), in the data's order."""
-    if handed == "all":
+    parameters = forward_parameters(model)
+    if handed == "all" or parameters is None:
         return list(names)
-    try:
-        kept = set(inspect.signature(model.forward).parameters)
-    except (TypeError, ValueError):
-        return list(names)
-    kept |= set(TRAINER_LABELS)
-    return [n for n in names if n in kept]
+    return [n for n in names if n in parameters or n in TRAINER_LABELS]
 
 
 def call_collate(
@@ -248,9 +245,8 @@ def call_collate(
 
 def _unnamed_keys(name: str, out: dict[str, Any], model: Any) -> tuple[str, ...]:
     """Warnings for keys ``model.forward`` does not name; an error where it takes no others."""
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
+    parameters = forward_parameters(model)
+    if parameters is None:
         return ()
     unnamed = [key for key in out if key not in parameters]
     if not unnamed:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import platform
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -214,6 +215,14 @@ def _modes_kept(module: Any) -> Iterator[None]:
         if implementation is not None and current_implementation(module) != implementation:
             with contextlib.suppress(ImportError, ValueError):
                 module.set_attn_implementation(implementation)
+
+
+def forward_parameters(model: Any) -> Mapping[str, inspect.Parameter] | None:
+    """The parameters ``model.forward`` names; ``None`` where its signature cannot be read."""
+    try:
+        return inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
 
 
 def current_implementation(module: Any) -> str | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..collate import RowArrays, additive_mask
 from ..columns import IGNORE_INDEX
+from .model import forward_parameters
 from .results import Tally
 
 if TYPE_CHECKING:
@@ -410,7 +411,8 @@ def _model_loss(ctx: ProbeContext, batch: ProbeBatch, labels: torch.Tensor) -> t
     """
     import torch
 
-    if not _takes_labels(ctx.model):
+    parameters = forward_parameters(ctx.model)
+    if parameters is not None and "labels" not in parameters:
         return None, None, None
 
     embeddings = ctx.model.get_input_embeddings()(batch.kwargs["input_ids"]).detach()
@@ -439,15 +441,6 @@ def _reference_loss(
     if gold.numel() == 0:
         return None
     return torch.nn.functional.cross_entropy(picked, gold)
-
-
-def _takes_labels(model: Any) -> bool:
-    import inspect
-
-    try:
-        return "labels" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return True
 
 
 def probe_labels(
