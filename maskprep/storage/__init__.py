@@ -17,19 +17,6 @@ S3 is configured the standard way: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` /
 See docs/storage.md for the commit protocol built on these operations.
 """
 
-from .digest import sha256_of, sha256_stream
-from .directories import (
-    Entry,
-    Held,
-    Kind,
-    create_directory,
-    entries,
-    hold,
-    is_held,
-    is_link,
-    remove_empty_directory,
-    remove_tree,
-)
 from .errors import (
     AccessDenied,
     AlreadyExists,
@@ -43,14 +30,31 @@ from .errors import (
     VersionMismatch,
     is_offline_mode,
 )
-from .location import Location, absolute, local_form, parse_location, same_place
-from .objects import ObjectInfo, WriteResult, is_temporary
+from .location import (
+    Location,
+    ObjectInfo,
+    WriteResult,
+    absolute,
+    capabilities,
+    is_temporary,
+    local_form,
+    parse_location,
+    same_place,
+)
 from .operations import (
+    Entry,
+    Held,
+    Kind,
     copy,
+    create_directory,
     delete,
     delete_many,
+    entries,
     exists,
     glob,
+    hold,
+    is_held,
+    is_link,
     link_or_copy,
     listdir,
     move_if_absent,
@@ -61,7 +65,11 @@ from .operations import (
     read_bytes,
     read_range,
     read_with_info,
+    remove_empty_directory,
+    remove_tree,
     replace_if_match,
+    sha256_of,
+    sha256_stream,
     stat,
     sync_directory,
     version,
@@ -69,14 +77,12 @@ from .operations import (
     write,
 )
 from .options import StorageOptions, parse_option_items, parse_options_text
-from .protocols import Capabilities, capabilities
 from .writers import AtomicWriter
 
 __all__ = [
     "AccessDenied",
     "AlreadyExists",
     "AtomicWriter",
-    "Capabilities",
     "Entry",
     "Held",
     "Kind",

@@ -20,8 +20,7 @@ from pathlib import PurePath
 from typing import BinaryIO
 
 from .errors import NotFound, StorageFailure, StorageRequestError, VersionMismatch, translate
-from .location import Location
-from .objects import ObjectInfo, is_temporary
+from .location import Location, ObjectInfo, is_temporary
 
 
 def _info(location: Location, st: os.stat_result) -> ObjectInfo:

@@ -22,9 +22,7 @@ from .errors import (
     is_range_past_end,
     translate,
 )
-from .location import Location
-from .objects import ObjectInfo, WriteResult, is_temporary
-from .protocols import capabilities, filesystem
+from .location import Location, ObjectInfo, WriteResult, capabilities, filesystem, is_temporary
 
 
 @contextlib.contextmanager

@@ -31,9 +31,7 @@ from typing import Any, Protocol
 from ..errors import MaskprepError
 from .errors import AlreadyExists, NotFound, Unsupported, translate
 from .errors import is_precondition_failure as _refused
-from .location import Location
-from .objects import WriteResult, temporary_name
-from .protocols import capabilities, filesystem
+from .location import Location, WriteResult, capabilities, filesystem, temporary_name
 
 #: Called by a sink just before it publishes, with every byte already durable or uploaded: a
 #: writer that must not publish any more (the output it writes was finished by another writer
