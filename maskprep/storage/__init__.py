@@ -17,6 +17,22 @@ S3 is configured the standard way: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` /
 See docs/storage.md for the commit protocol built on these operations.
 """
 
+from .directories import (
+    Entry,
+    Held,
+    Kind,
+    create_directory,
+    entries,
+    glob,
+    hold,
+    is_held,
+    is_link,
+    listdir,
+    remove_empty_directory,
+    remove_tree,
+    sync_directory,
+    walk,
+)
 from .errors import (
     AccessDenied,
     AlreadyExists,
@@ -42,21 +58,11 @@ from .location import (
     same_place,
 )
 from .operations import (
-    Entry,
-    Held,
-    Kind,
     copy,
-    create_directory,
     delete,
     delete_many,
-    entries,
     exists,
-    glob,
-    hold,
-    is_held,
-    is_link,
     link_or_copy,
-    listdir,
     move_if_absent,
     open_read,
     open_regular,
@@ -65,15 +71,11 @@ from .operations import (
     read_bytes,
     read_range,
     read_with_info,
-    remove_empty_directory,
-    remove_tree,
     replace_if_match,
     sha256_of,
     sha256_stream,
     stat,
-    sync_directory,
     version,
-    walk,
     write,
 )
 from .options import StorageOptions, parse_option_items, parse_options_text

@@ -21,9 +21,11 @@ of exception classes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sys
+from collections.abc import Iterator
 
 from ..errors import ConfigError, IOFailure, first_line
 
@@ -214,3 +216,12 @@ def translate(exc: BaseException, url: str) -> StorageError:
     if _failed(exc):
         return StorageFailure(url, _reason(exc))
     return StorageRequestError(url, _reason(exc))
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """Any error a filesystem raises in the block as its :class:`StorageError` about ``url``."""
+    try:
+        yield
+    except Exception as exc:
+        raise translate(exc, url) from None

@@ -25,12 +25,15 @@ The capabilities are what the commit protocol (docs/storage.md) relies on:
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 import importlib
 import os
 import pathlib
 import posixpath
 import re
 import secrets
+import stat as _stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +180,35 @@ class ObjectInfo:
     def name(self) -> str:
         """The object's last path component."""
         return self.location.name
+
+    @classmethod
+    def from_stat(cls, location: Location, st: os.stat_result) -> ObjectInfo:
+        """A local file or directory as ``os.stat`` describes it."""
+        is_dir = _stat.S_ISDIR(st.st_mode)
+        regular = is_dir or _stat.S_ISREG(st.st_mode)
+        size = 0 if is_dir else st.st_size
+        return cls(location, size, is_dir, st.st_mtime, None, regular, st.st_mtime_ns)
+
+    @classmethod
+    def from_fsspec(cls, location: Location, info: dict[str, Any]) -> ObjectInfo:
+        """An object or prefix as an fsspec filesystem describes it."""
+        is_dir = info.get("type") == "directory"
+        etag = info.get("ETag") or info.get("etag")
+        size = 0 if is_dir else int(info.get("size") or 0)
+        return cls(location, size, is_dir, _mtime(info), str(etag) if etag else None)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("LastModified", "last_modified", "mtime", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, _dt.datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import io
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import MaskprepError
 from .errors import AlreadyExists, NotFound, Unsupported, translate
@@ -41,14 +41,6 @@ Guard = Callable[[], None]
 
 def _no_guard() -> None:
     return None
-
-
-class _Sink(Protocol):
-    def write(self, data: memoryview) -> None: ...
-
-    def commit(self, size: int, guard: Guard) -> str | None: ...
-
-    def abort(self) -> None: ...
 
 
 class DigestSink(io.RawIOBase):
@@ -103,9 +95,7 @@ class AtomicWriter(DigestSink):
         except Exception as exc:
             self.abort()
             raise translate(exc, self.location.url) from None
-        self._digest.update(view)
-        self._size += view.nbytes
-        return view.nbytes
+        return super().write(view)
 
     def commit(self, guard: Guard = _no_guard) -> WriteResult:
         """Publish the object under its final name; raises (and leaves nothing) on failure.
@@ -117,20 +107,14 @@ class AtomicWriter(DigestSink):
         sink, self._sink = self._sink, None
         try:
             etag = sink.commit(self._size, guard)
-        except MaskprepError:  # the guard's refusal, or an error already translated
-            with contextlib.suppress(Exception):
-                sink.abort()
-            raise
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                sink.abort()
-            raise translate(exc, self.location.url) from None
-        except BaseException:
-            # A signal (KeyboardInterrupt) mid-commit: the temporary goes; the final name may
+        except BaseException as exc:
+            # The temporary goes. On a signal (KeyboardInterrupt) mid-commit the final name may
             # already be published, which the caller, told nothing was, removes.
             with contextlib.suppress(Exception):
                 sink.abort()
-            raise
+            if isinstance(exc, Exception) and not isinstance(exc, MaskprepError):
+                raise translate(exc, self.location.url) from None
+            raise  # a signal, the guard's refusal, or an error already translated
         finally:
             super().close()
         self.result = WriteResult(self.location, self._size, self.hexdigest(), etag)
@@ -320,8 +304,6 @@ def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> Wr
             writer.write(data)
         assert writer.result is not None
         return writer.result
-    if exclusive and not caps.conditional_create:  # pragma: no cover - no such staged store
-        raise Unsupported(location.url, "this store has no conditional writes")
     fs = filesystem(location)
     try:
         response = fs.pipe_file(location.path, data, mode="create" if exclusive else "overwrite")
@@ -330,3 +312,6 @@ def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> Wr
             raise AlreadyExists(location.url, "already exists") from None
         raise translate(exc, location.url) from None
     return WriteResult(location, len(data), hashlib.sha256(data).hexdigest(), _etag_of(response))
+
+
+_Sink = _LocalSink | _StagedSink | _TempKeySink
