@@ -66,8 +66,6 @@ from .operations import (
     move_if_absent,
     open_read,
     open_regular,
-    put,
-    put_if_absent,
     read_bytes,
     read_range,
     read_with_info,
@@ -76,10 +74,9 @@ from .operations import (
     sha256_stream,
     stat,
     version,
-    write,
 )
 from .options import StorageOptions, parse_option_items, parse_options_text
-from .writers import AtomicWriter
+from .writers import AtomicWriter, put, put_if_absent, write
 
 __all__ = [
     "AccessDenied",

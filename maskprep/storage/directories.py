@@ -26,20 +26,13 @@ from pathlib import PurePath
 
 from .errors import NotFound, StorageRequestError, translate, translated
 from .location import Location, ObjectInfo, filesystem, is_temporary
-from .operations import delete, delete_many, put_if_absent
-from .writers import fsync_directory
+from .operations import delete, delete_many, stat
+from .writers import fsync_directory, put_if_absent
 
 
 def _child(location: Location, name: str) -> Location:
     """A path found under ``location`` (by a listing, a walk or a glob) as a location."""
     return Location(location.protocol, name.rstrip("/"), location.options)
-
-
-def _local_stat(path: str, location: Location) -> ObjectInfo:
-    try:
-        return ObjectInfo.from_stat(location, os.stat(path))
-    except OSError as exc:
-        raise translate(exc, location.url) from None
 
 
 def listdir(location: Location) -> list[ObjectInfo]:
@@ -120,7 +113,7 @@ def _walk_local(
                 )
             found.append(path)
     for path in sorted(found):
-        yield _local_stat(path, Location(location.protocol, path, location.options))
+        yield stat(Location(location.protocol, path, location.options))
 
 
 def _walk_remote(
@@ -151,7 +144,7 @@ def glob(pattern: Location) -> list[ObjectInfo]:
     if pattern.is_local:
         matches = sorted(_glob.glob(pattern.path, recursive=True))
         return [
-            _local_stat(path, Location(pattern.protocol, path, pattern.options))
+            stat(Location(pattern.protocol, path, pattern.options))
             for path in matches
             if not is_temporary(os.path.basename(path))
         ]

@@ -146,15 +146,11 @@ def _network_failures() -> tuple[type[BaseException], ...]:
     )
 
 
-def _offline_setting() -> tuple[type[BaseException], ...]:
-    """huggingface_hub's offline mode: a ``ConnectionError`` that is the environment's setting,
-    so the request must change (it will not work later by itself)."""
-    return _loaded("huggingface_hub.errors", "OfflineModeIsEnabled")
-
-
 def is_offline_mode(exc: BaseException) -> bool:
-    """Whether ``exc`` is huggingface_hub's offline mode refusing a request."""
-    offline = _offline_setting()
+    """Whether ``exc`` is huggingface_hub's offline mode refusing a request: a
+    ``ConnectionError`` that is the environment's setting, so the request must change (it will
+    not work later by itself)."""
+    offline = _loaded("huggingface_hub.errors", "OfflineModeIsEnabled")
     return bool(offline) and isinstance(exc, offline)
 
 

@@ -41,7 +41,7 @@ from .location import (
     capabilities,
     filesystem,
 )
-from .writers import AtomicWriter, open_writer, put_bytes
+from .writers import put, write
 
 #: Bytes per read when a copy streams through this process.
 COPY_CHUNK = 8 << 20
@@ -176,24 +176,6 @@ def read_with_info(location: Location) -> tuple[bytes, ObjectInfo]:
     return data, ObjectInfo.from_fsspec(location, details)
 
 
-def write(location: Location, *, exclusive: bool = False, tag: str | None = None) -> AtomicWriter:
-    """An :class:`AtomicWriter`: the object appears only when committed, complete; with
-    ``exclusive``, only if nothing is there by then (:class:`AlreadyExists`). ``tag`` names the
-    writer in the temporary file's name."""
-    return open_writer(location, exclusive=exclusive, tag=tag)
-
-
-def put(location: Location, data: bytes) -> WriteResult:
-    """Write a small object atomically, replacing any object there."""
-    return put_bytes(location, data)
-
-
-def put_if_absent(location: Location, data: bytes) -> WriteResult:
-    """Create a small object only if nothing is there, atomically on the store's side;
-    :class:`AlreadyExists` if something is, :class:`Unsupported` where the store cannot."""
-    return put_bytes(location, data, exclusive=True)
-
-
 @contextlib.contextmanager
 def _directory_locked(path: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` of the directory ``path`` (the kernel drops it if this
@@ -227,7 +209,7 @@ def replace_if_match(location: Location, data: bytes, etag: str) -> WriteResult:
         with _directory_locked(os.path.dirname(location.path) or "."):
             if _read_versioned(location)[1] != etag:
                 raise VersionMismatch(location.url, "changed since it was read")
-            return put_bytes(location, data)
+            return put(location, data)
     if location.protocol not in ("s3", "s3a") or not capabilities(location).compare_and_swap:
         raise Unsupported(
             location.url, "this store cannot replace an object only if its ETag matches"
@@ -298,7 +280,7 @@ def copy(
         and filesystem(source) is filesystem(target)
     )
     if exclusive and size == 0:
-        return put_bytes(target, b"", exclusive=True)  # one conditional PUT: nothing to copy
+        return put(target, b"", exclusive=True)  # one conditional PUT: nothing to copy
     if server and not exclusive:
         fs = filesystem(source)
         with translated(target.url):
@@ -308,7 +290,7 @@ def copy(
         _s3_copy_if_absent(source, target, size)
         return WriteResult(target, size, None, None)
     with open_read(source) as reader:
-        writer = open_writer(target, exclusive=exclusive, tag=tag)
+        writer = write(target, exclusive=exclusive, tag=tag)
         with writer:
             shutil.copyfileobj(reader, writer, COPY_CHUNK)
     assert writer.result is not None

@@ -151,13 +151,12 @@ class AtomicWriter(DigestSink):
             self.abort()
 
 
-def open_writer(
-    location: Location, *, exclusive: bool = False, tag: str | None = None
-) -> AtomicWriter:
-    """An :class:`AtomicWriter` to ``location``. ``exclusive``: the commit fails with
-    :class:`AlreadyExists` if the object exists by then (refused up front with
-    :class:`Unsupported` on a store that cannot check that atomically). ``tag`` (16 hex digits)
-    ends the name of a temporary file, so that the writer that owns it can find it."""
+def write(location: Location, *, exclusive: bool = False, tag: str | None = None) -> AtomicWriter:
+    """An :class:`AtomicWriter` to ``location``: the object appears only when committed,
+    complete. ``exclusive``: the commit fails with :class:`AlreadyExists` if the object exists
+    by then (refused up front with :class:`Unsupported` on a store that cannot check that
+    atomically). ``tag`` (16 hex digits) ends the name of a temporary file, so that the writer
+    that owns it can find it."""
     caps = capabilities(location)
     if not caps.writable:
         raise Unsupported(location.url, f"{location.protocol}:// is read-only in maskprep")
@@ -295,12 +294,12 @@ def _etag_of(response: Any) -> str | None:
     return None
 
 
-def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> WriteResult:
-    """Write a small object atomically in one request where the store allows (a manifest, a
-    writer's record). ``exclusive``: put-if-absent, :class:`AlreadyExists` if the object exists."""
+def put(location: Location, data: bytes, *, exclusive: bool = False) -> WriteResult:
+    """Write a small object atomically (a manifest, a writer's record) in one request where the
+    store allows, replacing any object there; ``exclusive``: see :func:`put_if_absent`."""
     caps = capabilities(location)
     if location.is_local or not caps.staged_upload:
-        with open_writer(location, exclusive=exclusive) as writer:
+        with write(location, exclusive=exclusive) as writer:
             writer.write(data)
         assert writer.result is not None
         return writer.result
@@ -312,6 +311,12 @@ def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> Wr
             raise AlreadyExists(location.url, "already exists") from None
         raise translate(exc, location.url) from None
     return WriteResult(location, len(data), hashlib.sha256(data).hexdigest(), _etag_of(response))
+
+
+def put_if_absent(location: Location, data: bytes) -> WriteResult:
+    """Create a small object only if nothing is there, atomically on the store's side;
+    :class:`AlreadyExists` if something is, :class:`Unsupported` where the store cannot."""
+    return put(location, data, exclusive=True)
 
 
 _Sink = _LocalSink | _StagedSink | _TempKeySink
