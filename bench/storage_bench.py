@@ -158,7 +158,7 @@ def main() -> None:
                 seconds = timed(lambda o=obj: tiny_ranges(o, size), args.repeat)
                 row(label, f"ranged read ({RANGES} x 4 KB)", seconds, RANGES * 4096 / MB)
                 if not base.is_local:
-                    from maskprep.storage.protocols import filesystem
+                    from maskprep.storage.location import filesystem
 
                     fs = filesystem(base)
                     raw = f"{base.path}/raw.bin"

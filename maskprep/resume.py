@@ -197,7 +197,10 @@ def find_resume(
         shard = PLAIN.shard(index, shard_format)
         if shard not in shards or resume_name(shard) not in points:
             break
-        point = _read_point(location.join(resume_name(shard)))
+        try:
+            point = ResumePoint.from_bytes(storage.read_bytes(location.join(resume_name(shard))))
+        except storage.StorageError:
+            break
         if point is None or point.build != build or point.shard.path != shard:
             break
         if storage.sha256_of(location.join(shard)) != point.shard.sha256:
@@ -207,20 +210,3 @@ def find_resume(
         return None  # none; or an input changed before the point: the replay says where
     lines = [line for point in taken for line in point.rejects]
     return Resume([p.shard for p in taken], taken[-1], lines)
-
-
-def _read_point(location: storage.Location) -> ResumePoint | None:
-    try:
-        return ResumePoint.from_bytes(storage.read_bytes(location))
-    except storage.StorageError:
-        return None
-
-
-__all__ = [
-    "Resume",
-    "ResumeLog",
-    "ResumePoint",
-    "Snapshot",
-    "build_digest",
-    "find_resume",
-]

@@ -1,4 +1,4 @@
-"""The one streaming sha256 (``maskprep.storage.digest``): equal to hashlib's over the bytes it
+"""The one streaming sha256 (``maskprep.storage.operations``): equal to hashlib's over the bytes it
 was asked for, across block boundaries, bounded by ``limit``, and given up on ``stop``."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from maskprep import storage
-from maskprep.storage.digest import BLOCK, sha256_stream
+from maskprep.storage.operations import BLOCK, sha256_stream
 
 DATA = bytes(range(256)) * ((2 * BLOCK) // 256 + 7)  # more than two blocks, not a multiple
 

@@ -34,7 +34,7 @@ from maskprep.storage import (
     parse_option_items,
     parse_options_text,
 )
-from maskprep.storage.protocols import filesystem
+from maskprep.storage.location import filesystem
 
 pytestmark = pytest.mark.integration
 

@@ -41,7 +41,7 @@ _SHARD_NAME = re.compile(re.escape(SHARD_PREFIX) + r"[0-9]+(?:-(" + _TAG + "))?"
 _REJECTS_NAME = re.compile(r"_rejects(?:-(" + _TAG + r"))?\.jsonl")
 _STAGING = re.compile(r"\.staging-(" + _TAG + ")")
 _WRITER = re.compile(re.escape(WRITER_PREFIX) + "(" + _TAG + r")\.json")
-#: ``.tmp-NAME.<16 hex>``: the storage layer's writers (:mod:`maskprep.storage.objects`).
+#: ``.tmp-NAME.<16 hex>``: the storage layer's writers (:mod:`maskprep.storage.location`).
 _TEMPORARY = re.compile(r"\.tmp-(.+)\.[0-9a-f]{16}")
 
 

@@ -17,18 +17,21 @@ S3 is configured the standard way: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` /
 See docs/storage.md for the commit protocol built on these operations.
 """
 
-from .digest import sha256_of, sha256_stream
 from .directories import (
     Entry,
     Held,
     Kind,
     create_directory,
     entries,
+    glob,
     hold,
     is_held,
     is_link,
+    listdir,
     remove_empty_directory,
     remove_tree,
+    sync_directory,
+    walk,
 )
 from .errors import (
     AccessDenied,
@@ -43,40 +46,42 @@ from .errors import (
     VersionMismatch,
     is_offline_mode,
 )
-from .location import Location, absolute, local_form, parse_location, same_place
-from .objects import ObjectInfo, WriteResult, is_temporary
+from .location import (
+    Location,
+    ObjectInfo,
+    WriteResult,
+    absolute,
+    capabilities,
+    is_temporary,
+    local_form,
+    parse_location,
+    same_place,
+)
 from .operations import (
     copy,
     delete,
     delete_many,
     exists,
-    glob,
     link_or_copy,
-    listdir,
     move_if_absent,
     open_read,
     open_regular,
-    put,
-    put_if_absent,
     read_bytes,
     read_range,
     read_with_info,
     replace_if_match,
+    sha256_of,
+    sha256_stream,
     stat,
-    sync_directory,
     version,
-    walk,
-    write,
 )
 from .options import StorageOptions, parse_option_items, parse_options_text
-from .protocols import Capabilities, capabilities
-from .writers import AtomicWriter
+from .writers import AtomicWriter, put, put_if_absent, write
 
 __all__ = [
     "AccessDenied",
     "AlreadyExists",
     "AtomicWriter",
-    "Capabilities",
     "Entry",
     "Held",
     "Kind",

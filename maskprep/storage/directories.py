@@ -1,11 +1,12 @@
-"""Directories and prefixes as wholes: what is at the top of one (links reported as links, never
-followed), making and removing them, and a record a live process holds in one.
+"""Directories and prefixes: what is under one (a listing, a walk, a glob), what is at its top
+(links reported as links, never followed), making and removing them, and a record a live
+process holds in one.
 
 The one rule for symbolic links (docs/storage.md): a walk of inputs follows a link to a
-directory once (:func:`maskprep.storage.walk`); an output is never written, read or removed
-through one: :func:`entries` reports a link as :attr:`Kind.LINK` (its target never looked at),
-and :func:`remove_tree` removes a link itself, not what it points to. On an object store there
-are no links.
+directory once (:func:`walk`); an output is never written, read or removed through one:
+:func:`entries` reports a link as :attr:`Kind.LINK` (its target never looked at), and
+:func:`remove_tree` removes a link itself, not what it points to. On an object store there are
+no links, and a directory is a key prefix, there when some key is under it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,153 @@ import contextlib
 import enum
 import errno
 import fcntl
+import glob as _glob
 import os
+import posixpath
 import shutil
-import stat
+import stat as _stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 
-from .errors import NotFound, StorageRequestError, translate
-from .location import Location
-from .operations import delete, delete_many, put_if_absent, walk
+from .errors import NotFound, StorageRequestError, translate, translated
+from .location import Location, ObjectInfo, filesystem, is_temporary
+from .operations import delete, delete_many, stat
+from .writers import fsync_directory, put_if_absent
+
+
+def _child(location: Location, name: str) -> Location:
+    """A path found under ``location`` (by a listing, a walk or a glob) as a location."""
+    return Location(location.protocol, name.rstrip("/"), location.options)
+
+
+def listdir(location: Location) -> list[ObjectInfo]:
+    """What is directly under a directory or prefix, sorted by name, writers' temporaries
+    left out; :class:`NotFound` if there is nothing there."""
+    found = []
+    if location.is_local:
+        try:
+            with os.scandir(location.path) as entries:
+                found = [
+                    ObjectInfo.from_stat(location.join(entry.name), entry.stat())
+                    for entry in entries
+                    if not is_temporary(entry.name)
+                ]
+        except NotADirectoryError:
+            raise StorageRequestError(location.url, "not a directory") from None
+        except OSError as exc:
+            raise translate(exc, location.url) from None
+    else:
+        fs = filesystem(location)
+        with translated(location.url):
+            listed = fs.ls(location.path, detail=True)
+        for entry in listed:
+            name = entry["name"].rstrip("/")
+            if name != location.path and not is_temporary(posixpath.basename(name)):
+                found.append(ObjectInfo.from_fsspec(_child(location, name), entry))
+    return sorted(found, key=lambda info: info.name)
+
+
+def walk(
+    location: Location,
+    *,
+    temporaries: bool = False,
+    skip_directory: Callable[[list[str]], bool] | None = None,
+) -> Iterator[ObjectInfo]:
+    """Every file or object below a directory or prefix, in path order; writers' temporaries
+    left out unless ``temporaries`` (a writer cleaning up after a dead one needs them), and a
+    directory (on a store, the keys of one prefix level) whose file names ``skip_directory``
+    rejects left out with all below it. The one walker of maskprep.
+
+    The symbolic-link rule (docs/storage.md): a link to a directory is followed, each directory
+    read once (by device and inode), so a link back up the tree ends instead of looping and a
+    tree reached twice is read once (the first of the sorted names that reach it is kept); a
+    link whose target is gone, and a directory that cannot be listed, are errors, never files
+    left out without a word. (Nothing is ever written or removed through a link: outputs that
+    hold one are refused before they are walked.)"""
+    if location.is_local:
+        return _walk_local(location, temporaries, skip_directory)
+    return _walk_remote(location, temporaries, skip_directory)
+
+
+def _walk_local(
+    location: Location, temporaries: bool, skip_directory: Callable[[list[str]], bool] | None
+) -> Iterator[ObjectInfo]:
+    if not os.path.isdir(location.path):
+        raise NotFound(location.url, "no such directory")
+
+    def fail(exc: OSError) -> None:
+        where = exc.filename or location.url
+        raise StorageRequestError(where, f"cannot read directory: {exc.strerror}") from None
+
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for directory, subdirs, names in os.walk(location.path, onerror=fail, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen or (skip_directory and skip_directory(names)):
+            subdirs.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subdirs.sort()  # the first of two links to one directory is the one kept
+        for name in names:
+            if not temporaries and is_temporary(name):
+                continue
+            path = str(PurePath(directory, name))  # as pathlib spells it: no ./ and no //
+            if not os.path.exists(path):
+                raise StorageRequestError(
+                    path, "dangling symbolic link (its target does not exist)"
+                )
+            found.append(path)
+    for path in sorted(found):
+        yield stat(Location(location.protocol, path, location.options))
+
+
+def _walk_remote(
+    location: Location, temporaries: bool, skip_directory: Callable[[list[str]], bool] | None
+) -> Iterator[ObjectInfo]:
+    fs = filesystem(location)
+    with translated(location.url):
+        found = fs.find(location.path, detail=True)
+    if not found:
+        raise NotFound(location.url, "no such file, object or prefix")
+    skipped: list[str] = []
+    if skip_directory is not None:
+        names: dict[str, list[str]] = {}
+        for name in found:
+            parent, _, base = name.rpartition("/")
+            names.setdefault(parent, []).append(base)
+        skipped = [parent + "/" for parent, inside in names.items() if skip_directory(inside)]
+    for name in sorted(found):
+        if any(name.startswith(prefix) for prefix in skipped):
+            continue
+        if temporaries or not is_temporary(posixpath.basename(name)):
+            yield ObjectInfo.from_fsspec(_child(location, name), found[name])
+
+
+def glob(pattern: Location) -> list[ObjectInfo]:
+    """Files or objects matching a glob pattern (``**`` spans directories), sorted by path,
+    writers' temporaries left out."""
+    if pattern.is_local:
+        matches = sorted(_glob.glob(pattern.path, recursive=True))
+        return [
+            stat(Location(pattern.protocol, path, pattern.options))
+            for path in matches
+            if not is_temporary(os.path.basename(path))
+        ]
+    fs = filesystem(pattern)
+    with translated(pattern.url):
+        found = fs.glob(pattern.path, detail=True)
+    return [
+        ObjectInfo.from_fsspec(_child(pattern, name), found[name])
+        for name in sorted(found)
+        if not is_temporary(posixpath.basename(name))
+    ]
+
+
+def sync_directory(location: Location) -> None:
+    """Make the names just made in a local directory durable (nothing to do on a store)."""
+    if location.is_local:
+        fsync_directory(location.path)
 
 
 class Kind(enum.Enum):
@@ -73,7 +213,7 @@ def _local_entries(location: Location) -> list[Entry] | None:
         return None
     except OSError as exc:
         raise StorageRequestError(location.url, f"cannot be read: {exc.strerror}") from None
-    if not stat.S_ISDIR(info.st_mode):
+    if not _stat.S_ISDIR(info.st_mode):
         raise StorageRequestError(location.url, "exists and is not a directory")
     try:
         with os.scandir(location.path) as found:

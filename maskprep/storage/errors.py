@@ -21,9 +21,11 @@ of exception classes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import sys
+from collections.abc import Iterator
 
 from ..errors import ConfigError, IOFailure, first_line
 
@@ -144,15 +146,11 @@ def _network_failures() -> tuple[type[BaseException], ...]:
     )
 
 
-def _offline_setting() -> tuple[type[BaseException], ...]:
-    """huggingface_hub's offline mode: a ``ConnectionError`` that is the environment's setting,
-    so the request must change (it will not work later by itself)."""
-    return _loaded("huggingface_hub.errors", "OfflineModeIsEnabled")
-
-
 def is_offline_mode(exc: BaseException) -> bool:
-    """Whether ``exc`` is huggingface_hub's offline mode refusing a request."""
-    offline = _offline_setting()
+    """Whether ``exc`` is huggingface_hub's offline mode refusing a request: a
+    ``ConnectionError`` that is the environment's setting, so the request must change (it will
+    not work later by itself)."""
+    offline = _loaded("huggingface_hub.errors", "OfflineModeIsEnabled")
     return bool(offline) and isinstance(exc, offline)
 
 
@@ -214,3 +212,12 @@ def translate(exc: BaseException, url: str) -> StorageError:
     if _failed(exc):
         return StorageFailure(url, _reason(exc))
     return StorageRequestError(url, _reason(exc))
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    """Any error a filesystem raises in the block as its :class:`StorageError` about ``url``."""
+    try:
+        yield
+    except Exception as exc:
+        raise translate(exc, url) from None

@@ -1,54 +1,129 @@
-"""The facade: one function per operation, for local paths and URLs alike.
+"""Every operation on one object, one function each, for local paths and URLs alike.
 
-A local :class:`~maskprep.storage.location.Location` takes the plain ``os`` path
-(:mod:`maskprep.storage.local`), anything else goes through fsspec
-(:mod:`maskprep.storage.remote`).
+A local :class:`~maskprep.storage.location.Location` takes the plain ``os`` path, anything else
+goes through fsspec, whose errors are translated into :mod:`maskprep.storage.errors` types naming
+the URL. A local file has no ETag: its version, for a compare-and-swap, is the sha256 of its
+bytes, and the swap runs under a ``flock`` of the directory held for the few system calls of the
+read, the compare and the rename (never across anything slow). Also here: the one streaming
+sha256 of maskprep, in blocks, so that memory stays flat whatever the size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import stat as _stat
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, overload
 
-from . import local, remote
-from .errors import AlreadyExists, NotFound, StorageRequestError, translate
-from .location import Location
-from .objects import ObjectInfo, WriteResult
-from .protocols import capabilities, filesystem
-from .writers import AtomicWriter, fsync_directory, open_writer, put_bytes
+from .errors import (
+    AlreadyExists,
+    NotFound,
+    StorageFailure,
+    StorageRequestError,
+    Unsupported,
+    VersionMismatch,
+    is_precondition_failure,
+    is_range_past_end,
+    translate,
+    translated,
+)
+from .location import (
+    Location,
+    ObjectInfo,
+    WriteResult,
+    capabilities,
+    filesystem,
+)
+from .writers import put, write
 
 #: Bytes per read when a copy streams through this process.
 COPY_CHUNK = 8 << 20
+#: How long a local compare-and-swap waits for another one in the same directory to finish.
+SWAP_WAIT = 60.0
+#: The largest range one UploadPartCopy may copy (S3's limit for a part).
+_PART_COPY = 5 << 30
 
 
 def stat(location: Location) -> ObjectInfo:
-    """Size, mtime and (on object stores) ETag; :class:`NotFound` if absent."""
-    return local.stat(location) if location.is_local else remote.stat(location)
+    """Size, mtime and (on object stores) ETag, symbolic links followed; :class:`NotFound` if
+    absent. A prefix is a directory."""
+    if location.is_local:
+        try:
+            return ObjectInfo.from_stat(location, os.stat(location.path))
+        except OSError as exc:
+            raise translate(exc, location.url) from None
+    fs = filesystem(location)
+    with translated(location.url):
+        return ObjectInfo.from_fsspec(location, fs.info(location.path))
 
 
 def exists(location: Location) -> bool:
-    """Whether an object, file, directory or non-empty prefix is there."""
-    return local.exists(location) if location.is_local else remote.exists(location)
+    """Whether an object, file, directory or non-empty prefix is there (a dangling symbolic
+    link counts: the name is taken)."""
+    if location.is_local:
+        return os.path.lexists(location.path)
+    fs = filesystem(location)
+    with translated(location.url):
+        return bool(fs.exists(location.path))
 
 
 def open_read(location: Location, offset: int = 0) -> BinaryIO:
-    """A seekable binary stream positioned at ``offset``; remote bytes arrive as they are read."""
+    """A seekable binary stream positioned at ``offset``. Remote bytes are fetched in blocks as
+    they are read (never the whole object first); s3fs pins the ETag it saw at open, so an
+    object replaced while it is read fails instead of mixing two versions."""
     if location.is_local:
-        return local.open_read(location, offset)
-    return remote.open_read(location, offset)
+        try:
+            handle = open(location.path, "rb")  # noqa: SIM115 - the caller closes it
+        except OSError as exc:
+            raise translate(exc, location.url) from None
+        if offset:
+            handle.seek(offset)
+        return handle
+    fs = filesystem(location)
+    with translated(location.url):
+        handle = fs.open(location.path, "rb")
+        if offset:
+            handle.seek(offset)
+    return handle
 
 
 def open_regular(location: Location) -> BinaryIO:
-    """A stream of a file that must be a regular one, reached without a symbolic link: a link,
-    a named pipe (opened without blocking, so a planted pipe is never waited on) or a device is
-    refused (:class:`StorageRequestError`). An object of a store is always one."""
-    if location.is_local:
-        return local.open_regular(location)
-    return remote.open_read(location)
+    """A stream of a file that must be a regular one, reached without a symbolic link
+    (``O_NOFOLLOW``): a link, a named pipe (opened without blocking, so a planted pipe is never
+    waited on) or a device is refused (:class:`StorageRequestError`). An object of a store is
+    always one."""
+    if not location.is_local:
+        return open_read(location)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(location.path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorageRequestError(location.url, "is a symbolic link") from None
+        raise translate(exc, location.url) from None
+    if not _stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageRequestError(location.url, "not a regular file (a pipe or a device)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _read_versioned(location: Location) -> tuple[bytes, str]:
+    """A small local file's bytes and their version (sha256), never through a symbolic link."""
+    try:
+        fd = os.open(location.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise translate(exc, location.url) from None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def version(location: Location) -> str | None:
@@ -56,8 +131,8 @@ def version(location: Location) -> str | None:
     the sha256 of its bytes locally); ``None`` when it is not there."""
     try:
         if location.is_local:
-            return local.read_with_version(location)[1]
-        return remote.stat(location).etag
+            return _read_versioned(location)[1]
+        return stat(location).etag
     except NotFound:
         return None
 
@@ -67,8 +142,17 @@ def read_range(location: Location, start: int, end: int) -> bytes:
     if start < 0 or end < 0:
         raise ValueError(f"{location.url}: negative byte offset")
     if location.is_local:
-        return local.read_range(location, start, end)
-    return remote.read_range(location, start, end)
+        with open_read(location, start) as handle:
+            return handle.read(max(end - start, 0))
+    if end <= start:
+        return b""
+    fs = filesystem(location)
+    try:
+        return bytes(fs.cat_file(location.path, start=start, end=end))
+    except Exception as exc:
+        if is_range_past_end(exc):
+            return b""  # as a local read past the end gives: S3 answers 416 instead
+        raise translate(exc, location.url) from None
 
 
 def read_bytes(location: Location) -> bytes:
@@ -79,92 +163,105 @@ def read_bytes(location: Location) -> bytes:
 
 def read_with_info(location: Location) -> tuple[bytes, ObjectInfo]:
     """A small object and its :class:`ObjectInfo`, whose ``etag`` names the version read (S3's
-    ETag; a local file's sha256), for a compare-and-swap that follows."""
+    ETag; a local file's sha256), for a compare-and-swap that follows. s3fs reads with
+    ``If-Match`` on the ETag it saw at open, so the pair cannot mix two versions."""
     if location.is_local:
-        data, version = local.read_with_version(location)
-        info = local.stat(location)
+        data, version = _read_versioned(location)
+        info = stat(location)
         return data, ObjectInfo(location, len(data), False, info.mtime, version)
-    return remote.read_with_info(location)
+    fs = filesystem(location)
+    with translated(location.url), fs.open(location.path, "rb") as handle:
+        data = handle.read()
+        details = dict(getattr(handle, "details", None) or fs.info(location.path))
+    return data, ObjectInfo.from_fsspec(location, details)
 
 
-def listdir(location: Location) -> list[ObjectInfo]:
-    """What is directly under a directory or prefix, sorted by name, writers' temporaries
-    left out; :class:`NotFound` if there is nothing there."""
-    return local.listdir(location) if location.is_local else remote.listdir(location)
-
-
-def walk(
-    location: Location,
-    *,
-    temporaries: bool = False,
-    skip_directory: Callable[[list[str]], bool] | None = None,
-) -> Iterator[ObjectInfo]:
-    """Every file or object below a directory or prefix, in path order; writers' temporaries
-    left out unless ``temporaries`` (a writer cleaning up after a dead one needs them), and a
-    directory whose file names ``skip_directory`` rejects left out with all below it. The one
-    walker of maskprep, with its one rule for symbolic links (:func:`.local.walk`)."""
-    if location.is_local:
-        return local.walk(location, temporaries=temporaries, skip_directory=skip_directory)
-    return remote.walk(location, temporaries=temporaries, skip_directory=skip_directory)
-
-
-def glob(pattern: Location) -> list[ObjectInfo]:
-    """Files or objects matching a glob pattern, sorted by path."""
-    return local.glob(pattern) if pattern.is_local else remote.glob(pattern)
-
-
-def write(location: Location, *, exclusive: bool = False, tag: str | None = None) -> AtomicWriter:
-    """An :class:`AtomicWriter`: the object appears only when committed, complete; with
-    ``exclusive``, only if nothing is there by then (:class:`AlreadyExists`). ``tag`` names the
-    writer in the temporary file's name."""
-    return open_writer(location, exclusive=exclusive, tag=tag)
-
-
-def put(location: Location, data: bytes) -> WriteResult:
-    """Write a small object atomically, replacing any object there."""
-    return put_bytes(location, data)
-
-
-def put_if_absent(location: Location, data: bytes) -> WriteResult:
-    """Create a small object only if nothing is there, atomically on the store's side;
-    :class:`AlreadyExists` if something is, :class:`Unsupported` where the store cannot."""
-    return put_bytes(location, data, exclusive=True)
+@contextlib.contextmanager
+def _directory_locked(path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` of the directory ``path`` (the kernel drops it if this
+    process dies); waits up to :data:`SWAP_WAIT` seconds for another holder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + SWAP_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise translate(exc, path) from None
+                if time.monotonic() > deadline:
+                    raise StorageFailure(
+                        path, f"another writer held the directory for {SWAP_WAIT:.0f} s"
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)
 
 
 def replace_if_match(location: Location, data: bytes, etag: str) -> WriteResult:
     """Compare-and-swap: replace the object only if it is still the version ``etag`` (as
     :func:`read_with_info` gave it); :class:`VersionMismatch` if it changed, :class:`NotFound`
     if it is gone, :class:`Unsupported` on a store without conditional replaces (GCS and Azure as
-    wired here). The replacement appears whole or not at all."""
+    wired here; S3 uses ``If-Match``). The replacement appears whole or not at all."""
     if location.is_local:
-        written: list[WriteResult] = []
-        local.replace_if_match(
-            location, data, etag, lambda: written.append(put_bytes(location, data))
+        with _directory_locked(os.path.dirname(location.path) or "."):
+            if _read_versioned(location)[1] != etag:
+                raise VersionMismatch(location.url, "changed since it was read")
+            return put(location, data)
+    if location.protocol not in ("s3", "s3a") or not capabilities(location).compare_and_swap:
+        raise Unsupported(
+            location.url, "this store cannot replace an object only if its ETag matches"
         )
-        return written[0]
-    return remote.replace_if_match(location, data, etag)
+    fs = filesystem(location)
+    bucket, key, _ = fs.split_path(location.path)
+    try:
+        response = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=etag)
+    except Exception as exc:
+        if is_precondition_failure(exc):
+            raise VersionMismatch(location.url, "changed since it was read") from None
+        raise translate(exc, location.url) from None
+    fs.invalidate_cache(location.path)
+    digest = hashlib.sha256(data).hexdigest()
+    return WriteResult(location, len(data), digest, response.get("ETag"))
 
 
 def delete(location: Location) -> None:
-    """Delete one file or object; already absent is not an error."""
+    """Delete one file or object (a symbolic link itself, never its target); already absent is
+    not an error."""
     if location.is_local:
-        local.delete(location)
-    else:
-        remote.delete(location)
+        try:
+            os.unlink(location.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise translate(exc, location.url) from None
+        return
+    fs = filesystem(location)
+    with translated(location.url), contextlib.suppress(FileNotFoundError):
+        fs.rm_file(location.path)
 
 
 def delete_many(locations: Iterable[Location]) -> None:
-    """Delete files or objects (batched on S3); already absent is not an error."""
+    """Delete files or objects; already absent is not an error. S3 sends them in batches of up
+    to 1000 keys a request, one store at a time."""
     batch = list(locations)
-    remote_batch = [location for location in batch if not location.is_local]
     for location in batch:
         if location.is_local:
-            local.delete(location)
+            delete(location)
     by_store: dict[int, list[Location]] = {}
-    for location in remote_batch:
-        by_store.setdefault(id(filesystem(location)), []).append(location)
+    for location in batch:
+        if not location.is_local:
+            by_store.setdefault(id(filesystem(location)), []).append(location)
     for group in by_store.values():
-        remote.delete_many(group)
+        if group[0].protocol not in ("s3", "s3a"):
+            for location in group:
+                delete(location)
+            continue
+        fs = filesystem(group[0])
+        with translated(group[0].parent.url):
+            fs.rm([location.path for location in group])
 
 
 def copy(
@@ -183,19 +280,65 @@ def copy(
         and filesystem(source) is filesystem(target)
     )
     if exclusive and size == 0:
-        return put_bytes(target, b"", exclusive=True)  # one conditional PUT: nothing to copy
+        return put(target, b"", exclusive=True)  # one conditional PUT: nothing to copy
     if server and not exclusive:
-        remote.copy(source, target)
+        fs = filesystem(source)
+        with translated(target.url):
+            fs.copy(source.path, target.path)
         return WriteResult(target, size, None, None)
     if server and source.protocol in ("s3", "s3a"):
-        remote.copy_if_absent(source, target, size)
+        _s3_copy_if_absent(source, target, size)
         return WriteResult(target, size, None, None)
     with open_read(source) as reader:
-        writer = open_writer(target, exclusive=exclusive, tag=tag)
+        writer = write(target, exclusive=exclusive, tag=tag)
         with writer:
             shutil.copyfileobj(reader, writer, COPY_CHUNK)
     assert writer.result is not None
     return writer.result
+
+
+def _s3_copy_if_absent(source: Location, target: Location, size: int) -> None:
+    """Server-side copy on S3 that creates the target only if it is absent: a multipart upload
+    whose parts are copied from the source (``UploadPartCopy``) and completed with
+    ``If-None-Match: *``; :class:`AlreadyExists` if the target exists by then. The upload is
+    aborted on any failure, so nothing partial is left behind."""
+    fs = filesystem(target)
+    bucket, key, _ = fs.split_path(target.path)
+    source_bucket, source_key, _ = fs.split_path(source.path)
+    with translated(target.url):
+        upload = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)["UploadId"]
+    try:
+        parts = []
+        starts = range(0, max(size, 1), _PART_COPY)
+        for number, start in enumerate(starts, start=1):
+            extra = {}
+            if size > _PART_COPY:
+                extra["CopySourceRange"] = f"bytes={start}-{min(start + _PART_COPY, size) - 1}"
+            answer = fs.call_s3(
+                "upload_part_copy",
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload,
+                PartNumber=number,
+                CopySource={"Bucket": source_bucket, "Key": source_key},
+                **extra,
+            )
+            parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+        fs.call_s3(
+            "complete_multipart_upload",
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+            IfNoneMatch="*",
+        )
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload)
+        if is_precondition_failure(exc):
+            raise AlreadyExists(target.url, "already exists") from None
+        raise translate(exc, target.url) from None
+    fs.invalidate_cache(target.path)
 
 
 #: Link errors after which a file is copied instead: another filesystem, a filesystem without
@@ -249,7 +392,54 @@ def move_if_absent(source: Location, target: Location, *, tag: str | None = None
     delete(source)
 
 
-def sync_directory(location: Location) -> None:
-    """Make the names just made in a local directory durable (nothing to do on a store)."""
-    if location.is_local:
-        fsync_directory(location.path)
+#: Bytes read at a time.
+BLOCK = 1 << 20
+
+
+#: Told every block as it is hashed (to copy or count what passes).
+Each = Callable[[bytes], object]
+
+
+@overload
+def sha256_stream(
+    handle: BinaryIO, limit: int | None = None, stop: None = None, *, each: Each | None = None
+) -> str: ...
+
+
+@overload
+def sha256_stream(
+    handle: BinaryIO, limit: int | None, stop: threading.Event, *, each: Each | None = None
+) -> str | None: ...
+
+
+def sha256_stream(
+    handle: BinaryIO,
+    limit: int | None = None,
+    stop: threading.Event | None = None,
+    *,
+    each: Each | None = None,
+) -> str | None:
+    """Hex sha256 of what ``handle`` reads from where it stands to its end, or of its next
+    ``limit`` bytes (fewer if it ends first, which the caller's comparison then catches);
+    ``None`` once ``stop`` is set before the end (checked between blocks). ``each`` is told
+    every block (a copy written as it is hashed, a count of bytes or lines)."""
+    digest = hashlib.sha256()
+    remaining = limit
+    while remaining is None or remaining > 0:
+        if stop is not None and stop.is_set():
+            return None
+        block = handle.read(BLOCK if remaining is None else min(BLOCK, remaining))
+        if not block:
+            break
+        digest.update(block)  # releases the GIL for large blocks
+        if each is not None:
+            each(block)
+        if remaining is not None:
+            remaining -= len(block)
+    return digest.hexdigest()
+
+
+def sha256_of(location: Location) -> str:
+    """Hex sha256 of a file's or object's bytes, streamed."""
+    with open_read(location) as handle:
+        return sha256_stream(handle)

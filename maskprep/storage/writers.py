@@ -26,14 +26,12 @@ import io
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import MaskprepError
 from .errors import AlreadyExists, NotFound, Unsupported, translate
 from .errors import is_precondition_failure as _refused
-from .location import Location
-from .objects import WriteResult, temporary_name
-from .protocols import capabilities, filesystem
+from .location import Location, WriteResult, capabilities, filesystem, temporary_name
 
 #: Called by a sink just before it publishes, with every byte already durable or uploaded: a
 #: writer that must not publish any more (the output it writes was finished by another writer
@@ -43,14 +41,6 @@ Guard = Callable[[], None]
 
 def _no_guard() -> None:
     return None
-
-
-class _Sink(Protocol):
-    def write(self, data: memoryview) -> None: ...
-
-    def commit(self, size: int, guard: Guard) -> str | None: ...
-
-    def abort(self) -> None: ...
 
 
 class DigestSink(io.RawIOBase):
@@ -105,9 +95,7 @@ class AtomicWriter(DigestSink):
         except Exception as exc:
             self.abort()
             raise translate(exc, self.location.url) from None
-        self._digest.update(view)
-        self._size += view.nbytes
-        return view.nbytes
+        return super().write(view)
 
     def commit(self, guard: Guard = _no_guard) -> WriteResult:
         """Publish the object under its final name; raises (and leaves nothing) on failure.
@@ -119,20 +107,14 @@ class AtomicWriter(DigestSink):
         sink, self._sink = self._sink, None
         try:
             etag = sink.commit(self._size, guard)
-        except MaskprepError:  # the guard's refusal, or an error already translated
-            with contextlib.suppress(Exception):
-                sink.abort()
-            raise
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                sink.abort()
-            raise translate(exc, self.location.url) from None
-        except BaseException:
-            # A signal (KeyboardInterrupt) mid-commit: the temporary goes; the final name may
+        except BaseException as exc:
+            # The temporary goes. On a signal (KeyboardInterrupt) mid-commit the final name may
             # already be published, which the caller, told nothing was, removes.
             with contextlib.suppress(Exception):
                 sink.abort()
-            raise
+            if isinstance(exc, Exception) and not isinstance(exc, MaskprepError):
+                raise translate(exc, self.location.url) from None
+            raise  # a signal, the guard's refusal, or an error already translated
         finally:
             super().close()
         self.result = WriteResult(self.location, self._size, self.hexdigest(), etag)
@@ -169,13 +151,12 @@ class AtomicWriter(DigestSink):
             self.abort()
 
 
-def open_writer(
-    location: Location, *, exclusive: bool = False, tag: str | None = None
-) -> AtomicWriter:
-    """An :class:`AtomicWriter` to ``location``. ``exclusive``: the commit fails with
-    :class:`AlreadyExists` if the object exists by then (refused up front with
-    :class:`Unsupported` on a store that cannot check that atomically). ``tag`` (16 hex digits)
-    ends the name of a temporary file, so that the writer that owns it can find it."""
+def write(location: Location, *, exclusive: bool = False, tag: str | None = None) -> AtomicWriter:
+    """An :class:`AtomicWriter` to ``location``: the object appears only when committed,
+    complete. ``exclusive``: the commit fails with :class:`AlreadyExists` if the object exists
+    by then (refused up front with :class:`Unsupported` on a store that cannot check that
+    atomically). ``tag`` (16 hex digits) ends the name of a temporary file, so that the writer
+    that owns it can find it."""
     caps = capabilities(location)
     if not caps.writable:
         raise Unsupported(location.url, f"{location.protocol}:// is read-only in maskprep")
@@ -313,17 +294,15 @@ def _etag_of(response: Any) -> str | None:
     return None
 
 
-def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> WriteResult:
-    """Write a small object atomically in one request where the store allows (a manifest, a
-    writer's record). ``exclusive``: put-if-absent, :class:`AlreadyExists` if the object exists."""
+def put(location: Location, data: bytes, *, exclusive: bool = False) -> WriteResult:
+    """Write a small object atomically (a manifest, a writer's record) in one request where the
+    store allows, replacing any object there; ``exclusive``: see :func:`put_if_absent`."""
     caps = capabilities(location)
     if location.is_local or not caps.staged_upload:
-        with open_writer(location, exclusive=exclusive) as writer:
+        with write(location, exclusive=exclusive) as writer:
             writer.write(data)
         assert writer.result is not None
         return writer.result
-    if exclusive and not caps.conditional_create:  # pragma: no cover - no such staged store
-        raise Unsupported(location.url, "this store has no conditional writes")
     fs = filesystem(location)
     try:
         response = fs.pipe_file(location.path, data, mode="create" if exclusive else "overwrite")
@@ -332,3 +311,12 @@ def put_bytes(location: Location, data: bytes, *, exclusive: bool = False) -> Wr
             raise AlreadyExists(location.url, "already exists") from None
         raise translate(exc, location.url) from None
     return WriteResult(location, len(data), hashlib.sha256(data).hexdigest(), _etag_of(response))
+
+
+def put_if_absent(location: Location, data: bytes) -> WriteResult:
+    """Create a small object only if nothing is there, atomically on the store's side;
+    :class:`AlreadyExists` if something is, :class:`Unsupported` where the store cannot."""
+    return put(location, data, exclusive=True)
+
+
+_Sink = _LocalSink | _StagedSink | _TempKeySink
