@@ -4,7 +4,7 @@
 
 This module composes; each stage decides its part. Records rejected by reading travel in the
 stream beside the records of their batch, those rejected by encoding (supervised records left
-with nothing to train, :mod:`maskprep.tokenizing.trainable`) beside its documents, and the
+with nothing to train, :mod:`maskprep.tokenizing.stream`) beside its documents, and the
 bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
 The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
 is assembled from every stage's counts (:mod:`maskprep.output.assembly`): each count taken

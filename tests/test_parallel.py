@@ -9,15 +9,15 @@ from conftest import CORPUS, make_config, write_jsonl
 from maskprep import TokenizerConfig, build
 from maskprep.sources.batches import Batch
 from maskprep.sources.records import Record, Rejected
-from maskprep.tokenizing.encoder import Encoder
-from maskprep.tokenizing.encoding_thread import EncodingThread
-from maskprep.tokenizing.fast import (
+from maskprep.tokenizing.encoder import (
     BackendEncoder,
+    Encoder,
     EncoderSpec,
     encoder_spec,
     frame_documents,
 )
 from maskprep.tokenizing.loading import load_tokenizer
+from maskprep.tokenizing.stream import EncodingThread
 
 TEXTS = [
     *dict.fromkeys(CORPUS),

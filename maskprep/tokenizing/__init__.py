@@ -4,10 +4,10 @@
   identity the manifest records.
 - :mod:`.direct`: a local ``tokenizer.json`` read with ``tokenizers`` alone, where transformers
   would load it as it is (no transformers or torch import).
-- :mod:`.encoder`: the special-token frame and the plain batch encoder.
-- :mod:`.fast`: the fast path, the Rust tokenizer's batch API called directly, trusted only after
-  it matched the plain encoder on probe texts.
-- :mod:`.encoding_thread`: the fast path run on one thread beside the main one.
+- :mod:`.encoder`: the special-token frame, the plain batch encoder and the fast path (the Rust
+  tokenizer's batch API called directly, trusted only after it matched the plain encoder).
+- :mod:`.stream`: the encode step of a build, on one thread beside the main one, and the
+  supervised records left with nothing to train rejected.
 - :mod:`.sft`: supervised records (prompt/completion, chat templates) → ids and trained spans.
 - :mod:`.chat`: rendering chat records and finding the character spans to train.
 - :mod:`.located`: texts → ids with each token's span (byte lengths or offsets).

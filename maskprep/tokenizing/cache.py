@@ -3,7 +3,7 @@
 Loading a tokenizer through ``AutoTokenizer`` imports transformers and, through it, torch: about
 two seconds on a 2-core machine before the first token, longer than encoding a 10 MB corpus takes.
 A plain-text build needs much less than the loaded object: the Rust backend as transformers
-configured it (the fast path's :class:`~maskprep.tokenizing.fast.EncoderSpec`) and the tokenizer's
+configured it (the fast path's :class:`~.encoder.EncoderSpec`) and the tokenizer's
 identity for the manifest (:class:`~maskprep.tokenizing.loading.TokenizerInfo`).
 
 Once a build has loaded a local tokenizer through transformers and the fast path has given
@@ -39,7 +39,7 @@ from typing import Any
 from .._version import __version__
 from ..config import TokenizerConfig
 from ..storage import sha256_stream
-from .fast import EncoderSpec
+from .encoder import EncoderSpec
 from .loading import TokenizerInfo
 
 #: Bumped whenever what is stored, or how it is derived from the tokenizer, changes.

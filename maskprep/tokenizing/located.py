@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .fast import PROBE_TEXTS, EncoderSpec
+from .encoder import PROBE_TEXTS, EncoderSpec
 
 
 @dataclass(frozen=True)

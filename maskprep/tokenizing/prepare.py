@@ -11,8 +11,7 @@ from ..errors import ConfigError, Option
 from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
 from .direct import DirectTokenizer, load_direct
-from .encoder import Encoder
-from .fast import EncoderSpec, encoder_spec
+from .encoder import Encoder, EncoderSpec, encoder_spec
 from .loading import TokenizerInfo, load_tokenizer, tokenizer_info
 from .sft import SFTEncoder, use_chat_template_file
 

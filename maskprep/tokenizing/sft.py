@@ -15,7 +15,7 @@ Two kinds of record, both turned into :class:`~maskprep.tokenizing.encoder.Encod
 
 Character spans become token flags through each token's span in the text (:mod:`.located`).
 Records are prepared (rendered) in Python, then encoded in batches by the backend, beside the
-main thread (:mod:`.encoding_thread`).
+main thread (:mod:`.stream`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from ..errors import ConfigError, IOFailure, Option
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .chat import ChatRenderer, RenderedChat, Unusable, template_variables
-from .encoder import EncodedDoc, special_frame
-from .fast import EncoderSpec
+from .encoder import EncodedDoc, EncoderSpec, special_frame
 from .located import BackendLocator, Located
 
 #: The most bytes of a chat template file read. Real templates are a few KiB (tool-calling ones
