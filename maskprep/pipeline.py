@@ -38,10 +38,9 @@ from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import FillStats
 from .shaping.fit import check_room
 from .shaping.shaper import LostTokens, TruncationPastLimit, check_truncation, make_shaper
-from .sources.batches import batched
 from .sources.inputs import STDIN
 from .sources.policy import RejectPolicy, RejectsPastLimit
-from .sources.records import SourcePosition, SourceReader
+from .sources.records import SourcePosition, SourceReader, batched
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.loading import TokenizerInfo
 from .tokenizing.prepare import prepare_tokenizer

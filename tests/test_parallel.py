@@ -7,8 +7,7 @@ import pytest
 from conftest import CORPUS, make_config, write_jsonl
 
 from maskprep import TokenizerConfig, build
-from maskprep.sources.batches import Batch
-from maskprep.sources.records import Record, Rejected
+from maskprep.sources.records import Batch, Record, Rejected
 from maskprep.tokenizing.encoder import (
     BackendEncoder,
     Encoder,

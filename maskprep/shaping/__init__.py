@@ -4,7 +4,7 @@ packing.
 Four strategies share :func:`~.fit.fit` (the overflow policy) and differ in how pieces become
 rows: ``pad`` (every row ``max_length``), ``bucket`` (each row the smallest bucket that holds
 it), ``none`` (each row exactly its document, no padding), all three made by one
-:class:`~.padded.PaddedShaper`, and ``pack``
+:class:`~.rows.PaddedShaper`, and ``pack``
 (whole documents concatenated into rows of ``max_length``) in :mod:`.pack`. Every shaper has the
 same two methods: ``shape(docs)`` yields the rows a batch of documents completes, ``finish()`` the
 rows held back; :func:`~.shaper.make_shaper` picks one for a strategy.

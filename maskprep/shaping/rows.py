@@ -1,4 +1,5 @@
-"""Rows as flat Arrow-ready arrays, and padding fitted pieces into them.
+"""Rows as flat Arrow-ready arrays, and padding fitted pieces into them: the ``pad``, ``bucket``
+and ``none`` strategies (:class:`PaddedShaper`), one row per piece.
 
 A padded row of ``max_length`` 6 holding a 4-token document, right and left padded (P = pad id)::
 
@@ -11,15 +12,18 @@ with the pad id: with ``pad_token == eos_token`` that would also hide every real
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .. import columns
 from ..columns import IGNORE_INDEX
-from .fit import Piece
+from ..config import ShapeConfig
+from ..tokenizing.encoder import EncodedDoc
+from .fit import Piece, ShapeStats, fit
 
 
 @dataclass(frozen=True)
@@ -106,3 +110,45 @@ def pad_ragged(
         offsets=offsets.astype(np.int32),
         length=lengths.astype(np.int32),
     )
+
+
+class PaddedShaper:
+    """The ``pad``, ``bucket`` and ``none`` strategies: each piece a row of its own, as wide as
+    :meth:`widths` says, padded on ``padding_side``. Nothing is held back between batches."""
+
+    def __init__(self, config: ShapeConfig, pad_id: int, padding_side: str) -> None:
+        self.config = config
+        self.pad_id = pad_id
+        # An unpadded row has no padding to put on a side.
+        self.padding_side = "right" if config.strategy == "none" else padding_side
+        self.buckets = np.asarray(config.buckets or (), dtype=np.int64)
+        self.stats = ShapeStats()
+
+    def widths(self, lengths: np.ndarray) -> np.ndarray:
+        """The width of the row for each piece length."""
+        if self.config.strategy == "bucket":
+            # fit() keeps every piece within max_length, the largest bucket.
+            return self.buckets[np.searchsorted(self.buckets, lengths, side="left")]
+        if self.config.strategy == "none":
+            return lengths
+        return np.full(len(lengths), self.config.max_length, dtype=np.int64)
+
+    def shape(self, docs: Sequence[EncodedDoc]) -> Iterator[RowBatch]:
+        """Fit a batch of documents and make their rows; yields at most one batch of rows."""
+        pieces = [piece for doc in docs for piece in fit(doc, self.config, self.stats)]
+        if pieces:
+            lengths = np.fromiter((len(p.ids) for p in pieces), np.int64, count=len(pieces))
+            yield pad_ragged(pieces, self.widths(lengths), self.pad_id, self.padding_side)
+
+    def finish(self) -> Iterator[RowBatch]:
+        """Rows still held back at the end of the input: none, every row is made at once."""
+        return iter(())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What this shaper holds between batches (for a resumed build, see
+        :mod:`maskprep.resume`): its counts."""
+        return {"stats": self.stats.as_dict()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up a :meth:`snapshot`, as JSON gave it back."""
+        self.stats = ShapeStats.from_dict(state["stats"])

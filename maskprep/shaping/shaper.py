@@ -1,4 +1,4 @@
-"""The shaper for a strategy: :class:`~.padded.PaddedShaper` for ``pad``, ``bucket`` and
+"""The shaper for a strategy: :class:`~.rows.PaddedShaper` for ``pad``, ``bucket`` and
 ``none``, :class:`~.pack.PackShaper` for ``pack``; and the tokens shaping lost to ``overflow``
 (:class:`LostTokens`), held to ``max_truncated``."""
 
@@ -11,7 +11,7 @@ from ..errors import DataError
 from .fill import ratio
 from .fit import ShapeStats
 from .pack import PackShaper
-from .padded import PaddedShaper
+from .rows import PaddedShaper
 
 Shaper = PaddedShaper | PackShaper
 

@@ -26,8 +26,7 @@ from queue import Full, Queue
 from typing import Any
 
 from ..config import ShapeConfig
-from ..sources.batches import Batch
-from ..sources.records import Record, Rejected
+from ..sources.records import Batch, Record, Rejected
 from .encoder import BackendEncoder, EncodedBatch, EncodedDoc, EncoderSpec, truncation_keep
 from .prepare import PreparedTokenizer
 
