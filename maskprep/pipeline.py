@@ -88,7 +88,7 @@ def build(
     returns, already loaded (a worker building several parts loads it once).
 
     A plain-text build reads a local ``tokenizer.json`` with ``tokenizers`` alone where
-    transformers would load it as it is (:mod:`maskprep.tokenizing.direct`). For the other local
+    transformers would load it as it is (:mod:`maskprep.tokenizing.loading`). For the other local
     tokenizers, ``tokenizer_cache``, when given, lets a plain-text build skip loading
     transformers once an earlier build has cached that tokenizer (see
     :mod:`maskprep.tokenizing.cache`); neither ever changes the output.

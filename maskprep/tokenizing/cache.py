@@ -15,7 +15,7 @@ change how transformers loads tokenizers are installed. A later build whose key 
 the backend with ``tokenizers`` alone and writes byte-identical output. Hub names, remote code,
 supervised records, settings that name files below the top level and tokenizers without the fast
 path always load through transformers. A ``tokenizer.json`` that transformers would load as it is
-never reaches the cache: every build reads it directly (:mod:`.direct`).
+never reaches the cache: every build reads it directly (:func:`~.loading.load_direct`).
 
 An entry decides the ids a build writes, so it is trusted only as ssh trusts its files: the cache
 directory and the entry must belong to the user running the build and be writable by nobody else

@@ -80,6 +80,12 @@ def special_frame(tokenizer: Any, add_special_tokens: bool) -> tuple[list[int], 
     raise ConfigError("cannot tell the tokenizer's special tokens apart from the text it frames")
 
 
+def appends_eos(add_eos: bool | None, eos_id: int | None, suffix: Sequence[int]) -> bool:
+    """Whether documents are ended with EOS: asked for, the tokenizer has one, and its frame does
+    not already end every document with it (never a second)."""
+    return bool(add_eos) and eos_id is not None and (not len(suffix) or suffix[-1] != eos_id)
+
+
 class Encoder:
     """Turns texts into :class:`EncodedDoc` objects with one batched call to the fast tokenizer."""
 
@@ -88,13 +94,8 @@ class Encoder:
         self.config = config
         prefix, suffix = special_frame(tokenizer, config.add_special_tokens)
         self.eos_id = tokenizer.eos_token_id
-        # The tokenizer may already end every document with EOS (its suffix); never add a second.
         # Without an EOS there is none to add (see prepare.check_eos).
-        self.append_eos = (
-            bool(config.add_eos)
-            and self.eos_id is not None
-            and (not suffix or suffix[-1] != self.eos_id)
-        )
+        self.append_eos = appends_eos(config.add_eos, self.eos_id, suffix)
         #: The special-token frame put around every document (``[CLS]`` / ``[SEP]``, ``<s>``).
         self.prefix = np.asarray(prefix, dtype=np.int32)
         self.suffix = np.asarray(suffix, dtype=np.int32)
@@ -109,16 +110,9 @@ class Encoder:
             # Long documents are expected here; fitting them to max_length is shaping's job.
             verbose=False,
         )["input_ids"]
-        docs = []
-        head, tail = len(self.prefix), len(self.suffix)
-        for ids, location in zip(encoded, locations, strict=True):
-            body = np.asarray(ids, dtype=np.int32)
-            if self.append_eos and (len(body) == 0 or body[-1] != self.eos_id):
-                body = np.append(body, np.int32(self.eos_id))
-            full = np.concatenate((self.prefix, body, self.suffix))
-            trained = np.ones(len(full), dtype=bool)
-            docs.append(EncodedDoc(full, trained, head, tail, location))
-        return docs
+        eos = self.eos_id if self.append_eos else None
+        batch = frame_documents(*flatten_ids(encoded), self.prefix, self.suffix, eos)
+        return batch.docs(locations, len(self.prefix), len(self.suffix))
 
 
 #: Texts the fast path must encode exactly like ``tokenizer(...)`` before it is trusted: spaces,
@@ -174,17 +168,21 @@ class EncodedBatch:
         ]
 
 
-def frame_documents(flat: np.ndarray, lengths: np.ndarray, spec: EncoderSpec) -> EncodedBatch:
-    """Put every document's special-token frame (and EOS, when asked and missing) around its ids,
-    for a whole batch at once."""
+def frame_documents(
+    flat: np.ndarray,
+    lengths: np.ndarray,
+    prefix: Sequence[int] | np.ndarray,
+    suffix: Sequence[int] | np.ndarray,
+    eos_id: int | None,
+) -> EncodedBatch:
+    """Put every document's special-token frame around its ids, and ``eos_id`` (when given) after
+    those that do not end with it, for a whole batch at once."""
     n = len(lengths)
-    prefix = np.asarray(spec.prefix, dtype=np.int32)
-    suffix = np.asarray(spec.suffix, dtype=np.int32)
     head, tail = len(prefix), len(suffix)
     ends = np.cumsum(lengths)
-    if spec.append_eos:
+    if eos_id is not None:
         last = flat[np.maximum(ends - 1, 0)] if len(flat) else np.zeros(n, np.int32)
-        eos = (lengths == 0) | (last != spec.eos_id)
+        eos = (lengths == 0) | (last != eos_id)
     else:
         eos = np.zeros(n, dtype=bool)
     sizes = head + lengths + eos + tail
@@ -193,28 +191,43 @@ def frame_documents(flat: np.ndarray, lengths: np.ndarray, spec: EncoderSpec) ->
     out = np.empty(int(offsets[-1]), dtype=np.int32)
     starts = offsets[:-1]
     if head:
-        out[(starts[:, None] + np.arange(head)).ravel()] = np.tile(prefix, n)
+        out[(starts[:, None] + np.arange(head)).ravel()] = np.tile(np.asarray(prefix, np.int32), n)
     shift = np.repeat(starts + head - (ends - lengths), lengths)
     out[np.arange(len(flat)) + shift] = flat
-    if eos.any():
-        assert spec.eos_id is not None, "append_eos is set only with an EOS id"
-        out[(starts + head + lengths)[eos]] = spec.eos_id
+    if eos_id is not None:
+        out[(starts + head + lengths)[eos]] = eos_id
     if tail:
-        out[(offsets[1:, None] - tail + np.arange(tail)).ravel()] = np.tile(suffix, n)
+        out[(offsets[1:, None] - tail + np.arange(tail)).ravel()] = np.tile(
+            np.asarray(suffix, np.int32), n
+        )
     return EncodedBatch(out, offsets)
 
 
+def flatten_ids(id_lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The ids of a batch of documents concatenated, and each document's length."""
+    lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+    flat = np.fromiter(chain.from_iterable(id_lists), dtype=np.int32, count=int(lengths.sum()))
+    return flat, lengths
+
+
+def load_backend(spec: EncoderSpec) -> Any:
+    """The Rust tokenizer of a spec, configured once: no truncation, no padding, and the
+    tokenizer's own ``split_special_tokens``."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(spec.backend_json)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    tokenizer.encode_special_tokens = spec.split_special_tokens
+    return tokenizer
+
+
 class BackendEncoder:
-    """The Rust tokenizer of a spec, configured once: no truncation, no padding."""
+    """Encodes and frames texts with the Rust tokenizer of a spec (:func:`load_backend`)."""
 
     def __init__(self, spec: EncoderSpec) -> None:
-        from tokenizers import Tokenizer
-
         self.spec = spec
-        self._tokenizer = Tokenizer.from_str(spec.backend_json)
-        self._tokenizer.no_truncation()
-        self._tokenizer.no_padding()
-        self._tokenizer.encode_special_tokens = spec.split_special_tokens
+        self._tokenizer = load_backend(spec)
 
     def encode(self, texts: Sequence[str]) -> EncodedBatch:
         """Encode and frame a batch of texts."""
@@ -222,10 +235,10 @@ class BackendEncoder:
             return EncodedBatch(np.empty(0, np.int32), np.zeros(1, np.int64))
         # encode_batch_fast gives the same ids as encode_batch without tracking offsets.
         encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        id_lists = [e.ids for e in encodings]
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
-        flat = np.fromiter(chain.from_iterable(id_lists), dtype=np.int32, count=int(lengths.sum()))
-        return frame_documents(flat, lengths, self.spec)
+        spec = self.spec
+        eos = spec.eos_id if spec.append_eos else None
+        flat, lengths = flatten_ids([e.ids for e in encodings])
+        return frame_documents(flat, lengths, spec.prefix, spec.suffix, eos)
 
 
 def _plain_backend_call(tokenizer: Any) -> bool:

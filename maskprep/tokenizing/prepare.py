@@ -10,9 +10,8 @@ from ..config import BuildConfig, TokenizerConfig
 from ..errors import ConfigError, Option
 from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
-from .direct import DirectTokenizer, load_direct
-from .encoder import Encoder, EncoderSpec, encoder_spec
-from .loading import TokenizerInfo, load_tokenizer, tokenizer_info
+from .encoder import Encoder, EncoderSpec, appends_eos, encoder_spec
+from .loading import DirectTokenizer, TokenizerInfo, load_direct, load_tokenizer, tokenizer_info
 from .sft import SFTEncoder, use_chat_template_file
 
 
@@ -27,7 +26,7 @@ class PreparedTokenizer:
     encoder: Encoder | None = None
     sft_encoder: SFTEncoder | None = None
     cached: bool = False
-    #: Loaded from its tokenizer.json with ``tokenizers`` alone (:mod:`.direct`).
+    #: Loaded from its tokenizer.json with ``tokenizers`` alone (:func:`~.loading.load_direct`).
     direct: bool = False
 
 
@@ -102,14 +101,11 @@ def direct_spec(direct: DirectTokenizer, options: TokenizerConfig) -> EncoderSpe
     """The fast path's spec of a tokenizer loaded from its files (its backend as it is), for the
     tokenizer options as the build applies them (``BuildConfig.resolved_tokenizer``)."""
     info = direct.info
-    suffix = tuple(info.suffix_ids)
-    eos = info.eos_token_id
     return EncoderSpec(
         backend_json=direct.backend.to_str(),
         split_special_tokens=direct.split_special_tokens,
         prefix=tuple(info.prefix_ids),
-        suffix=suffix,
-        # As Encoder decides: never a second EOS, none where the tokenizer has none.
-        append_eos=bool(options.add_eos) and eos is not None and (not suffix or suffix[-1] != eos),
-        eos_id=eos,
+        suffix=tuple(info.suffix_ids),
+        append_eos=appends_eos(options.add_eos, info.eos_token_id, info.suffix_ids),
+        eos_id=info.eos_token_id,
     )
