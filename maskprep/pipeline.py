@@ -4,7 +4,7 @@
 
 This module composes; each stage decides its part. Records rejected by reading travel in the
 stream beside the records of their batch, those rejected by encoding (supervised records left
-with nothing to train, :mod:`maskprep.tokenizing.stream`) beside its documents, and the
+with nothing to train, :mod:`maskprep.tokenizing.prepare`) beside its documents, and the
 bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
 The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
 is assembled from every stage's counts (:mod:`maskprep.output.assembly`): each count taken
@@ -43,8 +43,7 @@ from .sources.policy import RejectPolicy, RejectsPastLimit
 from .sources.records import SourcePosition, SourceReader, batched
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.loading import TokenizerInfo
-from .tokenizing.prepare import prepare_tokenizer
-from .tokenizing.stream import encode_stream
+from .tokenizing.prepare import encode_stream, prepare_tokenizer
 
 __all__ = [
     "BuildResult",

@@ -15,7 +15,7 @@ from maskprep.tokenizing.encoder import (
     frame_documents,
 )
 from maskprep.tokenizing.loading import load_tokenizer
-from maskprep.tokenizing.stream import EncodingThread
+from maskprep.tokenizing.prepare import EncodingThread
 
 TEXTS = [
     *dict.fromkeys(CORPUS),

@@ -21,8 +21,7 @@ from typing import Any, BinaryIO
 from ..config import PartSpec
 from ..errors import ConfigError
 from ..storage import StorageOptions
-from .inputs import STDIN, input_info, is_compressed, open_input
-from .lines import Overlong, capped_lines, sample
+from .inputs import STDIN, Overlong, capped_lines, input_info, is_compressed, open_input, sample
 
 _CHUNK = 1 << 20
 

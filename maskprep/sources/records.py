@@ -24,13 +24,16 @@ from .inputs import (
     STDIN,
     STDIN_NAME,
     HashingReader,
+    Overlong,
+    capped_lines,
     decompressed,
     expand_inputs,
     format_from_name,
     open_input,
+    sample,
     size_of,
+    sniff_format,
 )
-from .lines import Overlong, capped_lines, sample, sniff_format
 from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
 from .sft import (
     JSONProblem,

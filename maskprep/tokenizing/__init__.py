@@ -5,13 +5,13 @@
   transformers would load it as it is (no transformers or torch import).
 - :mod:`.encoder`: the special-token frame, the plain batch encoder and the fast path (the Rust
   tokenizer's batch API called directly, trusted only after it matched the plain encoder).
-- :mod:`.stream`: the encode step of a build, on one thread beside the main one, and the
-  supervised records left with nothing to train rejected.
 - :mod:`.sft`: supervised records (prompt/completion, chat templates) → ids and trained spans,
   through each token's span in the text (byte lengths or offsets).
 - :mod:`.chat`: rendering chat records and finding the character spans to train.
 - :mod:`.cache`: the tokenizer cache that lets a later build skip loading transformers.
-- :mod:`.prepare`: what a build encodes with: from the files, the cache or transformers.
+- :mod:`.prepare`: what a build encodes with (from the files, the cache or transformers), and
+  the encode step of a build, on one thread beside the main one, which rejects the supervised
+  records left with nothing to train.
 
 Reads :mod:`maskprep.sources` records; :mod:`maskprep.shaping` fits the encoded documents into rows.
 """

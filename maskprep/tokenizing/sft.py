@@ -14,7 +14,7 @@ Two kinds of record, both turned into :class:`~maskprep.tokenizing.encoder.Encod
       ------------------- not trained ------------------------ | --- trained ---- | not
 
 Records are prepared (rendered) in Python, then encoded in batches by the backend, beside the
-main thread (:mod:`.stream`). Character spans become token flags through each token's span in the
+main thread (:mod:`.prepare`). Character spans become token flags through each token's span in the
 text (:class:`Located`): the trained tokens are those whose span overlaps a trained character
 span (a token cut by a span's edge counts as inside it, as in transformers' assistant mask), and
 the prompt is the tokens that end before the completion begins. Spans are found one of two ways,
