@@ -176,12 +176,6 @@ def _read_private(directory: Path, name: str) -> str:
         return entry.read().decode("utf-8")
 
 
-def _sha256(path: Path) -> str:
-    """sha256 of a local file's bytes (``hashlib.file_digest`` is Python 3.11+)."""
-    with open(path, "rb") as handle:
-        return sha256_stream(handle)
-
-
 def _directory_hashes(root: Path) -> dict[str, str]:
     """What could change the tokenizer transformers builds from ``root``: the sha256 of every file
     it may read (the top-level files but model weights and hidden files, and the extra chat
@@ -199,7 +193,8 @@ def _directory_hashes(root: Path) -> dict[str, str]:
         if stat.st_size > LARGE_FILE:
             hashes[name] = f"size {stat.st_size}, modified {stat.st_mtime_ns}"
         else:
-            hashes[name] = _sha256(path)
+            with open(path, "rb") as handle:  # hashlib.file_digest is Python 3.11+
+                hashes[name] = sha256_stream(handle)
     return hashes
 
 

@@ -157,7 +157,11 @@ def tokenizer_info(tokenizer: Any, config: TokenizerConfig) -> TokenizerInfo:
         padding_side=tokenizer.padding_side,
         prefix_ids=prefix,
         suffix_ids=suffix,
-        fingerprint=_fingerprint(tokenizer),
+        fingerprint=definition_fingerprint(
+            json.loads(tokenizer.backend_tokenizer.to_str()),
+            {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
+            getattr(tokenizer, "chat_template", None),
+        ),
         files=tokenizer_file_hashes(config.name_or_path),
         model_max_length=real_model_max_length(getattr(tokenizer, "model_max_length", None)),
     )
@@ -171,15 +175,6 @@ def real_model_max_length(value: Any) -> int | None:
     if not 0 < value < UNSET_MODEL_MAX_LENGTH or value != int(value):
         return None
     return int(value)
-
-
-def _fingerprint(tokenizer: Any) -> str:
-    """sha256 of what decides the ids: the Rust tokenizer's definition, special tokens, template."""
-    return definition_fingerprint(
-        json.loads(tokenizer.backend_tokenizer.to_str()),
-        {k: str(v) for k, v in tokenizer.special_tokens_map.items()},
-        getattr(tokenizer, "chat_template", None),
-    )
 
 
 def definition_fingerprint(

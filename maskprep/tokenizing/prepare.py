@@ -21,7 +21,6 @@ not a row.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +44,7 @@ from .encoder import (
     truncation_keep,
 )
 from .loading import DirectTokenizer, TokenizerInfo, load_direct, load_tokenizer, tokenizer_info
-from .sft import SFTEncoder, use_chat_template_file
+from .sft import SFTEncoder, rejected_record, use_chat_template_file
 
 
 @dataclass(frozen=True)
@@ -339,9 +338,7 @@ def split_trainable(
             rejected.append(item)
         elif loses_all_labels(item, config):
             reason = f"no trained token left after truncation to max_length {config.max_length}"
-            payload = record.payload.as_json() if record.payload is not None else {}
-            raw = json.dumps(payload, ensure_ascii=False)
-            rejected.append(Rejected(record.source, record.line, reason, raw, without_labels=True))
+            rejected.append(rejected_record(record, reason))
         else:
             docs.append(item)
     return docs, rejected

@@ -181,7 +181,7 @@ class SFTEncoder:
             try:
                 chat = self.renderer.spans(conversation.as_dicts())
             except Unusable as exc:
-                prepared.append(_rejected(record, str(exc)))
+                prepared.append(rejected_record(record, str(exc)))
                 continue
             prepared.append(SFTText(chat.text, chat.spans, chat=chat))
         return prepared
@@ -251,7 +251,9 @@ class SFTEncoder:
         assert item.chat is not None and self.renderer is not None
         trained = located.covering(item.spans)
         if not trained.any():
-            return _rejected(record, "the chat template rendered the turns to train as no tokens")
+            return rejected_record(
+                record, "the chat template rendered the turns to train as no tokens"
+            )
         ids = located.ids
         head = self._chat_head(ids)
         prompt = 0
@@ -274,7 +276,8 @@ class SFTEncoder:
         return 0
 
 
-def _rejected(record: Record, reason: str) -> Rejected:
+def rejected_record(record: Record, reason: str) -> Rejected:
+    """A supervised record rejected for ``reason``: it yields no trained token."""
     raw = json.dumps(record.payload.as_json() if record.payload else {}, ensure_ascii=False)
     return Rejected(record.source, record.line, reason, raw, without_labels=True)
 
