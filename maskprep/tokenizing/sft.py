@@ -40,6 +40,7 @@ import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -339,12 +340,11 @@ class BackendLocator:
         self._offsets = load_backend(spec)
         # With no special tokens added, a post-processor changes offsets only (ByteLevel trims).
         self._offsets.post_processor = None
-        self._nfc = False
-        self._lengths = _byte_lengths(json.loads(spec.backend_json), self._fast)
-        if self._lengths is not None:
-            self._nfc = (json.loads(spec.backend_json).get("normalizer") or {}).get("type") == "NFC"
-            if not self._agrees(self._probes()):
-                self._lengths = None
+        definition = json.loads(spec.backend_json)
+        self._nfc = (definition.get("normalizer") or {}).get("type") == "NFC"
+        self._lengths = _byte_lengths(definition, self._fast)
+        if self._lengths is not None and not self._agrees(self._probes()):
+            self._lengths = None
 
     @property
     def by_bytes(self) -> bool:
@@ -355,17 +355,11 @@ class BackendLocator:
         """Each text's ids and token spans, in order."""
         if self._lengths is None:
             return self._by_offsets(texts)
-        plain = [
-            i for i, t in enumerate(texts) if not self._nfc or unicodedata.is_normalized("NFC", t)
-        ]
-        located: list[Located | None] = [None] * len(texts)
-        for i, doc in zip(plain, self._by_lengths([texts[i] for i in plain]), strict=True):
-            located[i] = doc
-        if len(plain) < len(texts):
-            rest = sorted(set(range(len(texts))) - set(plain))
-            for i, doc in zip(rest, self._by_offsets([texts[i] for i in rest]), strict=True):
-                located[i] = doc
-        return located  # type: ignore[return-value] # every slot was filled
+        # A text NFC would change is not the bytes an NFC tokenizer splits: it takes offsets.
+        by_bytes = [not self._nfc or unicodedata.is_normalized("NFC", t) for t in texts]
+        by_lengths = iter(self._by_lengths(list(compress(texts, by_bytes))))
+        by_offsets = iter(self._by_offsets(list(compress(texts, [not b for b in by_bytes]))))
+        return [next(by_lengths) if b else next(by_offsets) for b in by_bytes]
 
     def _by_lengths(self, texts: Sequence[str]) -> list[Located]:
         assert self._lengths is not None
@@ -405,15 +399,14 @@ class BackendLocator:
 
     def _agrees(self, probes: list[str]) -> bool:
         """Whether byte lengths give exactly the spans the backend's offsets give."""
-        for by_length, by_offset in zip(
-            self._by_lengths(probes), self._by_offsets(probes), strict=True
-        ):
-            if not np.array_equal(by_length.ids, by_offset.ids):
-                return False
+        pairs = zip(self._by_lengths(probes), self._by_offsets(probes), strict=True)
+        for by_length, by_offset in pairs:
             starts, ends = _char_spans(by_length)
-            if not np.array_equal(starts, by_offset.starts):
-                return False
-            if not np.array_equal(ends, by_offset.ends):
+            if not (
+                np.array_equal(by_length.ids, by_offset.ids)
+                and np.array_equal(starts, by_offset.starts)
+                and np.array_equal(ends, by_offset.ends)
+            ):
                 return False
         return True
 
