@@ -237,7 +237,11 @@ def bench_start(tokenizer: Path) -> None:
         shutil.rmtree(cache, ignore_errors=True)
         has_cache = "--tokenizer-cache" in (tree / "maskprep" / "cli" / "build.py").read_text()
         # A checkout that reads tokenizer.json directly never reaches its cache for MiniLM.
-        has_cache = has_cache and not (tree / "maskprep" / "tokenizing" / "direct.py").exists()
+        tokenizing = tree / "maskprep" / "tokenizing"
+        direct = (tokenizing / "direct.py").exists() or (
+            "def load_direct" in (tokenizing / "loading.py").read_text()
+        )
+        has_cache = has_cache and not direct
         variants.append((f"{tree.name} default", tree, {}))
         if has_cache:
             env = {"MASKPREP_TOKENIZER_CACHE": str(cache)}

@@ -28,8 +28,7 @@ from maskprep import columns, storage
 from maskprep.config import OutputConfig, ShapeConfig
 from maskprep.output.shards import ShardWriter
 from maskprep.shaping.shaper import make_shaper
-from maskprep.tokenizing.encoder import EncodedDoc
-from maskprep.tokenizing.fast import BackendEncoder, EncoderSpec
+from maskprep.tokenizing.encoder import BackendEncoder, EncodedDoc, EncoderSpec
 
 
 def default_tokenizer() -> str:

@@ -4,7 +4,7 @@
 
 This module composes; each stage decides its part. Records rejected by reading travel in the
 stream beside the records of their batch, those rejected by encoding (supervised records left
-with nothing to train, :mod:`maskprep.tokenizing.trainable`) beside its documents, and the
+with nothing to train, :mod:`maskprep.tokenizing.prepare`) beside its documents, and the
 bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
 The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
 is assembled from every stage's counts (:mod:`maskprep.output.assembly`): each count taken
@@ -38,14 +38,12 @@ from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import FillStats
 from .shaping.fit import check_room
 from .shaping.shaper import LostTokens, TruncationPastLimit, check_truncation, make_shaper
-from .sources.batches import batched
 from .sources.inputs import STDIN
 from .sources.policy import RejectPolicy, RejectsPastLimit
-from .sources.records import SourcePosition, SourceReader
+from .sources.records import SourcePosition, SourceReader, batched
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.loading import TokenizerInfo
-from .tokenizing.prepare import prepare_tokenizer
-from .tokenizing.stream import encode_stream
+from .tokenizing.prepare import encode_stream, prepare_tokenizer
 
 __all__ = [
     "BuildResult",
@@ -89,7 +87,7 @@ def build(
     returns, already loaded (a worker building several parts loads it once).
 
     A plain-text build reads a local ``tokenizer.json`` with ``tokenizers`` alone where
-    transformers would load it as it is (:mod:`maskprep.tokenizing.direct`). For the other local
+    transformers would load it as it is (:mod:`maskprep.tokenizing.loading`). For the other local
     tokenizers, ``tokenizer_cache``, when given, lets a plain-text build skip loading
     transformers once an earlier build has cached that tokenizer (see
     :mod:`maskprep.tokenizing.cache`); neither ever changes the output.

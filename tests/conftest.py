@@ -65,7 +65,7 @@ def tokenizer_cache_dir(tmp_path_factory):
 def transformers_only(directory: Path, target: Path) -> Path:
     """A copy of the tokenizer in ``directory`` that loads through transformers: a setting
     transformers keeps and ignores, unknown to maskprep's direct loader
-    (:mod:`maskprep.tokenizing.direct`), which then leaves it to transformers (and the cache)."""
+    (:mod:`maskprep.tokenizing.loading`), which then leaves it to transformers (and the cache)."""
     import shutil
 
     shutil.copytree(directory, target)

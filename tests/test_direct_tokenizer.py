@@ -18,10 +18,8 @@ from test_sft_exact import make_sentencepiece
 from toy_tokenizer import make_tokenizer
 
 from maskprep import build
-from maskprep.tokenizing.direct import load_direct
-from maskprep.tokenizing.encoder import Encoder
-from maskprep.tokenizing.fast import PROBE_TEXTS, BackendEncoder
-from maskprep.tokenizing.loading import load_tokenizer, tokenizer_info
+from maskprep.tokenizing.encoder import PROBE_TEXTS, BackendEncoder, Encoder
+from maskprep.tokenizing.loading import load_direct, load_tokenizer, tokenizer_info
 from maskprep.tokenizing.prepare import direct_spec, prepare_tokenizer
 
 TEXTS = [

@@ -22,8 +22,7 @@ from maskprep.errors import (
     first_line,
     os_failure,
 )
-from maskprep.sources.batches import Batch, batched
-from maskprep.sources.records import Record, Rejected
+from maskprep.sources.records import Batch, Record, Rejected, batched
 
 
 def test_an_option_is_a_field_in_the_library_and_a_flag_on_the_command_line():

@@ -7,17 +7,15 @@ import pytest
 from conftest import CORPUS, make_config, write_jsonl
 
 from maskprep import TokenizerConfig, build
-from maskprep.sources.batches import Batch
-from maskprep.sources.records import Record, Rejected
-from maskprep.tokenizing.encoder import Encoder
-from maskprep.tokenizing.encoding_thread import EncodingThread
-from maskprep.tokenizing.fast import (
+from maskprep.sources.records import Batch, Record, Rejected
+from maskprep.tokenizing.encoder import (
     BackendEncoder,
-    EncoderSpec,
+    Encoder,
     encoder_spec,
     frame_documents,
 )
 from maskprep.tokenizing.loading import load_tokenizer
+from maskprep.tokenizing.prepare import EncodingThread
 
 TEXTS = [
     *dict.fromkeys(CORPUS),
@@ -91,9 +89,8 @@ def test_fast_path_refused_for_overridden_call(llama_like):
 
 
 def test_frame_documents_adds_frame_and_missing_eos():
-    spec = EncoderSpec("", False, prefix=(1,), suffix=(9, 8), append_eos=True, eos_id=2)
     flat = np.array([5, 6, 7, 2, 4], dtype=np.int32)
-    batch = frame_documents(flat, np.array([2, 0, 2, 1]), spec)
+    batch = frame_documents(flat, np.array([2, 0, 2, 1]), prefix=(1,), suffix=(9, 8), eos_id=2)
     docs = [batch.ids[a:b].tolist() for a, b in zip(batch.offsets, batch.offsets[1:], strict=False)]
     assert docs == [[1, 5, 6, 2, 9, 8], [1, 2, 9, 8], [1, 7, 2, 9, 8], [1, 4, 2, 9, 8]]
 

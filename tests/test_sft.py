@@ -19,8 +19,7 @@ from maskprep import IGNORE_INDEX, BadRecordError, ConfigError, SFTConfig, build
 from maskprep.cli import main
 from maskprep.output.names import MANIFEST_NAME, REJECTS_NAME
 from maskprep.shaping.fit import ShapeStats, fit
-from maskprep.tokenizing.encoder import EncodedDoc
-from maskprep.tokenizing.trainable import truncation_keep
+from maskprep.tokenizing.encoder import EncodedDoc, truncation_keep
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 

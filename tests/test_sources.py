@@ -16,9 +16,15 @@ import maskprep
 from maskprep.config import DEFAULT_MAX_RECORD_BYTES
 from maskprep.errors import ConfigError, DataError
 from maskprep.output.names import REJECTS_NAME
-from maskprep.sources.compressed import decompressed
-from maskprep.sources.inputs import expand_inputs
-from maskprep.sources.lines import OVERLONG_HEAD, Overlong, capped_lines, sample, sniff_format
+from maskprep.sources.inputs import (
+    OVERLONG_HEAD,
+    Overlong,
+    capped_lines,
+    decompressed,
+    expand_inputs,
+    sample,
+    sniff_format,
+)
 
 # ----------------------------------------------------------------------------- the line cap
 

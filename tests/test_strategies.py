@@ -18,7 +18,7 @@ from maskprep import IGNORE_INDEX, ConfigError, ShapeConfig, build
 from maskprep.cli import main
 from maskprep.config import resolve_buckets
 from maskprep.output.names import MANIFEST_NAME
-from maskprep.shaping.pack import PackShaper, best_fit_decreasing
+from maskprep.shaping.rows import PackShaper, best_fit_decreasing
 from maskprep.tokenizing.encoder import EncodedDoc
 
 PAD = 3  # <pad> of the with_pad tokenizer

@@ -24,7 +24,7 @@ TEXTS = [*dict.fromkeys(CORPUS), "UPPER Case Words", "x" * 500, "ends with eos <
 
 
 # The cache serves tokenizers that load through transformers; these fixtures' own kinds load
-# from their files directly (maskprep.tokenizing.direct), so here they are made to need it.
+# from their files directly (maskprep.tokenizing.loading), so here they are made to need it.
 @pytest.fixture(scope="module")
 def llama_like(llama_like, tmp_path_factory):
     return transformers_only(llama_like, tmp_path_factory.mktemp("tf") / "llama_like")

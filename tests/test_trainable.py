@@ -1,4 +1,4 @@
-"""The encode step's last word on supervised records (``maskprep.tokenizing.trainable``): a record
+"""The encode step's last word on supervised records (``maskprep.tokenizing.prepare``): a record
 that fitting would leave with no trained token is rejected there, before any shaping, and
 counted apart (``without_labels``); one that keeps a trained token goes on as a document."""
 
@@ -11,7 +11,7 @@ import numpy as np
 from maskprep.config import ShapeConfig
 from maskprep.sources.records import Record, Rejected
 from maskprep.tokenizing.encoder import EncodedDoc
-from maskprep.tokenizing.trainable import split_trainable
+from maskprep.tokenizing.prepare import split_trainable
 
 SHAPE = ShapeConfig(max_length=6, strategy="pad", overflow="truncate")
 

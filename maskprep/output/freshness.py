@@ -16,8 +16,7 @@ from __future__ import annotations
 from .. import storage
 from ..config import BuildConfig, PartSpec
 from ..errors import OVERWRITE, DataError, OutputError
-from ..sources.inputs import STDIN, expand_inputs
-from ..sources.locations import input_info, size_of
+from ..sources.inputs import STDIN, expand_inputs, input_info, size_of
 from ..sources.parts import FileRange, open_range, plan_part
 from ..storage import StorageOptions
 from ..tokenizing.loading import tokenizer_file_hashes

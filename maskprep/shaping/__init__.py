@@ -4,14 +4,15 @@ packing.
 Four strategies share :func:`~.fit.fit` (the overflow policy) and differ in how pieces become
 rows: ``pad`` (every row ``max_length``), ``bucket`` (each row the smallest bucket that holds
 it), ``none`` (each row exactly its document, no padding), all three made by one
-:class:`~.padded.PaddedShaper`, and ``pack``
-(whole documents concatenated into rows of ``max_length``) in :mod:`.pack`. Every shaper has the
-same two methods: ``shape(docs)`` yields the rows a batch of documents completes, ``finish()`` the
-rows held back; :func:`~.shaper.make_shaper` picks one for a strategy.
+:class:`~.rows.PaddedShaper`, and ``pack`` (whole documents concatenated into rows of
+``max_length``, :class:`~.rows.PackShaper`). Every shaper has the same two methods:
+``shape(docs)`` yields the rows a batch of documents completes, ``finish()`` the rows held back;
+:func:`~.shaper.make_shaper` picks one for a strategy.
 
-- :mod:`.fit`: the overflow policy and its counts (:class:`~.fit.ShapeStats`); supervised
-  records that fitting would leave with nothing to train are rejected there.
-- :mod:`.rows`: :class:`~.rows.RowBatch` and padding pieces into rows (mask diagrams there).
+- :mod:`.fit`: the overflow policy and its counts (:class:`~.fit.ShapeStats`).
+- :mod:`.rows`: :class:`~.rows.RowBatch` and the strategies that make pieces into rows (mask
+  diagrams there).
+- :mod:`.shaper`: the shaper for a strategy, and the tokens lost to ``overflow``.
 - :mod:`.fill`: how full rows are, per strategy and per bucket (:class:`~.fill.BucketFill`, the
   one count ``build``, ``inspect`` and ``merge`` share).
 

@@ -9,7 +9,7 @@ merge records; :func:`ratio` is the rounding every fraction maskprep reports use
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,14 +51,8 @@ class BucketFill:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict for the manifest."""
-        return {
-            "length": self.length,
-            "rows": self.rows,
-            "positions": self.positions,
-            "real_tokens": self.real_tokens,
-            "fill": self.fill,
-        }
+        """Plain dict for the manifest: the fields, then the fill."""
+        return {**asdict(self), "fill": self.fill}
 
 
 def count_buckets(widths: np.ndarray, real: np.ndarray) -> dict[int, BucketFill]:

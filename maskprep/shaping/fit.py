@@ -10,8 +10,7 @@ import numpy as np
 
 from ..config import ShapeConfig
 from ..errors import ConfigError, DataError
-from ..tokenizing.encoder import EncodedDoc
-from ..tokenizing.trainable import truncation_keep
+from ..tokenizing.encoder import EncodedDoc, truncation_keep
 
 
 @dataclass

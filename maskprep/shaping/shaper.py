@@ -1,5 +1,5 @@
-"""The shaper for a strategy: :class:`~.padded.PaddedShaper` for ``pad``, ``bucket`` and
-``none``, :class:`~.pack.PackShaper` for ``pack``; and the tokens shaping lost to ``overflow``
+"""The shaper for a strategy: :class:`~.rows.PaddedShaper` for ``pad``, ``bucket`` and
+``none``, :class:`~.rows.PackShaper` for ``pack``; and the tokens shaping lost to ``overflow``
 (:class:`LostTokens`), held to ``max_truncated``."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from ..config import ShapeConfig
 from ..errors import DataError
 from .fill import ratio
 from .fit import ShapeStats
-from .pack import PackShaper
-from .padded import PaddedShaper
+from .rows import PackShaper, PaddedShaper
 
 Shaper = PaddedShaper | PackShaper
 

@@ -21,10 +21,7 @@ from typing import Any, BinaryIO
 from ..config import PartSpec
 from ..errors import ConfigError
 from ..storage import StorageOptions
-from .compressed import is_compressed
-from .inputs import STDIN
-from .lines import Overlong, capped_lines, sample
-from .locations import input_info, open_input
+from .inputs import STDIN, Overlong, capped_lines, input_info, is_compressed, open_input, sample
 
 _CHUNK = 1 << 20
 

@@ -2,7 +2,9 @@
 
 Every line is accounted for: it becomes a :class:`Record`, a :class:`Rejected` (the caller applies
 the bad-record policy) or a counted blank line. Inputs are found by :mod:`.inputs` (objects of a
-store by :mod:`.locations`); supervised records are parsed by :mod:`.sft`.
+store too); supervised records are parsed by :mod:`.sft`. The stream comes in batches
+(:func:`batched`): records to encode together, with the records rejected among them travelling
+beside them, so that whoever consumes a batch applies the bad-record policy in input order.
 """
 
 from __future__ import annotations
@@ -10,21 +12,39 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .. import storage
 from ..config import PartSpec, SFTConfig, SourceConfig
 from ..errors import ConfigError, DataError
 from ..storage import StorageOptions
-from .compressed import decompressed
-from .fields import JSONProblem, json_type, lone_surrogate, parse_json, string_field
-from .inputs import STDIN, STDIN_NAME, HashingReader, expand_inputs, format_from_name
-from .lines import Overlong, capped_lines, sample, sniff_format
-from .locations import open_input, size_of
+from .inputs import (
+    STDIN,
+    STDIN_NAME,
+    HashingReader,
+    Overlong,
+    capped_lines,
+    decompressed,
+    expand_inputs,
+    format_from_name,
+    open_input,
+    sample,
+    size_of,
+    sniff_format,
+)
 from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
-from .sft import SFTPayload, payload_surrogate, sft_payload
+from .sft import (
+    JSONProblem,
+    SFTPayload,
+    json_type,
+    lone_surrogate,
+    parse_json,
+    payload_surrogate,
+    sft_payload,
+    string_field,
+)
 
 
 @dataclass(frozen=True)
@@ -371,3 +391,50 @@ def _process_stdin() -> BinaryIO | None:
     import sys
 
     return None if sys.stdin is None else sys.stdin.buffer
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Up to a batch size of records, and the records rejected while reading them; ``start``:
+    where the reader was when the batch began (a resumed build may start there)."""
+
+    records: list[Record] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    start: SourcePosition | None = None
+
+
+def batched(
+    items: Iterable[Record | Rejected],
+    size: int,
+    *,
+    stop_at_reject: bool = False,
+    position: Callable[[], SourcePosition] | None = None,
+) -> Iterator[Batch]:
+    """``items`` in batches of ``size`` records; each rejected record goes with the batch being
+    filled when it was read. A batch of only rejected records ends the stream when they come
+    after the last record.
+
+    With ``stop_at_reject`` (the ``fail`` policy) the first rejected record ends the stream: it
+    comes alone in the last batch, and nothing after it is read (the records read before it in
+    that batch are not passed on; the build stops there). ``position`` gives where the reader is;
+    each batch carries where it began.
+    """
+    records: list[Record] = []
+    rejected: list[Rejected] = []
+    iterator = iter(items)
+    start = position() if position is not None else None
+    for item in iterator:
+        if isinstance(item, Rejected):
+            if stop_at_reject:
+                yield Batch([], [item], start)
+                return
+            rejected.append(item)
+            continue
+        records.append(item)
+        if len(records) == size:
+            yield Batch(records, rejected, start)
+            records, rejected = [], []
+            # Taken between two items, before the first of the next batch is read.
+            start = position() if position is not None else None
+    if records or rejected:
+        yield Batch(records, rejected, start)

@@ -3,7 +3,7 @@
 Loading a tokenizer through ``AutoTokenizer`` imports transformers and, through it, torch: about
 two seconds on a 2-core machine before the first token, longer than encoding a 10 MB corpus takes.
 A plain-text build needs much less than the loaded object: the Rust backend as transformers
-configured it (the fast path's :class:`~maskprep.tokenizing.fast.EncoderSpec`) and the tokenizer's
+configured it (the fast path's :class:`~.encoder.EncoderSpec`) and the tokenizer's
 identity for the manifest (:class:`~maskprep.tokenizing.loading.TokenizerInfo`).
 
 Once a build has loaded a local tokenizer through transformers and the fast path has given
@@ -15,7 +15,7 @@ change how transformers loads tokenizers are installed. A later build whose key 
 the backend with ``tokenizers`` alone and writes byte-identical output. Hub names, remote code,
 supervised records, settings that name files below the top level and tokenizers without the fast
 path always load through transformers. A ``tokenizer.json`` that transformers would load as it is
-never reaches the cache: every build reads it directly (:mod:`.direct`).
+never reaches the cache: every build reads it directly (:func:`~.loading.load_direct`).
 
 An entry decides the ids a build writes, so it is trusted only as ssh trusts its files: the cache
 directory and the entry must belong to the user running the build and be writable by nobody else
@@ -39,7 +39,7 @@ from typing import Any
 from .._version import __version__
 from ..config import TokenizerConfig
 from ..storage import sha256_stream
-from .fast import EncoderSpec
+from .encoder import EncoderSpec
 from .loading import TokenizerInfo
 
 #: Bumped whenever what is stored, or how it is derived from the tokenizer, changes.
@@ -176,12 +176,6 @@ def _read_private(directory: Path, name: str) -> str:
         return entry.read().decode("utf-8")
 
 
-def _sha256(path: Path) -> str:
-    """sha256 of a local file's bytes (``hashlib.file_digest`` is Python 3.11+)."""
-    with open(path, "rb") as handle:
-        return sha256_stream(handle)
-
-
 def _directory_hashes(root: Path) -> dict[str, str]:
     """What could change the tokenizer transformers builds from ``root``: the sha256 of every file
     it may read (the top-level files but model weights and hidden files, and the extra chat
@@ -199,7 +193,8 @@ def _directory_hashes(root: Path) -> dict[str, str]:
         if stat.st_size > LARGE_FILE:
             hashes[name] = f"size {stat.st_size}, modified {stat.st_mtime_ns}"
         else:
-            hashes[name] = _sha256(path)
+            with open(path, "rb") as handle:  # hashlib.file_digest is Python 3.11+
+                hashes[name] = sha256_stream(handle)
     return hashes
 
 

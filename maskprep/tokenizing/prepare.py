@@ -1,20 +1,50 @@
-"""What a build encodes with: the tokenizer's identity and its encoders, taken from the tokenizer
-cache when it holds them, else loaded through transformers (and then cached)."""
+"""What a build encodes with, and the encode step of a build.
+
+:func:`prepare_tokenizer` gives the tokenizer's identity and its encoders: read from its
+``tokenizer.json`` directly, taken from the tokenizer cache when it holds them, else loaded
+through transformers (and then cached).
+
+:func:`encode_stream` turns batches of records into their encoded documents, in order, and
+rejects the supervised records that cannot be trained on. On the fast path the encoding overlaps
+reading and writing: an :class:`EncodingThread` runs the encoder beside the main thread, which
+meanwhile shapes and writes, and a reader thread reads, parses and prepares the records (renders
+chat templates). One encoding thread is enough: the Rust tokenizer spreads each batch over every
+core with its own threads (rayon) with the GIL released. Worker processes were measured against
+it on 2 cores and did not win (``bench/README.md``), so there are none. Batches are handed back
+in the order they were read, so rows, shards and manifest do not depend on timing.
+
+A supervised record is rejected here when fitting it into ``max_length`` would leave it no
+trained token (:func:`split_trainable`): a supervised row that trains nothing is a bad record,
+not a row.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Full, Queue
 from typing import Any
 
-from ..config import BuildConfig, TokenizerConfig
+from ..config import BuildConfig, ShapeConfig, TokenizerConfig
 from ..errors import ConfigError, Option
+from ..sources.records import Batch, Record, Rejected
 from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
-from .direct import DirectTokenizer, load_direct
-from .encoder import Encoder
-from .fast import EncoderSpec, encoder_spec
-from .loading import TokenizerInfo, load_tokenizer, tokenizer_info
-from .sft import SFTEncoder, use_chat_template_file
+from .encoder import (
+    BackendEncoder,
+    EncodedBatch,
+    EncodedDoc,
+    Encoder,
+    EncoderSpec,
+    appends_eos,
+    encoder_spec,
+    truncation_keep,
+)
+from .loading import DirectTokenizer, TokenizerInfo, load_direct, load_tokenizer, tokenizer_info
+from .sft import SFTEncoder, rejected_record, use_chat_template_file
 
 
 @dataclass(frozen=True)
@@ -28,7 +58,7 @@ class PreparedTokenizer:
     encoder: Encoder | None = None
     sft_encoder: SFTEncoder | None = None
     cached: bool = False
-    #: Loaded from its tokenizer.json with ``tokenizers`` alone (:mod:`.direct`).
+    #: Loaded from its tokenizer.json with ``tokenizers`` alone (:func:`~.loading.load_direct`).
     direct: bool = False
 
 
@@ -103,14 +133,212 @@ def direct_spec(direct: DirectTokenizer, options: TokenizerConfig) -> EncoderSpe
     """The fast path's spec of a tokenizer loaded from its files (its backend as it is), for the
     tokenizer options as the build applies them (``BuildConfig.resolved_tokenizer``)."""
     info = direct.info
-    suffix = tuple(info.suffix_ids)
-    eos = info.eos_token_id
     return EncoderSpec(
         backend_json=direct.backend.to_str(),
         split_special_tokens=direct.split_special_tokens,
         prefix=tuple(info.prefix_ids),
-        suffix=suffix,
-        # As Encoder decides: never a second EOS, none where the tokenizer has none.
-        append_eos=bool(options.add_eos) and eos is not None and (not suffix or suffix[-1] != eos),
-        eos_id=eos,
+        suffix=tuple(info.suffix_ids),
+        append_eos=appends_eos(options.add_eos, info.eos_token_id, info.suffix_ids),
+        eos_id=info.eos_token_id,
     )
+
+
+#: A batch, its encoded documents, and the records of it the encode step rejected.
+Encoded = tuple[Batch, list[EncodedDoc], list[Rejected]]
+
+
+def encode_stream(
+    batches: Iterator[Batch], tokenizing: PreparedTokenizer, shape: ShapeConfig
+) -> Generator[Encoded, None, None]:
+    """Each batch with its documents, and the supervised records rejected: those that cannot be
+    encoded for training, and those that fitting into ``shape`` would leave without a trained
+    token (:func:`split_trainable`). Plain records are never rejected here.
+
+    On the fast path an :class:`EncodingThread` reads, prepares (supervised
+    records) and encodes ahead of the consumer on background threads; it stops when the stream
+    is closed or exhausted. Otherwise each batch is encoded here, when asked for.
+    """
+    supervised = tokenizing.sft_encoder is not None
+    # Closed with this generator: the reading and encoding threads stop before their files close.
+    with contextlib.closing(_encoded(batches, tokenizing)) as encoded:
+        for batch, items in encoded:
+            if supervised:
+                docs, rejected = split_trainable(batch.records, items, shape)
+                yield batch, docs, rejected
+            else:
+                yield batch, items, []  # type: ignore[misc] # plain records are never rejected
+
+
+def _encoded(
+    batches: Iterator[Batch], tokenizing: PreparedTokenizer
+) -> Generator[tuple[Batch, list[EncodedDoc | Rejected]], None, None]:
+    """Each batch with one item per record: its :class:`EncodedDoc`, or the :class:`Rejected`
+    record when a supervised record cannot be encoded for training."""
+    if tokenizing.spec is not None:
+        sft = tokenizing.sft_encoder
+        thread = (
+            EncodingThread(sft.prepare, sft.encode)
+            if sft is not None
+            else EncodingThread.plain(tokenizing.spec)
+        )
+        try:
+            yield from thread.encode(batches)
+        finally:
+            thread.close()
+        return
+    for batch in batches:
+        records = batch.records
+        if not records:
+            yield batch, []
+        elif tokenizing.sft_encoder is not None:
+            yield batch, tokenizing.sft_encoder.encode_records(records)
+        else:
+            assert tokenizing.encoder is not None, "a cached tokenizer always has the fast path"
+            texts = [r.text for r in records]
+            yield batch, list(tokenizing.encoder.encode(texts, [r.location for r in records]))
+
+
+#: What the reader thread makes of a batch's records (in Python), for the encoding thread.
+Prepare = Callable[[list[Record]], Any]
+#: The encoding thread's work on the records and what ``Prepare`` made of them.
+Encode = Callable[[list[Record], Any], Any]
+#: What the consumer's thread makes of the encoding thread's result: one item per record.
+Finish = Callable[[list[Record], Any], list[EncodedDoc | Rejected]]
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """An exception raised while reading or submitting, carried to the consuming thread."""
+
+    error: BaseException
+
+
+class EncodingThread:
+    """Encodes batches of records ahead of the caller, in order, with bounded memory.
+
+    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, items)`` pairs, at
+    most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread. Each batch's
+    records are passed through ``prepare`` on the reader thread, ``encode`` on the encoding
+    thread, and ``finish`` (default: the encoding's result as it is) on the consumer's
+    (:meth:`plain` makes them for plain documents).
+    """
+
+    def __init__(
+        self,
+        prepare: Prepare,
+        encode: Encode,
+        lookahead: int = 2,
+        finish: Finish | None = None,
+    ) -> None:
+        self.lookahead = lookahead
+        self._prepare = prepare
+        self._encode = encode
+        self._finish = finish
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="maskprep-encode")
+
+    @classmethod
+    def plain(cls, spec: EncoderSpec, lookahead: int = 2) -> EncodingThread:
+        """The encoding thread for plain documents: the backend of ``spec``, framed in bulk on
+        it; the per-document views are made on the consumer's, which waits on it anyway."""
+        encoder = BackendEncoder(spec)
+        head, tail = len(spec.prefix), len(spec.suffix)
+
+        def encode(records: list[Record], texts: list[str]) -> EncodedBatch:
+            return encoder.encode(texts)
+
+        def finish(records: list[Record], batch: EncodedBatch) -> list[EncodedDoc | Rejected]:
+            return batch.docs([r.location for r in records], head, tail)  # type: ignore[return-value]
+
+        return cls(lambda records: [r.text for r in records], encode, lookahead, finish)
+
+    def close(self) -> None:
+        """Stop the encoding thread, dropping work not yet collected."""
+        self._thread.shutdown(wait=True, cancel_futures=True)
+
+    def encode(
+        self, batches: Iterator[Batch]
+    ) -> Iterator[tuple[Batch, list[EncodedDoc | Rejected]]]:
+        """Encoded documents for each batch of records, in the order the batches came.
+
+        A reader thread pulls the batches (reading and JSON parsing) and submits them for
+        encoding, at most ``lookahead`` ahead; each batch is handed back as soon as it is encoded,
+        so a slow stream (a pipe) is written as it arrives, not held back behind later input.
+        """
+        queue: Queue[Any] = Queue(maxsize=max(self.lookahead, 1))
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    queue.put(item, timeout=0.1)
+                    return True
+                except Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in batches:
+                    # A batch of rejected records only has nothing to encode.
+                    future = (
+                        self._thread.submit(
+                            self._encode, batch.records, self._prepare(batch.records)
+                        )
+                        if batch.records
+                        else None
+                    )
+                    if not put((batch, future)):
+                        return
+                put(_DONE)
+            except BaseException as exc:  # re-raised in the consumer, where it belongs
+                put(_Failed(exc))
+
+        reader = threading.Thread(target=produce, name="maskprep-read", daemon=True)
+        reader.start()
+        try:
+            while True:
+                item = queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, _Failed):
+                    raise item.error
+                batch, future = item
+                if future is None:
+                    yield batch, []
+                elif self._finish is None:
+                    yield batch, future.result()
+                else:
+                    yield batch, self._finish(batch.records, future.result())
+        finally:
+            stop.set()
+            reader.join(timeout=1.0)
+
+
+def loses_all_labels(doc: EncodedDoc, config: ShapeConfig) -> bool:
+    """Whether fitting (:func:`maskprep.shaping.fit.fit`) would write ``doc`` with no trained
+    token left (only truncation can)."""
+    if len(doc.ids) <= config.max_length or config.overflow != "truncate":
+        return not doc.trained.any()
+    keep, _ = truncation_keep(doc, config.max_length)
+    return not doc.trained[keep].any()
+
+
+def split_trainable(
+    records: Sequence[Record], items: Sequence[EncodedDoc | Rejected], config: ShapeConfig
+) -> tuple[list[EncodedDoc], list[Rejected]]:
+    """Encoded supervised records (``items``, one per record) split into the documents to shape
+    and the records rejected: those the encoder rejected, and those that fitting would leave
+    without a trained token (a supervised row that trains nothing is a bad record, not a row)."""
+    docs: list[EncodedDoc] = []
+    rejected: list[Rejected] = []
+    for record, item in zip(records, items, strict=True):
+        if isinstance(item, Rejected):
+            rejected.append(item)
+        elif loses_all_labels(item, config):
+            reason = f"no trained token left after truncation to max_length {config.max_length}"
+            rejected.append(rejected_record(record, reason))
+        else:
+            docs.append(item)
+    return docs, rejected

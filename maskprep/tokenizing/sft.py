@@ -13,17 +13,34 @@ Two kinds of record, both turned into :class:`~maskprep.tokenizing.encoder.Encod
       <|im_start|>user\\nHi<|im_end|>\\n<|im_start|>assistant\\n | Hello!<|im_end|> | \\n
       ------------------- not trained ------------------------ | --- trained ---- | not
 
-Character spans become token flags through each token's span in the text (:mod:`.located`).
 Records are prepared (rendered) in Python, then encoded in batches by the backend, beside the
-main thread (:mod:`.encoding_thread`).
+main thread (:mod:`.prepare`). Character spans become token flags through each token's span in the
+text (:class:`Located`): the trained tokens are those whose span overlaps a trained character
+span (a token cut by a span's edge counts as inside it, as in transformers' assistant mask), and
+the prompt is the tokens that end before the completion begins. Spans are found one of two ways,
+both exact (:class:`BackendLocator`):
+
+- **byte lengths** (byte-level BPE: GPT-2, Llama 3, Qwen, the sample tokenizer). Every token is a
+  fixed run of the text's UTF-8 bytes, so the ids alone give every token's byte span: a table
+  lookup and a cumulative sum per batch, on ids from ``encode_batch_fast``, which skips
+  building offsets and token strings (what makes SFT encode as fast as plain text). Taken only
+  for a tokenizer whose layout guarantees it (BPE, byte-level pre-tokenizer, no normalizer but
+  NFC, added tokens that strip nothing) and whose table gave the backend's own offsets on probe
+  texts; an NFC tokenizer's text that NFC would change goes the other way.
+- **offsets**: ``encode_batch`` with character offsets (WordPiece, SentencePiece and the rest),
+  from a copy of the backend without its post-processor, which with no special tokens added
+  only trims whitespace from offsets: untrimmed, a token's span is every character it was made
+  of, as with byte lengths.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -34,9 +51,15 @@ from ..errors import ConfigError, IOFailure, Option
 from ..sources.records import Record, Rejected
 from ..sources.sft import Conversation, PromptCompletion
 from .chat import ChatRenderer, RenderedChat, Unusable, template_variables
-from .encoder import EncodedDoc, special_frame
-from .fast import EncoderSpec
-from .located import BackendLocator, Located
+from .encoder import (
+    PROBE_TEXTS,
+    EncodedDoc,
+    EncoderSpec,
+    appends_eos,
+    flatten_ids,
+    load_backend,
+    special_frame,
+)
 
 #: The most bytes of a chat template file read. Real templates are a few KiB (tool-calling ones
 #: some 15 KiB); what is larger is another file, or one that never ends.
@@ -120,8 +143,7 @@ class SFTEncoder:
                 f"tokenizer {config.name_or_path!r} has no EOS token to end completions with; "
                 "turn add_eos off"
             )
-        # The tokenizer may already end every sequence with EOS (its suffix); never add a second.
-        self.append_eos = add_eos and (not suffix or suffix[-1] != self.eos_id)
+        self.append_eos = appends_eos(add_eos, self.eos_id, suffix)
         self._prefix = np.asarray(prefix, dtype=np.int32)
         self._suffix = np.asarray(suffix, dtype=np.int32)
         # What a chat template opens every conversation with, as the tokenizer frames a text.
@@ -160,7 +182,7 @@ class SFTEncoder:
             try:
                 chat = self.renderer.spans(conversation.as_dicts())
             except Unusable as exc:
-                prepared.append(_rejected(record, str(exc)))
+                prepared.append(rejected_record(record, str(exc)))
                 continue
             prepared.append(SFTText(chat.text, chat.spans, chat=chat))
         return prepared
@@ -230,7 +252,9 @@ class SFTEncoder:
         assert item.chat is not None and self.renderer is not None
         trained = located.covering(item.spans)
         if not trained.any():
-            return _rejected(record, "the chat template rendered the turns to train as no tokens")
+            return rejected_record(
+                record, "the chat template rendered the turns to train as no tokens"
+            )
         ids = located.ids
         head = self._chat_head(ids)
         prompt = 0
@@ -253,7 +277,8 @@ class SFTEncoder:
         return 0
 
 
-def _rejected(record: Record, reason: str) -> Rejected:
+def rejected_record(record: Record, reason: str) -> Rejected:
+    """A supervised record rejected for ``reason``: it yields no trained token."""
     raw = json.dumps(record.payload.as_json() if record.payload else {}, ensure_ascii=False)
     return Rejected(record.source, record.line, reason, raw, without_labels=True)
 
@@ -262,3 +287,188 @@ def _payload(record: Record, kind: type) -> Any:
     if not isinstance(record.payload, kind):
         raise TypeError(f"{record.location}: expected a {kind.__name__} record")
     return record.payload
+
+
+@dataclass(frozen=True)
+class Located:
+    """One text's token ids and each token's span, ``[starts[i], ends[i])``, in ``unit``s
+    (``"byte"``: UTF-8 bytes of the text, ``"char"``: characters)."""
+
+    text: str
+    ids: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    unit: str
+
+    def position(self, char: int) -> int:
+        """Character position ``char`` of the text in this text's unit."""
+        if self.unit == "char" or char == 0:
+            return char
+        return len(self.text[:char].encode("utf-8"))
+
+    def covering(self, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Flags for the tokens overlapping any of the character ``spans``."""
+        trained = np.zeros(len(self.ids), dtype=bool)
+        for start, end in spans:
+            if end <= start:
+                continue
+            first = self._first_from(self.position(start))
+            stop = int(np.searchsorted(self.starts, self.position(end), side="left"))
+            trained[first:stop] = True
+        return trained
+
+    def tokens_before(self, char: int) -> int:
+        """How many tokens lie wholly before character ``char`` (the prompt before a completion
+        that begins there)."""
+        return self._first_from(self.position(char))
+
+    def _first_from(self, at: int) -> int:
+        """The first token that ends after ``at``, or that begins there with no width of its own
+        (SentencePiece's ``▁`` prepended to a text: it belongs to what follows)."""
+        first = int(np.searchsorted(self.ends, at, side="right"))
+        while first and self.starts[first - 1] == self.ends[first - 1] >= at:
+            first -= 1
+        return first
+
+
+class BackendLocator:
+    """Texts → :class:`Located`, with the backend of a fast-path spec (whose plain encoding was
+    proven equal to the tokenizer's)."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        self._fast = load_backend(spec)
+        self._offsets = load_backend(spec)
+        # With no special tokens added, a post-processor changes offsets only (ByteLevel trims).
+        self._offsets.post_processor = None
+        definition = json.loads(spec.backend_json)
+        self._nfc = (definition.get("normalizer") or {}).get("type") == "NFC"
+        self._lengths = _byte_lengths(definition, self._fast)
+        if self._lengths is not None and not self._agrees(self._probes()):
+            self._lengths = None
+
+    @property
+    def by_bytes(self) -> bool:
+        """Whether spans come from byte lengths (else from offsets)."""
+        return self._lengths is not None
+
+    def locate(self, texts: Sequence[str]) -> list[Located]:
+        """Each text's ids and token spans, in order."""
+        if self._lengths is None:
+            return self._by_offsets(texts)
+        # A text NFC would change is not the bytes an NFC tokenizer splits: it takes offsets.
+        by_bytes = [not self._nfc or unicodedata.is_normalized("NFC", t) for t in texts]
+        by_lengths = iter(self._by_lengths(list(compress(texts, by_bytes))))
+        by_offsets = iter(self._by_offsets(list(compress(texts, [not b for b in by_bytes]))))
+        return [next(by_lengths) if b else next(by_offsets) for b in by_bytes]
+
+    def _by_lengths(self, texts: Sequence[str]) -> list[Located]:
+        assert self._lengths is not None
+        if not texts:
+            return []
+        encodings = self._fast.encode_batch_fast(list(texts), add_special_tokens=False)
+        flat, sizes = flatten_ids([e.ids for e in encodings])
+        ends = np.cumsum(self._lengths[flat])
+        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=bounds[1:])
+        # Byte position where each document begins in the running sum.
+        base = np.concatenate(([0], ends))[bounds[:-1]]
+        located = []
+        for i, text in enumerate(texts):
+            a, b = bounds[i], bounds[i + 1]
+            doc_ends = ends[a:b] - base[i]
+            doc_starts = doc_ends - self._lengths[flat[a:b]]
+            unit = "char" if text.isascii() else "byte"
+            located.append(Located(text, flat[a:b], doc_starts, doc_ends, unit))
+        return located
+
+    def _by_offsets(self, texts: Sequence[str]) -> list[Located]:
+        if not texts:
+            return []
+        located = []
+        for text, encoding in zip(
+            texts, self._offsets.encode_batch(list(texts), add_special_tokens=False), strict=True
+        ):
+            offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+            ids = np.asarray(encoding.ids, dtype=np.int32)
+            located.append(Located(text, ids, offsets[:, 0], offsets[:, 1], "char"))
+        return located
+
+    def _probes(self) -> list[str]:
+        specials = [str(t.content) for t in self._fast.get_added_tokens_decoder().values()]
+        return [*PROBE_TEXTS, " ".join(specials) + " after the special tokens", "".join(specials)]
+
+    def _agrees(self, probes: list[str]) -> bool:
+        """Whether byte lengths give exactly the spans the backend's offsets give."""
+        pairs = zip(self._by_lengths(probes), self._by_offsets(probes), strict=True)
+        for by_length, by_offset in pairs:
+            starts, ends = _char_spans(by_length)
+            if not (
+                np.array_equal(by_length.ids, by_offset.ids)
+                and np.array_equal(starts, by_offset.starts)
+                and np.array_equal(ends, by_offset.ends)
+            ):
+                return False
+        return True
+
+
+def _char_spans(doc: Located) -> tuple[np.ndarray, np.ndarray]:
+    """``doc``'s byte spans as character spans (a token holding part of a character spans all of
+    it, as character offsets do)."""
+    if doc.unit == "char":
+        return doc.starts, doc.ends
+    # Character index of every byte position (and of the end).
+    char_of_byte = np.repeat(
+        np.arange(len(doc.text) + 1), [len(c.encode("utf-8")) for c in doc.text] + [1]
+    )
+    first = char_of_byte[doc.starts]
+    # A token ending inside a character ends after it.
+    last = np.where(
+        doc.ends > doc.starts, char_of_byte[np.maximum(doc.ends - 1, 0)] + 1, char_of_byte[doc.ends]
+    )
+    return first, last
+
+
+def _byte_lengths(definition: dict[str, Any], tokenizer: Any) -> np.ndarray | None:
+    """Every id's length in UTF-8 bytes, for a byte-level BPE tokenizer whose tokens are runs of
+    the text's bytes; ``None`` for any other layout."""
+    model = definition.get("model") or {}
+    normalizer = definition.get("normalizer")
+    pre = definition.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    if (
+        model.get("type") != "BPE"
+        or (normalizer is not None and normalizer.get("type") != "NFC")
+        or not any(step.get("type") == "ByteLevel" for step in steps)
+        or any(step.get("type") not in ("ByteLevel", "Split") for step in steps)
+    ):
+        return None
+    added = tokenizer.get_added_tokens_decoder()
+    if any(token.lstrip or token.rstrip for token in added.values()):
+        return None
+    decode = {c: b for b, c in enumerate(_byte_alphabet())}
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    size = max([*vocab.values(), *added.keys(), -1]) + 1
+    lengths = np.full(size, -1, dtype=np.int64)
+    for token, index in vocab.items():
+        if all(c in decode for c in token):
+            lengths[index] = len(token)
+    for index, token in added.items():
+        lengths[index] = len(token.content.encode("utf-8"))
+    # An id with no length (a token that is not byte runs) would be caught by the probes only if
+    # they use it: refuse it outright.
+    return None if (lengths < 0).any() else lengths
+
+
+def _byte_alphabet() -> list[str]:
+    """The characters byte-level BPE writes the bytes 0..255 as (GPT-2's ``bytes_to_unicode``)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    printable += range(ord("®"), ord("ÿ") + 1)
+    chars = {}
+    extra = 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
