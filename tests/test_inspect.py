@@ -24,9 +24,9 @@ from maskprep.cli.inspect_report import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
 from maskprep.inspecting import driver
 from maskprep.inspecting.checks import CHECKS, SHARDS_MATCH_MANIFEST, CheckResult
-from maskprep.inspecting.decode import decode_row
 from maskprep.inspecting.layout import LayoutHints
 from maskprep.inspecting.options import InspectOptions
+from maskprep.inspecting.results import decode_row
 from maskprep.inspecting.stats import ColumnStats
 from maskprep.output.manifest import read_manifest
 from maskprep.output.names import MANIFEST_NAME

@@ -25,15 +25,17 @@ from ..errors import ConfigError, DataError
 from ..reading.declared import declared
 from ..reading.shards import Shard, open_input, shard_batches
 from .checks import CheckResult
-from .decode import decode_row
 from .layout import LayoutHints, infer_layout, layout_hints, with_tokenizer
-from .manifest import build_facts, hash_files, manifest_consistent, shards_match_manifest
-from .model import ModelChecks, model_checks
 from .options import InspectOptions
-from .results import InspectResult
+from .results import InspectResult, build_facts, data_stats, decode_row
 from .stats import ColumnStats
-from .summary import data_stats
-from .verdicts import check_results
+from .verdicts import (
+    ModelChecks,
+    check_results,
+    manifest_consistent,
+    model_checks,
+    shards_match_manifest,
+)
 
 
 @dataclass
@@ -93,6 +95,19 @@ def _read_rows(
         shard_start += shard.rows if shard.rows is not None else seen
     read.rows = shard_start
     return read
+
+
+def hash_files(paths: dict[int, storage.Location], stop: threading.Event) -> dict[int, str]:
+    """sha256 of each shard file (or object, streamed) by shard number; gives up (incomplete)
+    once ``stop`` is set."""
+    digests: dict[int, str] = {}
+    for number, path in paths.items():
+        with storage.open_read(path) as handle:
+            digest = storage.sha256_stream(handle, None, stop)  # runs beside the analysis
+        if digest is None:
+            return digests
+        digests[number] = digest
+    return digests
 
 
 def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
