@@ -22,8 +22,7 @@ import pyarrow as pa
 
 from .. import storage
 from ..errors import ConfigError, DataError
-from ..reading.declared import declared
-from ..reading.shards import Shard, open_input, shard_batches
+from ..reading.shards import Shard, declared, open_input, shard_batches
 from .checks import CheckResult
 from .layout import LayoutHints, infer_layout, layout_hints, with_tokenizer
 from .options import InspectOptions

@@ -17,17 +17,18 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
-from ..column_values import int_values, outside_ids
-from ..columns import IGNORE_INDEX
-from ..errors import DataError
-from ..reading.lists import (
+from ..column_values import (
     ListColumn,
+    int_values,
     list_column,
+    outside_ids,
     row_starts,
     segment_any,
     segment_extreme,
     segment_sum,
 )
+from ..columns import IGNORE_INDEX
+from ..errors import DataError
 from ..reading.shards import missing_columns
 from . import checks as c
 from .checks import FlaggedRows, RowsByValue

@@ -18,11 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns, storage
-from ..column_values import outside_ids
+from ..column_values import list_column, outside_ids, segment_any
 from ..contract import ShardContract
 from ..extras import require_extra
 from ..output.manifest import Manifest, manifest_problems
-from ..reading.lists import list_column, segment_any
 from ..reading.reach import PositionLimit, model_limit, row_reach, tokenizer_limit
 from ..reading.shards import Shard
 from ..shaping.fill import ratio
@@ -387,8 +386,8 @@ def shards_match_manifest(
     """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
     row was read) positions, real and trained tokens, and no contract in their metadata that
     contradicts the manifest (``conflicts``, by shard number, see
-    :mod:`maskprep.reading.declared`). A shard copied short, replaced or edited since the build
-    fails it; the rows it names are the first row of each such shard."""
+    :func:`maskprep.reading.shards.declared`). A shard copied short, replaced or edited since the
+    build fails it; the rows it names are the first row of each such shard."""
     entries = manifest.shards
     problems: list[str] = []
     first_rows: list[int] = []

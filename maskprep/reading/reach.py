@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
+from ..column_values import list_column, segment_extreme, segment_sum
 from ..tokenizing.loading import real_model_max_length
-from .lists import list_column, segment_extreme, segment_sum
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import columns
+from ..column_values import list_column, segment_sum
 from ..columns import IGNORE_INDEX
-from ..reading.declared import declared, refuse_conflicts
-from ..reading.lists import list_column, segment_sum
-from ..reading.shards import open_input, shard_batches
+from ..reading.shards import declared, open_input, refuse_conflicts, shard_batches
 from ..verifying.sampling import DataFacts, data_facts, take_rows
 
 if TYPE_CHECKING:

@@ -14,9 +14,15 @@ import numpy as np
 from .. import columns
 from ..column_values import check_columns
 from ..errors import DataError
-from ..reading.declared import declared, refuse_conflicts
 from ..reading.reach import reach_columns, row_reach
-from ..reading.shards import Shard, open_input, shard_batches, shard_columns
+from ..reading.shards import (
+    Shard,
+    declared,
+    open_input,
+    refuse_conflicts,
+    shard_batches,
+    shard_columns,
+)
 from ..storage.options import StorageOptions
 
 if TYPE_CHECKING:
