@@ -15,14 +15,7 @@ from .. import columns
 from ..column_values import check_columns
 from ..errors import DataError
 from ..reading.reach import reach_columns, row_reach
-from ..reading.shards import (
-    Shard,
-    declared,
-    open_input,
-    refuse_conflicts,
-    shard_batches,
-    shard_columns,
-)
+from ..reading.shards import Shard, declared, open_input, refuse_conflicts, shard_batches
 from ..storage.options import StorageOptions
 
 if TYPE_CHECKING:
@@ -183,7 +176,7 @@ def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> _Farthest:
     best_rows = np.zeros(0, np.int64)
     reach, reach_row = -1, 0
     for shard, start in zip(shards, starts[:-1], strict=False):
-        read = reach_columns(shard_columns(shard))
+        read = reach_columns(shard.schema.names)
         for offset, batch in shard_batches(shard, SCAN_ROWS, read=read, required=PROBED_COLUMNS):
             ids = np.arange(batch.num_rows, dtype=np.int64) + int(start) + offset
             try:
