@@ -96,7 +96,7 @@ def list_values(array: pa.Array | pa.ChunkedArray, name: str, rows: Rows = None)
     return ListColumn(values, offsets)
 
 
-def list_column(batch: pa.RecordBatch, name: str, rows: Rows = None) -> ListColumn:
+def list_column(batch: pa.RecordBatch | pa.Table, name: str, rows: Rows = None) -> ListColumn:
     """The list column ``name`` of ``batch``, as :func:`list_values` reads it."""
     return list_values(batch.column(name), name, rows)
 

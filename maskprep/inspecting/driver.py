@@ -222,11 +222,6 @@ def check_table(
     """Every check on an in-memory table, its rows numbered from 0, held to what ``hints`` say
     (the rest inferred from the rows); ``options`` sets the warning limits and how many rows a
     check lists."""
-    if isinstance(table, pa.Table):
-        batches = table.combine_chunks().to_batches()
-        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
-    else:
-        batch = table
     stats = ColumnStats(hints, options)
-    stats.add(batch, np.arange(batch.num_rows))
+    stats.add(table, np.arange(table.num_rows))
     return check_results(stats, infer_layout(stats, hints), hints)

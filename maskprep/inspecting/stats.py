@@ -116,8 +116,8 @@ class ColumnStats:
         while the EOS id is unknown)."""
         return 0 <= token < len(self.trained_ids) and bool(self.trained_ids[token])
 
-    def add(self, batch: pa.RecordBatch, row_ids: np.ndarray) -> None:
-        """Fold in one batch whose rows are ``row_ids`` (ascending) of the whole data.
+    def add(self, batch: pa.RecordBatch | pa.Table, row_ids: np.ndarray) -> None:
+        """Fold in one batch (or table) whose rows are ``row_ids`` (ascending) of the whole data.
 
         Raises :class:`DataError` when a contract column is missing or not a list of integers
         (naming the row). A shard without ``length`` (written by another tool) is checked with
