@@ -115,12 +115,6 @@ def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
             raise ConfigError(f"row {index} is out of range: the data has {rows} rows")
 
 
-def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
-    from ..tokenizing.loading import from_pretrained
-
-    return from_pretrained(name_or_path, revision, trust_remote_code=False)
-
-
 def inspect(
     path: str,
     options: InspectOptions = InspectOptions(),
@@ -154,7 +148,9 @@ def inspect(
                 "decoding rows needs a tokenizer, and the input has no manifest naming one"
             )
         revision = contract.tokenizer_revision if contract and options.tokenizer is None else None
-        tokenizer = _load_tokenizer(name, revision)
+        from ..tokenizing.loading import from_pretrained
+
+        tokenizer = from_pretrained(name, revision, trust_remote_code=False)
         hints = with_tokenizer(hints, tokenizer)
 
     counted = [s.rows for s in shards if s.rows is not None]
