@@ -48,10 +48,8 @@ def _row(rows: Rows, index: int) -> int:
     return index if rows is None else int(rows[index])
 
 
-def _kinds(name: str) -> str:
-    """NumPy dtype kinds a list column's values may have: signed and unsigned integers (and
-    booleans in a flag column)."""
-    return "iub" if name in FLAG_COLUMNS else "iu"
+def _first_null(array: pa.Array) -> int:
+    return int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
 
 
 def _values_wanted(name: str) -> str:
@@ -80,15 +78,13 @@ def list_values(array: pa.Array | pa.ChunkedArray, name: str, rows: Rows = None)
     if not wanted_type:
         raise DataError(f"{_where(rows, 0, name)}: lists of {kind}, not of {_values_wanted(name)}")
     if array.null_count:
-        first = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{_where(rows, first, name)}: null, not a list")
+        raise DataError(f"{_where(rows, _first_null(array), name)}: null, not a list")
     offsets = array.offsets.to_numpy().astype(np.int64)
     # .values ignores a slice's offset; cutting it by the offsets keeps zero-copy reads.
     flat = array.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
     offsets = offsets - offsets[0]
     if flat.null_count:
-        at = int(np.flatnonzero(flat.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{_at(rows, offsets, at, name)} is null")
+        raise DataError(f"{_at(rows, offsets, _first_null(flat), name)} is null")
     values = flat.to_numpy(zero_copy_only=False)
     _check_int64(values, offsets, name, rows)
     if values.dtype == np.uint64:  # compared with int64 columns, NumPy would go through floats
@@ -110,8 +106,7 @@ def int_values(array: pa.Array | pa.ChunkedArray, name: str, rows: Rows = None) 
     if not pa.types.is_integer(array.type):
         raise DataError(f"{_where(rows, 0, name)}: {array.type} values, not integers")
     if array.null_count:
-        first = int(np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"{_where(rows, first, name)}: null, not an integer")
+        raise DataError(f"{_where(rows, _first_null(array), name)}: null, not an integer")
     values = array.to_numpy(zero_copy_only=False)
     if values.dtype == np.uint64 and values.size and int(values.max()) > _INT64_MAX:
         first = int(np.argmax(values > _INT64_MAX))
@@ -152,7 +147,8 @@ def row_values(value: Any, name: str, row: int) -> np.ndarray:
         raise DataError(
             f"row {row}: {name}: {array.ndim}-dimensional, not one list of integers per row"
         )
-    if array.dtype.kind not in _kinds(name):
+    # Signed and unsigned integers, and booleans in a flag column.
+    if array.dtype.kind not in ("iub" if name in FLAG_COLUMNS else "iu"):
         raise DataError(f"row {row}: {name}: {array.dtype} values, not {_values_wanted(name)}")
     _check_int64(array, np.array([0, len(array)]), name, [row])
     return array.astype(np.int64, copy=False)
