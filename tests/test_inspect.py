@@ -18,20 +18,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import maskprep
+from maskprep import column_values as lists
 from maskprep import columns
 from maskprep.cli import main
 from maskprep.cli.inspect_report import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
 from maskprep.inspecting import driver
 from maskprep.inspecting.checks import CHECKS, SHARDS_MATCH_MANIFEST, CheckResult
-from maskprep.inspecting.decode import decode_row
 from maskprep.inspecting.layout import LayoutHints
 from maskprep.inspecting.options import InspectOptions
+from maskprep.inspecting.results import decode_row
 from maskprep.inspecting.stats import ColumnStats
 from maskprep.output.manifest import read_manifest
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.output.shards import sha256_file
-from maskprep.reading import lists
 
 EOS = 2  # llama_like: <s> 1, </s> 2; padded with EOS in these builds (the pad == eos case)
 INVARIANTS = [spec.name for spec in CHECKS if spec.kind == "invariant"]

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 import maskprep
 from maskprep import columns
+from maskprep.inspecting.checks import FlaggedRows, RowsByValue
 from maskprep.inspecting.driver import check_table
 from maskprep.inspecting.layout import LayoutHints
 from maskprep.inspecting.options import InspectOptions
-from maskprep.inspecting.rows import FlaggedRows, RowsByValue
-from maskprep.inspecting.summary import percentiles
+from maskprep.inspecting.results import percentiles
 
 counts_of = st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=30)
 

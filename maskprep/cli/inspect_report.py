@@ -11,8 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ..inspecting.checks import SPECS, CheckResult
-from ..inspecting.results import BuildFacts, DecodedRow, InspectResult
-from ..inspecting.summary import BucketStats, HistogramBin, LengthStats
+from ..inspecting.results import (
+    BucketStats,
+    BuildFacts,
+    DecodedRow,
+    HistogramBin,
+    InspectResult,
+    LengthStats,
+)
 
 # ----------------------------------------------------------------------------- inspect
 

@@ -293,8 +293,7 @@ def _read_contract(path: str | os.PathLike[str]) -> ShardContract | None:
     """What the output or shards at ``path`` declare (the manifest's contract, else the shards'
     metadata; ``None`` for another tool's shards): the one place the collator reads data, with
     the reader inspect and verify use."""
-    from ..reading.declared import declared, refuse_conflicts
-    from ..reading.shards import open_input
+    from ..reading.shards import declared, open_input, refuse_conflicts
 
     shards, manifest = open_input(os.fspath(path), None, whole=False)
     found = declared(shards, manifest)

@@ -22,18 +22,19 @@ import pyarrow as pa
 
 from .. import storage
 from ..errors import ConfigError, DataError
-from ..reading.declared import declared
-from ..reading.shards import Shard, open_input, shard_batches
+from ..reading.shards import Shard, declared, open_input, shard_batches
 from .checks import CheckResult
-from .decode import decode_row
 from .layout import LayoutHints, infer_layout, layout_hints, with_tokenizer
-from .manifest import build_facts, hash_files, manifest_consistent, shards_match_manifest
-from .model import ModelChecks, model_checks
 from .options import InspectOptions
-from .results import InspectResult
+from .results import InspectResult, build_facts, data_stats, decode_row
 from .stats import ColumnStats
-from .summary import data_stats
-from .verdicts import check_results
+from .verdicts import (
+    ModelChecks,
+    check_results,
+    manifest_consistent,
+    model_checks,
+    shards_match_manifest,
+)
 
 
 @dataclass
@@ -95,16 +96,23 @@ def _read_rows(
     return read
 
 
+def hash_files(paths: dict[int, storage.Location], stop: threading.Event) -> dict[int, str]:
+    """sha256 of each shard file (or object, streamed) by shard number; gives up (incomplete)
+    once ``stop`` is set."""
+    digests: dict[int, str] = {}
+    for number, path in paths.items():
+        with storage.open_read(path) as handle:
+            digest = storage.sha256_stream(handle, None, stop)  # runs beside the analysis
+        if digest is None:
+            return digests
+        digests[number] = digest
+    return digests
+
+
 def _check_row_indices(indices: tuple[int, ...], rows: int) -> None:
     for index in indices:
         if index >= rows:
             raise ConfigError(f"row {index} is out of range: the data has {rows} rows")
-
-
-def _load_tokenizer(name_or_path: str, revision: str | None) -> Any:
-    from ..tokenizing.loading import from_pretrained
-
-    return from_pretrained(name_or_path, revision, trust_remote_code=False)
 
 
 def inspect(
@@ -140,7 +148,9 @@ def inspect(
                 "decoding rows needs a tokenizer, and the input has no manifest naming one"
             )
         revision = contract.tokenizer_revision if contract and options.tokenizer is None else None
-        tokenizer = _load_tokenizer(name, revision)
+        from ..tokenizing.loading import from_pretrained
+
+        tokenizer = from_pretrained(name, revision, trust_remote_code=False)
         hints = with_tokenizer(hints, tokenizer)
 
     counted = [s.rows for s in shards if s.rows is not None]
@@ -208,11 +218,6 @@ def check_table(
     """Every check on an in-memory table, its rows numbered from 0, held to what ``hints`` say
     (the rest inferred from the rows); ``options`` sets the warning limits and how many rows a
     check lists."""
-    if isinstance(table, pa.Table):
-        batches = table.combine_chunks().to_batches()
-        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
-    else:
-        batch = table
     stats = ColumnStats(hints, options)
-    stats.add(batch, np.arange(batch.num_rows))
+    stats.add(table, np.arange(table.num_rows))
     return check_results(stats, infer_layout(stats, hints), hints)

@@ -18,7 +18,7 @@ import numpy as np
 from .. import columns
 from ..config import STRATEGIES
 from ..errors import DataError
-from ..reading.declared import Declared
+from ..reading.shards import Declared
 from .options import InspectOptions
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Layout:
 
 def layout_hints(found: Declared, options: InspectOptions) -> LayoutHints:
     """What the options and the declared contract (the manifest's, else the shards' metadata,
-    see :mod:`maskprep.reading.declared`) say about the data before it is read."""
+    see :func:`maskprep.reading.shards.declared`) say about the data before it is read."""
     contract = found.contract
     source = found.source or "manifest"
     strategy = options.strategy or (contract.strategy if contract else None)

@@ -1,13 +1,12 @@
 """The column statistics of every row ``inspect`` reads, in memory that does not grow with them.
 
 :meth:`ColumnStats.add` reads a batch's contract columns as flat NumPy arrays (row ``i`` of
-``input_ids`` is ``ids[offsets[i]:offsets[i + 1]]``, see :mod:`maskprep.reading.lists`), turns
-each rule into a flag per position (``labels != IGNORE_INDEX`` where ``attention_mask == 0``, …),
-folds the flags into a flag per row, and keeps of the flagged rows how many there are and the
-first few (:mod:`.rows`). A verdict that depends on the layout, which may be settled only once
-every row was read (:func:`~.layout.infer_layout`), is kept per value of what it depends on: rows
-per (width, real tokens), per padding side, per id their padding holds. Memory is bounded by the
-batch size and the number of distinct widths and ids.
+``input_ids`` is ``ids[offsets[i]:offsets[i + 1]]``), turns each rule into a flag per position
+(``labels != IGNORE_INDEX`` where ``attention_mask == 0``, …), folds the flags into a flag per
+row, and keeps of the flagged rows how many there are and the first few. A verdict that depends
+on the layout, settled only once every row was read (:func:`~.layout.infer_layout`), is kept per
+value of what it depends on: rows per (width, real tokens), per padding side, per id their
+padding holds. Memory is bounded by the batch size and the number of distinct widths and ids.
 """
 
 from __future__ import annotations
@@ -18,22 +17,23 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
-from ..column_values import int_values, outside_ids
-from ..columns import IGNORE_INDEX
-from ..errors import DataError
-from ..reading.lists import (
+from ..column_values import (
     ListColumn,
+    int_values,
     list_column,
+    outside_ids,
     row_starts,
     segment_any,
     segment_extreme,
     segment_sum,
 )
+from ..columns import IGNORE_INDEX
+from ..errors import DataError
 from ..reading.shards import missing_columns
 from . import checks as c
+from .checks import FlaggedRows, RowsByValue
 from .layout import MIXED_PADDING, SIDE_ANY, SIDE_LEFT, SIDE_NEITHER, SIDE_RIGHT, LayoutHints
 from .options import InspectOptions
-from .rows import FlaggedRows, RowsByValue
 
 #: Checks whose rows are flagged as the batches pass: their verdict needs no layout.
 FLAGGED = (
@@ -116,8 +116,8 @@ class ColumnStats:
         while the EOS id is unknown)."""
         return 0 <= token < len(self.trained_ids) and bool(self.trained_ids[token])
 
-    def add(self, batch: pa.RecordBatch, row_ids: np.ndarray) -> None:
-        """Fold in one batch whose rows are ``row_ids`` (ascending) of the whole data.
+    def add(self, batch: pa.RecordBatch | pa.Table, row_ids: np.ndarray) -> None:
+        """Fold in one batch (or table) whose rows are ``row_ids`` (ascending) of the whole data.
 
         Raises :class:`DataError` when a contract column is missing or not a list of integers
         (naming the row). A shard without ``length`` (written by another tool) is checked with

@@ -1,5 +1,7 @@
-"""Each check's verdict (pass, fail, warn or skip), from the column statistics of every row read
-(:class:`~.stats.ColumnStats`) and the layout they are held to (:class:`~.layout.Layout`).
+"""Each check's verdict (pass, fail, warn or skip): the checks of the rows, from their column
+statistics (:class:`~.stats.ColumnStats`) and the layout they are held to
+(:class:`~.layout.Layout`); the shard files against their manifest; and the model checks, every
+row held to the positions and vocabulary of the model the data is for, where they are known.
 
 A check flagged row by row as the batches passed needs only its count; one that depends on the
 layout picks, among the values it was kept by, those at fault (rows of a width the strategy does
@@ -8,15 +10,29 @@ not allow, padding on the wrong side, a pad id other than the layout's).
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from .. import columns, storage
+from ..column_values import list_column, outside_ids, segment_any
+from ..contract import ShardContract
+from ..extras import require_extra
+from ..output.manifest import Manifest, manifest_problems
+from ..reading.reach import PositionLimit, model_limit, row_reach, tokenizer_limit
+from ..reading.shards import Shard
 from ..shaping.fill import ratio
 from ..token_ids import MAX_TOKEN_ID
 from . import checks as c
-from .checks import CheckResult, skipped, verdict
+from .checks import CheckResult, FlaggedRows, skipped, verdict
 from .layout import SIDE_LEFT, SIDE_NEITHER, SIDE_RIGHT, Layout, LayoutHints
-from .rows import FlaggedRows
+from .options import InspectOptions
 from .stats import ATTENDED_END, ATTENDED_START, ColumnStats
+
+_COUNTED = ("positions", "real_tokens", "label_tokens")
 
 
 def check_results(
@@ -273,3 +289,165 @@ def _fraction(stats: ColumnStats, name: str, part: int, whole: int) -> CheckResu
         return verdict(name, FlaggedRows(stats.options.listed), detail)
     rows = stats.flagged[name]
     return CheckResult(name, "warning", "warn", rows.count, rows.first(), detail)
+
+
+@dataclass
+class ModelChecks:
+    """The farthest position and the token ids of every row added, against a model's position
+    ``limit`` and vocabulary (``vocab_size``), in bounded memory: the farthest reach, the worst
+    id, and the rows past either."""
+
+    limit: PositionLimit | None = None
+    vocab_size: int | None = None
+    listed: int = 5
+    packed: bool = False
+    reach: int = 0
+    worst_id: int | None = None
+    beyond: FlaggedRows = field(init=False)
+    bad_ids: FlaggedRows = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.beyond, self.bad_ids = FlaggedRows(self.listed), FlaggedRows(self.listed)
+
+    def add(self, batch: pa.RecordBatch, row_ids: np.ndarray) -> None:
+        """Add a batch of rows (already checked by :meth:`~.stats.ColumnStats.add`); ``row_ids``
+        (ascending) place them in the whole data."""
+        if batch.num_rows == 0:
+            return
+        reach, _, packed = row_reach(batch)
+        self.packed |= packed
+        self.reach = max(self.reach, int(reach.max()))
+        if self.limit is not None:
+            self.beyond.add(reach > self.limit.positions, row_ids)
+        if self.vocab_size is not None:
+            ids = list_column(batch, columns.INPUT_IDS)
+            bad = outside_ids(ids.values, self.vocab_size)
+            if bad.any():
+                self.bad_ids.add(segment_any(bad, ids.offsets), row_ids)
+                values = ids.values[bad]
+                worst = int(values[np.argmax(np.abs(values.astype(np.int64)))])
+                if self.worst_id is None or abs(worst) > abs(self.worst_id):
+                    self.worst_id = worst
+
+    def results(self) -> tuple[CheckResult, ...]:
+        """One result for the position limit (an invariant for an absolute table, else a
+        warning) and one for the vocabulary, each only where it is known."""
+        out = []
+        if self.limit is not None:
+            what = "longest document" if self.packed else "widest row"
+            detail = f"{what} {self.reach} positions; {self.limit.source}"
+            name = c.MODEL_POSITIONS if self.limit.hard else c.MODEL_CONTEXT
+            out.append(verdict(name, self.beyond, detail))
+        if self.vocab_size is not None:
+            found = f"; found {self.worst_id}" if self.worst_id is not None else ""
+            detail = f"token ids in [0, {self.vocab_size}){found}"
+            out.append(verdict(c.MODEL_VOCABULARY, self.bad_ids, detail))
+        return tuple(out)
+
+
+def model_checks(
+    options: InspectOptions, recorded: ShardContract | None, tokenizer: Any
+) -> ModelChecks | None:
+    """The model checks for ``options``, or ``None`` where no limit is known: the model's
+    (``options.model``: its position table or context length, and its vocabulary), else the
+    ``model_max_length`` of the ``tokenizer`` loaded, else of the one the manifest or the shards'
+    metadata ``recorded``."""
+    limit: PositionLimit | None = None
+    vocab = None
+    if options.model is not None:
+        # The model's structure is read on torch's meta device.
+        require_extra("torch", "verify", "checking rows against a model")
+        from ..collate import model_facts
+
+        facts = model_facts(
+            options.model,
+            revision=options.model_revision,
+            trust_remote_code=options.trust_remote_code,
+        )
+        limit, vocab = model_limit(facts), facts.vocab_size
+    if limit is None and tokenizer is not None:
+        name = options.tokenizer or (recorded.tokenizer if recorded else "(unnamed)")
+        limit = tokenizer_limit(getattr(tokenizer, "model_max_length", None), name)
+    if limit is None and recorded is not None:
+        limit = tokenizer_limit(recorded.model_max_length, recorded.tokenizer)
+    if limit is None and vocab is None:
+        return None
+    return ModelChecks(limit=limit, vocab_size=vocab, listed=options.listed)
+
+
+def shards_match_manifest(
+    shards: list[Shard],
+    manifest: Manifest,
+    counts: np.ndarray | None,
+    digests: dict[int, str] | None,
+    listed: int,
+    conflicts: dict[int, str] | None = None,
+) -> CheckResult:
+    """Whether the shard files are the ones the manifest lists: same sha256, rows and (when every
+    row was read) positions, real and trained tokens, and no contract in their metadata that
+    contradicts the manifest (``conflicts``, by shard number, see
+    :func:`maskprep.reading.shards.declared`). A shard copied short, replaced or edited since the
+    build fails it; the rows it names are the first row of each such shard."""
+    entries = manifest.shards
+    problems: list[str] = []
+    first_rows: list[int] = []
+    bad_rows = 0
+    start = 0
+    for number, (shard, entry) in enumerate(zip(shards, entries, strict=True)):
+        assert shard.rows is not None, "a shard file's row count is read from its footer"
+        differs = []
+        recorded = entry.sha256
+        if digests is not None and recorded and digests.get(number, recorded) != recorded:
+            differs.append("sha256")
+        if entry.rows != shard.rows:
+            differs.append(f"rows {shard.rows:,} (manifest {entry.rows:,})")
+        for column, key in enumerate(_COUNTED):
+            found = None if counts is None else int(counts[number, column])
+            if found is not None and getattr(entry, key) != found:
+                expected = getattr(entry, key)
+                differs.append(f"{key.replace('_', ' ')} {found:,} (manifest {expected:,})")
+        if conflicts and number in conflicts:
+            differs.append(conflicts[number])
+        if differs:
+            problems.append(f"{entry.path}: {', '.join(differs)}")
+            first_rows.append(start)
+            bad_rows += shard.rows
+        start += shard.rows
+    what = ", ".join(
+        ["sha256"] * (digests is not None) + ["rows"] + (["tokens"] if counts is not None else [])
+    )
+    if not problems:
+        skipped = []
+        if digests is None:
+            skipped.append("sha256 not checked")
+        if counts is None:
+            skipped.append("tokens not counted in a sample")
+        note = f"; {', '.join(skipped)}" if skipped else ""
+        detail = f"{len(shards)} shard(s) match the manifest ({what}){note}"
+        return CheckResult(c.SHARDS_MATCH_MANIFEST, "invariant", "pass", 0, (), detail)
+    detail = f"{len(problems)} of {len(shards)} shard(s) differ from the manifest: " + "; ".join(
+        problems[:3]
+    )
+    if len(problems) > 3:
+        detail += f"; and {len(problems) - 3} more"
+    return CheckResult(
+        c.SHARDS_MATCH_MANIFEST,
+        "invariant",
+        "fail",
+        bad_rows,
+        tuple(first_rows[:listed]),
+        detail,
+    )
+
+
+def manifest_consistent(
+    manifest: Manifest, directory: str | os.PathLike[str] | storage.Location
+) -> CheckResult:
+    """Whether the manifest adds up (see :func:`~maskprep.output.manifest.manifest_problems`):
+    a failure names the field at fault."""
+    problems = manifest_problems(manifest, directory)
+    if not problems:
+        detail = "totals account for every record and match the shards; strategy known"
+        return CheckResult(c.MANIFEST_CONSISTENT, "invariant", "pass", 0, (), detail)
+    detail = "; ".join(str(p) for p in problems)
+    return CheckResult(c.MANIFEST_CONSISTENT, "invariant", "fail", 0, (), detail)

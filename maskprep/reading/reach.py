@@ -27,8 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import columns
+from ..column_values import list_column, segment_extreme, segment_sum
 from ..tokenizing.loading import real_model_max_length
-from .lists import list_column, segment_extreme, segment_sum
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,6 @@ def row_reach(batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, np.ndarray,
     Packs reach as far as their longest document (``seq_lens``, else where ``position_ids``
     restart at real tokens); other rows as far as their width.
     """
-    if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else None
-        if batch is None:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), False
     names = batch.schema.names
     if columns.SEQ_LENS in names:
         lens = list_column(batch, columns.SEQ_LENS)

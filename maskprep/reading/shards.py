@@ -8,7 +8,16 @@ files memory-mapped, so memory stays bounded by the batch size.
 Any of these may be a URL (``s3://bucket/out``, ``file:///data/out``) read through
 :mod:`maskprep.storage`: a local path or ``file://`` URL keeps the memory-mapped path; an object
 is read with ranged requests as pyarrow asks for its footer and column chunks, never downloaded
-whole first (an Arrow *stream* file has no footer and is read whole, as it is locally)."""
+whole first (an Arrow *stream* file has no footer and is read whole, as it is locally).
+
+What the rows are declared to be before they are read (:func:`declared`): the output's manifest
+says it, else the contract each shard carries in its schema metadata (:mod:`maskprep.contract`),
+else nothing (another tool's data: inspect then infers the layout from the rows). Where both speak
+they must agree: a shard whose metadata contradicts the manifest that lists it is not the shard
+the build wrote. ``inspect`` reports it as a failed ``shards_match_manifest``; ``verify`` and the
+collator, which would act on the wrong facts, refuse it (:func:`refuse_conflicts`). Shards without
+a manifest must agree with each other; a directory mixing shards of different builds is refused.
+"""
 
 from __future__ import annotations
 
@@ -48,21 +57,21 @@ class Shard:
 
     name: str
     rows: int | None
+    #: The shard's schema as its file states it, metadata included (read with its row count:
+    #: no second request for it).
+    schema: pa.Schema
     location: storage.Location | None = None
     table: pa.Table | None = None
     stream: ipc.RecordBatchStreamReader | None = None
     #: ``"parquet"`` or ``"arrow-file"`` for a file read in batches (its first bytes, read once:
     #: on a store each look is a request).
     kind: str | None = None
-    #: The shard's schema as its file states it, metadata included (read with its row count:
-    #: no second request for it); ``None`` only for a shard made by hand.
-    schema: pa.Schema | None = None
 
     @property
     def contract(self) -> ShardContract | None:
         """What the shard's metadata says its rows are (see :mod:`maskprep.contract`);
         ``None`` for a shard that carries none."""
-        return None if self.schema is None else read_contract(self.schema, self.name)
+        return read_contract(self.schema, self.name)
 
 
 def _kind(location: storage.Location) -> str:
@@ -111,6 +120,15 @@ def _is_file(location: storage.Location) -> bool:
         return False
 
 
+def _is_directory(location: storage.Location) -> bool:
+    if location.is_local:
+        return os.path.isdir(location.path)
+    try:
+        return storage.stat(location).is_dir
+    except storage.NotFound:
+        return False
+
+
 def _open_shard(location: storage.Location) -> Shard:
     if not _is_file(location):
         raise ConfigError(f"{_shown(location)}: no such file or directory")
@@ -120,16 +138,16 @@ def _open_shard(location: storage.Location) -> Shard:
         if kind == "parquet":
             with _parquet(location) as file:
                 rows, schema = file.metadata.num_rows, file.schema_arrow
-            return Shard(name, rows, location=location, kind=kind, schema=schema)
+            return Shard(name, rows, schema, location=location, kind=kind)
         if kind == "arrow-file":
             with _source(location) as source:
                 reader = ipc.open_file(source)
                 rows, schema = _count_rows(reader), reader.schema
-            return Shard(name, rows, location=location, kind=kind, schema=schema)
+            return Shard(name, rows, schema, location=location, kind=kind)
         # A stream file (what `datasets` caches) has no footer: read it (memory-mapped locally).
         with _source(location) as source:
             table = ipc.open_stream(source).read_all()
-        return Shard(name, table.num_rows, location=location, table=table, schema=table.schema)
+        return Shard(name, table.num_rows, table.schema, location=location, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{name}: not a Parquet or Arrow file: {exc}") from None
 
@@ -173,14 +191,14 @@ def _read_stdin(stdin: BinaryIO, whole: bool) -> Shard:
     try:
         if head == _ARROW_FILE_MAGIC:
             table = ipc.open_file(pa.py_buffer(head + stdin.read())).read_all()
-            return Shard(STDIN_NAME, table.num_rows, table=table, schema=table.schema)
+            return Shard(STDIN_NAME, table.num_rows, table.schema, table=table)
         reader = ipc.open_stream(io.BufferedReader(_Rejoined(head, stdin)))
         if whole:
             table = reader.read_all()
-            return Shard(STDIN_NAME, table.num_rows, table=table, schema=table.schema)
+            return Shard(STDIN_NAME, table.num_rows, table.schema, table=table)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{STDIN_NAME}: not an Arrow IPC stream or file: {exc}") from None
-    return Shard(STDIN_NAME, None, stream=reader, schema=reader.schema)
+    return Shard(STDIN_NAME, None, reader.schema, stream=reader)
 
 
 def shard_batches(
@@ -197,19 +215,17 @@ def shard_batches(
     read where present (default: every contract column), ``required`` those that must be there
     (default: the contract's required columns).
     """
+    _require_columns(shard.name, shard.schema.names, required)
+    names = [n for n in read if n in shard.schema.names]
     if shard.stream is not None:
-        yield from _offsets(_stream_batches(shard, size, read, required))
+        yield from _offsets(_stream_batches(shard, size, names))
         return
     if shard.table is not None:
-        names = [n for n in read if n in shard.table.schema.names]
-        _require_columns(shard.name, shard.table.schema.names, required)
         yield from _offsets(shard.table.select(names).to_batches(max_chunksize=size))
         return
     assert shard.location is not None
-    if (shard.kind or _kind(shard.location)) == "parquet":
+    if shard.kind == "parquet":
         with _parquet(shard.location) as file:
-            _require_columns(shard.name, file.schema_arrow.names, required)
-            names = [n for n in read if n in file.schema_arrow.names]
             metadata = file.metadata
             sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
             for group, first in enumerate(_wanted_parts(sizes, needed)):
@@ -220,8 +236,6 @@ def shard_batches(
         return
     with _source(shard.location) as source:
         reader = ipc.open_file(source)
-        _require_columns(shard.name, reader.schema.names, required)
-        names = [n for n in read if n in reader.schema.names]
         # Each record batch is fetched once (from a store, a second look is a second download):
         # its size is known only once it is read.
         first = 0
@@ -235,22 +249,6 @@ def shard_batches(
                 for start in range(0, batch.num_rows, size):
                     yield first + start, batch.slice(start, size)
             first += batch.num_rows
-
-
-def shard_columns(shard: Shard) -> list[str]:
-    """The names of the shard's columns (a file's schema is read, not its rows)."""
-    if shard.schema is not None:
-        return list(shard.schema.names)
-    if shard.stream is not None:
-        return list(shard.stream.schema.names)
-    if shard.table is not None:
-        return list(shard.table.schema.names)
-    assert shard.location is not None
-    if (shard.kind or _kind(shard.location)) == "parquet":
-        with _parquet(shard.location) as file:
-            return list(file.schema_arrow.names)
-    with _source(shard.location) as source:
-        return list(ipc.open_file(source).schema.names)
 
 
 def _wanted_parts(sizes: list[int], needed: np.ndarray | None) -> list[int | None]:
@@ -271,12 +269,8 @@ def _offsets(
         first += batch.num_rows
 
 
-def _stream_batches(
-    shard: Shard, size: int, read: Sequence[str], required: Sequence[str] | None
-) -> Iterator[pa.RecordBatch]:
+def _stream_batches(shard: Shard, size: int, names: list[str]) -> Iterator[pa.RecordBatch]:
     assert shard.stream is not None
-    _require_columns(shard.name, shard.stream.schema.names, required)
-    names = [n for n in read if n in shard.stream.schema.names]
     while True:
         try:
             batch = shard.stream.read_next_batch()
@@ -337,15 +331,6 @@ def open_input(
     return [_open_shard(target)], None
 
 
-def _is_directory(location: storage.Location) -> bool:
-    if location.is_local:
-        return os.path.isdir(location.path)
-    try:
-        return storage.stat(location).is_dir
-    except storage.NotFound:
-        return False
-
-
 def _entries(directory: storage.Location) -> dict[str, bool]:
     """The names directly in a directory or under a prefix, each with whether it is a file."""
     if directory.is_local:
@@ -380,3 +365,80 @@ def _directory_shards(directory: storage.Location) -> list[storage.Location]:
             f"data directory (it holds no {' or '.join(suffixes)} files)"
         )
     return found
+
+
+#: Where a contract came from, as results and reports name it.
+FROM_MANIFEST = "manifest"
+FROM_METADATA = "shard metadata"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The contract the rows are held to and where it came from (``None``, ``""``: nothing
+    declares them). ``conflicts`` maps a shard's number to how its metadata contradicts the
+    manifest. ``stripped`` names the shards declared packs that lack ``seq_lens`` or
+    ``position_ids``: a pipeline dropped them."""
+
+    contract: ShardContract | None = None
+    source: str = ""
+    conflicts: dict[int, str] | None = None
+    stripped: tuple[str, ...] = ()
+
+
+def declared(shards: Sequence[Shard], manifest: Manifest | None) -> Declared:
+    """The declared contract of ``shards``: the ``manifest``'s (with each shard's metadata
+    checked against it), else the one their metadata agrees on, else none.
+
+    Raises :class:`~maskprep.errors.DataError` for unreadable metadata and for shards without a
+    manifest whose metadata disagree.
+    """
+    found = [shard.contract for shard in shards]
+    if manifest is not None:
+        expected = ShardContract.of_manifest(manifest)
+        conflicts = {
+            number: "metadata: " + ", ".join(contract.differences(expected, "manifest"))
+            for number, contract in enumerate(found)
+            if contract is not None and contract != expected
+        }
+        return Declared(expected, FROM_MANIFEST, conflicts, _stripped(shards, expected))
+    carried = [(shard, contract) for shard, contract in zip(shards, found, strict=True) if contract]
+    if not carried:
+        return Declared()
+    first_shard, first = carried[0]
+    for shard, contract in carried[1:]:
+        if contract != first:
+            differ = ", ".join(contract.differences(first, first_shard.name))
+            raise DataError(
+                f"{shard.name}: its maskprep metadata says {differ}: shards of different "
+                "builds; read them apart"
+            )
+    return Declared(first, FROM_METADATA, None, _stripped(shards, first))
+
+
+def _stripped(shards: Sequence[Shard], contract: ShardContract) -> tuple[str, ...]:
+    """The shards declared packs whose schema lacks a pack column."""
+    if not contract.packed:
+        return ()
+    return tuple(
+        shard.name
+        for shard in shards
+        if not all(name in shard.schema.names for name in columns.PACK_COLUMNS)
+    )
+
+
+def refuse_conflicts(shards: Sequence[Shard], found: Declared) -> None:
+    """Raise :class:`~maskprep.errors.DataError` for the first shard whose metadata contradicts
+    its manifest, or that is declared a pack and lost its pack columns (readers that act on the
+    facts: verify, the collator)."""
+    if found.conflicts:
+        number = min(found.conflicts)
+        raise DataError(
+            f"{shards[number].name}: its {found.conflicts[number]}; not the shard this build "
+            "wrote (copied in from another output?)"
+        )
+    if found.stripped:
+        raise DataError(
+            f"{found.stripped[0]}: declared packed rows, but seq_lens and position_ids are gone "
+            "(dropped by a pipeline?): the documents of a row cannot be kept apart; restore both "
+            "columns or rebuild"
+        )

@@ -40,11 +40,10 @@ from transformers import TrainerCallback
 
 from .. import columns
 from ..collate import row_arrays
+from ..column_values import list_column, segment_sum
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from ..reading.declared import declared, refuse_conflicts
-from ..reading.lists import list_column, segment_sum
-from ..reading.shards import open_input, shard_batches
+from ..reading.shards import declared, open_input, refuse_conflicts, shard_batches
 from ..verifying.fed_checks import FedBatch, Misplaced, fed_arrays, feed_checks, lay_out
 from ..verifying.feed import check_positions, describe_feed
 from ..verifying.model import model_under_test, quiet_transformers

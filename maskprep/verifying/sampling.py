@@ -20,9 +20,8 @@ from .. import columns
 from ..column_values import check_columns, list_values, outside_ids
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from ..reading.declared import declared, refuse_conflicts
 from ..reading.reach import PositionLimit, beyond_message, reach_columns, row_reach
-from ..reading.shards import Shard, open_input, shard_batches, shard_columns
+from ..reading.shards import Shard, declared, open_input, refuse_conflicts, shard_batches
 from ..storage.options import StorageOptions
 from .results import ProbeResult, data_check
 
@@ -164,7 +163,7 @@ def _farthest(shards: list[Shard], starts: np.ndarray, keep: int) -> tuple[np.nd
     best_rows = np.zeros(0, np.int64)
     reach, reach_row = -1, 0
     for shard, start in zip(shards, starts[:-1], strict=False):
-        read = reach_columns(shard_columns(shard))
+        read = reach_columns(shard.schema.names)
         for offset, batch in shard_batches(shard, SCAN_ROWS, read=read, required=PROBED_COLUMNS):
             ids = np.arange(batch.num_rows, dtype=np.int64) + int(start) + offset
             try:
