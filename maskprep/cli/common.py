@@ -9,14 +9,16 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 import click
 
 from .. import config as cfg
 from ..errors import ConfigError, MaskprepError, Option
 from ..token_ids import token_id_problem
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _T = TypeVar("_T")
 
@@ -46,56 +48,42 @@ class Terminated(KeyboardInterrupt):
     library cleans up on the way out (a build keeps its complete shards for a resume)."""
 
 
-@dataclass
-class _Stop:
-    """The signal that stopped a command, if one did."""
-
-    signum: int | None = None
-
-
 @contextmanager
-def _stop_on_signals() -> Iterator[_Stop]:
-    """While a command runs, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` /
+def stopped_by_signals() -> Iterator[None]:
+    """Run a command's body so that SIGINT / SIGTERM stop it cleanly: the library cleans up on
+    the way out, then the command exits 130 / 143 with one line on stderr.
+
+    While the body runs, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` /
     :class:`Terminated` once; later ones are ignored, so the clean-up they start is not cut
     short. The previous handlers come back after, unless a signal stopped the command. The
     signal is also recorded: code the exception passes through may raise it again as a plain
     ``KeyboardInterrupt`` (Ray's waits do), and the exit status must still say which."""
-    stopped = _Stop()
+    stopped: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
-        stopped.signum = signum
+        stopped.append(signum)
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_IGN)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    try:
-        previous = {n: signal.signal(n, stop) for n in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        yield stopped
-        return
-    try:
-        yield stopped
-    finally:
-        # Once stopped, the command exits 130/143: signals that come on the way out (a Ray
-        # cluster shutting down signals its process group) stay ignored, or the default
-        # handler would end the process by the signal instead.
-        if stopped.signum is None:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-
-
-@contextmanager
-def stopped_by_signals() -> Iterator[None]:
-    """Run a command's body so that SIGINT / SIGTERM stop it cleanly: the library cleans up on
-    the way out, then the command exits 130 / 143 with one line on stderr."""
-    stopped = _Stop()
     # The handlers are installed inside the try: a signal the moment after they are (or while
     # they are put back) is caught here too, not by Click ("Aborted!", exit 1).
     try:
-        with _stop_on_signals() as stopped:
+        try:
+            previous = {n: signal.signal(n, stop) for n in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals are not ours to handle
+            previous = {}
+        try:
             yield
+        finally:
+            # Once stopped, the command exits 130/143: signals that come on the way out (a Ray
+            # cluster shutting down signals its process group) stay ignored, or the default
+            # handler would end the process by the signal instead.
+            if not stopped:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
     except KeyboardInterrupt as interrupt:
-        if isinstance(interrupt, Terminated) or stopped.signum == signal.SIGTERM:
+        if isinstance(interrupt, Terminated) or signal.SIGTERM in stopped:
             click.echo("Aborted: terminated (SIGTERM)", err=True)
             raise click.exceptions.Exit(EXIT_SIGTERM) from None
         click.echo("Aborted: interrupted (SIGINT)", err=True)
@@ -144,11 +132,11 @@ class TokenId(click.ParamType):
 TOKEN_ID = TokenId()
 
 
-def _parsed_by(parse: Callable[[str], _T]) -> Callable[..., _T | None]:
+def parsed_by(parse: Callable[[Any], _T]) -> Callable[..., _T | None]:
     """A Click callback that turns an option's text into ``parse``'s value (an absent option
     stays None); what ``parse`` refuses is a usage error naming the option."""
 
-    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> _T | None:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> _T | None:
         if value is None:
             return None
         try:
@@ -160,13 +148,13 @@ def _parsed_by(parse: Callable[[str], _T]) -> Callable[..., _T | None]:
 
 
 #: Click callback: a size such as ``256M`` in bytes.
-size_option = _parsed_by(cfg.parse_size)
+size_option = parsed_by(cfg.parse_size)
 #: Click callback: comma-separated bucket widths.
-buckets_option = _parsed_by(cfg.parse_buckets)
+buckets_option = parsed_by(cfg.parse_buckets)
 #: Click callback: a reject limit, ``N`` records or ``P%`` of the records read.
-reject_limit_option = _parsed_by(cfg.parse_reject_limit)
+reject_limit_option = parsed_by(cfg.parse_reject_limit)
 #: Click callback: a share, ``P%`` or a fraction such as ``0.05``.
-share_option = _parsed_by(cfg.parse_share)
+share_option = parsed_by(cfg.parse_share)
 
 
 #: Storage options every command that takes a path or URL reads before its own flags.
@@ -182,7 +170,7 @@ def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
         "storage_options",
         multiple=True,
         metavar="KEY=VALUE",
-        callback=_storage_options,
+        callback=parsed_by(_storage_options),
         help="Option of the filesystem of s3://, gs://... paths (repeatable), e.g. "
         "endpoint_url=http://host:9000 or s3:anon=true; added to $"
         + STORAGE_OPTIONS_VARIABLE
@@ -190,12 +178,24 @@ def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _storage_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+def _storage_options(items: tuple[str, ...]) -> Any:
     from ..storage import parse_option_items, parse_options_text
 
-    try:
-        text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
-        base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
-        return base.merged(parse_option_items(value, source="--storage-option"))
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
+    text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
+    base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
+    return base.merged(parse_option_items(items, source="--storage-option"))
+
+
+def two_column_table(
+    title: str, rows: list[tuple[str, str]], justify: Literal["left", "right"] = "left"
+) -> Table:
+    """A rich table of named values under ``title``: names bold, values justified by
+    ``justify``; no header."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify=justify)
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
