@@ -15,6 +15,7 @@ from .. import config as cfg
 from .command import Command, Report
 from .common import (
     buckets_option,
+    config_from,
     output_option,
     parsed_by,
     reject_limit_option,
@@ -234,40 +235,11 @@ def build(**options: Any) -> Report:
     from ..pipeline import build as run_build
 
     config = cfg.BuildConfig(
-        source=cfg.SourceConfig(
-            inputs=tuple(options["inputs"]),
-            input_format=options["input_format"],
-            text_field=options["text_field"],
-            on_bad_record=options["on_bad_record"],
-            max_record_bytes=options["max_record_bytes"] or cfg.DEFAULT_MAX_RECORD_BYTES,
-            max_rejects=options["max_rejects"],
-        ),
-        tokenizer=cfg.TokenizerConfig(
-            name_or_path=options["tokenizer"],
-            revision=options["revision"],
-            trust_remote_code=options["trust_remote_code"],
-            pad_token=options["pad_token"],
-            add_special_tokens=options["add_special_tokens"],
-            add_eos=options["add_eos"],
-            padding_side=options["padding_side"],
-        ),
-        shape=cfg.ShapeConfig(
-            max_length=options["max_length"],
-            strategy=options["strategy"],
-            overflow=options["overflow"],
-            stride=options["stride"],
-            buckets=options["buckets"],
-            pack_algorithm=options["pack_algorithm"],
-            pack_window=options["pack_window"],
-            max_truncated=options["max_truncated"],
-        ),
-        output=cfg.OutputConfig(
-            directory=options["output"],
-            format=options["shard_format"],
-            shard_rows=options["shard_rows"],
-            shard_size=options["shard_size"],
-            overwrite=options["overwrite"],
-            resume=options["resume"],
+        source=config_from(cfg.SourceConfig, options),
+        tokenizer=config_from(cfg.TokenizerConfig, options, name_or_path=options["tokenizer"]),
+        shape=config_from(cfg.ShapeConfig, options),
+        output=config_from(
+            cfg.OutputConfig, options, directory=options["output"], format=options["shard_format"]
         ),
         batch_size=options["batch_size"],
         sft=_sft_config(options),
@@ -336,14 +308,7 @@ def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
                 "give --prompt-field/--completion-field or --messages-field"
             )
         return None
-    return cfg.SFTConfig(
-        prompt_field=options["prompt_field"],
-        completion_field=options["completion_field"],
-        messages_field=options["messages_field"],
-        train_on_prompt=options["train_on_prompt"],
-        train_on=options["train_on"] or "assistant",
-        chat_template=options["chat_template"],
-    )
+    return config_from(cfg.SFTConfig, options)
 
 
 def _part_spec(options: dict[str, Any]) -> cfg.PartSpec | None:

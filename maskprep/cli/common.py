@@ -4,6 +4,7 @@ URLs."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -31,6 +32,18 @@ _FLAGS = {
 #: Exit status of a command stopped by a signal: 128 + the signal number, as shells report it.
 EXIT_SIGINT = 128 + signal.SIGINT
 EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def config_from(cls: Callable[..., _T], options: dict[str, Any], **given: Any) -> _T:
+    """A ``cls`` (a config dataclass) from a command's ``options`` named as its fields, those
+    left unset (``None``) taking the field's default; ``given`` sets the fields whose options
+    have other names."""
+    named = {
+        field.name: options[field.name]
+        for field in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if field.name not in given and options.get(field.name) is not None
+    }
+    return cls(**named, **given)
 
 
 def flag(option: Option) -> str:

@@ -16,6 +16,7 @@ from .command import Command, Report
 from .common import (
     TOKEN_ID,
     buckets_option,
+    config_from,
     standard_input,
     storage_options_option,
     two_column_table,
@@ -105,24 +106,11 @@ def inspect(**options: Any) -> Report:
     from ..inspecting.options import InspectOptions
     from ..sources.inputs import STDIN
 
-    settings = InspectOptions(
-        sample=options["sample"],
-        seed=options["seed"],
-        strategy=options["strategy"],
-        buckets=options["buckets"],
-        pad_id=options["pad_id"],
-        eos_id=options["eos_id"],
-        vocab_size=options["vocab_size"],
-        tokenizer=options["tokenizer"],
-        max_pad_fraction=options["max_pad_fraction"],
-        min_label_fraction=options["min_label_fraction"],
-        show_rows=options["show_rows"],
-        row_indices=tuple(options["row_indices"]),
+    settings = config_from(
+        InspectOptions,
+        options,
         check_hashes=not options["no_hash_check"],
-        model=options["model"],
         model_revision=options["revision"],
-        trust_remote_code=options["trust_remote_code"],
-        storage_options=options["storage_options"],
     )
     stdin = standard_input() if options["path"] == STDIN else None
     result = run_inspect(options["path"], settings, stdin=stdin)

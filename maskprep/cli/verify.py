@@ -20,7 +20,7 @@ from ..verifying.options import (
     ROWS_ALL,
 )
 from .command import Command, Report
-from .common import TOKEN_ID, standard_input, storage_options_option
+from .common import TOKEN_ID, config_from, standard_input, storage_options_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -188,27 +188,9 @@ def verify(**options: Any) -> Report:
                 )
     elif options["collate_columns"] != "forward":
         raise click.UsageError("--collate-columns needs --collate")
-    settings = VerifyOptions(
-        revision=options["revision"],
-        trust_remote_code=options["trust_remote_code"],
-        from_config=options["from_config"],
-        num_layers=options["num_layers"],
-        device=options["device"],
-        dtype=options["dtype"],
-        attn_implementations=options["attn_implementations"],
-        pack_forms=options["pack_forms"],
-        pad_position_ids=options["pad_position_ids"],
-        rows=options["rows"],
-        longest=options["longest"],
-        seed=options["seed"],
-        batch_size=options["batch_size"],
-        pad_id=options["pad_id"],
-        padding_side=options["padding_side"],
-        packed=options["packed"],
-        progress=sys.stderr is not None and sys.stderr.isatty(),
-        storage_options=options["storage_options"],
-        collate_columns=options["collate_columns"],
-    )
+    # Progress only where someone watches it.
+    progress = sys.stderr is not None and sys.stderr.isatty()
+    settings = config_from(VerifyOptions, options, progress=progress)
     stdin = standard_input() if options["path"] == "-" else None
     result = run_verify(
         options["path"], options["model"], settings, stdin=stdin, collate=options["collate"]
