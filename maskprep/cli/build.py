@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from ..distributed.ray_engine import PartRun
-    from ..results import BuildResult, Progress
+    from ..pipeline import BuildResult, Progress
     from ..tokenizing.cache import TokenizerCache
 
 
