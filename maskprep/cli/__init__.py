@@ -1,7 +1,7 @@
 """The ``maskprep`` command: parse options, call the library, render results. No logic here.
 
 One module per command (:mod:`.build`, :mod:`.merge`, :mod:`.verify`, :mod:`.inspect`), each with
-the rendering of its result, and the helpers they share (:mod:`.common`, :mod:`.command`). What a
+the rendering of its result, and the helpers they share (:mod:`.common`). What a
 command needs beyond Click (rich, the library) is imported only when it runs, so that
 ``maskprep --help`` starts fast.
 """

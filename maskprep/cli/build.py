@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from .. import config as cfg
-from .command import Command, Report
 from .common import (
+    Command,
+    Report,
     buckets_option,
     config_from,
     output_option,

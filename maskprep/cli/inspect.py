@@ -12,9 +12,10 @@ import click
 
 from .. import config as cfg
 from ..token_ids import MAX_TOKEN_ID
-from .command import Command, Report
 from .common import (
     TOKEN_ID,
+    Command,
+    Report,
     buckets_option,
     config_from,
     standard_input,

@@ -19,8 +19,7 @@ from ..verifying.options import (
     MAX_SEED,
     ROWS_ALL,
 )
-from .command import Command, Report
-from .common import TOKEN_ID, config_from, standard_input, storage_options_option
+from .common import TOKEN_ID, Command, Report, config_from, standard_input, storage_options_option
 
 if TYPE_CHECKING:
     from rich.table import Table
