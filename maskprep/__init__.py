@@ -31,7 +31,7 @@ _EXPORTS = {
     "IGNORE_INDEX": "columns",
     "BadRecordError": "errors",
     "BuildConfig": "config",
-    "BuildResult": "results",
+    "BuildResult": "pipeline",
     "ConfigError": "errors",
     "DataError": "errors",
     "InspectOptions": "inspecting.options",
@@ -44,7 +44,7 @@ _EXPORTS = {
     "OutputError": "errors",
     "PartSpec": "config",
     "ProbeResult": "verifying.results",
-    "Progress": "results",
+    "Progress": "pipeline",
     "SFTConfig": "config",
     "ShapeConfig": "config",
     "SourceConfig": "config",
@@ -139,8 +139,7 @@ if TYPE_CHECKING:
     from .inspecting.results import InspectResult
     from .output.dataset import load_dataset
     from .output.manifest import Manifest, Totals, read_manifest
-    from .pipeline import build
-    from .results import BuildResult, Progress
+    from .pipeline import BuildResult, Progress, build
     from .verifying.driver import verify
     from .verifying.options import VerifyOptions
     from .verifying.results import ProbeResult, VerifyResult

@@ -164,8 +164,7 @@ class SourceConfig:
         object.__setattr__(self, "inputs", tuple(local_form(i) for i in self.inputs))
         _check_choice("input_format", self.input_format, INPUT_FORMATS)
         _check_choice("on_bad_record", self.on_bad_record, BAD_RECORD_POLICIES)
-        if not self.text_field or any(not part for part in self.text_field.split(".")):
-            raise ConfigError(f"text_field {self.text_field!r} is not a valid dotted path")
+        _check_field_path("text_field", self.text_field)
         _check_size("max_record_bytes", self.max_record_bytes)
         if self.max_rejects is not None and self.on_bad_record != "skip":
             raise ConfigError(
@@ -292,13 +291,12 @@ def resolve_buckets(buckets: tuple[int, ...] | None, max_length: int) -> tuple[i
 
 def parse_buckets(text: str) -> tuple[int, ...]:
     """Parse a comma-separated list of bucket lengths such as ``64,128,256``."""
-    parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        sizes = tuple(int(part) for part in parts)
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+        if not sizes:
+            raise ValueError(text)
     except ValueError:
         raise ConfigError(f"cannot read {text!r} as bucket lengths; use e.g. 64,128,256") from None
-    if not sizes:
-        raise ConfigError(f"cannot read {text!r} as bucket lengths; use e.g. 64,128,256")
     return sizes
 
 

@@ -12,7 +12,7 @@ Ready means three things, none of which the library does (it is not its process)
   write meant for the terminal would land in the middle of a shard.
 - What cannot be written to stderr (closed, a full disk, a reader gone) is dropped: progress
   lines and warnings describe the work, they must not stop it. Failing to write the report on
-  stdout is an error of its own (:mod:`maskprep.cli.command`).
+  stdout is an error of its own (:mod:`maskprep.cli.common`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
         command_line()
     except StdoutError as error:
         # What Click writes itself (--help, --version) escapes it when stdout cannot take it.
-        from .cli.command import discard_stdout
+        from .cli.common import discard_stdout
         from .errors import os_reason
 
         discard_stdout()

@@ -8,7 +8,9 @@ with nothing to train, :mod:`maskprep.tokenizing.prepare`) beside its documents,
 bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
 The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
 is assembled from every stage's counts (:mod:`maskprep.output.assembly`): each count taken
-once, as it passes.
+once, as it passes. What a build reports: :class:`Progress` while it runs and
+:class:`BuildResult` at the end (its :class:`~maskprep.output.manifest.Totals`, every count of a
+build, live with the manifest that records them).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,11 +32,10 @@ from .errors import DataError
 from .output.assembly import build_manifest, build_totals, input_names, unusable
 from .output.commit import Action, OutputRequest, OutputSession, write_failures
 from .output.freshness import check_unchanged
-from .output.manifest import Totals
+from .output.manifest import Manifest, Totals
 from .output.names import PLAIN
 from .output.rejects import RejectsWriter
-from .output.shards import ShardWriter
-from .results import BuildResult, Progress
+from .output.shards import ShardInfo, ShardWriter
 from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import FillStats
 from .shaping.fit import check_room
@@ -45,15 +47,84 @@ from .tokenizing.cache import TokenizerCache
 from .tokenizing.loading import TokenizerInfo
 from .tokenizing.prepare import encode_stream, prepare_tokenizer
 
-__all__ = [
-    "BuildResult",
-    "Progress",
-    "RejectsPastLimit",
-    "Totals",
-    "TruncationPastLimit",
-    "build",
-    "finished_build",
-]
+__all__ = ["BuildResult", "Progress", "RejectsPastLimit", "Totals", "TruncationPastLimit", "build"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running build, handed to the ``on_progress`` callback after each batch."""
+
+    records: int
+    rows: int
+    real_tokens: int
+    bytes_read: int
+    bytes_total: int | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build produced: where (a path, or the URL of an object-store output), the
+    manifest written, and how long it took."""
+
+    output: Path | str
+    manifest: Manifest
+    elapsed_s: float
+    #: With resume: complete shards of the interrupted build that were checked and kept.
+    reused_shards: int = 0
+    #: The tokenizer came from the tokenizer cache (transformers was not loaded).
+    tokenizer_cached: bool = False
+
+    @property
+    def totals(self) -> Totals:
+        """Every count of the build (the manifest's)."""
+        return self.manifest.totals
+
+    @property
+    def shards(self) -> tuple[ShardInfo, ...]:
+        """The shards written, in order (the manifest's)."""
+        return self.manifest.shards
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should know about the output that is not an error, one line each
+        (see :func:`build_warnings`)."""
+        return build_warnings(self.manifest)
+
+    @classmethod
+    def finished(
+        cls, directory: Path | str, manifest: Manifest, elapsed_s: float = 0.0
+    ) -> BuildResult:
+        """The result of an output that was already finished, returned as it is: every shard
+        counts as reused."""
+        return cls(directory, manifest, elapsed_s, reused_shards=len(manifest.shards))
+
+
+#: A build that loses more than this share of the tokens it read to ``overflow`` warns.
+TRUNCATION_WARNING = 0.05
+
+
+def build_warnings(manifest: Manifest) -> tuple[str, ...]:
+    """Warnings about a finished output, from its manifest: more than
+    :data:`TRUNCATION_WARNING` of the tokens read lost to ``overflow``, and rows allowed longer
+    than the tokenizer's ``model_max_length`` (where the tokenizer sets one)."""
+    warnings = []
+    max_length = manifest.config.max_length
+    lost = LostTokens.of(manifest.totals.shape, manifest.totals.real_tokens)
+    if lost.past(TRUNCATION_WARNING):
+        warnings.append(
+            f"{lost.describe(max_length)}: a longer max_length keeps them, or overflow 'split' "
+            "(windows of max_length) for plain text"
+        )
+    limit = manifest.tokenizer.model_max_length
+    if limit is not None and max_length > limit:
+        warnings.append(
+            f"max_length {max_length} exceeds the tokenizer's model_max_length {limit}: rows "
+            "longer than the model's positions fail on absolute-position models and run on "
+            "untrained positions on rotary ones; check the output against the model (maskprep "
+            "verify)"
+        )
+    return tuple(warnings)
 
 
 def build(
@@ -116,29 +187,19 @@ def build_output(
 ) -> Iterator[tuple[OutputSession, BuildResult | None]]:
     """The output a build of ``config`` writes at ``location`` (whose storage options serve
     every file the build reads and writes), opened as its options ask
-    (write failures as one line); with the finished build's result (:func:`finished_build`)
-    when a resume finds the output finished and still what this build makes, else ``None``."""
+    (write failures as one line); with the finished build's result when a resume finds the
+    output finished and still what this build makes (same options and part, inputs and tokenizer
+    files unchanged, every file it lists there with the bytes it records; refused naming what is
+    not), else ``None``."""
     request = OutputRequest(overwrite=config.output.overwrite, resume=config.output.resume)
     with write_failures(location), OutputSession.open(location, request) as output:
         finished = None
         if output.action is Action.FINISHED:
-            finished = finished_build(output, config)
+            manifest = output.state.manifest
+            assert manifest is not None
+            check_unchanged(manifest, config, output.location)
+            finished = BuildResult.finished(output.location.native, manifest)
         yield output, finished
-
-
-def finished_build(output: OutputSession, config: BuildConfig) -> BuildResult:
-    """Resuming an output that already finished: its result, unchanged, when it is still what
-    this build makes (same options and part, inputs and tokenizer files unchanged, every file it
-    lists there with the bytes it records); refused naming what is not."""
-    manifest = output.state.manifest
-    assert manifest is not None
-    check_unchanged(manifest, config, output.location)
-    return BuildResult.finished(_result_path(output.location), manifest)
-
-
-def _result_path(location: storage.Location) -> Path | str:
-    """Where a build wrote, as :class:`BuildResult` gives it: a path, or the URL."""
-    return location.native
 
 
 def _build_locked(
@@ -266,7 +327,7 @@ def _build_locked(
         raise  # the session removes its staging and temporaries on the way out
     elapsed = time.perf_counter() - started
     return BuildResult(
-        _result_path(output.location),
+        output.location.native,
         manifest,
         elapsed,
         reused_shards=writer.reused,

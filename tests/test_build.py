@@ -508,7 +508,7 @@ def test_no_add_special_tokens(tmp_path, minilm):
 def test_progress_is_reported_per_batch_and_rendered_as_plain_lines(tmp_path, minilm, corpus):
     import io
 
-    from maskprep.cli.progress import ProgressReporter
+    from maskprep.cli.build import ProgressReporter
 
     src = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in corpus])
     seen = []

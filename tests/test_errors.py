@@ -97,7 +97,7 @@ def test_a_library_error_ends_any_command_as_one_line_with_flags(runner):
     decorator of its own still shows the flags the error suggests, with the error's exit code."""
     import click
 
-    from maskprep.cli.command import Command
+    from maskprep.cli.common import Command
 
     @click.command(cls=Command)
     @click.option("--json", "as_json", is_flag=True)

@@ -21,7 +21,7 @@ import maskprep
 from maskprep import column_values as lists
 from maskprep import columns
 from maskprep.cli import main
-from maskprep.cli.inspect_report import decoded_row_text, inspect_json
+from maskprep.cli.inspect import decoded_row_text, inspect_json
 from maskprep.columns import IGNORE_INDEX
 from maskprep.inspecting import driver
 from maskprep.inspecting.checks import CHECKS, SHARDS_MATCH_MANIFEST, CheckResult

@@ -15,7 +15,7 @@ from maskprep import ConfigError, DataError, ShapeConfig, build, read_manifest
 from maskprep.cli import main
 from maskprep.config import parse_share
 from maskprep.output.names import MANIFEST_NAME
-from maskprep.results import TRUNCATION_WARNING
+from maskprep.pipeline import TRUNCATION_WARNING
 from maskprep.shaping.shaper import LostTokens
 
 

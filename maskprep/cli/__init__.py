@@ -1,9 +1,9 @@
 """The ``maskprep`` command: parse options, call the library, render results. No logic here.
 
-One module per command (:mod:`.build`, :mod:`.merge`, :mod:`.verify`, :mod:`.inspect`), the
-helpers they share (:mod:`.common`), and the renderers of their results (:mod:`.progress`,
-:mod:`.build_report`, :mod:`.verify_report`, :mod:`.inspect_report`), imported only when a
-command runs so that ``maskprep --help`` starts fast.
+One module per command (:mod:`.build`, :mod:`.merge`, :mod:`.verify`, :mod:`.inspect`), each with
+the rendering of its result, and the helpers they share (:mod:`.common`). What a
+command needs beyond Click (rich, the library) is imported only when it runs, so that
+``maskprep --help`` starts fast.
 """
 
 from __future__ import annotations

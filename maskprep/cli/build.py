@@ -1,28 +1,52 @@
 """``maskprep build``: options → :class:`~maskprep.config.BuildConfig`, then the build (local or on
-Ray) and its summary."""
+Ray), its progress on stderr and its summary (a table, or the ``--json`` object)."""
 
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from .. import config as cfg
-from .command import Command, Report
 from .common import (
+    Command,
+    Report,
     buckets_option,
+    config_from,
     output_option,
+    parsed_by,
     reject_limit_option,
     share_option,
     size_option,
     storage_options_option,
+    two_column_table,
 )
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from ..distributed.ray_engine import PartRun
+    from ..pipeline import BuildResult, Progress
     from ..tokenizing.cache import TokenizerCache
+
+
+def _local_directory(value: str) -> str:
+    """The tokenizer cache's directory: local (a ``file://`` URL names one). A store URL is
+    refused: the cache is read before anything else, to spare loading transformers, so a remote
+    one would cost about the time it saves, and its writes rely on local renames and flock."""
+    from ..errors import ConfigError
+    from ..storage import local_form, parse_location
+
+    path = local_form(value)
+    if not parse_location(path).is_local:
+        raise ConfigError(
+            f"{value}: the tokenizer cache must be a local directory (each machine keeps its own)"
+        )
+    return path
 
 
 @click.command(cls=Command)
@@ -190,7 +214,7 @@ if TYPE_CHECKING:
 @click.option(
     "--tokenizer-cache",
     type=click.Path(file_okay=False),
-    callback=lambda ctx, param, value: _local_directory(value),
+    callback=parsed_by(_local_directory),
     envvar="MASKPREP_TOKENIZER_CACHE",
     show_envvar=True,
     help="Cache local tokenizers of plain-text builds in this directory, so that later builds "
@@ -210,44 +234,13 @@ def build(**options: Any) -> Report:
     is not trained) and length (packs add position_ids and seq_lens), then DIR/_maskprep.json last.
     """
     from ..pipeline import build as run_build
-    from .build_report import build_json, build_summary
-    from .progress import ProgressReporter
 
     config = cfg.BuildConfig(
-        source=cfg.SourceConfig(
-            inputs=tuple(options["inputs"]),
-            input_format=options["input_format"],
-            text_field=options["text_field"],
-            on_bad_record=options["on_bad_record"],
-            max_record_bytes=options["max_record_bytes"] or cfg.DEFAULT_MAX_RECORD_BYTES,
-            max_rejects=options["max_rejects"],
-        ),
-        tokenizer=cfg.TokenizerConfig(
-            name_or_path=options["tokenizer"],
-            revision=options["revision"],
-            trust_remote_code=options["trust_remote_code"],
-            pad_token=options["pad_token"],
-            add_special_tokens=options["add_special_tokens"],
-            add_eos=options["add_eos"],
-            padding_side=options["padding_side"],
-        ),
-        shape=cfg.ShapeConfig(
-            max_length=options["max_length"],
-            strategy=options["strategy"],
-            overflow=options["overflow"],
-            stride=options["stride"],
-            buckets=options["buckets"],
-            pack_algorithm=options["pack_algorithm"],
-            pack_window=options["pack_window"],
-            max_truncated=options["max_truncated"],
-        ),
-        output=cfg.OutputConfig(
-            directory=options["output"],
-            format=options["shard_format"],
-            shard_rows=options["shard_rows"],
-            shard_size=options["shard_size"],
-            overwrite=options["overwrite"],
-            resume=options["resume"],
+        source=config_from(cfg.SourceConfig, options),
+        tokenizer=config_from(cfg.TokenizerConfig, options, name_or_path=options["tokenizer"]),
+        shape=config_from(cfg.ShapeConfig, options),
+        output=config_from(
+            cfg.OutputConfig, options, directory=options["output"], format=options["shard_format"]
         ),
         batch_size=options["batch_size"],
         sft=_sft_config(options),
@@ -296,27 +289,6 @@ def _report_part(run: PartRun) -> None:
     )
 
 
-def _local_directory(value: str | None) -> str | None:
-    """The tokenizer cache's directory: local (a ``file://`` URL names one). A store URL is
-    refused: the cache is read before anything else, to spare loading transformers, so a remote
-    one would cost about the time it saves, and its writes rely on local renames and flock."""
-    if value is None:
-        return None
-    from ..errors import MaskprepError
-    from ..storage import local_form, parse_location
-
-    try:
-        path = local_form(value)
-        local = parse_location(path).is_local
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
-    if not local:
-        raise click.BadParameter(
-            f"{value}: the tokenizer cache must be a local directory (each machine keeps its own)"
-        )
-    return path
-
-
 def _tokenizer_cache(options: dict[str, Any]) -> TokenizerCache | None:
     from ..tokenizing.cache import TokenizerCache
 
@@ -337,14 +309,7 @@ def _sft_config(options: dict[str, Any]) -> cfg.SFTConfig | None:
                 "give --prompt-field/--completion-field or --messages-field"
             )
         return None
-    return cfg.SFTConfig(
-        prompt_field=options["prompt_field"],
-        completion_field=options["completion_field"],
-        messages_field=options["messages_field"],
-        train_on_prompt=options["train_on_prompt"],
-        train_on=options["train_on"] or "assistant",
-        chat_template=options["chat_template"],
-    )
+    return config_from(cfg.SFTConfig, options)
 
 
 def _part_spec(options: dict[str, Any]) -> cfg.PartSpec | None:
@@ -354,3 +319,132 @@ def _part_spec(options: dict[str, Any]) -> cfg.PartSpec | None:
     if count is None or index is None:
         raise click.UsageError("--num-parts and --part-index go together")
     return cfg.PartSpec(index=index, count=count)
+
+
+def si(value: float) -> str:
+    """``value`` with a G, M or k suffix (two decimals), for progress lines and summaries."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+class ProgressReporter:
+    """Shows build progress: a rich bar on a terminal, a plain line every ``interval`` seconds
+    otherwise, nothing when quiet. Use as a context manager; ``update`` is the callback."""
+
+    def __init__(self, quiet: bool, stream: TextIO | None = None, interval: float = 10.0) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        # No stderr at all (a process started without one): nothing to show progress on.
+        self.quiet = quiet or self.stream is None
+        self.interval = interval
+        self._last: float | None = None
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressReporter:
+        if not self.quiet and self.stream.isatty():
+            from rich import progress as bar
+            from rich.console import Console
+
+            self._bar = bar.Progress(
+                bar.TextColumn("[bold]build"),
+                bar.BarColumn(),
+                bar.TextColumn("{task.fields[detail]}"),
+                bar.TimeElapsedColumn(),
+                bar.TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("build", total=None, detail="starting")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    @property
+    def callback(self) -> Callable[[Progress], None] | None:
+        """The function to pass as ``on_progress``, or ``None`` when quiet."""
+        return None if self.quiet else self.update
+
+    def update(self, progress: Progress) -> None:
+        """Render one progress snapshot."""
+        rate = progress.real_tokens / progress.elapsed_s if progress.elapsed_s > 0 else 0.0
+        detail = f"{progress.records:,} docs · {si(progress.real_tokens)} tokens · {si(rate)} tok/s"
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                total=progress.bytes_total,
+                completed=progress.bytes_read,
+                detail=detail,
+            )
+            return
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.interval:
+            self._last = now
+            print(f"maskprep: {detail}", file=self.stream, flush=True)
+
+
+def build_summary(result: BuildResult) -> Table:
+    """A two-column table of a build's counts."""
+    totals = result.totals.as_dict()
+    rate = result.totals.real_tokens / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    rows = [
+        ("records read", f"{totals['records_read']:,}"),
+        ("blank lines skipped", f"{totals['blank_lines']:,}"),
+        ("records rejected", f"{totals['records_rejected']:,}"),
+        ("documents written", f"{totals['documents_written']:,}"),
+        ("documents truncated", f"{totals['documents_truncated']:,}"),
+        ("tokens lost to truncation", f"{totals['tokens_truncated']:,}"),
+        ("documents dropped (too long)", f"{totals['documents_dropped']:,}"),
+        ("documents split", f"{totals['documents_split']:,}"),
+        ("rows written", f"{totals['rows_written']:,}"),
+        ("shards", f"{len(result.shards):,}"),
+        ("real tokens", f"{totals['real_tokens']:,}"),
+        ("pad tokens", f"{totals['pad_tokens']:,}"),
+        ("trained (label) tokens", f"{totals['label_tokens']:,}"),
+        ("fill (real / positions)", f"{totals['fill']:.1%}"),
+        ("time", f"{result.elapsed_s:.2f} s ({si(rate)} tokens/s)"),
+    ]
+    if result.manifest.config.supervised:
+        rows[6:6] = [  # after the truncation counts
+            (
+                "prompts cut from the left",
+                f"{totals['prompts_truncated']:,} ({totals['prompt_tokens_truncated']:,} tokens)",
+            ),
+            (
+                "completions cut from the right",
+                f"{totals['completions_truncated']:,} "
+                f"({totals['completion_tokens_truncated']:,} tokens)",
+            ),
+        ]
+        # under the rejected records
+        rows[3:3] = [("  of which without labels", f"{totals['documents_without_labels']:,}")]
+    fill = result.manifest.fill
+    rows.append(("strategy", fill.strategy))
+    if fill.strategy == "pack":
+        rows.append(("documents per row", f"{fill.documents_per_row:.2f}"))
+    for bucket in fill.buckets or ():
+        rows.append((f"  bucket {bucket.length}", f"{bucket.rows:,} rows · fill {bucket.fill:.1%}"))
+    if result.reused_shards:
+        rows.append(("shards reused (resume)", f"{result.reused_shards:,}"))
+    if result.tokenizer_cached:
+        rows.append(("tokenizer", "from the tokenizer cache"))
+    rows.extend(("warning", text) for text in result.warnings)
+    return two_column_table(f"maskprep build → {result.output}", rows, justify="right")
+
+
+def build_json(result: BuildResult) -> dict[str, Any]:
+    """The summary object ``maskprep build --json`` prints."""
+    return {
+        "output": str(result.output),
+        "shards": [shard.path for shard in result.manifest.shards],
+        "totals": result.manifest.totals.as_dict(),
+        "fill": result.manifest.fill.as_dict(),
+        "elapsed_s": round(result.elapsed_s, 3),
+        "reused_shards": result.reused_shards,
+        "tokenizer_cached": result.tokenizer_cached,
+        "warnings": list(result.warnings),
+    }

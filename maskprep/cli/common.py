@@ -1,22 +1,44 @@
-"""Click helpers every command shares: library errors' options shown as flags, signals turned
-into a clean stop, parsers of option values, and the storage options of commands that take
-URLs."""
+"""What every ``maskprep`` command shares: how it ends, and the Click helpers it parses with.
+
+A command returns a :class:`Report`; :class:`Command` prints it as JSON with ``"ok"`` added
+(``--json``), or renders it, and exits 1 when it is not ok. A failure (a usage error, a library
+error with the options it suggests shown as flags, running out of memory) is one line on stderr
+with its exit code, control characters in it escaped (a file name may hold a newline); with
+``--json`` it is also ``{"ok": false, "error": {...}}`` on stdout, so a CI job reading stdout
+always gets one JSON document. SIGINT / SIGTERM stop a command cleanly (exit 130 / 143).
+
+The helpers: library errors' options shown as flags, parsers of option values, the storage
+options of commands that take URLs, and options turned into config dataclasses.
+"""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar
 
 import click
 
 from .. import config as cfg
-from ..errors import ConfigError, MaskprepError, Option
+from ..errors import (
+    BadRecordError,
+    ConfigError,
+    IOFailure,
+    MaskprepError,
+    Option,
+    escaped,
+    os_reason,
+)
 from ..token_ids import token_id_problem
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _T = TypeVar("_T")
 
@@ -29,6 +51,18 @@ _FLAGS = {
 #: Exit status of a command stopped by a signal: 128 + the signal number, as shells report it.
 EXIT_SIGINT = 128 + signal.SIGINT
 EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+def config_from(cls: Callable[..., _T], options: dict[str, Any], **given: Any) -> _T:
+    """A ``cls`` (a config dataclass) from a command's ``options`` named as its fields, those
+    left unset (``None``) taking the field's default; ``given`` sets the fields whose options
+    have other names."""
+    named = {
+        field.name: options[field.name]
+        for field in fields(cls)  # type: ignore[arg-type]
+        if field.name not in given and options.get(field.name) is not None
+    }
+    return cls(**named, **given)
 
 
 def flag(option: Option) -> str:
@@ -46,56 +80,42 @@ class Terminated(KeyboardInterrupt):
     library cleans up on the way out (a build keeps its complete shards for a resume)."""
 
 
-@dataclass
-class _Stop:
-    """The signal that stopped a command, if one did."""
-
-    signum: int | None = None
-
-
 @contextmanager
-def _stop_on_signals() -> Iterator[_Stop]:
-    """While a command runs, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` /
+def stopped_by_signals() -> Iterator[None]:
+    """Run a command's body so that SIGINT / SIGTERM stop it cleanly: the library cleans up on
+    the way out, then the command exits 130 / 143 with one line on stderr.
+
+    While the body runs, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` /
     :class:`Terminated` once; later ones are ignored, so the clean-up they start is not cut
     short. The previous handlers come back after, unless a signal stopped the command. The
     signal is also recorded: code the exception passes through may raise it again as a plain
     ``KeyboardInterrupt`` (Ray's waits do), and the exit status must still say which."""
-    stopped = _Stop()
+    stopped: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
-        stopped.signum = signum
+        stopped.append(signum)
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, signal.SIG_IGN)
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    try:
-        previous = {n: signal.signal(n, stop) for n in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        yield stopped
-        return
-    try:
-        yield stopped
-    finally:
-        # Once stopped, the command exits 130/143: signals that come on the way out (a Ray
-        # cluster shutting down signals its process group) stay ignored, or the default
-        # handler would end the process by the signal instead.
-        if stopped.signum is None:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-
-
-@contextmanager
-def stopped_by_signals() -> Iterator[None]:
-    """Run a command's body so that SIGINT / SIGTERM stop it cleanly: the library cleans up on
-    the way out, then the command exits 130 / 143 with one line on stderr."""
-    stopped = _Stop()
     # The handlers are installed inside the try: a signal the moment after they are (or while
     # they are put back) is caught here too, not by Click ("Aborted!", exit 1).
     try:
-        with _stop_on_signals() as stopped:
+        try:
+            previous = {n: signal.signal(n, stop) for n in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals are not ours to handle
+            previous = {}
+        try:
             yield
+        finally:
+            # Once stopped, the command exits 130/143: signals that come on the way out (a Ray
+            # cluster shutting down signals its process group) stay ignored, or the default
+            # handler would end the process by the signal instead.
+            if not stopped:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
     except KeyboardInterrupt as interrupt:
-        if isinstance(interrupt, Terminated) or stopped.signum == signal.SIGTERM:
+        if isinstance(interrupt, Terminated) or signal.SIGTERM in stopped:
             click.echo("Aborted: terminated (SIGTERM)", err=True)
             raise click.exceptions.Exit(EXIT_SIGTERM) from None
         click.echo("Aborted: interrupted (SIGINT)", err=True)
@@ -144,11 +164,11 @@ class TokenId(click.ParamType):
 TOKEN_ID = TokenId()
 
 
-def _parsed_by(parse: Callable[[str], _T]) -> Callable[..., _T | None]:
+def parsed_by(parse: Callable[[Any], _T]) -> Callable[..., _T | None]:
     """A Click callback that turns an option's text into ``parse``'s value (an absent option
     stays None); what ``parse`` refuses is a usage error naming the option."""
 
-    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> _T | None:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> _T | None:
         if value is None:
             return None
         try:
@@ -160,13 +180,13 @@ def _parsed_by(parse: Callable[[str], _T]) -> Callable[..., _T | None]:
 
 
 #: Click callback: a size such as ``256M`` in bytes.
-size_option = _parsed_by(cfg.parse_size)
+size_option = parsed_by(cfg.parse_size)
 #: Click callback: comma-separated bucket widths.
-buckets_option = _parsed_by(cfg.parse_buckets)
+buckets_option = parsed_by(cfg.parse_buckets)
 #: Click callback: a reject limit, ``N`` records or ``P%`` of the records read.
-reject_limit_option = _parsed_by(cfg.parse_reject_limit)
+reject_limit_option = parsed_by(cfg.parse_reject_limit)
 #: Click callback: a share, ``P%`` or a fraction such as ``0.05``.
-share_option = _parsed_by(cfg.parse_share)
+share_option = parsed_by(cfg.parse_share)
 
 
 #: Storage options every command that takes a path or URL reads before its own flags.
@@ -182,7 +202,7 @@ def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
         "storage_options",
         multiple=True,
         metavar="KEY=VALUE",
-        callback=_storage_options,
+        callback=parsed_by(_storage_options),
         help="Option of the filesystem of s3://, gs://... paths (repeatable), e.g. "
         "endpoint_url=http://host:9000 or s3:anon=true; added to $"
         + STORAGE_OPTIONS_VARIABLE
@@ -190,12 +210,162 @@ def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _storage_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> Any:
+def _storage_options(items: tuple[str, ...]) -> Any:
     from ..storage import parse_option_items, parse_options_text
 
+    text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
+    base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
+    return base.merged(parse_option_items(items, source="--storage-option"))
+
+
+def two_column_table(
+    title: str, rows: list[tuple[str, str]], justify: Literal["left", "right"] = "left"
+) -> Table:
+    """A rich table of named values under ``title``: names bold, values justified by
+    ``justify``; no header."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify=justify)
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+#: The flag that asks a command for JSON on stdout.
+JSON_FLAG = "--json"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a command has to say: ``data`` for ``--json`` (``"ok"`` is added), ``show`` to render
+    it for people (``None``: nothing to show, as with ``--quiet``), and whether it is ``ok``
+    (exit 0) or found a problem in the data (exit 1: a failed check, a leak)."""
+
+    data: dict[str, Any]
+    show: Callable[[], None] | None = None
+    ok: bool = True
+
+
+def _error_json(error: click.ClickException, cause: BaseException | None) -> dict[str, Any]:
+    if isinstance(cause, MaskprepError):
+        kind = type(cause).__name__
+    elif isinstance(cause, MemoryError):
+        kind = "MemoryError"
+    else:
+        kind = "UsageError"
+    detail: dict[str, Any] = {
+        "type": kind,
+        "message": error.format_message(),  # with the option it names, as stderr shows it
+        "exit_code": error.exit_code,
+    }
+    if isinstance(cause, BadRecordError):
+        detail["location"] = escaped(cause.location)
+    return {"ok": False, "error": detail}
+
+
+def _print(report: Report, as_json: bool) -> None:
+    """Write ``report`` on stdout, flushed, so that a failing write fails here."""
+    if not as_json and report.show is None:
+        return
+    if sys.stdout is None:  # closed by the caller (>&-): Python leaves no stream
+        raise OSError(errno.EBADF, "it is closed")
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, **report.data}, indent=2))
+    elif report.show is not None:
+        report.show()
+    sys.stdout.flush()
+
+
+def discard_stdout() -> None:
+    """After a failed write, point descriptor 1 at ``/dev/null``: what stdout still buffers is
+    then dropped at exit, where flushing it again would fail once more (Python would print
+    "Exception ignored" and exit 120)."""
     try:
-        text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
-        base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
-        return base.merged(parse_option_items(value, source="--storage-option"))
-    except MaskprepError as error:
-        raise click.BadParameter(str(error)) from None
+        if sys.stdout is None or sys.stdout.fileno() != 1:
+            return  # not the process's descriptor (a test runner's buffer)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    os.dup2(null, 1)
+    os.close(null)
+
+
+class Command(click.Command):
+    """A ``maskprep`` command: ends by :class:`Report` or by one line of failure (see the module
+    notes)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse ``args``; a usage error is told as every failure is."""
+        try:
+            return super().make_context(info_name, list(args), parent=parent, **extra)
+        except click.ClickException as error:
+            self._tell(error, None, self._asked_json(args, parent))
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command and print its :class:`Report`; tell a failure."""
+        as_json = bool(ctx.params.get("as_json"))
+        try:
+            with stopped_by_signals():
+                report = super().invoke(ctx)
+        except click.ClickException as error:
+            self._tell(error, None, as_json)
+            raise
+        except MaskprepError as cause:
+            # The library names options by their config fields; the command line, by its flags.
+            failure = click.ClickException(cause.render(flag))
+            failure.exit_code = cause.exit_code  # type: ignore[misc]  # Click reads the instance's
+            self._tell(failure, cause, as_json)
+            raise failure from None
+        except MemoryError as cause:
+            failure = click.ClickException(
+                "out of memory; a smaller --batch-size (or --max-length) needs less"
+            )
+            self._tell(failure, cause, as_json)
+            raise failure from None
+        if isinstance(report, Report):
+            try:
+                _print(report, as_json)
+            except OSError as error:
+                if error.errno == errno.EPIPE:
+                    raise  # the reader left (| head): Click ends quietly, exit 1
+                discard_stdout()
+                unwritten = IOFailure(f"cannot write the report to stdout: {os_reason(error)}")
+                failure = click.ClickException(str(unwritten))
+                failure.exit_code = unwritten.exit_code  # type: ignore[misc]
+                raise failure from None
+            if not report.ok:
+                ctx.exit(1)
+        return report
+
+    @staticmethod
+    def _tell(error: click.ClickException, cause: BaseException | None, as_json: bool) -> None:
+        """Make ``error``'s message one printable line; with ``as_json``, print the failure as
+        JSON on stdout too (the message itself still goes to stderr, as Click shows it)."""
+        # Changed in place: Click shows this very exception, with its Usage/Try lines.
+        error.message = escaped(error.message)  # type: ignore[misc]
+        if as_json:
+            try:
+                click.echo(json.dumps(_error_json(error, cause), indent=2))
+            except OSError:  # stdout unusable: the message on stderr still tells the failure
+                discard_stdout()
+
+    def _asked_json(self, args: Sequence[str], parent: click.Context | None) -> bool:
+        """Whether ``args`` ask for ``--json``, found by parsing them leniently (they failed to
+        parse as given): a ``--json`` given as another option's value does not count."""
+        try:
+            ctx = click.Context(self, parent=parent, resilient_parsing=True)
+            parser = self.make_parser(ctx)
+            parser.ignore_unknown_options = True
+            opts, _, _ = parser.parse_args(args=list(args))
+            return bool(opts.get("as_json"))
+        except click.ClickException:
+            return JSON_FLAG in args

@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from .command import Command, Report
-from .common import output_option, storage_options_option
+from .common import Command, Report, output_option, storage_options_option
 
 
 @click.command(cls=Command)

@@ -78,11 +78,9 @@ offset to every emitted position (``for_output`` reads it from the model).
 """
 
 from ..config import PACK_FORMS, PackForm, PaddingSide
-from .collator import Collator, collate, for_model, for_output
-from .documents import positions_in_segments
-from .forms import additive_mask, block_mask
+from .collator import Collator, additive_mask, block_mask, collate, for_model, for_output
 from .models import ModelFacts, Task, model_facts, model_task
-from .rows import COLLATE_COLUMNS, RowArrays, check_labels, row_arrays
+from .rows import COLLATE_COLUMNS, RowArrays, check_labels, positions_in_segments, row_arrays
 
 __all__ = [
     "COLLATE_COLUMNS",

@@ -1,7 +1,9 @@
 """The training hand-off: :class:`Collator` (options bound; the label contract and the model's
 limits checked on every batch), :func:`for_output` (options read from an output's manifest and
 from the model), and :func:`collate`, the bare conversion the verify probes also feed
-deliberately faulty rows through."""
+deliberately faulty rows through; and the tensors of each feed form (:func:`emit`): the 2D mask
+of padded rows, and for packs the ``position_ids`` form, the additive 4D block-diagonal
+``mask4d`` and the leaky diagnostic ``mask2d``."""
 
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ import numpy as np
 from ..column_values import outside_ids
 from ..config import PACK_FORMS, PADDING_SIDES, PackForm, PaddingSide
 from ..errors import ConfigError, DataError
+from ..extras import require_extra
 from ..token_ids import MAX_TOKEN_ID, token_id_problem
-from .documents import first_true
-from .forms import emit, torch_dtype
 from .models import ModelFacts, model_facts
-from .rows import RowArrays, check_labels, row_arrays
+from .rows import RowArrays, check_labels, first_true, row_arrays
 
 if TYPE_CHECKING:
+    import torch
+
     from ..contract import ShardContract
 
 #: Why an encoder's packs are fed ``mask4d``: it holds on every transformers version, where
@@ -136,13 +139,48 @@ class Collator:
     def for_output(
         cls, path: str | os.PathLike[str], model: Any = None, **options: Any
     ) -> Collator:
-        """See :func:`for_output`."""
-        return for_output(path, model, **options)
+        """A :class:`Collator` for the maskprep output at ``path`` and the model it will feed.
+
+        From the manifest: the pad id, the padding side, and whether the rows are packs (packed rows
+        that then arrive without ``seq_lens`` and ``position_ids`` are refused). ``path`` may also
+        be one shard, or a directory of shards, without the manifest: the same facts then come from
+        the contract each maskprep shard carries in its metadata (a shard whose metadata contradicts
+        the manifest is refused, :class:`~maskprep.errors.DataError`); a shard another tool wrote,
+        which carries none, gets what the rows' own padding shows, as :meth:`for_model` does. From
+        ``model``: what :meth:`for_model` reads. Any :class:`Collator` field in ``options`` wins
+        over what was read, but combinations that leak are refused. A packed output needs ``model``
+        (or ``causal=``): its blocks are causal for a decoder and full for an encoder, and a guess
+        is refused (``ValueError``) rather than taken.
+        """
+        _refuse_unknown(options)
+        settings = _settings(_read_contract(path))
+        tokenizer_vocab = settings.pop("tokenizer_vocab")
+        facts = _facts(model)
+        if facts is not None:
+            _check_vocabulary(path, tokenizer_vocab, facts)
+        return _collator(facts, settings, options, str(path))
 
     @classmethod
     def for_model(cls, model: Any = None, **options: Any) -> Collator:
-        """See :func:`for_model`."""
-        return for_model(model, **options)
+        """A :class:`Collator` for rows without a manifest (or whose facts you hold), set up for
+        ``model``: a model object, its config, a Hub name / local directory whose config is read, or
+        :class:`~maskprep.collate.ModelFacts` already read.
+
+        From the model: causal or encoder, the mask dtype, the attention implementation, a
+        RoBERTa-style position offset, the position and vocabulary limits (absolute-position models
+        also get ``pad_position_ids``). Packs are fed ``mask4d`` (non-causal blocks) to encoders; to
+        decoders ``position_ids`` under flash attention, which takes no 4D mask, else ``mask4d``,
+        which keeps documents apart in every transformers version and for every attention that takes
+        a mask. ``options`` are :class:`Collator` fields (``pad_id``, ``padding_side``, ``packed``,
+        ``form``, …) and win over what was read, but combinations that leak are refused. Without
+        ``model`` (or ``causal``), rows known to be packs (``packed=True``) are refused
+        (``ValueError``): an encoder's blocks are not causal. Rows not known to be packs
+        (``packed=None``) are fed as a decoder's, with a warning; padded rows (``packed=False``)
+        need no model.
+        """
+        _refuse_unknown(options)
+        settings = {name: options.pop(name, None) for name in ("pad_id", "padding_side", "packed")}
+        return _collator(_facts(model), settings, options, "the rows")
 
     def __call__(self, rows: Any) -> dict[str, Any]:
         """Collate ``rows`` (a list of row dicts, a dict of columns or an Arrow table)."""
@@ -189,49 +227,9 @@ class Collator:
             )
 
 
-def for_output(path: str | os.PathLike[str], model: Any = None, **options: Any) -> Collator:
-    """A :class:`Collator` for the maskprep output at ``path`` and the model it will feed.
-
-    From the manifest: the pad id, the padding side, and whether the rows are packs (packed rows
-    that then arrive without ``seq_lens`` and ``position_ids`` are refused). ``path`` may also be
-    one shard, or a directory of shards, without the manifest: the same facts then come from the
-    contract each maskprep shard carries in its metadata (a shard whose metadata contradicts the
-    manifest is refused, :class:`~maskprep.errors.DataError`); a shard another tool wrote, which
-    carries none, gets what the rows' own padding shows, as :func:`for_model` does. From
-    ``model``: what :func:`for_model` reads. Any :class:`Collator` field in ``options`` wins over
-    what was read, but combinations that leak are refused. A packed output needs ``model`` (or
-    ``causal=``): its blocks are causal for a decoder and full for an encoder, and a guess is
-    refused (``ValueError``) rather than taken.
-    """
-    _refuse_unknown(options)
-    settings = _settings(_read_contract(path))
-    tokenizer_vocab = settings.pop("tokenizer_vocab")
-    facts = _facts(model)
-    if facts is not None:
-        _check_vocabulary(path, tokenizer_vocab, facts)
-    return _collator(facts, settings, options, str(path))
-
-
-def for_model(model: Any = None, **options: Any) -> Collator:
-    """A :class:`Collator` for rows without a manifest (or whose facts you hold), set up for
-    ``model``: a model object, its config, a Hub name / local directory whose config is read, or
-    :class:`~maskprep.collate.ModelFacts` already read.
-
-    From the model: causal or encoder, the mask dtype, the attention implementation, a
-    RoBERTa-style position offset, the position and vocabulary limits (absolute-position models
-    also get ``pad_position_ids``). Packs are fed ``mask4d`` (non-causal blocks) to encoders; to
-    decoders ``position_ids`` under flash attention, which takes no 4D mask, else ``mask4d``,
-    which keeps documents apart in every transformers version and for every attention that takes
-    a mask. ``options`` are :class:`Collator` fields (``pad_id``, ``padding_side``, ``packed``,
-    ``form``, …) and win over what was read, but combinations that leak are refused. Without
-    ``model`` (or ``causal``), rows known to be packs (``packed=True``) are refused
-    (``ValueError``): an encoder's blocks are not causal. Rows not known to be packs
-    (``packed=None``) are fed as a decoder's, with a warning; padded rows (``packed=False``)
-    need no model.
-    """
-    _refuse_unknown(options)
-    settings = {name: options.pop(name, None) for name in ("pad_id", "padding_side", "packed")}
-    return _collator(_facts(model), settings, options, "the rows")
+#: The same as :meth:`Collator.for_output` and :meth:`Collator.for_model`.
+for_output = Collator.for_output
+for_model = Collator.for_model
 
 
 def _refuse_unknown(options: dict[str, Any]) -> None:
@@ -359,3 +357,91 @@ def _derives_block_mask() -> bool:
     except ImportError:
         return False
     return hasattr(masking_utils, "find_packed_sequence_indices")
+
+
+def block_mask(segments: np.ndarray, *, causal: bool = True) -> np.ndarray:
+    """Boolean ``(batch, 1, q, k)``: query ``q`` may attend key ``k``.
+
+    True where both positions hold the same document (and ``k <= q`` when ``causal``); a padding
+    position attends only to itself, so no row of the softmax is empty.
+    """
+    same = segments[:, :, None] == segments[:, None, :]
+    real = (segments >= 0)[:, :, None]
+    allowed = same & real
+    if causal:
+        width = segments.shape[1]
+        allowed &= np.tril(np.ones((width, width), dtype=bool))[None]
+    allowed |= np.eye(segments.shape[1], dtype=bool)[None]
+    return allowed[:, None]
+
+
+def additive_mask(allowed: np.ndarray, dtype: Any) -> torch.Tensor:
+    """An additive float mask (0 allowed, the dtype's most negative value blocked) from booleans."""
+    import torch
+
+    resolved = torch_dtype(dtype)
+    blocked = torch.finfo(resolved).min
+    out = torch.zeros(allowed.shape, dtype=resolved)
+    out.masked_fill_(torch.from_numpy(~allowed), blocked)
+    return out
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` (a torch dtype or its name, ``"bfloat16"``) as a floating-point torch dtype."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    found = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(found, torch.dtype) or not found.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, not {dtype!r}")
+    return found
+
+
+def _with_offset(positions: np.ndarray, real: np.ndarray, offset: int) -> np.ndarray:
+    """Positions for a model that numbers them from ``offset``: real ones shifted, padding at
+    ``offset - 1`` (RoBERTa's ``padding_idx``, whose embedding is never trained)."""
+    if offset == 0:
+        return positions
+    return np.where(real, positions + offset, offset - 1)
+
+
+def emit(
+    arrays: RowArrays,
+    *,
+    form: str,
+    causal: bool,
+    dtype: Any,
+    pad_position_ids: bool,
+    position_offset: int,
+) -> dict[str, Any]:
+    """The model keyword arguments (torch tensors) for ``arrays`` in ``form``.
+
+    Padded rows: ``input_ids``, 2D ``attention_mask``, ``labels`` (+ ``position_ids`` counted over
+    real tokens when ``pad_position_ids``). Packed rows: ``input_ids``, ``labels``,
+    ``position_ids``, ``use_cache=False`` and the ``attention_mask`` of ``form`` (none for
+    ``position_ids``). Emitted positions start at ``position_offset``.
+    """
+    require_extra("torch", "train", "collate")
+    import torch
+
+    offset = position_offset
+    real = arrays.attention_mask > 0
+    out: dict[str, Any] = {
+        "input_ids": torch.from_numpy(arrays.input_ids),
+        "labels": torch.from_numpy(arrays.labels),
+    }
+    if not arrays.packed:
+        out["attention_mask"] = torch.from_numpy(arrays.attention_mask)
+        if pad_position_ids:
+            counted = np.clip(np.cumsum(arrays.attention_mask, axis=1) - 1, 0, None)
+            out["position_ids"] = torch.from_numpy(_with_offset(counted, real, offset))
+        return out
+    assert arrays.position_ids is not None
+    out["position_ids"] = torch.from_numpy(_with_offset(arrays.position_ids, real, offset))
+    out["use_cache"] = False
+    if form == "mask4d":
+        out["attention_mask"] = additive_mask(block_mask(arrays.segments, causal=causal), dtype)
+    elif form == "mask2d":
+        out["attention_mask"] = torch.from_numpy(arrays.attention_mask)
+    return out

@@ -92,7 +92,8 @@ def model_facts(
         ),
         position_offset=offset,
         max_positions=max_positions,
-        vocab_size=_vocab_size(module) if module is not None else _config_vocab_size(config),
+        # The embedding table, where there is one, is the truth; the config only without one.
+        vocab_size=_vocab_size(module) if module is not None else _size(config, "vocab_size"),
         context_positions=None if max_positions is not None else _context_length(config),
     )
 
@@ -146,9 +147,7 @@ def check_config_sizes(config: Any) -> None:
     would be wrong."""
     for name in ("vocab_size", *_CONTEXT_FIELDS):
         value = getattr(config, name, None)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if value is not None and _size(config, name) is None:
             raise ConfigError(f"{_name(config)}: config {name} {value!r} is not a positive size")
 
 
@@ -205,12 +204,15 @@ def _causal(module: Any, config: Any) -> bool | None:
     return model_task(config) == "causal-lm"
 
 
+def _size(config: Any, name: str) -> int | None:
+    """The config's ``name`` when it is a positive integer, else ``None``."""
+    value = getattr(config, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _context_length(config: Any) -> int | None:
-    for name in _CONTEXT_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
+    sizes = (_size(config, name) for name in _CONTEXT_FIELDS)
+    return next((size for size in sizes if size is not None), None)
 
 
 def _position_table(module: Any) -> tuple[int, int | None]:
@@ -224,12 +226,6 @@ def _position_table(module: Any) -> tuple[int, int | None]:
             offset = 0 if child.padding_idx is None else child.padding_idx + 1
             return offset, int(child.num_embeddings)
     return 0, None
-
-
-def _config_vocab_size(config: Any) -> int | None:
-    # Only when no module could be built: the embedding table, where there is one, is the truth.
-    size = getattr(config, "vocab_size", None)
-    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def _vocab_size(module: Any) -> int | None:

@@ -133,10 +133,9 @@ def build_with_ray(
     dies is rerun by Ray (up to :data:`PART_RETRIES` times), on any node, resuming what the dead
     attempt finished; ``on_part`` is called with each part's :class:`PartRun` as it finishes.
     Returns a
-    :class:`~maskprep.results.BuildResult`.
+    :class:`~maskprep.pipeline.BuildResult`.
     """
-    from ..pipeline import build_output
-    from ..results import BuildResult
+    from ..pipeline import BuildResult, build_output
     from ..tokenizing.prepare import prepare_tokenizer
 
     ray = _import_ray()
