@@ -13,15 +13,15 @@ import click
 
 from .. import config as cfg
 from .common import (
+    BUCKETS,
+    REJECT_LIMIT,
+    SHARE,
+    SIZE,
     Command,
+    Parsed,
     Report,
-    buckets_option,
     config_from,
     output_option,
-    parsed_by,
-    reject_limit_option,
-    share_option,
-    size_option,
     storage_options_option,
     two_column_table,
 )
@@ -71,7 +71,7 @@ def _local_directory(value: str) -> str:
 )
 @click.option(
     "--max-truncated",
-    callback=share_option,
+    type=SHARE,
     metavar="P%|F",
     help="Fail (exit 1, no manifest written) when more than this share of the tokens read is "
     "lost to --overflow (truncated, or dropped): a percentage (5%) or a fraction (0.05). "
@@ -86,7 +86,7 @@ def _local_directory(value: str) -> str:
 )
 @click.option(
     "--buckets",
-    callback=buckets_option,
+    type=BUCKETS,
     help="With --strategy bucket: row lengths, e.g. 64,128,256 (--max-length is always one). "
     "Default: powers of two from 64.",
 )
@@ -126,13 +126,13 @@ def _local_directory(value: str) -> str:
 )
 @click.option(
     "--max-rejects",
-    callback=reject_limit_option,
+    type=REJECT_LIMIT,
     help="With --on-bad-record skip: fail (exit 1, no manifest written) when more than N "
     "records, or more than P% of the records read, are rejected. N or P%.",
 )
 @click.option(
     "--max-record-bytes",
-    callback=size_option,
+    type=SIZE,
     help="Longest input line read (e.g. 1M); a longer one is a bad record.  [default: 64M]",
 )
 @click.option("--revision", help="Tokenizer revision (branch, tag or commit) on the Hub.")
@@ -158,9 +158,7 @@ def _local_directory(value: str) -> str:
     show_default=True,
 )
 @click.option("--shard-rows", type=click.IntRange(min=1), help="Roll shards at this many rows.")
-@click.option(
-    "--shard-size", callback=size_option, help="Roll shards at this size (e.g. 256M, 1G)."
-)
+@click.option("--shard-size", type=SIZE, help="Roll shards at this size (e.g. 256M, 1G).")
 @click.option("--overwrite", is_flag=True, help="Replace a previous maskprep output in DIR.")
 @click.option(
     "--batch-size",
@@ -213,8 +211,7 @@ def _local_directory(value: str) -> str:
 )
 @click.option(
     "--tokenizer-cache",
-    type=click.Path(file_okay=False),
-    callback=parsed_by(_local_directory),
+    type=Parsed(_local_directory, click.Path(file_okay=False)),
     envvar="MASKPREP_TOKENIZER_CACHE",
     show_envvar=True,
     help="Cache local tokenizers of plain-text builds in this directory, so that later builds "

@@ -164,29 +164,33 @@ class TokenId(click.ParamType):
 TOKEN_ID = TokenId()
 
 
-def parsed_by(parse: Callable[[Any], _T]) -> Callable[..., _T | None]:
-    """A Click callback that turns an option's text into ``parse``'s value (an absent option
-    stays None); what ``parse`` refuses is a usage error naming the option."""
+class Parsed(click.ParamType):
+    """An option's value read by one of maskprep's parsers (``parse``), after Click's ``base``
+    type (text by default, whose name ``--help`` shows); what the parser refuses (a
+    :class:`maskprep.errors.MaskprepError`) is a usage error naming the option."""
 
-    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> _T | None:
-        if value is None:
-            return None
+    def __init__(self, parse: Callable[[Any], Any], base: click.ParamType = click.STRING) -> None:
+        self.parse = parse
+        self.base = base
+        self.name = base.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """``value`` as ``base`` and then ``parse`` read it; a usage error naming the option
+        otherwise."""
         try:
-            return parse(value)
+            return self.parse(self.base.convert(value, param, ctx))
         except MaskprepError as error:
-            raise click.BadParameter(str(error)) from None
-
-    return callback
+            self.fail(str(error), param, ctx)
 
 
-#: Click callback: a size such as ``256M`` in bytes.
-size_option = parsed_by(cfg.parse_size)
-#: Click callback: comma-separated bucket widths.
-buckets_option = parsed_by(cfg.parse_buckets)
-#: Click callback: a reject limit, ``N`` records or ``P%`` of the records read.
-reject_limit_option = parsed_by(cfg.parse_reject_limit)
-#: Click callback: a share, ``P%`` or a fraction such as ``0.05``.
-share_option = parsed_by(cfg.parse_share)
+#: A size such as ``256M``, in bytes.
+SIZE = Parsed(cfg.parse_size)
+#: Comma-separated bucket widths.
+BUCKETS = Parsed(cfg.parse_buckets)
+#: A reject limit: ``N`` records, or ``P%`` of the records read.
+REJECT_LIMIT = Parsed(cfg.parse_reject_limit)
+#: A share: ``P%``, or a fraction such as ``0.05``.
+SHARE = Parsed(cfg.parse_share)
 
 
 #: Storage options every command that takes a path or URL reads before its own flags.
@@ -202,7 +206,7 @@ def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
         "storage_options",
         multiple=True,
         metavar="KEY=VALUE",
-        callback=parsed_by(_storage_options),
+        callback=_storage_options,
         help="Option of the filesystem of s3://, gs://... paths (repeatable), e.g. "
         "endpoint_url=http://host:9000 or s3:anon=true; added to $"
         + STORAGE_OPTIONS_VARIABLE
@@ -210,12 +214,17 @@ def storage_options_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _storage_options(items: tuple[str, ...]) -> Any:
+def _storage_options(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> Any:
+    # A callback, not a Parsed type: the repeated items merge with the environment's options,
+    # which no one item's conversion sees.
     from ..storage import parse_option_items, parse_options_text
 
-    text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
-    base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
-    return base.merged(parse_option_items(items, source="--storage-option"))
+    try:
+        text = os.environ.get(STORAGE_OPTIONS_VARIABLE, "")
+        base = parse_options_text(text, source=STORAGE_OPTIONS_VARIABLE)
+        return base.merged(parse_option_items(items, source="--storage-option"))
+    except MaskprepError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
 
 
 def two_column_table(

@@ -13,10 +13,10 @@ import click
 from .. import config as cfg
 from ..token_ids import MAX_TOKEN_ID
 from .common import (
+    BUCKETS,
     TOKEN_ID,
     Command,
     Report,
-    buckets_option,
     config_from,
     standard_input,
     storage_options_option,
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     type=click.Choice(cfg.STRATEGIES),
     help="Shape to hold rows to (default: the manifest's, else inferred).",
 )
-@click.option("--buckets", callback=buckets_option, help="Bucket widths, e.g. 64,128,256.")
+@click.option("--buckets", type=BUCKETS, help="Bucket widths, e.g. 64,128,256.")
 @click.option(
     "--max-pad-fraction",
     type=click.FloatRange(0, 1),

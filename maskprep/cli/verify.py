@@ -4,13 +4,13 @@ rendered: one line per check, and the ``--json`` object."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..config import PACK_FORMS
+from ..errors import ConfigError
 from ..verifying.options import (
     ATTN_IMPLEMENTATIONS,
     COLLATE_COLUMNS,
@@ -19,27 +19,33 @@ from ..verifying.options import (
     MAX_SEED,
     ROWS_ALL,
 )
-from .common import TOKEN_ID, Command, Report, config_from, standard_input, storage_options_option
+from .common import (
+    TOKEN_ID,
+    Command,
+    Parsed,
+    Report,
+    config_from,
+    standard_input,
+    storage_options_option,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
 
 
-def _name_list(choices: tuple[str, ...]) -> Callable[..., tuple[str, ...]]:
-    """A Click callback reading a comma-separated list of names from ``choices``."""
+def _name_list(choices: tuple[str, ...]) -> Parsed:
+    """The type of an option that takes a comma-separated list of names from ``choices``."""
 
-    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        if value is None:
-            return None
+    def parse(value: str) -> tuple[str, ...]:
         names = tuple(n.strip() for n in value.split(",") if n.strip())
         unknown = [n for n in names if n not in choices]
         if unknown or not names:
-            raise click.BadParameter(
+            raise ConfigError(
                 f"{', '.join(unknown) or 'nothing given'}: choose from {', '.join(choices)}"
             )
         return names
 
-    return parse
+    return Parsed(parse)
 
 
 class _Rows(click.ParamType):
@@ -91,13 +97,13 @@ _ROWS = _Rows()
 @click.option(
     "--attn-implementation",
     "attn_implementations",
-    callback=_name_list(ATTN_IMPLEMENTATIONS),
+    type=_name_list(ATTN_IMPLEMENTATIONS),
     help="Comma-separated; each available one is probed, the others reported as skipped "
     "(default: all three on cuda; on cpu the one the model is set to).",
 )
 @click.option(
     "--pack-forms",
-    callback=_name_list(PACK_FORMS),
+    type=_name_list(PACK_FORMS),
     help="Collator forms probed on packed rows (default: position_ids,mask4d for decoders, "
     "mask4d for encoders; mask2d is the leaky diagnostic).",
 )
