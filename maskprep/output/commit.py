@@ -23,7 +23,7 @@ them until the manifest switches.
    base this writer commits against), the files of an unfinished build, garbage, foreign files
    and links (refused: nothing is written or deleted through a link). Decide (:func:`plan`):
    write afresh, resume, replace, or return a finished output that is still what this build
-   makes (:mod:`.freshness`, every listed byte checked). A record ``.maskprep-writer-<tag>.json``
+   makes (:mod:`.finished`, every listed byte checked). A record ``.maskprep-writer-<tag>.json``
    says who writes; locally it is ``flock``-ed while its writer lives, which lets a plain build
    say "another maskprep process is writing" (a courtesy: safety never rests on it).
 2. *Write.* Shards and the rejects file go through atomic writers (complete or absent) and are
@@ -73,9 +73,12 @@ from ..errors import (
 )
 from .directory import (
     OutputState,
+    WriterRecord,
     check_unfinished_is_ours,
+    hold_record,
     is_maskprep_shard,
     names_shown,
+    other_writers,
     scan,
 )
 from .manifest import Manifest, manifest_bytes
@@ -90,7 +93,6 @@ from .names import (
     staging_name,
     temporary_target,
 )
-from .writers import WriterRecord, hold_record, other_writers
 
 
 @dataclass(frozen=True)

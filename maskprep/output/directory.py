@@ -17,17 +17,27 @@ What is in it is read once (:func:`scan`), never following a symbolic link, and 
 A symbolic link is never maskprep's (it never makes one), so one anywhere in the output refuses
 the build: nothing is ever written or deleted through it. Everything else that is not maskprep's
 refuses it too, whatever the options.
+
+**Writers' records.** Each writer keeps ``.maskprep-writer-<tag>.json`` (its host, pid and what it
+does) from the moment it starts writing to its end: a courtesy, never a condition of safety. It
+lets a plain build refuse to join another one ("another maskprep process is writing"), and tells
+``inspect`` that a build is running or died there. Locally the writer holds the record's
+``flock`` while it lives (the kernel lets go when it dies), so a record whose lock is free is a
+dead writer's garbage; on an object store nobody can tell a live writer from a dead one, and no
+clock is trusted to.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from .. import columns, storage
-from ..errors import ConfigError, OutputError
+from ..errors import OVERWRITE, RESUME, ConfigError, OutputError
 from .manifest import Manifest, parse_manifest
 from .names import (
     MANIFEST_NAME,
@@ -40,6 +50,7 @@ from .names import (
     name_set_of,
     resume_shard,
     temporary_target,
+    writer_name,
 )
 
 #: Foreign names shown in a message; the rest are counted.
@@ -244,3 +255,52 @@ __all__ = [
     "names_shown",
     "scan",
 ]
+
+
+@dataclass(frozen=True)
+class WriterRecord:
+    """Another writer's record, as read."""
+
+    name: str
+    host: str = "?"
+    pid: int = 0
+    #: Known alive (a local writer holding the record's flock); ``False``: not known either way.
+    running: bool = False
+
+    def refusal(self, url: str) -> OutputError:
+        """Why a plain build does not write into ``url`` beside this writer."""
+        if self.running:
+            return OutputError(
+                f"{url}: another maskprep process (pid {self.pid}) is writing to this "
+                "directory; wait for it or use another output directory"
+            )
+        return OutputError(
+            f"{url}: another writer ({self.host}, pid {self.pid}) began writing here and has not "
+            f"finished ({self.name}); it may still be running, or have died: resume the build "
+            f"({RESUME}) or overwrite it ({OVERWRITE})",
+            suggests=(RESUME, OVERWRITE),
+        )
+
+
+def other_writers(location: storage.Location, names: list[str]) -> list[WriterRecord]:
+    """The writers whose records (``names``) are in the output at ``location`` and that are, or
+    may be, alive (see the module notes)."""
+    found = []
+    for name in names:
+        record = location.join(name)
+        running = storage.is_held(record)
+        if running is False:
+            continue  # gone, or its writer died: garbage
+        try:
+            fields = json.loads(storage.read_bytes(record))
+            found.append(WriterRecord(name, str(fields["host"]), int(fields["pid"]), bool(running)))
+        except (storage.StorageError, ValueError, KeyError, TypeError):
+            continue  # gone meanwhile, or unreadable: not a writer to wait for
+    return found
+
+
+def hold_record(location: storage.Location, tag: str, action: str) -> storage.Held:
+    """This writer's own record in the output at ``location``, held until released."""
+    data = {"host": socket.gethostname(), "pid": os.getpid(), "action": action}
+    body = (json.dumps(data, sort_keys=True) + "\n").encode()
+    return storage.hold(location.join(writer_name(tag)), body)

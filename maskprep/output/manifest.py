@@ -10,15 +10,24 @@ shard name in its own directory is a :class:`~maskprep.errors.ManifestError` nam
 the field. What reads fine but does not add up (totals that break the accounting identity, a
 strategy this version does not know, shard files on disk that it does not list) is listed by
 :func:`manifest_problems`: ``inspect`` reports it as a failed check, ``merge`` and resume refuse.
+
+JSON is read by the dataclasses' own type hints (:func:`decode`): ``int``, ``float``, ``str``,
+``bool``, ``None``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
+dataclasses. A key may be missing only where its field defaults to ``None`` (``part``); keys a
+dataclass does not have are ignored, so a manifest with more than this version writes still reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import storage
 from .._version import __version__
@@ -30,7 +39,6 @@ from ..sources.parts import FileRange, PlannedFile
 from ..sources.records import InputStats
 from ..token_ids import token_id_problem
 from ..tokenizing.loading import TokenizerInfo
-from .decoding import decode, decode_fields, json_kind
 from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
@@ -40,7 +48,7 @@ from .names import (
     is_shard_name,
     name_set_of,
 )
-from .shards import ShardInfo
+from .shards import RejectsFile, ShardInfo
 
 MANIFEST_FORMAT = 1
 
@@ -208,16 +216,6 @@ class MergedPart:
             "ranges": [r.as_dict() for r in self.ranges],
             "shards": self.shards,
         }
-
-
-@dataclass(frozen=True)
-class RejectsFile:
-    """The rejects file of a build with the ``skip`` policy: its name in the output, size and
-    sha256, so that a merge joins exactly the bytes the build wrote."""
-
-    path: str
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -493,3 +491,86 @@ def write_manifest(
             "the output); nothing was replaced"
         ) from None
     return location
+
+
+T = TypeVar("T")
+
+_JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def json_kind(value: Any) -> str:
+    """A JSON value shortly, for messages: ``"many"``, ``[...]``, ``{...}``."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def decode(kind: Any, value: Any, path: str, where: str) -> Any:
+    """``value`` (parsed JSON) as ``kind``; ``path`` names the file and ``where`` the field in
+    the :class:`ManifestError` raised when it does not fit."""
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        arms = typing.get_args(kind)
+        if value is None and type(None) in arms:
+            return None
+        others = [a for a in arms if a is not type(None)]
+        if len(others) != 1:
+            raise TypeError(f"cannot decode {kind}")
+        return decode(others[0], value, path, where)
+    if kind is type(None):
+        if value is not None:
+            raise ManifestError(path, where, f"expected null, got {json_kind(value)}")
+        return None
+    if dataclasses.is_dataclass(kind):
+        return decode_fields(kind, value, path, where)  # type: ignore[arg-type]
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ManifestError(path, where, f"expected a list, got {json_kind(value)}")
+        (item,) = typing.get_args(kind)[:1]
+        items = [decode(item, v, path, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ManifestError(path, where, f"expected an object, got {json_kind(value)}")
+        _, item = typing.get_args(kind)
+        return {k: decode(item, v, path, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(kind, value, path, where)
+
+
+def _scalar(kind: type, value: Any, path: str, where: str) -> Any:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        expected = _JSON_NAMES.get(kind, kind.__name__)
+        raise ManifestError(path, where, f"expected {expected}, got {json_kind(value)}")
+    return value
+
+
+def decode_fields(cls: type[T], value: Any, path: str, where: str, **given: Any) -> T:
+    """The dataclass ``cls`` from the JSON object ``value``, field by field; ``given`` supplies
+    fields decoded otherwise by the caller."""
+    if not isinstance(value, dict):
+        raise ManifestError(path, where, f"expected an object, got {json_kind(value)}")
+    hints = _hints(cls)  # type: ignore[arg-type] # a class is hashable
+    kwargs: dict[str, Any] = dict(given)
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not spec.init or spec.name in given:
+            continue
+        inner = f"{where}.{spec.name}" if where else spec.name
+        if spec.name not in value:
+            if spec.default is None:
+                continue
+            raise ManifestError(path, inner, "missing")
+        kwargs[spec.name] = decode(hints[spec.name], value[spec.name], path, inner)
+    return cls(**kwargs)
