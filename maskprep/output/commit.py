@@ -76,7 +76,7 @@ from .directory import (
     WriterRecord,
     check_unfinished_is_ours,
     hold_record,
-    is_maskprep_shard,
+    holds_maskprep_content,
     names_shown,
     other_writers,
     scan,
@@ -86,8 +86,6 @@ from .names import (
     MANIFEST_NAME,
     PLAIN,
     NameSet,
-    is_rejects_name,
-    is_shard_name,
     is_staging_name,
     new_tag,
     staging_name,
@@ -233,7 +231,12 @@ class OutputSession:
             action = plan(state, request, other_writers(location, state.writers))
             session = cls(location, state, action, created)
             if action is not Action.FINISHED:
-                session._record = _hold(location, session.tag, action)
+                try:
+                    session._record = hold_record(location, session.tag, action.value)
+                except OSError as exc:
+                    raise os_failure(
+                        location.url, "cannot write to the output directory", exc
+                    ) from None
         except BaseException:
             if created:
                 storage.remove_empty_directory(location)
@@ -267,19 +270,11 @@ class OutputSession:
 
     # ------------------------------------------------------------------ overtaken?
 
-    def _base(self) -> str | None:
-        """The version of ``_maskprep.json`` this writer started from (``None``: none was
-        there)."""
-        return self.state.manifest_version
-
-    def _now(self) -> str | None:
-        """The version of ``_maskprep.json`` now (``None`` when there is none)."""
-        return storage.version(self.location.join(MANIFEST_NAME))
-
     def guard(self) -> None:
         """Raise :class:`Overtaken` if another writer committed the output since this one
-        opened it: from then on this writer publishes nothing more."""
-        if self._now() != self._base():
+        opened it (the manifest's version is not the one it started from): from then on this
+        writer publishes nothing more."""
+        if storage.version(self.location.join(MANIFEST_NAME)) != self.state.manifest_version:
             raise Overtaken(
                 f"{self.location.url}: another writer finished this output while this build was "
                 "writing; nothing it wrote was changed. Check it (maskprep inspect), or overwrite "
@@ -369,7 +364,7 @@ class OutputSession:
             self.guard()
         data = manifest_bytes(manifest)
         target = self.location.join(MANIFEST_NAME)
-        base = self._base()
+        base = self.state.manifest_version
         self._issued = True
         try:
             if base is not None:
@@ -423,7 +418,8 @@ class OutputSession:
                 location = self.location.join(name)
                 if is_staging_name(name):
                     storage.remove_tree(location)
-                elif name in replaced or _maskprep_content(location, name):
+                # A foreign file that only borrows a shard's or rejects file's name stays.
+                elif name in replaced or holds_maskprep_content(location):
                     storage.delete(location)
 
     # ------------------------------------------------------------------ end
@@ -440,7 +436,12 @@ class OutputSession:
                 storage.delete_many(self._moved + self._placed)
             self._moved, self._placed = [], []
             found = storage.entries(self.location) or []
-            mine = [e.name for e in found if _temporary_of(e.name, self.tag)]
+            # This writer's temporaries: ``.tmp-NAME.<its tag>``.
+            mine = [
+                e.name
+                for e in found
+                if temporary_target(e.name) is not None and e.name.endswith("." + self.tag)
+            ]
             storage.delete_many(self.location.join(n) for n in mine)
 
     def close(self) -> None:
@@ -463,30 +464,6 @@ class OutputSession:
         if exc_type is not None:
             self.abort()
         self.close()
-
-
-def _hold(location: storage.Location, tag: str, action: Action) -> storage.Held:
-    try:
-        return hold_record(location, tag, action.value)
-    except OSError as exc:
-        raise os_failure(location.url, "cannot write to the output directory", exc) from None
-
-
-def _temporary_of(name: str, tag: str) -> bool:
-    """Whether ``name`` is a temporary this writer (``tag``) made."""
-    return temporary_target(name) is not None and name.endswith("." + tag)
-
-
-def _maskprep_content(location: storage.Location, name: str) -> bool:
-    """Whether a file about to be swept holds what maskprep writes under its name: a shard or
-    rejects file is checked (a foreign file that only borrows the name stays)."""
-    if is_shard_name(name):
-        return is_maskprep_shard(location)
-    if is_rejects_name(name):
-        from .directory import _is_rejects_file
-
-        return _is_rejects_file(location)
-    return True
 
 
 @contextlib.contextmanager

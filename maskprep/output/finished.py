@@ -71,24 +71,17 @@ def unusable(totals: Totals, reader: SourceReader, config: BuildConfig) -> str |
     """Why a build that read nothing, or could use nothing it read, fails; ``None`` when it
     wrote rows, every record read accounted for (an internal error otherwise). A part may be
     empty (more parts than lines): the merge checks the whole."""
-    why = _unusable(totals, reader, config)
-    if why is None and totals.records_read != totals.accounted:
-        raise AssertionError(
-            f"internal error: {totals.records_read} records read but "
-            f"{totals.accounted} accounted for"
-        )
-    return why
-
-
-def _unusable(totals: Totals, reader: SourceReader, config: BuildConfig) -> str | None:
-    if config.part is not None:
-        return None
-    if totals.records_read == 0:
+    if config.part is None and totals.records_read == 0:
         return f"{input_names(reader)}: no documents in the input"
-    if totals.rows_written == 0:
+    if config.part is None and totals.rows_written == 0:
         return (
             f"{input_names(reader)}: no document could be used ({totals.records_rejected} "
             f"rejected, {totals.shape.documents_dropped} dropped as too long)"
+        )
+    if totals.records_read != totals.accounted:
+        raise AssertionError(
+            f"internal error: {totals.records_read} records read but "
+            f"{totals.accounted} accounted for"
         )
     return None
 
@@ -213,10 +206,12 @@ def check_inputs_unchanged(
             problem = f"{now[0]}: the inputs come in another order than in the build in {where}"
         raise OutputError(f"{problem}; overwrite the output to rebuild it")
     for unit, entry in zip(units, recorded, strict=True):
-        size = _size(unit.path, options) if unit.whole else unit.end - unit.start
+        size = size_of(unit.path, options) if unit.whole else unit.end - unit.start
         if entry.size != size:
             raise _changed(where, unit.path, f"{size} bytes now, {entry.size} then")
-        if entry.sha256 != _sha256(unit, options):
+        with open_range(unit, options) as handle:
+            digest = storage.sha256_stream(handle)
+        if entry.sha256 != digest:
             raise _changed(where, unit.path, "same size, other bytes")
 
 
@@ -232,7 +227,7 @@ def _units(
         count = len(manifest.merged_from)
         plans = (plan_part(files, PartSpec(i, count), options=options) for i in range(count))
         return [r for plan in plans for r in plan]
-    return [FileRange(path, 0, _size(path, options), 1, whole=True) for path in files]
+    return [FileRange(path, 0, size_of(path, options), 1, whole=True) for path in files]
 
 
 def _changed(where: str, path: str, detail: str) -> OutputError:
@@ -240,15 +235,6 @@ def _changed(where: str, path: str, detail: str) -> OutputError:
         f"{path}: changed since the build in {where} finished ({detail}); overwrite the output "
         "to rebuild it"
     )
-
-
-def _size(path: str, options: StorageOptions | None) -> int:
-    return size_of(path, options)
-
-
-def _sha256(unit: FileRange, options: StorageOptions | None) -> str:
-    with open_range(unit, options) as handle:
-        return storage.sha256_stream(handle)
 
 
 def check_tokenizer_unchanged(
@@ -291,15 +277,6 @@ def shard_paths(directory: str | os.PathLike[str]) -> list[Path]:
     return [Path(directory) / shard.path for shard in manifest.shards]
 
 
-def shard_urls(location: storage.Location) -> list[str]:
-    """The shards of a finished output, in manifest order: local paths, or URLs of objects on
-    the store (``s3://bucket/out``) that ``location``'s storage options configure."""
-    if location.is_local:
-        return [str(p) for p in shard_paths(location.path)]
-    manifest = read_manifest(location)
-    return [location.join(shard.path).url for shard in manifest.shards]
-
-
 def load_dataset(
     directory: str | os.PathLike[str],
     storage_options: storage.StorageOptions | Mapping[str, Any] | None = None,
@@ -316,7 +293,10 @@ def load_dataset(
         else storage.StorageOptions.from_mapping(storage_options)
     )
     location = storage.parse_location(directory, options)
-    paths = shard_urls(location)  # a broken output is named first
+    if location.is_local:  # a broken output is named first
+        paths = [str(p) for p in shard_paths(location.path)]
+    else:
+        paths = [location.join(s.path).url for s in read_manifest(location).shards]
     require_extra("datasets", "datasets", "load_dataset")
     import datasets
 

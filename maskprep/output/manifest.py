@@ -43,7 +43,7 @@ from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
     PLAIN,
-    complete_shards,
+    NameSet,
     is_rejects_name,
     is_shard_name,
     name_set_of,
@@ -189,15 +189,6 @@ class Part:
     ranges: tuple[FileRange, ...]
     files: tuple[PlannedFile, ...]
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for the manifest."""
-        return {
-            "index": self.index,
-            "count": self.count,
-            "ranges": [r.as_dict() for r in self.ranges],
-            "files": [f.as_dict() for f in self.files],
-        }
-
 
 @dataclass(frozen=True)
 class MergedPart:
@@ -207,15 +198,6 @@ class MergedPart:
     directory: str
     ranges: tuple[FileRange, ...]
     shards: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for the manifest."""
-        return {
-            "index": self.index,
-            "directory": self.directory,
-            "ranges": [r.as_dict() for r in self.ranges],
-            "shards": self.shards,
-        }
 
 
 @dataclass(frozen=True)
@@ -253,17 +235,20 @@ class Manifest:
             "totals": self.totals.as_dict(),
             "fill": self.fill.as_dict(),
         }
-        if self.part is not None:
-            data["part"] = self.part.as_dict()
-        if self.merged_from is not None:
-            data["merged_from"] = [p.as_dict() for p in self.merged_from]
-        if self.pack_scope is not None:
-            data["pack_scope"] = self.pack_scope
-        if self.engine is not None:
-            data["engine"] = self.engine
-        if self.rejects is not None:
-            data["rejects"] = asdict(self.rejects)
+        for name in ("part", "merged_from", "pack_scope", "engine", "rejects"):
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                data[name] = [asdict(item) for item in value]
+            elif dataclasses.is_dataclass(value):
+                data[name] = asdict(value)  # type: ignore[arg-type] # an instance, not a class
+            elif value is not None:
+                data[name] = value
         return data
+
+    @property
+    def name_sets(self) -> set[NameSet]:
+        """The name sets the output's shards use (one, unless the manifest was tampered with)."""
+        return {name_set_of(s.path) or PLAIN for s in self.shards} or {PLAIN}
 
     @classmethod
     def from_dict(cls, data: Any, path: str) -> Manifest:
@@ -334,17 +319,6 @@ def _check_shard_names(manifest: Manifest, path: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ManifestProblem:
-    """Something a manifest that reads fine gets wrong: ``field`` names the entry."""
-
-    field: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.detail}"
-
-
 #: Totals that are sums over the listed shards: (totals field, shard field).
 _SHARD_SUMS = (
     ("rows_written", "rows"),
@@ -356,7 +330,7 @@ _SHARD_SUMS = (
 
 def manifest_problems(
     manifest: Manifest, directory: str | os.PathLike[str] | storage.Location | None = None
-) -> list[ManifestProblem]:
+) -> list[str]:
     """What does not add up in ``manifest``: a strategy this version does not know, totals that
     break the accounting identity or disagree with the shards listed, and (given the output's
     ``directory``) shards it lists that are missing, or shard files it does not list."""
@@ -365,34 +339,34 @@ def manifest_problems(
     if strategy not in STRATEGIES:
         known = ", ".join(STRATEGIES)
         detail = f"unknown strategy {strategy!r} (this maskprep knows {known})"
-        problems.append(ManifestProblem("config.shape.strategy", detail))
+        problems.append(f"config.shape.strategy: {detail}")
     totals = manifest.totals
     if totals.records_read != totals.accounted:
         detail = (
             f"{totals.records_read:,} records read, but {totals.accounted:,} written, dropped or "
             "rejected"
         )
-        problems.append(ManifestProblem("totals.records_read", detail))
+        problems.append(f"totals.records_read: {detail}")
     for total, column in _SHARD_SUMS:
         recorded = getattr(totals, total)
         summed = sum(getattr(s, column) for s in manifest.shards)
         if recorded != summed:
             detail = f"{recorded:,}, but the shards listed hold {summed:,}"
-            problems.append(ManifestProblem(f"totals.{total}", detail))
+            problems.append(f"totals.{total}: {detail}")
     if directory is not None:
         present = _names_in(directory)
         for number, shard in enumerate(manifest.shards):
             if shard.path not in present:
                 detail = f"{shard.path} is missing from the directory"
-                problems.append(ManifestProblem(f"shards[{number}].path", detail))
+                problems.append(f"shards[{number}].path: {detail}")
         if manifest.rejects is not None and manifest.rejects.path not in present:
             detail = f"{manifest.rejects.path} is missing from the directory"
-            problems.append(ManifestProblem("rejects.path", detail))
+            problems.append(f"rejects.path: {detail}")
         unlisted = unlisted_shards(manifest, present)
         if unlisted:
             shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
             detail = f"{len(unlisted)} shard file(s) in the directory are not listed ({shown})"
-            problems.append(ManifestProblem("shards", detail))
+            problems.append(f"shards: {detail}")
     return problems
 
 
@@ -401,8 +375,10 @@ def unlisted_shards(manifest: Manifest, present: list[str]) -> list[str]:
     tampered with. Files of another name set are an overtaken writer's leftovers, not part of
     this output, and not counted against it."""
     listed = {s.path for s in manifest.shards}
-    own = {name_set_of(s.path) or PLAIN for s in manifest.shards} or {PLAIN}
-    return [n for n in complete_shards(present) if n not in listed and name_set_of(n) in own]
+    own = manifest.name_sets
+    return sorted(
+        n for n in present if is_shard_name(n) and n not in listed and name_set_of(n) in own
+    )
 
 
 def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
