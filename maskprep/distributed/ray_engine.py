@@ -306,11 +306,21 @@ def open_parts_root(output: storage.Location, config: BuildConfig, count: int) -
 
 
 def _read_marker(location: storage.Location) -> dict[str, object] | None:
-    """The marker of an existing parts directory (checked to hold nothing but parts); ``None``
-    when there is nothing there."""
-    entries = _entries(location)
-    if entries is None:
+    """The marker of an existing parts directory, checked to hold nothing but parts and no
+    symbolic link; ``None`` when there is nothing there."""
+    link = "is a symbolic link; maskprep never writes through a link (remove it)"
+    if storage.is_link(location):
+        raise OutputError(f"{location.url}: {link}")
+    try:
+        found = storage.entries(location)
+    except storage.StorageRequestError as exc:
+        raise OutputError(f"{location.url}: {exc.detail}") from None
+    if found is None:
         return None
+    for entry in found:
+        if entry.kind is storage.Kind.LINK:
+            raise OutputError(f"{location.join(entry.name).url}: {link}")
+    entries = {entry.name for entry in found}
     if MARKER_NAME not in entries:
         raise OutputError(
             f"{location.url}: exists, and was not made by maskprep's Ray engine (it has no "
@@ -326,27 +336,6 @@ def _read_marker(location: storage.Location) -> dict[str, object] | None:
     if not isinstance(data, dict):
         raise OutputError(f"{location.join(MARKER_NAME).url}: not a parts marker of maskprep's")
     return data
-
-
-def _entries(location: storage.Location) -> set[str] | None:
-    """The names at the top of a parts directory; links refused, ``None`` when absent."""
-    if storage.is_link(location):
-        raise OutputError(
-            f"{location.url}: is a symbolic link; maskprep never writes through a link (remove it)"
-        )
-    try:
-        found = storage.entries(location)
-    except storage.StorageRequestError as exc:
-        raise OutputError(f"{location.url}: {exc.detail}") from None
-    if found is None:
-        return None
-    for entry in found:
-        if entry.kind is storage.Kind.LINK:
-            raise OutputError(
-                f"{location.join(entry.name).url}: is a symbolic link; maskprep never writes "
-                "through a link (remove it)"
-            )
-    return {entry.name for entry in found}
 
 
 def _make(location: storage.Location, marker: dict[str, object]) -> None:

@@ -331,61 +331,50 @@ _SHARD_SUMS = (
 def manifest_problems(
     manifest: Manifest, directory: str | os.PathLike[str] | storage.Location | None = None
 ) -> list[str]:
-    """What does not add up in ``manifest``: a strategy this version does not know, totals that
-    break the accounting identity or disagree with the shards listed, and (given the output's
-    ``directory``) shards it lists that are missing, or shard files it does not list."""
+    """What does not add up in ``manifest``, each as ``field: detail``: a strategy this version
+    does not know, totals that break the accounting identity or disagree with the shards listed,
+    and (given the output's ``directory``) files it lists that are missing, or shard files of its
+    own name set that it does not list (foreign, or tampered with; files of another name set are
+    an overtaken writer's leftovers, not counted against it)."""
     problems = []
     strategy = manifest.config.strategy
     if strategy not in STRATEGIES:
         known = ", ".join(STRATEGIES)
-        detail = f"unknown strategy {strategy!r} (this maskprep knows {known})"
-        problems.append(f"config.shape.strategy: {detail}")
+        problems.append(
+            f"config.shape.strategy: unknown strategy {strategy!r} (this maskprep knows {known})"
+        )
     totals = manifest.totals
     if totals.records_read != totals.accounted:
-        detail = (
-            f"{totals.records_read:,} records read, but {totals.accounted:,} written, dropped or "
-            "rejected"
+        problems.append(
+            f"totals.records_read: {totals.records_read:,} records read, but "
+            f"{totals.accounted:,} written, dropped or rejected"
         )
-        problems.append(f"totals.records_read: {detail}")
     for total, column in _SHARD_SUMS:
         recorded = getattr(totals, total)
         summed = sum(getattr(s, column) for s in manifest.shards)
         if recorded != summed:
-            detail = f"{recorded:,}, but the shards listed hold {summed:,}"
-            problems.append(f"totals.{total}: {detail}")
-    if directory is not None:
-        present = _names_in(directory)
-        for number, shard in enumerate(manifest.shards):
-            if shard.path not in present:
-                detail = f"{shard.path} is missing from the directory"
-                problems.append(f"shards[{number}].path: {detail}")
-        if manifest.rejects is not None and manifest.rejects.path not in present:
-            detail = f"{manifest.rejects.path} is missing from the directory"
-            problems.append(f"rejects.path: {detail}")
-        unlisted = unlisted_shards(manifest, present)
-        if unlisted:
-            shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
-            detail = f"{len(unlisted)} shard file(s) in the directory are not listed ({shown})"
-            problems.append(f"shards: {detail}")
-    return problems
-
-
-def unlisted_shards(manifest: Manifest, present: list[str]) -> list[str]:
-    """Shard files of the output's own name set that its manifest does not list: foreign, or
-    tampered with. Files of another name set are an overtaken writer's leftovers, not part of
-    this output, and not counted against it."""
-    listed = {s.path for s in manifest.shards}
-    own = manifest.name_sets
-    return sorted(
-        n for n in present if is_shard_name(n) and n not in listed and name_set_of(n) in own
-    )
-
-
-def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
-    """The names directly in a directory or under a prefix."""
+            problems.append(f"totals.{total}: {recorded:,}, but the shards listed hold {summed:,}")
+    if directory is None:
+        return problems
     if not isinstance(directory, storage.Location):
         directory = storage.parse_location(directory)
-    return [info.name for info in storage.listdir(directory)]
+    present = [info.name for info in storage.listdir(directory)]
+    for number, shard in enumerate(manifest.shards):
+        if shard.path not in present:
+            problems.append(f"shards[{number}].path: {shard.path} is missing from the directory")
+    if manifest.rejects is not None and manifest.rejects.path not in present:
+        problems.append(f"rejects.path: {manifest.rejects.path} is missing from the directory")
+    listed = {s.path for s in manifest.shards}
+    own = manifest.name_sets
+    unlisted = sorted(
+        n for n in present if is_shard_name(n) and n not in listed and name_set_of(n) in own
+    )
+    if unlisted:
+        shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
+        problems.append(
+            f"shards: {len(unlisted)} shard file(s) in the directory are not listed ({shown})"
+        )
+    return problems
 
 
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
