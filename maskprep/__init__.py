@@ -54,7 +54,7 @@ _EXPORTS = {
     "VerifyResult": "verifying.results",
     "build": "pipeline",
     "inspect": "inspecting.driver",
-    "load_dataset": "output.dataset",
+    "load_dataset": "output.finished",
     "merge": "distributed.merge",
     "read_manifest": "output.manifest",
     "verify": "verifying.driver",
@@ -137,7 +137,7 @@ if TYPE_CHECKING:
     from .inspecting.driver import inspect
     from .inspecting.options import InspectOptions
     from .inspecting.results import InspectResult
-    from .output.dataset import load_dataset
+    from .output.finished import load_dataset
     from .output.manifest import Manifest, Totals, read_manifest
     from .pipeline import BuildResult, Progress, build
     from .verifying.driver import verify

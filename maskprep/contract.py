@@ -142,7 +142,7 @@ def read_contract(schema: pa.Schema, where: str) -> ShardContract | None:
     naming the shard (``where``) and the field at fault: a shard that claims to be maskprep's and
     cannot say what it holds is not read on guesses.
     """
-    from .output.decoding import decode_fields
+    from .output.manifest import decode_fields
 
     metadata = schema.metadata or {}
     value = metadata.get(METADATA_KEY)

@@ -7,7 +7,7 @@ stream beside the records of their batch, those rejected by encoding (supervised
 with nothing to train, :mod:`maskprep.tokenizing.prepare`) beside its documents, and the
 bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
 The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
-is assembled from every stage's counts (:mod:`maskprep.output.assembly`): each count taken
+is assembled from every stage's counts (:mod:`maskprep.output.finished`): each count taken
 once, as it passes. What a build reports: :class:`Progress` while it runs and
 :class:`BuildResult` at the end (its :class:`~maskprep.output.manifest.Totals`, every count of a
 build, live with the manifest that records them).
@@ -29,13 +29,11 @@ from . import columns, storage
 from .config import BuildConfig
 from .contract import ShardContract
 from .errors import DataError
-from .output.assembly import build_manifest, build_totals, input_names, unusable
 from .output.commit import Action, OutputRequest, OutputSession, write_failures
-from .output.freshness import check_unchanged
+from .output.finished import build_manifest, build_totals, check_unchanged, input_names, unusable
 from .output.manifest import Manifest, Totals
 from .output.names import PLAIN
-from .output.rejects import RejectsWriter
-from .output.shards import ShardInfo, ShardWriter
+from .output.shards import RejectsWriter, ShardInfo, ShardWriter
 from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
 from .shaping.fill import FillStats
 from .shaping.fit import check_room

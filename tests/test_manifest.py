@@ -15,7 +15,7 @@ from conftest import make_config, write_jsonl
 
 from maskprep import DataError, PartSpec, build, inspect, merge, read_manifest
 from maskprep.errors import ManifestError
-from maskprep.output.dataset import shard_paths
+from maskprep.output.finished import shard_paths
 from maskprep.output.manifest import Manifest, load_manifest, manifest_problems
 from maskprep.output.names import (
     MANIFEST_NAME,

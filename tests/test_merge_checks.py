@@ -13,7 +13,7 @@ from conftest import make_config, write_jsonl
 
 from maskprep import ConfigError, DataError, PartSpec, build, merge, read_manifest
 from maskprep.cli import main
-from maskprep.distributed.tiling import check_inputs
+from maskprep.distributed.merge import check_inputs
 from maskprep.errors import ManifestError
 from maskprep.output.manifest import Part
 from maskprep.output.names import MANIFEST_NAME

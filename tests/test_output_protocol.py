@@ -317,7 +317,7 @@ def test_resume_of_a_finished_merged_output_checks_every_parts_ranges(
 
 
 def test_load_dataset_of_an_object_store_output_is_a_clear_error():
-    from maskprep.output.dataset import shard_paths
+    from maskprep.output.finished import shard_paths
 
     with pytest.raises(ConfigError, match=r"s3://bucket/out: a local output directory is needed"):
         shard_paths("s3://bucket/out")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from maskprep import ConfigError, PartSpec, SourceConfig, build, inspect, merge
 from maskprep.cli import main
-from maskprep.output.dataset import shard_paths
+from maskprep.output.finished import shard_paths
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.sources.parts import plan_part
 from maskprep.sources.records import Record, SourceReader

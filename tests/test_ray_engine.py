@@ -16,7 +16,7 @@ from conftest import ROOT, make_config, write_jsonl
 
 from maskprep import ConfigError, DataError, build
 from maskprep.cli import main
-from maskprep.output.dataset import shard_paths
+from maskprep.output.finished import shard_paths
 from maskprep.output.names import MANIFEST_NAME
 
 pytestmark = pytest.mark.integration
@@ -197,15 +197,14 @@ def _leave_parts(out, config, count: int, built: list[int]):
     """What a Ray build of ``config`` into ``out`` that died after its parts ``built`` leaves:
     the engine's parts directory, with those parts finished."""
     from maskprep import PartSpec
-    from maskprep.distributed.ray_engine import part_configs
-    from maskprep.output.parts_root import open_parts_root
+    from maskprep.distributed.ray_engine import open_parts_root, part_configs
     from maskprep.storage import parse_location
 
     root = open_parts_root(parse_location(str(out)), config, count)
-    for index, part in enumerate(part_configs(config, count, root.location)):
+    for index, part in enumerate(part_configs(config, count, root)):
         if index in built:
             build(dataclasses.replace(part, part=PartSpec(index, count)))
-    return root.location
+    return root
 
 
 def test_ray_resume_reuses_finished_parts(cluster, tmp_path, corpus_file, llama_like):
@@ -393,7 +392,7 @@ def test_ray_never_touches_an_s3_parts_prefix_it_did_not_make(
     import boto3
 
     from maskprep import OutputError, storage
-    from maskprep.output.parts_root import open_parts_root
+    from maskprep.distributed.ray_engine import open_parts_root
 
     s3 = boto3.client("s3")
     s3.put_object(Bucket=s3_bucket, Key="out.parts/part-00000/data-00000.parquet", Body=b"x")

@@ -9,29 +9,37 @@ merges them and writes the manifest last — the same code path as
 ``--num-parts``/``merge``, so a Ray build and an array build of the same parts give the same
 output. Parts are written next to the output, in ``DIR.parts/`` (``s3://…/out.parts/`` for an
 output on an object store, which every worker reaches itself), and removed after the merge: the
-parts directory is the engine's own (:mod:`maskprep.output.parts_root`), and one it did not make
-is never written into nor removed.
+parts directory is the engine's own, and one it did not make is never written into nor removed.
+
+The rules of the parts directory (the commit protocol's, :mod:`maskprep.output.commit`, applied
+to a directory of outputs): one without the engine's marker (``_maskprep_parts.json``), or with a
+marker for another output, is never written into nor removed: the build is refused, naming it. A
+symbolic link is never followed (``OUT.parts`` or anything in it being one refuses the build).
+One the engine made for this output is used again only as the user asks: ``--resume`` resumes its
+parts (of the same build), ``--overwrite`` removes it and starts over, a plain build is refused.
+Once the merged output is committed the directory is removed (the merged shards are hard links
+or copies, not the parts' files).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from .. import storage
 from ..config import BuildConfig, PartSpec
-from ..errors import ConfigError, MaskprepError, Option, first_line
+from ..errors import OVERWRITE, RESUME, ConfigError, MaskprepError, Option, OutputError, first_line
 from ..output.commit import Action
-from ..output.parts_root import open_parts_root
+from ..output.manifest import RecordedConfig
 from ..sources.inputs import STDIN, expand_inputs
 from ..tokenizing.cache import TokenizerCache
-from .merge import check_parts, checked_totals, merge_into
-from .part_output import read_part
+from .merge import check_parts, checked_totals, merge_into, read_part
 from .reaper import keep_signal_handlers, private_cluster
 
 #: How messages name the Ray engine: ``--engine ray`` on the command line.
@@ -49,12 +57,8 @@ def _import_ray() -> Any:
     return ray
 
 
-def part_configs(
-    config: BuildConfig, count: int, root: storage.Location | Path
-) -> list[BuildConfig]:
+def part_configs(config: BuildConfig, count: int, root: storage.Location) -> list[BuildConfig]:
     """One config per part, each writing to its own directory under ``root``."""
-    if isinstance(root, Path):
-        root = storage.parse_location(str(root))
     configs = []
     for index in range(count):
         directory = root.join(f"part-{index:05d}").url
@@ -160,11 +164,11 @@ def build_with_ray(
         with _cluster(ray) as private:
             count = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
             root = open_parts_root(location, config, count)
-            configs = part_configs(config, count, root.location)
+            configs = part_configs(config, count, root)
             _run_parts(ray, configs, (tokenizer_cache, location.options), on_part, private)
         built = check_parts([read_part(c.output.directory, location.options) for c in configs])
         merged = merge_into(output, built, checked_totals(built), engine="ray")
-    root.remove()  # a local merged output holds hard links to the part shards
+    _remove_parts(root)  # a local merged output holds hard links to the part shards
     return BuildResult(merged.output, merged.manifest, time.perf_counter() - started)
 
 
@@ -250,3 +254,97 @@ def _cancel(ray: Any, pending: list[Any], private: bool) -> None:
     for ref in pending:
         with contextlib.suppress(Exception):
             ray.cancel(ref)
+
+
+MARKER_NAME = "_maskprep_parts.json"
+_PART = re.compile(r"part-[0-9]{5}")
+
+
+def _remove_parts(root: storage.Location) -> None:
+    """Remove a parts directory and every part in it, never following a link."""
+    with contextlib.suppress(storage.StorageError):
+        storage.remove_tree(root)
+
+
+def open_parts_root(output: storage.Location, config: BuildConfig, count: int) -> storage.Location:
+    """The parts directory, ``OUT.parts`` beside ``output``, for a Ray build of ``config`` in
+    ``count`` parts: made (and marked) when absent, else used again or removed as the rules say
+    (see the module notes); refused (:class:`OutputError`) otherwise."""
+    root = output.parent.join(output.name + ".parts")
+    marker = {
+        "output": output.url,
+        "parts": count,
+        "config": RecordedConfig.from_build(config).raw,
+    }
+    found = _read_marker(root)
+    if found is None:
+        _make(root, marker)
+        return root
+    if found.get("output") != marker["output"]:
+        raise OutputError(
+            f"{root.url}: made by maskprep's Ray engine for another output "
+            f"({found.get('output')}); remove it or choose another output"
+        )
+    if config.output.overwrite:
+        _remove_parts(root)
+        _make(root, marker)
+        return root
+    if not config.output.resume:
+        raise OutputError(
+            f"{root.url}: holds the parts of an unfinished Ray build of {output.url}; "
+            f"resume it ({RESUME}) to finish it, or overwrite it ({OVERWRITE}) to start over",
+            suggests=(RESUME, OVERWRITE),
+        )
+    if found != marker:
+        raise OutputError(
+            f"{root.url}: holds the parts of another build of {output.url} (other "
+            f"options or part count); overwrite it ({OVERWRITE}) to start over",
+            suggests=(OVERWRITE,),
+        )
+    return root
+
+
+def _read_marker(location: storage.Location) -> dict[str, object] | None:
+    """The marker of an existing parts directory, checked to hold nothing but parts and no
+    symbolic link; ``None`` when there is nothing there."""
+    link = "is a symbolic link; maskprep never writes through a link (remove it)"
+    if storage.is_link(location):
+        raise OutputError(f"{location.url}: {link}")
+    try:
+        found = storage.entries(location)
+    except storage.StorageRequestError as exc:
+        raise OutputError(f"{location.url}: {exc.detail}") from None
+    if found is None:
+        return None
+    for entry in found:
+        if entry.kind is storage.Kind.LINK:
+            raise OutputError(f"{location.join(entry.name).url}: {link}")
+    entries = {entry.name for entry in found}
+    if MARKER_NAME not in entries:
+        raise OutputError(
+            f"{location.url}: exists, and was not made by maskprep's Ray engine (it has no "
+            f"{MARKER_NAME}); remove it or choose another output"
+        )
+    strange = [n for n in sorted(entries) if n != MARKER_NAME and not _PART.fullmatch(n)]
+    if strange:
+        raise OutputError(f"{location.url}: holds files maskprep did not write ({strange[0]})")
+    try:
+        data = json.loads(storage.read_bytes(location.join(MARKER_NAME)))
+    except (ValueError, storage.StorageRequestError):
+        data = None
+    if not isinstance(data, dict):
+        raise OutputError(f"{location.join(MARKER_NAME).url}: not a parts marker of maskprep's")
+    return data
+
+
+def _make(location: storage.Location, marker: dict[str, object]) -> None:
+    """Make the directory and its marker, create-if-absent: another writer making it at the
+    same moment makes this one refuse rather than share it."""
+    data = (json.dumps(marker, sort_keys=True, indent=2) + "\n").encode()
+    busy = f"{location.url}: made by another writer at the same moment"
+    if location.is_local and not storage.create_directory(location):
+        raise OutputError(busy)
+    try:
+        storage.put_if_absent(location.join(MARKER_NAME), data)
+    except storage.AlreadyExists:
+        raise OutputError(busy) from None

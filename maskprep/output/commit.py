@@ -23,7 +23,7 @@ them until the manifest switches.
    base this writer commits against), the files of an unfinished build, garbage, foreign files
    and links (refused: nothing is written or deleted through a link). Decide (:func:`plan`):
    write afresh, resume, replace, or return a finished output that is still what this build
-   makes (:mod:`.freshness`, every listed byte checked). A record ``.maskprep-writer-<tag>.json``
+   makes (:mod:`.finished`, every listed byte checked). A record ``.maskprep-writer-<tag>.json``
    says who writes; locally it is ``flock``-ed while its writer lives, which lets a plain build
    say "another maskprep process is writing" (a courtesy: safety never rests on it).
 2. *Write.* Shards and the rejects file go through atomic writers (complete or absent) and are
@@ -73,9 +73,12 @@ from ..errors import (
 )
 from .directory import (
     OutputState,
+    WriterRecord,
     check_unfinished_is_ours,
-    is_maskprep_shard,
+    hold_record,
+    holds_maskprep_content,
     names_shown,
+    other_writers,
     scan,
 )
 from .manifest import Manifest, manifest_bytes
@@ -83,14 +86,11 @@ from .names import (
     MANIFEST_NAME,
     PLAIN,
     NameSet,
-    is_rejects_name,
-    is_shard_name,
     is_staging_name,
     new_tag,
     staging_name,
     temporary_target,
 )
-from .writers import WriterRecord, hold_record, other_writers
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,12 @@ class OutputSession:
             action = plan(state, request, other_writers(location, state.writers))
             session = cls(location, state, action, created)
             if action is not Action.FINISHED:
-                session._record = _hold(location, session.tag, action)
+                try:
+                    session._record = hold_record(location, session.tag, action.value)
+                except OSError as exc:
+                    raise os_failure(
+                        location.url, "cannot write to the output directory", exc
+                    ) from None
         except BaseException:
             if created:
                 storage.remove_empty_directory(location)
@@ -265,19 +270,11 @@ class OutputSession:
 
     # ------------------------------------------------------------------ overtaken?
 
-    def _base(self) -> str | None:
-        """The version of ``_maskprep.json`` this writer started from (``None``: none was
-        there)."""
-        return self.state.manifest_version
-
-    def _now(self) -> str | None:
-        """The version of ``_maskprep.json`` now (``None`` when there is none)."""
-        return storage.version(self.location.join(MANIFEST_NAME))
-
     def guard(self) -> None:
         """Raise :class:`Overtaken` if another writer committed the output since this one
-        opened it: from then on this writer publishes nothing more."""
-        if self._now() != self._base():
+        opened it (the manifest's version is not the one it started from): from then on this
+        writer publishes nothing more."""
+        if storage.version(self.location.join(MANIFEST_NAME)) != self.state.manifest_version:
             raise Overtaken(
                 f"{self.location.url}: another writer finished this output while this build was "
                 "writing; nothing it wrote was changed. Check it (maskprep inspect), or overwrite "
@@ -367,7 +364,7 @@ class OutputSession:
             self.guard()
         data = manifest_bytes(manifest)
         target = self.location.join(MANIFEST_NAME)
-        base = self._base()
+        base = self.state.manifest_version
         self._issued = True
         try:
             if base is not None:
@@ -421,7 +418,8 @@ class OutputSession:
                 location = self.location.join(name)
                 if is_staging_name(name):
                     storage.remove_tree(location)
-                elif name in replaced or _maskprep_content(location, name):
+                # A foreign file that only borrows a shard's or rejects file's name stays.
+                elif name in replaced or holds_maskprep_content(location):
                     storage.delete(location)
 
     # ------------------------------------------------------------------ end
@@ -438,7 +436,12 @@ class OutputSession:
                 storage.delete_many(self._moved + self._placed)
             self._moved, self._placed = [], []
             found = storage.entries(self.location) or []
-            mine = [e.name for e in found if _temporary_of(e.name, self.tag)]
+            # This writer's temporaries: ``.tmp-NAME.<its tag>``.
+            mine = [
+                e.name
+                for e in found
+                if temporary_target(e.name) is not None and e.name.endswith("." + self.tag)
+            ]
             storage.delete_many(self.location.join(n) for n in mine)
 
     def close(self) -> None:
@@ -461,30 +464,6 @@ class OutputSession:
         if exc_type is not None:
             self.abort()
         self.close()
-
-
-def _hold(location: storage.Location, tag: str, action: Action) -> storage.Held:
-    try:
-        return hold_record(location, tag, action.value)
-    except OSError as exc:
-        raise os_failure(location.url, "cannot write to the output directory", exc) from None
-
-
-def _temporary_of(name: str, tag: str) -> bool:
-    """Whether ``name`` is a temporary this writer (``tag``) made."""
-    return temporary_target(name) is not None and name.endswith("." + tag)
-
-
-def _maskprep_content(location: storage.Location, name: str) -> bool:
-    """Whether a file about to be swept holds what maskprep writes under its name: a shard or
-    rejects file is checked (a foreign file that only borrows the name stays)."""
-    if is_shard_name(name):
-        return is_maskprep_shard(location)
-    if is_rejects_name(name):
-        from .directory import _is_rejects_file
-
-        return _is_rejects_file(location)
-    return True
 
 
 @contextlib.contextmanager

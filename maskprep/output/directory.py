@@ -17,17 +17,27 @@ What is in it is read once (:func:`scan`), never following a symbolic link, and 
 A symbolic link is never maskprep's (it never makes one), so one anywhere in the output refuses
 the build: nothing is ever written or deleted through it. Everything else that is not maskprep's
 refuses it too, whatever the options.
+
+**Writers' records.** Each writer keeps ``.maskprep-writer-<tag>.json`` (its host, pid and what it
+does) from the moment it starts writing to its end: a courtesy, never a condition of safety. It
+lets a plain build refuse to join another one ("another maskprep process is writing"), and tells
+``inspect`` that a build is running or died there. Locally the writer holds the record's
+``flock`` while it lives (the kernel lets go when it dies), so a record whose lock is free is a
+dead writer's garbage; on an object store nobody can tell a live writer from a dead one, and no
+clock is trusted to.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from .. import columns, storage
-from ..errors import ConfigError, OutputError
+from ..errors import OVERWRITE, RESUME, ConfigError, OutputError
 from .manifest import Manifest, parse_manifest
 from .names import (
     MANIFEST_NAME,
@@ -35,11 +45,14 @@ from .names import (
     REJECTS_NAME,
     NameSet,
     is_own_name,
+    is_rejects_name,
+    is_shard_name,
     is_staging_name,
     is_writer_name,
     name_set_of,
     resume_shard,
     temporary_target,
+    writer_name,
 )
 
 #: Foreign names shown in a message; the rest are counted.
@@ -51,13 +64,11 @@ class OutputState:
     """What an output holds, sorted by ownership (see the module notes)."""
 
     location: storage.Location
-    exists: bool = False
     manifest: Manifest | None = None
     #: The manifest's version read (for the compare-and-swap that replaces it).
     manifest_version: str | None = None
-    #: Shards the manifest lists that are there, and those that are not.
+    #: Shards the manifest lists that are there.
     listed: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
     #: Without a manifest: files with plain names, maskprep's if their content is.
     shards: list[str] = field(default_factory=list)
     #: The rejects file: a finished output's own, or (without a manifest) one of plain name.
@@ -102,40 +113,18 @@ def scan(location: storage.Location) -> OutputState:
         raise OutputError(f"{location.url}: output {exc.detail}") from None
     if entries is None:
         return state
-    state.exists = True
     files = {e.name for e in entries if e.kind is storage.Kind.FILE}
     if MANIFEST_NAME in files:
         state.manifest, state.manifest_version = _read_manifest(location.join(MANIFEST_NAME))
-    owned = _owned_by_manifest(state.manifest)
-    shards = {s.path for s in state.manifest.shards} if state.manifest is not None else set()
+    manifest = state.manifest
+    shards = {s.path for s in manifest.shards} if manifest is not None else set()
+    own = manifest.name_sets if manifest is not None else set()
     for entry in entries:
-        _sort(state, entry, owned, shards)
-    if state.manifest is not None:
-        state.missing = [s.path for s in state.manifest.shards if s.path not in files]
+        _sort(state, entry, shards, own)
     return state
 
 
-def _owned_by_manifest(manifest: Manifest | None) -> set[str]:
-    """The names a finished output's manifest owns (its shards and rejects file)."""
-    if manifest is None:
-        return set()
-    owned = {s.path for s in manifest.shards}
-    if manifest.rejects is not None:
-        owned.add(manifest.rejects.path)
-    return owned
-
-
-def manifest_sets(manifest: Manifest) -> set[NameSet]:
-    """The name sets a finished output's files use (one, unless the manifest is tampered with)."""
-    return {name_set_of(s.path) or PLAIN for s in manifest.shards} or {PLAIN}
-
-
-def _sort(
-    state: OutputState,
-    entry: storage.Entry,
-    owned: set[str],
-    shards: set[str],
-) -> None:
+def _sort(state: OutputState, entry: storage.Entry, shards: set[str], own: set[NameSet]) -> None:
     name = entry.name
     if entry.kind is storage.Kind.LINK:
         state.links.append(name)
@@ -155,20 +144,25 @@ def _sort(
     elif not is_own_name(name):
         state.foreign.append(name)
     elif state.manifest is not None:
-        _sort_beside_manifest(state, name, owned, shards)
+        _sort_beside_manifest(state, name, shards, own)
     elif name_set_of(name) == PLAIN:
         (state.shards if name != REJECTS_NAME else state.rejects).append(name)
     else:
         state.garbage.append(name)  # an overwrite's files, from before its commit
 
 
-def _sort_beside_manifest(state: OutputState, name: str, owned: set[str], shards: set[str]) -> None:
+def _sort_beside_manifest(
+    state: OutputState, name: str, shards: set[str], own: set[NameSet]
+) -> None:
     """A file of maskprep's name beside a manifest: the finished output's own, garbage of an
     attempt with other names, or (a name of the output's own set it does not list) foreign."""
     assert state.manifest is not None
-    if name in owned:
-        (state.listed if name in shards else state.rejects).append(name)
-    elif name_set_of(name) in manifest_sets(state.manifest):
+    rejects = state.manifest.rejects
+    if name in shards:
+        state.listed.append(name)
+    elif rejects is not None and name == rejects.path:
+        state.rejects.append(name)
+    elif name_set_of(name) in own:
         state.foreign.append(name)
     else:
         state.garbage.append(name)
@@ -191,8 +185,8 @@ def names_shown(names: list[str]) -> str:
 def check_unfinished_is_ours(state: OutputState) -> None:
     """An unfinished output's shard-named files and rejects are maskprep's only if their content
     is: refuses (naming the first that is not) before a writer takes them as maskprep's."""
-    not_ours = [n for n in state.shards if not is_maskprep_shard(state.location.join(n))]
-    not_ours += [n for n in state.rejects if not _is_rejects_file(state.location.join(n))]
+    names = state.shards + state.rejects
+    not_ours = [n for n in names if not holds_maskprep_content(state.location.join(n))]
     if not_ours:
         raise OutputError(
             f"{state.location.url}: holds files maskprep did not write ({names_shown(not_ours)}); "
@@ -203,7 +197,17 @@ def check_unfinished_is_ours(state: OutputState) -> None:
 _SCHEMAS = (columns.schema(packed=False), columns.schema(packed=True))
 
 
-def is_maskprep_shard(location: storage.Location) -> bool:
+def holds_maskprep_content(location: storage.Location) -> bool:
+    """Whether a file holds what maskprep writes under its name: a shard or rejects file is
+    checked by its content, any other name of maskprep's is taken as it is."""
+    if is_shard_name(location.name):
+        return _is_maskprep_shard(location)
+    if is_rejects_name(location.name):
+        return _is_rejects_file(location)
+    return True
+
+
+def _is_maskprep_shard(location: storage.Location) -> bool:
     """Whether the file is a Parquet or Arrow file with exactly the column contract's schema
     (its footer is read, not its data)."""
     import pyarrow.ipc as ipc
@@ -236,11 +240,50 @@ def _is_rejects_file(location: storage.Location) -> bool:
     return isinstance(record, dict) and set(record) == {"file", "line", "reason", "raw"}
 
 
-__all__ = [
-    "OutputState",
-    "check_unfinished_is_ours",
-    "is_maskprep_shard",
-    "manifest_sets",
-    "names_shown",
-    "scan",
-]
+@dataclass(frozen=True)
+class WriterRecord:
+    """Another writer's record, as read."""
+
+    name: str
+    host: str = "?"
+    pid: int = 0
+    #: Known alive (a local writer holding the record's flock); ``False``: not known either way.
+    running: bool = False
+
+    def refusal(self, url: str) -> OutputError:
+        """Why a plain build does not write into ``url`` beside this writer."""
+        if self.running:
+            return OutputError(
+                f"{url}: another maskprep process (pid {self.pid}) is writing to this "
+                "directory; wait for it or use another output directory"
+            )
+        return OutputError(
+            f"{url}: another writer ({self.host}, pid {self.pid}) began writing here and has not "
+            f"finished ({self.name}); it may still be running, or have died: resume the build "
+            f"({RESUME}) or overwrite it ({OVERWRITE})",
+            suggests=(RESUME, OVERWRITE),
+        )
+
+
+def other_writers(location: storage.Location, names: list[str]) -> list[WriterRecord]:
+    """The writers whose records (``names``) are in the output at ``location`` and that are, or
+    may be, alive (see the module notes)."""
+    found = []
+    for name in names:
+        record = location.join(name)
+        running = storage.is_held(record)
+        if running is False:
+            continue  # gone, or its writer died: garbage
+        try:
+            fields = json.loads(storage.read_bytes(record))
+            found.append(WriterRecord(name, str(fields["host"]), int(fields["pid"]), bool(running)))
+        except (storage.StorageError, ValueError, KeyError, TypeError):
+            continue  # gone meanwhile, or unreadable: not a writer to wait for
+    return found
+
+
+def hold_record(location: storage.Location, tag: str, action: str) -> storage.Held:
+    """This writer's own record in the output at ``location``, held until released."""
+    data = {"host": socket.gethostname(), "pid": os.getpid(), "action": action}
+    body = (json.dumps(data, sort_keys=True) + "\n").encode()
+    return storage.hold(location.join(writer_name(tag)), body)

@@ -10,15 +10,24 @@ shard name in its own directory is a :class:`~maskprep.errors.ManifestError` nam
 the field. What reads fine but does not add up (totals that break the accounting identity, a
 strategy this version does not know, shard files on disk that it does not list) is listed by
 :func:`manifest_problems`: ``inspect`` reports it as a failed check, ``merge`` and resume refuse.
+
+JSON is read by the dataclasses' own type hints (:func:`decode`): ``int``, ``float``, ``str``,
+``bool``, ``None``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
+dataclasses. A key may be missing only where its field defaults to ``None`` (``part``); keys a
+dataclass does not have are ignored, so a manifest with more than this version writes still reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import storage
 from .._version import __version__
@@ -30,17 +39,16 @@ from ..sources.parts import FileRange, PlannedFile
 from ..sources.records import InputStats
 from ..token_ids import token_id_problem
 from ..tokenizing.loading import TokenizerInfo
-from .decoding import decode, decode_fields, json_kind
 from .names import (
     EXTENSIONS,
     MANIFEST_NAME,
     PLAIN,
-    complete_shards,
+    NameSet,
     is_rejects_name,
     is_shard_name,
     name_set_of,
 )
-from .shards import ShardInfo
+from .shards import RejectsFile, ShardInfo
 
 MANIFEST_FORMAT = 1
 
@@ -181,15 +189,6 @@ class Part:
     ranges: tuple[FileRange, ...]
     files: tuple[PlannedFile, ...]
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for the manifest."""
-        return {
-            "index": self.index,
-            "count": self.count,
-            "ranges": [r.as_dict() for r in self.ranges],
-            "files": [f.as_dict() for f in self.files],
-        }
-
 
 @dataclass(frozen=True)
 class MergedPart:
@@ -199,25 +198,6 @@ class MergedPart:
     directory: str
     ranges: tuple[FileRange, ...]
     shards: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for the manifest."""
-        return {
-            "index": self.index,
-            "directory": self.directory,
-            "ranges": [r.as_dict() for r in self.ranges],
-            "shards": self.shards,
-        }
-
-
-@dataclass(frozen=True)
-class RejectsFile:
-    """The rejects file of a build with the ``skip`` policy: its name in the output, size and
-    sha256, so that a merge joins exactly the bytes the build wrote."""
-
-    path: str
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -255,17 +235,20 @@ class Manifest:
             "totals": self.totals.as_dict(),
             "fill": self.fill.as_dict(),
         }
-        if self.part is not None:
-            data["part"] = self.part.as_dict()
-        if self.merged_from is not None:
-            data["merged_from"] = [p.as_dict() for p in self.merged_from]
-        if self.pack_scope is not None:
-            data["pack_scope"] = self.pack_scope
-        if self.engine is not None:
-            data["engine"] = self.engine
-        if self.rejects is not None:
-            data["rejects"] = asdict(self.rejects)
+        for name in ("part", "merged_from", "pack_scope", "engine", "rejects"):
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                data[name] = [asdict(item) for item in value]
+            elif dataclasses.is_dataclass(value):
+                data[name] = asdict(value)  # type: ignore[arg-type] # an instance, not a class
+            elif value is not None:
+                data[name] = value
         return data
+
+    @property
+    def name_sets(self) -> set[NameSet]:
+        """The name sets the output's shards use (one, unless the manifest was tampered with)."""
+        return {name_set_of(s.path) or PLAIN for s in self.shards} or {PLAIN}
 
     @classmethod
     def from_dict(cls, data: Any, path: str) -> Manifest:
@@ -336,17 +319,6 @@ def _check_shard_names(manifest: Manifest, path: str) -> None:
         )
 
 
-@dataclass(frozen=True)
-class ManifestProblem:
-    """Something a manifest that reads fine gets wrong: ``field`` names the entry."""
-
-    field: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.detail}"
-
-
 #: Totals that are sums over the listed shards: (totals field, shard field).
 _SHARD_SUMS = (
     ("rows_written", "rows"),
@@ -358,60 +330,51 @@ _SHARD_SUMS = (
 
 def manifest_problems(
     manifest: Manifest, directory: str | os.PathLike[str] | storage.Location | None = None
-) -> list[ManifestProblem]:
-    """What does not add up in ``manifest``: a strategy this version does not know, totals that
-    break the accounting identity or disagree with the shards listed, and (given the output's
-    ``directory``) shards it lists that are missing, or shard files it does not list."""
+) -> list[str]:
+    """What does not add up in ``manifest``, each as ``field: detail``: a strategy this version
+    does not know, totals that break the accounting identity or disagree with the shards listed,
+    and (given the output's ``directory``) files it lists that are missing, or shard files of its
+    own name set that it does not list (foreign, or tampered with; files of another name set are
+    an overtaken writer's leftovers, not counted against it)."""
     problems = []
     strategy = manifest.config.strategy
     if strategy not in STRATEGIES:
         known = ", ".join(STRATEGIES)
-        detail = f"unknown strategy {strategy!r} (this maskprep knows {known})"
-        problems.append(ManifestProblem("config.shape.strategy", detail))
+        problems.append(
+            f"config.shape.strategy: unknown strategy {strategy!r} (this maskprep knows {known})"
+        )
     totals = manifest.totals
     if totals.records_read != totals.accounted:
-        detail = (
-            f"{totals.records_read:,} records read, but {totals.accounted:,} written, dropped or "
-            "rejected"
+        problems.append(
+            f"totals.records_read: {totals.records_read:,} records read, but "
+            f"{totals.accounted:,} written, dropped or rejected"
         )
-        problems.append(ManifestProblem("totals.records_read", detail))
     for total, column in _SHARD_SUMS:
         recorded = getattr(totals, total)
         summed = sum(getattr(s, column) for s in manifest.shards)
         if recorded != summed:
-            detail = f"{recorded:,}, but the shards listed hold {summed:,}"
-            problems.append(ManifestProblem(f"totals.{total}", detail))
-    if directory is not None:
-        present = _names_in(directory)
-        for number, shard in enumerate(manifest.shards):
-            if shard.path not in present:
-                detail = f"{shard.path} is missing from the directory"
-                problems.append(ManifestProblem(f"shards[{number}].path", detail))
-        if manifest.rejects is not None and manifest.rejects.path not in present:
-            detail = f"{manifest.rejects.path} is missing from the directory"
-            problems.append(ManifestProblem("rejects.path", detail))
-        unlisted = unlisted_shards(manifest, present)
-        if unlisted:
-            shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
-            detail = f"{len(unlisted)} shard file(s) in the directory are not listed ({shown})"
-            problems.append(ManifestProblem("shards", detail))
-    return problems
-
-
-def unlisted_shards(manifest: Manifest, present: list[str]) -> list[str]:
-    """Shard files of the output's own name set that its manifest does not list: foreign, or
-    tampered with. Files of another name set are an overtaken writer's leftovers, not part of
-    this output, and not counted against it."""
-    listed = {s.path for s in manifest.shards}
-    own = {name_set_of(s.path) or PLAIN for s in manifest.shards} or {PLAIN}
-    return [n for n in complete_shards(present) if n not in listed and name_set_of(n) in own]
-
-
-def _names_in(directory: str | os.PathLike[str] | storage.Location) -> list[str]:
-    """The names directly in a directory or under a prefix."""
+            problems.append(f"totals.{total}: {recorded:,}, but the shards listed hold {summed:,}")
+    if directory is None:
+        return problems
     if not isinstance(directory, storage.Location):
         directory = storage.parse_location(directory)
-    return [info.name for info in storage.listdir(directory)]
+    present = [info.name for info in storage.listdir(directory)]
+    for number, shard in enumerate(manifest.shards):
+        if shard.path not in present:
+            problems.append(f"shards[{number}].path: {shard.path} is missing from the directory")
+    if manifest.rejects is not None and manifest.rejects.path not in present:
+        problems.append(f"rejects.path: {manifest.rejects.path} is missing from the directory")
+    listed = {s.path for s in manifest.shards}
+    own = manifest.name_sets
+    unlisted = sorted(
+        n for n in present if is_shard_name(n) and n not in listed and name_set_of(n) in own
+    )
+    if unlisted:
+        shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
+        problems.append(
+            f"shards: {len(unlisted)} shard file(s) in the directory are not listed ({shown})"
+        )
+    return problems
 
 
 def find_manifest_at(directory: storage.Location) -> storage.Location | None:
@@ -493,3 +456,86 @@ def write_manifest(
             "the output); nothing was replaced"
         ) from None
     return location
+
+
+T = TypeVar("T")
+
+_JSON_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def json_kind(value: Any) -> str:
+    """A JSON value shortly, for messages: ``"many"``, ``[...]``, ``{...}``."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def decode(kind: Any, value: Any, path: str, where: str) -> Any:
+    """``value`` (parsed JSON) as ``kind``; ``path`` names the file and ``where`` the field in
+    the :class:`ManifestError` raised when it does not fit."""
+    origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        arms = typing.get_args(kind)
+        if value is None and type(None) in arms:
+            return None
+        others = [a for a in arms if a is not type(None)]
+        if len(others) != 1:
+            raise TypeError(f"cannot decode {kind}")
+        return decode(others[0], value, path, where)
+    if kind is type(None):
+        if value is not None:
+            raise ManifestError(path, where, f"expected null, got {json_kind(value)}")
+        return None
+    if dataclasses.is_dataclass(kind):
+        return decode_fields(kind, value, path, where)  # type: ignore[arg-type]
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ManifestError(path, where, f"expected a list, got {json_kind(value)}")
+        (item,) = typing.get_args(kind)[:1]
+        items = [decode(item, v, path, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ManifestError(path, where, f"expected an object, got {json_kind(value)}")
+        _, item = typing.get_args(kind)
+        return {k: decode(item, v, path, f"{where}.{k}") for k, v in value.items()}
+    return _scalar(kind, value, path, where)
+
+
+def _scalar(kind: type, value: Any, path: str, where: str) -> Any:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        expected = _JSON_NAMES.get(kind, kind.__name__)
+        raise ManifestError(path, where, f"expected {expected}, got {json_kind(value)}")
+    return value
+
+
+def decode_fields(cls: type[T], value: Any, path: str, where: str, **given: Any) -> T:
+    """The dataclass ``cls`` from the JSON object ``value``, field by field; ``given`` supplies
+    fields decoded otherwise by the caller."""
+    if not isinstance(value, dict):
+        raise ManifestError(path, where, f"expected an object, got {json_kind(value)}")
+    hints = _hints(cls)  # type: ignore[arg-type] # a class is hashable
+    kwargs: dict[str, Any] = dict(given)
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not spec.init or spec.name in given:
+            continue
+        inner = f"{where}.{spec.name}" if where else spec.name
+        if spec.name not in value:
+            if spec.default is None:
+                continue
+            raise ManifestError(path, inner, "missing")
+        kwargs[spec.name] = decode(hints[spec.name], value[spec.name], path, inner)
+    return cls(**kwargs)

@@ -91,11 +91,6 @@ def name_set_of(name: str) -> NameSet | None:
     return None
 
 
-def complete_shards(names: list[str]) -> list[str]:
-    """The shard files among ``names`` under their final name (so complete), sorted."""
-    return sorted(n for n in names if is_shard_name(n))
-
-
 def staging_name(tag: str) -> str:
     """The staging directory of the writer ``tag``."""
     return STAGING_PREFIX + tag

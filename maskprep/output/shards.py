@@ -1,17 +1,20 @@
-"""Writing shards atomically, hashed as the bytes stream out.
+"""Writing an output's files atomically, hashed as the bytes stream out: the shards, and
+``_rejects.jsonl`` (every record a build rejected under the ``skip`` policy, with its file, line,
+reason and raw text).
 
-A shard appears under its final name only when complete: each goes through a
+A file appears under its final name only when complete: each goes through a
 :class:`maskprep.storage.AtomicWriter` (a local temporary file opened ``O_EXCL | O_NOFOLLOW``,
 fsynced and linked into place; a multipart upload completed last on S3), which hashes the bytes
 as they pass, so the manifest's sha256 never needs a read-back. Where it is written, under which
 name and how it is published is the commit protocol's business (:mod:`.commit`): the writer is
 given them. The manifest (:mod:`.manifest`) is written last, so an output without it is
-unfinished.
+unfinished; a build that fails leaves a published rejects file only to say why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from .. import columns, storage
 from ..columns import IGNORE_INDEX
 from ..config import OutputConfig
 from ..errors import OutputError
+from ..sources.records import Rejected
 from ..storage.writers import DigestSink
 from .names import PLAIN, NameSet
 
@@ -40,6 +44,16 @@ class ShardInfo:
     positions: int
     real_tokens: int
     label_tokens: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RejectsFile:
+    """The rejects file of a build with the ``skip`` policy: its name in the output, size and
+    sha256, so that a merge joins exactly the bytes the build wrote."""
+
+    path: str
+    size: int
     sha256: str
 
 
@@ -255,3 +269,51 @@ class ShardWriter:
         if isinstance(sink, storage.AtomicWriter):
             sink.abort()
         self._writer = self._checking = None
+
+
+class RejectsWriter:
+    """Streams rejected records to the rejects file through an atomic writer (memory stays flat
+    however many there are; nothing appears under the final name before :meth:`publish`).
+    ``writer`` is the atomic writer the output gives (:meth:`maskprep.output.commit.OutputSession.
+    writer`), ``publish`` publishes it."""
+
+    def __init__(
+        self,
+        writer: storage.AtomicWriter,
+        publish: Callable[[storage.AtomicWriter], storage.WriteResult],
+    ) -> None:
+        self._writer = writer
+        self._publish = publish
+        self.published: RejectsFile | None = None
+
+    def add(self, item: Rejected) -> str:
+        """Append one rejected record; the line written."""
+        record = {"file": item.source, "line": item.line, "reason": item.reason, "raw": item.raw}
+        line = _one_line_json(record) + "\n"
+        self.add_lines([line])
+        return line
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Append lines as :meth:`add` wrote them (a resumed build's, see
+        :mod:`maskprep.resume`)."""
+        for line in lines:
+            # A lone surrogate cannot be UTF-8: written as its JSON escape, which reads back as it.
+            self._writer.write(line.encode("utf-8", errors="backslashreplace"))
+
+    def publish(self) -> RejectsFile:
+        """Move the file to its final name, complete; what the manifest records of it."""
+        result = self._publish(self._writer)
+        assert result.sha256 is not None, "the writer hashes every byte it publishes"
+        self.published = RejectsFile(result.location.name, result.size, result.sha256)
+        return self.published
+
+    def discard(self) -> None:
+        """Throw the unpublished file away (a published one stays: see :mod:`.commit`)."""
+        self._writer.abort()
+
+
+def _one_line_json(record: dict[str, Any]) -> str:
+    """JSON on one line for every reader: json.dumps escapes control characters, but leaves
+    U+0085, U+2028 and U+2029, which ``str.splitlines`` and some JSONL readers treat as breaks."""
+    text = json.dumps(record, ensure_ascii=False)
+    return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
