@@ -1,6 +1,7 @@
 """The manifest, ``_maskprep.json``: a typed :class:`Manifest` composed by ``build`` and ``merge``,
-created last and never replaced (a create-only write: put-if-absent on an object store), so that
-an output holding one is finished; and read back with validation by everything that reads an
+written last (create-if-absent; an ``--overwrite`` replaces it only by compare-and-swap against
+the version it opened with, docs/storage.md), so that an output holding one is finished; and read
+back with validation by everything that reads an
 output (``inspect``, ``verify``, ``merge``, resume, ``load_dataset``), from a local directory or
 an object-store prefix.
 
