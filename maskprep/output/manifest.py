@@ -1,9 +1,8 @@
 """The manifest, ``_maskprep.json``: a typed :class:`Manifest` composed by ``build`` and ``merge``,
 written last (create-if-absent; an ``--overwrite`` replaces it only by compare-and-swap against
 the version it opened with, docs/storage.md), so that an output holding one is finished; and read
-back with validation by everything that reads an
-output (``inspect``, ``verify``, ``merge``, resume, ``load_dataset``), from a local directory or
-an object-store prefix.
+back with validation by everything that reads an output (``inspect``, ``verify``, ``merge``,
+resume, ``load_dataset``), from a local directory or an object-store prefix.
 
 Reading is strict where a wrong value would be acted on: a file that is not UTF-8 JSON, not an
 object, lacks a key, holds a value of the wrong type or names a shard by anything but a plain
