@@ -153,18 +153,17 @@ def _load_file(spec: str, where: str) -> Any:
 def _import(spec: str, where: str) -> Any:
     try:
         return importlib.import_module(where)
-    except ModuleNotFoundError as error:
-        local = Path(*where.split(".")).with_suffix(".py")
-        if error.name is not None and where.startswith(error.name) and local.is_file():
-            # The console script does not put the working directory on sys.path, as python -m
-            # does: a module of the working directory is loaded as its file.
-            return _load_file(spec, str(local))
-        if error.name is not None and where.startswith(error.name):
+    except (Exception, SystemExit) as error:  # the module's own code may raise anything
+        missing = error.name if isinstance(error, ModuleNotFoundError) else None
+        if missing is not None and where.startswith(missing):
+            local = Path(*where.split(".")).with_suffix(".py")
+            if local.is_file():
+                # The console script does not put the working directory on sys.path, as python -m
+                # does: a module of the working directory is loaded as its file.
+                return _load_file(spec, str(local))
             raise ConfigError(
-                f"collate {spec}: no module named {error.name!r} (a file is path/to/file.py:NAME)"
+                f"collate {spec}: no module named {missing!r} (a file is path/to/file.py:NAME)"
             ) from None
-        raise ConfigError(f"collate {spec}: importing {where} raised {_raised(error)}") from None
-    except (Exception, SystemExit) as error:
         raise ConfigError(f"collate {spec}: importing {where} raised {_raised(error)}") from None
 
 
