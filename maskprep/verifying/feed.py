@@ -292,16 +292,6 @@ def name_row(message: str, batch_ids: list[int]) -> str:
     return f"row {batch_ids[int(found.group(1))]}{message[found.end() :]}"
 
 
-def row_truth(part: pa.Table, batch_ids: list[int], collator: Collator, packed: bool) -> RowArrays:
-    """What the output says of the rows ``part`` (real positions, documents, labels)."""
-    try:
-        return row_arrays(
-            part, pad_id=collator.pad_id, padding_side=collator.padding_side, packed=packed
-        )
-    except DataError as error:
-        raise DataError(name_row(str(error), batch_ids)) from None
-
-
 def fed_batches(
     chunks: Chunks,
     size: int,
@@ -317,7 +307,15 @@ def fed_batches(
     against the output's (a row it holds nowhere, or positions past the model's table, refused
     in one line)."""
     for table, ids in chunks(size):
-        truth = row_truth(with_labels(table), ids, collator, packed)
+        try:
+            truth = row_arrays(
+                with_labels(table),
+                pad_id=collator.pad_id,
+                padding_side=collator.padding_side,
+                packed=packed,
+            )
+        except DataError as error:
+            raise DataError(name_row(str(error), ids)) from None
         kwargs, warnings = call_collate(feed, table.select(kept).to_pylist(), ids, model)
         fed_ids, fed_labels = fed_arrays(kwargs)
         arrays = lay_out(truth, fed_ids, fed_labels)
