@@ -397,8 +397,9 @@ class OutputRows:
         labels: np.ndarray | None = None,
         mask: np.ndarray | None = None,
     ) -> list[int | None]:
-        """For each fed row of ``ids`` ``(batch, width)``, the first output row it may be
-        (``None`` where none): see the class notes for what is tried."""
+        """For each fed row of ``ids`` ``(batch, width)`` (``labels`` and ``mask``, when given, of
+        that shape), the first output row it may be (``None`` where none): see the class notes
+        for what is tried."""
         index = self._built()
         found: list[int | None] = []
         for i in range(len(ids)):
@@ -418,11 +419,11 @@ class OutputRows:
         self, ids: np.ndarray, labels: np.ndarray | None, mask: np.ndarray | None, i: int
     ) -> Iterator[np.ndarray]:
         versions = [ids[i]]
-        if labels is not None and labels.shape == ids.shape:
+        if labels is not None:
             versions.append(np.where(labels[i] != IGNORE_INDEX, labels[i], ids[i]))
         pad = self.facts.pad_id
         for row in versions:
-            if mask is not None and mask.shape == ids.shape and (mask[i] != 0).any():
+            if mask is not None and (mask[i] != 0).any():
                 yield row[mask[i] != 0]
             if pad is None:
                 yield row
