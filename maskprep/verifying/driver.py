@@ -155,7 +155,8 @@ def verify_rows(
         reach_row=ids[widest] if ids else 0,
         facts=facts,
     )
-    return _verify(rows, model, options, model_name, collate)
+    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
+    return _verify(rows, model, options, model_name, feed)
 
 
 def _verify(
@@ -163,10 +164,9 @@ def _verify(
     model: Any,
     options: VerifyOptions,
     model_name: str | None,
-    collate: Any,
+    feed: CollateFeed | None,
 ) -> VerifyResult:
     started = time.perf_counter()
-    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
     if not rows.row_ids:
         raise DataError(f"{rows.source or 'the table'}: no rows to probe")
     require_extra("torch", "verify", "verify")
