@@ -90,7 +90,8 @@ def load_collate(spec: str) -> Callable[..., Any]:
             f"collate {spec!r}: give path/to/file.py:NAME or package.module:NAME, NAME a collate "
             "function (a list of row dicts -> a dict of model keyword arguments)"
         )
-    module = _load_file(spec, where) if _is_file_spec(where) else _import(spec, where)
+    is_file = where.endswith(".py") or os.sep in where or "/" in where or os.path.isfile(where)
+    module = _load_file(spec, where) if is_file else _import(spec, where)
     value: Any = module
     for part in name.split("."):
         if not hasattr(value, part):
@@ -98,10 +99,6 @@ def load_collate(spec: str) -> Callable[..., Any]:
         value = getattr(value, part)
     _check_callable(value, spec)
     return value
-
-
-def _is_file_spec(where: str) -> bool:
-    return where.endswith(".py") or os.sep in where or "/" in where or os.path.isfile(where)
 
 
 def _check_callable(value: Any, name: str) -> None:
