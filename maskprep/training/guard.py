@@ -43,7 +43,7 @@ from ..collate import row_arrays
 from ..column_values import list_column, segment_sum
 from ..columns import IGNORE_INDEX
 from ..errors import DataError
-from ..reading.shards import declared, open_input, refuse_conflicts, shard_batches
+from ..reading.shards import shard_batches
 from ..verifying.fed_checks import FedBatch, Misplaced, fed_arrays, feed_checks, lay_out
 from ..verifying.feed import check_positions, describe_feed
 from ..verifying.model import model_under_test, quiet_transformers
@@ -56,13 +56,12 @@ from ..verifying.probes import (
     sliced_head,
 )
 from ..verifying.results import ProbeResult, Tally, collator_remedy
-from ..verifying.sampling import DataFacts, data_facts, take_rows, with_labels
+from ..verifying.sampling import open_rows, take_rows, with_labels
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from ..config import PaddingSide
-    from ..reading.shards import Shard
     from ..storage.options import StorageOptions
 
 #: Keyword arguments trainers add for the loss or their own metrics: not the feed under test.
@@ -354,13 +353,7 @@ class OutputRows:
 
     def __init__(self, path: str, storage_options: StorageOptions | None = None) -> None:
         self.path = path
-        shards, manifest = open_input(path, None, whole=True, options=storage_options)
-        self._shards: list[Shard] = shards
-        sizes = [int(s.rows or 0) for s in shards]
-        self._starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-        found = declared(shards, manifest)
-        refuse_conflicts(shards, found)
-        self.facts: DataFacts = data_facts(found.contract)
+        self._shards, self._starts, self.facts = open_rows(path, None, storage_options)
         self._index: _Index | None = None
 
     @property
@@ -397,8 +390,9 @@ class OutputRows:
         labels: np.ndarray | None = None,
         mask: np.ndarray | None = None,
     ) -> list[int | None]:
-        """For each fed row of ``ids`` ``(batch, width)``, the first output row it may be
-        (``None`` where none): see the class notes for what is tried."""
+        """For each fed row of ``ids`` ``(batch, width)`` (``labels`` and ``mask``, when given, of
+        that shape), the first output row it may be (``None`` where none): see the class notes
+        for what is tried."""
         index = self._built()
         found: list[int | None] = []
         for i in range(len(ids)):
@@ -418,11 +412,11 @@ class OutputRows:
         self, ids: np.ndarray, labels: np.ndarray | None, mask: np.ndarray | None, i: int
     ) -> Iterator[np.ndarray]:
         versions = [ids[i]]
-        if labels is not None and labels.shape == ids.shape:
+        if labels is not None:
             versions.append(np.where(labels[i] != IGNORE_INDEX, labels[i], ids[i]))
         pad = self.facts.pad_id
         for row in versions:
-            if mask is not None and mask.shape == ids.shape and (mask[i] != 0).any():
+            if mask is not None and (mask[i] != 0).any():
                 yield row[mask[i] != 0]
             if pad is None:
                 yield row

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from ..collate import Collator, collate, for_model
+from ..collate import Collator, collate, for_model, row_arrays
 from ..errors import ConfigError, DataError, one_line
 from ..extras import require_extra
 from ..reading.reach import model_limit, row_reach, tokenizer_limit
@@ -26,7 +26,6 @@ from .feed import (
     fed_batches,
     handed_columns,
     name_row,
-    row_truth,
 )
 from .model import (
     Subject,
@@ -156,7 +155,8 @@ def verify_rows(
         reach_row=ids[widest] if ids else 0,
         facts=facts,
     )
-    return _verify(rows, model, options, model_name, collate)
+    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
+    return _verify(rows, model, options, model_name, feed)
 
 
 def _verify(
@@ -164,10 +164,9 @@ def _verify(
     model: Any,
     options: VerifyOptions,
     model_name: str | None,
-    collate: Any,
+    feed: CollateFeed | None,
 ) -> VerifyResult:
     started = time.perf_counter()
-    feed = None if collate is None else collate_feed(collate, options.collate_columns)  # type: ignore[arg-type]
     if not rows.row_ids:
         raise DataError(f"{rows.source or 'the table'}: no rows to probe")
     require_extra("torch", "verify", "verify")
@@ -335,8 +334,13 @@ class _FormRunner:
             return
         for table, ids in self.rows.chunks(self.options.batch_size):
             part = with_labels(table)
-            arrays = row_truth(part, ids, self.collator, self.packed)
             try:
+                arrays = row_arrays(
+                    part,
+                    pad_id=self.collator.pad_id,
+                    padding_side=self.collator.padding_side,
+                    packed=self.packed,
+                )
                 kwargs = collate(
                     part,
                     pad_id=self.collator.pad_id,

@@ -90,7 +90,7 @@ def lay_out(
     real = truth.attention_mask > 0
     offsets = np.zeros(len(fed_ids), dtype=np.int64)
     restored = None
-    if fed_labels is not None and fed_labels.shape == fed_ids.shape:
+    if fed_labels is not None:  # of fed_ids' shape (fed_arrays)
         restored = np.where(fed_labels != IGNORE_INDEX, fed_labels, fed_ids)
     for i in range(len(fed_ids)):
         tokens = truth.input_ids[i][real[i]]

@@ -90,7 +90,8 @@ def load_collate(spec: str) -> Callable[..., Any]:
             f"collate {spec!r}: give path/to/file.py:NAME or package.module:NAME, NAME a collate "
             "function (a list of row dicts -> a dict of model keyword arguments)"
         )
-    module = _load_file(spec, where) if _is_file_spec(where) else _import(spec, where)
+    is_file = where.endswith(".py") or os.sep in where or "/" in where or os.path.isfile(where)
+    module = _load_file(spec, where) if is_file else _import(spec, where)
     value: Any = module
     for part in name.split("."):
         if not hasattr(value, part):
@@ -98,10 +99,6 @@ def load_collate(spec: str) -> Callable[..., Any]:
         value = getattr(value, part)
     _check_callable(value, spec)
     return value
-
-
-def _is_file_spec(where: str) -> bool:
-    return where.endswith(".py") or os.sep in where or "/" in where or os.path.isfile(where)
 
 
 def _check_callable(value: Any, name: str) -> None:
@@ -153,18 +150,17 @@ def _load_file(spec: str, where: str) -> Any:
 def _import(spec: str, where: str) -> Any:
     try:
         return importlib.import_module(where)
-    except ModuleNotFoundError as error:
-        local = Path(*where.split(".")).with_suffix(".py")
-        if error.name is not None and where.startswith(error.name) and local.is_file():
-            # The console script does not put the working directory on sys.path, as python -m
-            # does: a module of the working directory is loaded as its file.
-            return _load_file(spec, str(local))
-        if error.name is not None and where.startswith(error.name):
+    except (Exception, SystemExit) as error:  # the module's own code may raise anything
+        missing = error.name if isinstance(error, ModuleNotFoundError) else None
+        if missing is not None and where.startswith(missing):
+            local = Path(*where.split(".")).with_suffix(".py")
+            if local.is_file():
+                # The console script does not put the working directory on sys.path, as python -m
+                # does: a module of the working directory is loaded as its file.
+                return _load_file(spec, str(local))
             raise ConfigError(
-                f"collate {spec}: no module named {error.name!r} (a file is path/to/file.py:NAME)"
+                f"collate {spec}: no module named {missing!r} (a file is path/to/file.py:NAME)"
             ) from None
-        raise ConfigError(f"collate {spec}: importing {where} raised {_raised(error)}") from None
-    except (Exception, SystemExit) as error:
         raise ConfigError(f"collate {spec}: importing {where} raised {_raised(error)}") from None
 
 
@@ -293,16 +289,6 @@ def name_row(message: str, batch_ids: list[int]) -> str:
     return f"row {batch_ids[int(found.group(1))]}{message[found.end() :]}"
 
 
-def row_truth(part: pa.Table, batch_ids: list[int], collator: Collator, packed: bool) -> RowArrays:
-    """What the output says of the rows ``part`` (real positions, documents, labels)."""
-    try:
-        return row_arrays(
-            part, pad_id=collator.pad_id, padding_side=collator.padding_side, packed=packed
-        )
-    except DataError as error:
-        raise DataError(name_row(str(error), batch_ids)) from None
-
-
 def fed_batches(
     chunks: Chunks,
     size: int,
@@ -318,7 +304,15 @@ def fed_batches(
     against the output's (a row it holds nowhere, or positions past the model's table, refused
     in one line)."""
     for table, ids in chunks(size):
-        truth = row_truth(with_labels(table), ids, collator, packed)
+        try:
+            truth = row_arrays(
+                with_labels(table),
+                pad_id=collator.pad_id,
+                padding_side=collator.padding_side,
+                packed=packed,
+            )
+        except DataError as error:
+            raise DataError(name_row(str(error), ids)) from None
         kwargs, warnings = call_collate(feed, table.select(kept).to_pylist(), ids, model)
         fed_ids, fed_labels = fed_arrays(kwargs)
         arrays = lay_out(truth, fed_ids, fed_labels)

@@ -28,8 +28,6 @@ from .results import ProbeResult, data_check
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..contract import ShardContract
-
 
 #: Rows read at once while looking for the longest rows.
 SCAN_ROWS = 65536
@@ -93,21 +91,30 @@ class Sample:
             start += int(shard.rows or 0)
 
 
-def data_facts(contract: ShardContract | None) -> DataFacts:
-    """The :class:`DataFacts` a build's manifest (or, without one, its shards' metadata)
-    records."""
+def open_rows(
+    path: str, stdin: BinaryIO | None, storage_options: StorageOptions | None
+) -> tuple[list[Shard], np.ndarray, DataFacts]:
+    """The data's shards (whole, their columns held to what its manifest or metadata declares),
+    the index of each shard's first row (and the total rows, last), and the :class:`DataFacts`
+    its manifest (or, without one, its shards' metadata) records."""
+    shards, manifest = open_input(path, stdin, whole=True, options=storage_options)
+    found = declared(shards, manifest)
+    refuse_conflicts(shards, found)
+    sizes = [int(s.rows or 0) for s in shards]
+    starts = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    contract = found.contract
     if contract is None:
-        return DataFacts()
-    strategy = contract.strategy
-    return DataFacts(
+        return shards, starts, DataFacts()
+    facts = DataFacts(
         pad_id=contract.pad_token_id,
         # Packs are padded at the end whatever side the tokenizer pads on.
-        padding_side=contract.padding_side if strategy in ("pad", "bucket") else None,
+        padding_side=contract.padding_side if contract.strategy in ("pad", "bucket") else None,
         packed=contract.packed,
         model_max_length=contract.model_max_length,
         tokenizer=contract.tokenizer,
         eos_id=contract.eos_token_id,
     )
+    return shards, starts, facts
 
 
 def sample_rows(
@@ -121,14 +128,10 @@ def sample_rows(
     """Draw ``rows`` rows at random (``seed``; ``None``: every row) and add the ``longest`` rows
     that reach farthest (ties: most real tokens, then the first), from the data at ``path`` (a
     path or a URL, whose store ``storage_options`` configures)."""
-    shards, manifest = open_input(path, stdin, whole=True, options=storage_options)
-    found = declared(shards, manifest)
-    refuse_conflicts(shards, found)
-    sizes = [int(s.rows or 0) for s in shards]
-    total = sum(sizes)
+    shards, starts, facts = open_rows(path, stdin, storage_options)
+    total = int(starts[-1])
     if total == 0:
         raise DataError(f"{path}: the data holds no rows")
-    starts = np.concatenate(([0], np.cumsum(sizes)))
     far, reach, reach_row = _farthest(shards, starts, longest)
     longest_ids = far[: min(longest, total)]
     table = None
@@ -150,7 +153,7 @@ def sample_rows(
         total_rows=total,
         reach=reach,
         reach_row=reach_row,
-        facts=data_facts(found.contract),
+        facts=facts,
         shards=tuple(shards),
     )
 
