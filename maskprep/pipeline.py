@@ -36,9 +36,9 @@ from .output.manifest import Manifest, Totals
 from .output.names import PLAIN
 from .output.shards import RejectsWriter, ShardInfo, ShardWriter
 from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
-from .shaping.fill import FillStats
+from .shaping.fill import FillStats, LostTokens, TruncationPastLimit, check_truncation
 from .shaping.fit import check_room
-from .shaping.shaper import LostTokens, TruncationPastLimit, check_truncation, make_shaper
+from .shaping.rows import make_shaper
 from .sources.inputs import STDIN
 from .sources.records import (
     RejectPolicy,
