@@ -117,8 +117,8 @@ class SourceReader:
     """Reads every input in order and yields :class:`Record` and :class:`Rejected` items.
 
     ``stats`` holds one :class:`InputStats` per input, complete once the iteration has finished.
-    ``start`` (a :class:`SourcePosition`) resumes reading there: the inputs before it and its
-    input's lines before it are read only to be hashed and counted, never parsed (see
+    :meth:`start_at` (a :class:`SourcePosition`) resumes reading there: the inputs before it and
+    its input's lines before it are read only to be hashed and counted, never parsed (see
     :meth:`unchanged_up_to` to check first that they are still what they were).
     """
 
@@ -129,10 +129,9 @@ class SourceReader:
         sft: SFTConfig | None = None,
         part: PartSpec | None = None,
         storage_options: StorageOptions | None = None,
-        start: SourcePosition | None = None,
     ) -> None:
         self.config = config
-        self._start = start
+        self._start: SourcePosition | None = None
         self.sft = sft
         self._options = storage_options
         self.files = expand_inputs(config.inputs, storage_options)
