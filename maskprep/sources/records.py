@@ -35,7 +35,7 @@ from .inputs import (
     size_of,
     sniff_format,
 )
-from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
+from .parts import FileRange, PlannedFile, open_range, plan_part, planned_files
 from .sft import (
     JSONProblem,
     SFTPayload,
@@ -322,8 +322,9 @@ class SourceReader:
         part = self._range
         if part is not None and not part.whole:
             # From the file's start, as the whole file is read: every part decides alike.
-            limit = self.config.max_record_bytes
-            return sniff_format(head_sample(name, limit, self._options)), []
+            with open_input(name, self._options) as handle:
+                head = sample(capped_lines(handle, self.config.max_record_bytes))
+            return sniff_format(head), []
         pending = sample(lines)
         return sniff_format(pending), pending
 
