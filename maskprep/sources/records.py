@@ -145,9 +145,11 @@ class SourceReader:
             self.ranges = plan_part(self.files, part, self.planned, storage_options)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
+        if STDIN in self.files and stdin is None:
+            stdin = _process_stdin()
+            if stdin is None:
+                raise ConfigError("standard input is closed; '-' reads the input from it")
         self._stdin = stdin
-        if STDIN in self.files and stdin is None and _process_stdin() is None:
-            raise ConfigError("standard input is closed; '-' reads the input from it")
         self._bytes_done = 0
         self._current: HashingReader | None = None
         self._reading = InputStats(path="")
@@ -250,10 +252,8 @@ class SourceReader:
 
     def _open(self, name: str) -> BinaryIO:
         if name == STDIN:
-            stream = self._stdin if self._stdin is not None else _process_stdin()
-            if stream is None:
-                raise ConfigError("standard input is closed; '-' reads the input from it")
-            return stream
+            assert self._stdin is not None, "found when the reader was made"
+            return self._stdin
         try:
             if self._range is not None:
                 return open_range(self._range, self._options)
