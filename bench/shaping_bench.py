@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from maskprep import columns, storage
 from maskprep.config import OutputConfig, ShapeConfig
 from maskprep.output.shards import ShardWriter
-from maskprep.shaping.shaper import make_shaper
+from maskprep.shaping.rows import make_shaper
 from maskprep.tokenizing.encoder import BackendEncoder, EncodedDoc, EncoderSpec
 
 

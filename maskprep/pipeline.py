@@ -5,7 +5,8 @@
 This module composes; each stage decides its part. Records rejected by reading travel in the
 stream beside the records of their batch, those rejected by encoding (supervised records left
 with nothing to train, :mod:`maskprep.tokenizing.prepare`) beside its documents, and the
-bad-record policy (:mod:`maskprep.sources.policy`) takes both on this thread, in input order.
+bad-record policy (:class:`maskprep.sources.records.RejectPolicy`) takes both on this thread, in
+input order.
 The shaper fits and packs (:mod:`maskprep.shaping`), the shard writer writes, and the manifest
 is assembled from every stage's counts (:mod:`maskprep.output.finished`): each count taken
 once, as it passes. What a build reports: :class:`Progress` while it runs and
@@ -35,12 +36,17 @@ from .output.manifest import Manifest, Totals
 from .output.names import PLAIN
 from .output.shards import RejectsWriter, ShardInfo, ShardWriter
 from .resume import Resume, ResumeLog, Snapshot, build_digest, find_resume
-from .shaping.fill import FillStats
+from .shaping.fill import FillStats, LostTokens, TruncationPastLimit, check_truncation
 from .shaping.fit import check_room
-from .shaping.shaper import LostTokens, TruncationPastLimit, check_truncation, make_shaper
+from .shaping.rows import make_shaper
 from .sources.inputs import STDIN
-from .sources.policy import RejectPolicy, RejectsPastLimit
-from .sources.records import SourcePosition, SourceReader, batched
+from .sources.records import (
+    RejectPolicy,
+    RejectsPastLimit,
+    SourcePosition,
+    SourceReader,
+    batched,
+)
 from .tokenizing.cache import TokenizerCache
 from .tokenizing.loading import TokenizerInfo
 from .tokenizing.prepare import encode_stream, prepare_tokenizer

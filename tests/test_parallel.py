@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import CORPUS, make_config, write_jsonl
 
-from maskprep import TokenizerConfig, build
+from maskprep import ShapeConfig, TokenizerConfig, build
 from maskprep.sources.records import Batch, Record, Rejected
 from maskprep.tokenizing.encoder import (
     BackendEncoder,
@@ -14,8 +14,8 @@ from maskprep.tokenizing.encoder import (
     encoder_spec,
     frame_documents,
 )
-from maskprep.tokenizing.loading import load_tokenizer
-from maskprep.tokenizing.prepare import EncodingThread
+from maskprep.tokenizing.loading import load_tokenizer, tokenizer_info
+from maskprep.tokenizing.prepare import EncodingThread, PreparedTokenizer, encode_stream
 
 TEXTS = [
     *dict.fromkeys(CORPUS),
@@ -95,25 +95,51 @@ def test_frame_documents_adds_frame_and_missing_eos():
     assert docs == [[1, 5, 6, 2, 9, 8], [1, 2, 9, 8], [1, 7, 2, 9, 8], [1, 4, 2, 9, 8]]
 
 
+def _plain_thread(spec, lookahead: int = 2) -> EncodingThread:
+    """The encoding thread as a build runs it for plain documents: texts to the backend."""
+    backend = BackendEncoder(spec)
+    return EncodingThread(
+        lambda records: [r.text for r in records],
+        lambda records, texts: backend.encode(texts),
+        lookahead,
+    )
+
+
 def test_the_encoding_thread_gives_batches_in_order(with_pad):
     _, _, spec = _slow_and_fast(with_pad)
     records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 5, start=1)]
     batches = [Batch(records[i : i + 7]) for i in range(0, len(records), 7)]
     batches.append(Batch([], [Rejected("f", 99, "bad", "raw")]))  # rejects only: no documents
     local = BackendEncoder(spec)
-    thread = EncodingThread.plain(spec, lookahead=1)
+    thread = _plain_thread(spec, lookahead=1)
     try:
         out = list(thread.encode(iter(batches)))
     finally:
         thread.close()
     assert [b for b, _ in out] == batches
     assert out[-1][1] == []
-    for batch, docs in out[:-1]:
-        records_in = batch.records
-        want = local.encode([r.text for r in records_in])
-        got = np.concatenate([d.ids for d in docs])
-        assert got.tolist() == want.ids.tolist()
-        assert [d.location for d in docs] == [r.location for r in records_in]
+    for batch, encoded in out[:-1]:
+        want = local.encode([r.text for r in batch.records])
+        assert encoded.ids.tolist() == want.ids.tolist()
+        assert encoded.offsets.tolist() == want.offsets.tolist()
+
+
+def test_the_fast_path_gives_each_document_its_record_location(with_pad):
+    tokenizer, _, spec = _slow_and_fast(with_pad)
+    info = tokenizer_info(tokenizer, TokenizerConfig(name_or_path=str(with_pad)))
+    records = [Record(text, "f", i) for i, text in enumerate(TEXTS * 3, start=1)]
+    batches = [Batch(records[i : i + 5]) for i in range(0, len(records), 5)]
+    batches.append(Batch([], [Rejected("f", 99, "bad", "raw")]))
+    local = BackendEncoder(spec)
+    out = list(encode_stream(iter(batches), PreparedTokenizer(info, spec), ShapeConfig(64)))
+    assert [b for b, _, _ in out] == batches
+    assert out[-1][1:] == ([], [])
+    for batch, docs, rejected in out[:-1]:
+        assert rejected == []
+        want = local.encode([r.text for r in batch.records])
+        assert np.concatenate([d.ids for d in docs]).tolist() == want.ids.tolist()
+        assert [d.location for d in docs] == [r.location for r in batch.records]
+        assert all(d.trained.all() for d in docs)
 
 
 def test_the_encoding_thread_hands_reading_errors_to_the_consumer(with_pad):
@@ -123,7 +149,7 @@ def test_the_encoding_thread_hands_reading_errors_to_the_consumer(with_pad):
         yield Batch([Record("fine", "f", 1)])
         raise OSError("disk gone")
 
-    thread = EncodingThread.plain(spec)
+    thread = _plain_thread(spec)
     try:
         encoded = thread.encode(batches())
         assert next(encoded)[0].records[0].text == "fine"

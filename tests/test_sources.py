@@ -243,3 +243,30 @@ def test_lone_surrogate_in_a_chat_message_is_a_bad_record(tmp_path, llama_like):
     (reject,) = [json.loads(x) for x in (out / REJECTS_NAME).read_text().splitlines()]
     assert reject["line"] == 2
     assert "messages[1].content" in reject["reason"] and "lone surrogate" in reject["reason"]
+
+
+# ----------------------------------------------------------------------------- standard input
+
+
+def test_a_closed_standard_input_is_refused_before_reading(monkeypatch):
+    from maskprep.config import SourceConfig
+    from maskprep.sources.records import SourceReader
+
+    monkeypatch.setattr("sys.stdin", None)  # what Python sets after `<&-`
+    with pytest.raises(ConfigError, match=r"standard input is closed; '-' reads the input from it"):
+        SourceReader(SourceConfig(inputs=("-",)))
+    # Negative control: the same reader given a stream reads it.
+    reader = SourceReader(
+        SourceConfig(inputs=("-",), input_format="text"), stdin=io.BytesIO(b"a\n")
+    )
+    assert [r.text for r in reader] == ["a"]
+
+
+def test_the_process_standard_input_is_read_for_dash(monkeypatch):
+    from maskprep.config import SourceConfig
+    from maskprep.sources.records import SourceReader
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"one\n\ntwo\n")))
+    reader = SourceReader(SourceConfig(inputs=("-",), input_format="text"))
+    assert [(r.text, r.line) for r in reader] == [("one", 1), ("two", 3)]
+    assert reader.stats[0].blank_lines == 1

@@ -16,7 +16,7 @@ from maskprep.cli import main
 from maskprep.config import parse_share
 from maskprep.output.names import MANIFEST_NAME
 from maskprep.pipeline import TRUNCATION_WARNING
-from maskprep.shaping.shaper import LostTokens
+from maskprep.shaping.fill import LostTokens
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ still what a build would make before ``--resume`` returns it as it is, and its s
 (``load_dataset``).
 
 **Assembly.** The read side's records and rejects
-(:class:`~maskprep.sources.policy.RejectPolicy`), the inputs' own counts, what fitting did (the
+(:class:`~maskprep.sources.records.RejectPolicy`), the inputs' own counts, what fitting did (the
 shaper's :class:`~maskprep.shaping.fit.ShapeStats`), the fill, and the rows and tokens of the
 shards written; also what makes a finished stream unusable as an output.
 
@@ -33,8 +33,7 @@ from ..shaping.fill import FillStats
 from ..shaping.fit import ShapeStats
 from ..sources.inputs import STDIN, expand_inputs, input_info, size_of
 from ..sources.parts import FileRange, open_range, plan_part
-from ..sources.policy import RejectPolicy
-from ..sources.records import SourceReader
+from ..sources.records import RejectPolicy, SourceReader
 from ..storage import StorageOptions
 from ..tokenizing.loading import TokenizerInfo, tokenizer_file_hashes
 from .manifest import (

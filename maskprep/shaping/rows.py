@@ -1,7 +1,7 @@
 """Rows as flat Arrow-ready arrays, and fitted pieces made into rows by every strategy: ``pad``,
 ``bucket`` and ``none`` (:class:`PaddedShaper`), one row per piece, and ``pack``
 (:class:`PackShaper`), whole documents concatenated into rows of ``max_length``, greedily in input
-order or regrouped by best-fit decreasing.
+order or regrouped by best-fit decreasing; :func:`make_shaper` picks the shaper for a strategy.
 
 A padded row of ``max_length`` 6 holding a 4-token document, right and left padded (P = pad id)::
 
@@ -328,3 +328,13 @@ class PackShaper:
         if len(bins) > len(greedy):
             return greedy
         return [[pieces[i] for i in members] for members in bins]
+
+
+Shaper = PaddedShaper | PackShaper
+
+
+def make_shaper(config: ShapeConfig, pad_id: int, padding_side: str) -> Shaper:
+    """The shaper for ``config.strategy``; packs are always padded on the right."""
+    if config.strategy == "pack":
+        return PackShaper(config, pad_id)
+    return PaddedShaper(config, pad_id, padding_side)

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from ..config import PartSpec
 from ..errors import ConfigError
 from ..storage import StorageOptions
-from .inputs import STDIN, Overlong, capped_lines, input_info, is_compressed, open_input, sample
+from .inputs import STDIN, input_info, is_compressed, open_input
 
 _CHUNK = 1 << 20
 
@@ -149,13 +149,3 @@ def open_range(file_range: FileRange, options: StorageOptions | None = None) -> 
     """A binary stream of exactly the bytes of ``file_range``."""
     end = None if file_range.whole else file_range.end
     return open_input(file_range.path, options, file_range.start, end)
-
-
-def head_sample(
-    path: str, limit: int, options: StorageOptions | None = None
-) -> list[bytes | Overlong]:
-    """The first lines of an uncompressed file (or object) as :func:`~.lines.sample` takes them,
-    for sniffing its format from its start (every part of it decides alike, wherever the part
-    begins)."""
-    with open_input(path, options) as handle:
-        return sample(capped_lines(handle, limit))

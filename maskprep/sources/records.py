@@ -4,7 +4,8 @@ Every line is accounted for: it becomes a :class:`Record`, a :class:`Rejected` (
 the bad-record policy) or a counted blank line. Inputs are found by :mod:`.inputs` (objects of a
 store too); supervised records are parsed by :mod:`.sft`. The stream comes in batches
 (:func:`batched`): records to encode together, with the records rejected among them travelling
-beside them, so that whoever consumes a batch applies the bad-record policy in input order.
+beside them, so that whoever consumes a batch applies the bad-record policy (:class:`RejectPolicy`,
+which also keeps the read side's counts for a build's totals and resume points) in input order.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .. import storage
-from ..config import PartSpec, SFTConfig, SourceConfig
-from ..errors import ConfigError, DataError
+from ..config import PartSpec, RejectLimit, SFTConfig, SourceConfig
+from ..errors import BadRecordError, ConfigError, DataError
 from ..storage import StorageOptions
 from .inputs import (
     STDIN,
@@ -34,7 +35,7 @@ from .inputs import (
     size_of,
     sniff_format,
 )
-from .parts import FileRange, PlannedFile, head_sample, open_range, plan_part, planned_files
+from .parts import FileRange, PlannedFile, open_range, plan_part, planned_files
 from .sft import (
     JSONProblem,
     SFTPayload,
@@ -116,8 +117,8 @@ class SourceReader:
     """Reads every input in order and yields :class:`Record` and :class:`Rejected` items.
 
     ``stats`` holds one :class:`InputStats` per input, complete once the iteration has finished.
-    ``start`` (a :class:`SourcePosition`) resumes reading there: the inputs before it and its
-    input's lines before it are read only to be hashed and counted, never parsed (see
+    :meth:`start_at` (a :class:`SourcePosition`) resumes reading there: the inputs before it and
+    its input's lines before it are read only to be hashed and counted, never parsed (see
     :meth:`unchanged_up_to` to check first that they are still what they were).
     """
 
@@ -128,10 +129,9 @@ class SourceReader:
         sft: SFTConfig | None = None,
         part: PartSpec | None = None,
         storage_options: StorageOptions | None = None,
-        start: SourcePosition | None = None,
     ) -> None:
         self.config = config
-        self._start = start
+        self._start: SourcePosition | None = None
         self.sft = sft
         self._options = storage_options
         self.files = expand_inputs(config.inputs, storage_options)
@@ -145,9 +145,11 @@ class SourceReader:
             self.ranges = plan_part(self.files, part, self.planned, storage_options)
             self.files = [r.path for r in self.ranges]
         self.stats: list[InputStats] = []
+        if STDIN in self.files and stdin is None:
+            stdin = _process_stdin()
+            if stdin is None:
+                raise ConfigError("standard input is closed; '-' reads the input from it")
         self._stdin = stdin
-        if STDIN in self.files and stdin is None and _process_stdin() is None:
-            raise ConfigError("standard input is closed; '-' reads the input from it")
         self._bytes_done = 0
         self._current: HashingReader | None = None
         self._reading = InputStats(path="")
@@ -250,10 +252,8 @@ class SourceReader:
 
     def _open(self, name: str) -> BinaryIO:
         if name == STDIN:
-            stream = self._stdin if self._stdin is not None else _process_stdin()
-            if stream is None:
-                raise ConfigError("standard input is closed; '-' reads the input from it")
-            return stream
+            assert self._stdin is not None, "found when the reader was made"
+            return self._stdin
         try:
             if self._range is not None:
                 return open_range(self._range, self._options)
@@ -322,8 +322,9 @@ class SourceReader:
         part = self._range
         if part is not None and not part.whole:
             # From the file's start, as the whole file is read: every part decides alike.
-            limit = self.config.max_record_bytes
-            return sniff_format(head_sample(name, limit, self._options)), []
+            with open_input(name, self._options) as handle:
+                head = sample(capped_lines(handle, self.config.max_record_bytes))
+            return sniff_format(head), []
         pending = sample(lines)
         return sniff_format(pending), pending
 
@@ -438,3 +439,80 @@ def batched(
             start = position() if position is not None else None
     if records or rejected:
         yield Batch(records, rejected, start)
+
+
+class RejectsPastLimit(DataError):
+    """More records were rejected than ``max_rejects`` allows: the build fails as a bad record
+    under the ``fail`` policy does (no manifest; its complete shards stay for a resume), publishing
+    the rejects file to say why."""
+
+
+@dataclass
+class RejectPolicy:
+    """What the read side counts, and the bad-record policy applied to the rejected records as
+    they arrive: ``fail`` (no ``write``) raises at the first one, ``skip`` writes each with
+    ``write`` (which returns the line written) and counts it, up to ``limit``. ``staged``: the
+    build writes beside a finished output it would replace, which a failed build leaves as it
+    was, rejects file and all (this build's rejects go with its staging)."""
+
+    write: Callable[[Rejected], str] | None
+    limit: RejectLimit | None = None
+    staged: bool = False
+    documents: int = 0
+    rejected: int = 0
+    without_labels: int = 0
+    #: Told every line written to the rejects file (the resume points keep them).
+    log: Callable[[str], None] | None = None
+
+    @property
+    def read(self) -> int:
+        """Records read so far: used or rejected."""
+        return self.documents + self.rejected
+
+    def counts(self) -> dict[str, int]:
+        """The counts, for a resume point."""
+        return {
+            "documents": self.documents,
+            "rejected": self.rejected,
+            "without_labels": self.without_labels,
+        }
+
+    def restore(self, counts: dict[str, int]) -> None:
+        """Take up the counts of a resume point."""
+        self.documents = int(counts["documents"])
+        self.rejected = int(counts["rejected"])
+        self.without_labels = int(counts["without_labels"])
+
+    def reject(self, items: list[Rejected]) -> None:
+        """Apply the policy to ``items``, in order."""
+        for item in items:
+            if self.write is None:
+                raise BadRecordError(item.location, item.reason)
+            self.rejected += 1
+            self.without_labels += item.without_labels
+            line = self.write(item)
+            if self.log is not None:
+                self.log(line)
+            if self.limit is not None and self.limit.count is not None:
+                # A count is known to be passed as soon as it is: no need to read on.
+                self.check_limit(item.location, finished=False)
+
+    def check_limit(self, where: str, *, finished: bool) -> None:
+        """Raise :class:`RejectsPastLimit` when the rejects are past the limit; a percentage is
+        judged only once the input is ``finished``."""
+        limit = self.limit
+        if limit is None or (limit.percent is not None and not finished):
+            return
+        read = self.read
+        if not limit.exceeded(self.rejected, read):
+            return
+        share = f" of {read:,} read ({100 * self.rejected / read:.1f}%)" if finished else ""
+        after = (
+            "the finished output there is left as it was"
+            if self.staged
+            else "the rejects file says why each was"
+        )
+        raise RejectsPastLimit(
+            f"{where}: {self.rejected:,} records rejected{share}, more than the max_rejects "
+            f"limit of {limit}; {after}"
+        )

@@ -35,7 +35,6 @@ from ..storage import StorageOptions
 from .cache import CachedTokenizer, TokenizerCache
 from .encoder import (
     BackendEncoder,
-    EncodedBatch,
     EncodedDoc,
     Encoder,
     EncoderSpec,
@@ -174,15 +173,26 @@ def _encoded(
 ) -> Generator[tuple[Batch, list[EncodedDoc | Rejected]], None, None]:
     """Each batch with one item per record: its :class:`EncodedDoc`, or the :class:`Rejected`
     record when a supervised record cannot be encoded for training."""
-    if tokenizing.spec is not None:
+    spec = tokenizing.spec
+    if spec is not None:
         sft = tokenizing.sft_encoder
-        thread = (
-            EncodingThread(sft.prepare, sft.encode)
-            if sft is not None
-            else EncodingThread.plain(tokenizing.spec)
-        )
+        if sft is not None:
+            thread = EncodingThread(sft.prepare, sft.encode)
+        else:
+            backend = BackendEncoder(spec)
+            thread = EncodingThread(
+                lambda records: [r.text for r in records],
+                lambda records, texts: backend.encode(texts),
+            )
+        head, tail = len(spec.prefix), len(spec.suffix)
         try:
-            yield from thread.encode(batches)
+            for batch, result in thread.encode(batches):
+                if sft is not None or not batch.records:
+                    yield batch, result
+                else:
+                    # Plain documents are framed in bulk on the encoding thread; their views are
+                    # made here, on the consumer's thread, which waits on it anyway.
+                    yield batch, result.docs([r.location for r in batch.records], head, tail)
         finally:
             thread.close()
         return
@@ -202,8 +212,6 @@ def _encoded(
 Prepare = Callable[[list[Record]], Any]
 #: The encoding thread's work on the records and what ``Prepare`` made of them.
 Encode = Callable[[list[Record], Any], Any]
-#: What the consumer's thread makes of the encoding thread's result: one item per record.
-Finish = Callable[[list[Record], Any], list[EncodedDoc | Rejected]]
 
 _DONE = object()
 
@@ -218,49 +226,24 @@ class _Failed:
 class EncodingThread:
     """Encodes batches of records ahead of the caller, in order, with bounded memory.
 
-    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, items)`` pairs, at
+    :meth:`encode` turns an iterator of batches into an iterator of ``(batch, result)`` pairs, at
     most ``lookahead`` batches ahead of the consumer; :meth:`close` stops the thread. Each batch's
-    records are passed through ``prepare`` on the reader thread, ``encode`` on the encoding
-    thread, and ``finish`` (default: the encoding's result as it is) on the consumer's
-    (:meth:`plain` makes them for plain documents).
+    records are passed through ``prepare`` on the reader thread and ``encode`` on the encoding
+    thread; a batch with no records gets an empty list.
     """
 
-    def __init__(
-        self,
-        prepare: Prepare,
-        encode: Encode,
-        lookahead: int = 2,
-        finish: Finish | None = None,
-    ) -> None:
+    def __init__(self, prepare: Prepare, encode: Encode, lookahead: int = 2) -> None:
         self.lookahead = lookahead
         self._prepare = prepare
         self._encode = encode
-        self._finish = finish
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="maskprep-encode")
-
-    @classmethod
-    def plain(cls, spec: EncoderSpec, lookahead: int = 2) -> EncodingThread:
-        """The encoding thread for plain documents: the backend of ``spec``, framed in bulk on
-        it; the per-document views are made on the consumer's, which waits on it anyway."""
-        encoder = BackendEncoder(spec)
-        head, tail = len(spec.prefix), len(spec.suffix)
-
-        def encode(records: list[Record], texts: list[str]) -> EncodedBatch:
-            return encoder.encode(texts)
-
-        def finish(records: list[Record], batch: EncodedBatch) -> list[EncodedDoc | Rejected]:
-            return batch.docs([r.location for r in records], head, tail)  # type: ignore[return-value]
-
-        return cls(lambda records: [r.text for r in records], encode, lookahead, finish)
 
     def close(self) -> None:
         """Stop the encoding thread, dropping work not yet collected."""
         self._thread.shutdown(wait=True, cancel_futures=True)
 
-    def encode(
-        self, batches: Iterator[Batch]
-    ) -> Iterator[tuple[Batch, list[EncodedDoc | Rejected]]]:
-        """Encoded documents for each batch of records, in the order the batches came.
+    def encode(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, Any]]:
+        """What ``encode`` made of each batch of records, in the order the batches came.
 
         A reader thread pulls the batches (reading and JSON parsing) and submits them for
         encoding, at most ``lookahead`` ahead; each batch is handed back as soon as it is encoded,
@@ -305,12 +288,7 @@ class EncodingThread:
                 if isinstance(item, _Failed):
                     raise item.error
                 batch, future = item
-                if future is None:
-                    yield batch, []
-                elif self._finish is None:
-                    yield batch, future.result()
-                else:
-                    yield batch, self._finish(batch.records, future.result())
+                yield batch, [] if future is None else future.result()
         finally:
             stop.set()
             reader.join(timeout=1.0)
