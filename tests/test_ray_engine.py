@@ -3,6 +3,7 @@ and the clear error where it is not."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -434,6 +435,53 @@ def test_a_rerun_part_beside_a_dead_attempts_record_builds_at_once_on_s3(
 # ----------------------------------------------------------------------------- signals
 
 
+def test_a_private_cluster_starts_marked_with_environments_no_title_overwrites(monkeypatch):
+    from maskprep.distributed import reaper
+
+    monkeypatch.setenv("SPT_NOENV", "0")
+    monkeypatch.delenv(reaper.MARKER, raising=False)
+    seen: dict[str, str] = {}
+
+    class Ray:  # what private_cluster asks of ray, with nothing started
+        def init(self, **options) -> None:
+            seen.update(os.environ)
+
+        def get_runtime_context(self):
+            raise RuntimeError("no node")
+
+        def shutdown(self) -> None:
+            pass
+
+    with reaper.private_cluster(Ray()):
+        assert reaper.MARKER not in os.environ  # only what ray.init starts carries it
+    assert seen["SPT_NOENV"] == "1"
+    assert len(seen[reaper.MARKER]) == 16
+    assert os.environ["SPT_NOENV"] == "0"
+    assert reaper.MARKER not in os.environ
+
+
+def test_sigterm_after_a_private_cluster_shut_down_still_reaches_the_callers_handler(tmp_path):
+    """``ray.shutdown`` sets SIGTERM's default action under Python's handler: a SIGTERM in the
+    merge after it killed the build (-15) instead of stopping it cleanly (143)."""
+    pytest.importorskip("ray")
+    script = tmp_path / "after_shutdown.py"
+    script.write_text(
+        "import os, signal, ray\n"
+        "from maskprep.distributed.reaper import private_cluster\n"
+        "got = []\n"
+        "signal.signal(signal.SIGTERM, lambda number, frame: got.append(number))\n"
+        "with private_cluster(ray, num_cpus=1, include_dashboard=False, log_to_driver=False):\n"
+        "    pass\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('handled', got)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **NO_USAGE_STATS}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split("\n")[-2] == "handled [15]"
+
+
 def _processes_with(variable: str, value: str) -> list[str]:
     """The processes (pid and name) that carry ``variable=value`` in their environment."""
     needle = f"{variable}={value}".encode()
@@ -449,10 +497,67 @@ def _processes_with(variable: str, value: str) -> list[str]:
     return found
 
 
+def _descendants(root: int) -> dict[int, str]:
+    """The processes below ``root`` now, by parent pid: pid to its start time (so that a pid
+    the kernel hands out again later is not taken for the same process)."""
+    parents: dict[int, int] = {}
+    started: dict[int, str] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            continue
+        parents[int(name)], started[int(name)] = int(fields[1]), fields[19]
+    below: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in below:
+                below[pid] = started[pid]
+                frontier.append(pid)
+    return below
+
+
+def _alive(processes: dict[int, str]) -> list[str]:
+    """Those of ``processes`` (pid to start time) still running: pid and name."""
+    alive = []
+    for pid, started in processes.items():
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                head, tail = handle.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        if fields[19] == started and fields[0] != "Z":
+            alive.append(f"{pid} {head.split('(', 1)[1]}")
+    return alive
+
+
+def _titled(processes) -> dict[int, str]:
+    """Those of ``processes`` that renamed themselves ``ray::…``: pid to name."""
+    titled = {}
+    for pid in processes:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/comm") as comm:
+            name = comm.read().strip()
+            if name.startswith("ray::"):
+                titled[pid] = name
+    return titled
+
+
+def _environment_of(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        return handle.read().split(b"\0")[:-1]
+
+
 def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[str]]:
     """A CLI Ray build on its own private cluster, sent ``signum`` once a part has written a
-    shard; its exit status, and the processes of that build still alive 15 s later (every
-    process of it carries the test's marker in its environment)."""
+    shard and Ray's processes have renamed themselves; its exit status, and the processes of that build still alive 15 s later: those that
+    carry the test's marker in their environment, and those that were below the build before
+    the signal. Before the signal, every process of the cluster must show the reaper's marker
+    in an intact environment (setproctitle wiped it from Ray's agents once, and they lived on
+    after a killed build)."""
     import time
     import uuid
 
@@ -466,7 +571,8 @@ def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[
     env.pop("RAY_ADDRESS", None)
     out = tmp_path / "out"
     args = ["build", str(corpus), "-t", str(llama_like), "-o", str(out), "--max-length", "32",
-            "--pad-token", "eos", "--engine", "ray", "--num-parts", "2", "-q"]  # fmt: skip
+            "--pad-token", "eos", "--engine", "ray", "--num-parts", "2", "--shard-rows", "500",
+            "-q"]  # fmt: skip
     child = subprocess.Popen(
         [sys.executable, "-m", "maskprep", *args],
         stdout=subprocess.DEVNULL,
@@ -474,20 +580,33 @@ def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[
         env=env,
     )
     part = tmp_path / "out.parts" / "part-00000"
+    titled: dict[int, str] = {}  # the processes setproctitle renamed (agents, workers): pid, name
     deadline = time.monotonic() + 180
-    while not (part.is_dir() and any(p.name.startswith("data-") for p in part.iterdir())):
+    # Both parts' workers and an agent renamed, and a shard written: the build is under way.
+    while len(titled) < 3 or not (part.is_dir() and any(part.glob("data-*"))):
         assert child.poll() is None, child.stderr.read().decode()[-2000:]
-        assert time.monotonic() < deadline, "no part ever wrote a shard"
+        assert time.monotonic() < deadline, f"no shard, or too few ray:: processes: {titled}"
+        for pid, name in _titled(_descendants(child.pid)).items():
+            with contextlib.suppress(OSError):  # a worker may come and go meanwhile
+                environment = _environment_of(pid)
+                assert all(environment), f"{pid} {name}: its title overwrote its environment"
+                assert any(entry.startswith(b"MASKPREP_RAY_CLUSTER=") for entry in environment)
+                titled[pid] = name
         time.sleep(0.2)
     assert len(_processes_with("TEST_RAY_BUILD", marker)) > 2  # the driver and its cluster
+    cluster = _descendants(child.pid)
     child.send_signal(signum)
     child.wait(timeout=120)
     print(child.stderr.read().decode()[-3000:])  # shown by pytest when an assertion fails
     child.stderr.close()
+
+    def left() -> list[str]:
+        return sorted(set(_processes_with("TEST_RAY_BUILD", marker)) | set(_alive(cluster)))
+
     deadline = time.monotonic() + 15
-    while _processes_with("TEST_RAY_BUILD", marker) and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.5)
-    return child.returncode, _processes_with("TEST_RAY_BUILD", marker)
+    return child.returncode, left()
 
 
 def test_a_killed_ray_driver_leaves_no_process_of_the_cluster_it_started(tmp_path, llama_like):

@@ -192,7 +192,8 @@ def _cluster(ray: Any) -> Iterator[bool]:
     try:
         yield False
     finally:
-        ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
+        with keep_signal_handlers():
+            ray.shutdown()  # a cluster named by RAY_ADDRESS is only disconnected from
 
 
 def _run_parts(

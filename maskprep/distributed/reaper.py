@@ -11,9 +11,16 @@ variable, unique to this build, in its environment. When the pipe closes (the bu
 normally, on an error, on a signal, or killed), the reaper kills what is left with that marker,
 and exits. A cluster the build joined (``RAY_ADDRESS``) is never touched.
 
+The marker is read from ``/proc/PID/environ``, so the cluster starts with ``SPT_NOENV=1``: Ray's
+agents rename themselves with setproctitle, which otherwise takes the start of the environment
+block for the new title and leaves ``/proc/PID/environ`` with the first variables wiped. Which
+variables come first is the raylet's choice, so the marker was sometimes among them, and the
+agents of a killed build then lived on (seen in CI). Ray sets the same variable for its workers.
+
 Ray also installs its own handler for SIGTERM (its C++ failure-signal handler aborts: exit 134),
-so the handlers the caller had (the command line's, which stop the build cleanly with exit 143)
-are put back once the cluster is up.
+and ``ray.shutdown`` leaves SIGTERM at the default action (the process dies of it), so the
+handlers the caller had (the command line's, which stop the build cleanly with exit 143) are
+put back once the cluster is up and again once it is shut down, before the merge.
 """
 
 from __future__ import annotations
@@ -40,15 +47,12 @@ def private_cluster(ray: Any, **init: Any) -> Iterator[None]:
     marker = secrets.token_hex(8)
     reaper = _start_reaper(marker)
     assert reaper.stdin is not None
-    os.environ[MARKER] = marker
     try:
-        with keep_signal_handlers():
+        with _variables_set({MARKER: marker, "SPT_NOENV": "1"}), keep_signal_handlers():
             ray.init(address="local", **init)
     except BaseException:
         reaper.stdin.close()
         raise
-    finally:
-        os.environ.pop(MARKER, None)
     with contextlib.suppress(Exception):
         # Ray marks what its node starts with the node's id too: a second mark to go by.
         reaper.stdin.write(f"{ray.get_runtime_context().get_node_id()}\n".encode())
@@ -57,7 +61,8 @@ def private_cluster(ray: Any, **init: Any) -> Iterator[None]:
         yield
     finally:
         try:
-            ray.shutdown()
+            with keep_signal_handlers():
+                ray.shutdown()
         finally:
             reaper.stdin.close()  # the reaper removes what is left, then exits
 
@@ -82,9 +87,25 @@ def _start_reaper(marker: str) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
+def _variables_set(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set in this process's environment for the body (what the cluster's
+    processes inherit), and put back as they were after it."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def keep_signal_handlers() -> Iterator[None]:
     """Put SIGINT's and SIGTERM's handlers back as they were after the body (``ray.init``
-    installs its own, under Python's)."""
+    installs its own under Python's, and ``ray.shutdown`` sets the default action)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
