@@ -553,11 +553,11 @@ def _environment_of(pid: int) -> list[bytes]:
 
 def _ray_build_stopped_by(signum: int, tmp_path, llama_like) -> tuple[int, list[str]]:
     """A CLI Ray build on its own private cluster, sent ``signum`` once a part has written a
-    shard and Ray's processes have renamed themselves; its exit status, and the processes of that build still alive 15 s later: those that
-    carry the test's marker in their environment, and those that were below the build before
-    the signal. Before the signal, every process of the cluster must show the reaper's marker
-    in an intact environment (setproctitle wiped it from Ray's agents once, and they lived on
-    after a killed build)."""
+    shard and Ray's processes have renamed themselves; its exit status, and the processes of
+    that build still alive 15 s later: those that carry the test's marker in their environment,
+    and those that were below the build before the signal. Before the signal, every process of
+    the cluster must show the reaper's marker in an intact environment (setproctitle wiped it
+    from Ray's agents once, and they lived on after a killed build)."""
     import time
     import uuid
 
